@@ -1,0 +1,73 @@
+"""Where jobs run: configured backends and the named environments tasks can use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+class Backend(models.Model):
+    class Kind(models.TextChoices):
+        LOCAL = "local", "Local processes"
+        SLURM = "slurm", "Slurm (SSH)"
+        PBS = "pbs", "PBS/Torque (SSH)"
+        BATCH = "batch", "AWS Batch"
+        EC2 = "ec2", "AWS EC2"
+
+    class Status(models.TextChoices):
+        UNKNOWN = "unknown", "Not checked yet"
+        OK = "ok", "Reachable"
+        UNREACHABLE = "unreachable", "Unreachable"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField("type", max_length=16, choices=Kind.choices)
+    # Validated per-type settings (ssh block, account, queue, aws block, ...), as
+    # loaded by backends.config; see backends.config.BACKEND_SETTINGS.
+    settings = models.JSONField(default=dict, blank=True)
+    max_concurrent = models.PositiveIntegerField(default=100)
+    poll_interval = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds between polls; empty means the global setting."
+    )
+    enabled = models.BooleanField(default=True)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNKNOWN)
+    status_message = models.TextField(blank=True)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    # One tick per backend at a time: a worker takes the lease with a conditional
+    # UPDATE and gives it back when done; a crashed worker's lease simply expires.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from backends.config import validate_backend_settings
+
+        try:
+            self.settings = validate_backend_settings(self.kind, self.settings)
+        except ValueError as exc:
+            raise ValidationError({"settings": str(exc)}) from exc
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        return self.settings.get(key, default)
+
+
+class Environment(models.Model):
+    """Reusable environment variables and init lines, referenced by tasks by name."""
+
+    name = models.CharField(max_length=100, unique=True)
+    variables = models.JSONField(default=dict, blank=True)
+    extra_init = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

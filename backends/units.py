@@ -1,0 +1,63 @@
+"""Durations and memory sizes as written in task definitions."""
+
+from __future__ import annotations
+
+import re
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)
+_MB_PER_UNIT = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2, "P": 1024**3}
+
+
+def parse_duration(value: str) -> int:
+    """Seconds in a Slurm-style time limit: ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``."""
+    text = value.strip()
+    days = 0
+    if "-" in text:
+        day_part, _, text = text.partition("-")
+        if not day_part.isdigit():
+            raise ValueError(f"invalid time limit {value!r}")
+        days = int(day_part)
+    parts = text.split(":")
+    if not text or len(parts) > 3 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"invalid time limit {value!r} (expected e.g. 1:00:00 or 2-00:00:00)")
+    numbers = [int(p) for p in parts]
+    if days:
+        # D-HH, D-HH:MM, D-HH:MM:SS
+        numbers += [0] * (3 - len(numbers))
+        hours, minutes, seconds = numbers
+    elif len(numbers) == 1:
+        hours, minutes, seconds = 0, numbers[0], 0
+    elif len(numbers) == 2:
+        hours, minutes, seconds = 0, numbers[0], numbers[1]
+    else:
+        hours, minutes, seconds = numbers
+    total = days * 86400 + hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise ValueError(f"time limit {value!r} must be positive")
+    return total
+
+
+def format_duration(seconds: float | None) -> str:
+    """``1h 02m``, ``3m 05s``, ``42s``: short enough for a table cell."""
+    if seconds is None:
+        return ""
+    s = int(round(seconds))
+    if s >= 86400:
+        return f"{s // 86400}d {s % 86400 // 3600:02d}h"
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s}s"
+
+
+def parse_memory_mb(value: str) -> int:
+    """Megabytes in ``4G``, ``512M``, ``2GB``, ``1024`` (plain numbers are MB, as in Slurm)."""
+    match = _MEMORY.match(value)
+    if not match:
+        raise ValueError(f"invalid memory {value!r} (expected e.g. 4G or 512M)")
+    amount, unit = float(match.group(1)), match.group(2).upper()
+    mb = int(amount * _MB_PER_UNIT[unit])
+    if mb <= 0:
+        raise ValueError(f"memory {value!r} must be positive")
+    return mb

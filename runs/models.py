@@ -1,0 +1,239 @@
+"""Workflows, runs, their tasks, the jobs seen on backends, and API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(4)
+
+
+class Workflow(models.Model):
+    """A configured way to get a task list: a command whose stdout is the task JSON."""
+
+    name = models.CharField(max_length=200, unique=True)
+    backend = models.ForeignKey("backends.Backend", on_delete=models.PROTECT, related_name="workflows")
+    command = models.TextField()
+    max_concurrent = models.PositiveIntegerField(default=10)
+    description = models.TextField(blank=True)
+    # {"repo", "branch", "deploy_key", "clone_dir"} or null.
+    git = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Run(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED: ClassVar[tuple[str, ...]] = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    id = models.CharField(primary_key=True, max_length=16, default=new_run_id, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="runs")
+    workflow_name = models.CharField(max_length=200)
+    workflow = models.ForeignKey(Workflow, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    backend = models.ForeignKey("backends.Backend", on_delete=models.PROTECT, related_name="runs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    max_concurrent = models.PositiveIntegerField(default=10)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    git_repo = models.CharField(max_length=500, blank=True)
+    git_branch = models.CharField(max_length=200, blank=True)
+    git_sha = models.CharField(max_length=64, blank=True)
+    clone_dir = models.CharField(max_length=500, blank=True, help_text="Git checkout tasks run in.")
+    error = models.TextField(blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            models.Index(fields=["backend", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_name} ({self.id})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class Task(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending"
+        SUBMITTING = "submitting"
+        SUBMITTED = "submitted"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        DEP_FAILED = "dep_failed"
+
+    # Tasks that hold a slot against max_concurrent.
+    ACTIVE: ClassVar[tuple[str, ...]] = (State.SUBMITTING, State.SUBMITTED, State.RUNNING)
+    FINISHED: ClassVar[tuple[str, ...]] = (
+        State.COMPLETED,
+        State.FAILED,
+        State.CANCELLED,
+        State.DEP_FAILED,
+    )
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tasks")
+    position = models.PositiveIntegerField(help_text="Order in the workflow; submission order.")
+    task_id = models.CharField(max_length=255)
+    name = models.CharField(max_length=255)
+    command = models.TextField()
+    deps = models.JSONField(default=list, blank=True, help_text="As written, wildcards included.")
+    resolved_deps = models.JSONField(default=list, blank=True, help_text="Task ids after wildcard expansion.")
+    # Reverse edges, kept so that a completion touches only its dependents.
+    dependents = models.JSONField(default=list, blank=True)
+    waiting_on = models.PositiveIntegerField(default=0, help_text="Dependencies not completed yet.")
+
+    partition = models.CharField(max_length=100, default="normal")
+    cpus = models.PositiveIntegerField(default=1)
+    memory = models.CharField(max_length=32, default="4G")
+    time_limit = models.CharField(max_length=32, default="1:00:00")
+    working_dir = models.CharField(max_length=1000, default="~")
+    environment = models.CharField(max_length=100, blank=True)
+    env_vars = models.JSONField(default=dict, blank=True)
+    output_file = models.CharField(max_length=1000, blank=True)
+    error_file = models.CharField(max_length=1000, blank=True)
+    generates_source = models.CharField(max_length=1000, blank=True)
+    gres = models.CharField(max_length=100, blank=True)
+    image = models.CharField(max_length=500, blank=True)
+    retries = models.PositiveIntegerField(default=0)
+    attempt = models.PositiveIntegerField(default=0, help_text="0 for the first try, then 1, 2, ...")
+    generated_by = models.CharField(max_length=255, blank=True)
+
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    reason = models.TextField(blank=True, help_text="Why the task is in its state (pending reason, error).")
+    submit_tag = models.CharField(max_length=80, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    job_id = models.CharField(max_length=100, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    elapsed_seconds = models.FloatField(null=True, blank=True)
+    node = models.CharField(max_length=200, blank=True)
+    script = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "task_id"], name="unique_task_id_per_run")]
+        indexes = [
+            # Ready tasks of a run, in order: the submit step's query.
+            models.Index(fields=["run", "state", "waiting_on", "position"]),
+            # Active tasks across runs: the poll step and the concurrency counts.
+            models.Index(fields=["state"]),
+            models.Index(fields=["submit_tag"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} ({self.state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in self.ACTIVE
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.elapsed_seconds is not None:
+            return self.elapsed_seconds
+        if self.started_at:
+            end = self.finished_at or timezone.now()
+            return (end - self.started_at).total_seconds()
+        return None
+
+    @property
+    def group(self) -> str:
+        """Dot prefix used to group tasks on the run page (``sim.1`` is in ``sim``)."""
+        head, dot, _ = self.task_id.rpartition(".")
+        return head if dot else ""
+
+
+class ObservedJob(models.Model):
+    """A job seen on a backend at the last poll: ours (``task`` set) or external."""
+
+    backend = models.ForeignKey("backends.Backend", on_delete=models.CASCADE, related_name="observed_jobs")
+    job_id = models.CharField(max_length=100)
+    task = models.ForeignKey(Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    name = models.CharField(max_length=255, blank=True)
+    user = models.CharField(max_length=100, blank=True)
+    state = models.CharField(max_length=32)
+    reason = models.CharField(max_length=255, blank=True)
+    partition = models.CharField(max_length=100, blank=True)
+    cpus = models.PositiveIntegerField(null=True, blank=True)
+    node = models.CharField(max_length=200, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["backend", "job_id"]
+        constraints = [models.UniqueConstraint(fields=["backend", "job_id"], name="unique_job_per_backend")]
+        indexes = [models.Index(fields=["user"])]
+
+    def __str__(self) -> str:
+        return f"{self.backend}:{self.job_id}"
+
+
+class ApiToken(models.Model):
+    """An API token; only a SHA-256 of the key is stored, the key is shown once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=8, editable=False, help_text="First characters, to tell tokens apart.")
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.prefix}…"
+
+    @staticmethod
+    def hash_key(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user: models.Model) -> str:
+        key = secrets.token_urlsafe(32)
+        cls.objects.create(user=user, key_hash=cls.hash_key(key), prefix=key[:8])
+        return key
+
+
+class PortalSettings(models.Model):
+    """The ``settings`` and ``pricing`` blocks of the config file (one row)."""
+
+    poll_interval = models.PositiveIntegerField(default=60)
+    server_host = models.CharField(max_length=200, default="127.0.0.1")
+    server_port = models.PositiveIntegerField(default=8000)
+    sources_cache_dir = models.CharField(max_length=500, blank=True)
+    pricing = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "portal settings"
+
+    def __str__(self) -> str:
+        return "Portal settings"
+
+    @classmethod
+    def load(cls) -> PortalSettings:
+        obj, _ = cls.objects.get_or_create(pk=1)
+        return obj

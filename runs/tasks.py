@@ -1,0 +1,10 @@
+"""Celery tasks (deployment mode); the embedded ticker calls the same function."""
+
+from celery import shared_task
+
+from runs.engine import tick
+
+
+@shared_task(ignore_result=True)
+def tick_task() -> None:
+    tick()

@@ -1,0 +1,59 @@
+"""Who runs ``runs.engine.tick``: the embedded ticker thread, or Celery beat + workers.
+
+Embedded mode (no ``REDIS_URL``): ``scripthut serve`` starts ``EmbeddedTicker``,
+a daemon thread that ticks every ``SCRIPTHUT_TICK_SECONDS`` and at once when woken.
+Deployment mode: beat schedules ``runs.tasks.tick_task`` and ``request_tick`` sends one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.conf import settings
+from django.db import close_old_connections
+
+log = logging.getLogger("runs.ticker")
+
+_wakeup = threading.Event()
+_embedded_running = threading.Event()
+
+
+def request_tick() -> None:
+    if _embedded_running.is_set():
+        _wakeup.set()
+    elif not settings.EMBEDDED:
+        from runs.tasks import tick_task
+
+        try:
+            tick_task.delay()
+        except Exception:  # the beat schedule ticks soon anyway
+            log.warning("could not queue a tick; beat will run one shortly", exc_info=True)
+
+
+class EmbeddedTicker(threading.Thread):
+    def __init__(self, interval: float | None = None):
+        super().__init__(name="scripthut-ticker", daemon=True)
+        self.interval = interval or settings.SCRIPTHUT_TICK_SECONDS
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        from runs.engine import tick
+
+        _embedded_running.set()
+        try:
+            while not self.stopping.is_set():
+                try:
+                    tick()
+                except Exception:
+                    log.exception("tick failed")
+                finally:
+                    close_old_connections()
+                _wakeup.wait(self.interval)
+                _wakeup.clear()
+        finally:
+            _embedded_running.clear()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        _wakeup.set()

@@ -1,0 +1,54 @@
+"""Configured workflows: run their command on the backend and turn its stdout into a run."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from backends.base import BackendUnavailable
+from backends.registry import get_adapter
+from runs.engine import GitCheckout, create_run
+from runs.models import Run, Workflow
+from runs.workflow import ResolvedTask, WorkflowError, validate
+from sources.git import GitError, checkout, git_ssh_env, resolve_branch
+
+
+def fetch_tasks(workflow: Workflow) -> tuple[str, GitCheckout | None]:
+    """Run the workflow's command (in a fresh git checkout if it has a git block)."""
+    adapter = get_adapter(workflow.backend)
+    git: GitCheckout | None = None
+    cwd = None
+    try:
+        if workflow.git:
+            repo = workflow.git["repo"]
+            branch = workflow.git.get("branch") or "main"
+            parent = workflow.git.get("clone_dir") or "~/scripthut-repos"
+            with git_ssh_env(adapter, workflow.git.get("deploy_key")) as ssh_env:
+                sha = resolve_branch(adapter, repo, branch, ssh_env)
+                cwd = checkout(adapter, repo, branch, sha, parent, ssh_env)
+            git = GitCheckout(repo=repo, branch=branch, sha=sha, clone_dir=cwd)
+        result = adapter.run_command(workflow.command, cwd=cwd)
+    except (GitError, BackendUnavailable) as exc:
+        raise WorkflowError(f"workflow {workflow.name!r}: {exc}") from exc
+    if result.exit_code != 0:
+        detail = result.stderr.strip()[-1000:] or result.stdout.strip()[-1000:]
+        raise WorkflowError(f"workflow {workflow.name!r}: command exited with {result.exit_code}: {detail}")
+    return result.stdout, git
+
+
+def dry_run(workflow: Workflow) -> list[ResolvedTask]:
+    """The tasks a run of this workflow would have, validated, without creating anything."""
+    text, _ = fetch_tasks(workflow)
+    return validate(text)
+
+
+def start_run(workflow: Workflow, owner: AbstractBaseUser, max_concurrent: int | None = None) -> Run:
+    text, git = fetch_tasks(workflow)
+    return create_run(
+        owner=owner,
+        backend=workflow.backend,
+        payload=text,
+        workflow_name=workflow.name,
+        max_concurrent=max_concurrent or workflow.max_concurrent,
+        workflow=workflow,
+        git=git,
+    )

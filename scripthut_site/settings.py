@@ -1,0 +1,145 @@
+"""Django settings for ScriptHut, all from the environment.
+
+- ``DATABASE_URL``: unset means an SQLite file in the data dir.
+- ``REDIS_URL``: unset means embedded mode (in-process ticker, in-memory channel layer).
+- ``SCRIPTHUT_CONFIG``, ``SCRIPTHUT_DATA_DIR``, ``SECRET_KEY``: see README.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+from scripthut_site import paths
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = paths.data_dir()
+SCRIPTHUT_CONFIG = paths.config_path()
+
+SECRET_KEY = os.environ.get("SECRET_KEY") or paths.secret_key(DATA_DIR)
+DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
+ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "*").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "channels",
+    "backends",
+    "sources",
+    "runs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "scripthut_site.urls"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "scripthut_site.wsgi.application"
+ASGI_APPLICATION = "scripthut_site.asgi.application"
+
+_sqlite_url = f"sqlite:///{DATA_DIR / 'scripthut.sqlite3'}"
+DATABASES = {"default": dj_database_url.parse(os.environ.get("DATABASE_URL") or _sqlite_url, conn_max_age=60)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded ticker thread and the web server write at the same time: WAL lets
+    # readers go on while one writer works, IMMEDIATE takes the write lock up front so a
+    # transaction never fails half-way on an upgrade, and the timeout waits for the lock.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-scripthut.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve straight from the app folders too, so `scripthut serve` works before collectstatic.
+WHITENOISE_USE_FINDERS = True
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+EMBEDDED = not REDIS_URL
+
+if EMBEDDED:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+else:
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+    }
+
+# Celery (deployment mode). Beat runs the same tick as the embedded ticker.
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULE = {
+    "scripthut-tick": {"task": "runs.tasks.tick_task", "schedule": 2.0},
+}
+
+# Engine knobs.
+SCRIPTHUT_TICK_SECONDS = float(os.environ.get("SCRIPTHUT_TICK_SECONDS", "1"))
+SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS = int(os.environ.get("SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS", "300"))
+SCRIPTHUT_BACKEND_LEASE_SECONDS = int(os.environ.get("SCRIPTHUT_BACKEND_LEASE_SECONDS", "300"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "scripthut": {"handlers": ["console"], "level": os.environ.get("SCRIPTHUT_LOG_LEVEL", "INFO")},
+        "runs": {"handlers": ["console"], "level": os.environ.get("SCRIPTHUT_LOG_LEVEL", "INFO")},
+        "backends": {"handlers": ["console"], "level": os.environ.get("SCRIPTHUT_LOG_LEVEL", "INFO")},
+    },
+}

@@ -1,0 +1,43 @@
+"""Sources: git repositories or backend paths holding workflow JSON files."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Source(models.Model):
+    class Kind(models.TextChoices):
+        GIT = "git", "Git repository"
+        PATH = "path", "Backend path"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField("type", max_length=8, choices=Kind.choices)
+    backend = models.ForeignKey("backends.Backend", on_delete=models.PROTECT, related_name="sources")
+    workflows_glob = models.CharField(max_length=255, default=".hut/workflows/*.json")
+    # git
+    url = models.CharField(max_length=500, blank=True)
+    branch = models.CharField(max_length=200, default="main")
+    deploy_key = models.CharField(max_length=500, blank=True, help_text="Path to a key on the portal host.")
+    clone_dir = models.CharField(max_length=500, default="~/scripthut-repos")
+    postclone = models.TextField(blank=True)
+    # path
+    path = models.CharField(max_length=500, blank=True)
+
+    # Sync state.
+    synced_at = models.DateTimeField(null=True, blank=True)
+    synced_sha = models.CharField(max_length=64, blank=True)
+    sync_error = models.TextField(blank=True)
+    workflow_files = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def root(self) -> str:
+        """Directory on the backend that the workflow glob is matched in."""
+        if self.kind == self.Kind.PATH:
+            return self.path
+        return f"{self.clone_dir.rstrip('/')}/{self.name}"

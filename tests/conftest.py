@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from django.contrib.auth.models import User
+
+from backends.models import Backend
+from runs.engine import tick
+from runs.models import Run
+
+
+@pytest.fixture
+def user(db: None) -> User:
+    return User.objects.create_user("alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def local_backend(db: None) -> Backend:
+    return Backend.objects.create(name="local", kind=Backend.Kind.LOCAL, max_concurrent=4, poll_interval=1)
+
+
+@pytest.fixture
+def run_to_end() -> Callable[..., Run]:
+    """Tick until the run finishes (or fail after ``timeout`` seconds)."""
+
+    def wait(run: Run, timeout: float = 60) -> Run:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            tick(force=True)
+            run.refresh_from_db()
+            if run.is_finished:
+                return run
+            time.sleep(0.2)
+        states = list(run.tasks.values_list("task_id", "state", "reason"))
+        raise AssertionError(f"run {run.pk} still {run.status} after {timeout}s: {states}")
+
+    return wait

@@ -1,0 +1,12 @@
+"""Test settings: a private data dir and no config file, then the real settings."""
+
+import os
+import tempfile
+
+os.environ.setdefault("SCRIPTHUT_DATA_DIR", tempfile.mkdtemp(prefix="scripthut-test-"))
+os.environ.setdefault("SCRIPTHUT_CONFIG", os.path.join(os.environ["SCRIPTHUT_DATA_DIR"], "no-config.yaml"))
+
+from scripthut_site.settings import *  # noqa: E402,F403
+
+SCRIPTHUT_TICK_SECONDS = 0.2
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
