@@ -82,9 +82,13 @@ class LocalBackend(BackendAdapter):
             err = self._absolute(job.error_file or self.default_log_path(job, "err"), job.working_dir)
             limit = str(parse_duration(job.time_limit))
             # Double fork (bash -c '... &') so the runner outlives the portal and is not our child.
-            launcher = "setsid bash -c " + shlex.quote(RUNNER) + " runner " + " ".join(
-                shlex.quote(a) for a in (str(job_dir), limit, out, err)
-            ) + " >/dev/null 2>&1 </dev/null &"
+            launcher = (
+                "setsid bash -c "
+                + shlex.quote(RUNNER)
+                + " runner "
+                + " ".join(shlex.quote(a) for a in (str(job_dir), limit, out, err))
+                + " >/dev/null 2>&1 </dev/null &"
+            )
             subprocess.run(["bash", "-c", launcher], check=True, timeout=30)
             results.append(SubmitResult(tag=job.tag, job_id=job.tag))
         return results
@@ -126,9 +130,7 @@ class LocalBackend(BackendAdapter):
     ) -> CommandResult:
         if cwd:
             command = f"cd {shlex.quote(os.path.expanduser(cwd))} && {command}"
-        proc = subprocess.run(
-            ["bash", "-c", command], input=stdin, capture_output=True, timeout=timeout
-        )
+        proc = subprocess.run(["bash", "-c", command], input=stdin, capture_output=True, timeout=timeout)
         return CommandResult(
             proc.returncode,
             proc.stdout.decode("utf-8", errors="replace"),

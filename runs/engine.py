@@ -10,6 +10,7 @@ unique tag that the job carries, and only then handed to the backend.
 from __future__ import annotations
 
 import logging
+import secrets
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -94,8 +95,9 @@ def create_run(
     return run
 
 
-def _task_rows(run: Run, resolved: Sequence[ResolvedTask], first_position: int, done: set[str],
-               generated_by: str = "") -> Iterator[Task]:
+def _task_rows(
+    run: Run, resolved: Sequence[ResolvedTask], first_position: int, done: set[str], generated_by: str = ""
+) -> Iterator[Task]:
     for offset, item in enumerate(resolved):
         d = item.definition
         yield Task(
@@ -131,9 +133,7 @@ def _task_rows(run: Run, resolved: Sequence[ResolvedTask], first_position: int, 
 def cancel_run(run: Run) -> None:
     """Cancel pending tasks now; the next tick cancels submitted and running jobs."""
     with transaction.atomic():
-        updated = Run.objects.filter(pk=run.pk).exclude(status__in=Run.FINISHED).update(
-            status=Run.Status.CANCELLED
-        )
+        updated = Run.objects.filter(pk=run.pk).exclude(status__in=Run.FINISHED).update(status=Run.Status.CANCELLED)
         if not updated:
             raise RunStateError(f"run {run.pk} has already finished")
         Task.objects.filter(run=run, state=State.PENDING).update(
@@ -162,8 +162,21 @@ def relaunch_run(run: Run) -> int:
             task.waiting_on = sum(1 for dep in task.resolved_deps if dep not in done)
         Task.objects.bulk_update(
             again,
-            ["state", "attempt", "reason", "waiting_on", "job_id", "submit_tag", "claimed_at", "submitted_at",
-             "started_at", "finished_at", "exit_code", "elapsed_seconds", "node"],
+            [
+                "state",
+                "attempt",
+                "reason",
+                "waiting_on",
+                "job_id",
+                "submit_tag",
+                "claimed_at",
+                "submitted_at",
+                "started_at",
+                "finished_at",
+                "exit_code",
+                "elapsed_seconds",
+                "node",
+            ],
             batch_size=1000,
         )
         run.status = Run.Status.RUNNING if done else Run.Status.PENDING
@@ -314,8 +327,7 @@ def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> N
     _store_observed(backend, result.observed, {t.job_id: t for t in tasks}, now)
 
 
-def apply_status(task: Task, status: JobStatus, adapter: BackendAdapter, *, now: datetime,
-                 grace: timedelta) -> bool:
+def apply_status(task: Task, status: JobStatus, adapter: BackendAdapter, *, now: datetime, grace: timedelta) -> bool:
     """Move a task according to what its scheduler says; True if its state changed."""
     live = (State.SUBMITTED, State.RUNNING)
     if status.state == JobState.QUEUED:
@@ -333,8 +345,13 @@ def apply_status(task: Task, status: JobStatus, adapter: BackendAdapter, *, now:
     if status.state == JobState.UNKNOWN:
         # Never fail a job merely because it is absent from one poll.
         if task.submitted_at and now - task.submitted_at > grace:
-            return _finish(task, State.FAILED, status, now,
-                           f"job {task.job_id} is unknown to the scheduler (not seen for {grace.seconds}s)")
+            return _finish(
+                task,
+                State.FAILED,
+                status,
+                now,
+                f"job {task.job_id} is unknown to the scheduler (not seen for {grace.seconds}s)",
+            )
         return False
     if status.state == JobState.COMPLETED:
         if task.generates_source:
@@ -342,8 +359,17 @@ def apply_status(task: Task, status: JobStatus, adapter: BackendAdapter, *, now:
         return _finish(task, State.COMPLETED, status, now, "")
     if status.state == JobState.FAILED and task.attempt < task.retries:
         retried = Task.objects.filter(pk=task.pk, state__in=live).update(
-            state=State.PENDING, attempt=F("attempt") + 1, job_id="", submit_tag="", claimed_at=None,
-            submitted_at=None, started_at=None, finished_at=None, exit_code=None, elapsed_seconds=None, node="",
+            state=State.PENDING,
+            attempt=F("attempt") + 1,
+            job_id="",
+            submit_tag="",
+            claimed_at=None,
+            submitted_at=None,
+            started_at=None,
+            finished_at=None,
+            exit_code=None,
+            elapsed_seconds=None,
+            node="",
             reason=f"attempt {task.attempt + 1} failed ({status.reason or 'failed'}); retrying",
         )
         return bool(retried)
@@ -351,8 +377,9 @@ def apply_status(task: Task, status: JobStatus, adapter: BackendAdapter, *, now:
     return _finish(task, final, status, now, status.reason or final)
 
 
-def _finish(task: Task, state: str, status: JobStatus, now: datetime, reason: str,
-            generated: Sequence[ResolvedTask] = ()) -> bool:
+def _finish(
+    task: Task, state: str, status: JobStatus, now: datetime, reason: str, generated: Sequence[ResolvedTask] = ()
+) -> bool:
     """Record a final state once, then release dependents or mark them dep_failed."""
     with transaction.atomic():
         moved = Task.objects.filter(pk=task.pk, state__in=(State.SUBMITTED, State.RUNNING)).update(
@@ -426,9 +453,7 @@ def _append_generated(generator: Task, generated: Sequence[ResolvedTask]) -> Non
     run_id = generator.run_id
     new_ids = {g.definition.id for g in generated}
     existing_refs = {dep for g in generated for dep in g.resolved_deps if dep not in new_ids}
-    states = dict(
-        Task.objects.filter(run_id=run_id, task_id__in=list(existing_refs)).values_list("task_id", "state")
-    )
+    states = dict(Task.objects.filter(run_id=run_id, task_id__in=list(existing_refs)).values_list("task_id", "state"))
     states[generator.task_id] = State.COMPLETED  # being marked completed in this transaction
     done = {tid for tid, st in states.items() if st == State.COMPLETED}
     last = Task.objects.filter(run_id=run_id).order_by("-position").values_list("position", flat=True).first()
@@ -506,8 +531,9 @@ def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str]) -
     Run.objects.filter(pk__in=started, started_at__isnull=True).update(started_at=now)
 
 
-def _claim(run: Run, limit: int, adapter: BackendAdapter, environments: dict[str, Environment]
-           ) -> list[tuple[Task, JobSpec, str]]:
+def _claim(
+    run: Run, limit: int, adapter: BackendAdapter, environments: dict[str, Environment]
+) -> list[tuple[Task, JobSpec, str]]:
     """Move up to ``limit`` ready tasks to ``submitting``, each with its tag and script."""
     claimed: list[tuple[Task, JobSpec, str]] = []
     now = timezone.now()
@@ -518,7 +544,8 @@ def _claim(run: Run, limit: int, adapter: BackendAdapter, environments: dict[str
             .order_by("position")[:limit]
         )
         for task in ready:
-            tag = f"sh-{run.pk}-{task.pk}-{task.attempt}"
+            # Unique per submission (relaunch restarts attempts), stored before the backend sees it.
+            tag = f"sh-{run.pk}-{task.pk}-{secrets.token_hex(3)}"
             try:
                 spec = build_job_spec(task, run, environments, adapter, tag)
                 script = adapter.render_script(spec)
@@ -550,16 +577,20 @@ def _record_submitted(task: Task, job_id: str, now: datetime) -> None:
     )
 
 
-def build_job_spec(task: Task, run: Run, environments: dict[str, Environment], adapter: BackendAdapter,
-                   tag: str) -> JobSpec:
+def build_job_spec(
+    task: Task, run: Run, environments: dict[str, Environment], adapter: BackendAdapter, tag: str
+) -> JobSpec:
     env = {
         "SCRIPTHUT_WORKFLOW": run.workflow_name,
         "SCRIPTHUT_RUN_ID": run.pk,
         "SCRIPTHUT_CREATED_AT": run.created_at.replace(microsecond=0).isoformat(),
     }
     if run.git_sha:
-        env |= {"SCRIPTHUT_GIT_REPO": run.git_repo, "SCRIPTHUT_GIT_BRANCH": run.git_branch,
-                "SCRIPTHUT_GIT_SHA": run.git_sha}
+        env |= {
+            "SCRIPTHUT_GIT_REPO": run.git_repo,
+            "SCRIPTHUT_GIT_BRANCH": run.git_branch,
+            "SCRIPTHUT_GIT_SHA": run.git_sha,
+        }
     extra_init = ""
     environment = environments.get(task.environment) if task.environment else None
     if environment:

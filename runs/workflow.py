@@ -55,8 +55,10 @@ class TaskDefinition(BaseModel):
     @classmethod
     def _stringify_values(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
-            return {k: v if isinstance(v, str) else json.dumps(v) if not isinstance(v, int | float) else str(v)
-                    for k, v in value.items()}
+            return {
+                k: v if isinstance(v, str) else json.dumps(v) if not isinstance(v, int | float) else str(v)
+                for k, v in value.items()
+            }
         return value
 
     @field_validator("env_vars")
@@ -241,7 +243,7 @@ def find_cycle(graph: Mapping[str, ResolvedTask]) -> list[str] | None:
                 if dep not in graph:
                     continue  # an existing task: it cannot depend on new ones
                 if colour[dep] == grey:
-                    return path[path.index(dep):] + [dep]
+                    return path[path.index(dep) :] + [dep]
                 if colour[dep] == white:
                     colour[dep] = grey
                     path.append(dep)

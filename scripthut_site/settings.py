@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "backends",
     "sources",
     "runs",
+    "scripthut_site",
 ]
 
 MIDDLEWARE = [
@@ -115,9 +116,7 @@ EMBEDDED = not REDIS_URL
 if EMBEDDED:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 else:
-    CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
-    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
 
 # Celery (deployment mode). Beat runs the same tick as the embedded ticker.
 CELERY_BROKER_URL = REDIS_URL or "memory://"

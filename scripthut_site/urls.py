@@ -9,6 +9,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", api.urls),
+    path("health", include("runs.health")),
     path("", include("runs.urls")),
     path("", include("sources.urls")),
 ]

@@ -52,8 +52,9 @@ def resolve_branch(adapter: BackendAdapter, repo: str, branch: str, ssh_env: str
     return result.stdout.split()[0]
 
 
-def checkout(adapter: BackendAdapter, repo: str, branch: str, sha: str, parent_dir: str,
-             ssh_env: str = "", postclone: str = "") -> str:
+def checkout(
+    adapter: BackendAdapter, repo: str, branch: str, sha: str, parent_dir: str, ssh_env: str = "", postclone: str = ""
+) -> str:
     """Clone ``repo`` at ``sha`` into ``<parent_dir>/<sha>`` unless already there; return that path."""
     target = f"{parent_dir.rstrip('/')}/{sha}"
     t = shell_path(target)

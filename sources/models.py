@@ -37,7 +37,13 @@ class Source(models.Model):
 
     @property
     def root(self) -> str:
-        """Directory on the backend that the workflow glob is matched in."""
+        """Directory on the backend that the workflow glob is matched in.
+
+        For git sources this is the checkout of the last synced commit (as made by
+        ``sources.git.checkout``), or ``""`` before the first successful sync.
+        """
         if self.kind == self.Kind.PATH:
             return self.path
-        return f"{self.clone_dir.rstrip('/')}/{self.name}"
+        if not self.synced_sha:
+            return ""
+        return f"{self.clone_dir.rstrip('/')}/{self.synced_sha}"

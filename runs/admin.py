@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from runs.models import ApiToken, ObservedJob, PortalSettings, Run, Task, Workflow
+
+
+@admin.register(Workflow)
+class WorkflowAdmin(admin.ModelAdmin):
+    list_display = ["name", "backend", "max_concurrent", "description"]
+    list_filter = ["backend"]
+    search_fields = ["name", "command", "description"]
+    list_select_related = ["backend"]
+
+
+TASK_COLUMNS = ("task_id", "name", "state", "job_id", "attempt", "exit_code", "started_at", "finished_at")
+
+
+class TaskInline(admin.TabularInline):
+    model = Task
+    fields = TASK_COLUMNS
+    readonly_fields = TASK_COLUMNS
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = ["id", "workflow_name", "owner", "backend", "status", "created_at", "finished_at"]
+    list_filter = ["status", "backend"]
+    search_fields = ["id", "workflow_name", "owner__username"]
+    list_select_related = ["owner", "backend"]
+    raw_id_fields = ["owner", "workflow"]
+    readonly_fields = ["id"]
+    date_hierarchy = "created_at"
+    inlines = [TaskInline]
+
+
+@admin.register(Task)
+class TaskAdmin(admin.ModelAdmin):
+    list_display = ["run", "task_id", "state", "job_id"]
+    list_filter = ["state"]
+    search_fields = ["task_id", "job_id"]
+    raw_id_fields = ["run"]
+    list_select_related = ["run"]
+
+
+@admin.register(ObservedJob)
+class ObservedJobAdmin(admin.ModelAdmin):
+    list_display = ["backend", "job_id", "name", "user", "state", "partition", "last_seen_at"]
+    list_filter = ["backend", "state"]
+    search_fields = ["job_id", "name", "user"]
+    list_select_related = ["backend"]
+    raw_id_fields = ["task"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["user", "prefix", "created_at", "last_used_at"]
+    search_fields = ["user__username", "prefix"]
+    list_select_related = ["user"]
+    readonly_fields = ["key_hash", "prefix", "last_used_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A key is shown once when issued (ApiToken.issue); the admin has nowhere to show it.
+        return False
+
+
+@admin.register(PortalSettings)
+class PortalSettingsAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "poll_interval", "server_host", "server_port"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return not PortalSettings.objects.exists()  # a single row
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,240 @@
+"""The ``scripthut`` command: serve, run, import-config, createtoken, and Django's commands.
+
+scripthut serve [--config F] [--host H] [--port P]
+scripthut run WORKFLOW.json --backend NAME [--max-concurrent N] [--wait]
+scripthut import-config F
+scripthut createtoken USERNAME
+scripthut migrate | createsuperuser | shell | ...   (any manage.py command)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+
+COMMANDS = ("serve", "run", "import-config", "createtoken")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
+        if not argv or argv[0].startswith("-"):
+            argv = ["serve", *argv]  # `scripthut --config F` works as in the original
+        else:
+            return _django_command(argv)
+    args = _parser().parse_args(argv)
+    if getattr(args, "config", None):
+        os.environ["SCRIPTHUT_CONFIG"] = str(Path(args.config).expanduser().resolve())
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scripthut_site.settings")
+    import django
+
+    django.setup()
+    handler = {"serve": serve, "run": run, "import-config": import_config, "createtoken": createtoken}[args.command]
+    return handler(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scripthut", description="ScriptHut batch-job portal")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="migrate, import the config and start the portal")
+    p.add_argument("--config", help="config file (default: $SCRIPTHUT_CONFIG or ./scripthut.yaml)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p = sub.add_parser("run", help="create a run from a workflow JSON file")
+    p.add_argument("workflow", help='workflow JSON file (an array of tasks or {"tasks": [...]}), - for stdin')
+    p.add_argument("--backend", required=True)
+    p.add_argument("--max-concurrent", type=int)
+    p.add_argument("--name", help="workflow name shown on the run (default: the file name)")
+    p.add_argument("--user", default=os.environ.get("SCRIPTHUT_USER", "admin"), help="owner of the run")
+    p.add_argument("--wait", action="store_true", help="show progress; exit 0 only if the run completes")
+    p.add_argument("--config")
+    p = sub.add_parser("import-config", help="load a scripthut.yaml into the database")
+    p.add_argument("file")
+    p = sub.add_parser("createtoken", help="print a new API token for a user")
+    p.add_argument("username")
+    return parser
+
+
+def _django_command(argv: list[str]) -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scripthut_site.settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(["scripthut", *argv])
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from backends.models import Backend
+    from runs.models import PortalSettings
+
+    call_command("migrate", interactive=False, verbosity=0)
+    config = Path(settings.SCRIPTHUT_CONFIG)
+    if config.is_file():
+        if _import(config) != 0:
+            return 1
+    else:
+        from runs.demo import ensure_demo_setup
+
+        ensure_demo_setup()
+        print(f"No config file at {config}: using the built-in 'local' backend and the 'demo' workflow.")
+    _ensure_admin()
+    portal = PortalSettings.load()
+    host = args.host or portal.server_host
+    port = args.port or portal.server_port
+    ticker = None
+    if settings.EMBEDDED:
+        # Only this process ticks in embedded mode: leases left by a killed server are stale.
+        Backend.objects.update(lease_until=None, lease_owner="")
+        from runs.ticker import EmbeddedTicker
+
+        ticker = EmbeddedTicker()
+        ticker.start()
+    print(f"ScriptHut is at http://{host}:{port}/  (data: {settings.DATA_DIR})", flush=True)
+    try:
+        uvicorn.run("scripthut_site.asgi:application", host=host, port=port, log_level="warning", lifespan="off")
+    finally:
+        if ticker:
+            ticker.stop()
+    return 0
+
+
+def _ensure_admin() -> None:
+    from django.contrib.auth.models import User
+
+    if User.objects.exists():
+        return
+    password = os.environ.get("SCRIPTHUT_ADMIN_PASSWORD")
+    generated = not password
+    password = password or secrets.token_urlsafe(12)
+    User.objects.create_superuser("admin", email="", password=password)
+    if generated:
+        print(f"Created user 'admin' with password: {password}  (shown once; change it in the admin)")
+    else:
+        print("Created user 'admin' with the password from SCRIPTHUT_ADMIN_PASSWORD.")
+
+
+def import_config(args: argparse.Namespace) -> int:
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    return _import(Path(args.file))
+
+
+def _import(path: Path) -> int:
+    from scripthut_site.config import ConfigError
+    from scripthut_site.config import import_config as do_import
+
+    try:
+        report = do_import(path)
+    except ConfigError as exc:
+        print(f"{path}: the config has errors, nothing was changed:", file=sys.stderr)
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"Imported {path}: {report}")
+    return 0
+
+
+def createtoken(args: argparse.Namespace) -> int:
+    from django.contrib.auth.models import User
+
+    from runs.models import ApiToken
+
+    try:
+        user = User.objects.get(username=args.username)
+    except User.DoesNotExist:
+        print(f"no user named {args.username!r}", file=sys.stderr)
+        return 1
+    print(ApiToken.issue(user))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from django.conf import settings
+    from django.contrib.auth.models import User
+
+    from backends.models import Backend
+    from runs.engine import create_run
+    from runs.workflow import WorkflowError
+
+    try:
+        text = sys.stdin.read() if args.workflow == "-" else Path(args.workflow).read_text()
+    except OSError as exc:
+        print(f"cannot read {args.workflow}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        backend = Backend.objects.get(name=args.backend)
+    except Backend.DoesNotExist:
+        names = ", ".join(Backend.objects.values_list("name", flat=True)) or "none configured"
+        print(f"unknown backend {args.backend!r} (known: {names})", file=sys.stderr)
+        return 2
+    try:
+        owner = User.objects.get(username=args.user)
+    except User.DoesNotExist:
+        print(f"no user named {args.user!r}; pass --user or set SCRIPTHUT_USER", file=sys.stderr)
+        return 2
+    name = args.name or Path(args.workflow).stem
+    try:
+        run = create_run(
+            owner=owner, backend=backend, payload=text, workflow_name=name, max_concurrent=args.max_concurrent
+        )
+    except WorkflowError as exc:
+        print(f"invalid workflow {args.workflow}: nothing was submitted", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    print(f"Created run {run.pk} with {run.tasks.count()} tasks on {backend.name}.")
+    if not args.wait:
+        if settings.EMBEDDED:
+            print("It starts when `scripthut serve` is running (or use --wait to drive it from here).")
+        return 0
+    return _wait(run)
+
+
+def _wait(run: object) -> int:
+    from django.conf import settings
+    from django.db.models import Count
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from runs.engine import tick
+    from runs.models import Run, Task
+
+    assert isinstance(run, Run)
+    total = run.tasks.count()
+    with Progress(
+        TextColumn("run {task.fields[run_id]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} finished"),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+    ) as progress:
+        bar = progress.add_task("run", total=total, run_id=run.pk, counts="")
+        while True:
+            if settings.EMBEDDED:
+                tick()  # no workers in embedded mode: this process drives the run
+            run.refresh_from_db()
+            counts = dict(run.tasks.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
+            total = sum(counts.values())
+            finished = sum(counts.get(s, 0) for s in Task.FINISHED)
+            summary = " ".join(f"{state}={n}" for state, n in sorted(counts.items()))
+            progress.update(bar, completed=finished, total=total, counts=summary)
+            if run.is_finished:
+                break
+            time.sleep(0.5)
+    print(f"Run {run.pk} {run.status}.")
+    for task in run.tasks.exclude(state=Task.State.COMPLETED).order_by("position")[:20]:
+        print(f"  {task.task_id}: {task.state} {task.reason}".rstrip())
+    if run.error:
+        print(f"  error: {run.error}")
+    return 0 if run.status == Run.Status.COMPLETED else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+"""The run engine on the real local backend: processes are really started and polled."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from django.db.models import Count
+
+from backends.models import Backend, Environment
+from backends.registry import get_adapter
+from runs import engine
+from runs.engine import cancel_run, create_run, relaunch_run, task_log_path, tick
+from runs.models import Run, Task, Workflow
+from runs.workflow import WorkflowError
+from runs.workflows import dry_run, start_run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def t(task_id, command="true", deps=(), **extra):
+    return {"id": task_id, "name": task_id, "command": command, "deps": list(deps), **extra}
+
+
+def states(run: Run) -> dict[str, str]:
+    return dict(run.tasks.values_list("task_id", "state"))
+
+
+def output(task: Task) -> str:
+    return Path(task_log_path(task, "output")).read_text()
+
+
+def test_invalid_workflow_creates_no_run(user, local_backend):
+    for payload in ("[{", [t("a", deps=["ghost"])], [t("a", deps=["b"]), t("b", deps=["a"])]):
+        with pytest.raises(WorkflowError):
+            create_run(owner=user, backend=local_backend, payload=payload, workflow_name="bad")
+    assert Run.objects.count() == 0
+    assert Task.objects.count() == 0
+
+
+def test_run_completes_in_dependency_order(user, local_backend, run_to_end):
+    tasks = [
+        t("setup.init", "date +%s.%N"),
+        t("build.x", "date +%s.%N; sleep 0.3", deps=["setup.*"]),
+        t("build.y", "date +%s.%N; sleep 0.3", deps=["setup.*"]),
+        t("final.merge", "date +%s.%N", deps=["build.*"]),
+    ]
+    run = run_to_end(create_run(owner=user, backend=local_backend, payload=tasks, workflow_name="chain"))
+    assert run.status == Run.Status.COMPLETED
+    assert run.started_at and run.finished_at
+    by_id = {task.task_id: task for task in run.tasks.all()}
+    started = {tid: float(output(task)) for tid, task in by_id.items() if tid != "build.x" and tid != "build.y"}
+    build_starts = [float(output(by_id[b]).split()[0]) for b in ("build.x", "build.y")]
+    assert started["setup.init"] < min(build_starts)
+    assert max(build_starts) < started["final.merge"]
+    for task in by_id.values():
+        assert task.exit_code == 0 and task.job_id and task.elapsed_seconds is not None
+        assert task.script.startswith("#!/bin/bash")
+
+
+def test_failure_marks_downstream_dep_failed_transitively(user, local_backend, run_to_end):
+    tasks = [
+        t("a", "exit 3"),
+        t("b", deps=["a"]),
+        t("c", deps=["b"]),
+        t("side"),
+    ]
+    run = run_to_end(create_run(owner=user, backend=local_backend, payload=tasks, workflow_name="f"))
+    assert run.status == Run.Status.FAILED
+    assert states(run) == {"a": "failed", "b": "dep_failed", "c": "dep_failed", "side": "completed"}
+    a = run.tasks.get(task_id="a")
+    assert a.exit_code == 3 and a.reason == "exit code 3"
+    assert run.tasks.get(task_id="c").reason == "dependency 'b' failed"
+
+
+def test_concurrency_limits_per_run_and_per_backend(user, local_backend):
+    local_backend.max_concurrent = 3
+    local_backend.save()
+    first = create_run(
+        owner=user,
+        backend=local_backend,
+        payload=[t(f"a{i}", "sleep 3") for i in range(5)],
+        workflow_name="one",
+        max_concurrent=2,
+    )
+    second = create_run(
+        owner=user,
+        backend=local_backend,
+        payload=[t(f"b{i}", "sleep 3") for i in range(5)],
+        workflow_name="two",
+        max_concurrent=5,
+    )
+    tick(force=True)
+    active = dict(
+        Task.objects.filter(state__in=Task.ACTIVE).values_list("run").annotate(n=Count("id")).values_list("run", "n")
+    )
+    assert active == {first.pk: 2, second.pk: 1}
+    cancel_run(first)
+    cancel_run(second)
+    tick(force=True)
+
+
+def test_cancel_stops_pending_and_running_tasks(user, local_backend, tmp_path):
+    marker = tmp_path / "finished"
+    tasks = [t("long", f"sleep 30; touch {marker}"), t("later", deps=["long"])]
+    run = create_run(owner=user, backend=local_backend, payload=tasks, workflow_name="c")
+    tick(force=True)
+    deadline = time.monotonic() + 10
+    while run.tasks.get(task_id="long").state != "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        tick(force=True)
+    job_id = run.tasks.get(task_id="long").job_id
+    cancel_run(run)
+    tick(force=True)
+    run.refresh_from_db()
+    assert run.status == Run.Status.CANCELLED and run.finished_at
+    assert states(run) == {"long": "cancelled", "later": "cancelled"}
+    time.sleep(0.5)
+    status = get_adapter(local_backend).poll([job_id]).statuses[job_id]
+    assert status.state == "cancelled"
+    assert not marker.exists()
+    with pytest.raises(engine.RunStateError):
+        cancel_run(run)
+
+
+def test_time_limit_fails_the_task(user, local_backend, run_to_end):
+    run = run_to_end(
+        create_run(
+            owner=user, backend=local_backend, payload=[t("slow", "sleep 30", time_limit="0:02")], workflow_name="tl"
+        )
+    )
+    task = run.tasks.get()
+    assert task.state == "failed" and task.reason == "time limit exceeded"
+    assert task.elapsed_seconds is not None and task.elapsed_seconds < 10
+
+
+def test_environment_priority_and_quoting(user, local_backend, run_to_end):
+    Environment.objects.create(name="py", variables={"A": "from-env", "B": "from-env"}, extra_init="export C=init")
+    tricky = 'it\'s $(touch /tmp/scripthut-pwned) `id` "q"'
+    tasks = [
+        t(
+            "show",
+            'echo "$A|$B|$C|$SCRIPTHUT_WORKFLOW|$SCRIPTHUT_RUN_ID"; printf "%s" "$TRICKY"',
+            environment="py",
+            env_vars={"B": "from-task", "TRICKY": tricky},
+        ),
+        t("ghost", "true", environment="nope"),
+    ]
+    run = run_to_end(create_run(owner=user, backend=local_backend, payload=tasks, workflow_name="envs"))
+    assert run.status == Run.Status.COMPLETED
+    lines = output(run.tasks.get(task_id="show")).split("\n", 1)
+    assert lines[0] == f"from-env|from-task|init|envs|{run.pk}"
+    assert lines[1] == tricky
+    assert not Path("/tmp/scripthut-pwned").exists()
+    assert run.warnings == ["task 'ghost': unknown environment 'nope'; its script has no environment setup"]
+
+
+def test_failed_cd_fails_the_task(user, local_backend, run_to_end, tmp_path):
+    run = run_to_end(
+        create_run(
+            owner=user,
+            backend=local_backend,
+            workflow_name="cd",
+            payload=[t("x", f"touch {tmp_path}/ran", working_dir=str(tmp_path / "missing"))],
+        )
+    )
+    assert states(run) == {"x": "failed"}
+    assert not (tmp_path / "ran").exists()
+    assert "cannot cd to" in Path(task_log_path(run.tasks.get(), "error")).read_text()
+
+
+def test_retries_resubmit_a_failed_task(user, local_backend, run_to_end, tmp_path):
+    flaky = f"if [ -f {tmp_path}/once ]; then echo ok; else touch {tmp_path}/once; exit 1; fi"
+    run = run_to_end(
+        create_run(
+            owner=user,
+            backend=local_backend,
+            workflow_name="r",
+            payload=[t("flaky", flaky, retries=2), t("after", deps=["flaky"])],
+        )
+    )
+    assert run.status == Run.Status.COMPLETED
+    assert run.tasks.get(task_id="flaky").attempt == 1
+
+
+def test_relaunch_requeues_only_unsuccessful_tasks(user, local_backend, run_to_end, tmp_path):
+    gate = tmp_path / "gate"
+    tasks = [t("ok", f"echo once >> {tmp_path}/ok-runs"), t("gated", f"test -f {gate}"), t("child", deps=["gated"])]
+    run = run_to_end(create_run(owner=user, backend=local_backend, payload=tasks, workflow_name="rl"))
+    assert states(run) == {"ok": "completed", "gated": "failed", "child": "dep_failed"}
+    gate.touch()
+    assert relaunch_run(run) == 2
+    run = run_to_end(run)
+    assert run.status == Run.Status.COMPLETED
+    assert (tmp_path / "ok-runs").read_text() == "once\n"  # the completed task was kept, not re-run
+    with pytest.raises(engine.RunStateError, match="nothing to relaunch"):
+        relaunch_run(run)
+
+
+def test_relaunch_of_an_active_run_is_refused(user, local_backend):
+    run = create_run(owner=user, backend=local_backend, payload=[t("a")], workflow_name="x")
+    with pytest.raises(engine.RunStateError, match="still pending"):
+        relaunch_run(run)
+
+
+def write_json(path: Path, tasks: list[dict]) -> Path:
+    import json
+
+    path.write_text(json.dumps({"tasks": tasks}))
+    return path
+
+
+def test_generates_source_appends_tasks(user, local_backend, run_to_end, tmp_path):
+    generated = [
+        t("sim-1", "echo 1", deps=["setup"]),
+        t("sim-2", "echo 2", deps=["setup", "plan"]),
+        t("aggregate", "echo agg", deps=["sim-*"]),
+    ]
+    source = write_json(tmp_path / "template.json", generated)
+    tasks = [
+        t("plan", f"cp {source} tasks.json", working_dir=str(tmp_path), generates_source="tasks.json"),
+        t("setup", "sleep 1"),
+    ]
+    run = run_to_end(create_run(owner=user, backend=local_backend, payload=tasks, workflow_name="gen"))
+    assert run.status == Run.Status.COMPLETED, states(run)
+    assert states(run) == dict.fromkeys(["plan", "setup", "sim-1", "sim-2", "aggregate"], "completed")
+    assert run.tasks.get(task_id="aggregate").generated_by == "plan"
+    assert list(run.tasks.order_by("position").values_list("task_id", flat=True))[:2] == ["plan", "setup"]
+
+
+@pytest.mark.parametrize(
+    ("generated", "problem"),
+    [
+        ([t("x", deps=["ghost"])], "dependency 'ghost' matches no task"),
+        ([t("setup")], "duplicate task id 'setup'"),
+        ([t("x", deps=["y"]), t("y", deps=["x"])], "dependency cycle: x -> y -> x"),
+    ],
+)
+def test_rejected_generated_batch_fails_the_generator(user, local_backend, run_to_end, tmp_path, generated, problem):
+    source = write_json(tmp_path / "template.json", generated)
+    tasks = [
+        t("plan", f"cp {source} tasks.json", working_dir=str(tmp_path), generates_source="tasks.json"),
+        t("setup"),
+        t("after-plan", deps=["plan"]),
+    ]
+    run = run_to_end(create_run(owner=user, backend=local_backend, payload=tasks, workflow_name="gen"))
+    assert states(run) == {"plan": "failed", "setup": "completed", "after-plan": "dep_failed"}
+    assert problem in run.error and "rejected" in run.error
+    assert problem in run.tasks.get(task_id="plan").reason
+
+
+def test_workflow_command_and_dry_run(user, local_backend, run_to_end, tmp_path):
+    source = write_json(tmp_path / "wf.json", [t("one", "echo hi"), t("two", deps=["one"])])
+    workflow = Workflow.objects.create(name="wf", backend=local_backend, command=f"cat {source}", max_concurrent=1)
+    assert [r.definition.id for r in dry_run(workflow)] == ["one", "two"]
+    run = run_to_end(start_run(workflow, user))
+    assert run.status == Run.Status.COMPLETED and run.max_concurrent == 1 and run.workflow == workflow
+    broken = Workflow.objects.create(name="broken", backend=local_backend, command="echo oops >&2; exit 4")
+    with pytest.raises(WorkflowError, match="command exited with 4: oops"):
+        start_run(broken, user)
+    assert Run.objects.count() == 1
+
+
+def test_git_workflow_runs_in_the_checkout(user, local_backend, run_to_end, tmp_path):
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    write_json(repo / "tasks.json", [t("where", "pwd; echo $SCRIPTHUT_GIT_SHA", working_dir="sub")])
+    (repo / "sub").mkdir()
+    (repo / "sub" / "keep").write_text("")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "tasks"], check=True)
+    sha = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    workflow = Workflow.objects.create(
+        name="gitwf",
+        backend=local_backend,
+        command="cat tasks.json",
+        git={"repo": str(repo), "branch": "main", "clone_dir": str(tmp_path / "clones")},
+    )
+    run = run_to_end(start_run(workflow, user))
+    assert run.status == Run.Status.COMPLETED and run.git_sha == sha
+    assert output(run.tasks.get()).split() == [str(tmp_path / "clones" / sha / "sub"), sha]
+
+
+def test_interrupted_submit_is_reconciled_without_double_submission(user, local_backend, run_to_end, tmp_path):
+    """A tick killed between handing jobs to the backend and recording their ids."""
+    counter = tmp_path / "count"
+    run = create_run(
+        owner=user,
+        backend=local_backend,
+        workflow_name="crash",
+        payload=[t("a", f"echo a >> {counter}"), t("b", f"echo b >> {counter}")],
+    )
+    adapter = get_adapter(local_backend)
+    claimed = engine._claim(run, 10, adapter, {})
+    assert [task.task_id for task, _, _ in claimed] == ["a", "b"]
+    # "a" reached the backend, then the worker died: nothing was recorded.
+    adapter.submit([(spec, script) for task, spec, script in claimed if task.task_id == "a"])
+    assert states(run) == {"a": "submitting", "b": "submitting"}
+    run = run_to_end(run)
+    assert run.status == Run.Status.COMPLETED
+    assert sorted(counter.read_text().split()) == ["a", "b"]  # each ran exactly once
+    a = run.tasks.get(task_id="a")
+    assert a.job_id == a.submit_tag
+
+
+def test_a_task_is_claimed_by_one_actor_only(user, local_backend):
+    run = create_run(owner=user, backend=local_backend, workflow_name="x", payload=[t("a")])
+    adapter = get_adapter(local_backend)
+    first = engine._claim(run, 10, adapter, {})
+    second = engine._claim(run, 10, adapter, {})
+    assert len(first) == 1 and second == []
+
+
+def test_unreachable_backend_keeps_runs_waiting(user, db):
+    backend = Backend.objects.create(name="hpc", kind=Backend.Kind.SLURM, settings={"ssh": {"host": "x"}})
+    run = create_run(owner=user, backend=backend, payload=[t("a")], workflow_name="w")
+    tick(force=True)
+    backend.refresh_from_db()
+    assert backend.status == Backend.Status.UNREACHABLE and "not supported" in backend.status_message
+    assert states(run) == {"a": "pending"}
+
+
+def test_unknown_job_fails_only_after_grace(user, local_backend, settings):
+    run = create_run(owner=user, backend=local_backend, payload=[t("a", "sleep 5")], workflow_name="w")
+    tick(force=True)
+    Task.objects.filter(run=run).update(job_id="sh-never-existed")
+    tick(force=True)
+    assert states(run) == {"a": "submitted"}
+    settings.SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS = 0
+    time.sleep(0.01)
+    tick(force=True)
+    task = run.tasks.get()
+    assert task.state == "failed" and "unknown to the scheduler" in task.reason
