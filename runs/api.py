@@ -1,3 +1,422 @@
-from ninja import NinjaAPI
+"""REST API (django-ninja): runs, sources and backends, authenticated by API token.
 
-api = NinjaAPI(title="ScriptHut API", urls_namespace="api")
+Every error body is ``{"error": "<message>"}``; validation problems are 400 (not
+ninja's 422) and name the field path. Clients send ``Authorization: Token <key>``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from functools import wraps
+from inspect import iscoroutinefunction
+from typing import Annotated, Any, cast
+
+from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.models import User
+from django.db.models import Count, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotAllowed
+from django.urls import URLPattern, URLResolver
+from django.utils import timezone
+from ninja import Field, NinjaAPI, Query, Schema, Status
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import APIKeyHeader
+from pydantic import BeforeValidator, ConfigDict, WithJsonSchema
+
+from backends.models import Backend
+from runs.engine import RunStateError, cancel_run, create_run, relaunch_run
+from runs.models import ApiToken, Run, Task
+from runs.workflow import TaskDefinition, WorkflowError
+from sources.models import Source
+
+log = logging.getLogger("runs.api")
+
+# Writing last_used_at on every request would take SQLite's write lock for each GET;
+# minute precision is plenty to tell live tokens from stale ones.
+TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
+PG_INT_MAX = 2_147_483_647  # Run.max_concurrent is an integer column
+
+
+# -- auth ------------------------------------------------------------------------------
+
+
+class TokenAuth(APIKeyHeader):
+    param_name = "Authorization"
+    openapi_description = 'Send "Authorization: Token <key>"; only a SHA-256 of the key is stored.'
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> User:
+        if not key:
+            raise AuthenticationError(message='missing Authorization header; send "Authorization: Token <key>"')
+        scheme, _, raw = key.strip().partition(" ")
+        raw = raw.strip()
+        if scheme.lower() != "token" or not raw:
+            raise AuthenticationError(message='Authorization header must be "Token <key>"')
+        token = ApiToken.objects.select_related("user").filter(key_hash=ApiToken.hash_key(raw)).first()
+        if token is None or not token.user.is_active:
+            raise AuthenticationError(message="invalid API token")
+        now = timezone.now()
+        if token.last_used_at is None or now - token.last_used_at >= TOKEN_TOUCH_INTERVAL:
+            ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        return token.user
+
+
+class ScriptHutAPI(NinjaAPI):
+    """NinjaAPI whose URLs skip LoginRequiredMiddleware (they use token auth) and whose
+    405s are JSON like every other error."""
+
+    @property
+    def urls(self) -> tuple[list[URLResolver | URLPattern], str, str]:
+        patterns, app_name, namespace = super().urls
+        _adapt(patterns)
+        return patterns, app_name, namespace
+
+
+def _adapt(patterns: list[URLResolver | URLPattern]) -> None:
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            _adapt(pattern.url_patterns)
+            continue
+        login_not_required(pattern.callback)
+        if not iscoroutinefunction(pattern.callback):
+            pattern.callback = _json_not_allowed(pattern.callback)
+
+
+def _json_not_allowed(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    # ninja answers a wrong method with a plain-text 405 that no exception handler sees.
+    @wraps(view)  # keeps csrf_exempt and login_required
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = view(request, *args, **kwargs)
+        if isinstance(response, HttpResponseNotAllowed):
+            allowed = response["Allow"]
+            response = _error(request, 405, f"method {request.method} not allowed; use {allowed}")
+            response["Allow"] = allowed
+        return response
+
+    return wrapper
+
+
+api = ScriptHutAPI(
+    title="ScriptHut API",
+    version="1",
+    description="Start and follow batch-job workflow runs. Errors are `{\"error\": \"...\"}`.",
+    urls_namespace="api",
+    auth=TokenAuth(),
+)
+
+
+def _caller(request: HttpRequest) -> User:
+    return cast(User, cast(Any, request).auth)  # set by TokenAuth
+
+
+# -- errors: always {"error": "..."} ---------------------------------------------------
+
+
+def _error(request: HttpRequest, status: int, message: str) -> HttpResponse:
+    return api.create_response(request, {"error": message}, status=status)
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    return _error(request, 400, "; ".join(_describe(err) for err in exc.errors))
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = [str(part) for part in err.get("loc", ())]
+    # ninja puts the parameter name after "body" (body.payload.x): clients only see body.x.
+    if len(loc) >= 2 and loc[0] == "body" and loc[1] == "payload":
+        del loc[1]
+    message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{'.'.join(loc)}: {message[:1].lower()}{message[1:]}"
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    # ninja reports an unparsable body as a bare "Cannot parse request body"; say why.
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+        return _error(request, 400, f"malformed JSON body: {exc.__cause__}")
+    return _error(request, exc.status_code, exc.message)
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return _error(request, 404, str(exc) or "not found")
+
+
+@api.exception_handler(WorkflowError)
+def _workflow_error(request: HttpRequest, exc: WorkflowError) -> HttpResponse:
+    return _error(request, 400, str(exc))
+
+
+@api.exception_handler(RunStateError)
+def _run_state_error(request: HttpRequest, exc: RunStateError) -> HttpResponse:
+    return _error(request, 409, str(exc))
+
+
+@api.exception_handler(Exception)
+def _server_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    log.exception("API error on %s %s", request.method, request.path)
+    return _error(request, 500, "internal server error")
+
+
+# -- schemas ---------------------------------------------------------------------------
+
+
+class ErrorOut(Schema):
+    error: str
+
+
+def _array_or_object(value: Any) -> Any:
+    # The engine checks the tasks themselves (and names every problem); here only the shape.
+    if not isinstance(value, list | dict):
+        raise ValueError('must be an array of tasks or an object with a "tasks" array')
+    return value
+
+
+_TASK_SCHEMA = TaskDefinition.model_json_schema()
+_WORKFLOW_SCHEMA = {
+    "description": 'The task list: an array of tasks, or an object with a "tasks" array.',
+    "oneOf": [
+        {"type": "array", "items": _TASK_SCHEMA},
+        {
+            "type": "object",
+            "properties": {"tasks": {"type": "array", "items": _TASK_SCHEMA}},
+            "required": ["tasks"],
+        },
+    ],
+}
+
+
+class RunCreateIn(Schema):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
+
+    backend: str = Field(min_length=1, description="Backend name.")
+    workflow: Annotated[
+        list[Any] | dict[str, Any], BeforeValidator(_array_or_object), WithJsonSchema(_WORKFLOW_SCHEMA)
+    ]
+    max_concurrent: int | None = Field(default=None, ge=1, le=PG_INT_MAX, strict=True)
+    name: str = Field(default="api", min_length=1, max_length=200, description="Workflow name shown for the run.")
+
+
+class RunStatusOut(Schema):
+    id: str
+    status: Run.Status
+
+
+class RelaunchOut(RunStatusOut):
+    requeued: int
+
+
+class RunSummaryOut(Schema):
+    id: str
+    workflow_name: str
+    status: Run.Status
+    backend: str
+    owner: str
+    max_concurrent: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    counts: dict[str, int] = Field(description="Number of tasks in each state.")
+
+
+class RunPageOut(Schema):
+    count: int = Field(description="Runs matching the filter, over all pages.")
+    items: list[RunSummaryOut]
+
+
+class TaskOut(Schema):
+    id: str
+    name: str
+    state: Task.State
+    job_id: str
+    exit_code: int | None
+    reason: str
+    submitted_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    elapsed_seconds: float | None
+    deps: list[str] = Field(description="Dependencies as written (wildcards included).")
+
+
+class RunDetailOut(Schema):
+    id: str
+    status: Run.Status
+    backend: str
+    workflow_name: str
+    owner: str
+    error: str
+    warnings: list[str]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    tasks: list[TaskOut]
+
+
+class SourceOut(Schema):
+    name: str
+    type: str
+    backend: str
+    workflows_glob: str
+    synced_at: datetime | None
+    synced_sha: str
+    sync_error: str
+    workflow_files: list[Any]
+
+
+class BackendOut(Schema):
+    name: str
+    type: str
+    status: str
+    status_message: str
+    last_polled_at: datetime | None
+    max_concurrent: int
+    active: int = Field(description="Tasks holding a slot on the backend now (submitting/submitted/running).")
+    enabled: bool
+
+
+class RunFilter(Schema):
+    status: Run.Status | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+    offset: int = Field(default=0, ge=0)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _visible_runs(user: User) -> QuerySet[Run]:
+    runs = Run.objects.select_related("backend", "owner")
+    return runs if user.is_staff or user.is_superuser else runs.filter(owner=user)
+
+
+def _lookup(request: HttpRequest, run_id: str) -> Run:
+    # Someone else's run is a 404, not a 403: its existence is not disclosed.
+    run = _visible_runs(_caller(request)).filter(pk=run_id).first()
+    if run is None:
+        raise Http404(f"run {run_id!r} not found")
+    return run
+
+
+def _state_counts(run_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Task counts per state for a page of runs, in one query."""
+    counts: dict[str, dict[str, int]] = {rid: dict.fromkeys(Task.State.values, 0) for rid in run_ids}
+    rows = Task.objects.filter(run_id__in=run_ids).values_list("run_id", "state").annotate(n=Count("id"))
+    for run_id, state, n in rows:
+        counts[run_id][state] = n
+    return counts
+
+
+def _summary(run: Run, counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "id": run.pk, "workflow_name": run.workflow_name, "status": run.status, "backend": run.backend.name,
+        "owner": run.owner.get_username(), "max_concurrent": run.max_concurrent, "created_at": run.created_at,
+        "started_at": run.started_at, "finished_at": run.finished_at, "counts": counts,
+    }
+
+
+def _detail(run: Run) -> dict[str, Any]:
+    # Only the columns shown: a 10,000-task run should not drag every script along.
+    tasks = run.tasks.only(
+        "task_id", "name", "state", "job_id", "exit_code", "reason", "submitted_at", "started_at",
+        "finished_at", "elapsed_seconds", "deps",
+    ).order_by("position")
+    return {
+        "id": run.pk, "status": run.status, "backend": run.backend.name, "workflow_name": run.workflow_name,
+        "owner": run.owner.get_username(), "error": run.error, "warnings": run.warnings,
+        "created_at": run.created_at, "started_at": run.started_at, "finished_at": run.finished_at,
+        "tasks": [
+            {
+                "id": t.task_id, "name": t.name, "state": t.state, "job_id": t.job_id, "exit_code": t.exit_code,
+                "reason": t.reason, "submitted_at": t.submitted_at, "started_at": t.started_at,
+                "finished_at": t.finished_at, "elapsed_seconds": t.duration_seconds, "deps": t.deps,
+            }
+            for t in tasks
+        ],
+    }
+
+
+# -- endpoints -------------------------------------------------------------------------
+
+
+@api.post("/runs", response={201: RunStatusOut, 400: ErrorOut, 401: ErrorOut}, tags=["runs"])
+def start_run(request: HttpRequest, payload: RunCreateIn) -> Status[dict[str, Any]]:
+    """Validate a workflow and start it as a new run; an invalid one creates nothing."""
+    backend = Backend.objects.filter(name=payload.backend).first()
+    if backend is None:
+        known = ", ".join(Backend.objects.values_list("name", flat=True)) or "none"
+        raise HttpError(400, f"backend: unknown backend {payload.backend!r} (known: {known})")
+    run = create_run(
+        owner=_caller(request), backend=backend, payload=payload.workflow, workflow_name=payload.name,
+        max_concurrent=payload.max_concurrent,
+    )
+    return Status(201, {"id": run.pk, "status": run.status})
+
+
+@api.get("/runs", response={200: RunPageOut, 400: ErrorOut, 401: ErrorOut}, tags=["runs"])
+def list_runs(request: HttpRequest, filters: Query[RunFilter]) -> dict[str, Any]:
+    """The caller's runs (staff: everyone's), newest first."""
+    runs = _visible_runs(_caller(request))
+    if filters.status:
+        runs = runs.filter(status=filters.status)
+    page = list(runs.order_by("-created_at", "-pk")[filters.offset : filters.offset + filters.limit])
+    counts = _state_counts([run.pk for run in page])
+    return {"count": runs.count(), "items": [_summary(run, counts[run.pk]) for run in page]}
+
+
+@api.get("/runs/{run_id}", response={200: RunDetailOut, 401: ErrorOut, 404: ErrorOut}, tags=["runs"])
+def get_run(request: HttpRequest, run_id: str) -> dict[str, Any]:
+    """One run with its tasks, in workflow order."""
+    return _detail(_lookup(request, run_id))
+
+
+@api.post(
+    "/runs/{run_id}/cancel", response={200: RunStatusOut, 401: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    tags=["runs"],
+)
+def cancel(request: HttpRequest, run_id: str) -> dict[str, Any]:
+    """Cancel a run: pending tasks at once, submitted and running jobs on the next tick."""
+    run = _lookup(request, run_id)
+    cancel_run(run)
+    run.refresh_from_db(fields=["status"])
+    return {"id": run.pk, "status": run.status}
+
+
+@api.post(
+    "/runs/{run_id}/relaunch", response={200: RelaunchOut, 401: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    tags=["runs"],
+)
+def relaunch(request: HttpRequest, run_id: str) -> dict[str, Any]:
+    """Re-queue a finished run's failed, cancelled and dep_failed tasks."""
+    run = _lookup(request, run_id)
+    requeued = relaunch_run(run)
+    run.refresh_from_db(fields=["status"])
+    return {"id": run.pk, "status": run.status, "requeued": requeued}
+
+
+@api.get("/sources", response={200: list[SourceOut], 401: ErrorOut}, tags=["sources"])
+def list_sources(request: HttpRequest) -> list[dict[str, Any]]:
+    """Configured workflow sources and their last sync."""
+    return [
+        {
+            "name": s.name, "type": s.kind, "backend": s.backend.name, "workflows_glob": s.workflows_glob,
+            "synced_at": s.synced_at, "synced_sha": s.synced_sha, "sync_error": s.sync_error,
+            "workflow_files": s.workflow_files,
+        }
+        for s in Source.objects.select_related("backend")
+    ]
+
+
+@api.get("/backends", response={200: list[BackendOut], 401: ErrorOut}, tags=["backends"])
+def list_backends(request: HttpRequest) -> list[dict[str, Any]]:
+    """Backends with their last poll result and the slots in use."""
+    active = dict(
+        Task.objects.filter(state__in=Task.ACTIVE).values_list("run__backend_id").annotate(n=Count("id"))
+    )
+    return [
+        {
+            "name": b.name, "type": b.kind, "status": b.status, "status_message": b.status_message,
+            "last_polled_at": b.last_polled_at, "max_concurrent": b.max_concurrent,
+            "active": active.get(b.pk, 0), "enabled": b.enabled,
+        }
+        for b in Backend.objects.all()
+    ]

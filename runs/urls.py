@@ -1,3 +1,23 @@
+"""Portal pages; paths follow the original ScriptHut's endpoints."""
+
 from django.urls import path
 
-urlpatterns: list = []
+from runs import views
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("jobs", views.jobs, name="jobs"),
+    path("filter/toggle", views.filter_toggle, name="filter_toggle"),
+    path("runs", views.run_list, name="run_list"),
+    path("runs/<str:run_id>", views.run_detail, name="run_detail"),
+    path("runs/<str:run_id>/items", views.run_items, name="run_items"),
+    path("runs/<str:run_id>/cancel", views.run_cancel, name="run_cancel"),
+    path("runs/<str:run_id>/relaunch", views.run_relaunch, name="run_relaunch"),
+    # Task ids are free text (dots, even slashes): <path:> matches them, and the fixed
+    # suffix after it tells the two task pages apart.
+    path("runs/<str:run_id>/tasks/<path:task_id>/script", views.task_script, name="task_script"),
+    path("runs/<str:run_id>/tasks/<path:task_id>/logs/<str:stream>", views.task_logs, name="task_logs"),
+    path("workflows", views.workflow_list, name="workflow_list"),
+    path("workflows/<path:name>/dry-run", views.workflow_dry_run, name="workflow_dry_run"),
+    path("workflows/<path:name>/run", views.workflow_run, name="workflow_run"),
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 
 from backends.base import BackendUnavailable
 from backends.registry import get_adapter
@@ -41,7 +41,7 @@ def dry_run(workflow: Workflow) -> list[ResolvedTask]:
     return validate(text)
 
 
-def start_run(workflow: Workflow, owner: AbstractBaseUser, max_concurrent: int | None = None) -> Run:
+def start_run(workflow: Workflow, owner: User, max_concurrent: int | None = None) -> Run:
     text, git = fetch_tasks(workflow)
     return create_run(
         owner=owner,

@@ -1,0 +1,108 @@
+"""Display helpers for ScriptHut pages: durations, state colours, progress bars."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django import template
+from django.utils import timezone
+
+from backends.units import format_duration
+
+register = template.Library()
+
+# Order of the segments in a stacked progress bar: finished work first, then the
+# work in flight, then what is still waiting, so the bar "fills" left to right.
+PROGRESS_ORDER: tuple[str, ...] = (
+    "completed",
+    "failed",
+    "dep_failed",
+    "cancelled",
+    "running",
+    "submitted",
+    "submitting",
+    "queued",  # external jobs' scheduler state
+    "pending",
+    "unknown",
+)
+
+# Labels for states where the raw value reads badly.
+STATE_LABELS = {"dep_failed": "dep failed"}
+
+
+@dataclass
+class Segment:
+    state: str
+    count: int
+    percent: float
+
+    @property
+    def label(self) -> str:
+        return STATE_LABELS.get(self.state, self.state)
+
+
+@register.filter
+def duration(seconds: float | None) -> str:
+    """``1h 02m`` / ``3m 05s`` / ``42s``; empty when unknown."""
+    return format_duration(seconds)
+
+
+@register.filter
+def since(start: datetime | None, end: datetime | None = None) -> str:
+    """Duration between two datetimes (until now when ``end`` is empty)."""
+    if start is None:
+        return ""
+    return format_duration(((end or timezone.now()) - start).total_seconds())
+
+
+@register.filter
+def state_class(state: str | None) -> str:
+    """CSS class of a task, run or job state badge (``st-running`` ...)."""
+    return f"st-{(state or 'unknown').lower().replace(' ', '_')}"
+
+
+@register.filter
+def state_label(state: str | None) -> str:
+    value = (state or "unknown").lower()
+    return STATE_LABELS.get(value, value)
+
+
+@register.filter
+def get_item(mapping: Mapping[str, Any] | None, key: str) -> Any:
+    """``counts|get_item:"running"``: dict lookup with a variable key; 0 when absent."""
+    if not mapping:
+        return 0
+    return mapping.get(key, 0)
+
+
+def progress_segments(counts: Mapping[str, int]) -> list[Segment]:
+    total = sum(counts.values())
+    if not total:
+        return []
+    return [
+        Segment(state, counts[state], counts[state] * 100.0 / total)
+        for state in PROGRESS_ORDER
+        if counts.get(state)
+    ]
+
+
+@register.inclusion_tag("runs/_progress.html")
+def progress_bar(counts: Mapping[str, int], size: str = "") -> dict[str, Any]:
+    """A stacked bar with one coloured segment per task state."""
+    total = sum(counts.values())
+    done = sum(counts.get(s, 0) for s in ("completed", "failed", "dep_failed", "cancelled"))
+    return {
+        "segments": progress_segments(counts),
+        "total": total,
+        "done": done,
+        "size": size,
+    }
+
+
+@register.inclusion_tag("runs/_counts.html")
+def state_counts(counts: Mapping[str, int]) -> dict[str, Any]:
+    """Small ``3 running · 2 completed`` chips, in progress-bar order, non-zero only."""
+    return {"segments": progress_segments(counts)}

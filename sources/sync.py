@@ -1,0 +1,155 @@
+"""Sources: sync a git checkout or backend path, list its workflow files, run one of them.
+
+Every command runs on the source's backend through its adapter. Git work goes
+through ``sources.git``; the only value that reaches the shell unquoted is the
+``workflows_glob``, which is checked against a strict whitelist first.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+import subprocess
+
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from backends.base import BackendAdapter, BackendError, BackendUnavailable
+from backends.registry import get_adapter
+from runs.engine import GitCheckout, create_run
+from runs.models import Run
+from runs.workflow import ResolvedTask, WorkflowError, validate
+from sources.git import GitError, checkout, git_ssh_env, resolve_branch
+from sources.models import Source
+
+DEFAULT_GLOB = ".hut/workflows/*.json"
+GLOB_CHARS = re.compile(r"[A-Za-z0-9._/*?\[\]-]+")
+MAX_WORKFLOW_BYTES = 16 * 1024 * 1024
+
+# What a sync turns into ``sync_error`` instead of raising (a local command timing out
+# raises subprocess.TimeoutExpired, a remote one TimeoutError).
+SYNC_ERRORS = (GitError, BackendUnavailable, BackendError, TimeoutError, subprocess.TimeoutExpired)
+
+
+class SourceError(RuntimeError):
+    """The source is misconfigured or its files cannot be listed."""
+
+
+class UnknownWorkflowFile(WorkflowError):  # noqa: N818  (a WorkflowError, named for what was asked)
+    """The file is not among the source's discovered workflow files."""
+
+
+def check_glob(pattern: str) -> str:
+    """The glob if it is safe to expand unquoted in the source root; SourceError otherwise."""
+    if not pattern or not GLOB_CHARS.fullmatch(pattern):
+        raise SourceError(
+            f"workflows_glob {pattern!r} is not allowed: use only letters, digits and . _ - / * ? [ ]"
+        )
+    if pattern.startswith("/"):
+        raise SourceError(f"workflows_glob {pattern!r} must be relative to the source root")
+    if ".." in pattern.split("/"):
+        raise SourceError(f"workflows_glob {pattern!r} must not contain '..'")
+    return pattern
+
+
+def list_workflow_files(adapter: BackendAdapter, root: str, pattern: str) -> list[str]:
+    """Regular files under ``root`` matching ``pattern``, as sorted relative paths (one command)."""
+    check_glob(pattern)  # the one value that goes into the shell unquoted
+    script = (
+        "shopt -s globstar nullglob\n"
+        f"for f in {pattern}; do if [ -f \"$f\" ]; then printf '%s\\0' \"$f\"; fi; done\n"
+    )
+    # One simple command (not a list), so an adapter's `cd <cwd> && ...` guards all of it.
+    result = adapter.run_command(f"bash -c {shlex.quote(script)}", cwd=root, timeout=60)
+    if result.exit_code != 0:
+        detail = result.stderr.strip()[-500:] or f"exit code {result.exit_code}"
+        raise SourceError(f"cannot list workflow files in {root}: {detail}")
+    names = {posixpath.normpath(name) for name in result.stdout.split("\0") if name}
+    return sorted(names)
+
+
+def sync_source(source: Source) -> Source:
+    """Check out the branch head (git) and refresh the workflow file list.
+
+    Never raises for sync problems: they go to ``sync_error`` and the previous
+    commit and file list stay, so the source keeps working from its last good sync.
+    """
+    now = timezone.now()
+    try:
+        # Checked before any git command, so a bad glob runs nothing at all.
+        pattern = check_glob(source.workflows_glob or DEFAULT_GLOB)
+        adapter = get_adapter(source.backend)
+        sha = ""
+        if source.kind == Source.Kind.GIT:
+            if not source.url:
+                raise SourceError("git source has no url")
+            with git_ssh_env(adapter, source.deploy_key) as ssh_env:
+                sha = resolve_branch(adapter, source.url, source.branch, ssh_env)
+                root = checkout(adapter, source.url, source.branch, sha, source.clone_dir, ssh_env,
+                                source.postclone)
+        elif source.kind == Source.Kind.PATH:
+            if not source.path:
+                raise SourceError("path source has no path")
+            root = source.path
+        else:
+            raise SourceError(f"unknown source type {source.kind!r}")
+        files = list_workflow_files(adapter, root, pattern)
+    except (SourceError, *SYNC_ERRORS) as exc:
+        source.synced_at = now
+        source.sync_error = str(exc) or type(exc).__name__
+        source.save(update_fields=["synced_at", "sync_error"])
+        return source
+    source.synced_at = now
+    source.synced_sha = sha
+    source.sync_error = ""
+    source.workflow_files = files
+    source.save(update_fields=["synced_at", "synced_sha", "sync_error", "workflow_files"])
+    return source
+
+
+def source_tasks(source: Source, file: str) -> str:
+    """The text of one discovered workflow file, read through the backend adapter."""
+    if file not in source.workflow_files:
+        raise UnknownWorkflowFile(
+            f"{file!r} is not a workflow file of source {source.name!r} (sync the source to refresh its list)"
+        )
+    if not source.root:
+        raise WorkflowError(f"source {source.name!r} has not been synced")
+    path = f"{source.root.rstrip('/')}/{file}"
+    try:
+        # One byte over the limit tells a too-big file from one that just fits.
+        text = get_adapter(source.backend).read_file(path, max_bytes=MAX_WORKFLOW_BYTES + 1)
+    except FileNotFoundError:
+        raise WorkflowError(
+            f"source {source.name!r}: {file} no longer exists in {source.root} (sync the source again)"
+        ) from None
+    except SYNC_ERRORS as exc:
+        raise WorkflowError(f"source {source.name!r}: {exc}") from exc
+    if len(text.encode("utf-8")) > MAX_WORKFLOW_BYTES:
+        raise WorkflowError(f"source {source.name!r}: {file} is larger than {MAX_WORKFLOW_BYTES} bytes")
+    return text
+
+
+def dry_run_source(source: Source, file: str) -> list[ResolvedTask]:
+    """The tasks a run of this workflow file would have, validated, without creating anything."""
+    return validate(source_tasks(source, file))
+
+
+def source_git(source: Source) -> GitCheckout | None:
+    """The synced checkout that a run's relative working dirs resolve in (git sources only)."""
+    if source.kind != Source.Kind.GIT:
+        return None
+    return GitCheckout(repo=source.url, branch=source.branch, sha=source.synced_sha, clone_dir=source.root)
+
+
+def start_source_run(source: Source, file: str, owner: User, max_concurrent: int | None = None) -> Run:
+    text = source_tasks(source, file)
+    return create_run(
+        owner=owner,
+        backend=source.backend,
+        payload=text,
+        workflow_name=f"{source.name}/{file}",
+        max_concurrent=max_concurrent,
+        git=source_git(source),
+    )

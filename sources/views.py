@@ -1,0 +1,78 @@
+"""Sources pages: list and sync sources, browse their workflow files, dry-run and run them."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+
+from runs.engine import resolve_working_dir
+from runs.workflow import WorkflowError
+from sources.models import Source
+from sources.sync import UnknownWorkflowFile, dry_run_source, start_source_run, sync_source
+
+
+@require_GET
+def source_list(request: HttpRequest) -> HttpResponse:
+    sources = Source.objects.select_related("backend")
+    return render(request, "sources/list.html", {"sources": sources})
+
+
+@require_POST
+def source_sync(request: HttpRequest, name: str) -> HttpResponse:
+    source = sync_source(get_object_or_404(Source, name=name))
+    if source.sync_error:
+        messages.error(request, f"Sync of {source.name} failed: {source.sync_error}")
+    else:
+        at = f" at {source.synced_sha[:12]}" if source.synced_sha else ""
+        messages.success(request, f"Synced {source.name}{at}: {len(source.workflow_files)} workflow file(s).")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        back = reverse("source_list")
+    return redirect(back)
+
+
+@require_GET
+def source_workflows(request: HttpRequest, name: str) -> HttpResponse:
+    source = get_object_or_404(Source.objects.select_related("backend"), name=name)
+    return render(request, "sources/workflows.html", {"source": source})
+
+
+@require_GET
+def source_dry_run(request: HttpRequest, name: str, file: str) -> HttpResponse:
+    source = get_object_or_404(Source.objects.select_related("backend"), name=name)
+    context: dict[str, object] = {"source": source, "file": file, "rows": [], "error": ""}
+    status = 200
+    try:
+        tasks = dry_run_source(source, file)
+    except WorkflowError as exc:
+        context["error"] = str(exc)
+        status = 404 if isinstance(exc, UnknownWorkflowFile) else 200
+    else:
+        # Show where each task will really run: relative dirs land inside the checkout.
+        clone_dir = source.root if source.kind == Source.Kind.GIT else ""
+        context["rows"] = [(t, resolve_working_dir(t.definition.working_dir, clone_dir)) for t in tasks]
+    return render(request, "sources/dry_run.html", context, status=status)
+
+
+@require_POST
+def source_run(request: HttpRequest, name: str, file: str) -> HttpResponse:
+    source = get_object_or_404(Source.objects.select_related("backend"), name=name)
+    raw = request.POST.get("max_concurrent", "").strip()
+    try:
+        max_concurrent = int(raw) if raw else None
+        # LoginRequiredMiddleware guarantees a real user here.
+        run = start_source_run(source, file, request.user, max_concurrent=max_concurrent)  # type: ignore[arg-type]
+    except WorkflowError as exc:
+        messages.error(request, f"Cannot run {source.name}/{file}: {exc}")
+        return redirect("source_workflows", name=source.name)
+    except ValueError:
+        messages.error(request, f"Max concurrent must be a whole number, not {raw!r}.")
+        return redirect("source_workflows", name=source.name)
+    messages.success(request, f"Started run {run.pk} of {run.workflow_name}.")
+    return redirect("run_detail", run_id=run.pk)
+
