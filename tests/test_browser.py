@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 
 from runs.demo import ensure_demo_setup
 from runs.models import Run
@@ -24,6 +25,9 @@ def test_demo_run_updates_live_until_completed(
     # Playwright's sync API keeps an event loop on this thread; Django's ORM would
     # otherwise refuse to run here.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    # The ticker thread must not keep its connection when it ends, or PostgreSQL
+    # refuses to drop the test database ("being accessed by other users").
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
     from playwright.sync_api import expect, sync_playwright
 
     ensure_demo_setup()

@@ -1,0 +1,34 @@
+# ScriptHut developer commands. `make serve` and `make test` are the README's quick start.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: serve test lint bench setup
+
+$(BIN)/scripthut: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/scripthut
+
+## Set up and start the portal on the embedded default (SQLite, in-process ticker).
+serve: setup
+	$(BIN)/scripthut serve
+
+## Run the whole test suite against the real components it needs (started if missing).
+test: setup
+	bash tests/setup/services.sh
+	$(BIN)/ruff check .
+	$(BIN)/mypy .
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+## Benchmarks (figures, not pass/fail); DATABASE_URL picks the database.
+bench: setup
+	$(BIN)/python bench/engine_bench.py

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Start (and if needed install) the real components the test suite talks to:
+# PostgreSQL, Redis, git and Debian's Chromium for the browser test.
+# Safe to run again: it only starts what is not running.
+set -euo pipefail
+
+need_apt=()
+command -v git >/dev/null || need_apt+=(git)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "installing ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+    echo "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+    for _ in $(seq 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+fi
+
+if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+    echo "starting Redis"
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+        --dir /var/lib/redis --logfile /var/log/redis/ci.log
+    for _ in $(seq 30); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.5; done
+fi
+echo "test services ready: PostgreSQL $(pg_isready -h 127.0.0.1 -p 5432 >/dev/null && echo up), Redis $(redis-cli -h 127.0.0.1 ping)"
