@@ -11,7 +11,7 @@ import logging
 import threading
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 log = logging.getLogger("runs.ticker")
 
@@ -53,6 +53,7 @@ class EmbeddedTicker(threading.Thread):
                 _wakeup.clear()
         finally:
             _embedded_running.clear()
+            connection.close()  # this thread's connection; a test database can then be dropped
 
     def stop(self) -> None:
         self.stopping.set()

@@ -27,6 +27,9 @@ SCREENSHOT_DIR = Path(__file__).resolve().parent.parent / "screenshots"
 
 
 def chromium_available() -> bool:
+    if os.environ.get("CI") and not Path(CHROMIUM).exists():
+        # CI installs Chromium (tests/setup/services.sh): a skip there would hide a broken setup.
+        raise RuntimeError(f"{CHROMIUM} is missing in CI")
     return Path(CHROMIUM).exists()
 
 
