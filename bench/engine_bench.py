@@ -79,7 +79,7 @@ def workflow(groups: int, per_group: int) -> list[dict]:
 
 def measure(n_tasks: int, owner: User, backend: Backend) -> dict[str, float]:
     groups = 100
-    per_group = max(1, (n_tasks - 2 * groups - 1) // groups)
+    per_group = max(1, -(-(n_tasks - 2 * groups - 1) // groups))  # ceiling: at least n_tasks
     tasks = workflow(groups, per_group)
     t0 = time.perf_counter()
     validate(tasks)

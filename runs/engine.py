@@ -224,31 +224,27 @@ def relaunch_run(run: Run) -> int:
             task.attempt = 0
             task.reason = "relaunched"
             task.waiting_on = sum(1 for dep in task.resolved_deps if dep not in done)
-        Task.objects.bulk_update(
-            again,
-            [
-                "state",
-                "attempt",
-                "reason",
-                "waiting_on",
-                "job_id",
-                "submit_tag",
-                "claimed_at",
-                "submitted_at",
-                "started_at",
-                "finished_at",
-                "exit_code",
-                "elapsed_seconds",
-                "node",
-            ],
-            batch_size=1000,
-        )
+        _update_rows(again, [*RESET_FIELDS, "attempt", "reason", "waiting_on"])
         run.status = Run.Status.RUNNING if done else Run.Status.PENDING
         run.finished_at = None
         run.error = ""
         run.save(update_fields=["status", "finished_at", "error"])
     wake(run.backend)
     return len(again)
+
+
+RESET_FIELDS = [
+    "state",
+    "job_id",
+    "submit_tag",
+    "claimed_at",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "exit_code",
+    "elapsed_seconds",
+    "node",
+]
 
 
 def _reset_for_submission(task: Task) -> None:
@@ -433,18 +429,6 @@ def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> N
     _store_observed(backend, result.observed, {t.job_id: t for t in tasks}, now)
 
 
-RESET_FIELDS = [
-    "state",
-    "job_id",
-    "submit_tag",
-    "claimed_at",
-    "submitted_at",
-    "started_at",
-    "finished_at",
-    "exit_code",
-    "elapsed_seconds",
-    "node",
-]
 FINISH_FIELDS = ["state", "reason", "exit_code", "started_at", "finished_at", "elapsed_seconds", "node"]
 
 

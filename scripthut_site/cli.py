@@ -84,7 +84,7 @@ def serve(args: argparse.Namespace) -> int:
         from runs.demo import ensure_demo_setup
 
         ensure_demo_setup()
-        print(f"No config file at {config}: using the built-in 'local' backend and the 'demo' workflow.")
+        print(f"No config file at {config.resolve()}: using the built-in 'local' backend and the 'demo' workflow.")
     _ensure_admin()
     portal = PortalSettings.load()
     host = args.host or portal.server_host
