@@ -63,13 +63,17 @@ class JobSpec:
     error_file: str = ""
     gres: str = ""
     image: str = ""
+    # Scheduler-native dependencies: job ids already on the scheduler, and tags of
+    # jobs earlier in the same submit batch whose ids are not known yet.
+    after_job_ids: list[str] = field(default_factory=list)
+    after_tags: list[str] = field(default_factory=list)
 
 
 @dataclass
 class SubmitResult:
     tag: str
     job_id: str = ""
-    error: str = ""  # set when the scheduler rejected the job
+    error: str = ""  # set when the scheduler rejected the job; both empty: not sent, queue it again
 
 
 @dataclass
@@ -88,6 +92,15 @@ class JobStatus:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     elapsed_seconds: float | None = None
+    cpu_efficiency: float | None = None  # TotalCPU / (Elapsed x AllocCPUS), 0..1
+    max_rss_mb: float | None = None
+    requested_mem_mb: float | None = None
+
+    @property
+    def queue_wait_seconds(self) -> float | None:
+        if self.submitted_at and self.started_at:
+            return max(0.0, (self.started_at - self.submitted_at).total_seconds())
+        return None
 
 
 @dataclass
@@ -105,6 +118,9 @@ class CommandResult:
 
 class BackendAdapter(ABC):
     """Talks to one configured backend. Instances are cached per process (see registry)."""
+
+    # True where jobs can wait on other jobs inside the scheduler (afterok).
+    supports_native_dependencies = False
 
     def __init__(self, backend: Backend, data_dir: Path):
         self.backend = backend
@@ -149,6 +165,10 @@ class BackendAdapter(ABC):
         self, command: str, *, cwd: str | None = None, stdin: bytes | None = None, timeout: float = 120
     ) -> CommandResult:
         """Run a shell command on the backend (the caller quotes every value in it)."""
+
+    def cluster_info(self) -> dict[str, object]:
+        """Nodes and CPUs per partition, disk usage: shown on the dashboard (optional)."""
+        return {}
 
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Release connections."""

@@ -40,6 +40,9 @@ class Backend(models.Model):
     # UPDATE and gives it back when done; a crashed worker's lease simply expires.
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=64, blank=True)
+    # Partitions, nodes and CPUs (sinfo/pbsnodes) and clone_dir disk usage, refreshed now and then.
+    cluster_info = models.JSONField(default=dict, blank=True)
+    cluster_info_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]

@@ -16,8 +16,12 @@ _adapters: dict[str, tuple[str, BackendAdapter]] = {}
 
 def adapter_class(kind: str) -> type[BackendAdapter]:
     from backends.local import LocalBackend
+    from backends.slurm import SlurmBackend
 
-    classes: dict[str, type[BackendAdapter]] = {Backend.Kind.LOCAL: LocalBackend}
+    classes: dict[str, type[BackendAdapter]] = {
+        Backend.Kind.LOCAL: LocalBackend,
+        Backend.Kind.SLURM: SlurmBackend,
+    }
     try:
         return classes[kind]
     except KeyError:

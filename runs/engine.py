@@ -244,6 +244,10 @@ RESET_FIELDS = [
     "exit_code",
     "elapsed_seconds",
     "node",
+    "queue_wait_seconds",
+    "cpu_efficiency",
+    "max_rss_mb",
+    "native_deps",
 ]
 
 
@@ -258,6 +262,10 @@ def _reset_for_submission(task: Task) -> None:
     task.exit_code = None
     task.elapsed_seconds = None
     task.node = ""
+    task.queue_wait_seconds = None
+    task.cpu_efficiency = None
+    task.max_rss_mb = None
+    task.native_deps = False
 
 
 def wake(backend: Backend) -> None:
@@ -312,6 +320,7 @@ def tick_backend(backend: Backend) -> None:
         cancel_requested(backend, adapter, changed)
         poll_jobs(backend, adapter, changed)
         submit_ready(backend, adapter, changed)
+        refresh_cluster_info(backend, adapter)
     except BackendUnavailable as exc:
         # Runs wait; nothing is marked failed because the backend cannot be reached.
         status, message = Backend.Status.UNREACHABLE, str(exc)
@@ -329,6 +338,17 @@ def tick_backend(backend: Backend) -> None:
             last_polled_at=now,
             next_poll_at=now + timedelta(seconds=poll_interval(backend)),
         )
+
+
+CLUSTER_INFO_EVERY = timedelta(minutes=5)
+
+
+def refresh_cluster_info(backend: Backend, adapter: BackendAdapter) -> None:
+    """Partitions, idle/total nodes and CPUs, disk usage: not worth a round trip every poll."""
+    now = timezone.now()
+    if backend.cluster_info_at and now - backend.cluster_info_at < CLUSTER_INFO_EVERY:
+        return
+    Backend.objects.filter(pk=backend.pk).update(cluster_info=adapter.cluster_info(), cluster_info_at=now)
 
 
 def reconcile_submitting(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> None:
@@ -373,6 +393,7 @@ def cancel_requested(backend: Backend, adapter: BackendAdapter, changed: set[str
 
 
 LIVE = (State.SUBMITTED, State.RUNNING)
+FAILED_STATES = (State.FAILED, State.CANCELLED, State.DEP_FAILED)
 
 
 def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> None:
@@ -400,6 +421,7 @@ def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> N
                     status.node,
                     "",
                 )
+                task.queue_wait_seconds = status.queue_wait_seconds
                 running.append(task)
         elif status.state == JobState.UNKNOWN:
             # Never fail a job merely because it is absent from one poll.
@@ -420,7 +442,10 @@ def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> N
             finished.append(_finished(task, final, status, now, status.reason or final))
     with transaction.atomic():
         _move(reasons, (State.SUBMITTED,), ["reason"])
-        changed.update(t.run_id for t in _move(running, (State.SUBMITTED,), ["state", "started_at", "node", "reason"]))
+        changed.update(
+            t.run_id
+            for t in _move(running, (State.SUBMITTED,), ["state", "started_at", "node", "reason", "queue_wait_seconds"])
+        )
         changed.update(t.run_id for t in _move(retrying, LIVE, [*RESET_FIELDS, "attempt", "reason"]))
     for task, status in generators:
         if _complete_generator(task, status, adapter, now):
@@ -429,7 +454,18 @@ def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> N
     _store_observed(backend, result.observed, {t.job_id: t for t in tasks}, now)
 
 
-FINISH_FIELDS = ["state", "reason", "exit_code", "started_at", "finished_at", "elapsed_seconds", "node"]
+FINISH_FIELDS = [
+    "state",
+    "reason",
+    "exit_code",
+    "started_at",
+    "finished_at",
+    "elapsed_seconds",
+    "node",
+    "queue_wait_seconds",
+    "cpu_efficiency",
+    "max_rss_mb",
+]
 
 
 def _finished(task: Task, state: str, status: JobStatus, now: datetime, reason: str) -> Task:
@@ -440,6 +476,9 @@ def _finished(task: Task, state: str, status: JobStatus, now: datetime, reason: 
     task.finished_at = status.finished_at or now
     task.elapsed_seconds = status.elapsed_seconds
     task.node = status.node or task.node
+    task.queue_wait_seconds = status.queue_wait_seconds or task.queue_wait_seconds
+    task.cpu_efficiency = status.cpu_efficiency
+    task.max_rss_mb = status.max_rss_mb
     return task
 
 
@@ -487,6 +526,7 @@ def _update_rows(tasks: Sequence[Task], fields: Sequence[str]) -> None:
 
 def finish_tasks(tasks: Sequence[Task]) -> list[Task]:
     """Record final states once, then release dependents or mark them dep_failed."""
+    _blame_failed_parents(tasks)
     with transaction.atomic():
         moved = _move(tasks, LIVE, FINISH_FIELDS)
         _release_dependents([t.pk for t in moved if t.state == State.COMPLETED])
@@ -497,6 +537,29 @@ def finish_tasks(tasks: Sequence[Task]) -> list[Task]:
         for run_id, task_ids in failed.items():
             mark_dep_failed(run_id, task_ids)
     return moved
+
+
+def _blame_failed_parents(tasks: Sequence[Task]) -> None:
+    """A job held on native dependencies that the scheduler dropped because a parent
+    failed is ``dep_failed``, not cancelled or failed in its own right."""
+    held = [t for t in tasks if t.native_deps and t.state != State.COMPLETED and not t.started_at]
+    if not held:
+        return
+    failing = {(t.run_id, t.task_id) for t in tasks if t.state != State.COMPLETED}
+    deps = {(t.run_id, d) for t in held for d in t.resolved_deps}
+    for run_id in {r for r, _ in deps}:
+        names = [d for r, d in deps if r == run_id]
+        for chunk in _chunks(names):
+            failing.update(
+                (run_id, tid)
+                for tid in Task.objects.filter(run_id=run_id, task_id__in=chunk, state__in=FAILED_STATES).values_list(
+                    "task_id", flat=True
+                )
+            )
+    for task in held:
+        parent = next((d for d in task.resolved_deps if (task.run_id, d) in failing), None)
+        if parent:
+            task.state, task.reason = State.DEP_FAILED, f"dependency {parent!r} failed"
 
 
 def _release_dependents(completed_pks: Sequence[int]) -> None:
@@ -528,16 +591,19 @@ def mark_dep_failed(run_id: str, failed_task_ids: Iterable[str]) -> int:
     while frontier:
         blocked: list[Task] = []
         for chunk in _chunks(list(frontier)):
-            blocked += Task.objects.filter(run_id=run_id, task_id__in=chunk, state=State.PENDING).only(
-                "pk", "task_id", "dependents"
-            )
+            # Jobs held by the scheduler on a dependency are dropped by it (kill-on-invalid-dep).
+            blocked += Task.objects.filter(
+                Q(state=State.PENDING) | Q(state=State.SUBMITTED, native_deps=True, started_at__isnull=True),
+                run_id=run_id,
+                task_id__in=chunk,
+            ).only("pk", "task_id", "dependents", "state")
         for task in blocked:
             task.state, task.reason, task.finished_at = (
                 State.DEP_FAILED,
                 f"dependency {frontier[task.task_id]!r} failed",
                 now,
             )
-        moved = _move(blocked, (State.PENDING,), ["state", "reason", "finished_at"])
+        moved = _move(blocked, (State.PENDING, State.SUBMITTED), ["state", "reason", "finished_at"])
         marked += len(moved)
         frontier = {child: task.task_id for task in moved for child in task.dependents}
     return marked
@@ -610,6 +676,8 @@ def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str]) -
         if take <= 0:
             continue
         claimed = _claim(run, take, adapter, environments)
+        if adapter.supports_native_dependencies and len(claimed) < take:
+            claimed += _claim_held(run, take - len(claimed), adapter, environments, claimed)
         batch += claimed
         room -= len(claimed)
         changed.add(run.pk)
@@ -629,16 +697,26 @@ def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str]) -
     now = timezone.now()
     by_tag = {spec.tag: task for task, spec, _ in batch}
     _mark_submitted([(by_tag[r.tag], r.job_id) for r in results if r.job_id], now)
-    rejected = [by_tag[r.tag] for r in results if not r.job_id]
+    retry_later: list[Task] = []
+    rejected: list[Task] = []
     for result in results:
-        if not result.job_id:
-            task = by_tag[result.tag]
+        if result.job_id:
+            continue
+        task = by_tag[result.tag]
+        if task.native_deps and (not result.error or "dependency" in result.error.lower()):
+            # Its parent was not submitted, or left the scheduler: submit it normally later.
+            _reset_for_submission(task)
+            task.reason = f"held submission deferred: {result.error or 'a parent was not submitted'}"
+            retry_later.append(task)
+        else:
             task.state, task.reason, task.finished_at = (
                 State.FAILED,
                 f"rejected by the scheduler: {result.error}",
                 now,
             )
+            rejected.append(task)
     with transaction.atomic():
+        _move(retry_later, (State.SUBMITTING,), [*RESET_FIELDS, "reason"])
         for task in _move(rejected, (State.SUBMITTING,), ["state", "reason", "finished_at"]):
             mark_dep_failed(task.run_id, [task.task_id])
     started = {task.run_id for task, _, _ in batch}
@@ -649,45 +727,104 @@ def _claim(
     run: Run, limit: int, adapter: BackendAdapter, environments: dict[str, Environment]
 ) -> list[tuple[Task, JobSpec, str]]:
     """Move up to ``limit`` ready tasks to ``submitting``, each with its tag and script."""
-    claimed: list[tuple[Task, JobSpec, str]] = []
-    unrenderable: list[Task] = []
-    now = timezone.now()
     with transaction.atomic():
         ready = list(
             Task.objects.select_for_update(skip_locked=True)
             .filter(run=run, state=State.PENDING, waiting_on=0)
             .order_by("position")[:limit]
         )
-        for task in ready:
-            # Unique per submission (relaunch restarts attempts), stored before the backend sees it.
-            tag = f"sh-{run.pk}-{task.pk}-{secrets.token_hex(3)}"
-            try:
-                spec = build_job_spec(task, run, environments, adapter, tag)
-                script = adapter.render_script(spec)
-            except ValueError as exc:
-                task.state, task.reason, task.finished_at = (State.FAILED, f"cannot render the job script: {exc}", now)
-                unrenderable.append(task)
-                continue
-            task.state, task.submit_tag, task.claimed_at, task.script, task.reason = (
-                State.SUBMITTING,
-                tag,
-                now,
-                script,
-                "",
-            )
-            task.output_file, task.error_file = spec.output_file, spec.error_file
-            claimed.append((task, spec, script))
-        moved = {
-            t.pk
-            for t in _move(
-                [c[0] for c in claimed],
-                (State.PENDING,),
-                ["state", "submit_tag", "claimed_at", "script", "output_file", "error_file", "reason"],
-            )
-        }
+        return _claim_tasks(run, ready, adapter, environments, {})
+
+
+def _claim_tasks(
+    run: Run,
+    tasks: Sequence[Task],
+    adapter: BackendAdapter,
+    environments: dict[str, Environment],
+    parents: dict[str, list[tuple[str, str]]],
+) -> list[tuple[Task, JobSpec, str]]:
+    """Render and move these pending tasks to ``submitting``; ``parents`` maps a task id to
+    the (job id, batch tag) pairs it waits on inside the scheduler."""
+    claimed: list[tuple[Task, JobSpec, str]] = []
+    unrenderable: list[Task] = []
+    now = timezone.now()
+    for task in tasks:
+        # Unique per submission (relaunch restarts attempts), stored before the backend sees it.
+        tag = f"sh-{run.pk}-{task.pk}-{secrets.token_hex(3)}"
+        try:
+            spec = build_job_spec(task, run, environments, adapter, tag)
+            held_on = parents.get(task.task_id, [])
+            spec.after_job_ids = [job_id for job_id, _ in held_on if job_id]
+            spec.after_tags = [batch_tag for _, batch_tag in held_on if batch_tag]
+            script = adapter.render_script(spec)
+        except ValueError as exc:
+            task.state, task.reason, task.finished_at = (State.FAILED, f"cannot render the job script: {exc}", now)
+            unrenderable.append(task)
+            continue
+        task.state, task.submit_tag, task.claimed_at, task.script, task.reason = (
+            State.SUBMITTING,
+            tag,
+            now,
+            script,
+            "",
+        )
+        task.output_file, task.error_file = spec.output_file, spec.error_file
+        task.native_deps = bool(spec.after_job_ids or spec.after_tags)
+        claimed.append((task, spec, script))
+    with transaction.atomic():
+        fields = ["state", "submit_tag", "claimed_at", "script", "output_file", "error_file", "reason", "native_deps"]
+        moved = {t.pk for t in _move([c[0] for c in claimed], (State.PENDING,), fields)}
         for task in _move(unrenderable, (State.PENDING,), ["state", "reason", "finished_at"]):
             mark_dep_failed(run.pk, [task.task_id])
     return [c for c in claimed if c[0].pk in moved]
+
+
+def _claim_held(
+    run: Run,
+    limit: int,
+    adapter: BackendAdapter,
+    environments: dict[str, Environment],
+    claimed_now: Sequence[tuple[Task, JobSpec, str]],
+) -> list[tuple[Task, JobSpec, str]]:
+    """Claim tasks whose unfinished dependencies are all on the scheduler already (or in
+    this batch): they are submitted with afterok and start the moment their parents end.
+
+    Walks from the run's live jobs and this batch's jobs to their pending dependents,
+    level by level, so the cost follows the jobs in flight, not the size of the run.
+    """
+    # task id -> job id (on the scheduler) or tag (in this batch) of possible parents
+    live = {
+        task_id: (job_id, "")
+        for task_id, job_id in Task.objects.filter(run=run, state__in=LIVE, generates_source="", retries=0)
+        .exclude(job_id="")
+        .values_list("task_id", "job_id")
+    }
+    live.update({t.task_id: ("", spec.tag) for t, spec, _ in claimed_now if not t.generates_source and not t.retries})
+    frontier = set(
+        child
+        for deps in Task.objects.filter(run=run, task_id__in=list(live)).values_list("dependents", flat=True)
+        for child in deps
+    )
+    result: list[tuple[Task, JobSpec, str]] = []
+    while frontier and len(result) < limit:
+        candidates: list[Task] = []
+        for chunk in _chunks(sorted(frontier)):
+            candidates += Task.objects.filter(run=run, task_id__in=chunk, state=State.PENDING, waiting_on__gt=0)
+        candidates.sort(key=lambda t: t.position)
+        dep_ids = {d for t in candidates for d in t.resolved_deps if d not in live}
+        completed: set[str] = set()
+        for chunk in _chunks(sorted(dep_ids)):
+            completed.update(
+                Task.objects.filter(run=run, task_id__in=chunk, state=State.COMPLETED).values_list("task_id", flat=True)
+            )
+        ready = [t for t in candidates if all(d in live or d in completed for d in t.resolved_deps)]
+        ready = ready[: limit - len(result)]
+        held_on = {t.task_id: [live[d] for d in t.resolved_deps if d in live] for t in ready}
+        newly = _claim_tasks(run, ready, adapter, environments, held_on)
+        result += newly
+        live.update({t.task_id: ("", spec.tag) for t, spec, _ in newly if not t.generates_source and not t.retries})
+        frontier = {child for t, _, _ in newly for child in t.dependents}
+    return result
 
 
 def _mark_submitted(pairs: Sequence[tuple[Task, str]], now: datetime) -> None:

@@ -133,6 +133,12 @@ class Task(models.Model):
     exit_code = models.IntegerField(null=True, blank=True)
     elapsed_seconds = models.FloatField(null=True, blank=True)
     node = models.CharField(max_length=200, blank=True)
+    queue_wait_seconds = models.FloatField(null=True, blank=True, help_text="Start minus submit time.")
+    cpu_efficiency = models.FloatField(null=True, blank=True, help_text="CPU time used / (elapsed x CPUs).")
+    max_rss_mb = models.FloatField(null=True, blank=True, help_text="Peak memory used.")
+    native_deps = models.BooleanField(
+        default=False, help_text="Submitted before its dependencies finished, held by the scheduler (afterok)."
+    )
     script = models.TextField(blank=True)
 
     class Meta:

@@ -317,11 +317,14 @@ def test_a_task_is_claimed_by_one_actor_only(user, local_backend):
 
 
 def test_unreachable_backend_keeps_runs_waiting(user, db):
-    backend = Backend.objects.create(name="hpc", kind=Backend.Kind.SLURM, settings={"ssh": {"host": "x"}})
+    backend = Backend.objects.create(
+        name="hpc", kind=Backend.Kind.SLURM, settings={"ssh": {"host": "127.0.0.1", "port": 1, "user": "nobody"}}
+    )
     run = create_run(owner=user, backend=backend, payload=[t("a")], workflow_name="w")
     tick(force=True)
     backend.refresh_from_db()
-    assert backend.status == Backend.Status.UNREACHABLE and "not supported" in backend.status_message
+    assert backend.status == Backend.Status.UNREACHABLE
+    assert backend.status_message == "connection refused by 127.0.0.1:1"
     assert states(run) == {"a": "pending"}
 
 

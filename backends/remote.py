@@ -1,0 +1,134 @@
+"""What the SSH schedulers (Slurm, PBS) share: the transport, commands, files, and
+batch submission in one round trip.
+
+A submit batch is one bash script fed to ``bash -s``: for every job it runs the
+scheduler's submit command with the job script on a quoted here-document and prints
+``SCRIPTHUT-OK <tag> <output>`` or ``SCRIPTHUT-ERR <tag> <message>``. A job that waits
+on a job earlier in the same batch refers to that job's id through a shell variable.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+from abc import abstractmethod
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from backends.base import BackendAdapter, BackendError, CommandResult, JobSpec, SubmitResult
+from backends.models import Backend
+from backends.scripts import shell_path
+from backends.ssh import ConnectionLost, SSHTransport
+
+SUBMIT_HELPERS = r"""
+set -u
+_sh_last=
+_sh_submit() {
+    local tag=$1 out rc
+    shift
+    out=$("$@" 2>&1)
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+        _sh_last=$(printf '%s\n' "$out" | tail -n 1)
+        printf 'SCRIPTHUT-OK %s %s\n' "$tag" "$_sh_last"
+    else
+        _sh_last=
+        printf 'SCRIPTHUT-ERR %s %s\n' "$tag" "$(printf '%s' "$out" | tr '\n' ' ')"
+    fi
+}
+"""
+
+
+class SSHBackend(BackendAdapter):
+    """Base of the schedulers reached over SSH."""
+
+    def __init__(self, backend: Backend, data_dir: Path):
+        super().__init__(backend, data_dir)
+        self.transport = SSHTransport.from_settings(self.settings["ssh"])
+        self.supports_native_dependencies = bool(self.settings.get("native_dependencies", True))
+
+    # -- what each scheduler defines ---------------------------------------------------
+
+    @abstractmethod
+    def submit_argv(self, job: JobSpec) -> list[str]:
+        """The submit command (sbatch, qsub) for a job script read from stdin, unquoted."""
+
+    @abstractmethod
+    def dependency_args(self, job_ids_word: str) -> str:
+        """Shell fragment adding an afterok dependency on ``job_ids_word`` (``:``-joined, shell-ready)."""
+
+    def parse_job_id(self, output: str) -> str:
+        return output.strip()
+
+    # -- shared ------------------------------------------------------------------------
+
+    def run_command(
+        self, command: str, *, cwd: str | None = None, stdin: bytes | None = None, timeout: float = 120
+    ) -> CommandResult:
+        if cwd:
+            command = f"cd {shell_path(cwd)} && {command}"
+        return self.transport.run(command, stdin=stdin, timeout=timeout)
+
+    def read_file(self, path: str, max_bytes: int = 256 * 1024) -> str:
+        return self.transport.read_file(path, max_bytes)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def submit(self, jobs: Sequence[tuple[JobSpec, str]]) -> list[SubmitResult]:
+        script = self.submit_script(jobs)
+        try:
+            result = self.transport.run_script(script, timeout=300)
+        except ConnectionLost as exc:
+            # Sent, maybe partly run: the engine reconciles these tasks by tag.
+            raise BackendError(f"connection lost while submitting; reconciling later ({exc})") from exc
+        outcomes = {}
+        for line in result.stdout.splitlines():
+            kind, _, rest = line.partition(" ")
+            tag, _, detail = rest.partition(" ")
+            if kind == "SCRIPTHUT-OK":
+                outcomes[tag] = SubmitResult(tag=tag, job_id=self.parse_job_id(detail))
+            elif kind == "SCRIPTHUT-ERR":
+                outcomes[tag] = SubmitResult(tag=tag, error=detail.strip() or "submission failed")
+            elif kind == "SCRIPTHUT-SKIP":
+                outcomes[tag] = SubmitResult(tag=tag)
+        if not outcomes and result.exit_code != 0:
+            raise BackendError(f"submit batch failed (exit {result.exit_code}): {result.stderr.strip()[-500:]}")
+        # Jobs missing from the output stay `submitting` and are reconciled by tag.
+        return [outcomes[job.tag] for job, _ in jobs if job.tag in outcomes]
+
+    def submit_script(self, jobs: Sequence[tuple[JobSpec, str]]) -> str:
+        lines = [SUBMIT_HELPERS]
+        absolute_dirs = sorted({d for job, _ in jobs for d in _log_dirs(job) if d.startswith(("/", "~"))})
+        if absolute_dirs:
+            lines.append("mkdir -p -- " + " ".join(shell_path(d) for d in absolute_dirs))
+        index = {job.tag: n for n, (job, _) in enumerate(jobs)}
+        for n, (job, script) in enumerate(jobs):
+            for directory in _log_dirs(job):
+                if not directory.startswith(("/", "~")):
+                    # Relative log paths are relative to the job's working dir, as for the scheduler.
+                    lines.append(
+                        f"(cd {shell_path(job.working_dir)} 2>/dev/null && mkdir -p -- {shlex.quote(directory)})"
+                    )
+            submit = f"_sh_submit {shlex.quote(job.tag)} " + " ".join(shlex.quote(a) for a in self.submit_argv(job))
+            parents = [index[t] for t in job.after_tags if t in index]
+            if job.after_job_ids or parents:
+                words = [shlex.quote(j) for j in job.after_job_ids] + [f'"${{jid_{p}}}"' for p in parents]
+                submit += " " + self.dependency_args(":".join(words))
+            marker = "SCRIPTHUT_" + secrets.token_hex(8)
+            while marker in script:
+                marker = "SCRIPTHUT_" + secrets.token_hex(8)
+            body = [f"{submit} <<'{marker}'", script.rstrip("\n"), marker]
+            if parents:
+                # A parent in this batch was not submitted: leave the child for a later batch.
+                missing = " || ".join(f'[ -z "${{jid_{p}}}" ]' for p in parents)
+                skip = f"_sh_last=; printf 'SCRIPTHUT-SKIP %s\\n' {shlex.quote(job.tag)}"
+                lines += [f"if {missing}; then {skip}; else", *body, "fi"]
+            else:
+                lines += body
+            lines.append(f"jid_{n}=$(printf '%s' \"$_sh_last\" | cut -d';' -f1)")
+        return "\n".join(lines) + "\n"
+
+
+def _log_dirs(job: JobSpec) -> list[str]:
+    return sorted({str(PurePosixPath(p).parent) for p in (job.output_file, job.error_file) if p})
