@@ -76,7 +76,7 @@ class SubmitResult:
     error: str = ""  # set when the scheduler rejected the job; both empty: not sent, queue it again
 
 
-@dataclass
+@dataclass(slots=True)
 class JobStatus:
     job_id: str
     state: JobState

@@ -12,6 +12,7 @@ import re
 import shlex
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 from pathlib import PurePosixPath
 
 from django.utils import timezone
@@ -246,7 +247,7 @@ def parse_sacct(text: str) -> dict[str, JobStatus]:
         used = _seconds(total_cpu)
         if status.elapsed_seconds and cpus and used is not None:
             status.cpu_efficiency = min(1.0, used / (status.elapsed_seconds * cpus))
-        status.reason = state if word == "CANCELLED" else ("" if reason in ("None", "") else reason)
+        status.reason = _reason(word, state, reason)
         jobs[main_id] = status
     for job_id, status in jobs.items():
         if job_id in batch_exit:
@@ -274,8 +275,7 @@ def parse_scontrol(text: str) -> dict[str, JobStatus]:
         status.started_at = _time(fields.get("StartTime", "")) if word not in QUEUED_STATES else None
         status.finished_at = _time(fields.get("EndTime", "")) if status.state.is_final else None
         status.node = fields.get("NodeList", "") if fields.get("NodeList") != "(null)" else ""
-        reason = fields.get("Reason", "None")
-        status.reason = "" if reason == "None" else reason
+        status.reason = _reason(word, word, fields.get("Reason", "None"))
         _settle(status)
         jobs[job_id] = status
     return jobs
@@ -313,6 +313,17 @@ def _settle(status: JobStatus) -> None:
         status.reason = f"exit code {status.exit_code}" if status.exit_code else "failed"
 
 
+@lru_cache(maxsize=4096)
+def _reason(word: str, state: str, reason: str) -> str:
+    """Why a job is where it is: ``CANCELLED by N`` as Slurm says it, TIMEOUT & co. spelled out."""
+    if word == "CANCELLED":
+        return state
+    if word in FAILURE_REASONS and word != "FAILED":
+        return FAILURE_REASONS[word]
+    return "" if reason in ("None", "", "(null)") else reason
+
+
+@lru_cache(maxsize=4096)
 def _state_from_slurm(word: str) -> JobState:
     word = word.split()[0] if word else ""
     if word in QUEUED_STATES:
@@ -328,26 +339,27 @@ def _state_from_slurm(word: str) -> JobState:
     return JobState.UNKNOWN
 
 
-def failure_reason(state_word: str) -> str:
-    return FAILURE_REASONS.get(state_word.split()[0] if state_word else "", "")
-
-
 def _key_values(line: str) -> list[tuple[str, str]]:
     # Values may contain spaces only in a few fields (JobName, Command); good enough for the ones we read.
     return [(k, v) for k, _, v in (item.partition("=") for item in line.split(" ")) if k]
 
 
+@lru_cache(maxsize=65536)
 def _time(text: str) -> datetime | None:
+    """Slurm prints the cluster's local time without an offset; read it in the portal's zone.
+
+    Cached: a queue listing repeats the same timestamps many times.
+    """
     if not text or text in ("Unknown", "N/A", "None"):
         return None
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
         return None
-    # Slurm prints the cluster's local time without an offset.
-    return timezone.make_aware(value) if timezone.is_naive(value) else value
+    return value.replace(tzinfo=timezone.get_default_timezone()) if value.tzinfo is None else value
 
 
+@lru_cache(maxsize=4096)
 def _seconds(text: str) -> float | None:
     """``[D-]HH:MM:SS``, ``MM:SS.mmm`` (TotalCPU) or ``HH:MM:SS.mmm``."""
     if not text or text in ("INVALID", "UNLIMITED", "Partition_Limit"):
@@ -367,6 +379,7 @@ def _seconds(text: str) -> float | None:
     return days * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
+@lru_cache(maxsize=4096)
 def _exit_code(text: str) -> int:
     code, _, signal = text.partition(":")
     number = int(code) if code.isdigit() else 0
@@ -375,6 +388,7 @@ def _exit_code(text: str) -> int:
     return number
 
 
+@lru_cache(maxsize=4096)
 def _memory_mb(text: str) -> float | None:
     match = re.match(r"^(\d+(?:\.\d+)?)([KMGTP]?)[nc]?$", text.strip())
     if not match:

@@ -70,8 +70,9 @@ def workflow(groups: int, per_group: int) -> list[dict]:
         tasks.append({"id": f"prep.{g:04d}", "name": f"Prep {g}", "command": "true"})
     for g in range(groups):
         for i in range(per_group):
-            tasks.append({"id": f"sim.{g:04d}.{i:04d}", "name": "Sim", "command": f"run {g} {i}",
-                          "deps": [f"prep.{g:04d}"]})
+            tasks.append(
+                {"id": f"sim.{g:04d}.{i:04d}", "name": "Sim", "command": f"run {g} {i}", "deps": [f"prep.{g:04d}"]}
+            )
         tasks.append({"id": f"report.{g:04d}", "name": "Report", "command": "true", "deps": [f"sim.{g:04d}.*"]})
     tasks.append({"id": "final", "name": "Final", "command": "true", "deps": ["report.*"]})
     return tasks
@@ -85,8 +86,13 @@ def measure(n_tasks: int, owner: User, backend: Backend) -> dict[str, float]:
     validate(tasks)
     t_validate = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run = create_run(owner=owner, backend=backend, payload=tasks, workflow_name=f"bench-{n_tasks}",
-                     max_concurrent=backend.max_concurrent)
+    run = create_run(
+        owner=owner,
+        backend=backend,
+        payload=tasks,
+        workflow_name=f"bench-{n_tasks}",
+        max_concurrent=backend.max_concurrent,
+    )
     t_create = time.perf_counter() - t0
     ticks, tick_times, queries = 0, [], []
     t0 = time.perf_counter()
@@ -101,10 +107,17 @@ def measure(n_tasks: int, owner: User, backend: Backend) -> dict[str, float]:
     total = time.perf_counter() - t0
     assert run.status == Run.Status.COMPLETED, run.status
     done = Task.objects.filter(run=run).count()
-    return {"tasks": len(tasks), "validate_s": t_validate, "create_s": t_create, "ticks": ticks,
-            "tick_median_ms": sorted(tick_times)[len(tick_times) // 2] * 1000,
-            "tick_max_ms": max(tick_times) * 1000, "total_s": total, "tasks_per_s": done / total,
-            "queries_per_tick": sum(queries) / len(queries)}
+    return {
+        "tasks": len(tasks),
+        "validate_s": t_validate,
+        "create_s": t_create,
+        "ticks": ticks,
+        "tick_median_ms": sorted(tick_times)[len(tick_times) // 2] * 1000,
+        "tick_max_ms": max(tick_times) * 1000,
+        "total_s": total,
+        "tasks_per_s": done / total,
+        "queries_per_tick": sum(queries) / len(queries),
+    }
 
 
 def main() -> None:
@@ -122,13 +135,17 @@ def main() -> None:
         name="bench", defaults={"kind": "local", "max_concurrent": args.max_concurrent, "poll_interval": 1}
     )
     print(f"database: {connection.vendor}; backend max_concurrent {args.max_concurrent}")
-    print(f"{'tasks':>7} {'validate':>9} {'store':>7} {'ticks':>6} {'tick med':>9} {'tick max':>9} "
-          f"{'queries/tick':>13} {'tasks/s':>8}")
+    print(
+        f"{'tasks':>7} {'validate':>9} {'store':>7} {'ticks':>6} {'tick med':>9} {'tick max':>9} "
+        f"{'queries/tick':>13} {'tasks/s':>8}"
+    )
     for size in (int(s) for s in args.sizes.split(",")):
         r = measure(size, owner, backend)
-        print(f"{r['tasks']:>7} {r['validate_s']:>8.3f}s {r['create_s']:>6.3f}s {r['ticks']:>6} "
-              f"{r['tick_median_ms']:>7.1f}ms {r['tick_max_ms']:>7.1f}ms {r['queries_per_tick']:>13.0f} "
-              f"{r['tasks_per_s']:>8.0f}")
+        print(
+            f"{r['tasks']:>7} {r['validate_s']:>8.3f}s {r['create_s']:>6.3f}s {r['ticks']:>6} "
+            f"{r['tick_median_ms']:>7.1f}ms {r['tick_max_ms']:>7.1f}ms {r['queries_per_tick']:>13.0f} "
+            f"{r['tasks_per_s']:>8.0f}"
+        )
 
 
 if __name__ == "__main__":

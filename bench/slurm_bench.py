@@ -1,0 +1,205 @@
+"""Slurm benchmarks on the real one-node cluster (start it with `bash tests/setup/cluster.sh start`).
+
+    python bench/slurm_bench.py parse            # 50,000 lines of squeue and sacct output
+    python bench/slurm_bench.py submit [--n 500] # 500 one-second tasks vs 500 plain sbatch calls
+    python bench/slurm_bench.py chain [--poll 60] [--links 20] [--native on,off]
+
+Uses a temporary SQLite data dir unless DATABASE_URL is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("SCRIPTHUT_DATA_DIR", tempfile.mkdtemp(prefix="scripthut-bench-"))
+os.environ.setdefault("SCRIPTHUT_CONFIG", "/nonexistent/scripthut.yaml")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scripthut_site.settings")
+os.environ.setdefault("SCRIPTHUT_LOG_LEVEL", "WARNING")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.contrib.auth.models import User  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from backends.config import validate_backend_settings  # noqa: E402
+from backends.models import Backend  # noqa: E402
+from backends.registry import get_adapter  # noqa: E402
+from backends.slurm import parse_sacct, parse_squeue  # noqa: E402
+from backends.ssh import SSHTransport  # noqa: E402
+from runs.engine import create_run, tick  # noqa: E402
+from runs.models import Run, Task  # noqa: E402
+
+CLUSTER_ENV = Path(os.environ.get("SCRIPTHUT_CLUSTER_DIR", "/var/tmp/scripthut-cluster")) / "cluster.env"
+
+
+def cluster_ssh() -> dict[str, object]:
+    values = dict(
+        line.split("=", 1) for line in CLUSTER_ENV.read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
+    values = {k: v.strip().strip("'\"") for k, v in values.items()}
+    return {
+        "host": values["SSH_HOST"],
+        "port": int(values["SSH_PORT"]),
+        "user": values["SSH_USER"],
+        "key_path": values["SSH_KEY"],
+        "known_hosts": values["SSH_KNOWN_HOSTS"],
+    }
+
+
+def sdiag_counts() -> dict[str, int]:
+    out = subprocess.run(["sdiag"], capture_output=True, text=True, check=True).stdout
+    return {
+        m.group(1): int(m.group(2)) for m in re.finditer(r"^\s*(REQUEST_\w+)\s*\(\s*\d+\)\s*count:(\d+)", out, re.M)
+    }
+
+
+def rpc_delta(before: dict[str, int], after: dict[str, int]) -> str:
+    keys = ("REQUEST_SUBMIT_BATCH_JOB", "REQUEST_JOB_INFO", "REQUEST_JOB_INFO_SINGLE", "REQUEST_JOB_USER_INFO")
+    return ", ".join(f"{k.removeprefix('REQUEST_').lower()}={after.get(k, 0) - before.get(k, 0)}" for k in keys)
+
+
+def bench_parse() -> None:
+    squeue = "\n".join(
+        f"{i}|user{i % 50}|RUNNING|None|normal|1|node{i % 9}|2026-11-25T12:00:00|2026-11-25T12:00:05|job{i}@sh-x-{i}"
+        for i in range(50_000)
+    )
+    rows = []
+    for i in range(25_000):
+        rows.append(
+            f"{i}|COMPLETED|0:0|00:00:10|00:00:05|2||4G|2026-11-25T12:06:00|2026-11-25T12:06:30|"
+            f"2026-11-25T12:06:40|n1|None|job{i}@sh-x-{i}"
+        )
+        rows.append(
+            f"{i}.batch|COMPLETED|0:0|00:00:10|00:00:05|2|2048000K||2026-11-25T12:06:30|2026-11-25T12:06:30|"
+            f"2026-11-25T12:06:40|n1||batch"
+        )
+    sacct = "\n".join(rows)
+    for name, parse, text in (("squeue", parse_squeue, squeue), ("sacct", parse_sacct, sacct)):
+        best = min(_timed(parse, text) for _ in range(5))
+        print(f"parse {name}: 50,000 lines in {best:.3f} s")
+
+
+def _timed(fn, arg) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    fn(arg)
+    return time.perf_counter() - start
+
+
+def setup_backend(native: bool = True, poll: int = 1, max_concurrent: int = 1000) -> tuple[Backend, User]:
+    call_command("migrate", verbosity=0)
+    owner, _ = User.objects.get_or_create(username="bench")
+    settings = validate_backend_settings("slurm", {"ssh": cluster_ssh(), "native_dependencies": native})
+    backend, _ = Backend.objects.update_or_create(
+        name="bench-slurm",
+        defaults={"kind": "slurm", "settings": settings, "max_concurrent": max_concurrent, "poll_interval": poll},
+    )
+    return backend, owner
+
+
+def wait_queue_empty(transport: SSHTransport) -> None:
+    while transport.run("squeue --noheader --me --format=%i").stdout.strip():
+        time.sleep(1)
+
+
+def bench_submit(n: int) -> None:
+    backend, owner = setup_backend()
+    adapter = get_adapter(backend)
+    transport = adapter.transport  # type: ignore[attr-defined]
+    transport.run("true")  # connect outside the measurement
+    wait_queue_empty(transport)
+
+    # Floor: n plain sbatch calls in one SSH session.
+    before, trips = sdiag_counts(), transport.round_trips
+    start = time.perf_counter()
+    transport.run_script(f"for i in $(seq {n}); do sbatch --parsable --wrap='sleep 1' >/dev/null; done")
+    floor = time.perf_counter() - start
+    print(
+        f"floor: {n} plain sbatch in one SSH session: {floor:.2f} s, {transport.round_trips - trips} round trips, "
+        f"slurmctld RPCs {rpc_delta(before, sdiag_counts())}"
+    )
+    wait_queue_empty(transport)
+
+    tasks = [{"id": f"t.{i:04d}", "name": f"T {i}", "command": "sleep 1"} for i in range(n)]
+    run = create_run(owner=owner, backend=backend, payload=tasks, workflow_name="bench-submit", max_concurrent=n)
+    before, trips = sdiag_counts(), transport.round_trips
+    start = time.perf_counter()
+    while Task.objects.filter(run=run, state=Task.State.PENDING).exists():
+        tick(force=True)
+    took = time.perf_counter() - start
+    used = transport.round_trips - trips
+    print(
+        f"scripthut: {n} tasks submitted in {took:.2f} s ({took / floor:.2f}x the floor), {used} SSH round trips "
+        f"({used / n:.3f} per task), slurmctld RPCs {rpc_delta(before, sdiag_counts())}"
+    )
+    while not Run.objects.get(pk=run.pk).is_finished:
+        tick(force=True)
+        time.sleep(1)
+    print(f"run {Run.objects.get(pk=run.pk).status}")
+
+
+def bench_chain(links: int, poll: int, natives: list[bool]) -> None:
+    backend, owner = setup_backend(poll=poll)
+    transport = get_adapter(backend).transport  # type: ignore[attr-defined]
+    wait_queue_empty(transport)
+    # Reference: the chain straight to Slurm with afterok, in one SSH session.
+    script = "prev=$(sbatch --parsable --wrap='sleep 1')\n" + "\n".join(
+        ["prev=$(sbatch --parsable --dependency=afterok:$prev --wrap='sleep 1')"] * (links - 1)
+    )
+    start = time.perf_counter()
+    transport.run_script(script)
+    wait_queue_empty(transport)
+    straight = time.perf_counter() - start
+    print(f"straight to Slurm (afterok): {links} links in {straight:.1f} s")
+    for native in natives:
+        backend.settings = backend.settings | {"native_dependencies": native}
+        backend.save()
+        chain = [{"id": "link.00", "name": "l0", "command": "sleep 1"}] + [
+            {"id": f"link.{i:02d}", "name": f"l{i}", "command": "sleep 1", "deps": [f"link.{i - 1:02d}"]}
+            for i in range(1, links)
+        ]
+        run = create_run(owner=owner, backend=backend, payload=chain, workflow_name=f"chain-{native}")
+        started_at = timezone.now()
+        start = time.perf_counter()
+        while not Run.objects.get(pk=run.pk).is_finished:
+            tick()  # the real cadence: each backend is polled every `poll` seconds
+            time.sleep(0.5)
+        seen = time.perf_counter() - start
+        last = Task.objects.filter(run=run).order_by("-finished_at").first()
+        on_cluster = (last.finished_at - started_at).total_seconds() if last and last.finished_at else float("nan")
+        status = Run.objects.get(pk=run.pk).status
+        print(
+            f"scripthut native={'on' if native else 'off'} poll_interval={poll}: run {status}; last link ended "
+            f"{on_cluster:.1f} s after creation ({on_cluster / straight:.2f}x straight), "
+            f"seen completed after {seen:.1f} s"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=["parse", "submit", "chain"])
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--links", type=int, default=20)
+    parser.add_argument("--poll", type=int, default=60)
+    parser.add_argument("--native", default="on,off")
+    args = parser.parse_args()
+    if args.what == "parse":
+        bench_parse()
+    elif args.what == "submit":
+        bench_submit(args.n)
+    else:
+        bench_chain(args.links, args.poll, [v == "on" for v in args.native.split(",")])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""ScriptHut on a real one-node Slurm cluster, reached through a real sshd on loopback.
+
+The cluster (munge, slurmdbd on MariaDB, slurmctld, slurmd, sshd) is started by
+tests/setup/cluster.sh through the ``cluster`` fixture. Tasks are one-second jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import pytest
+
+from backends.config import validate_backend_settings
+from backends.models import Backend
+from backends.registry import get_adapter
+from runs.engine import cancel_run, create_run, tick
+from runs.models import ObservedJob, Run, Task
+from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def t(task_id: str, command: str = "sleep 1", deps: tuple[str, ...] = (), **extra: object) -> dict:
+    return {"id": task_id, "name": task_id, "command": command, "deps": list(deps), "time_limit": "5:00", **extra}
+
+
+@pytest.fixture
+def slurm(cluster: Cluster) -> Backend:  # noqa: F811
+    settings = validate_backend_settings("slurm", {"ssh": cluster.ssh_settings(), "account": cluster.account})
+    return Backend.objects.create(name="slurm", kind="slurm", settings=settings, max_concurrent=100, poll_interval=1)
+
+
+def states(run: Run) -> dict[str, str]:
+    return dict(run.tasks.values_list("task_id", "state"))
+
+
+def wait_for(run: Run, timeout: float = 120, every: float = 0.5, watch: Counter | None = None) -> Run:
+    """Tick until the run finishes; ``watch`` counts every state each task shows on the way."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tick(force=True)
+        if watch is not None:
+            watch.update(run.tasks.values_list("state", flat=True))
+        run.refresh_from_db()
+        if run.is_finished:
+            return run
+        time.sleep(every)
+    raise AssertionError(
+        f"run still {run.status} after {timeout}s: {list(run.tasks.values_list('task_id', 'state', 'reason'))}"
+    )
+
+
+def job_ids_by_tag_prefix(cluster: Cluster, run: Run) -> Counter:  # noqa: F811
+    """How many Slurm jobs each task got: job names end in @sh-<run>-<task pk>-<random>."""
+    out = cluster.run_as_user("sacct --noheader --parsable2 --allocations --starttime=now-1hour --format=JobID,JobName")
+    prefix = f"@sh-{run.pk}-"
+    return Counter(line.split(prefix, 1)[1].rsplit("-", 1)[0] for line in out.splitlines() if prefix in line)
+
+
+def test_wildcard_workflow_completes(user, slurm):
+    tasks = [t("setup.init"), *(t(f"sim.{i}", deps=("setup.*",)) for i in range(4)), t("final", deps=("sim.*",))]
+    run = wait_for(create_run(owner=user, backend=slurm, payload=tasks, workflow_name="wild"))
+    assert run.status == Run.Status.COMPLETED, states(run)
+    final = run.tasks.get(task_id="final")
+    assert final.exit_code == 0 and final.elapsed_seconds is not None and final.queue_wait_seconds is not None
+    assert "#SBATCH --job-name=final@" in final.script
+    adapter = get_adapter(slurm)
+    assert adapter.read_file(final.output_file) == ""
+
+
+def test_failure_exit_code_and_dep_failed(user, slurm):
+    tasks = [t("bad", "sleep 1; exit 3"), t("child", deps=("bad",)), t("grandchild", deps=("child",)), t("ok")]
+    run = wait_for(create_run(owner=user, backend=slurm, payload=tasks, workflow_name="fail"))
+    assert states(run) == {"bad": "failed", "child": "dep_failed", "grandchild": "dep_failed", "ok": "completed"}
+    bad = run.tasks.get(task_id="bad")
+    assert bad.exit_code == 3 and bad.reason == "exit code 3"
+
+
+def test_time_limit_ends_failed_with_timeout(user, slurm):
+    run = wait_for(
+        create_run(owner=user, backend=slurm, payload=[t("slow", "sleep 300", time_limit="1:00")], workflow_name="tl"),
+        timeout=240,
+        every=2,
+    )
+    task = run.tasks.get()
+    assert task.state == "failed" and "TIMEOUT" in task.reason
+
+
+def test_cancel_reaches_scancel(user, slurm, cluster):  # noqa: F811
+    run = create_run(
+        owner=user, backend=slurm, payload=[t(f"long{i}", "sleep 120") for i in range(3)], workflow_name="cancel"
+    )
+    deadline = time.monotonic() + 60
+    while run.tasks.filter(state="running").count() < 3 and time.monotonic() < deadline:
+        tick(force=True)
+        time.sleep(0.5)
+    job_ids = list(run.tasks.values_list("job_id", flat=True))
+    cancel_run(run)
+    tick(force=True)
+    assert set(states(run).values()) == {"cancelled"}
+    time.sleep(2)
+    queue = cluster.run_as_user("squeue --noheader --format=%i")
+    assert not set(job_ids) & set(queue.split())
+
+
+def test_external_job_is_shown(user, slurm, cluster):  # noqa: F811
+    external = cluster.run_as_user("sbatch --parsable --job-name=not-ours --wrap='sleep 20'").strip().split(";")[0]
+    tick(force=True)
+    job = ObservedJob.objects.get(job_id=external)
+    assert job.task is None and job.user == cluster.user and job.name == "not-ours"
+    cluster.run_as_user(f"scancel {external}")
+
+
+def test_hostile_names_and_values_stay_inert(user, slurm, cluster):  # noqa: F811
+    marker = "/tmp/scripthut-slurm-pwned"
+    cluster.run_as_user(f"rm -f {marker}")
+    nasty = f'it\'s "$(touch {marker})" `touch {marker}`'
+    tasks = [t("q", 'printf "%s" "$NASTY"', env_vars={"NASTY": nasty}) | {"name": nasty}]
+    run = wait_for(create_run(owner=user, backend=slurm, payload=tasks, workflow_name=nasty))
+    assert run.status == Run.Status.COMPLETED, states(run)
+    assert get_adapter(slurm).read_file(run.tasks.get().output_file) == nasty
+    assert cluster.run_as_user(f"test -e {marker} && echo yes || echo no").strip() == "no"
+
+
+def test_instant_tasks_never_show_failed_nor_run_twice(user, slurm, cluster):  # noqa: F811
+    """The original showed most of 200 `true` tasks FAILED for seconds and submitted many twice."""
+    tasks = [t(f"i.{n:03d}", "true") for n in range(200)]
+    seen: Counter = Counter()
+    run = wait_for(
+        create_run(owner=user, backend=slurm, payload=tasks, workflow_name="instant", max_concurrent=100),
+        timeout=300,
+        every=0.2,
+        watch=seen,
+    )
+    assert run.status == Run.Status.COMPLETED
+    assert seen["failed"] == 0 and seen["dep_failed"] == 0
+    per_task = job_ids_by_tag_prefix(cluster, run)
+    assert len(per_task) == 200 and set(per_task.values()) == {1}
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_chain_of_one_second_tasks_completes(user, slurm, native):
+    slurm.settings = slurm.settings | {"native_dependencies": native}
+    slurm.save()
+    chain = [t("link.00", "sleep 1")] + [
+        t(f"link.{n:02d}", "sleep 1", deps=(f"link.{n - 1:02d}",)) for n in range(1, 20)
+    ]
+    seen: Counter = Counter()
+    run = wait_for(
+        create_run(owner=user, backend=slurm, payload=chain, workflow_name="chain"), timeout=240, every=0.2, watch=seen
+    )
+    assert run.status == Run.Status.COMPLETED, states(run)
+    assert seen["failed"] == 0 and seen["dep_failed"] == 0
+    assert run.tasks.filter(native_deps=True).exists() == native
+
+
+def test_native_dependents_of_a_failure_are_dep_failed(user, slurm):
+    tasks = [t("bad", "sleep 2; exit 1"), t("held", deps=("bad",)), t("held2", deps=("held",))]
+    run = create_run(owner=user, backend=slurm, payload=tasks, workflow_name="native-fail")
+    tick(force=True)
+    assert set(states(run).values()) == {"submitted"}  # all three on Slurm at once
+    assert run.tasks.get(task_id="held2").native_deps
+    run = wait_for(run)
+    assert states(run) == {"bad": "failed", "held": "dep_failed", "held2": "dep_failed"}
+
+
+def test_sshd_and_slurmctld_restarts_lose_nothing(user, slurm, cluster):  # noqa: F811
+    tasks = [t(f"r.{n:02d}", "sleep 2") for n in range(12)]
+    run = create_run(owner=user, backend=slurm, payload=tasks, workflow_name="restarts", max_concurrent=4)
+    tick(force=True)
+    cluster.stop_sshd()
+    try:
+        for _ in range(3):
+            tick(force=True)
+            time.sleep(0.5)
+        slurm.refresh_from_db()
+        assert slurm.status == Backend.Status.UNREACHABLE and "refused" in slurm.status_message
+        assert not run.tasks.filter(state__in=("failed", "dep_failed")).exists()
+    finally:
+        cluster.start_sshd()
+    time.sleep(1.5)  # past the reconnect backoff
+    tick(force=True)
+    cluster.stop_slurmctld()
+    try:
+        for _ in range(3):
+            tick(force=True)
+            time.sleep(0.5)
+        assert not run.tasks.filter(state__in=("failed", "dep_failed")).exists()
+    finally:
+        cluster.start_slurmctld()
+    run = wait_for(run, timeout=180)
+    assert run.status == Run.Status.COMPLETED, states(run)
+    slurm.refresh_from_db()
+    assert slurm.status == Backend.Status.OK
+    per_task = job_ids_by_tag_prefix(cluster, run)
+    assert len(per_task) == 12 and set(per_task.values()) == {1}
+
+
+def test_cluster_without_accounting_completes_a_run(user, slurm, cluster):  # noqa: F811
+    cluster.accounting(False)
+    try:
+        tasks = [t("a", "true"), t("b", "exit 4", deps=("a",)), t("c", "true")]
+        run = wait_for(create_run(owner=user, backend=slurm, payload=tasks, workflow_name="no-acct"), every=2)
+        assert states(run) == {"a": "completed", "b": "failed", "c": "completed"}
+        assert run.tasks.get(task_id="b").exit_code == 4
+    finally:
+        cluster.accounting(True)
+
+
+def test_dashboard_cluster_info(user, slurm):
+    tick(force=True)
+    slurm.refresh_from_db()
+    (partition,) = slurm.cluster_info["partitions"]
+    assert partition["partition"] == "normal" and partition["cpus_total"] >= 1
+
+
+def test_workflow_json_over_ssh(user, slurm):
+    """run_command and read_file go through the same transport: a workflow from a command."""
+    from runs.models import Workflow
+    from runs.workflows import start_run
+
+    payload = json.dumps([t("from-cmd", "true")])
+    workflow = Workflow.objects.create(name="remote", backend=slurm, command=f"printf '%s' '{payload}'")
+    run = wait_for(start_run(workflow, user))
+    assert run.status == Run.Status.COMPLETED
+    assert Task.objects.get(run=run).task_id == "from-cmd"

@@ -1,0 +1,158 @@
+"""Slurm output parsing and script rendering (no cluster needed)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from backends.base import JobSpec, JobState
+from backends.config import validate_backend_settings
+from backends.models import Backend
+from backends.slurm import SlurmBackend, parse_sacct, parse_scontrol, parse_sinfo, parse_squeue, safe_job_name
+
+
+def backend(**settings: object) -> SlurmBackend:
+    row = Backend(
+        name="hpc", kind="slurm", settings=validate_backend_settings("slurm", {"ssh": {"host": "h"}, **settings})
+    )
+    adapter = SlurmBackend(row, data_dir=None)  # type: ignore[arg-type]
+    adapter._home = "/home/hut"
+    return adapter
+
+
+def job(**extra: object) -> JobSpec:
+    values: dict = dict(
+        tag="sh-r1-7-abc123",
+        run_id="r1",
+        task_id="t.1",
+        name="Solve Model",
+        command="echo hi",
+        output_file="~/logs/r1/t.1.out",
+        error_file="~/logs/r1/t.1.err",
+    )
+    values.update(extra)
+    return JobSpec(**values)
+
+
+def test_squeue_rows():
+    text = (
+        "12|hut|PENDING|Dependency|normal|1||2026-11-25T12:06:57|N/A|Solve_Model@sh-r1-7-abc123\n"
+        "13|bob|RUNNING|None|gpu|4|node1|2026-11-25T12:00:00|2026-11-25T12:01:00|external|job|with|bars\n"
+    )
+    pending, running = parse_squeue(text)
+    assert (pending.state, pending.reason, pending.tag, pending.started_at) == (
+        JobState.QUEUED,
+        "Dependency",
+        "sh-r1-7-abc123",
+        None,
+    )
+    assert (running.state, running.user, running.node, running.cpus, running.name) == (
+        JobState.RUNNING,
+        "bob",
+        "node1",
+        4,
+        "external|job|with|bars",
+    )
+    assert running.queue_wait_seconds == 60
+
+
+SACCT = """\
+3|FAILED|3:0|00:00:01|00:00.003|1||4G|2026-11-25T12:06:57|2026-11-25T12:06:58|2026-11-25T12:06:59|n1|None|wrap
+3.batch|FAILED|3:0|00:00:01|00:00.003|1|1024K||2026-11-25T12:06:58|2026-11-25T12:06:58|2026-11-25T12:06:59|n1||batch
+4|COMPLETED|0:0|00:00:10|00:00:05|2||4096M|2026-11-25T12:06:00|2026-11-25T12:06:30|2026-11-25T12:06:40|n1|None|x@t
+4.batch|COMPLETED|2:0|00:00:10|00:00:05|2|2048000K||2026-11-25T12:06:30|2026-11-25T12:06:30|2026-11-25T12:06:40|n1||batch
+5|CANCELLED by 0|0:0|00:00:00|00:00:00|1||4G|2026-11-25T12:06:00|None|2026-11-25T12:06:05||None|c
+6|TIMEOUT|0:0|00:01:30|00:00:00|1||4G|2026-11-25T12:00:00|2026-11-25T12:00:00|2026-11-25T12:01:30|n1|None|t
+7|OUT_OF_MEMORY|0:125|00:00:02|00:00:01|1||1G|2026-11-25T12:00:00|2026-11-25T12:00:00|2026-11-25T12:00:02|n1|None|m
+"""
+
+
+def test_sacct_rows_and_steps():
+    jobs = parse_sacct(SACCT)
+    assert (jobs["3"].state, jobs["3"].exit_code, jobs["3"].reason) == (JobState.FAILED, 3, "exit code 3")
+    assert jobs["3"].max_rss_mb == 1.0 and jobs["3"].requested_mem_mb == 4096
+    # The .batch step's non-zero exit code overrides a COMPLETED main row.
+    assert (jobs["4"].state, jobs["4"].exit_code) == (JobState.FAILED, 2)
+    assert jobs["4"].cpu_efficiency == pytest.approx(5 / (10 * 2))
+    assert jobs["4"].queue_wait_seconds == 30 and jobs["4"].max_rss_mb == 2000
+    assert (jobs["5"].state, jobs["5"].reason) == (JobState.CANCELLED, "CANCELLED by 0")
+    assert (jobs["6"].state, jobs["6"].reason) == (JobState.FAILED, "time limit exceeded (TIMEOUT)")
+    assert (jobs["7"].state, jobs["7"].reason) == (JobState.FAILED, "out of memory (OUT_OF_MEMORY)")
+
+
+def test_scontrol_fallback_without_accounting():
+    line = (
+        "JobId=42 JobName=x@sh-1 UserId=hut(1001) GroupId=hut(1001) JobState=COMPLETED Reason=None ExitCode=0:0 "
+        "RunTime=00:00:01 SubmitTime=2026-11-25T12:00:00 StartTime=2026-11-25T12:00:01 EndTime=2026-11-25T12:00:02 "
+        "NodeList=n1\n"
+        "JobId=43 JobName=y UserId=hut(1001) JobState=FAILED Reason=NonZeroExitCode ExitCode=1:0 RunTime=00:00:00 "
+        "NodeList=n1\n"
+    )
+    jobs = parse_scontrol(line)
+    assert (jobs["42"].state, jobs["42"].user, jobs["42"].elapsed_seconds) == (JobState.COMPLETED, "hut", 1.0)
+    assert (jobs["43"].state, jobs["43"].exit_code, jobs["43"].reason) == (JobState.FAILED, 1, "NonZeroExitCode")
+
+
+def test_sinfo():
+    (part,) = parse_sinfo("normal*|up|1|idle|0/2/0/2\n")
+    assert part == {
+        "partition": "normal",
+        "default": True,
+        "available": "up",
+        "nodes": 1,
+        "state": "idle",
+        "cpus_allocated": 0,
+        "cpus_idle": 2,
+        "cpus_other": 0,
+        "cpus_total": 2,
+    }
+
+
+def test_script_directives_and_quoting():
+    tricky = "it's $(touch /tmp/pwned) `id`"
+    script = backend(account="my-alloc", login_shell=True).render_script(
+        job(gres="gpu:1", env={"TRICKY": tricky}, working_dir="~/proj dir", memory="512M", time_limit="2-00:00:00")
+    )
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/bash -l"
+    assert "#SBATCH --job-name=Solve_Model@sh-r1-7-abc123" in lines
+    assert "#SBATCH --mem=512M" in lines and "#SBATCH --time=2-00:00:00" in lines
+    assert "#SBATCH --account=my-alloc" in lines and "#SBATCH --gres=gpu:1" in lines
+    assert "#SBATCH --output=/home/hut/logs/r1/t.1.out" in lines
+    assert "export TRICKY='it'\"'\"'s $(touch /tmp/pwned) `id`'" in lines
+    assert """cd "$HOME"/'proj dir' || { echo 'scripthut: cannot cd to ~/proj dir' >&2; exit 1; }""" in lines
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+def test_bad_directive_values_are_refused():
+    with pytest.raises(ValueError, match="partition"):
+        backend().render_script(job(partition="normal\n#SBATCH --uid=0"))
+    with pytest.raises(ValueError, match="double quote"):
+        backend().render_script(job(output_file='/tmp/a"b'))
+
+
+def test_safe_job_name():
+    assert safe_job_name("Solve Model (v2)!") == "Solve_Model_v2"
+    assert safe_job_name("$(rm -rf ~)") == "rm_-rf"
+
+
+def test_submit_script_with_dependencies_in_one_batch():
+    adapter = backend()
+    first = job(tag="sh-a", task_id="a")
+    second = job(tag="sh-b", task_id="b", after_tags=["sh-a"], after_job_ids=["99"])
+    script = adapter.submit_script([(first, "#!/bin/bash\necho a\n"), (second, "#!/bin/bash\necho b\n")])
+    assert '--dependency=afterok:99:"${jid_0}" --kill-on-invalid-dep=yes' in script
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+def test_parsers_are_fast():
+    squeue = "\n".join(
+        f"{i}|user{i % 50}|RUNNING|None|normal|1|node{i % 9}|2026-11-25T12:00:00|2026-11-25T12:00:05|job{i}@sh-x-{i}"
+        for i in range(50_000)
+    )
+    start = time.perf_counter()
+    assert len(parse_squeue(squeue)) == 50_000
+    # Not a benchmark (see bench/): only a guard against an accidental quadratic parser.
+    assert time.perf_counter() - start < 5
