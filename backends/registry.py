@@ -16,11 +16,13 @@ _adapters: dict[str, tuple[str, BackendAdapter]] = {}
 
 def adapter_class(kind: str) -> type[BackendAdapter]:
     from backends.local import LocalBackend
+    from backends.pbs import PBSBackend
     from backends.slurm import SlurmBackend
 
     classes: dict[str, type[BackendAdapter]] = {
         Backend.Kind.LOCAL: LocalBackend,
         Backend.Kind.SLURM: SlurmBackend,
+        Backend.Kind.PBS: PBSBackend,
     }
     try:
         return classes[kind]

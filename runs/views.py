@@ -53,6 +53,8 @@ IN_CHUNK = 500  # ids per IN (...) clause
 TASK_ROW_FIELDS = (
     "id", "run_id", "task_id", "name", "state", "reason", "job_id", "exit_code", "attempt", "retries",
     "started_at", "finished_at", "elapsed_seconds", "submitted_at", "node", "output_file", "error_file",
+    # queue wait, resource use (against what was requested) and scheduler-held dependencies
+    "queue_wait_seconds", "cpu_efficiency", "max_rss_mb", "memory", "cpus", "native_deps",
 )
 RETRYABLE = (State.FAILED, State.CANCELLED, State.DEP_FAILED)
 # Which rows a capped group shows first (lower first).

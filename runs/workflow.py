@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 WILDCARD_CHARS = frozenset("*?[")
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class WorkflowError(ValueError):
@@ -67,6 +68,14 @@ class TaskDefinition(BaseModel):
         bad = [k for k in value if not ENV_NAME.match(k)]
         if bad:
             raise ValueError(f"not a valid environment variable name: {bad[0]!r}")
+        return value
+
+    @field_validator("id", "name", "partition", "environment", "output_file", "error_file", "generates_source", "gres")
+    @classmethod
+    def _single_line(cls, value: str) -> str:
+        # These end up on scheduler directive lines, where a newline would start a new directive.
+        if CONTROL_CHARS.search(value):
+            raise ValueError("must not contain newlines or other control characters")
         return value
 
     @field_validator("memory", "time_limit", "partition", "working_dir")

@@ -238,6 +238,92 @@ def test_task_ids_with_dots_and_slashes(alice_client: Client, user: User, local_
     assert alice_client.get(reverse("task_script", args=[odd.pk, "missing"])).status_code == 404
 
 
+def _finish(run: Run, task_id: str, **fields: Any) -> None:
+    now = timezone.now()
+    defaults: dict[str, Any] = {
+        "state": Task.State.COMPLETED, "job_id": f"9{len(task_id)}", "exit_code": 0, "node": "node-7",
+        "submitted_at": now, "started_at": now, "finished_at": now, "elapsed_seconds": 600,
+    }
+    Task.objects.filter(run=run, task_id=task_id).update(**(defaults | fields))
+
+
+def test_run_rows_show_wait_efficiency_and_pending_reasons(
+    alice_client: Client, run: Run, django_assert_max_num_queries: Any
+) -> None:
+    # Asked for 4 CPUs and 4G, used 10% of the CPUs and 100 MB: red.
+    _finish(run, "prep.data", cpu_efficiency=0.1, max_rss_mb=100, memory="4G", cpus=4, queue_wait_seconds=75)
+    # Busy CPUs and most of the memory: fine.
+    _finish(run, "sim.1", cpu_efficiency=0.93, max_rss_mb=3000, memory="4G", queue_wait_seconds=5)
+    Task.objects.filter(run=run, task_id="sim.2").update(
+        state=Task.State.SUBMITTED, job_id="1002", reason="Priority", submitted_at=timezone.now()
+    )
+    Task.objects.filter(run=run, task_id="final").update(
+        state=Task.State.SUBMITTED, job_id="1003", reason="Dependency", native_deps=True,
+        submitted_at=timezone.now(),
+    )
+    with django_assert_max_num_queries(8):  # the new columns are in the one rows query: no N+1
+        page = _text(alice_client.get(reverse("run_detail", args=[run.pk])))
+
+    assert ">Wait</th>" in page and ">Efficiency</th>" in page
+    assert 'class="eff eff-low"' in page and 'class="eff eff-ok"' in page
+    assert page.count('class="eff eff-low"') == 1
+    assert '<span class="eff-why">CPU 10%</span>' in page and '<span class="eff-why">mem 0.1/4 GB</span>' in page
+    assert "CPU 93%" in page and "mem 2.9/4 GB" in page
+    assert ">1m 15s</td>" in page and ">5s</td>" in page  # queue waits
+    assert '<span class="badge pending-reason">Priority</span>' in page
+    assert '<span class="badge pending-reason">Dependency</span>' in page
+    assert page.count("held: afterok") == 1
+
+
+def test_efficiency_is_red_when_out_of_memory_and_empty_when_unknown(alice_client: Client, run: Run) -> None:
+    # A failed OOM task that used all its CPU is still red: the reason says it ran out of memory.
+    _finish(run, "prep.data", state=Task.State.FAILED, exit_code=137, cpu_efficiency=0.9, max_rss_mb=4096,
+            memory="4G", reason="out of memory (OUT_OF_MEMORY)")
+    # The local backend measures nothing: the cell stays empty.
+    _finish(run, "sim.1")
+    _finish(run, "sim.2", cpu_efficiency=0.8, max_rss_mb=300, memory="512M")
+    page = _text(alice_client.get(reverse("run_items", args=[run.pk]), headers=HTMX))
+    assert page.count('class="eff eff-low"') == 1 and '<span class="eff-why">mem 4/4 GB</span>' in page
+    assert page.count('<td class="eff"></td>') == 2  # sim.1 (not measured) and final (pending)
+    assert "<span>CPU 80%</span> · <span>mem 300/512 MB</span>" in page
+
+
+def test_efficiency_filters() -> None:
+    from runs.templatetags.scripthut import disk_size, efficiency_class, mem_gb
+
+    def task(**fields: Any) -> Task:
+        return Task(**({"state": Task.State.COMPLETED, "memory": "4G"} | fields))
+
+    assert mem_gb(100) == "0.1" and mem_gb(4096) == "4" and mem_gb(3584) == "3.5" and mem_gb(None) == ""
+    assert efficiency_class(task(cpu_efficiency=0.1)) == "eff-low"
+    assert efficiency_class(task(cpu_efficiency=0.9, max_rss_mb=100)) == "eff-low"  # 100 MB of 4 GB
+    assert efficiency_class(task(cpu_efficiency=0.9, max_rss_mb=2048)) == "eff-ok"
+    assert efficiency_class(task(state=Task.State.FAILED, reason="OUT_OF_MEMORY")) == "eff-low"
+    assert efficiency_class(task(cpu_efficiency=0.9, memory="lots", max_rss_mb=1)) == "eff-ok"  # request unknown
+    assert efficiency_class(task()) == ""  # not measured (local backend)
+    assert efficiency_class(task(state=Task.State.RUNNING, cpu_efficiency=0.1)) == ""  # not finished
+    assert disk_size(12.5) == "12.5 MB" and disk_size(1843.2) == "1.8 GB" and disk_size(None) == ""
+
+
+def test_task_page_details_panel(alice_client: Client, run: Run) -> None:
+    _finish(run, "sim.1", cpu_efficiency=0.12, max_rss_mb=300, memory="4G", cpus=2, queue_wait_seconds=3723,
+            node="cn042", job_id="4242", native_deps=True)
+    page = _text(alice_client.get(reverse("task_script", args=[run.pk, "sim.1"])))
+    assert "<h2>Execution</h2>" in page
+    assert "cn042" in page and "4242" in page and "1h 02m" in page and "10m 00s" in page
+    assert '<div class="use eff-low"' in page and "<strong>12%</strong>" in page and "of 2 CPUs" in page
+    assert "<strong>0.3 GB</strong>" in page and "of 4 GB requested (7%)" in page
+    assert "held it until they completed (afterok)" in page
+    assert "request fewer" in page and "request less" in page
+
+    Task.objects.filter(run=run, task_id="sim.2").update(
+        state=Task.State.SUBMITTED, job_id="77", reason="Resources", submitted_at=timezone.now()
+    )
+    queued = _text(alice_client.get(reverse("task_script", args=[run.pk, "sim.2"])))
+    assert "Pending reason" in queued and '<span class="badge pending-reason">Resources</span>' in queued
+    assert "eff-low" not in queued and "known once finished" in queued
+
+
 # -- tasks: script and logs on a real local run -----------------------------------------
 
 
@@ -338,6 +424,42 @@ def test_dashboard_lists_our_and_external_jobs_with_user_filter(
     client.post(reverse("filter_toggle"))
     assert client.session["only_mine"] is False
     assert client.get(reverse("filter_toggle")).status_code == 405
+
+
+def test_dashboard_backend_cards_show_partitions_disk_and_status(
+    alice_client: Client, local_backend: Backend
+) -> None:
+    now = timezone.now()
+    Backend.objects.create(
+        name="hpc", kind=Backend.Kind.SLURM, status=Backend.Status.OK, last_polled_at=now, cluster_info_at=now,
+        cluster_info={
+            "partitions": [
+                {"partition": "normal", "default": True, "available": "up", "nodes": 3, "state": "mix",
+                 "cpus_allocated": 40, "cpus_idle": 23, "cpus_other": 1, "cpus_total": 64},
+                {"partition": "gpu", "default": False, "available": "down", "nodes": 1, "state": "down",
+                 "cpus_allocated": 0, "cpus_idle": 0, "cpus_other": 8, "cpus_total": 8},
+            ],
+            "clone_dir": "~/scripthut-repos",
+            "clone_dir_mb": 12.5,
+        },
+    )
+    Backend.objects.create(
+        name="cluster-b", kind=Backend.Kind.SLURM, status=Backend.Status.UNREACHABLE, last_polled_at=now,
+        status_message="connection refused by 127.0.0.1:2222",
+        cluster_info={"partitions": [{"partition": "short", "nodes": 1, "cpus_idle": 2, "cpus_total": 2}]},
+    )
+    page = _text(alice_client.get(reverse("dashboard")))
+    assert "<strong>23</strong>/64 idle" in page and "3 nodes" in page
+    assert 'class="b-alloc" style="width: 62.5%"' in page and 'class="b-idle" style="width: 35.9%"' in page
+    assert ">normal<span class=\"p-def\">*</span>" in page
+    assert 'class="p-cpus p-down"' in page and "1 node<" in page
+    assert "~/scripthut-repos" in page and "12.5 MB" in page
+    assert "last checked" in page and "as of" in page
+    # Unreachable: the message in red, the last known partitions dimmed.
+    assert 'class="bk-msg"' in page and "connection refused by 127.0.0.1:2222" in page
+    assert "bk-cluster bk-stale" in page and "<strong>2</strong>/2 idle" in page
+    # The local backend has no cluster information: no partitions block for it.
+    assert page.count('class="bk-cluster"') == 1 and page.count('class="bk-cluster bk-stale"') == 1
 
 
 # -- workflows -----------------------------------------------------------------------

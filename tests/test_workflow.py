@@ -42,6 +42,8 @@ def test_invalid_json_names_the_position():
         ([t("a", time_limit="soon")], "invalid time limit 'soon'"),
         ([t("a", env_vars={"BAD NAME": "x"})], "not a valid environment variable name"),
         (["not an object"], r"tasks\[0\]: must be an object"),
+        ([t("a\n#SBATCH --uid=0")], r"tasks\[0\] \(a\n#SBATCH --uid=0\)\.id: value error, must not contain newlines"),
+        ([t("a", name="x\ry")], r"\.name: value error, must not contain newlines"),
         ([], "no tasks"),
     ],
 )
