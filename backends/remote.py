@@ -28,12 +28,13 @@ _sh_submit() {
     shift
     out=$("$@" 2>&1)
     rc=$?
+    # Parameter expansion, not pipes: no extra processes per job.
     if [ "$rc" -eq 0 ]; then
-        _sh_last=$(printf '%s\n' "$out" | tail -n 1)
+        _sh_last=${out##*$'\n'}
         printf 'SCRIPTHUT-OK %s %s\n' "$tag" "$_sh_last"
     else
         _sh_last=
-        printf 'SCRIPTHUT-ERR %s %s\n' "$tag" "$(printf '%s' "$out" | tr '\n' ' ')"
+        printf 'SCRIPTHUT-ERR %s %s\n' "$tag" "${out//$'\n'/ }"
     fi
 }
 """
@@ -126,7 +127,7 @@ class SSHBackend(BackendAdapter):
                 lines += [f"if {missing}; then {skip}; else", *body, "fi"]
             else:
                 lines += body
-            lines.append(f"jid_{n}=$(printf '%s' \"$_sh_last\" | cut -d';' -f1)")
+            lines.append(f"jid_{n}=${{_sh_last%%;*}}")
         return "\n".join(lines) + "\n"
 
 
