@@ -20,6 +20,7 @@ serve: setup
 ## Run the whole test suite against the real components it needs (started if missing).
 test: setup
 	bash tests/setup/services.sh
+	bash tests/setup/cluster.sh start
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/pytest
@@ -31,4 +32,8 @@ lint: setup
 
 ## Benchmarks (figures, not pass/fail); DATABASE_URL picks the database.
 bench: setup
+	bash tests/setup/cluster.sh start
 	$(BIN)/python bench/engine_bench.py
+	$(BIN)/python bench/slurm_bench.py parse
+	$(BIN)/python bench/slurm_bench.py submit --n 500
+	$(BIN)/python bench/slurm_bench.py chain --links 20 --poll 60 --native on,off

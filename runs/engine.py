@@ -526,9 +526,10 @@ def _update_rows(tasks: Sequence[Task], fields: Sequence[str]) -> None:
 
 def finish_tasks(tasks: Sequence[Task]) -> list[Task]:
     """Record final states once, then release dependents or mark them dep_failed."""
-    _blame_failed_parents(tasks)
+    requeue = _settle_held_jobs(tasks)
     with transaction.atomic():
-        moved = _move(tasks, LIVE, FINISH_FIELDS)
+        _move(requeue, LIVE, [*RESET_FIELDS, "reason"])
+        moved = _move([t for t in tasks if t not in requeue], LIVE, FINISH_FIELDS)
         _release_dependents([t.pk for t in moved if t.state == State.COMPLETED])
         failed: dict[str, list[str]] = {}
         for task in moved:
@@ -536,30 +537,39 @@ def finish_tasks(tasks: Sequence[Task]) -> list[Task]:
                 failed.setdefault(task.run_id, []).append(task.task_id)
         for run_id, task_ids in failed.items():
             mark_dep_failed(run_id, task_ids)
-    return moved
+    return moved + requeue
 
 
-def _blame_failed_parents(tasks: Sequence[Task]) -> None:
-    """A job held on native dependencies that the scheduler dropped because a parent
-    failed is ``dep_failed``, not cancelled or failed in its own right."""
+def _settle_held_jobs(tasks: Sequence[Task]) -> list[Task]:
+    """Jobs held on native dependencies that the scheduler dropped before they ran.
+
+    If a parent failed, the task is ``dep_failed``, not failed in its own right. If
+    every parent completed, the scheduler dropped it because a parent had already
+    left its memory (a race PBS has): the task is queued again, to go without afterok.
+    Returns the tasks to queue again; the others are updated in place.
+    """
     held = [t for t in tasks if t.native_deps and t.state != State.COMPLETED and not t.started_at]
     if not held:
-        return
-    failing = {(t.run_id, t.task_id) for t in tasks if t.state != State.COMPLETED}
-    deps = {(t.run_id, d) for t in held for d in t.resolved_deps}
-    for run_id in {r for r, _ in deps}:
-        names = [d for r, d in deps if r == run_id]
+        return []
+    ending = {(t.run_id, t.task_id): t.state for t in tasks}
+    states = dict(ending)
+    for run_id in {t.run_id for t in held}:
+        names = sorted({d for t in held if t.run_id == run_id for d in t.resolved_deps})
         for chunk in _chunks(names):
-            failing.update(
-                (run_id, tid)
-                for tid in Task.objects.filter(run_id=run_id, task_id__in=chunk, state__in=FAILED_STATES).values_list(
-                    "task_id", flat=True
-                )
-            )
+            for task_id, state in Task.objects.filter(run_id=run_id, task_id__in=chunk).values_list("task_id", "state"):
+                states.setdefault((run_id, task_id), state)
+    requeue = []
     for task in held:
-        parent = next((d for d in task.resolved_deps if (task.run_id, d) in failing), None)
-        if parent:
-            task.state, task.reason = State.DEP_FAILED, f"dependency {parent!r} failed"
+        parent_states = {d: states.get((task.run_id, d)) for d in task.resolved_deps}
+        failed_parent = next((d for d, st in parent_states.items() if st in FAILED_STATES), None)
+        if failed_parent:
+            task.state, task.reason = State.DEP_FAILED, f"dependency {failed_parent!r} failed"
+        elif task.state == State.CANCELLED and all(st == State.COMPLETED for st in parent_states.values()):
+            reason = f"dropped by the scheduler while held ({task.reason}); queued again"
+            _reset_for_submission(task)
+            task.reason = reason
+            requeue.append(task)
+    return requeue
 
 
 def _release_dependents(completed_pks: Sequence[int]) -> None:

@@ -1,0 +1,76 @@
+"""The SSH transport against the real sshd on 127.0.0.1 (host keys checked, never auto-added)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from backends.base import BackendUnavailable
+from backends.ssh import SSHTransport
+from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
+
+
+def transport(cluster: Cluster, **overrides: object) -> SSHTransport:  # noqa: F811
+    return SSHTransport.from_settings(cluster.ssh_settings() | overrides)
+
+
+def test_commands_files_and_quoting(cluster, tmp_path):  # noqa: F811
+    ssh = transport(cluster)
+    result = ssh.run('printf \'%s|%s\' "$1" "$(whoami)"', timeout=30)
+    assert result.exit_code == 0 and result.stdout == f"|{cluster.user}"
+    assert ssh.run("exit 7").exit_code == 7
+    assert ssh.run("cat", stdin=b"through stdin").stdout == "through stdin"
+    assert ssh.run_script("echo $((6 * 7))").stdout == "42\n"
+    # A large file is read from its tail only.
+    ssh.run("seq 1 200000 > big.txt")
+    tail = ssh.read_file("~/big.txt", max_bytes=1000)
+    assert len(tail) == 1000 and tail.endswith("199999\n200000\n")
+    with pytest.raises(FileNotFoundError):
+        ssh.read_file("~/no-such-file")
+    ssh.close()
+
+
+def test_command_timeout(cluster):  # noqa: F811
+    from backends.base import BackendError
+
+    with pytest.raises(BackendError, match="timed out after 1s"):
+        transport(cluster).run("sleep 10", timeout=1)
+
+
+def test_unknown_host_key_is_refused(cluster, tmp_path):  # noqa: F811
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    with pytest.raises(BackendUnavailable, match=r"unknown host key for 127\.0\.0\.1:\d+: add it to"):
+        transport(cluster, known_hosts=str(empty)).run("true")
+    # An explicit opt-out connects (and says so in the log).
+    assert transport(cluster, known_hosts=str(empty), allow_unknown_host_keys=True).run("true").exit_code == 0
+
+
+def test_host_key_mismatch_is_refused(cluster, tmp_path):  # noqa: F811
+    key = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    public = key.with_suffix(".pub").read_text().split()
+    forged = tmp_path / "known_hosts"
+    forged.write_text(f"[{cluster.host}]:{cluster.port} {public[0]} {public[1]}\n")
+    with pytest.raises(BackendUnavailable, match="host key mismatch"):
+        transport(cluster, known_hosts=str(forged)).run("true")
+
+
+def test_authentication_failure_and_missing_key(cluster, tmp_path):  # noqa: F811
+    key = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    with pytest.raises(BackendUnavailable, match=f"authentication failed for {cluster.user}@"):
+        transport(cluster, key_path=str(key)).run("true")
+    with pytest.raises(BackendUnavailable, match="ssh key .* not found"):
+        transport(cluster, key_path=str(tmp_path / "absent")).run("true")
+
+
+def test_refused_then_backoff(cluster):  # noqa: F811
+    ssh = transport(cluster, port=1)
+    with pytest.raises(BackendUnavailable, match="connection refused by 127.0.0.1:1"):
+        ssh.run("true")
+    # Within the backoff the same reason comes back at once, without a new attempt.
+    with pytest.raises(BackendUnavailable, match="connection refused"):
+        ssh.run("true")
+    assert ssh.round_trips == 0
