@@ -10,22 +10,12 @@ completes every job at its next poll, so it measures the engine alone.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("SCRIPTHUT_DATA_DIR", tempfile.mkdtemp(prefix="scripthut-bench-"))
-os.environ.setdefault("SCRIPTHUT_CONFIG", "/nonexistent/scripthut.yaml")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scripthut_site.settings")
-os.environ.setdefault("SCRIPTHUT_LOG_LEVEL", "WARNING")
+import bootstrap  # noqa: E402  (sets up Django for this script)
 
-import django  # noqa: E402
-
-django.setup()
+bootstrap.setup()
 
 from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402

@@ -13,20 +13,12 @@ import argparse
 import os
 import re
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("SCRIPTHUT_DATA_DIR", tempfile.mkdtemp(prefix="scripthut-bench-"))
-os.environ.setdefault("SCRIPTHUT_CONFIG", "/nonexistent/scripthut.yaml")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scripthut_site.settings")
-os.environ.setdefault("SCRIPTHUT_LOG_LEVEL", "WARNING")
+import bootstrap  # noqa: E402  (sets up Django for this script)
 
-import django  # noqa: E402
-
-django.setup()
+bootstrap.setup()
 
 from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402

@@ -226,3 +226,36 @@ def test_workflow_json_over_ssh(user, slurm):
     run = wait_for(start_run(workflow, user))
     assert run.status == Run.Status.COMPLETED
     assert Task.objects.get(run=run).task_id == "from-cmd"
+
+
+def test_concurrent_ticks_submit_each_task_once(user, slurm, cluster):  # noqa: F811
+    """Two workers ticking the same backend at once: the lease and the conditional
+    state changes let only one of them submit a task."""
+    import threading
+
+    from django.db import connection
+
+    run = create_run(
+        owner=user,
+        backend=slurm,
+        payload=[t(f"c.{n:02d}", "true") for n in range(40)],
+        workflow_name="concurrent",
+        max_concurrent=40,
+    )
+
+    def worker() -> None:
+        try:
+            for _ in range(10):
+                tick(force=True)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    run = wait_for(run)
+    assert run.status == Run.Status.COMPLETED
+    per_task = job_ids_by_tag_prefix(cluster, run)
+    assert len(per_task) == 40 and set(per_task.values()) == {1}
