@@ -1,6 +1,6 @@
 """Engine benchmark: validate + store a 10,000-task workflow, then tick it to the end.
 
-    python bench/engine_bench.py [--tasks 10000] [--runs-scale 1000,10000]
+    python bench/engine_bench.py [--sizes 1000,10000] [--max-concurrent 200]
 
 Uses a temporary SQLite data dir unless DATABASE_URL is set (then that database,
 with tables created by migrate). The tick part uses an in-memory backend that

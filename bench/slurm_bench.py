@@ -160,7 +160,9 @@ def bench_chain(links: int, poll: int, natives: list[bool]) -> None:
             {"id": f"link.{i:02d}", "name": f"l{i}", "command": "sleep 1", "deps": [f"link.{i - 1:02d}"]}
             for i in range(1, links)
         ]
-        run = create_run(owner=owner, backend=backend, payload=chain, workflow_name=f"chain-{native}")
+        run = create_run(
+            owner=owner, backend=backend, payload=chain, workflow_name=f"chain-{native}", max_concurrent=links
+        )
         started_at = timezone.now()
         start = time.perf_counter()
         while not Run.objects.get(pk=run.pk).is_finished:
