@@ -42,7 +42,7 @@ from django.utils import timezone
 from backends.base import BackendError, JobSpec, JobState, JobStatus, PollResult
 from backends.remote import SSHBackend
 from backends.scripts import script_body, shebang, shell_path
-from backends.units import parse_duration, parse_memory_mb
+from backends.units import clock_seconds, parse_duration, parse_memory_mb, size_mb
 
 log = logging.getLogger("backends.pbs")
 
@@ -560,13 +560,13 @@ def _job_status(job_id: str, attrs: Mapping[str, Any], tag: str, wrapper: bool) 
     if state.is_final:
         finished = attrs.get("ctime") if wrapper else attrs.get("obittime") or attrs.get("comp_time")
         status.finished_at = _time(_text(finished or attrs.get("mtime")))
-    status.elapsed_seconds = _seconds(_text(attrs.get("resources_used.walltime")))
-    used = _seconds(_text(attrs.get("resources_used.cput")))
+    status.elapsed_seconds = clock_seconds(_text(attrs.get("resources_used.walltime")))
+    used = clock_seconds(_text(attrs.get("resources_used.cput")))
     used_cpus = _int(attrs.get("resources_used.ncpus")) or cpus
     if status.elapsed_seconds and used is not None and used_cpus:
         status.cpu_efficiency = min(1.0, used / (status.elapsed_seconds * used_cpus))
-    status.max_rss_mb = _memory_mb(_text(attrs.get("resources_used.mem")))
-    status.requested_mem_mb = _memory_mb(_text(attrs.get("Resource_List.mem")))
+    status.max_rss_mb = size_mb(_text(attrs.get("resources_used.mem")))
+    status.requested_mem_mb = size_mb(_text(attrs.get("Resource_List.mem")))
     return status
 
 
@@ -685,30 +685,3 @@ def _time(text: str) -> datetime | None:
         )
     except ValueError:
         return None
-
-
-@lru_cache(maxsize=4096)
-def _seconds(text: str) -> float | None:
-    """``HH:MM:SS`` (hours may pass 24), ``MM:SS`` or plain seconds."""
-    if not text:
-        return None
-    total = 0.0
-    for part in text.split(":"):
-        try:
-            total = total * 60 + float(part)
-        except ValueError:
-            return None
-    return total
-
-
-_MEMORY_UNITS = {"b": 1 / 1024**2, "kb": 1 / 1024, "mb": 1, "gb": 1024, "tb": 1024**2, "pb": 1024**3}
-
-
-@lru_cache(maxsize=4096)
-def _memory_mb(text: str) -> float | None:
-    """``5560kb``, ``512mb``, ``4gb`` (PBS sizes; ``w`` words are taken as 8 bytes)."""
-    match = re.match(r"^(\d+(?:\.\d+)?)([kmgtp]?)(b|w)?$", text.strip().lower())
-    if not match:
-        return None
-    size = float(match.group(1)) * _MEMORY_UNITS[(match.group(2) or "") + "b"]
-    return size * 8 if match.group(3) == "w" else size

@@ -20,7 +20,7 @@ from django.utils import timezone
 from backends.base import BackendError, JobSpec, JobState, JobStatus, PollResult
 from backends.remote import SSHBackend
 from backends.scripts import script_body, shebang, shell_path
-from backends.units import parse_duration, parse_memory_mb
+from backends.units import clock_seconds, parse_duration, parse_memory_mb, size_mb
 
 SQUEUE_FORMAT = "%i|%u|%T|%r|%P|%C|%N|%V|%S|%j"
 SACCT_FIELDS = "JobID,State,ExitCode,Elapsed,TotalCPU,AllocCPUS,MaxRSS,ReqMem,Submit,Start,End,NodeList,Reason,JobName"
@@ -230,7 +230,7 @@ def parse_sacct(text: str) -> dict[str, JobStatus]:
         ) = parts
         main_id, _, step = job_id.partition(".")
         if rss:
-            max_rss[main_id] = max(max_rss.get(main_id, 0.0), _memory_mb(rss) or 0.0)
+            max_rss[main_id] = max(max_rss.get(main_id, 0.0), size_mb(rss) or 0.0)
         if step:
             if step == "batch":
                 batch_exit[main_id] = _exit_code(exit_code)
@@ -238,13 +238,13 @@ def parse_sacct(text: str) -> dict[str, JobStatus]:
         word = state.split()[0] if state else ""
         status = JobStatus(job_id=main_id, state=_state_from_slurm(word), name=name, node=nodes)
         status.exit_code = _exit_code(exit_code)
-        status.elapsed_seconds = _seconds(elapsed)
+        status.elapsed_seconds = clock_seconds(elapsed)
         status.submitted_at = _time(submitted)
         status.started_at = _time(started)
         status.finished_at = _time(ended)
-        status.requested_mem_mb = _memory_mb(req_mem)
+        status.requested_mem_mb = size_mb(req_mem)
         cpus = int(alloc_cpus) if alloc_cpus.isdigit() else 0
-        used = _seconds(total_cpu)
+        used = clock_seconds(total_cpu)
         if status.elapsed_seconds and cpus and used is not None:
             status.cpu_efficiency = min(1.0, used / (status.elapsed_seconds * cpus))
         status.reason = _reason(word, state, reason)
@@ -270,7 +270,7 @@ def parse_scontrol(text: str) -> dict[str, JobStatus]:
         status = JobStatus(job_id=job_id, state=_state_from_slurm(word), name=fields.get("JobName", ""))
         status.user = fields.get("UserId", "").split("(")[0]
         status.exit_code = _exit_code(fields.get("ExitCode", ""))
-        status.elapsed_seconds = _seconds(fields.get("RunTime", ""))
+        status.elapsed_seconds = clock_seconds(fields.get("RunTime", ""))
         status.submitted_at = _time(fields.get("SubmitTime", ""))
         status.started_at = _time(fields.get("StartTime", "")) if word not in QUEUED_STATES else None
         status.finished_at = _time(fields.get("EndTime", "")) if status.state.is_final else None
@@ -360,43 +360,12 @@ def _time(text: str) -> datetime | None:
 
 
 @lru_cache(maxsize=4096)
-def _seconds(text: str) -> float | None:
-    """``[D-]HH:MM:SS``, ``MM:SS.mmm`` (TotalCPU) or ``HH:MM:SS.mmm``."""
-    if not text or text in ("INVALID", "UNLIMITED", "Partition_Limit"):
-        return None
-    days = 0
-    if "-" in text:
-        day, _, text = text.partition("-")
-        days = int(day) if day.isdigit() else 0
-    parts = text.split(":")
-    try:
-        numbers = [float(p) for p in parts]
-    except ValueError:
-        return None
-    while len(numbers) < 3:
-        numbers.insert(0, 0.0)
-    hours, minutes, seconds = numbers[-3:]
-    return days * 86400 + hours * 3600 + minutes * 60 + seconds
-
-
-@lru_cache(maxsize=4096)
 def _exit_code(text: str) -> int:
     code, _, signal = text.partition(":")
     number = int(code) if code.isdigit() else 0
     if number == 0 and signal.isdigit() and int(signal):
         return 128 + int(signal)
     return number
-
-
-@lru_cache(maxsize=4096)
-def _memory_mb(text: str) -> float | None:
-    match = re.match(r"^(\d+(?:\.\d+)?)([KMGTP]?)[nc]?$", text.strip())
-    if not match:
-        return None
-    factor = {"K": 1 / 1024, "": 1 / (1024 * 1024), "M": 1, "G": 1024, "T": 1024**2, "P": 1024**3}
-    unit = match.group(2)
-    # sacct prints MaxRSS in bytes without a unit, ReqMem always with one.
-    return float(match.group(1)) * factor[unit]
 
 
 def _slurm_time(seconds: int) -> str:

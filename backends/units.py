@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)
 _MB_PER_UNIT = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2, "P": 1024**3}
@@ -61,3 +62,43 @@ def parse_memory_mb(value: str) -> int:
     if mb <= 0:
         raise ValueError(f"memory {value!r} must be positive")
     return mb
+
+
+@lru_cache(maxsize=4096)
+def clock_seconds(text: str) -> float | None:
+    """Seconds in a scheduler's clock time: ``[D-]HH:MM:SS[.mmm]``, ``MM:SS.mmm`` or plain
+    seconds; hours may pass 24 (PBS walltime). None for empty or unreadable values.
+
+    Cached: a poll repeats the same values many times.
+    """
+    if not text:
+        return None
+    days = 0
+    if "-" in text:
+        day, _, text = text.partition("-")
+        if not day.isdigit():
+            return None
+        days = int(day)
+    total = 0.0
+    for part in text.split(":"):
+        try:
+            total = total * 60 + float(part)
+        except ValueError:
+            return None
+    return days * 86400 + total
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([kmgtp]?)(b|w|n|c)?$")
+_MB_PER_SIZE_UNIT = {"": 1 / 1024**2, "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024**2, "p": 1024**3}
+
+
+@lru_cache(maxsize=4096)
+def size_mb(text: str) -> float | None:
+    """Megabytes in a size reported by a scheduler: bytes without a unit (sacct MaxRSS,
+    PBS ``b``), ``5560kb``, ``1024K``, ``4G``, ``4000Mn``/``4000Mc`` (Slurm ReqMem per
+    node/cpu), ``w`` words of 8 bytes (PBS)."""
+    match = _SIZE.match(text.strip().lower())
+    if not match:
+        return None
+    size = float(match.group(1)) * _MB_PER_SIZE_UNIT[match.group(2)]
+    return size * 8 if match.group(3) == "w" else size
