@@ -18,6 +18,17 @@ How the recorded OpenPBS 23.06 output (tests/fixtures/pbs/) shapes this module:
   qstat is UNKNOWN and the engine's grace period decides.
 - Scripts. Directives end with a ``true`` line: qsub reads ``#PBS`` lines only up to
   the first command, so nothing below it (values with newlines) can add one.
+- Submitting. The batch (one ``bash -s`` round trip) writes each job script to a temp
+  file on the login node first (``QSUB_HELPERS``): PBS's qsub reads it on stdin, Slurm's
+  ``qsub`` wrapper (``slurm-wlm-torque``, a perl script over sbatch, found by its
+  ``use Slurm``) only as a file operand and never reads stdin. The wrapper also pastes
+  its arguments unquoted into a ``sh -c`` line, so there any argument a shell would
+  change is refused (the job is reported rejected) instead of passed on.
+- Slurm's wrappers, as far as they go: job ids are plain numbers (``2042``); ``qstat
+  -f`` shows no ``Variable_List`` (so ``find_submitted`` cannot find tags: an
+  interrupted submit is queued again) and no exit status (``C`` is any end, so a
+  finished job is UNKNOWN and the engine's grace period ends it as failed); ``qdel``
+  reports errors on stdout; ``pbsnodes`` has no ``-v``.
 - Outcomes. ``job_state`` F (``X`` for an array subjob, Torque's C) is final and read
   with ``substate`` and ``Exit_status``: 92 finished / 93 failed / 91 deleted;
   Exit_status -29 is a walltime kill, 256+N a kill by signal N (qdel: 271), and a job
@@ -59,6 +70,40 @@ HISTORY_COMMAND = {"json": "qstat -f -x -F json", "text": "qstat -f -x", "plain"
 UNSUPPORTED_OPTION = re.compile(r"(invalid|illegal|unknown|unrecognized) option|^usage:", re.IGNORECASE | re.MULTILINE)
 # qstat/qdel complaints about single jobs that are not errors for us.
 BENIGN = re.compile(r"Unknown Job Id|Job has finished|use -x or -H|Request invalid for state of job", re.IGNORECASE)
+# Slurm's qdel wrapper prints its errors on stdout ("qdel: Kill job error on job id 5: ...").
+QDEL_STDOUT_ERROR = re.compile(r"^qdel: ", re.MULTILINE)
+
+# Prepended to the submit batch: ``qsub`` becomes a function that takes the job script
+# on stdin (the batch's here-document, as for sbatch), keeps it in a temp file and hands
+# that to the real qsub: on stdin for PBS (OpenPBS, PBS Pro, Torque; also the tests'
+# fake), as the script operand for Slurm's wrapper, which takes no other form. The temp
+# directory goes when the batch ends. The wrapper runs ``sh -c "sbatch <args unquoted>"``:
+# an argument with anything a shell would split or expand is refused, never passed.
+QSUB_HELPERS = r"""
+_sh_tmp=$(mktemp -d "${TMPDIR:-/tmp}/scripthut-qsub.XXXXXX") || { echo 'cannot create a temp dir' >&2; exit 1; }
+trap 'rm -rf -- "$_sh_tmp"' EXIT
+_sh_slurm_qsub=
+_sh_qsub_path=$(command -v qsub 2>/dev/null) || _sh_qsub_path=
+if [ -f "$_sh_qsub_path" ] && grep -Iqs '^use Slurm' "$_sh_qsub_path"; then
+    _sh_slurm_qsub=1
+fi
+qsub() {
+    local script="$_sh_tmp/job" arg
+    cat > "$script" || return 1
+    if [ -z "$_sh_slurm_qsub" ]; then
+        command qsub "$@" < "$script"
+        return
+    fi
+    for arg in "$@" "$script"; do
+        case $arg in
+        '' | *[!A-Za-z0-9_.,:=+@%/-]*)
+            printf "qsub: Slurm's qsub wrapper passes its arguments to a shell unquoted; refusing %q\n" "$arg"
+            return 2 ;;
+        esac
+    done
+    command qsub "$@" "$script" < /dev/null
+}
+"""
 
 SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.@-]+$")  # queue, account, tag
 SAFE_DIRECTIVE = re.compile(r"^[A-Za-z0-9_.,=+@%/~-]+$")
@@ -127,8 +172,9 @@ class PBSBackend(SSHBackend):
         return "\n".join(lines) + "\n" + script_body(job)
 
     def submit_argv(self, job: JobSpec) -> list[str]:
-        # No script operand: qsub reads the script from stdin. The command line repeats
-        # -N/-o/-e (it wins over the directives) and carries the tag for find_submitted.
+        # No script operand: the batch's qsub function adds the script (QSUB_HELPERS). The
+        # command line repeats -N/-o/-e (it wins over the directives) and carries the tag
+        # for find_submitted.
         argv = ["qsub", "-N", safe_job_name(job.name)]
         if job.output_file:
             argv += ["-o", pbs_path(job.output_file, job.working_dir)]
@@ -144,8 +190,9 @@ class PBSBackend(SSHBackend):
 
     def submit_script(self, jobs: Sequence[tuple[JobSpec, str]]) -> str:
         # qsub resolves relative -o/-e paths against its working directory: pin it to
-        # $HOME, which is what pbs_path() makes them relative to.
-        return 'cd "$HOME" || exit 1\n' + super().submit_script(jobs)
+        # $HOME, which is what pbs_path() makes them relative to. Still one round trip:
+        # the scripts go to temp files inside the batch (QSUB_HELPERS).
+        return 'cd "$HOME" || exit 1\n' + QSUB_HELPERS + super().submit_script(jobs)
 
     # -- polling -----------------------------------------------------------------------
 
@@ -177,11 +224,21 @@ class PBSBackend(SSHBackend):
         if not wanted:
             return {}
         # Everything the server remembers, finished jobs included: rare (crash recovery).
-        _, (jobs,) = self._qstat(lambda mode: [HISTORY_COMMAND[mode] or LIVE_COMMAND[mode]])
+        mode, (jobs,) = self._qstat(lambda mode: [HISTORY_COMMAND[mode] or LIVE_COMMAND[mode]])
         found: dict[str, str] = {}
         for job_id, status in jobs.items():
             if status.tag in wanted:
                 found.setdefault(status.tag, job_id)
+        if not found and jobs and not any(status.tag for status in jobs.values()):
+            # Slurm's qstat wrapper shows no Variable_List: no tag can be seen, not ours
+            # nor anyone's. The engine then queues these tasks again (a job that did reach
+            # the scheduler may run twice); nothing better can be known from qstat here.
+            log.warning(
+                "%s: qstat (%s form) shows no job variables; %d interrupted submissions cannot be found by tag",
+                self.name,
+                mode,
+                len(wanted),
+            )
         return found
 
     def cancel(self, job_ids: Sequence[str]) -> None:
@@ -191,14 +248,20 @@ class PBSBackend(SSHBackend):
         script = "\n".join(_with_ids("qdel", chunk) for chunk in _chunks(ids)) + "\n"
         result = self.transport.run_script(script, timeout=120)
         # Jobs that already finished or left the server are fine: they are not running.
-        errors = [line for line in result.stderr.splitlines() if line.strip() and not BENIGN.search(line)]
+        # Slurm's wrapper says nothing about those, and reports other errors on stdout.
+        lines = result.stderr.splitlines() + [
+            line for line in result.stdout.splitlines() if QDEL_STDOUT_ERROR.match(line)
+        ]
+        errors = [line for line in lines if line.strip() and not BENIGN.search(line)]
         if errors:
             raise BackendError(f"qdel failed: {' '.join(errors)[-500:]}")
 
     def cluster_info(self) -> dict[str, object]:
         clone_dir = self.settings.get("clone_dir") or "~/scripthut-repos"
         result = self.transport.run(
-            f"pbsnodes -av 2>/dev/null; echo '--qstat-B--'; qstat -Bf 2>/dev/null; echo '--du--'; "
+            # Slurm's pbsnodes wrapper has no -v (its -a prints the same shape, Torque-like).
+            'n=$(pbsnodes -av 2>/dev/null); [ -n "$n" ] || n=$(pbsnodes -a 2>/dev/null); printf \'%s\\n\' "$n"; '
+            "echo '--qstat-B--'; qstat -Bf 2>/dev/null; echo '--du--'; "
             f"du -sk {shell_path(clone_dir)} 2>/dev/null",
             timeout=60,
         )
@@ -320,7 +383,8 @@ def pbs_path(path: str, working_dir: str) -> str:
 
 
 def parse_qsub(output: str) -> str:
-    """The job id qsub printed (``2.vm``, ``9[].vm``; fixtures ``*.qsub.txt``)."""
+    """The job id qsub printed: ``2.vm``, ``9[].vm`` (fixtures ``*.qsub.txt``), or a plain
+    number from Slurm's qsub wrapper (``2042``, its sbatch's last word)."""
     lines = output.strip().splitlines()
     return lines[-1].strip().split()[-1] if lines and lines[-1].strip() else ""
 
