@@ -127,13 +127,15 @@ class SlurmBackend(SSHBackend):
         result = self.transport.run(
             f"sacct --noheader --parsable2 --jobs={ids} --format={SACCT_FIELDS} 2>&1", timeout=120
         )
-        if ACCOUNTING_DISABLED in result.stdout:
-            result = self.transport.run("scontrol --oneliner show job 2>&1", timeout=60)
-            found = parse_scontrol(result.stdout)
-            return {j: found[j] for j in job_ids if j in found}
-        if result.exit_code != 0:
+        if ACCOUNTING_DISABLED not in result.stdout and result.exit_code != 0:
             raise BackendError(f"sacct failed: {result.stdout.strip()[-500:]}")
-        found = parse_sacct(result.stdout)
+        found = {} if ACCOUNTING_DISABLED in result.stdout else parse_sacct(result.stdout)
+        if any(j not in found for j in job_ids):
+            # No accounting, or slurmdbd has not caught up yet: slurmctld still remembers
+            # jobs that ended less than MinJobAge ago.
+            result = self.transport.run("scontrol --oneliner show job 2>&1", timeout=60)
+            remembered = parse_scontrol(result.stdout)
+            found |= {j: remembered[j] for j in job_ids if j not in found and j in remembered}
         return {j: found[j] for j in job_ids if j in found}
 
     def find_submitted(self, tags: Sequence[str]) -> dict[str, str]:

@@ -99,7 +99,7 @@ def _json_not_allowed(view: Callable[..., HttpResponseBase]) -> Callable[..., Ht
 api = ScriptHutAPI(
     title="ScriptHut API",
     version="1",
-    description="Start and follow batch-job workflow runs. Errors are `{\"error\": \"...\"}`.",
+    description='Start and follow batch-job workflow runs. Errors are `{"error": "..."}`.',
     urls_namespace="api",
     auth=TokenAuth(),
 )
@@ -191,9 +191,7 @@ class RunCreateIn(Schema):
     model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
 
     backend: str = Field(min_length=1, description="Backend name.")
-    workflow: Annotated[
-        list[Any] | dict[str, Any], BeforeValidator(_array_or_object), WithJsonSchema(_WORKFLOW_SCHEMA)
-    ]
+    workflow: Annotated[list[Any] | dict[str, Any], BeforeValidator(_array_or_object), WithJsonSchema(_WORKFLOW_SCHEMA)]
     max_concurrent: int | None = Field(default=None, ge=1, le=PG_INT_MAX, strict=True)
     name: str = Field(default="api", min_length=1, max_length=200, description="Workflow name shown for the run.")
 
@@ -308,27 +306,58 @@ def _state_counts(run_ids: list[str]) -> dict[str, dict[str, int]]:
 
 def _summary(run: Run, counts: dict[str, int]) -> dict[str, Any]:
     return {
-        "id": run.pk, "workflow_name": run.workflow_name, "status": run.status, "backend": run.backend.name,
-        "owner": run.owner.get_username(), "max_concurrent": run.max_concurrent, "created_at": run.created_at,
-        "started_at": run.started_at, "finished_at": run.finished_at, "counts": counts,
+        "id": run.pk,
+        "workflow_name": run.workflow_name,
+        "status": run.status,
+        "backend": run.backend.name,
+        "owner": run.owner.get_username(),
+        "max_concurrent": run.max_concurrent,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "counts": counts,
     }
 
 
 def _detail(run: Run) -> dict[str, Any]:
     # Only the columns shown: a 10,000-task run should not drag every script along.
     tasks = run.tasks.only(
-        "task_id", "name", "state", "job_id", "exit_code", "reason", "submitted_at", "started_at",
-        "finished_at", "elapsed_seconds", "deps",
+        "task_id",
+        "name",
+        "state",
+        "job_id",
+        "exit_code",
+        "reason",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+        "elapsed_seconds",
+        "deps",
     ).order_by("position")
     return {
-        "id": run.pk, "status": run.status, "backend": run.backend.name, "workflow_name": run.workflow_name,
-        "owner": run.owner.get_username(), "error": run.error, "warnings": run.warnings,
-        "created_at": run.created_at, "started_at": run.started_at, "finished_at": run.finished_at,
+        "id": run.pk,
+        "status": run.status,
+        "backend": run.backend.name,
+        "workflow_name": run.workflow_name,
+        "owner": run.owner.get_username(),
+        "error": run.error,
+        "warnings": run.warnings,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
         "tasks": [
             {
-                "id": t.task_id, "name": t.name, "state": t.state, "job_id": t.job_id, "exit_code": t.exit_code,
-                "reason": t.reason, "submitted_at": t.submitted_at, "started_at": t.started_at,
-                "finished_at": t.finished_at, "elapsed_seconds": t.duration_seconds, "deps": t.deps,
+                "id": t.task_id,
+                "name": t.name,
+                "state": t.state,
+                "job_id": t.job_id,
+                "exit_code": t.exit_code,
+                "reason": t.reason,
+                "submitted_at": t.submitted_at,
+                "started_at": t.started_at,
+                "finished_at": t.finished_at,
+                "elapsed_seconds": t.duration_seconds,
+                "deps": t.deps,
             }
             for t in tasks
         ],
@@ -346,7 +375,10 @@ def start_run(request: HttpRequest, payload: RunCreateIn) -> Status[dict[str, An
         known = ", ".join(Backend.objects.values_list("name", flat=True)) or "none"
         raise HttpError(400, f"backend: unknown backend {payload.backend!r} (known: {known})")
     run = create_run(
-        owner=_caller(request), backend=backend, payload=payload.workflow, workflow_name=payload.name,
+        owner=_caller(request),
+        backend=backend,
+        payload=payload.workflow,
+        workflow_name=payload.name,
         max_concurrent=payload.max_concurrent,
     )
     return Status(201, {"id": run.pk, "status": run.status})
@@ -370,7 +402,8 @@ def get_run(request: HttpRequest, run_id: str) -> dict[str, Any]:
 
 
 @api.post(
-    "/runs/{run_id}/cancel", response={200: RunStatusOut, 401: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    "/runs/{run_id}/cancel",
+    response={200: RunStatusOut, 401: ErrorOut, 404: ErrorOut, 409: ErrorOut},
     tags=["runs"],
 )
 def cancel(request: HttpRequest, run_id: str) -> dict[str, Any]:
@@ -382,7 +415,8 @@ def cancel(request: HttpRequest, run_id: str) -> dict[str, Any]:
 
 
 @api.post(
-    "/runs/{run_id}/relaunch", response={200: RelaunchOut, 401: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    "/runs/{run_id}/relaunch",
+    response={200: RelaunchOut, 401: ErrorOut, 404: ErrorOut, 409: ErrorOut},
     tags=["runs"],
 )
 def relaunch(request: HttpRequest, run_id: str) -> dict[str, Any]:
@@ -398,8 +432,13 @@ def list_sources(request: HttpRequest) -> list[dict[str, Any]]:
     """Configured workflow sources and their last sync."""
     return [
         {
-            "name": s.name, "type": s.kind, "backend": s.backend.name, "workflows_glob": s.workflows_glob,
-            "synced_at": s.synced_at, "synced_sha": s.synced_sha, "sync_error": s.sync_error,
+            "name": s.name,
+            "type": s.kind,
+            "backend": s.backend.name,
+            "workflows_glob": s.workflows_glob,
+            "synced_at": s.synced_at,
+            "synced_sha": s.synced_sha,
+            "sync_error": s.sync_error,
             "workflow_files": s.workflow_files,
         }
         for s in Source.objects.select_related("backend")
@@ -409,14 +448,17 @@ def list_sources(request: HttpRequest) -> list[dict[str, Any]]:
 @api.get("/backends", response={200: list[BackendOut], 401: ErrorOut}, tags=["backends"])
 def list_backends(request: HttpRequest) -> list[dict[str, Any]]:
     """Backends with their last poll result and the slots in use."""
-    active = dict(
-        Task.objects.filter(state__in=Task.ACTIVE).values_list("run__backend_id").annotate(n=Count("id"))
-    )
+    active = dict(Task.objects.filter(state__in=Task.ACTIVE).values_list("run__backend_id").annotate(n=Count("id")))
     return [
         {
-            "name": b.name, "type": b.kind, "status": b.status, "status_message": b.status_message,
-            "last_polled_at": b.last_polled_at, "max_concurrent": b.max_concurrent,
-            "active": active.get(b.pk, 0), "enabled": b.enabled,
+            "name": b.name,
+            "type": b.kind,
+            "status": b.status,
+            "status_message": b.status_message,
+            "last_polled_at": b.last_polled_at,
+            "max_concurrent": b.max_concurrent,
+            "active": active.get(b.pk, 0),
+            "enabled": b.enabled,
         }
         for b in Backend.objects.all()
     ]

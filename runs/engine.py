@@ -248,6 +248,7 @@ RESET_FIELDS = [
     "cpu_efficiency",
     "max_rss_mb",
     "native_deps",
+    "unknown_since",
 ]
 
 
@@ -266,6 +267,7 @@ def _reset_for_submission(task: Task) -> None:
     task.cpu_efficiency = None
     task.max_rss_mb = None
     task.native_deps = False
+    task.unknown_since = None
 
 
 def wake(backend: Backend) -> None:
@@ -407,8 +409,12 @@ def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> N
     retrying: list[Task] = []
     finished: list[Task] = []
     generators: list[tuple[Task, JobStatus]] = []
+    unknown: list[Task] = []
     for task in tasks:
         status = result.statuses.get(task.job_id) or JobStatus(task.job_id, JobState.UNKNOWN)
+        if status.state != JobState.UNKNOWN and task.unknown_since is not None:
+            task.unknown_since = None
+            unknown.append(task)  # seen again: the clock stops
         if status.state == JobState.QUEUED:
             if status.reason != task.reason:
                 task.reason = status.reason
@@ -424,9 +430,13 @@ def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> N
                 task.queue_wait_seconds = status.queue_wait_seconds
                 running.append(task)
         elif status.state == JobState.UNKNOWN:
-            # Never fail a job merely because it is absent from one poll.
-            if task.submitted_at and now - task.submitted_at > grace:
-                reason = f"job {task.job_id} is unknown to the scheduler (not seen for {int(grace.total_seconds())}s)"
+            # Never fail a job merely because it is absent from one poll: only once the
+            # scheduler has had no record of it for the whole grace period.
+            if task.unknown_since is None:
+                task.unknown_since = now
+                unknown.append(task)
+            elif now - task.unknown_since > grace:
+                reason = f"job {task.job_id} is unknown to the scheduler (no record for {int(grace.total_seconds())}s)"
                 finished.append(_finished(task, State.FAILED, status, now, reason))
         elif status.state == JobState.COMPLETED and task.generates_source:
             generators.append((task, status))
@@ -441,6 +451,7 @@ def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> N
             final = State.CANCELLED if status.state == JobState.CANCELLED else State.FAILED
             finished.append(_finished(task, final, status, now, status.reason or final))
     with transaction.atomic():
+        _move(unknown, LIVE, ["unknown_since"])
         _move(reasons, (State.SUBMITTED,), ["reason"])
         changed.update(
             t.run_id

@@ -136,6 +136,9 @@ class Task(models.Model):
     queue_wait_seconds = models.FloatField(null=True, blank=True, help_text="Start minus submit time.")
     cpu_efficiency = models.FloatField(null=True, blank=True, help_text="CPU time used / (elapsed x CPUs).")
     max_rss_mb = models.FloatField(null=True, blank=True, help_text="Peak memory used.")
+    unknown_since = models.DateTimeField(
+        null=True, blank=True, help_text="First poll at which the scheduler had no record of the job."
+    )
     native_deps = models.BooleanField(
         default=False, help_text="Submitted before its dependencies finished, held by the scheduler (afterok)."
     )

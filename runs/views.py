@@ -51,16 +51,42 @@ IN_CHUNK = 500  # ids per IN (...) clause
 
 # Task fields the run page's rows need; the script and command texts stay in the database.
 TASK_ROW_FIELDS = (
-    "id", "run_id", "task_id", "name", "state", "reason", "job_id", "exit_code", "attempt", "retries",
-    "started_at", "finished_at", "elapsed_seconds", "submitted_at", "node", "output_file", "error_file",
+    "id",
+    "run_id",
+    "task_id",
+    "name",
+    "state",
+    "reason",
+    "job_id",
+    "exit_code",
+    "attempt",
+    "retries",
+    "started_at",
+    "finished_at",
+    "elapsed_seconds",
+    "submitted_at",
+    "node",
+    "output_file",
+    "error_file",
     # queue wait, resource use (against what was requested) and scheduler-held dependencies
-    "queue_wait_seconds", "cpu_efficiency", "max_rss_mb", "memory", "cpus", "native_deps",
+    "queue_wait_seconds",
+    "cpu_efficiency",
+    "max_rss_mb",
+    "memory",
+    "cpus",
+    "native_deps",
 )
 RETRYABLE = (State.FAILED, State.CANCELLED, State.DEP_FAILED)
 # Which rows a capped group shows first (lower first).
 SHOW_FIRST: dict[str, int] = {
-    State.FAILED: 0, State.RUNNING: 1, State.SUBMITTING: 2, State.SUBMITTED: 2, State.CANCELLED: 3,
-    State.DEP_FAILED: 4, State.PENDING: 5, State.COMPLETED: 6,
+    State.FAILED: 0,
+    State.RUNNING: 1,
+    State.SUBMITTING: 2,
+    State.SUBMITTED: 2,
+    State.CANCELLED: 3,
+    State.DEP_FAILED: 4,
+    State.PENDING: 5,
+    State.COMPLETED: 6,
 }
 
 
@@ -288,8 +314,10 @@ def _run_items_context(request: HttpRequest, run: Run) -> dict[str, Any]:
             budget -= len(group.pks)
 
     wanted = [pk for g in shown for pk in g.pks]
-    tasks = Task.objects.filter(run=run).only(*TASK_ROW_FIELDS).annotate(
-        has_script=ExpressionWrapper(~Q(script=""), output_field=BooleanField())
+    tasks = (
+        Task.objects.filter(run=run)
+        .only(*TASK_ROW_FIELDS)
+        .annotate(has_script=ExpressionWrapper(~Q(script=""), output_field=BooleanField()))
     )
     if len(wanted) == len(light):
         by_pk = {t.pk: t for t in tasks}
@@ -459,8 +487,12 @@ def workflow_dry_run(request: HttpRequest, name: str) -> HttpResponse:
         if error:
             return JsonResponse({"workflow": workflow.name, "error": error}, status=400)
         return JsonResponse(
-            {"workflow": workflow.name, "backend": workflow.backend.name, "count": len(tasks),
-             "tasks": [_task_json(t) for t in tasks]}
+            {
+                "workflow": workflow.name,
+                "backend": workflow.backend.name,
+                "count": len(tasks),
+                "tasks": [_task_json(t) for t in tasks],
+            }
         )
     context = {
         "workflow": workflow,

@@ -84,9 +84,7 @@ def progress_segments(counts: Mapping[str, int]) -> list[Segment]:
     if not total:
         return []
     return [
-        Segment(state, counts[state], counts[state] * 100.0 / total)
-        for state in PROGRESS_ORDER
-        if counts.get(state)
+        Segment(state, counts[state], counts[state] * 100.0 / total) for state in PROGRESS_ORDER if counts.get(state)
     ]
 
 
@@ -243,8 +241,10 @@ class Efficiency:
         if self.cpu is not None:
             lines.append(f"CPU efficiency {self.cpu * 100:.1f}% (CPU time / (elapsed × CPUs))")
         if self.used_mb is not None:
-            lines.append(f"peak memory {_number(self.used_mb)} MB"
-                         + (f" of {self.requested_mb} MB requested" if self.requested_mb else ""))
+            lines.append(
+                f"peak memory {_number(self.used_mb)} MB"
+                + (f" of {self.requested_mb} MB requested" if self.requested_mb else "")
+            )
         lines += self.problems
         return "; ".join(lines)
 
