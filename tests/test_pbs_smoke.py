@@ -118,7 +118,7 @@ def test_two_tasks_submit_run_and_end(user: User, pbs: Backend, cluster: Cluster
         assert "#PBS -l select=1:ncpus=1:mem=100mb" in task.script
         # The wrapper's C carries no exit status: UNKNOWN, then failed after the grace period.
         assert task.state == "failed", (task.state, task.reason)
-        assert task.reason == f"job {task.job_id} is unknown to the scheduler (not seen for {GRACE_SECONDS}s)"
+        assert task.reason == f"job {task.job_id} is unknown to the scheduler (no record for {GRACE_SECONDS}s)"
         assert task.exit_code is None
     assert run.status == Run.Status.FAILED
     # Slurm itself knows they succeeded; the PBS wrapper just cannot say so.
