@@ -43,9 +43,7 @@ class UnknownWorkflowFile(WorkflowError):  # noqa: N818  (a WorkflowError, named
 def check_glob(pattern: str) -> str:
     """The glob if it is safe to expand unquoted in the source root; SourceError otherwise."""
     if not pattern or not GLOB_CHARS.fullmatch(pattern):
-        raise SourceError(
-            f"workflows_glob {pattern!r} is not allowed: use only letters, digits and . _ - / * ? [ ]"
-        )
+        raise SourceError(f"workflows_glob {pattern!r} is not allowed: use only letters, digits and . _ - / * ? [ ]")
     if pattern.startswith("/"):
         raise SourceError(f"workflows_glob {pattern!r} must be relative to the source root")
     if ".." in pattern.split("/"):
@@ -57,8 +55,7 @@ def list_workflow_files(adapter: BackendAdapter, root: str, pattern: str) -> lis
     """Regular files under ``root`` matching ``pattern``, as sorted relative paths (one command)."""
     check_glob(pattern)  # the one value that goes into the shell unquoted
     script = (
-        "shopt -s globstar nullglob\n"
-        f"for f in {pattern}; do if [ -f \"$f\" ]; then printf '%s\\0' \"$f\"; fi; done\n"
+        f'shopt -s globstar nullglob\nfor f in {pattern}; do if [ -f "$f" ]; then printf \'%s\\0\' "$f"; fi; done\n'
     )
     # One simple command (not a list), so an adapter's `cd <cwd> && ...` guards all of it.
     result = adapter.run_command(f"bash -c {shlex.quote(script)}", cwd=root, timeout=60)
@@ -86,8 +83,7 @@ def sync_source(source: Source) -> Source:
                 raise SourceError("git source has no url")
             with git_ssh_env(adapter, source.deploy_key) as ssh_env:
                 sha = resolve_branch(adapter, source.url, source.branch, ssh_env)
-                root = checkout(adapter, source.url, source.branch, sha, source.clone_dir, ssh_env,
-                                source.postclone)
+                root = checkout(adapter, source.url, source.branch, sha, source.clone_dir, ssh_env, source.postclone)
         elif source.kind == Source.Kind.PATH:
             if not source.path:
                 raise SourceError("path source has no path")

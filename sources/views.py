@@ -30,8 +30,7 @@ def source_sync(request: HttpRequest, name: str) -> HttpResponse:
         at = f" at {source.synced_sha[:12]}" if source.synced_sha else ""
         messages.success(request, f"Synced {source.name}{at}: {len(source.workflow_files)} workflow file(s).")
     back = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
-                                           require_https=request.is_secure()):
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
         back = reverse("source_list")
     return redirect(back)
 
@@ -75,4 +74,3 @@ def source_run(request: HttpRequest, name: str, file: str) -> HttpResponse:
         return redirect("source_workflows", name=source.name)
     messages.success(request, f"Started run {run.pk} of {run.workflow_name}.")
     return redirect("run_detail", run_id=run.pk)
-

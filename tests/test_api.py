@@ -220,11 +220,22 @@ def test_list_shows_own_runs_newest_first(
     assert [r["id"] for r in body["items"]] == [newer.pk, older.pk]
     item = body["items"][0]
     assert item.keys() == {
-        "id", "workflow_name", "status", "backend", "owner", "max_concurrent", "created_at", "started_at",
-        "finished_at", "counts",
+        "id",
+        "workflow_name",
+        "status",
+        "backend",
+        "owner",
+        "max_concurrent",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "counts",
     }
     assert (item["workflow_name"], item["backend"], item["owner"], item["status"]) == (
-        "newer", "local", "alice", "pending",
+        "newer",
+        "local",
+        "alice",
+        "pending",
     )
     assert item["counts"]["pending"] == 4
     assert item["counts"]["completed"] == 0
@@ -262,15 +273,33 @@ def test_detail_shape(client: Client, user: User, local_backend: Backend) -> Non
     assert response.status_code == 200
     body = response.json()
     assert body.keys() == {
-        "id", "status", "backend", "workflow_name", "owner", "error", "warnings", "created_at", "started_at",
-        "finished_at", "tasks",
+        "id",
+        "status",
+        "backend",
+        "workflow_name",
+        "owner",
+        "error",
+        "warnings",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "tasks",
     }
     assert (body["id"], body["backend"], body["owner"], body["warnings"]) == (run.pk, "local", "alice", [])
     assert [t["id"] for t in body["tasks"]] == ["setup", "sim.1", "sim.2", "final"]
     final = body["tasks"][3]
     assert final.keys() == {
-        "id", "name", "state", "job_id", "exit_code", "reason", "submitted_at", "started_at", "finished_at",
-        "elapsed_seconds", "deps",
+        "id",
+        "name",
+        "state",
+        "job_id",
+        "exit_code",
+        "reason",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+        "elapsed_seconds",
+        "deps",
     }
     assert (final["name"], final["state"], final["deps"], final["exit_code"]) == ("Final", "pending", ["sim.*"], None)
 
@@ -330,7 +359,9 @@ def test_relaunch_failed_run(user: User, local_backend: Backend, run_to_end: Cal
 
     tasks = {t["id"]: t for t in client.get(f"/api/runs/{run.pk}").json()["tasks"]}
     assert (tasks["ok"]["state"], tasks["bad"]["state"], tasks["after"]["state"]) == (
-        "completed", "failed", "dep_failed",
+        "completed",
+        "failed",
+        "dep_failed",
     )
     assert tasks["bad"]["exit_code"] == 3
 
@@ -346,14 +377,24 @@ def test_relaunch_failed_run(user: User, local_backend: Backend, run_to_end: Cal
 
 def test_sources_and_backends(client: Client, user: User, local_backend: Backend) -> None:
     Source.objects.create(
-        name="ml-jobs", kind=Source.Kind.GIT, backend=local_backend, url="git@example.com:o/r.git",
-        synced_at=timezone.now(), synced_sha="abc123", workflow_files=[".hut/workflows/a.json"],
+        name="ml-jobs",
+        kind=Source.Kind.GIT,
+        backend=local_backend,
+        url="git@example.com:o/r.git",
+        synced_at=timezone.now(),
+        synced_sha="abc123",
+        workflow_files=[".hut/workflows/a.json"],
     )
     sources = client.get("/api/sources").json()
     assert sources == [
         {
-            "name": "ml-jobs", "type": "git", "backend": "local", "workflows_glob": ".hut/workflows/*.json",
-            "synced_at": sources[0]["synced_at"], "synced_sha": "abc123", "sync_error": "",
+            "name": "ml-jobs",
+            "type": "git",
+            "backend": "local",
+            "workflows_glob": ".hut/workflows/*.json",
+            "synced_at": sources[0]["synced_at"],
+            "synced_sha": "abc123",
+            "sync_error": "",
             "workflow_files": [".hut/workflows/a.json"],
         }
     ]
@@ -361,8 +402,14 @@ def test_sources_and_backends(client: Client, user: User, local_backend: Backend
     run.tasks.filter(task_id="setup").update(state=Task.State.RUNNING)
     (backend,) = client.get("/api/backends").json()
     assert backend == {
-        "name": "local", "type": "local", "status": "unknown", "status_message": "", "last_polled_at": None,
-        "max_concurrent": 4, "active": 1, "enabled": True,
+        "name": "local",
+        "type": "local",
+        "status": "unknown",
+        "status_message": "",
+        "last_polled_at": None,
+        "max_concurrent": 4,
+        "active": 1,
+        "enabled": True,
     }
 
 
@@ -429,7 +476,9 @@ def test_openapi_schema_matches_api(client: Client, user: User, local_backend: B
 
     assert registered_operations() == set(DOCUMENTED)
     assert spec["components"]["securitySchemes"]["TokenAuth"] == {
-        "type": "apiKey", "in": "header", "name": "Authorization",
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
         "description": 'Send "Authorization: Token <key>"; only a SHA-256 of the key is stored.',
     }
     for (path, method), codes in DOCUMENTED.items():

@@ -271,9 +271,7 @@ def test_wrong_types(imported: dict[str, Any]) -> None:
 
 def test_ecs_is_not_supported(imported: dict[str, Any]) -> None:
     ecs = {"name": "fargate", "type": "ecs", "aws": {"region": "us-east-1"}}
-    assert_rejected(
-        config_text(backends=[ecs]), ["backends[0].type: ecs backends are not supported yet"], imported
-    )
+    assert_rejected(config_text(backends=[ecs]), ["backends[0].type: ecs backends are not supported yet"], imported)
 
 
 def test_unknown_and_missing_types(imported: dict[str, Any]) -> None:
@@ -305,9 +303,7 @@ def test_missing_file(imported: dict[str, Any], tmp_path: Path) -> None:
 
 
 def test_not_a_mapping() -> None:
-    assert errors_of("- just\n- a list\n") == [
-        "config: must be a mapping of sections (backends, sources, ...)"
-    ]
+    assert errors_of("- just\n- a list\n") == ["config: must be a mapping of sections (backends, sources, ...)"]
 
 
 # Unknown keys are warnings.

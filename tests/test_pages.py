@@ -144,8 +144,7 @@ def test_run_page_shows_groups_counts_and_progress(alice_client: Client, run: Ru
     assert "Cancel run" in page and "Relaunch" not in page
 
 
-def test_run_list_counts_and_owner_filter(alice_client: Client, run: Run, other: User,
-                                          local_backend: Backend) -> None:
+def test_run_list_counts_and_owner_filter(alice_client: Client, run: Run, other: User, local_backend: Backend) -> None:
     theirs = create_run(owner=other, backend=local_backend, payload=CHAIN, workflow_name="theirs")
     Task.objects.filter(run=run, task_id="prep.data").update(state=Task.State.COMPLETED)
     Task.objects.filter(run=run, task_id="sim.1").update(state=Task.State.RUNNING)
@@ -228,8 +227,12 @@ def test_large_run_renders_capped_rows_with_few_queries(
 
 
 def test_task_ids_with_dots_and_slashes(alice_client: Client, user: User, local_backend: Backend) -> None:
-    odd = create_run(owner=user, backend=local_backend, workflow_name="odd",
-                     payload=[{"id": "a/b.c d", "name": "odd", "command": "true"}])
+    odd = create_run(
+        owner=user,
+        backend=local_backend,
+        workflow_name="odd",
+        payload=[{"id": "a/b.c d", "name": "odd", "command": "true"}],
+    )
     url = reverse("task_script", args=[odd.pk, "a/b.c d"])
     response = alice_client.get(url)
     assert response.status_code == 200 and "a/b.c d" in _text(response)
@@ -241,8 +244,14 @@ def test_task_ids_with_dots_and_slashes(alice_client: Client, user: User, local_
 def _finish(run: Run, task_id: str, **fields: Any) -> None:
     now = timezone.now()
     defaults: dict[str, Any] = {
-        "state": Task.State.COMPLETED, "job_id": f"9{len(task_id)}", "exit_code": 0, "node": "node-7",
-        "submitted_at": now, "started_at": now, "finished_at": now, "elapsed_seconds": 600,
+        "state": Task.State.COMPLETED,
+        "job_id": f"9{len(task_id)}",
+        "exit_code": 0,
+        "node": "node-7",
+        "submitted_at": now,
+        "started_at": now,
+        "finished_at": now,
+        "elapsed_seconds": 600,
     }
     Task.objects.filter(run=run, task_id=task_id).update(**(defaults | fields))
 
@@ -258,7 +267,10 @@ def test_run_rows_show_wait_efficiency_and_pending_reasons(
         state=Task.State.SUBMITTED, job_id="1002", reason="Priority", submitted_at=timezone.now()
     )
     Task.objects.filter(run=run, task_id="final").update(
-        state=Task.State.SUBMITTED, job_id="1003", reason="Dependency", native_deps=True,
+        state=Task.State.SUBMITTED,
+        job_id="1003",
+        reason="Dependency",
+        native_deps=True,
         submitted_at=timezone.now(),
     )
     with django_assert_max_num_queries(8):  # the new columns are in the one rows query: no N+1
@@ -277,8 +289,16 @@ def test_run_rows_show_wait_efficiency_and_pending_reasons(
 
 def test_efficiency_is_red_when_out_of_memory_and_empty_when_unknown(alice_client: Client, run: Run) -> None:
     # A failed OOM task that used all its CPU is still red: the reason says it ran out of memory.
-    _finish(run, "prep.data", state=Task.State.FAILED, exit_code=137, cpu_efficiency=0.9, max_rss_mb=4096,
-            memory="4G", reason="out of memory (OUT_OF_MEMORY)")
+    _finish(
+        run,
+        "prep.data",
+        state=Task.State.FAILED,
+        exit_code=137,
+        cpu_efficiency=0.9,
+        max_rss_mb=4096,
+        memory="4G",
+        reason="out of memory (OUT_OF_MEMORY)",
+    )
     # The local backend measures nothing: the cell stays empty.
     _finish(run, "sim.1")
     _finish(run, "sim.2", cpu_efficiency=0.8, max_rss_mb=300, memory="512M")
@@ -306,8 +326,18 @@ def test_efficiency_filters() -> None:
 
 
 def test_task_page_details_panel(alice_client: Client, run: Run) -> None:
-    _finish(run, "sim.1", cpu_efficiency=0.12, max_rss_mb=300, memory="4G", cpus=2, queue_wait_seconds=3723,
-            node="cn042", job_id="4242", native_deps=True)
+    _finish(
+        run,
+        "sim.1",
+        cpu_efficiency=0.12,
+        max_rss_mb=300,
+        memory="4G",
+        cpus=2,
+        queue_wait_seconds=3723,
+        node="cn042",
+        job_id="4242",
+        native_deps=True,
+    )
     page = _text(alice_client.get(reverse("task_script", args=[run.pk, "sim.1"])))
     assert "<h2>Execution</h2>" in page
     assert "cn042" in page and "4242" in page and "1h 02m" in page and "10m 00s" in page
@@ -333,8 +363,12 @@ def test_script_and_logs_of_a_finished_local_task(
 ) -> None:
     client.force_login(user)
     tasks = [
-        {"id": "say.hello", "name": "Hello", "command": "echo hello-from-task; echo oops-on-stderr >&2",
-         "env_vars": {"GREETING": "hi"}},
+        {
+            "id": "say.hello",
+            "name": "Hello",
+            "command": "echo hello-from-task; echo oops-on-stderr >&2",
+            "env_vars": {"GREETING": "hi"},
+        },
         {"id": "never", "name": "Never", "command": "false"},
         {"id": "after", "name": "After", "command": "true", "deps": ["never"]},
     ]
@@ -343,7 +377,7 @@ def test_script_and_logs_of_a_finished_local_task(
 
     script = _text(client.get(reverse("task_script", args=[finished.pk, "say.hello"])))
     task = finished.tasks.get(task_id="say.hello")
-    assert task.script and "<pre class=\"code\">" in script
+    assert task.script and '<pre class="code">' in script
     assert "echo hello-from-task" in script and "GREETING" in script
     assert ".out" in script or task.output_file in script
 
@@ -370,7 +404,9 @@ def test_logs_messages_for_unsubmitted_missing_and_unreachable(
     assert "not been submitted yet" in _text(alice_client.get(url))
 
     Task.objects.filter(run=run, task_id="prep.data").update(
-        state=Task.State.RUNNING, job_id="42", output_file="/nonexistent/scripthut/prep.out",
+        state=Task.State.RUNNING,
+        job_id="42",
+        output_file="/nonexistent/scripthut/prep.out",
         started_at=timezone.now(),
     )
     page = _text(alice_client.get(url))
@@ -397,8 +433,16 @@ def test_dashboard_lists_our_and_external_jobs_with_user_filter(
     Task.objects.filter(run=run, task_id="prep.data").update(
         state=Task.State.RUNNING, job_id="job-77", node="node-a", started_at=timezone.now()
     )
-    ObservedJob.objects.create(backend=local_backend, job_id="ext-1", name="someone-elses", user="dave",
-                               state="queued", reason="Priority", partition="gpu", cpus=8)
+    ObservedJob.objects.create(
+        backend=local_backend,
+        job_id="ext-1",
+        name="someone-elses",
+        user="dave",
+        state="queued",
+        reason="Priority",
+        partition="gpu",
+        cpus=8,
+    )
     Backend.objects.filter(pk=local_backend.pk).update(
         status=Backend.Status.UNREACHABLE, status_message="ssh: timed out"
     )
@@ -426,32 +470,55 @@ def test_dashboard_lists_our_and_external_jobs_with_user_filter(
     assert client.get(reverse("filter_toggle")).status_code == 405
 
 
-def test_dashboard_backend_cards_show_partitions_disk_and_status(
-    alice_client: Client, local_backend: Backend
-) -> None:
+def test_dashboard_backend_cards_show_partitions_disk_and_status(alice_client: Client, local_backend: Backend) -> None:
     now = timezone.now()
     Backend.objects.create(
-        name="hpc", kind=Backend.Kind.SLURM, status=Backend.Status.OK, last_polled_at=now, cluster_info_at=now,
+        name="hpc",
+        kind=Backend.Kind.SLURM,
+        status=Backend.Status.OK,
+        last_polled_at=now,
+        cluster_info_at=now,
         cluster_info={
             "partitions": [
-                {"partition": "normal", "default": True, "available": "up", "nodes": 3, "state": "mix",
-                 "cpus_allocated": 40, "cpus_idle": 23, "cpus_other": 1, "cpus_total": 64},
-                {"partition": "gpu", "default": False, "available": "down", "nodes": 1, "state": "down",
-                 "cpus_allocated": 0, "cpus_idle": 0, "cpus_other": 8, "cpus_total": 8},
+                {
+                    "partition": "normal",
+                    "default": True,
+                    "available": "up",
+                    "nodes": 3,
+                    "state": "mix",
+                    "cpus_allocated": 40,
+                    "cpus_idle": 23,
+                    "cpus_other": 1,
+                    "cpus_total": 64,
+                },
+                {
+                    "partition": "gpu",
+                    "default": False,
+                    "available": "down",
+                    "nodes": 1,
+                    "state": "down",
+                    "cpus_allocated": 0,
+                    "cpus_idle": 0,
+                    "cpus_other": 8,
+                    "cpus_total": 8,
+                },
             ],
             "clone_dir": "~/scripthut-repos",
             "clone_dir_mb": 12.5,
         },
     )
     Backend.objects.create(
-        name="cluster-b", kind=Backend.Kind.SLURM, status=Backend.Status.UNREACHABLE, last_polled_at=now,
+        name="cluster-b",
+        kind=Backend.Kind.SLURM,
+        status=Backend.Status.UNREACHABLE,
+        last_polled_at=now,
         status_message="connection refused by 127.0.0.1:2222",
         cluster_info={"partitions": [{"partition": "short", "nodes": 1, "cpus_idle": 2, "cpus_total": 2}]},
     )
     page = _text(alice_client.get(reverse("dashboard")))
     assert "<strong>23</strong>/64 idle" in page and "3 nodes" in page
     assert 'class="b-alloc" style="width: 62.5%"' in page and 'class="b-idle" style="width: 35.9%"' in page
-    assert ">normal<span class=\"p-def\">*</span>" in page
+    assert '>normal<span class="p-def">*</span>' in page
     assert 'class="p-cpus p-down"' in page and "1 node<" in page
     assert "~/scripthut-repos" in page and "12.5 MB" in page
     assert "last checked" in page and "as of" in page
@@ -467,16 +534,21 @@ def test_dashboard_backend_cards_show_partitions_disk_and_status(
 
 def test_workflows_page_and_json_negotiation(alice_client: Client) -> None:
     workflow = ensure_demo_setup()
-    Workflow.objects.create(name="gitflow", backend=workflow.backend, command="python tasks.py",
-                            git={"repo": "git@example.org:lab/x.git", "branch": "dev", "deploy_key": "~/.ssh/k"})
+    Workflow.objects.create(
+        name="gitflow",
+        backend=workflow.backend,
+        command="python tasks.py",
+        git={"repo": "git@example.org:lab/x.git", "branch": "dev", "deploy_key": "~/.ssh/k"},
+    )
     html = alice_client.get(reverse("workflow_list"))
     assert html["Content-Type"].startswith("text/html")
     page = _text(html)
     assert "demo" in page and "Dry run" in page and reverse("workflow_run", args=["demo"]) in page
     assert "git@example.org:lab/x.git" in page
 
-    browser = alice_client.get(reverse("workflow_list"),
-                               headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    browser = alice_client.get(
+        reverse("workflow_list"), headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    )
     assert browser["Content-Type"].startswith("text/html")
 
     data = alice_client.get(reverse("workflow_list"), headers=JSON).json()

@@ -26,8 +26,12 @@ WORKFLOW = [
 
 
 def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                          check=True, capture_output=True, text=True)
+    done = subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return done.stdout.strip()
 
 
@@ -45,18 +49,22 @@ def repo(tmp_path: Path) -> Path:
     path = tmp_path / "repo"
     path.mkdir()
     git(path, "init", "-q", "-b", "main")
-    commit(path, {
-        ".hut/workflows/a.json": json.dumps(WORKFLOW),
-        "nested/deep/b.hut.json": json.dumps([{"id": "b", "name": "B", "command": "true"}]),
-        "sub/.keep": "",
-    })
+    commit(
+        path,
+        {
+            ".hut/workflows/a.json": json.dumps(WORKFLOW),
+            "nested/deep/b.hut.json": json.dumps([{"id": "b", "name": "B", "command": "true"}]),
+            "sub/.keep": "",
+        },
+    )
     return path
 
 
 @pytest.fixture
 def git_source(repo: Path, tmp_path: Path, local_backend: Backend) -> Source:
-    return Source.objects.create(name="repo", kind="git", url=str(repo), branch="main",
-                                 clone_dir=str(tmp_path / "clones"), backend=local_backend)
+    return Source.objects.create(
+        name="repo", kind="git", url=str(repo), branch="main", clone_dir=str(tmp_path / "clones"), backend=local_backend
+    )
 
 
 @pytest.fixture
@@ -192,8 +200,9 @@ def test_file_not_in_list_is_refused(git_source: Source, repo: Path) -> None:
 
 @pytest.mark.django_db
 def test_dry_run_reports_invalid_workflow(git_source: Source, repo: Path) -> None:
-    commit(repo, {".hut/workflows/bad.json": json.dumps([{"id": "x", "name": "X", "command": "true",
-                                                           "deps": ["nope"]}])})
+    commit(
+        repo, {".hut/workflows/bad.json": json.dumps([{"id": "x", "name": "X", "command": "true", "deps": ["nope"]}])}
+    )
     sync_source(git_source)
     with pytest.raises(WorkflowError, match="nope"):
         dry_run_source(git_source, ".hut/workflows/bad.json")
