@@ -173,6 +173,13 @@ class SSHTransport:
                 pkey.load_certificate(str(Path(self.cert_path).expanduser()))
             except (OSError, ValueError, paramiko.SSHException) as exc:
                 raise BackendUnavailable(f"cannot load ssh certificate {self.cert_path}: {exc}") from exc
+            # paramiko also takes a plain public key here; the server would then refuse the login.
+            key_type = pkey.public_blob.key_type if pkey.public_blob else ""
+            if not key_type.endswith("-cert-v01@openssh.com"):
+                raise BackendUnavailable(
+                    f"cannot load ssh certificate {self.cert_path}: it is a {key_type or 'non-certificate'} key, "
+                    "not an OpenSSH certificate (the -cert.pub file)"
+                )
         return pkey
 
     def _drop(self) -> None:

@@ -74,3 +74,32 @@ def test_refused_then_backoff(cluster):  # noqa: F811
     with pytest.raises(BackendUnavailable, match="connection refused"):
         ssh.run("true")
     assert ssh.round_trips == 0
+
+
+def test_openssh_certificate_login(cluster, tmp_path):  # noqa: F811
+    """cert_path: a key the server does not know logs in with a certificate from the CA it trusts."""
+    ca = f"{cluster.dir}/user_ca"  # trusted by the test sshd (TrustedUserCAKeys)
+
+    def new_key(name: str, principal: str) -> tuple[str, str]:
+        key = tmp_path / name
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-s", ca, "-I", f"scripthut-{name}", "-n", principal, "-V", "+10m", f"{key}.pub"],
+            check=True,
+        )
+        # Away from <key>-cert.pub, where paramiko would pick it up without being told.
+        cert = tmp_path / f"{name}.certificate"
+        (tmp_path / f"{name}-cert.pub").rename(cert)
+        return str(key), str(cert)
+
+    key, cert = new_key("carrier", cluster.user)
+    with pytest.raises(BackendUnavailable, match="authentication failed"):
+        transport(cluster, key_path=key).run("true")  # the bare key is a stranger
+    assert transport(cluster, key_path=key, cert_path=cert).run("whoami").stdout.strip() == cluster.user
+
+    # A certificate for another login, or a file that is not a certificate, is refused clearly.
+    other_key, other_cert = new_key("other", "somebody-else")
+    with pytest.raises(BackendUnavailable, match="authentication failed"):
+        transport(cluster, key_path=other_key, cert_path=other_cert).run("true")
+    with pytest.raises(BackendUnavailable, match="cannot load ssh certificate"):
+        transport(cluster, key_path=key, cert_path=f"{key}.pub").run("true")
