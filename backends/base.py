@@ -74,6 +74,9 @@ class SubmitResult:
     tag: str
     job_id: str = ""
     error: str = ""  # set when the scheduler rejected the job; both empty: not sent, queue it again
+    # The scheduler could not take the job just now (controller unreachable, submit limit):
+    # queue it again instead of failing the task.
+    retry: bool = False
 
 
 @dataclass(slots=True)

@@ -51,7 +51,7 @@ from typing import Any
 from django.utils import timezone
 
 from backends.base import BackendError, JobSpec, JobState, JobStatus, PollResult
-from backends.remote import SSHBackend
+from backends.remote import HOLD_SUBMIT_LOCK, SUBMIT_LOCK_WAIT_SECONDS, SSHBackend
 from backends.scripts import script_body, shebang, shell_path
 from backends.units import clock_seconds, parse_duration, parse_memory_mb, size_mb
 
@@ -139,6 +139,13 @@ MONTHS = {m: n for n, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct No
 
 class PBSBackend(SSHBackend):
     _mode: str | None = None  # the qstat flavour this server speaks, once known
+    # Not from the recorded fixtures (no server was down then): the messages qsub gives when
+    # it cannot reach the server, or the queue is full for now.
+    transient_submit_errors = (
+        "cannot connect to server",
+        "Connection refused",
+        "Maximum number of jobs already in queue",
+    )
 
     # -- scripts -----------------------------------------------------------------------
 
@@ -224,7 +231,7 @@ class PBSBackend(SSHBackend):
         if not wanted:
             return {}
         # Everything the server remembers, finished jobs included: rare (crash recovery).
-        mode, (jobs,) = self._qstat(lambda mode: [HISTORY_COMMAND[mode] or LIVE_COMMAND[mode]])
+        mode, (jobs,) = self._qstat(lambda mode: [HISTORY_COMMAND[mode] or LIVE_COMMAND[mode]], under_submit_lock=True)
         found: dict[str, str] = {}
         for job_id, status in jobs.items():
             if status.tag in wanted:
@@ -292,14 +299,21 @@ class PBSBackend(SSHBackend):
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _qstat(self, commands: Callable[[str], list[str]]) -> tuple[str, list[dict[str, JobStatus]]]:
+    def _qstat(
+        self, commands: Callable[[str], list[str]], *, under_submit_lock: bool = False
+    ) -> tuple[str, list[dict[str, JobStatus]]]:
         """Run ``commands(mode)`` in one round trip, in the best qstat flavour the server
-        speaks (found out on the first call, then remembered); the jobs each one listed."""
+        speaks (found out on the first call, then remembered); the jobs each one listed.
+        ``under_submit_lock``: first wait for any submit batch still running (reconciling)."""
         start = MODES.index(self._mode) if self._mode else 0
         for mode in MODES[start:]:
             wanted = commands(mode)
             script = "".join(f"{command}\nprintf '\\n{RC_MARK} %s\\n' \"$?\"\n" for command in wanted)
-            result = self.transport.run_script(script, timeout=180)
+            timeout = 180
+            if under_submit_lock:
+                script, timeout = HOLD_SUBMIT_LOCK + script, timeout + SUBMIT_LOCK_WAIT_SECONDS
+            result = self.transport.run_script(script, timeout=timeout)
+            self.check_submit_lock(result)
             outputs, codes = _split_outputs(result.stdout, len(wanted))
             if mode != MODES[-1] and _unsupported(mode, result.stderr, outputs):
                 log.info("%s: qstat does not support the %s form; trying the next", self.name, mode)

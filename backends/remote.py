@@ -20,13 +20,28 @@ from backends.models import Backend
 from backends.scripts import shell_path
 from backends.ssh import ConnectionLost, SSHTransport
 
+# A submit batch holds this lock on the login node while it runs, and reconciling takes it
+# before it lists jobs by tag. A batch that outlived its SSH session (a timeout, a dropped
+# connection) may still be calling sbatch: reconciling waits for it to end instead of
+# deciding that its jobs never reached the scheduler and submitting them again.
+SUBMIT_LOCK_WAIT_SECONDS = 240
+SUBMIT_LOCK_BUSY = 75  # exit status of a script that could not take the lock
+HOLD_SUBMIT_LOCK = f"""
+mkdir -p "$HOME/.cache/scripthut" && exec 9>>"$HOME/.cache/scripthut/submit.lock" || exit {SUBMIT_LOCK_BUSY}
+if command -v flock >/dev/null && ! flock -w {SUBMIT_LOCK_WAIT_SECONDS} 9; then
+    echo "an earlier ScriptHut submission is still running on this host" >&2
+    exit {SUBMIT_LOCK_BUSY}
+fi
+"""
+
 SUBMIT_HELPERS = r"""
 set -u
 _sh_last=
 _sh_submit() {
     local tag=$1 out rc
     shift
-    out=$("$@" 2>&1)
+    # fd 9 holds the submit lock: the submit command must not keep it after this script ends.
+    out=$("$@" 2>&1 9>&-)
     rc=$?
     # Parameter expansion, not pipes: no extra processes per job.
     if [ "$rc" -eq 0 ]; then
@@ -58,8 +73,22 @@ class SSHBackend(BackendAdapter):
     def dependency_args(self, job_ids_word: str) -> str:
         """Shell fragment adding an afterok dependency on ``job_ids_word`` (``:``-joined, shell-ready)."""
 
+    # Submit errors that mean "not now" (controller unreachable, a submit limit): the task is
+    # queued again instead of failed.
+    transient_submit_errors: tuple[str, ...] = ()
+
     def parse_job_id(self, output: str) -> str:
         return output.strip()
+
+    def is_transient(self, error: str) -> bool:
+        lowered = error.lower()
+        return any(pattern.lower() in lowered for pattern in self.transient_submit_errors)
+
+    def check_submit_lock(self, result: CommandResult) -> None:
+        """Raise if a script starting with HOLD_SUBMIT_LOCK could not take the lock."""
+        if result.exit_code == SUBMIT_LOCK_BUSY and not result.stdout.strip():
+            detail = result.stderr.strip()[-300:] or "cannot take the submit lock"
+            raise BackendError(f"{detail} (~/.cache/scripthut/submit.lock); trying again at the next poll")
 
     # -- shared ------------------------------------------------------------------------
 
@@ -83,6 +112,7 @@ class SSHBackend(BackendAdapter):
         except ConnectionLost as exc:
             # Sent, maybe partly run: the engine reconciles these tasks by tag.
             raise BackendError(f"connection lost while submitting; reconciling later ({exc})") from exc
+        self.check_submit_lock(result)
         outcomes = {}
         for line in result.stdout.splitlines():
             kind, _, rest = line.partition(" ")
@@ -90,7 +120,8 @@ class SSHBackend(BackendAdapter):
             if kind == "SCRIPTHUT-OK":
                 outcomes[tag] = SubmitResult(tag=tag, job_id=self.parse_job_id(detail))
             elif kind == "SCRIPTHUT-ERR":
-                outcomes[tag] = SubmitResult(tag=tag, error=detail.strip() or "submission failed")
+                error = detail.strip() or "submission failed"
+                outcomes[tag] = SubmitResult(tag=tag, error=error, retry=self.is_transient(error))
             elif kind == "SCRIPTHUT-SKIP":
                 outcomes[tag] = SubmitResult(tag=tag)
         if not outcomes and result.exit_code != 0:
@@ -99,7 +130,7 @@ class SSHBackend(BackendAdapter):
         return [outcomes[job.tag] for job, _ in jobs if job.tag in outcomes]
 
     def submit_script(self, jobs: Sequence[tuple[JobSpec, str]]) -> str:
-        lines = [SUBMIT_HELPERS]
+        lines = [HOLD_SUBMIT_LOCK, SUBMIT_HELPERS]
         absolute_dirs = sorted({d for job, _ in jobs for d in _log_dirs(job) if d.startswith(("/", "~"))})
         if absolute_dirs:
             lines.append("mkdir -p -- " + " ".join(shell_path(d) for d in absolute_dirs))

@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 from django.utils import timezone
 
 from backends.base import BackendError, JobSpec, JobState, JobStatus, PollResult
-from backends.remote import SSHBackend
+from backends.remote import HOLD_SUBMIT_LOCK, SUBMIT_LOCK_WAIT_SECONDS, SSHBackend
 from backends.scripts import script_body, shebang, shell_path
 from backends.units import clock_seconds, parse_duration, parse_memory_mb, size_mb
 
@@ -49,6 +49,14 @@ def safe_job_name(name: str) -> str:
 
 class SlurmBackend(SSHBackend):
     _home: str | None = None
+    transient_submit_errors = (
+        "Unable to contact slurm controller",
+        "Socket timed out on send/recv",
+        "Zero Bytes were transmitted or received",
+        "Communication connection failure",
+        "Slurm temporarily unable to accept job",
+        "MaxSubmitJob",  # AssocMaxSubmitJobLimit, QOSMaxSubmitJobPerUserLimit: wait for room
+    )
 
     # -- scripts -----------------------------------------------------------------------
 
@@ -139,14 +147,19 @@ class SlurmBackend(SSHBackend):
         return {j: found[j] for j in job_ids if j in found}
 
     def find_submitted(self, tags: Sequence[str]) -> dict[str, str]:
-        # Jobs still queued, then accounting (or slurmctld's memory) for ones already gone.
-        script = (
-            "squeue --noheader --all --format='%i|%j'; echo '--sacct--'; "
-            "sacct --noheader --parsable2 --allocations --starttime=now-7days --format=JobID,JobName 2>&1 "
-            "| grep -v 'accounting storage is disabled' || scontrol --oneliner show job 2>/dev/null "
-            "| sed -n 's/^JobId=\\([0-9_]*\\) JobName=\\(.*\\) UserId=.*/\\1|\\2/p'"
+        # Under the submit lock: jobs still queued, then accounting and slurmctld's memory
+        # (jobs that ended less than MinJobAge ago) for ones already gone. A listing that
+        # could miss a job is an error, never "not submitted".
+        script = HOLD_SUBMIT_LOCK + (
+            "squeue --noheader --all --format='%i|%j' || exit 1\n"
+            "sacct --noheader --parsable2 --allocations --starttime=now-7days --format=JobID,JobName 2>/dev/null\n"
+            "scontrol --oneliner show job 2>/dev/null "
+            "| sed -n 's/^JobId=\\([0-9_]*\\) JobName=\\(.*\\) UserId=.*/\\1|\\2/p'\n"
         )
-        result = self.transport.run(script, timeout=120)
+        result = self.transport.run_script(script, timeout=SUBMIT_LOCK_WAIT_SECONDS + 120)
+        self.check_submit_lock(result)
+        if result.exit_code != 0:
+            raise BackendError(f"cannot list jobs to reconcile submissions: {result.stderr.strip()[-500:]}")
         wanted = set(tags)
         found: dict[str, str] = {}
         for line in result.stdout.splitlines():

@@ -729,6 +729,11 @@ def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str]) -
             _reset_for_submission(task)
             task.reason = f"held submission deferred: {result.error or 'a parent was not submitted'}"
             retry_later.append(task)
+        elif result.retry or not result.error:
+            # Not sent, or the scheduler cannot take it just now: a pause, not a failure.
+            _reset_for_submission(task)
+            task.reason = f"submission deferred: {result.error or 'not sent'}"
+            retry_later.append(task)
         else:
             task.state, task.reason, task.finished_at = (
                 State.FAILED,

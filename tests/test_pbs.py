@@ -550,6 +550,30 @@ def test_submit_parses_results_and_skips_children_of_rejected_jobs(tmp_path: Pat
     ]
 
 
+def test_submit_defers_what_the_server_cannot_take_now(tmp_path: Path) -> None:
+    backend = make_backend(tmp_path)
+    jobs = three_jobs(backend, tmp_path)[:2]
+    answers = [
+        CommandResult(
+            1,
+            "SCRIPTHUT-ERR sh-7-1-aaaaaa qsub: cannot connect to server pbs-server (errno=15010)\n"
+            "SCRIPTHUT-ERR sh-7-2-bbbbbb qsub: Unknown queue\n",
+            "",
+        ),
+        # A batch that could not take the submit lock sent nothing.
+        CommandResult(75, "", "an earlier ScriptHut submission is still running on this host\n"),
+    ]
+
+    def run_script(script: str, timeout: float = 300) -> CommandResult:
+        return answers.pop(0)
+
+    backend.transport.run_script = run_script  # type: ignore[method-assign]
+    results = backend.submit(jobs)
+    assert [(r.tag, r.retry) for r in results] == [("sh-7-1-aaaaaa", True), ("sh-7-2-bbbbbb", False)]
+    with pytest.raises(BackendError, match="still running on this host"):
+        backend.submit(jobs)
+
+
 # -- poll, find_submitted, cancel, cluster_info with a simulated server -----------------
 
 

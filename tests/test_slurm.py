@@ -15,6 +15,7 @@ import pytest
 from backends.config import validate_backend_settings
 from backends.models import Backend
 from backends.registry import get_adapter
+from backends.slurm import SlurmBackend
 from runs.engine import cancel_run, create_run, tick
 from runs.models import ObservedJob, Run, Task
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
@@ -53,10 +54,21 @@ def wait_for(run: Run, timeout: float = 120, every: float = 0.5, watch: Counter 
 
 
 def job_ids_by_tag_prefix(cluster: Cluster, run: Run) -> Counter:  # noqa: F811
-    """How many Slurm jobs each task got: job names end in @sh-<run>-<task pk>-<random>."""
-    out = cluster.run_as_user("sacct --noheader --parsable2 --allocations --starttime=now-1hour --format=JobID,JobName")
+    """How many Slurm jobs each task got: job names end in @sh-<run>-<task pk>-<random>.
+
+    Waits (up to 30 s) until accounting has every task of the run: slurmdbd lags behind
+    slurmctld, more so just after slurmctld restarted.
+    """
     prefix = f"@sh-{run.pk}-"
-    return Counter(line.split(prefix, 1)[1].rsplit("-", 1)[0] for line in out.splitlines() if prefix in line)
+    deadline = time.monotonic() + 30
+    while True:
+        out = cluster.run_as_user(
+            "sacct --noheader --parsable2 --allocations --starttime=now-1hour --format=JobID,JobName"
+        )
+        jobs = Counter(line.split(prefix, 1)[1].rsplit("-", 1)[0] for line in out.splitlines() if prefix in line)
+        if len(jobs) >= run.tasks.count() or time.monotonic() > deadline:
+            return jobs
+        time.sleep(1)
 
 
 def test_wildcard_workflow_completes(user, slurm):
@@ -259,3 +271,49 @@ def test_concurrent_ticks_submit_each_task_once(user, slurm, cluster):  # noqa: 
     assert run.status == Run.Status.COMPLETED
     per_task = job_ids_by_tag_prefix(cluster, run)
     assert len(per_task) == 40 and set(per_task.values()) == {1}
+
+
+def test_reconcile_waits_for_a_submit_batch_that_outlived_its_session(user, slurm, cluster):  # noqa: F811
+    """A tick died (or its SSH session timed out) while its submit batch still ran on the
+    login node. The next tick must find the job that batch submits, not queue the task again."""
+    from backends.remote import HOLD_SUBMIT_LOCK
+    from runs import engine
+
+    run = create_run(owner=user, backend=slurm, payload=[t("late", "true")], workflow_name="late")
+    adapter = get_adapter(slurm)
+    assert isinstance(adapter, SlurmBackend)
+    ((task, spec, script),) = engine._claim(run, 1, adapter, {})
+    # The batch as the dead tick sent it, but slow: it calls sbatch 3 s after taking the lock.
+    batch = adapter.submit_script([(spec, script)]).replace(HOLD_SUBMIT_LOCK, HOLD_SUBMIT_LOCK + "sleep 3\n", 1)
+    adapter.transport.run("cat > late-batch.sh", stdin=batch.encode())
+    adapter.transport.run("setsid nohup bash late-batch.sh >late-batch.out 2>&1 </dev/null &")
+    lock = "~/.cache/scripthut/submit.lock"
+    deadline = time.monotonic() + 10
+    while cluster.run_as_user(f"flock -n {lock} true && echo free", check=False).strip() == "free":
+        assert time.monotonic() < deadline, "the detached batch never took the submit lock"
+        time.sleep(0.1)
+
+    tick(force=True)  # reconciles: waits for the batch, then finds its job by tag
+    task.refresh_from_db()
+    assert task.state in ("submitted", "running", "completed"), (task.state, task.reason)
+    assert task.job_id and task.submit_tag == spec.tag
+    run = wait_for(run)
+    assert run.status == Run.Status.COMPLETED
+    assert job_ids_by_tag_prefix(cluster, run) == Counter({str(task.pk): 1})
+
+
+def test_unreachable_controller_at_submit_defers_instead_of_failing(user, slurm, cluster):  # noqa: F811
+    """sbatch cannot reach slurmctld: the tasks wait for the next cycle, they are not failed."""
+    run = create_run(owner=user, backend=slurm, payload=[t("x", "true"), t("y", "true")], workflow_name="ctld")
+    adapter = get_adapter(slurm)
+    from runs import engine
+
+    with cluster.slurmctld_stopped():
+        changed: set[str] = set()
+        engine.submit_ready(slurm, adapter, changed)
+        rows = list(run.tasks.values_list("state", "reason", "job_id"))
+    assert all(state == "pending" and not job_id for state, _, job_id in rows), rows
+    assert all("submission deferred" in reason and "slurm controller" in reason.lower() for _, reason, _ in rows)
+    run = wait_for(run, timeout=180)
+    assert run.status == Run.Status.COMPLETED, states(run)
+    assert set(job_ids_by_tag_prefix(cluster, run).values()) == {1}
