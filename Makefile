@@ -22,6 +22,7 @@ test: setup
 	bash tests/setup/services.sh
 	bash tests/setup/cluster.sh start
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 	$(BIN)/pytest
 
