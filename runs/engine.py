@@ -537,10 +537,11 @@ def _update_rows(tasks: Sequence[Task], fields: Sequence[str]) -> None:
 
 def finish_tasks(tasks: Sequence[Task]) -> list[Task]:
     """Record final states once, then release dependents or mark them dep_failed."""
-    requeue = _settle_held_jobs(tasks)
+    requeue, undecided = _settle_held_jobs(tasks)
+    settled_apart = {t.pk for t in requeue} | {t.pk for t in undecided}
     with transaction.atomic():
         _move(requeue, LIVE, [*RESET_FIELDS, "reason"])
-        moved = _move([t for t in tasks if t not in requeue], LIVE, FINISH_FIELDS)
+        moved = _move([t for t in tasks if t.pk not in settled_apart], LIVE, FINISH_FIELDS)
         _release_dependents([t.pk for t in moved if t.state == State.COMPLETED])
         failed: dict[str, list[str]] = {}
         for task in moved:
@@ -551,36 +552,59 @@ def finish_tasks(tasks: Sequence[Task]) -> list[Task]:
     return moved + requeue
 
 
-def _settle_held_jobs(tasks: Sequence[Task]) -> list[Task]:
+def _settle_held_jobs(tasks: Sequence[Task]) -> tuple[list[Task], list[Task]]:
     """Jobs held on native dependencies that the scheduler dropped before they ran.
 
     If a parent failed, the task is ``dep_failed``, not failed in its own right. If
     every parent completed, the scheduler dropped it because a parent had already
     left its memory (a race PBS has): the task is queued again, to go without afterok.
-    Returns the tasks to queue again; the others are updated in place.
+    If a parent has not ended yet as far as we know (Slurm drops the dependent while
+    the failed parent still shows COMPLETING), nothing is decided until it has.
+    Returns the tasks to queue again and the undecided ones (left as they are); the
+    others are updated in place.
     """
     held = [t for t in tasks if t.native_deps and t.state != State.COMPLETED and not t.started_at]
     if not held:
-        return []
-    ending = {(t.run_id, t.task_id): t.state for t in tasks}
-    states = dict(ending)
+        return [], []
+    states = {(t.run_id, t.task_id): t.state for t in tasks}
     for run_id in {t.run_id for t in held}:
         names = sorted({d for t in held if t.run_id == run_id for d in t.resolved_deps})
         for chunk in _chunks(names):
             for task_id, state in Task.objects.filter(run_id=run_id, task_id__in=chunk).values_list("task_id", "state"):
                 states.setdefault((run_id, task_id), state)
-    requeue = []
-    for task in held:
+    # Parents first: a held child of a held parent goes by what was decided for the parent
+    # (dropped with it, not failed), so the held tasks are taken in dependency order.
+    key_of = {(t.run_id, t.task_id): t for t in held}
+    held_parents = {k: [(k[0], d) for d in t.resolved_deps if (k[0], d) in key_of] for k, t in key_of.items()}
+    held_children: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for key, parents in held_parents.items():
+        for parent in parents:
+            held_children.setdefault(parent, []).append(key)
+    waiting = {key: len(parents) for key, parents in held_parents.items()}
+    ready = [key for key, count in waiting.items() if count == 0]
+    requeue, undecided = [], []
+    while ready:
+        key = ready.pop()
+        task = key_of[key]
         parent_states = {d: states.get((task.run_id, d)) for d in task.resolved_deps}
         failed_parent = next((d for d, st in parent_states.items() if st in FAILED_STATES), None)
         if failed_parent:
             task.state, task.reason = State.DEP_FAILED, f"dependency {failed_parent!r} failed"
-        elif task.state == State.CANCELLED and all(st == State.COMPLETED for st in parent_states.values()):
+            states[key] = task.state
+        elif any(st != State.COMPLETED for st in parent_states.values()):
+            undecided.append(task)
+            states[key] = State.SUBMITTED  # as it stays in the database
+        elif task.state == State.CANCELLED:
             reason = f"dropped by the scheduler while held ({task.reason}); queued again"
             _reset_for_submission(task)
             task.reason = reason
             requeue.append(task)
-    return requeue
+            states[key] = task.state
+        for child in held_children.get(key, []):
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+    return requeue, undecided
 
 
 def _release_dependents(completed_pks: Sequence[int]) -> None:
