@@ -24,10 +24,12 @@ from backends.ssh import ConnectionLost, SSHTransport
 # before it lists jobs by tag. A batch that outlived its SSH session (a timeout, a dropped
 # connection) may still be calling sbatch: reconciling waits for it to end instead of
 # deciding that its jobs never reached the scheduler and submitting them again.
+SUBMIT_LOCK_FILE = ".cache/scripthut/submit.lock"  # in the login's home
 SUBMIT_LOCK_WAIT_SECONDS = 240
 SUBMIT_LOCK_BUSY = 75  # exit status of a script that could not take the lock
 HOLD_SUBMIT_LOCK = f"""
-mkdir -p "$HOME/.cache/scripthut" && exec 9>>"$HOME/.cache/scripthut/submit.lock" || exit {SUBMIT_LOCK_BUSY}
+mkdir -p "$HOME/{PurePosixPath(SUBMIT_LOCK_FILE).parent}" || exit {SUBMIT_LOCK_BUSY}
+exec 9>>"$HOME/{SUBMIT_LOCK_FILE}" || exit {SUBMIT_LOCK_BUSY}
 if command -v flock >/dev/null && ! flock -w {SUBMIT_LOCK_WAIT_SECONDS} 9; then
     echo "an earlier ScriptHut submission is still running on this host" >&2
     exit {SUBMIT_LOCK_BUSY}
@@ -88,7 +90,7 @@ class SSHBackend(BackendAdapter):
         """Raise if a script starting with HOLD_SUBMIT_LOCK could not take the lock."""
         if result.exit_code == SUBMIT_LOCK_BUSY and not result.stdout.strip():
             detail = result.stderr.strip()[-300:] or "cannot take the submit lock"
-            raise BackendError(f"{detail} (~/.cache/scripthut/submit.lock); trying again at the next poll")
+            raise BackendError(f"{detail} (~/{SUBMIT_LOCK_FILE}); trying again at the next poll")
 
     # -- shared ------------------------------------------------------------------------
 

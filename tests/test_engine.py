@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.db.models import Count
 
 from backends.base import JobState, JobStatus, PollResult
@@ -346,19 +347,25 @@ def _scripted_poll(answers: dict[str, tuple[JobState, int | None]]) -> PollResul
     return PollResult({job_id: JobStatus(job_id, state, exit_code=code) for job_id, (state, code) in answers.items()})
 
 
+def _held_chain(user: User, backend: Backend, parent: str) -> Run:
+    """``parent`` running as job j-<parent>; ``child`` and ``grandchild`` held on it (afterok)."""
+    run = create_run(
+        owner=user,
+        backend=backend,
+        workflow_name="held",
+        payload=[t(parent), t("child", deps=[parent]), t("grandchild", deps=["child"])],
+    )
+    Task.objects.filter(run=run, task_id=parent).update(state="running", job_id=f"j-{parent}")
+    for task_id in ("child", "grandchild"):
+        Task.objects.filter(run=run, task_id=task_id).update(state="submitted", job_id=f"j-{task_id}", native_deps=True)
+    return run
+
+
 def test_held_jobs_dropped_before_their_parent_ends_wait_for_its_fate(user, local_backend, monkeypatch):
     """Slurm drops jobs held on a failed parent (kill-on-invalid-dep) while the parent still
     shows COMPLETING: they are dep_failed once the parent's failure is known, never
     `cancelled`. Scheduler states are scripted here; tests/test_slurm.py has the real one."""
-    run = create_run(
-        owner=user,
-        backend=local_backend,
-        workflow_name="held",
-        payload=[t("bad"), t("child", deps=["bad"]), t("grandchild", deps=["child"])],
-    )
-    Task.objects.filter(run=run, task_id="bad").update(state="running", job_id="j-bad")
-    for task_id in ("child", "grandchild"):
-        Task.objects.filter(run=run, task_id=task_id).update(state="submitted", job_id=f"j-{task_id}", native_deps=True)
+    run = _held_chain(user, local_backend, "bad")
     adapter = get_adapter(local_backend)
     dropped = {"j-child": (JobState.CANCELLED, None), "j-grandchild": (JobState.CANCELLED, None)}
 
@@ -374,19 +381,15 @@ def test_held_jobs_dropped_before_their_parent_ends_wait_for_its_fate(user, loca
 
 def test_held_chain_dropped_after_its_parent_completed_is_queued_again(user, local_backend, monkeypatch):
     """A parent that completed and left the scheduler's memory before its held children were
-    matched (a PBS race): the whole held chain is queued again, none of it dep_failed."""
-    run = create_run(
-        owner=user,
-        backend=local_backend,
-        workflow_name="held",
-        payload=[t("parent"), t("child", deps=["parent"]), t("grandchild", deps=["child"])],
-    )
-    Task.objects.filter(run=run, task_id="parent").update(state="running", job_id="j-parent")
-    for task_id in ("child", "grandchild"):
-        Task.objects.filter(run=run, task_id=task_id).update(state="submitted", job_id=f"j-{task_id}", native_deps=True)
+    matched (a PBS race): the held chain is queued again, none of it dep_failed."""
+    run = _held_chain(user, local_backend, "parent")
     adapter = get_adapter(local_backend)
-    answers = {"j-parent": (JobState.COMPLETED, 0), "j-child": (JobState.CANCELLED, None)}
-    monkeypatch.setattr(adapter, "poll", lambda ids: _scripted_poll({**answers, "j-grandchild": answers["j-child"]}))
+    answers = {
+        "j-parent": (JobState.COMPLETED, 0),
+        "j-child": (JobState.CANCELLED, None),
+        "j-grandchild": (JobState.CANCELLED, None),
+    }
+    monkeypatch.setattr(adapter, "poll", lambda ids: _scripted_poll(answers))
     engine.poll_jobs(local_backend, adapter, set())
     assert states(run) == {"parent": "completed", "child": "pending", "grandchild": "submitted"}
     assert "queued again" in run.tasks.get(task_id="child").reason

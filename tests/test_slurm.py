@@ -276,7 +276,7 @@ def test_concurrent_ticks_submit_each_task_once(user, slurm, cluster):  # noqa: 
 def test_reconcile_waits_for_a_submit_batch_that_outlived_its_session(user, slurm, cluster):  # noqa: F811
     """A tick died (or its SSH session timed out) while its submit batch still ran on the
     login node. The next tick must find the job that batch submits, not queue the task again."""
-    from backends.remote import HOLD_SUBMIT_LOCK
+    from backends.remote import HOLD_SUBMIT_LOCK, SUBMIT_LOCK_FILE
     from runs import engine
 
     run = create_run(owner=user, backend=slurm, payload=[t("late", "true")], workflow_name="late")
@@ -287,7 +287,7 @@ def test_reconcile_waits_for_a_submit_batch_that_outlived_its_session(user, slur
     batch = adapter.submit_script([(spec, script)]).replace(HOLD_SUBMIT_LOCK, HOLD_SUBMIT_LOCK + "sleep 3\n", 1)
     adapter.transport.run("cat > late-batch.sh", stdin=batch.encode())
     adapter.transport.run("setsid nohup bash late-batch.sh >late-batch.out 2>&1 </dev/null &")
-    lock = "~/.cache/scripthut/submit.lock"
+    lock = f"~/{SUBMIT_LOCK_FILE}"
     deadline = time.monotonic() + 10
     while cluster.run_as_user(f"flock -n {lock} true && echo free", check=False).strip() == "free":
         assert time.monotonic() < deadline, "the detached batch never took the submit lock"
