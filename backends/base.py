@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from backends.models import Backend
@@ -77,6 +77,9 @@ class SubmitResult:
     # The scheduler could not take the job just now (controller unreachable, submit limit):
     # queue it again instead of failing the task.
     retry: bool = False
+    # Refused because a job it was to wait on (native dependency) is no longer on the
+    # scheduler: the engine submits it again later, without scheduler-held dependencies.
+    parent_gone: bool = False
 
 
 @dataclass(slots=True)
@@ -98,6 +101,11 @@ class JobStatus:
     cpu_efficiency: float | None = None  # TotalCPU / (Elapsed x AllocCPUS), 0..1
     max_rss_mb: float | None = None
     requested_mem_mb: float | None = None
+    # The scheduler says the job was killed for using more memory than it had.
+    out_of_memory: bool = False
+    # The job ended without ever starting: the scheduler dropped it (for a job held on
+    # dependencies: because a parent failed, or had already left the scheduler's memory).
+    never_started: bool = False
 
     @property
     def queue_wait_seconds(self) -> float | None:
@@ -112,6 +120,96 @@ class PollResult:
     observed: list[JobStatus] = field(default_factory=list)  # everything on the backend, ours or not
 
 
+@dataclass(frozen=True)
+class TaskLog:
+    """One stream of a task's output, as recorded when the task was submitted."""
+
+    job_id: str
+    stream: str  # "output" or "error"
+    path: str  # the task's output_file / error_file; relative paths are relative to working_dir
+    working_dir: str
+
+
+@dataclass
+class PartitionInfo:
+    """Nodes and CPUs of one partition (queue) of a cluster, for the dashboard."""
+
+    partition: str
+    default: bool = False
+    available: str = "up"
+    nodes: int = 0
+    state: str = ""
+    cpus_allocated: int = 0
+    cpus_idle: int = 0
+    cpus_other: int = 0
+    cpus_total: int = 0
+
+    @property
+    def up(self) -> bool:
+        return self.available.lower() in ("up", "")
+
+    def _percent(self, part: int) -> float:
+        return part * 100.0 / self.cpus_total if self.cpus_total else 0.0
+
+    @property
+    def allocated_percent(self) -> float:
+        return self._percent(self.cpus_allocated)
+
+    @property
+    def other_percent(self) -> float:
+        return self._percent(self.cpus_other)
+
+    @property
+    def idle_percent(self) -> float:
+        return self._percent(self.cpus_idle)
+
+
+@dataclass
+class ClusterInfo:
+    """What a backend says about its capacity; stored as JSON in ``Backend.cluster_info``."""
+
+    partitions: list[PartitionInfo] = field(default_factory=list)
+    clone_dir: str = ""
+    clone_dir_mb: float | None = None
+    job_history: bool | None = None  # PBS: whether finished jobs can be read back (qstat -x)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> ClusterInfo:
+        """Tolerant of missing or malformed keys (rows written by older versions)."""
+        data = data or {}
+        partitions = [_partition(row) for row in data.get("partitions") or [] if isinstance(row, Mapping)]
+        size = data.get("clone_dir_mb")
+        return cls(
+            partitions=partitions,
+            clone_dir=str(data.get("clone_dir") or ""),
+            clone_dir_mb=float(size) if isinstance(size, int | float) else None,
+            job_history=data.get("job_history") if isinstance(data.get("job_history"), bool) else None,
+        )
+
+
+def _partition(row: Mapping[str, Any]) -> PartitionInfo:
+    def count(key: str) -> int:
+        try:
+            return max(int(row.get(key) or 0), 0)
+        except (TypeError, ValueError):
+            return 0
+
+    return PartitionInfo(
+        partition=str(row.get("partition", "?")),
+        default=bool(row.get("default")),
+        available=str(row.get("available", "up") or "up"),
+        nodes=count("nodes"),
+        state=str(row.get("state", "")),
+        cpus_allocated=count("cpus_allocated"),
+        cpus_idle=count("cpus_idle"),
+        cpus_other=count("cpus_other"),
+        cpus_total=count("cpus_total"),
+    )
+
+
 @dataclass
 class CommandResult:
     exit_code: int
@@ -120,7 +218,12 @@ class CommandResult:
 
 
 class BackendAdapter(ABC):
-    """Talks to one configured backend. Instances are cached per process (see registry)."""
+    """Talks to one configured backend. Instances are cached per process (see registry).
+
+    What every backend has: render a job script, submit / poll / cancel lists of jobs,
+    find jobs by tag after an interrupted submit, and read a task's log. Backends with a
+    shell on the other side (SSH, local) also implement :class:`ShellAccess`.
+    """
 
     # True where jobs can wait on other jobs inside the scheduler (afterok).
     supports_native_dependencies = False
@@ -160,21 +263,53 @@ class BackendAdapter(ABC):
         """Cancel these jobs (one call for the whole list)."""
 
     @abstractmethod
-    def read_file(self, path: str, max_bytes: int = 256 * 1024) -> str:
-        """The last ``max_bytes`` of a file on the backend. FileNotFoundError if absent."""
+    def log_location(self, log: TaskLog) -> str:
+        """Where this log lives, for people: a path on the backend, a log stream, ..."""
 
     @abstractmethod
+    def read_log(self, log: TaskLog, max_bytes: int = 256 * 1024) -> str:
+        """The last ``max_bytes`` of a task's log. FileNotFoundError if not written yet."""
+
+    def cluster_info(self) -> ClusterInfo:
+        """Nodes and CPUs per partition, disk usage: shown on the dashboard (optional)."""
+        return ClusterInfo()
+
+    def close(self) -> None:  # noqa: B027  (optional hook)
+        """Release connections."""
+
+
+@runtime_checkable
+class ShellAccess(Protocol):
+    """What backends with a shell on the other side (SSH, local) can do besides jobs:
+    run workflow commands and git, read files such as a ``generates_source`` output."""
+
     def run_command(
         self, command: str, *, cwd: str | None = None, stdin: bytes | None = None, timeout: float = 120
     ) -> CommandResult:
         """Run a shell command on the backend (the caller quotes every value in it)."""
+        ...
 
-    def cluster_info(self) -> dict[str, object]:
-        """Nodes and CPUs per partition, disk usage: shown on the dashboard (optional)."""
-        return {}
+    def read_file(self, path: str, max_bytes: int = 256 * 1024) -> str:
+        """The last ``max_bytes`` of a file on the backend. FileNotFoundError if absent."""
+        ...
 
-    def close(self) -> None:  # noqa: B027  (optional hook)
-        """Release connections."""
+
+class FileLogs:
+    """``log_location``/``read_log`` for backends whose logs are files they can read."""
+
+    def read_file(self, path: str, max_bytes: int = 256 * 1024) -> str:
+        raise NotImplementedError
+
+    def log_location(self, log: TaskLog) -> str:
+        if not log.path or log.path.startswith(("/", "~")):
+            return log.path
+        return f"{log.working_dir.rstrip('/')}/{log.path}"
+
+    def read_log(self, log: TaskLog, max_bytes: int = 256 * 1024) -> str:
+        location = self.log_location(log)
+        if not location:
+            raise FileNotFoundError(f"task has no {log.stream} file")
+        return self.read_file(location, max_bytes)
 
 
 def safe_filename(text: str) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from backends.base import (
     BackendAdapter,
     CommandResult,
+    FileLogs,
     JobSpec,
     JobState,
     JobStatus,
@@ -47,7 +48,7 @@ echo $code > "$dir/exit_code.tmp" && mv "$dir/exit_code.tmp" "$dir/exit_code"
 TIMEOUT_EXIT_CODES = (124, 137)
 
 
-class LocalBackend(BackendAdapter):
+class LocalBackend(FileLogs, BackendAdapter):
     @property
     def jobs_dir(self) -> Path:
         path = self.data_dir / "local-jobs"

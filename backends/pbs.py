@@ -50,7 +50,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from backends.base import BackendError, JobSpec, JobState, JobStatus, PollResult
+from backends.base import BackendError, ClusterInfo, JobSpec, JobState, JobStatus, PollResult
 from backends.remote import HOLD_SUBMIT_LOCK, SUBMIT_LOCK_WAIT_SECONDS, SSHBackend
 from backends.scripts import script_body, shebang, shell_path
 from backends.units import clock_seconds, parse_duration, parse_memory_mb, size_mb
@@ -263,7 +263,7 @@ class PBSBackend(SSHBackend):
         if errors:
             raise BackendError(f"qdel failed: {' '.join(errors)[-500:]}")
 
-    def cluster_info(self) -> dict[str, object]:
+    def cluster_info(self) -> ClusterInfo:
         clone_dir = self.settings.get("clone_dir") or "~/scripthut-repos"
         result = self.transport.run(
             # Slurm's pbsnodes wrapper has no -v (its -a prints the same shape, Torque-like).
@@ -295,7 +295,7 @@ class PBSBackend(SSHBackend):
         if size and size[0].isdigit():
             info["clone_dir"] = clone_dir
             info["clone_dir_mb"] = round(int(size[0]) / 1024, 1)
-        return info
+        return ClusterInfo.from_json(info)
 
     # -- helpers -----------------------------------------------------------------------
 

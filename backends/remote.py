@@ -15,7 +15,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from backends.base import BackendAdapter, BackendError, CommandResult, JobSpec, SubmitResult
+from backends.base import BackendAdapter, BackendError, CommandResult, FileLogs, JobSpec, SubmitResult
 from backends.models import Backend
 from backends.scripts import shell_path
 from backends.ssh import ConnectionLost, SSHTransport
@@ -57,7 +57,7 @@ _sh_submit() {
 """
 
 
-class SSHBackend(BackendAdapter):
+class SSHBackend(FileLogs, BackendAdapter):
     """Base of the schedulers reached over SSH."""
 
     def __init__(self, backend: Backend, data_dir: Path):

@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 
 from django.utils import timezone
 
-from backends.base import BackendError, JobSpec, JobState, JobStatus, PollResult
+from backends.base import BackendError, ClusterInfo, JobSpec, JobState, JobStatus, PollResult
 from backends.remote import HOLD_SUBMIT_LOCK, SUBMIT_LOCK_WAIT_SECONDS, SSHBackend
 from backends.scripts import script_body, shebang, shell_path
 from backends.units import clock_seconds, parse_duration, parse_memory_mb, size_mb
@@ -176,7 +176,7 @@ class SlurmBackend(SSHBackend):
         if result.exit_code != 0 and "Invalid job id" not in result.stderr:
             raise BackendError(f"scancel failed: {result.stderr.strip()[-500:]}")
 
-    def cluster_info(self) -> dict[str, object]:
+    def cluster_info(self) -> ClusterInfo:
         clone_dir = self.settings.get("clone_dir") or "~/scripthut-repos"
         result = self.transport.run(
             f"sinfo --noheader --format='%P|%a|%D|%t|%C'; echo '--du--'; du -sk {shell_path(clone_dir)} 2>/dev/null",
@@ -188,7 +188,7 @@ class SlurmBackend(SSHBackend):
         if size and size[0].isdigit():
             info["clone_dir"] = clone_dir
             info["clone_dir_mb"] = round(int(size[0]) / 1024, 1)
-        return info
+        return ClusterInfo.from_json(info)
 
 
 # -- parsing (plain functions, fast: a poll may carry tens of thousands of lines) -------

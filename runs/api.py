@@ -25,9 +25,10 @@ from ninja.security import APIKeyHeader
 from pydantic import BeforeValidator, ConfigDict, WithJsonSchema
 
 from backends.models import Backend
-from runs.engine import RunStateError, cancel_run, create_run, relaunch_run
+from runs.engine import states
+from runs.engine.core import RunStateError, cancel_run, create_run, relaunch_run
 from runs.models import ApiToken, Run, Task
-from runs.workflow import TaskDefinition, WorkflowError
+from runs.workflow_json import TaskDefinition, WorkflowError
 from sources.models import Source
 
 log = logging.getLogger("runs.api")
@@ -448,7 +449,7 @@ def list_sources(request: HttpRequest) -> list[dict[str, Any]]:
 @api.get("/backends", response={200: list[BackendOut], 401: ErrorOut}, tags=["backends"])
 def list_backends(request: HttpRequest) -> list[dict[str, Any]]:
     """Backends with their last poll result and the slots in use."""
-    active = dict(Task.objects.filter(state__in=Task.ACTIVE).values_list("run__backend_id").annotate(n=Count("id")))
+    active = dict(Task.objects.filter(state__in=states.ACTIVE).values_list("run__backend_id").annotate(n=Count("id")))
     return [
         {
             "name": b.name,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import ClassVar
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from runs.engine import states
+from runs.engine.states import RunStatus, TaskState
 
 
 def new_run_id() -> str:
@@ -34,14 +36,7 @@ class Workflow(models.Model):
 
 
 class Run(models.Model):
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        RUNNING = "running"
-        COMPLETED = "completed"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
-
-    FINISHED: ClassVar[tuple[str, ...]] = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+    Status = RunStatus  # defined with the task states in runs.engine.states
 
     id = models.CharField(primary_key=True, max_length=16, default=new_run_id, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="runs")
@@ -72,28 +67,11 @@ class Run(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in self.FINISHED
+        return self.status in states.RUN_FINISHED
 
 
 class Task(models.Model):
-    class State(models.TextChoices):
-        PENDING = "pending"
-        SUBMITTING = "submitting"
-        SUBMITTED = "submitted"
-        RUNNING = "running"
-        COMPLETED = "completed"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
-        DEP_FAILED = "dep_failed"
-
-    # Tasks that hold a slot against max_concurrent.
-    ACTIVE: ClassVar[tuple[str, ...]] = (State.SUBMITTING, State.SUBMITTED, State.RUNNING)
-    FINISHED: ClassVar[tuple[str, ...]] = (
-        State.COMPLETED,
-        State.FAILED,
-        State.CANCELLED,
-        State.DEP_FAILED,
-    )
+    State = TaskState  # the state machine: runs.engine.states
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tasks")
     position = models.PositiveIntegerField(help_text="Order in the workflow; submission order.")
@@ -136,6 +114,7 @@ class Task(models.Model):
     queue_wait_seconds = models.FloatField(null=True, blank=True, help_text="Start minus submit time.")
     cpu_efficiency = models.FloatField(null=True, blank=True, help_text="CPU time used / (elapsed x CPUs).")
     max_rss_mb = models.FloatField(null=True, blank=True, help_text="Peak memory used.")
+    out_of_memory = models.BooleanField(default=False, help_text="The backend says the job ran out of memory.")
     unknown_since = models.DateTimeField(
         null=True, blank=True, help_text="First poll at which the scheduler had no record of the job."
     )
@@ -160,7 +139,7 @@ class Task(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.state in self.ACTIVE
+        return self.state in states.ACTIVE
 
     @property
     def duration_seconds(self) -> float | None:

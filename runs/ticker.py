@@ -2,7 +2,7 @@
 
 Embedded mode (no ``REDIS_URL``): ``scripthut serve`` starts ``EmbeddedTicker``,
 a daemon thread that ticks every ``SCRIPTHUT_TICK_SECONDS`` and at once when woken.
-Deployment mode: beat schedules ``runs.tasks.tick_task`` and ``request_tick`` sends one.
+Deployment mode: beat schedules ``runs.celery_tasks.tick_task`` and ``request_tick`` sends one.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def request_tick() -> None:
     if _embedded_running.is_set():
         _wakeup.set()
     elif not settings.EMBEDDED:
-        from runs.tasks import tick_task
+        from runs.celery_tasks import tick_task
 
         try:
             tick_task.delay()

@@ -27,10 +27,11 @@ from django_htmx.middleware import HtmxDetails
 from backends.base import BackendUnavailable
 from backends.models import Backend
 from backends.registry import get_adapter
-from runs.engine import RunStateError, cancel_run, relaunch_run, task_log_path
+from runs.engine import states
+from runs.engine.core import RunStateError, cancel_run, relaunch_run, task_log_path
 from runs.models import ObservedJob, Run, Task, Workflow
-from runs.workflow import ResolvedTask, WorkflowError
-from runs.workflows import dry_run, start_run
+from runs.workflow_command import dry_run, start_run
+from runs.workflow_json import ResolvedTask, WorkflowError
 
 State = Task.State
 
@@ -177,7 +178,7 @@ def _jobs_context(request: HttpRequest) -> dict[str, Any]:
     users.add(request.user.get_username())
 
     active = dict(
-        Task.objects.filter(state__in=Task.ACTIVE)
+        Task.objects.filter(state__in=states.ACTIVE)
         .values("run__backend_id")
         .annotate(n=Count("id"))
         .values_list("run__backend_id", "n")
@@ -265,7 +266,7 @@ class GroupView:
 
     @property
     def unfinished(self) -> bool:
-        return any(self.counts.get(s) for s in (State.PENDING, *Task.ACTIVE))
+        return any(self.counts.get(s) for s in (State.PENDING, *states.ACTIVE))
 
 
 def _group_of(task_id: str) -> str:
@@ -326,7 +327,7 @@ def _run_items_context(request: HttpRequest, run: Run) -> dict[str, Any]:
     for group in shown:
         group.rows = [by_pk[pk] for pk in group.pks if pk in by_pk]
 
-    active = sum(counts.get(s, 0) for s in Task.ACTIVE)
+    active = sum(counts.get(s, 0) for s in states.ACTIVE)
     query = {"group": focus} if focus is not None else {}
     if page is not None and page.number > 1:
         query["page"] = str(page.number)
@@ -411,7 +412,7 @@ def task_logs(request: HtmxHttpRequest, run_id: str, task_id: str, stream: str) 
     text, problem, level = "", "", "info"
     if task.state == State.PENDING or not task.job_id:
         problem = "This task has not been submitted yet, so it has no log."
-        if task.state in Task.FINISHED:
+        if task.state in states.FINISHED:
             problem = f"This task never ran ({task.get_state_display()}), so it has no log."
     elif not path:
         problem = "No log file is recorded for this task."
@@ -420,7 +421,7 @@ def task_logs(request: HtmxHttpRequest, run_id: str, task_id: str, stream: str) 
             text = get_adapter(run.backend).read_file(path, LOG_TAIL_BYTES)
         except FileNotFoundError:
             problem = f"{path} has not been written yet."
-            if task.state in Task.FINISHED:
+            if task.state in states.FINISHED:
                 problem = f"{path} does not exist on backend {run.backend.name}."
         except BackendUnavailable as exc:
             problem, level = f"Backend {run.backend.name} is unreachable: {exc}", "error"

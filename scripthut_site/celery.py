@@ -1,7 +1,7 @@
 """Celery app for deployments with a Redis broker (``REDIS_URL``).
 
-Beat schedules ``runs.tasks.tick_task``; workers run it. Without a broker the
-embedded ticker (``scripthut_site.ticker``) calls the same ``runs.engine.tick``.
+Beat schedules ``runs.celery_tasks.tick_task``; workers run it. Without a broker the
+embedded ticker (``runs.ticker.EmbeddedTicker``) calls the same engine tick.
 """
 
 import os
@@ -12,4 +12,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scripthut_site.settings")
 
 app = Celery("scripthut")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks()
+# Our task modules are named celery_tasks.py, so that "tasks" is left to the Task model.
+app.autodiscover_tasks(related_name="celery_tasks")

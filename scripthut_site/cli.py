@@ -161,8 +161,8 @@ def run(args: argparse.Namespace) -> int:
     from django.contrib.auth.models import User
 
     from backends.models import Backend
-    from runs.engine import create_run
-    from runs.workflow import WorkflowError
+    from runs.engine.core import create_run
+    from runs.workflow_json import WorkflowError
 
     try:
         text = sys.stdin.read() if args.workflow == "-" else Path(args.workflow).read_text()
@@ -203,7 +203,8 @@ def _wait(run: object) -> int:
     from django.db.models import Count
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from runs.engine import tick
+    from runs.engine import states
+    from runs.engine.core import tick
     from runs.models import Run, Task
 
     assert isinstance(run, Run)
@@ -222,7 +223,7 @@ def _wait(run: object) -> int:
             run.refresh_from_db()
             counts = dict(run.tasks.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
             total = sum(counts.values())
-            finished = sum(counts.get(s, 0) for s in Task.FINISHED)
+            finished = sum(counts.get(s, 0) for s in states.FINISHED)
             summary = " ".join(f"{state}={n}" for state, n in sorted(counts.items()))
             progress.update(bar, completed=finished, total=total, counts=summary)
             if run.is_finished:

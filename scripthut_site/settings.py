@@ -126,7 +126,7 @@ CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {
-    "scripthut-tick": {"task": "runs.tasks.tick_task", "schedule": 2.0},
+    "scripthut-tick": {"task": "runs.celery_tasks.tick_task", "schedule": 2.0},
 }
 
 # Engine knobs.

@@ -17,9 +17,9 @@ from django.utils import timezone
 
 from backends.base import BackendAdapter, BackendError, BackendUnavailable
 from backends.registry import get_adapter
-from runs.engine import GitCheckout, create_run
+from runs.engine.core import GitCheckout, create_run
 from runs.models import Run
-from runs.workflow import ResolvedTask, WorkflowError, validate
+from runs.workflow_json import ResolvedTask, WorkflowError, validate
 from sources.git import GitError, checkout, git_ssh_env, resolve_branch
 from sources.models import Source
 

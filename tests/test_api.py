@@ -17,7 +17,7 @@ from openapi_spec_validator import validate as validate_spec
 
 from backends.models import Backend
 from runs.api import api
-from runs.engine import create_run
+from runs.engine.core import create_run
 from runs.models import ApiToken, Run, Task
 from sources.models import Source
 

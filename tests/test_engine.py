@@ -12,11 +12,12 @@ from django.db.models import Count
 from backends.base import JobState, JobStatus, PollResult
 from backends.models import Backend, Environment
 from backends.registry import get_adapter
-from runs import engine
-from runs.engine import cancel_run, create_run, relaunch_run, task_log_path, tick
+from runs.engine import core as engine
+from runs.engine.core import cancel_run, create_run, relaunch_run, task_log_path, tick
+from runs.engine.states import ACTIVE
 from runs.models import Run, Task, Workflow
-from runs.workflow import WorkflowError
-from runs.workflows import dry_run, start_run
+from runs.workflow_command import dry_run, start_run
+from runs.workflow_json import WorkflowError
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -95,7 +96,7 @@ def test_concurrency_limits_per_run_and_per_backend(user, local_backend):
     )
     tick(force=True)
     active = dict(
-        Task.objects.filter(state__in=Task.ACTIVE).values_list("run").annotate(n=Count("id")).values_list("run", "n")
+        Task.objects.filter(state__in=ACTIVE).values_list("run").annotate(n=Count("id")).values_list("run", "n")
     )
     assert active == {first.pk: 2, second.pk: 1}
     cancel_run(first)

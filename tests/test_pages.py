@@ -16,7 +16,7 @@ from django.utils import timezone
 from backends.base import BackendUnavailable
 from backends.models import Backend
 from runs.demo import ensure_demo_setup
-from runs.engine import create_run
+from runs.engine.core import create_run
 from runs.models import ObservedJob, Run, Task, Workflow
 
 HTMX = {"HX-Request": "true"}

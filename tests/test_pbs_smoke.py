@@ -27,7 +27,7 @@ from django.contrib.auth.models import User
 from backends.config import validate_backend_settings
 from backends.models import Backend
 from backends.registry import get_adapter
-from runs.engine import cancel_run, create_run, tick
+from runs.engine.core import cancel_run, create_run, tick
 from runs.models import Run, Task
 
 if TYPE_CHECKING:

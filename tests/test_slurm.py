@@ -16,7 +16,7 @@ from backends.config import validate_backend_settings
 from backends.models import Backend
 from backends.registry import get_adapter
 from backends.slurm import SlurmBackend
-from runs.engine import cancel_run, create_run, tick
+from runs.engine.core import cancel_run, create_run, tick
 from runs.models import ObservedJob, Run, Task
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
 
@@ -231,7 +231,7 @@ def test_dashboard_cluster_info(user, slurm):
 def test_workflow_json_over_ssh(user, slurm):
     """run_command and read_file go through the same transport: a workflow from a command."""
     from runs.models import Workflow
-    from runs.workflows import start_run
+    from runs.workflow_command import start_run
 
     payload = json.dumps([t("from-cmd", "true")])
     workflow = Workflow.objects.create(name="remote", backend=slurm, command=f"printf '%s' '{payload}'")

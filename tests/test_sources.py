@@ -13,9 +13,9 @@ from django.test import Client
 
 from backends.local import LocalBackend
 from backends.models import Backend
-from runs.engine import task_log_path
+from runs.engine.core import task_log_path
 from runs.models import Run
-from runs.workflow import WorkflowError
+from runs.workflow_json import WorkflowError
 from sources.models import Source
 from sources.sync import dry_run_source, source_tasks, start_source_run, sync_source
 

@@ -28,11 +28,13 @@ from backends.base import BackendAdapter, BackendUnavailable, JobSpec, JobState,
 from backends.models import Backend, Environment
 from backends.registry import get_adapter
 from runs.models import ObservedJob, PortalSettings, Run, Task
-from runs.workflow import ResolvedTask, WorkflowError, validate
+from runs.workflow_json import ResolvedTask, WorkflowError, validate
 
 log = logging.getLogger("runs.engine")
 
 State = Task.State
+from runs.engine.states import ACTIVE, RUN_FINISHED  # noqa: E402
+
 CHUNK = 500  # ids per IN (...) clause, well under SQLite's variable limit
 
 
@@ -197,7 +199,7 @@ def insert_tasks(
 def cancel_run(run: Run) -> None:
     """Cancel pending tasks now; the next tick cancels submitted and running jobs."""
     with transaction.atomic():
-        updated = Run.objects.filter(pk=run.pk).exclude(status__in=Run.FINISHED).update(status=Run.Status.CANCELLED)
+        updated = Run.objects.filter(pk=run.pk).exclude(status__in=RUN_FINISHED).update(status=Run.Status.CANCELLED)
         if not updated:
             raise RunStateError(f"run {run.pk} has already finished")
         Task.objects.filter(run=run, state=State.PENDING).update(
@@ -213,7 +215,7 @@ def relaunch_run(run: Run) -> int:
         run = Run.objects.select_for_update().get(pk=run.pk)
         if not run.is_finished:
             raise RunStateError(f"run {run.pk} is still {run.status}; wait for it or cancel it first")
-        if Task.objects.filter(run=run, state__in=Task.ACTIVE).exists():
+        if Task.objects.filter(run=run, state__in=ACTIVE).exists():
             raise RunStateError(f"run {run.pk} still has jobs being cancelled; try again shortly")
         done = set(Task.objects.filter(run=run, state=State.COMPLETED).values_list("task_id", flat=True))
         again = list(Task.objects.filter(run=run, state__in=(State.FAILED, State.CANCELLED, State.DEP_FAILED)))
@@ -350,7 +352,7 @@ def refresh_cluster_info(backend: Backend, adapter: BackendAdapter) -> None:
     now = timezone.now()
     if backend.cluster_info_at and now - backend.cluster_info_at < CLUSTER_INFO_EVERY:
         return
-    Backend.objects.filter(pk=backend.pk).update(cluster_info=adapter.cluster_info(), cluster_info_at=now)
+    Backend.objects.filter(pk=backend.pk).update(cluster_info=adapter.cluster_info().to_json(), cluster_info_at=now)
 
 
 def reconcile_submitting(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> None:
@@ -702,7 +704,7 @@ def _append_generated(generator: Task, generated: Sequence[ResolvedTask]) -> Non
 
 def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> None:
     """Submit ready tasks, within each run's and the backend's max_concurrent, in one batch."""
-    active_on_backend = Task.objects.filter(run__backend=backend, state__in=Task.ACTIVE).count()
+    active_on_backend = Task.objects.filter(run__backend=backend, state__in=ACTIVE).count()
     room = backend.max_concurrent - active_on_backend
     if room <= 0:
         return
@@ -716,7 +718,7 @@ def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str]) -
     for run in runs:
         if room <= 0:
             break
-        run_room = run.max_concurrent - Task.objects.filter(run=run, state__in=Task.ACTIVE).count()
+        run_room = run.max_concurrent - Task.objects.filter(run=run, state__in=ACTIVE).count()
         take = min(room, run_room)
         if take <= 0:
             continue
@@ -960,7 +962,7 @@ def refresh_run_status(run_id: str) -> None:
         Task.objects.filter(run_id=run_id).values_list("state").annotate(n=Count("id")).values_list("state", "n")
     )
     total = sum(counts.values())
-    unfinished = sum(counts.get(s, 0) for s in (State.PENDING, *Task.ACTIVE))
+    unfinished = sum(counts.get(s, 0) for s in (State.PENDING, *ACTIVE))
     started = total - counts.get(State.PENDING, 0)
     run = Run.objects.get(pk=run_id)
     fields: dict[str, Any] = {}

@@ -6,9 +6,9 @@ from django.contrib.auth.models import User
 
 from backends.base import BackendUnavailable
 from backends.registry import get_adapter
-from runs.engine import GitCheckout, create_run
+from runs.engine.core import GitCheckout, create_run
 from runs.models import Run, Workflow
-from runs.workflow import ResolvedTask, WorkflowError, validate
+from runs.workflow_json import ResolvedTask, WorkflowError, validate
 from sources.git import GitError, checkout, git_ssh_env, resolve_branch
 
 

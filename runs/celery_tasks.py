@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from runs.engine import tick
+from runs.engine.core import tick
 
 
 @shared_task(ignore_result=True)

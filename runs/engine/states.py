@@ -1,0 +1,125 @@
+"""The task state machine: every state, every group of states, every allowed move.
+
+A task is created ``pending``. A tick *claims* it (``submitting``, with a unique tag
+the job will carry), *submits* it (``submitted``, with the scheduler's job id), and
+*polls* it until it ends. Nothing else moves a task, and every move goes through
+:func:`runs.engine.moves.move` (one conditional UPDATE per batch), which refuses any
+move that is not in :data:`TRANSITIONS`::
+
+                      claim                 submit                 poll
+    pending ───────────────▶ submitting ───────────────▶ submitted ─────────▶ running
+       ▲  │                 │     │    (reconcile finds it)  │                   │
+       │  │                 │     └── submit/reconcile: ─────┼─ back to pending  │
+       │  │                 │         not sent, try again    │                   │
+       │  │                 └─ claim/submit: rejected ──▶ failed ◀──── poll ─────┤
+       │  │                                                  │                   │
+       │  ├── cancel ──▶ cancelled ◀────── cancel / poll ────┴───────────────────┤
+       │  └── dependency ──▶ dep_failed ◀── dependency (held on a failed parent) ┤
+       │                                                                         │
+       ├──── poll: a failed attempt with retries left, or a held job the ◀───────┤
+       │     scheduler dropped after its parents completed                       │
+       └──── relaunch: failed, cancelled and dep_failed tasks of a finished run  │
+                                                                 completed ◀─────┘
+
+A run's status is derived from its tasks' counts (see :mod:`runs.engine.run_status`).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from django.db import models
+
+
+class TaskState(models.TextChoices):
+    PENDING = "pending"  # waiting for its dependencies or for a free slot
+    SUBMITTING = "submitting"  # claimed by a tick; handed to the backend, job id not known yet
+    SUBMITTED = "submitted"  # on the scheduler (queued, or held on its dependencies)
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DEP_FAILED = "dep_failed"  # a task it depends on failed: it will never run
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+S = TaskState
+
+# -- groups of task states ---------------------------------------------------------------
+
+# Hold a slot against max_concurrent (the run's and the backend's).
+ACTIVE: tuple[str, ...] = (S.SUBMITTING, S.SUBMITTED, S.RUNNING)
+# Have a job on the scheduler that a poll asks about.
+LIVE: tuple[str, ...] = (S.SUBMITTED, S.RUNNING)
+# Not finished yet: the run is still going while any task is in one of these.
+UNFINISHED: tuple[str, ...] = (S.PENDING, *ACTIVE)
+# Ended without completing: their dependents are dep_failed, and relaunch queues them again.
+UNSUCCESSFUL: tuple[str, ...] = (S.FAILED, S.CANCELLED, S.DEP_FAILED)
+FINISHED: tuple[str, ...] = (S.COMPLETED, *UNSUCCESSFUL)
+
+RUN_FINISHED: tuple[str, ...] = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+RUN_UNFINISHED: tuple[str, ...] = (RunStatus.PENDING, RunStatus.RUNNING)
+
+
+# -- the steps that move tasks, and the moves each may make --------------------------------
+
+
+class Step(enum.StrEnum):
+    CLAIM = "claim"  # a tick takes ready tasks for a submit batch
+    SUBMIT = "submit"  # the backend answered the submit batch
+    RECONCILE = "reconcile"  # a tick resolves tasks an interrupted submit left behind
+    POLL = "poll"  # the scheduler says how a job is doing
+    CANCEL = "cancel"  # a user cancelled the run
+    RELAUNCH = "relaunch"  # a user queued a finished run's unsuccessful tasks again
+    DEPENDENCY = "dependency"  # a task upstream failed for good
+
+
+# (from, to) -> the steps allowed to make that move. A move to the same state only
+# updates fields (a new pending reason, the unknown-since clock).
+TRANSITIONS: dict[tuple[str, str], frozenset[Step]] = {
+    (S.PENDING, S.SUBMITTING): frozenset({Step.CLAIM}),
+    (S.PENDING, S.FAILED): frozenset({Step.CLAIM}),  # its script cannot be rendered
+    (S.PENDING, S.CANCELLED): frozenset({Step.CANCEL}),
+    (S.PENDING, S.DEP_FAILED): frozenset({Step.DEPENDENCY}),
+    (S.SUBMITTING, S.SUBMITTED): frozenset({Step.SUBMIT, Step.RECONCILE}),
+    (S.SUBMITTING, S.PENDING): frozenset({Step.SUBMIT, Step.RECONCILE}),  # not sent: try again
+    (S.SUBMITTING, S.FAILED): frozenset({Step.SUBMIT}),  # rejected by the scheduler
+    (S.SUBMITTED, S.SUBMITTED): frozenset({Step.POLL}),
+    (S.SUBMITTED, S.RUNNING): frozenset({Step.POLL}),
+    (S.SUBMITTED, S.COMPLETED): frozenset({Step.POLL}),
+    (S.SUBMITTED, S.FAILED): frozenset({Step.POLL}),
+    (S.SUBMITTED, S.CANCELLED): frozenset({Step.POLL, Step.CANCEL}),
+    (S.SUBMITTED, S.DEP_FAILED): frozenset({Step.POLL, Step.DEPENDENCY}),  # held on a failed parent
+    (S.SUBMITTED, S.PENDING): frozenset({Step.POLL}),  # retry, or a dropped held job goes again
+    (S.RUNNING, S.RUNNING): frozenset({Step.POLL}),
+    (S.RUNNING, S.COMPLETED): frozenset({Step.POLL}),
+    (S.RUNNING, S.FAILED): frozenset({Step.POLL}),
+    (S.RUNNING, S.CANCELLED): frozenset({Step.POLL, Step.CANCEL}),
+    (S.RUNNING, S.PENDING): frozenset({Step.POLL}),  # retry
+    (S.FAILED, S.PENDING): frozenset({Step.RELAUNCH}),
+    (S.CANCELLED, S.PENDING): frozenset({Step.RELAUNCH}),
+    (S.DEP_FAILED, S.PENDING): frozenset({Step.RELAUNCH}),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A move that the state machine does not allow: a bug in the caller, never user input."""
+
+
+def sources(target: str, step: Step) -> tuple[str, ...]:
+    """The states from which ``step`` may move a task to ``target``; raises if none."""
+    found = tuple(src for (src, dst), steps in TRANSITIONS.items() if dst == target and step in steps)
+    if not found:
+        raise IllegalTransition(f"{step} cannot move a task to {target}")
+    return found
+
+
+def allowed(source: str, target: str, step: Step) -> bool:
+    return step in TRANSITIONS.get((source, target), frozenset())
