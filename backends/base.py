@@ -283,6 +283,8 @@ class ShellAccess(Protocol):
     """What backends with a shell on the other side (SSH, local) can do besides jobs:
     run workflow commands and git, read files such as a ``generates_source`` output."""
 
+    name: str  # the backend's name, for messages
+
     def run_command(
         self, command: str, *, cwd: str | None = None, stdin: bytes | None = None, timeout: float = 120
     ) -> CommandResult:
@@ -316,3 +318,10 @@ def safe_filename(text: str) -> str:
     """A task id made safe to use as one path component."""
     cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
     return cleaned.lstrip(".") or "task"
+
+
+def shell_of(adapter: BackendAdapter) -> ShellAccess:
+    """The adapter's shell (for workflow commands, git, generated files), or a clear error."""
+    if not isinstance(adapter, ShellAccess):
+        raise BackendUnavailable(f"backend {adapter.name!r} has no shell to run commands or read files in")
+    return adapter

@@ -24,7 +24,8 @@ from django.db import connection, reset_queries  # noqa: E402
 from backends import registry  # noqa: E402
 from backends.base import BackendAdapter, CommandResult, JobSpec, JobState, JobStatus, PollResult, SubmitResult  # noqa: E402
 from backends.models import Backend  # noqa: E402
-from runs.engine.core import create_run, tick  # noqa: E402
+from runs.actions import create_run  # noqa: E402
+from runs.engine.tick import tick  # noqa: E402
 from runs.models import Run, Task  # noqa: E402
 from runs.workflow_json import validate  # noqa: E402
 

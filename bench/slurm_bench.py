@@ -29,7 +29,8 @@ from backends.models import Backend  # noqa: E402
 from backends.registry import get_adapter  # noqa: E402
 from backends.slurm import parse_sacct, parse_squeue  # noqa: E402
 from backends.ssh import SSHTransport  # noqa: E402
-from runs.engine.core import create_run, tick  # noqa: E402
+from runs.actions import create_run  # noqa: E402
+from runs.engine.tick import tick  # noqa: E402
 from runs.models import Run, Task  # noqa: E402
 
 CLUSTER_ENV = Path(os.environ.get("SCRIPTHUT_CLUSTER_DIR", "/var/tmp/scripthut-cluster")) / "cluster.env"

@@ -25,8 +25,9 @@ from ninja.security import APIKeyHeader
 from pydantic import BeforeValidator, ConfigDict, WithJsonSchema
 
 from backends.models import Backend
+from runs.actions import RunStateError, cancel_run, create_run, relaunch_run
 from runs.engine import states
-from runs.engine.core import RunStateError, cancel_run, create_run, relaunch_run
+from runs.engine.states import RunStatus, TaskState
 from runs.models import ApiToken, Run, Task
 from runs.workflow_json import TaskDefinition, WorkflowError
 from sources.models import Source
@@ -199,7 +200,7 @@ class RunCreateIn(Schema):
 
 class RunStatusOut(Schema):
     id: str
-    status: Run.Status
+    status: RunStatus
 
 
 class RelaunchOut(RunStatusOut):
@@ -209,7 +210,7 @@ class RelaunchOut(RunStatusOut):
 class RunSummaryOut(Schema):
     id: str
     workflow_name: str
-    status: Run.Status
+    status: RunStatus
     backend: str
     owner: str
     max_concurrent: int
@@ -227,7 +228,7 @@ class RunPageOut(Schema):
 class TaskOut(Schema):
     id: str
     name: str
-    state: Task.State
+    state: TaskState
     job_id: str
     exit_code: int | None
     reason: str
@@ -240,7 +241,7 @@ class TaskOut(Schema):
 
 class RunDetailOut(Schema):
     id: str
-    status: Run.Status
+    status: RunStatus
     backend: str
     workflow_name: str
     owner: str
@@ -275,7 +276,7 @@ class BackendOut(Schema):
 
 
 class RunFilter(Schema):
-    status: Run.Status | None = None
+    status: RunStatus | None = None
     limit: int = Field(default=50, ge=1, le=500)
     offset: int = Field(default=0, ge=0)
 
@@ -298,7 +299,7 @@ def _lookup(request: HttpRequest, run_id: str) -> Run:
 
 def _state_counts(run_ids: list[str]) -> dict[str, dict[str, int]]:
     """Task counts per state for a page of runs, in one query."""
-    counts: dict[str, dict[str, int]] = {rid: dict.fromkeys(Task.State.values, 0) for rid in run_ids}
+    counts: dict[str, dict[str, int]] = {rid: dict.fromkeys(TaskState.values, 0) for rid in run_ids}
     rows = Task.objects.filter(run_id__in=run_ids).values_list("run_id", "state").annotate(n=Count("id"))
     for run_id, state, n in rows:
         counts[run_id][state] = n

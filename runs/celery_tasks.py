@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from runs.engine.core import tick
+from runs.engine.tick import tick
 
 
 @shared_task(ignore_result=True)

@@ -1,8 +1,9 @@
-"""Who runs ``runs.engine.tick``: the embedded ticker thread, or Celery beat + workers.
+"""Who runs the engine's tick: the embedded ticker thread, or Celery beat + workers.
 
 Embedded mode (no ``REDIS_URL``): ``scripthut serve`` starts ``EmbeddedTicker``,
 a daemon thread that ticks every ``SCRIPTHUT_TICK_SECONDS`` and at once when woken.
-Deployment mode: beat schedules ``runs.celery_tasks.tick_task`` and ``request_tick`` sends one.
+Deployment mode: beat schedules ``runs.celery_tasks.tick_task`` and ``request_tick``
+sends one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import threading
 
 from django.conf import settings
 from django.db import close_old_connections, connection
+
+from runs.celery_tasks import tick_task
+from runs.engine.tick import tick
 
 log = logging.getLogger("runs.ticker")
 
@@ -23,8 +27,6 @@ def request_tick() -> None:
     if _embedded_running.is_set():
         _wakeup.set()
     elif not settings.EMBEDDED:
-        from runs.celery_tasks import tick_task
-
         try:
             tick_task.delay()
         except Exception:  # the beat schedule ticks soon anyway
@@ -38,8 +40,6 @@ class EmbeddedTicker(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        from runs.engine import tick
-
         _embedded_running.set()
         try:
             while not self.stopping.is_set():

@@ -27,8 +27,9 @@ from django_htmx.middleware import HtmxDetails
 from backends.base import BackendUnavailable
 from backends.models import Backend
 from backends.registry import get_adapter
+from runs.actions import RunStateError, cancel_run, relaunch_run
 from runs.engine import states
-from runs.engine.core import RunStateError, cancel_run, relaunch_run, task_log_path
+from runs.engine.jobspec import task_log
 from runs.models import ObservedJob, Run, Task, Workflow
 from runs.workflow_command import dry_run, start_run
 from runs.workflow_json import ResolvedTask, WorkflowError
@@ -389,6 +390,13 @@ def run_relaunch(request: HttpRequest, run_id: str) -> HttpResponse:
 # -- tasks -----------------------------------------------------------------------------
 
 
+def _log_location(task: Task, stream: str) -> str:
+    try:
+        return get_adapter(task.run.backend).log_location(task_log(task, stream))
+    except BackendUnavailable:
+        return task.output_file if stream == "output" else task.error_file
+
+
 @require_GET
 def task_script(request: HttpRequest, run_id: str, task_id: str) -> HttpResponse:
     run = _get_run(request, run_id)
@@ -396,8 +404,8 @@ def task_script(request: HttpRequest, run_id: str, task_id: str) -> HttpResponse
     context = {
         "run": run,
         "task": task,
-        "output_path": task_log_path(task, "output"),
-        "error_path": task_log_path(task, "error"),
+        "output_path": _log_location(task, "output"),
+        "error_path": _log_location(task, "error"),
     }
     return render(request, "runs/task_script.html", context)
 
@@ -408,7 +416,7 @@ def task_logs(request: HtmxHttpRequest, run_id: str, task_id: str, stream: str) 
         raise Http404("log type must be output or error")
     run = _get_run(request, run_id)
     task = _get_task(run, task_id)
-    path = task_log_path(task, stream)
+    path = _log_location(task, stream)
     text, problem, level = "", "", "info"
     if task.state == State.PENDING or not task.job_id:
         problem = "This task has not been submitted yet, so it has no log."
@@ -418,7 +426,7 @@ def task_logs(request: HtmxHttpRequest, run_id: str, task_id: str, stream: str) 
         problem = "No log file is recorded for this task."
     else:
         try:
-            text = get_adapter(run.backend).read_file(path, LOG_TAIL_BYTES)
+            text = get_adapter(run.backend).read_log(task_log(task, stream), LOG_TAIL_BYTES)
         except FileNotFoundError:
             problem = f"{path} has not been written yet."
             if task.state in states.FINISHED:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django.contrib.auth.models import User
 
-from backends.base import BackendUnavailable
+from backends.base import BackendUnavailable, shell_of
 from backends.registry import get_adapter
-from runs.engine.core import GitCheckout, create_run
+from runs.actions import GitCheckout, create_run
 from runs.models import Run, Workflow
 from runs.workflow_json import ResolvedTask, WorkflowError, validate
 from sources.git import GitError, checkout, git_ssh_env, resolve_branch
@@ -14,7 +14,7 @@ from sources.git import GitError, checkout, git_ssh_env, resolve_branch
 
 def fetch_tasks(workflow: Workflow) -> tuple[str, GitCheckout | None]:
     """Run the workflow's command (in a fresh git checkout if it has a git block)."""
-    adapter = get_adapter(workflow.backend)
+    adapter = shell_of(get_adapter(workflow.backend))
     git: GitCheckout | None = None
     cwd = None
     try:

@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     from django.contrib.auth.models import User
 
     from backends.models import Backend
-    from runs.engine.core import create_run
+    from runs.actions import create_run
     from runs.workflow_json import WorkflowError
 
     try:
@@ -204,7 +204,7 @@ def _wait(run: object) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from runs.engine import states
-    from runs.engine.core import tick
+    from runs.engine.tick import tick
     from runs.models import Run, Task
 
     assert isinstance(run, Run)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from backends.base import BackendAdapter
+from backends.base import ShellAccess
 from backends.scripts import shell_path
 
 
@@ -21,7 +21,7 @@ class GitError(RuntimeError):
 
 
 @contextmanager
-def git_ssh_env(adapter: BackendAdapter, deploy_key: str | None) -> Iterator[str]:
+def git_ssh_env(adapter: ShellAccess, deploy_key: str | None) -> Iterator[str]:
     """A ``GIT_SSH_COMMAND=... `` prefix using the deploy key, or ``""`` without one."""
     if not deploy_key:
         yield ""
@@ -41,7 +41,7 @@ def git_ssh_env(adapter: BackendAdapter, deploy_key: str | None) -> Iterator[str
         adapter.run_command(f"rm -f {shlex.quote(remote_key)}", timeout=30)
 
 
-def resolve_branch(adapter: BackendAdapter, repo: str, branch: str, ssh_env: str = "") -> str:
+def resolve_branch(adapter: ShellAccess, repo: str, branch: str, ssh_env: str = "") -> str:
     result = adapter.run_command(
         f"{ssh_env}git ls-remote {shlex.quote(repo)} {shlex.quote('refs/heads/' + branch)}", timeout=60
     )
@@ -53,7 +53,7 @@ def resolve_branch(adapter: BackendAdapter, repo: str, branch: str, ssh_env: str
 
 
 def checkout(
-    adapter: BackendAdapter, repo: str, branch: str, sha: str, parent_dir: str, ssh_env: str = "", postclone: str = ""
+    adapter: ShellAccess, repo: str, branch: str, sha: str, parent_dir: str, ssh_env: str = "", postclone: str = ""
 ) -> str:
     """Clone ``repo`` at ``sha`` into ``<parent_dir>/<sha>`` unless already there; return that path."""
     target = f"{parent_dir.rstrip('/')}/{sha}"

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from runs.engine.core import resolve_working_dir
+from runs.engine.jobspec import resolve_working_dir
 from runs.workflow_json import WorkflowError
 from sources.models import Source
 from sources.sync import UnknownWorkflowFile, dry_run_source, start_source_run, sync_source

@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from backends.models import Backend
-from runs.engine.core import tick
+from runs.engine.tick import tick
 from runs.models import Run
 
 

@@ -16,8 +16,8 @@ from openapi_schema_validator import OAS31Validator, oas31_format_checker
 from openapi_spec_validator import validate as validate_spec
 
 from backends.models import Backend
+from runs.actions import create_run
 from runs.api import api
-from runs.engine.core import create_run
 from runs.models import ApiToken, Run, Task
 from sources.models import Source
 

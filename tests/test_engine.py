@@ -12,9 +12,12 @@ from django.db.models import Count
 from backends.base import JobState, JobStatus, PollResult
 from backends.models import Backend, Environment
 from backends.registry import get_adapter
-from runs.engine import core as engine
-from runs.engine.core import cancel_run, create_run, relaunch_run, task_log_path, tick
+from runs import actions
+from runs.actions import cancel_run, create_run, relaunch_run
+from runs.engine import claim, poll
+from runs.engine.jobspec import task_log
 from runs.engine.states import ACTIVE
+from runs.engine.tick import tick
 from runs.models import Run, Task, Workflow
 from runs.workflow_command import dry_run, start_run
 from runs.workflow_json import WorkflowError
@@ -31,7 +34,7 @@ def states(run: Run) -> dict[str, str]:
 
 
 def output(task: Task) -> str:
-    return Path(task_log_path(task, "output")).read_text()
+    return Path(log_path(task, "output")).read_text()
 
 
 def test_invalid_workflow_creates_no_run(user, local_backend):
@@ -123,7 +126,7 @@ def test_cancel_stops_pending_and_running_tasks(user, local_backend, tmp_path):
     status = get_adapter(local_backend).poll([job_id]).statuses[job_id]
     assert status.state == "cancelled"
     assert not marker.exists()
-    with pytest.raises(engine.RunStateError):
+    with pytest.raises(actions.RunStateError):
         cancel_run(run)
 
 
@@ -170,7 +173,7 @@ def test_failed_cd_fails_the_task(user, local_backend, run_to_end, tmp_path):
     )
     assert states(run) == {"x": "failed"}
     assert not (tmp_path / "ran").exists()
-    assert "cannot cd to" in Path(task_log_path(run.tasks.get(), "error")).read_text()
+    assert "cannot cd to" in Path(log_path(run.tasks.get(), "error")).read_text()
 
 
 def test_retries_resubmit_a_failed_task(user, local_backend, run_to_end, tmp_path):
@@ -197,13 +200,13 @@ def test_relaunch_requeues_only_unsuccessful_tasks(user, local_backend, run_to_e
     run = run_to_end(run)
     assert run.status == Run.Status.COMPLETED
     assert (tmp_path / "ok-runs").read_text() == "once\n"  # the completed task was kept, not re-run
-    with pytest.raises(engine.RunStateError, match="nothing to relaunch"):
+    with pytest.raises(actions.RunStateError, match="nothing to relaunch"):
         relaunch_run(run)
 
 
 def test_relaunch_of_an_active_run_is_refused(user, local_backend):
     run = create_run(owner=user, backend=local_backend, payload=[t("a")], workflow_name="x")
-    with pytest.raises(engine.RunStateError, match="still pending"):
+    with pytest.raises(actions.RunStateError, match="still pending"):
         relaunch_run(run)
 
 
@@ -299,7 +302,7 @@ def test_interrupted_submit_is_reconciled_without_double_submission(user, local_
         payload=[t("a", f"echo a >> {counter}"), t("b", f"echo b >> {counter}")],
     )
     adapter = get_adapter(local_backend)
-    claimed = engine._claim(run, 10, adapter, {})
+    claimed = claim.claim_ready(run, 10, adapter, {})
     assert [task.task_id for task, _, _ in claimed] == ["a", "b"]
     # "a" reached the backend, then the worker died: nothing was recorded.
     adapter.submit([(spec, script) for task, spec, script in claimed if task.task_id == "a"])
@@ -314,8 +317,8 @@ def test_interrupted_submit_is_reconciled_without_double_submission(user, local_
 def test_a_task_is_claimed_by_one_actor_only(user, local_backend):
     run = create_run(owner=user, backend=local_backend, workflow_name="x", payload=[t("a")])
     adapter = get_adapter(local_backend)
-    first = engine._claim(run, 10, adapter, {})
-    second = engine._claim(run, 10, adapter, {})
+    first = claim.claim_ready(run, 10, adapter, {})
+    second = claim.claim_ready(run, 10, adapter, {})
     assert len(first) == 1 and second == []
 
 
@@ -345,7 +348,14 @@ def test_unknown_job_fails_only_after_grace(user, local_backend, settings):
 
 
 def _scripted_poll(answers: dict[str, tuple[JobState, int | None]]) -> PollResult:
-    return PollResult({job_id: JobStatus(job_id, state, exit_code=code) for job_id, (state, code) in answers.items()})
+    return PollResult(
+        {
+            job_id: JobStatus(
+                job_id, state, exit_code=code, never_started=state in (JobState.FAILED, JobState.CANCELLED)
+            )
+            for job_id, (state, code) in answers.items()
+        }
+    )
 
 
 def _held_chain(user: User, backend: Backend, parent: str) -> Run:
@@ -371,11 +381,11 @@ def test_held_jobs_dropped_before_their_parent_ends_wait_for_its_fate(user, loca
     dropped = {"j-child": (JobState.CANCELLED, None), "j-grandchild": (JobState.CANCELLED, None)}
 
     monkeypatch.setattr(adapter, "poll", lambda ids: _scripted_poll({"j-bad": (JobState.RUNNING, None), **dropped}))
-    engine.poll_jobs(local_backend, adapter, set())
+    poll.poll_jobs(local_backend, adapter, set())
     assert states(run) == {"bad": "running", "child": "submitted", "grandchild": "submitted"}
 
     monkeypatch.setattr(adapter, "poll", lambda ids: _scripted_poll({"j-bad": (JobState.FAILED, 3), **dropped}))
-    engine.poll_jobs(local_backend, adapter, set())
+    poll.poll_jobs(local_backend, adapter, set())
     assert states(run) == {"bad": "failed", "child": "dep_failed", "grandchild": "dep_failed"}
     assert run.tasks.get(task_id="grandchild").reason == "dependency 'child' failed"
 
@@ -391,6 +401,11 @@ def test_held_chain_dropped_after_its_parent_completed_is_queued_again(user, loc
         "j-grandchild": (JobState.CANCELLED, None),
     }
     monkeypatch.setattr(adapter, "poll", lambda ids: _scripted_poll(answers))
-    engine.poll_jobs(local_backend, adapter, set())
+    poll.poll_jobs(local_backend, adapter, set())
     assert states(run) == {"parent": "completed", "child": "pending", "grandchild": "submitted"}
     assert "queued again" in run.tasks.get(task_id="child").reason
+
+
+def log_path(task: Task, stream: str) -> str:
+    """Where the local backend put a task's output or error stream."""
+    return get_adapter(task.run.backend).log_location(task_log(task, stream))

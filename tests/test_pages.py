@@ -13,10 +13,10 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from backends.base import BackendUnavailable
+from backends.base import BackendUnavailable, TaskLog
 from backends.models import Backend
+from runs.actions import create_run
 from runs.demo import ensure_demo_setup
-from runs.engine.core import create_run
 from runs.models import ObservedJob, Run, Task, Workflow
 
 HTMX = {"HX-Request": "true"}
@@ -416,7 +416,10 @@ def test_logs_messages_for_unsubmitted_missing_and_unreachable(
     assert "<html" not in fragment and 'id="log"' in fragment
 
     class Down:
-        def read_file(self, path: str, max_bytes: int = 0) -> str:
+        def log_location(self, log: TaskLog) -> str:
+            return log.path
+
+        def read_log(self, log: TaskLog, max_bytes: int = 0) -> str:
             raise BackendUnavailable("ssh: connection refused")
 
     monkeypatch.setattr("runs.views.get_adapter", lambda backend: Down())

@@ -12,11 +12,13 @@ from collections import Counter
 
 import pytest
 
+from backends.base import shell_of
 from backends.config import validate_backend_settings
 from backends.models import Backend
 from backends.registry import get_adapter
 from backends.slurm import SlurmBackend
-from runs.engine.core import cancel_run, create_run, tick
+from runs.actions import cancel_run, create_run
+from runs.engine.tick import tick
 from runs.models import ObservedJob, Run, Task
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
 
@@ -78,7 +80,7 @@ def test_wildcard_workflow_completes(user, slurm):
     final = run.tasks.get(task_id="final")
     assert final.exit_code == 0 and final.elapsed_seconds is not None and final.queue_wait_seconds is not None
     assert "#SBATCH --job-name=final@" in final.script
-    adapter = get_adapter(slurm)
+    adapter = shell_of(get_adapter(slurm))
     assert adapter.read_file(final.output_file) == ""
 
 
@@ -132,7 +134,7 @@ def test_hostile_names_and_values_stay_inert(user, slurm, cluster):  # noqa: F81
     tasks = [t("q", 'printf "%s" "$NASTY"', env_vars={"NASTY": nasty}) | {"name": nasty}]
     run = wait_for(create_run(owner=user, backend=slurm, payload=tasks, workflow_name=nasty))
     assert run.status == Run.Status.COMPLETED, states(run)
-    assert get_adapter(slurm).read_file(run.tasks.get().output_file) == nasty
+    assert shell_of(get_adapter(slurm)).read_file(run.tasks.get().output_file) == nasty
     assert cluster.run_as_user(f"test -e {marker} && echo yes || echo no").strip() == "no"
 
 
@@ -277,12 +279,12 @@ def test_reconcile_waits_for_a_submit_batch_that_outlived_its_session(user, slur
     """A tick died (or its SSH session timed out) while its submit batch still ran on the
     login node. The next tick must find the job that batch submits, not queue the task again."""
     from backends.remote import HOLD_SUBMIT_LOCK, SUBMIT_LOCK_FILE
-    from runs import engine
+    from runs.engine import claim
 
     run = create_run(owner=user, backend=slurm, payload=[t("late", "true")], workflow_name="late")
     adapter = get_adapter(slurm)
     assert isinstance(adapter, SlurmBackend)
-    ((task, spec, script),) = engine._claim(run, 1, adapter, {})
+    ((task, spec, script),) = claim.claim_ready(run, 1, adapter, {})
     # The batch as the dead tick sent it, but slow: it calls sbatch 3 s after taking the lock.
     batch = adapter.submit_script([(spec, script)]).replace(HOLD_SUBMIT_LOCK, HOLD_SUBMIT_LOCK + "sleep 3\n", 1)
     adapter.transport.run("cat > late-batch.sh", stdin=batch.encode())
@@ -306,11 +308,11 @@ def test_unreachable_controller_at_submit_defers_instead_of_failing(user, slurm,
     """sbatch cannot reach slurmctld: the tasks wait for the next cycle, they are not failed."""
     run = create_run(owner=user, backend=slurm, payload=[t("x", "true"), t("y", "true")], workflow_name="ctld")
     adapter = get_adapter(slurm)
-    from runs import engine
+    from runs.engine import submit
 
     with cluster.slurmctld_stopped():
         changed: set[str] = set()
-        engine.submit_ready(slurm, adapter, changed)
+        submit.submit_ready(slurm, adapter, changed)
         rows = list(run.tasks.values_list("state", "reason", "job_id"))
     assert all(state == "pending" and not job_id for state, _, job_id in rows), rows
     assert all("submission deferred" in reason and "slurm controller" in reason.lower() for _, reason, _ in rows)

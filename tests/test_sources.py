@@ -13,8 +13,9 @@ from django.test import Client
 
 from backends.local import LocalBackend
 from backends.models import Backend
-from runs.engine.core import task_log_path
-from runs.models import Run
+from backends.registry import get_adapter
+from runs.engine.jobspec import task_log
+from runs.models import Run, Task
 from runs.workflow_json import WorkflowError
 from sources.models import Source
 from sources.sync import dry_run_source, source_tasks, start_source_run, sync_source
@@ -218,7 +219,7 @@ def test_run_resolves_relative_working_dir_in_checkout(git_source: Source, user,
     run = run_to_end(run)
     assert run.status == "completed", list(run.tasks.values_list("task_id", "state", "reason"))
     task = run.tasks.get(task_id="where")
-    output = Path(task_log_path(task, "output")).read_text().strip()
+    output = Path(log_path(task, "output")).read_text().strip()
     assert os.path.realpath(output) == os.path.realpath(f"{git_source.root}/sub")
 
 
@@ -293,3 +294,8 @@ def test_run_post(client_in: Client, git_source: Source) -> None:
     response = client_in.post("/sources/repo/workflows/.hut/workflows/a.json/run", {"max_concurrent": "x"})
     assert response["Location"] == "/sources/repo/workflows"
     assert client_in.post("/sources/nope/sync").status_code == 404
+
+
+def log_path(task: Task, stream: str) -> str:
+    """Where the local backend put a task's output or error stream."""
+    return get_adapter(task.run.backend).log_location(task_log(task, stream))

@@ -27,8 +27,14 @@ A run's status is derived from its tasks' counts (see :mod:`runs.engine.run_stat
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
+from typing import Any
 
-from django.db import models
+from django.db import models, transaction
+from django.db.models import Model, QuerySet
+
+from runs import events
+from runs.engine.sql import chunks, update_rows
 
 
 class TaskState(models.TextChoices):
@@ -123,3 +129,59 @@ def sources(target: str, step: Step) -> tuple[str, ...]:
 
 def allowed(source: str, target: str, step: Step) -> bool:
     return step in TRANSITIONS.get((source, target), frozenset())
+
+
+# -- the one way a task's state changes ----------------------------------------------------
+
+
+def _origins(target: str, step: Step, from_states: Sequence[str] | None) -> frozenset[str]:
+    candidates = from_states if from_states is not None else [src for src, _ in TRANSITIONS]
+    found = frozenset(src for src in candidates if allowed(src, target, step))
+    if not found:
+        raise IllegalTransition(f"{step} cannot move a task to {target} (from {', '.join(candidates)})")
+    return found
+
+
+def move(
+    tasks: Sequence[Model], step: Step, fields: Sequence[str], *, from_states: Sequence[str] | None = None
+) -> list[Any]:
+    """Save ``fields`` of the tasks whose row is still in a state from which ``step`` may
+    bring it to the task's new ``state`` (set on the instance by the caller); return them.
+
+    The conditional UPDATE every state change goes through: the rows are locked
+    (PostgreSQL) or the write lock is held (SQLite, IMMEDIATE), so a task moved by
+    another actor meanwhile is left alone. ``from_states`` narrows the table's sources.
+    A move the table does not allow raises :class:`IllegalTransition`. Call inside
+    ``transaction.atomic()``; the change is announced once it commits.
+    """
+    if not tasks:
+        return []
+    model = type(tasks[0])
+    origins = {state: _origins(state, step, from_states) for state in {t.state for t in tasks}}  # type: ignore[attr-defined]
+    every_origin = sorted(set().union(*origins.values()))
+    by_pk = {t.pk: t for t in tasks}
+    moved: list[Any] = []
+    for chunk in chunks(list(by_pk)):
+        locked = model._default_manager.select_for_update().filter(pk__in=chunk, state__in=every_origin)
+        for pk, state in locked.values_list("pk", "state"):
+            if state in origins[by_pk[pk].state]:  # type: ignore[attr-defined]
+                moved.append(by_pk[pk])
+    update_rows(moved, fields)
+    events.announce_tasks(moved)
+    return moved
+
+
+def move_all(tasks: QuerySet[Any], step: Step, target: str, from_states: Sequence[str], **values: Any) -> int:
+    """Move every task of ``tasks`` that is in ``from_states`` to ``target``, in one UPDATE."""
+    _origins(target, step, from_states)
+    if any(not allowed(src, target, step) for src in from_states):
+        raise IllegalTransition(f"{step} cannot move a task from one of {', '.join(from_states)} to {target}")
+    with transaction.atomic():
+        rows = list(tasks.select_for_update().filter(state__in=from_states).values_list("pk", "run_id"))
+        for chunk in chunks(rows):
+            tasks.model._default_manager.filter(pk__in=[pk for pk, _ in chunk]).update(state=target, **values)
+        by_run: dict[str, set[int]] = {}
+        for pk, run_id in rows:
+            by_run.setdefault(run_id, set()).add(pk)
+        events.announce(by_run, task_ids=by_run)
+    return len(rows)

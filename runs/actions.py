@@ -1,0 +1,137 @@
+"""What users do to runs: create, cancel, relaunch (and wake the ticker after each).
+
+Pages, the API and the ``scripthut`` command all call these, so a rule about who may
+do what, or what happens next, is written once. The engine never calls back here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from backends.models import Backend, Environment
+from runs import events
+from runs.engine.fields import RESET_FIELDS, reset_for_submission
+from runs.engine.insert import insert_tasks
+from runs.engine.run_status import refresh_run_status
+from runs.engine.states import ACTIVE, RUN_FINISHED, UNSUCCESSFUL, RunStatus, Step, TaskState, move, move_all
+from runs.models import Run, Task
+from runs.ticker import request_tick
+from runs.workflow_json import WorkflowError, validate
+
+log = logging.getLogger("runs.actions")
+
+
+class RunStateError(ValueError):
+    """The run is not in a state that allows the operation."""
+
+
+@dataclass
+class GitCheckout:
+    repo: str
+    branch: str
+    sha: str
+    clone_dir: str
+
+
+def create_run(
+    *,
+    owner: User,
+    backend: Backend,
+    payload: Any,
+    workflow_name: str,
+    max_concurrent: int | None = None,
+    workflow: Any = None,
+    git: GitCheckout | None = None,
+) -> Run:
+    """Validate a workflow and store it as a new run; nothing is stored if it is invalid."""
+    if max_concurrent is not None and max_concurrent < 1:
+        raise WorkflowError("max_concurrent must be at least 1")
+    if not backend.enabled:
+        raise WorkflowError(f"backend {backend.name!r} is disabled")
+    resolved = validate(payload)
+    known_envs = set(Environment.objects.values_list("name", flat=True))
+    warnings = sorted(
+        {
+            f"task {r.definition.id!r}: unknown environment {r.definition.environment!r}; "
+            "its script has no environment setup"
+            for r in resolved
+            if r.definition.environment and r.definition.environment not in known_envs
+        }
+    )
+    for warning in warnings:
+        log.warning("run of %s: %s", workflow_name, warning)
+    with transaction.atomic():
+        run = Run.objects.create(
+            owner=owner,
+            backend=backend,
+            workflow=workflow,
+            workflow_name=workflow_name,
+            max_concurrent=max_concurrent or getattr(workflow, "max_concurrent", None) or 10,
+            warnings=warnings,
+            git_repo=git.repo if git else "",
+            git_branch=git.branch if git else "",
+            git_sha=git.sha if git else "",
+            clone_dir=git.clone_dir if git else "",
+        )
+        insert_tasks(run, resolved, first_position=0, done=set())
+        events.announce([run.pk], run_status=True)
+    wake(backend)
+    return run
+
+
+def cancel_run(run: Run) -> None:
+    """Cancel pending tasks now; the next tick cancels submitted and running jobs."""
+    with transaction.atomic():
+        updated = Run.objects.filter(pk=run.pk).exclude(status__in=RUN_FINISHED).update(status=RunStatus.CANCELLED)
+        if not updated:
+            raise RunStateError(f"run {run.pk} has already finished")
+        events.announce([run.pk], run_status=True)
+        move_all(
+            Task.objects.filter(run=run),
+            Step.CANCEL,
+            TaskState.CANCELLED,
+            (TaskState.PENDING,),
+            reason="run cancelled",
+            finished_at=timezone.now(),
+        )
+    refresh_run_status(run.pk)
+    wake(run.backend)
+
+
+def relaunch_run(run: Run) -> int:
+    """Re-queue a finished run's failed, cancelled and dep_failed tasks; keep completed ones."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if not run.is_finished:
+            raise RunStateError(f"run {run.pk} is still {run.status}; wait for it or cancel it first")
+        if Task.objects.filter(run=run, state__in=ACTIVE).exists():
+            raise RunStateError(f"run {run.pk} still has jobs being cancelled; try again shortly")
+        done = set(Task.objects.filter(run=run, state=TaskState.COMPLETED).values_list("task_id", flat=True))
+        again = list(Task.objects.filter(run=run, state__in=UNSUCCESSFUL))
+        if not again:
+            raise RunStateError(f"run {run.pk} has nothing to relaunch: every task completed")
+        for task in again:
+            reset_for_submission(task)
+            task.attempt = 0
+            task.reason = "relaunched"
+            task.waiting_on = sum(1 for dep in task.resolved_deps if dep not in done)
+        move(again, Step.RELAUNCH, [*RESET_FIELDS, "attempt", "reason", "waiting_on"])
+        run.status = RunStatus.RUNNING if done else RunStatus.PENDING
+        run.finished_at = None
+        run.error = ""
+        run.save(update_fields=["status", "finished_at", "error"])
+        events.announce([run.pk], run_status=True)
+    wake(run.backend)
+    return len(again)
+
+
+def wake(backend: Backend) -> None:
+    """Ask for a tick of this backend as soon as possible."""
+    Backend.objects.filter(pk=backend.pk).update(next_poll_at=timezone.now())
+    request_tick()

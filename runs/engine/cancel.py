@@ -1,0 +1,30 @@
+"""Tick phase 2: cancel the jobs of cancelled runs that are still on the scheduler.
+
+Cancelling a run (:func:`runs.actions.cancel_run`) stops its pending tasks at once;
+the jobs already handed to the backend are cancelled here, in one call per tick.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from backends.base import BackendAdapter
+from backends.models import Backend
+from runs.engine.states import LIVE, RunStatus, Step, TaskState, move
+from runs.models import Task
+
+
+def cancel_requested(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> None:
+    tasks = list(
+        Task.objects.filter(run__backend=backend, run__status=RunStatus.CANCELLED, state__in=LIVE).exclude(job_id="")
+    )
+    if not tasks:
+        return
+    adapter.cancel([t.job_id for t in tasks])
+    now = timezone.now()
+    for task in tasks:
+        task.state, task.reason, task.finished_at = TaskState.CANCELLED, "cancelled by user", now
+    with transaction.atomic():
+        move(tasks, Step.CANCEL, ["state", "reason", "finished_at"], from_states=LIVE)
+    changed.update(t.run_id for t in tasks)

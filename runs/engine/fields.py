@@ -1,0 +1,80 @@
+"""What the engine's moves write: the fields a new attempt clears, and a job's end."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from backends.base import JobStatus
+from runs.engine.states import TaskState
+from runs.models import Task
+
+# Cleared when a task goes back to pending for another attempt.
+RESET_FIELDS = [
+    "state",
+    "job_id",
+    "submit_tag",
+    "claimed_at",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "exit_code",
+    "elapsed_seconds",
+    "node",
+    "queue_wait_seconds",
+    "cpu_efficiency",
+    "max_rss_mb",
+    "out_of_memory",
+    "native_deps",
+    "unknown_since",
+]
+
+# Written when a job ends.
+FINISH_FIELDS = [
+    "state",
+    "reason",
+    "exit_code",
+    "started_at",
+    "finished_at",
+    "elapsed_seconds",
+    "node",
+    "queue_wait_seconds",
+    "cpu_efficiency",
+    "max_rss_mb",
+    "out_of_memory",
+]
+
+
+def reset_for_submission(task: Task) -> None:
+    """Back to pending, as if never submitted (the attempt counter is the caller's)."""
+    task.state = TaskState.PENDING
+    task.job_id = ""
+    task.submit_tag = ""
+    task.claimed_at = None
+    task.submitted_at = None
+    task.started_at = None
+    task.finished_at = None
+    task.exit_code = None
+    task.elapsed_seconds = None
+    task.node = ""
+    task.queue_wait_seconds = None
+    task.cpu_efficiency = None
+    task.max_rss_mb = None
+    task.out_of_memory = False
+    task.native_deps = False
+    task.unknown_since = None
+
+
+def record_end(task: Task, state: str, status: JobStatus, now: datetime, reason: str) -> Task:
+    """Set the task's final state and what the scheduler said about the job's end."""
+    task.state = state
+    task.reason = reason
+    task.exit_code = status.exit_code
+    task.started_at = task.started_at or status.started_at
+    task.finished_at = status.finished_at or now
+    task.elapsed_seconds = status.elapsed_seconds
+    task.node = status.node or task.node
+    task.queue_wait_seconds = status.queue_wait_seconds or task.queue_wait_seconds
+    task.cpu_efficiency = status.cpu_efficiency
+    task.max_rss_mb = status.max_rss_mb
+    task.out_of_memory = status.out_of_memory
+    return task

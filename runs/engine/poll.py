@@ -1,0 +1,148 @@
+"""Tick phase 3: one poll for every job of interest on a backend, applied in batches.
+
+The poll costs the backend one call whatever the number of jobs; what it says is
+sorted into a few lists here, and each list is saved with one conditional UPDATE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from backends.base import BackendAdapter, JobState, JobStatus
+from backends.models import Backend
+from runs.engine.fields import RESET_FIELDS, record_end, reset_for_submission
+from runs.engine.finish import finish_tasks
+from runs.engine.generate import complete_generator
+from runs.engine.states import LIVE, Step, TaskState, move
+from runs.models import ObservedJob, Task
+
+
+@dataclass
+class PollOutcome:
+    """What one poll means for the tasks asked about, sorted by how it is saved."""
+
+    now: datetime
+    grace: timedelta
+    unknown_clock: list[Task] = field(default_factory=list)  # unknown_since started or stopped
+    new_reason: list[Task] = field(default_factory=list)  # still queued, for another reason
+    started: list[Task] = field(default_factory=list)
+    retrying: list[Task] = field(default_factory=list)
+    ended: list[Task] = field(default_factory=list)
+    generators: list[tuple[Task, JobStatus]] = field(default_factory=list)
+
+    def read(self, task: Task, status: JobStatus) -> None:
+        if status.state != JobState.UNKNOWN and task.unknown_since is not None:
+            task.unknown_since = None
+            self.unknown_clock.append(task)  # seen again: the clock stops
+        readers = {
+            JobState.QUEUED: self._queued,
+            JobState.RUNNING: self._running,
+            JobState.UNKNOWN: self._unknown,
+            JobState.COMPLETED: self._completed,
+            JobState.FAILED: self._failed,
+            JobState.CANCELLED: self._cancelled,
+        }
+        readers[status.state](task, status)
+
+    def _queued(self, task: Task, status: JobStatus) -> None:
+        if status.reason != task.reason:
+            task.reason = status.reason
+            self.new_reason.append(task)
+
+    def _running(self, task: Task, status: JobStatus) -> None:
+        if task.state == TaskState.SUBMITTED:
+            task.state, task.started_at, task.node, task.reason = (
+                TaskState.RUNNING,
+                status.started_at or self.now,
+                status.node,
+                "",
+            )
+            task.queue_wait_seconds = status.queue_wait_seconds
+            self.started.append(task)
+
+    def _unknown(self, task: Task, status: JobStatus) -> None:
+        # Never fail a job merely because it is absent from one poll: only once the
+        # scheduler has had no record of it for the whole grace period.
+        if task.unknown_since is None:
+            task.unknown_since = self.now
+            self.unknown_clock.append(task)
+        elif self.now - task.unknown_since > self.grace:
+            seconds = int(self.grace.total_seconds())
+            reason = f"job {task.job_id} is unknown to the scheduler (no record for {seconds}s)"
+            self.ended.append(record_end(task, TaskState.FAILED, status, self.now, reason))
+
+    def _completed(self, task: Task, status: JobStatus) -> None:
+        if task.generates_source:
+            self.generators.append((task, status))
+        else:
+            self.ended.append(record_end(task, TaskState.COMPLETED, status, self.now, ""))
+
+    def _failed(self, task: Task, status: JobStatus) -> None:
+        if task.attempt < task.retries:
+            reset_for_submission(task)
+            task.reason = f"attempt {task.attempt + 1} failed ({status.reason or 'failed'}); retrying"
+            task.attempt += 1
+            self.retrying.append(task)
+        else:
+            self.ended.append(record_end(task, TaskState.FAILED, status, self.now, status.reason or TaskState.FAILED))
+
+    def _cancelled(self, task: Task, status: JobStatus) -> None:
+        reason = status.reason or TaskState.CANCELLED
+        self.ended.append(record_end(task, TaskState.CANCELLED, status, self.now, reason))
+
+
+def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> None:
+    tasks = list(Task.objects.filter(run__backend=backend, state__in=LIVE).exclude(job_id="").select_related("run"))
+    result = adapter.poll([t.job_id for t in tasks])
+    now = timezone.now()
+    outcome = PollOutcome(now=now, grace=timedelta(seconds=settings.SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS))
+    never_started: set[int] = set()
+    for task in tasks:
+        status = result.statuses.get(task.job_id) or JobStatus(task.job_id, JobState.UNKNOWN)
+        if status.never_started:
+            never_started.add(task.pk)
+        outcome.read(task, status)
+    with transaction.atomic():
+        move(outcome.unknown_clock, Step.POLL, ["unknown_since"], from_states=LIVE)
+        move(outcome.new_reason, Step.POLL, ["reason"], from_states=(TaskState.SUBMITTED,))
+        fields = ["state", "started_at", "node", "reason", "queue_wait_seconds"]
+        changed.update(t.run_id for t in move(outcome.started, Step.POLL, fields))
+        changed.update(t.run_id for t in move(outcome.retrying, Step.POLL, [*RESET_FIELDS, "attempt", "reason"]))
+    for task, status in outcome.generators:
+        if complete_generator(task, status, adapter, now):
+            changed.add(task.run_id)
+    changed.update(t.run_id for t in finish_tasks(outcome.ended, never_started))
+    store_observed(backend, result.observed, {t.job_id: t for t in tasks}, now)
+
+
+def store_observed(backend: Backend, observed: Sequence[JobStatus], ours: dict[str, Task], now: datetime) -> None:
+    """Replace the backend's observed jobs with what this poll saw."""
+    with transaction.atomic():
+        ObservedJob.objects.filter(backend=backend).delete()
+        ObservedJob.objects.bulk_create(
+            [
+                ObservedJob(
+                    backend=backend,
+                    job_id=s.job_id,
+                    task=ours.get(s.job_id),
+                    name=s.name[:255],
+                    user=s.user,
+                    state=s.state.value,
+                    reason=s.reason[:255],
+                    partition=s.partition,
+                    cpus=s.cpus,
+                    node=s.node,
+                    submitted_at=s.submitted_at,
+                    started_at=s.started_at,
+                    last_seen_at=now,
+                )
+                for s in observed
+            ],
+            batch_size=1000,
+        )

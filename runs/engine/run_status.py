@@ -1,0 +1,45 @@
+"""A run's status follows from its tasks' counts; nothing else sets it but a cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count
+from django.utils import timezone
+
+from runs import events
+from runs.engine.states import UNFINISHED, RunStatus, TaskState
+from runs.models import Run, Task
+
+
+def derive_status(run: Run, counts: dict[str, int]) -> dict[str, Any]:
+    """The run fields that the task counts imply (status, finished_at)."""
+    total = sum(counts.values())
+    unfinished = sum(counts.get(s, 0) for s in UNFINISHED)
+    if run.status == RunStatus.CANCELLED:
+        # A cancelled run is finished once its last job has been cancelled.
+        return {"finished_at": timezone.now()} if unfinished == 0 and not run.finished_at else {}
+    if unfinished == 0 and total:
+        completed = counts.get(TaskState.COMPLETED, 0) == total
+        return {
+            "status": RunStatus.COMPLETED if completed else RunStatus.FAILED,
+            "finished_at": run.finished_at or timezone.now(),
+        }
+    started = total - counts.get(TaskState.PENDING, 0)
+    return {"status": RunStatus.RUNNING if started else RunStatus.PENDING}
+
+
+def refresh_run_status(run_id: str) -> None:
+    """Derive a run's status from its task counts and save it if it changed."""
+    counts = dict(
+        Task.objects.filter(run_id=run_id).values_list("state").annotate(n=Count("id")).values_list("state", "n")
+    )
+    run = Run.objects.get(pk=run_id)
+    fields = derive_status(run, counts)
+    if not any(getattr(run, k) != v for k, v in fields.items()):
+        return
+    runs = Run.objects.filter(pk=run_id)
+    if "status" in fields:
+        runs = runs.exclude(status=RunStatus.CANCELLED)  # never overwrite a cancellation made meanwhile
+    if runs.update(**fields):
+        events.announce([run_id], run_status=True)

@@ -1,0 +1,100 @@
+"""Tick phase 4: submit ready tasks within each run's and the backend's max_concurrent,
+all in one batch (one round trip to a remote backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from backends.base import BackendAdapter, BackendUnavailable, SubmitResult
+from backends.models import Backend, Environment
+from runs import events
+from runs.engine.claim import Claimed, claim_held, claim_ready
+from runs.engine.fields import RESET_FIELDS, reset_for_submission
+from runs.engine.finish import mark_dep_failed
+from runs.engine.reconcile import mark_submitted
+from runs.engine.states import ACTIVE, RUN_UNFINISHED, Step, TaskState, move
+from runs.models import Run, Task
+
+
+def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> None:
+    batch = fill_batch(backend, adapter, changed)
+    if not batch:
+        return
+    try:
+        results = adapter.submit([(spec, script) for _, spec, script in batch])
+    except BackendUnavailable:
+        # The adapter guarantees nothing was submitted: put the tasks back.
+        tasks = [task for task, _, _ in batch]
+        for task in tasks:
+            reset_for_submission(task)
+        with transaction.atomic():
+            move(tasks, Step.SUBMIT, ["state", "submit_tag", "claimed_at"])
+        raise
+    # Anything else that escapes leaves the tasks `submitting` for reconciliation.
+    now = timezone.now()
+    apply_results(batch, results, now)
+    started = {task.run_id for task, _, _ in batch}
+    if Run.objects.filter(pk__in=started, started_at__isnull=True).update(started_at=now):
+        events.announce(started, run_status=True)
+
+
+def fill_batch(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> list[Claimed]:
+    """Claim ready tasks, oldest run first, until the backend or the runs are full.
+
+    Claiming may fail tasks whose script cannot be rendered: every run it looked at is
+    added to ``changed``."""
+    room = backend.max_concurrent - Task.objects.filter(run__backend=backend, state__in=ACTIVE).count()
+    if room <= 0:
+        return []
+    runs = list(Run.objects.filter(backend=backend, status__in=RUN_UNFINISHED).order_by("created_at"))
+    environments = {e.name: e for e in Environment.objects.all()} if runs else {}
+    batch: list[Claimed] = []
+    for run in runs:
+        if room <= 0:
+            break
+        take = min(room, run.max_concurrent - Task.objects.filter(run=run, state__in=ACTIVE).count())
+        if take <= 0:
+            continue
+        claimed = claim_ready(run, take, adapter, environments)
+        if adapter.supports_native_dependencies and len(claimed) < take:
+            claimed += claim_held(run, take - len(claimed), adapter, environments, claimed)
+        batch += claimed
+        room -= len(claimed)
+        changed.add(run.pk)
+    return batch
+
+
+def apply_results(batch: Sequence[Claimed], results: Sequence[SubmitResult], now: datetime) -> None:
+    by_tag = {spec.tag: task for task, spec, _ in batch}
+    mark_submitted([(by_tag[r.tag], r.job_id) for r in results if r.job_id], now, Step.SUBMIT)
+    retry_later: list[Task] = []
+    rejected: list[Task] = []
+    for result in results:
+        if result.job_id:
+            continue
+        task = by_tag[result.tag]
+        if task.native_deps and (not result.error or result.parent_gone):
+            # Its parent was not submitted, or left the scheduler: submit it normally later.
+            reset_for_submission(task)
+            task.reason = f"held submission deferred: {result.error or 'a parent was not submitted'}"
+            retry_later.append(task)
+        elif result.retry or not result.error:
+            # Not sent, or the scheduler cannot take it just now: a pause, not a failure.
+            reset_for_submission(task)
+            task.reason = f"submission deferred: {result.error or 'not sent'}"
+            retry_later.append(task)
+        else:
+            task.state, task.reason, task.finished_at = (
+                TaskState.FAILED,
+                f"rejected by the scheduler: {result.error}",
+                now,
+            )
+            rejected.append(task)
+    with transaction.atomic():
+        move(retry_later, Step.SUBMIT, [*RESET_FIELDS, "reason"])
+        for task in move(rejected, Step.SUBMIT, ["state", "reason", "finished_at"]):
+            mark_dep_failed(task.run_id, [task.task_id])

@@ -1,0 +1,103 @@
+"""The tick: for each backend that is due, under its lease, run the four phases.
+
+1. reconcile (:mod:`~runs.engine.reconcile`): tasks an interrupted submit left ``submitting``;
+2. cancel (:mod:`~runs.engine.cancel`): jobs of cancelled runs;
+3. poll (:mod:`~runs.engine.poll`): one call for every job of interest;
+4. submit (:mod:`~runs.engine.submit`): ready tasks, in one batch.
+
+Then the status of every run that changed is derived again from its tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from backends.base import BackendAdapter, BackendUnavailable
+from backends.models import Backend
+from backends.registry import get_adapter
+from runs.engine.cancel import cancel_requested
+from runs.engine.poll import poll_jobs
+from runs.engine.reconcile import reconcile_submitting
+from runs.engine.run_status import refresh_run_status
+from runs.engine.submit import submit_ready
+from runs.models import PortalSettings
+
+log = logging.getLogger("runs.engine")
+
+CLUSTER_INFO_EVERY = timedelta(minutes=5)
+
+
+def tick(*, force: bool = False) -> None:
+    """One cycle over every enabled backend that is due (or all, with ``force``)."""
+    now = timezone.now()
+    for backend in Backend.objects.filter(enabled=True):
+        if not force and backend.next_poll_at and backend.next_poll_at > now:
+            continue
+        lease = take_lease(backend)
+        if lease is None:
+            continue  # another worker is ticking this backend
+        try:
+            tick_backend(backend)
+        finally:
+            Backend.objects.filter(pk=backend.pk, lease_owner=lease).update(lease_until=None, lease_owner="")
+
+
+def take_lease(backend: Backend) -> str | None:
+    """One tick per backend at a time: a conditional UPDATE takes the lease."""
+    now = timezone.now()
+    token = uuid.uuid4().hex
+    taken = (
+        Backend.objects.filter(pk=backend.pk)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(lease_until=now + timedelta(seconds=settings.SCRIPTHUT_BACKEND_LEASE_SECONDS), lease_owner=token)
+    )
+    return token if taken else None
+
+
+def poll_interval(backend: Backend) -> int:
+    return backend.poll_interval or PortalSettings.load().poll_interval
+
+
+def tick_backend(backend: Backend) -> None:
+    """Reconcile, cancel, poll and submit for one backend; the caller holds its lease."""
+    changed: set[str] = set()
+    status: str = Backend.Status.OK
+    message = ""
+    try:
+        adapter = get_adapter(backend)
+        reconcile_submitting(backend, adapter, changed)
+        cancel_requested(backend, adapter, changed)
+        poll_jobs(backend, adapter, changed)
+        submit_ready(backend, adapter, changed)
+        refresh_cluster_info(backend, adapter)
+    except BackendUnavailable as exc:
+        # Runs wait; nothing is marked failed because the backend cannot be reached.
+        status, message = Backend.Status.UNREACHABLE, str(exc)
+        log.warning("backend %s unreachable: %s", backend.name, exc)
+    except Exception as exc:
+        status, message = backend.status, f"tick failed: {exc}"
+        log.exception("tick of backend %s failed", backend.name)
+    finally:
+        for run_id in changed:
+            refresh_run_status(run_id)
+        now = timezone.now()
+        Backend.objects.filter(pk=backend.pk).update(
+            status=status,
+            status_message=message,
+            last_polled_at=now,
+            next_poll_at=now + timedelta(seconds=poll_interval(backend)),
+        )
+
+
+def refresh_cluster_info(backend: Backend, adapter: BackendAdapter) -> None:
+    """Partitions, idle/total nodes and CPUs, disk usage: not worth a round trip every poll."""
+    now = timezone.now()
+    if backend.cluster_info_at and now - backend.cluster_info_at < CLUSTER_INFO_EVERY:
+        return
+    Backend.objects.filter(pk=backend.pk).update(cluster_info=adapter.cluster_info().to_json(), cluster_info_at=now)
