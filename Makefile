@@ -30,6 +30,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/pytest -q tests/test_architecture.py   # no import cycles, complexity <= 15, modules <= 400 lines
 
 ## Benchmarks (figures, not pass/fail); DATABASE_URL picks the database.
 bench: setup

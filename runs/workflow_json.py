@@ -192,35 +192,16 @@ def resolve(
     never matches the task that declares it.
     """
     existing = set(existing_ids)
-    problems: list[str] = []
-    seen: set[str] = set()
-    for task in new_tasks:
-        if task.id in seen or task.id in existing:
-            problems.append(f"duplicate task id {task.id!r}")
-        seen.add(task.id)
-    if problems:
-        raise WorkflowError(problems[:20])
-
+    seen = _unique_ids(new_tasks, existing)
     index = _IdIndex(existing | seen)
+    problems: list[str] = []
     resolved: list[ResolvedTask] = []
     for task in new_tasks:
-        deps: list[str] = []
-        dep_set: set[str] = set()
-        for pattern in task.deps:
-            matches = [m for m in index.match(pattern) if m != task.id or pattern == task.id]
-            if not matches:
-                problems.append(f"task {task.id!r}: dependency {pattern!r} matches no task")
-                continue
-            for m in matches:
-                if m not in dep_set:
-                    dep_set.add(m)
-                    deps.append(m)
-        resolved.append(ResolvedTask(task, deps))
+        resolved.append(ResolvedTask(task, _expand_deps(task, index, problems)))
         if len(problems) >= 20:
             break
     if problems:
         raise WorkflowError(problems)
-
     by_id = {r.definition.id: r for r in resolved}
     for r in resolved:
         for dep in r.resolved_deps:
@@ -230,6 +211,29 @@ def resolve(
     if cycle:
         raise WorkflowError("dependency cycle: " + " -> ".join(cycle))
     return resolved
+
+
+def _unique_ids(new_tasks: Sequence[TaskDefinition], existing: set[str]) -> set[str]:
+    problems: list[str] = []
+    seen: set[str] = set()
+    for task in new_tasks:
+        if task.id in seen or task.id in existing:
+            problems.append(f"duplicate task id {task.id!r}")
+        seen.add(task.id)
+    if problems:
+        raise WorkflowError(problems[:20])
+    return seen
+
+
+def _expand_deps(task: TaskDefinition, index: _IdIndex, problems: list[str]) -> list[str]:
+    """The task ids its deps match, in order, without repeats; a dep matching none is a problem."""
+    deps: dict[str, None] = {}  # ordered set
+    for pattern in task.deps:
+        matches = [m for m in index.match(pattern) if m != task.id or pattern == task.id]
+        if not matches:
+            problems.append(f"task {task.id!r}: dependency {pattern!r} matches no task")
+        deps.update(dict.fromkeys(matches))
+    return list(deps)
 
 
 def find_cycle(graph: Mapping[str, ResolvedTask]) -> list[str] | None:

@@ -87,14 +87,7 @@ def claim_held(
     Walks from the run's live jobs and this batch's jobs to their pending dependents,
     level by level, so the cost follows the jobs in flight, not the size of the run.
     """
-    # task id -> job id (on the scheduler) or tag (in this batch) of possible parents
-    live = {
-        task_id: (job_id, "")
-        for task_id, job_id in Task.objects.filter(run=run, state__in=LIVE, generates_source="", retries=0)
-        .exclude(job_id="")
-        .values_list("task_id", "job_id")
-    }
-    live.update({t.task_id: ("", spec.tag) for t, spec, _ in claimed_now if not t.generates_source and not t.retries})
+    live = _possible_parents(run, claimed_now)
     frontier = set(
         child
         for deps in Task.objects.filter(run=run, task_id__in=list(live)).values_list("dependents", flat=True)
@@ -102,20 +95,42 @@ def claim_held(
     )
     result: list[Claimed] = []
     while frontier and len(result) < limit:
-        candidates: list[Task] = []
-        for chunk in chunks(sorted(frontier)):
-            candidates += Task.objects.filter(run=run, task_id__in=chunk, state=TaskState.PENDING, waiting_on__gt=0)
-        candidates.sort(key=lambda t: t.position)
-        dep_ids = {d for t in candidates for d in t.resolved_deps if d not in live}
-        completed: set[str] = set()
-        for chunk in chunks(sorted(dep_ids)):
-            done = Task.objects.filter(run=run, task_id__in=chunk, state=TaskState.COMPLETED)
-            completed.update(done.values_list("task_id", flat=True))
-        ready = [t for t in candidates if all(d in live or d in completed for d in t.resolved_deps)]
-        ready = ready[: limit - len(result)]
+        ready = _ready_if_held(run, frontier, live)[: limit - len(result)]
         held_on = {t.task_id: [live[d] for d in t.resolved_deps if d in live] for t in ready}
         newly = claim_tasks(run, ready, adapter, environments, held_on)
         result += newly
-        live.update({t.task_id: ("", spec.tag) for t, spec, _ in newly if not t.generates_source and not t.retries})
+        live.update(_parents_in(newly))
         frontier = {child for t, _, _ in newly for child in t.dependents}
     return result
+
+
+def _parents_in(claimed: Sequence[Claimed]) -> dict[str, tuple[str, str]]:
+    # A generator's dependents wait for its file, and a task with retries may run again:
+    # neither can be waited on inside the scheduler.
+    return {t.task_id: ("", spec.tag) for t, spec, _ in claimed if not t.generates_source and not t.retries}
+
+
+def _possible_parents(run: Run, claimed_now: Sequence[Claimed]) -> dict[str, tuple[str, str]]:
+    """Task id -> (job id on the scheduler, or tag in this batch) of the tasks a held job may wait on."""
+    on_scheduler = (
+        Task.objects.filter(run=run, state__in=LIVE, generates_source="", retries=0)
+        .exclude(job_id="")
+        .values_list("task_id", "job_id")
+    )
+    live = {task_id: (job_id, "") for task_id, job_id in on_scheduler}
+    live.update(_parents_in(claimed_now))
+    return live
+
+
+def _ready_if_held(run: Run, frontier: set[str], live: dict[str, tuple[str, str]]) -> list[Task]:
+    """Pending tasks of ``frontier`` whose every dependency is completed or live, in order."""
+    candidates: list[Task] = []
+    for chunk in chunks(sorted(frontier)):
+        candidates += Task.objects.filter(run=run, task_id__in=chunk, state=TaskState.PENDING, waiting_on__gt=0)
+    candidates.sort(key=lambda t: t.position)
+    dep_ids = {d for t in candidates for d in t.resolved_deps if d not in live}
+    completed: set[str] = set()
+    for chunk in chunks(sorted(dep_ids)):
+        done = Task.objects.filter(run=run, task_id__in=chunk, state=TaskState.COMPLETED)
+        completed.update(done.values_list("task_id", flat=True))
+    return [t for t in candidates if all(d in live or d in completed for d in t.resolved_deps)]
