@@ -22,7 +22,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, reset_queries  # noqa: E402
 
 from backends import registry  # noqa: E402
-from backends.base import BackendAdapter, CommandResult, JobSpec, JobState, JobStatus, PollResult, SubmitResult  # noqa: E402
+from backends.base import BackendAdapter, JobSpec, JobState, JobStatus, PollResult, SubmitResult, TaskLog  # noqa: E402
 from backends.models import Backend  # noqa: E402
 from runs.actions import create_run  # noqa: E402
 from runs.engine.tick import tick  # noqa: E402
@@ -48,11 +48,11 @@ class InstantBackend(BackendAdapter):
     def cancel(self, job_ids: Sequence[str]) -> None:
         pass
 
-    def read_file(self, path: str, max_bytes: int = 0) -> str:
-        raise FileNotFoundError(path)
+    def log_location(self, log: TaskLog) -> str:
+        return log.path
 
-    def run_command(self, command: str, **kwargs: object) -> CommandResult:
-        return CommandResult(0, "", "")
+    def read_log(self, log: TaskLog, max_bytes: int = 0) -> str:
+        raise FileNotFoundError(log.path)
 
 
 def workflow(groups: int, per_group: int) -> list[dict]:

@@ -1,27 +1,23 @@
 """The task state machine: every state, every group of states, every allowed move.
 
-A task is created ``pending``. A tick *claims* it (``submitting``, with a unique tag
-the job will carry), *submits* it (``submitted``, with the scheduler's job id), and
-*polls* it until it ends. Nothing else moves a task, and every move goes through
-:func:`runs.engine.moves.move` (one conditional UPDATE per batch), which refuses any
-move that is not in :data:`TRANSITIONS`::
+A task is created ``pending``. A tick *claims* it (``submitting``, with a unique tag the
+job will carry), *submits* it (``submitted``, with the scheduler's job id) and *polls*
+it until it ends. Every move goes through :func:`move` (one conditional UPDATE per
+batch), which refuses any move that is not in :data:`TRANSITIONS`::
 
-                      claim                 submit                 poll
-    pending ───────────────▶ submitting ───────────────▶ submitted ─────────▶ running
-       ▲  │                 │     │    (reconcile finds it)  │                   │
-       │  │                 │     └── submit/reconcile: ─────┼─ back to pending  │
-       │  │                 │         not sent, try again    │                   │
-       │  │                 └─ claim/submit: rejected ──▶ failed ◀──── poll ─────┤
-       │  │                                                  │                   │
-       │  ├── cancel ──▶ cancelled ◀────── cancel / poll ────┴───────────────────┤
-       │  └── dependency ──▶ dep_failed ◀── dependency (held on a failed parent) ┤
-       │                                                                         │
-       ├──── poll: a failed attempt with retries left, or a held job the ◀───────┤
-       │     scheduler dropped after its parents completed                       │
-       └──── relaunch: failed, cancelled and dep_failed tasks of a finished run  │
-                                                                 completed ◀─────┘
+  pending ─claim─▶ submitting ─submit/reconcile─▶ submitted ─poll─▶ running
+     │                 │                              │                │
+     │                 │                              └──────poll──────┴──▶ completed, failed, cancelled
+     │                 ├─submit: rejected──────────────────────────────────▶ failed
+     │                 └─submit/reconcile: not sent────────────────────────▶ pending
+     ├─claim: its script cannot be rendered────────────────────────────────▶ failed
+     ├─cancel──────────────────────────────────────────────────────────────▶ cancelled ◀─cancel─ submitted, running
+     └─dependency──────────────────────────────────────────────────────────▶ dep_failed ◀─dependency/poll─ held jobs
 
-A run's status is derived from its tasks' counts (see :mod:`runs.engine.run_status`).
+  back to pending:  poll      from submitted/running (a retry; a held job dropped after its parents completed)
+                    relaunch  from failed, cancelled, dep_failed (a finished run's unsuccessful tasks)
+
+A run's status follows from its tasks' counts (:mod:`runs.engine.run_status`).
 """
 
 from __future__ import annotations
