@@ -4,6 +4,7 @@ scripthut serve [--config F] [--host H] [--port P]
 scripthut run WORKFLOW.json --backend NAME [--max-concurrent N] [--wait]
 scripthut import-config F
 scripthut createtoken USERNAME
+scripthut rotate-keys [--new-key]                  (re-encrypt stored secrets with the newest key)
 scripthut migrate | createsuperuser | shell | ...   (any manage.py command)
 """
 
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 COMMANDS = ("serve", "run", "import-config", "createtoken")
+DASHED_COMMANDS = ("rotate-keys",)  # Django commands spelled with a dash on our command line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _django_command(argv: list[str]) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scripthut_site.settings")
+    if argv[0] in DASHED_COMMANDS:
+        argv = [argv[0].replace("-", "_"), *argv[1:]]
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(["scripthut", *argv])
