@@ -15,7 +15,7 @@ from typing import Annotated, Any, cast
 
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.models import User
-from django.db.models import Count, QuerySet
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotAllowed
 from django.urls import URLPattern, URLResolver
 from django.utils import timezone
@@ -29,6 +29,7 @@ from runs.actions import RunStateError, cancel_run, create_run, relaunch_run
 from runs.engine import states
 from runs.engine.states import RunStatus, TaskState
 from runs.models import ApiToken, Run, Task
+from runs.pages import visible_run
 from runs.workflow_json import TaskDefinition, WorkflowError
 from sources.models import Source
 
@@ -284,19 +285,6 @@ class RunFilter(Schema):
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _visible_runs(user: User) -> QuerySet[Run]:
-    runs = Run.objects.select_related("backend", "owner")
-    return runs if user.is_staff or user.is_superuser else runs.filter(owner=user)
-
-
-def _lookup(request: HttpRequest, run_id: str) -> Run:
-    # Someone else's run is a 404, not a 403: its existence is not disclosed.
-    run = _visible_runs(_caller(request)).filter(pk=run_id).first()
-    if run is None:
-        raise Http404(f"run {run_id!r} not found")
-    return run
-
-
 def _state_counts(run_ids: list[str]) -> dict[str, dict[str, int]]:
     """Task counts per state for a page of runs, in one query."""
     counts: dict[str, dict[str, int]] = {rid: dict.fromkeys(TaskState.values, 0) for rid in run_ids}
@@ -389,7 +377,7 @@ def start_run(request: HttpRequest, payload: RunCreateIn) -> Status[dict[str, An
 @api.get("/runs", response={200: RunPageOut, 400: ErrorOut, 401: ErrorOut}, tags=["runs"])
 def list_runs(request: HttpRequest, filters: Query[RunFilter]) -> dict[str, Any]:
     """The caller's runs (staff: everyone's), newest first."""
-    runs = _visible_runs(_caller(request))
+    runs = Run.objects.visible_to(_caller(request)).select_related("backend", "owner")
     if filters.status:
         runs = runs.filter(status=filters.status)
     page = list(runs.order_by("-created_at", "-pk")[filters.offset : filters.offset + filters.limit])
@@ -400,7 +388,7 @@ def list_runs(request: HttpRequest, filters: Query[RunFilter]) -> dict[str, Any]
 @api.get("/runs/{run_id}", response={200: RunDetailOut, 401: ErrorOut, 404: ErrorOut}, tags=["runs"])
 def get_run(request: HttpRequest, run_id: str) -> dict[str, Any]:
     """One run with its tasks, in workflow order."""
-    return _detail(_lookup(request, run_id))
+    return _detail(visible_run(_caller(request), run_id))
 
 
 @api.post(
@@ -410,7 +398,7 @@ def get_run(request: HttpRequest, run_id: str) -> dict[str, Any]:
 )
 def cancel(request: HttpRequest, run_id: str) -> dict[str, Any]:
     """Cancel a run: pending tasks at once, submitted and running jobs on the next tick."""
-    run = _lookup(request, run_id)
+    run = visible_run(_caller(request), run_id)
     cancel_run(run)
     run.refresh_from_db(fields=["status"])
     return {"id": run.pk, "status": run.status}
@@ -423,7 +411,7 @@ def cancel(request: HttpRequest, run_id: str) -> dict[str, Any]:
 )
 def relaunch(request: HttpRequest, run_id: str) -> dict[str, Any]:
     """Re-queue a finished run's failed, cancelled and dep_failed tasks."""
-    run = _lookup(request, run_id)
+    run = visible_run(_caller(request), run_id)
     requeued = relaunch_run(run)
     run.refresh_from_db(fields=["status"])
     return {"id": run.pk, "status": run.status, "requeued": requeued}

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.paginator import Paginator
-from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
+from django.db.models import BooleanField, Count, ExpressionWrapper, Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -31,6 +30,7 @@ from runs.actions import RunStateError, cancel_run, relaunch_run
 from runs.engine import states
 from runs.engine.jobspec import task_log
 from runs.models import ObservedJob, Run, Task, Workflow
+from runs.pages import visible_run, visible_task
 from runs.workflow_command import dry_run, start_run
 from runs.workflow_json import ResolvedTask, WorkflowError
 
@@ -95,25 +95,6 @@ SHOW_FIRST: dict[str, int] = {
 # -- helpers ---------------------------------------------------------------------------
 
 
-def visible_runs(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Run]:
-    """Staff see every run; everyone else only their own."""
-    runs = Run.objects.all()
-    if not getattr(user, "is_staff", False):
-        runs = runs.filter(owner_id=user.pk)
-    return runs
-
-
-def _get_run(request: HttpRequest, run_id: str) -> Run:
-    # Another user's run is a 404, not a 403: its existence is not ours to reveal.
-    return get_object_or_404(visible_runs(request.user).select_related("owner", "backend"), pk=run_id)
-
-
-def _get_task(run: Run, task_id: str) -> Task:
-    task = get_object_or_404(Task, run=run, task_id=task_id)
-    task.run = run  # already loaded, with its backend
-    return task
-
-
 def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -169,9 +150,9 @@ def _jobs_context(request: HttpRequest) -> dict[str, Any]:
     external_jobs = list(external[: JOB_ROWS + 1])
     external_cut = len(external_jobs) > JOB_ROWS
     external_jobs = external_jobs[:JOB_ROWS]
-    viewer = request.user
     # Link runs only where the run page would not be a 404 for this viewer.
-    openable = {t.run_id for t in our_jobs if getattr(viewer, "is_staff", False) or t.run.owner_id == viewer.pk}
+    shown_runs = {t.run_id for t in our_jobs}
+    openable = set(Run.objects.visible_to(request.user).filter(pk__in=shown_runs).values_list("pk", flat=True))
 
     users = set(Run.objects.values_list("owner__username", flat=True).distinct())
     external_users = ObservedJob.objects.filter(task__isnull=True).exclude(user="")
@@ -235,7 +216,7 @@ class RunRow:
 
 @require_GET
 def run_list(request: HtmxHttpRequest) -> HttpResponse:
-    runs = visible_runs(request.user).select_related("owner", "backend")
+    runs = Run.objects.visible_to(request.user).select_related("owner", "backend")
     page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
     page_runs: list[Run] = list(page.object_list)
     counts = _state_counts(r.pk for r in page_runs)
@@ -352,20 +333,20 @@ def _run_items_context(request: HttpRequest, run: Run) -> dict[str, Any]:
 
 @require_GET
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
-    run = _get_run(request, run_id)
+    run = visible_run(request.user, run_id)
     return render(request, "runs/run_detail.html", _run_items_context(request, run))
 
 
 @require_GET
 def run_items(request: HttpRequest, run_id: str) -> HttpResponse:
     """The live part of the run page; its root drops ``hx-trigger`` once the run finished."""
-    run = _get_run(request, run_id)
+    run = visible_run(request.user, run_id)
     return render(request, "runs/_run_items.html", _run_items_context(request, run))
 
 
 @require_POST
 def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
-    run = _get_run(request, run_id)
+    run = visible_run(request.user, run_id)
     try:
         cancel_run(run)
     except RunStateError as exc:
@@ -377,7 +358,7 @@ def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
 
 @require_POST
 def run_relaunch(request: HttpRequest, run_id: str) -> HttpResponse:
-    run = _get_run(request, run_id)
+    run = visible_run(request.user, run_id)
     try:
         count = relaunch_run(run)
     except RunStateError as exc:
@@ -399,8 +380,8 @@ def _log_location(task: Task, stream: str) -> str:
 
 @require_GET
 def task_script(request: HttpRequest, run_id: str, task_id: str) -> HttpResponse:
-    run = _get_run(request, run_id)
-    task = _get_task(run, task_id)
+    task = visible_task(request.user, run_id, task_id)
+    run = task.run
     context = {
         "run": run,
         "task": task,
@@ -414,8 +395,8 @@ def task_script(request: HttpRequest, run_id: str, task_id: str) -> HttpResponse
 def task_logs(request: HtmxHttpRequest, run_id: str, task_id: str, stream: str) -> HttpResponse:
     if stream not in ("output", "error"):
         raise Http404("log type must be output or error")
-    run = _get_run(request, run_id)
-    task = _get_task(run, task_id)
+    task = visible_task(request.user, run_id, task_id)
+    run = task.run
     path = _log_location(task, stream)
     text, problem, level = "", "", "info"
     if task.state == State.PENDING or not task.job_id:
