@@ -74,6 +74,7 @@ TASK_ROW_FIELDS = (
     "queue_wait_seconds",
     "cpu_efficiency",
     "max_rss_mb",
+    "out_of_memory",
     "memory",
     "cpus",
     "native_deps",

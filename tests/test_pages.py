@@ -288,7 +288,7 @@ def test_run_rows_show_wait_efficiency_and_pending_reasons(
 
 
 def test_efficiency_is_red_when_out_of_memory_and_empty_when_unknown(alice_client: Client, run: Run) -> None:
-    # A failed OOM task that used all its CPU is still red: the reason says it ran out of memory.
+    # A failed OOM task that used all its CPU is still red: the backend says it ran out of memory.
     _finish(
         run,
         "prep.data",
@@ -298,6 +298,7 @@ def test_efficiency_is_red_when_out_of_memory_and_empty_when_unknown(alice_clien
         max_rss_mb=4096,
         memory="4G",
         reason="out of memory (OUT_OF_MEMORY)",
+        out_of_memory=True,
     )
     # The local backend measures nothing: the cell stays empty.
     _finish(run, "sim.1")
@@ -318,7 +319,7 @@ def test_efficiency_filters() -> None:
     assert efficiency_class(task(cpu_efficiency=0.1)) == "eff-low"
     assert efficiency_class(task(cpu_efficiency=0.9, max_rss_mb=100)) == "eff-low"  # 100 MB of 4 GB
     assert efficiency_class(task(cpu_efficiency=0.9, max_rss_mb=2048)) == "eff-ok"
-    assert efficiency_class(task(state=Task.State.FAILED, reason="OUT_OF_MEMORY")) == "eff-low"
+    assert efficiency_class(task(state=Task.State.FAILED, reason="OUT_OF_MEMORY", out_of_memory=True)) == "eff-low"
     assert efficiency_class(task(cpu_efficiency=0.9, memory="lots", max_rss_mb=1)) == "eff-ok"  # request unknown
     assert efficiency_class(task()) == ""  # not measured (local backend)
     assert efficiency_class(task(state=Task.State.RUNNING, cpu_efficiency=0.1)) == ""  # not finished
