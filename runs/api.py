@@ -29,7 +29,7 @@ from runs.actions import RunStateError, cancel_run, create_run, relaunch_run
 from runs.engine import states
 from runs.engine.states import RunStatus, TaskState
 from runs.models import ApiToken, Run, Task
-from runs.pages import visible_run
+from runs.pages import RunRow, run_rows, task_rows, visible_run
 from runs.workflow_json import TaskDefinition, WorkflowError
 from sources.models import Source
 
@@ -285,16 +285,8 @@ class RunFilter(Schema):
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _state_counts(run_ids: list[str]) -> dict[str, dict[str, int]]:
-    """Task counts per state for a page of runs, in one query."""
-    counts: dict[str, dict[str, int]] = {rid: dict.fromkeys(TaskState.values, 0) for rid in run_ids}
-    rows = Task.objects.filter(run_id__in=run_ids).values_list("run_id", "state").annotate(n=Count("id"))
-    for run_id, state, n in rows:
-        counts[run_id][state] = n
-    return counts
-
-
-def _summary(run: Run, counts: dict[str, int]) -> dict[str, Any]:
+def _summary(row: RunRow) -> dict[str, Any]:
+    run = row.run
     return {
         "id": run.pk,
         "workflow_name": run.workflow_name,
@@ -305,25 +297,11 @@ def _summary(run: Run, counts: dict[str, int]) -> dict[str, Any]:
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
-        "counts": counts,
+        "counts": row.counts,
     }
 
 
 def _detail(run: Run) -> dict[str, Any]:
-    # Only the columns shown: a 10,000-task run should not drag every script along.
-    tasks = run.tasks.only(
-        "task_id",
-        "name",
-        "state",
-        "job_id",
-        "exit_code",
-        "reason",
-        "submitted_at",
-        "started_at",
-        "finished_at",
-        "elapsed_seconds",
-        "deps",
-    ).order_by("position")
     return {
         "id": run.pk,
         "status": run.status,
@@ -335,22 +313,24 @@ def _detail(run: Run) -> dict[str, Any]:
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
-        "tasks": [
-            {
-                "id": t.task_id,
-                "name": t.name,
-                "state": t.state,
-                "job_id": t.job_id,
-                "exit_code": t.exit_code,
-                "reason": t.reason,
-                "submitted_at": t.submitted_at,
-                "started_at": t.started_at,
-                "finished_at": t.finished_at,
-                "elapsed_seconds": t.duration_seconds,
-                "deps": t.deps,
-            }
-            for t in tasks
-        ],
+        # The same rows as the run page (only the columns shown: not every script).
+        "tasks": [_task(t) for t in task_rows(run)],
+    }
+
+
+def _task(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.task_id,
+        "name": task.name,
+        "state": task.state,
+        "job_id": task.job_id,
+        "exit_code": task.exit_code,
+        "reason": task.reason,
+        "submitted_at": task.submitted_at,
+        "started_at": task.started_at,
+        "finished_at": task.finished_at,
+        "elapsed_seconds": task.duration_seconds,
+        "deps": task.deps,
     }
 
 
@@ -381,8 +361,7 @@ def list_runs(request: HttpRequest, filters: Query[RunFilter]) -> dict[str, Any]
     if filters.status:
         runs = runs.filter(status=filters.status)
     page = list(runs.order_by("-created_at", "-pk")[filters.offset : filters.offset + filters.limit])
-    counts = _state_counts([run.pk for run in page])
-    return {"count": runs.count(), "items": [_summary(run, counts[run.pk]) for run in page]}
+    return {"count": runs.count(), "items": [_summary(row) for row in run_rows(page)]}
 
 
 @api.get("/runs/{run_id}", response={200: RunDetailOut, 401: ErrorOut, 404: ErrorOut}, tags=["runs"])

@@ -8,13 +8,10 @@ polling by leaving ``hx-trigger`` out once there is nothing left to follow.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib import messages
-from django.core.paginator import Paginator
-from django.db.models import BooleanField, Count, ExpressionWrapper, Q
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -29,8 +26,8 @@ from backends.registry import get_adapter
 from runs.actions import RunStateError, cancel_run, relaunch_run
 from runs.engine import states
 from runs.engine.jobspec import task_log
-from runs.models import ObservedJob, Run, Task, Workflow
-from runs.pages import visible_run, visible_task
+from runs.models import ObservedJob, Run, Task, Workflow, task_group
+from runs.pages import run_list_context, run_page, visible_run, visible_task
 from runs.workflow_command import dry_run, start_run
 from runs.workflow_json import ResolvedTask, WorkflowError
 
@@ -44,75 +41,10 @@ class HtmxHttpRequest(HttpRequest):
 
 
 JOB_ROWS = 500  # per jobs table on the dashboard
-RUNS_PER_PAGE = 50
-ROWS_PER_GROUP = 200  # task rows shown per group on the run page
-ROWS_PER_PAGE = 2000  # task rows shown on the run page overall
-GROUP_PAGE_SIZE = 500  # rows per page when one group is opened on its own
 LOG_TAIL_BYTES = 256 * 1024
-IN_CHUNK = 500  # ids per IN (...) clause
-
-# Task fields the run page's rows need; the script and command texts stay in the database.
-TASK_ROW_FIELDS = (
-    "id",
-    "run_id",
-    "task_id",
-    "name",
-    "state",
-    "reason",
-    "job_id",
-    "exit_code",
-    "attempt",
-    "retries",
-    "started_at",
-    "finished_at",
-    "elapsed_seconds",
-    "submitted_at",
-    "node",
-    "output_file",
-    "error_file",
-    # queue wait, resource use (against what was requested) and scheduler-held dependencies
-    "queue_wait_seconds",
-    "cpu_efficiency",
-    "max_rss_mb",
-    "out_of_memory",
-    "memory",
-    "cpus",
-    "native_deps",
-)
-RETRYABLE = (State.FAILED, State.CANCELLED, State.DEP_FAILED)
-# Which rows a capped group shows first (lower first).
-SHOW_FIRST: dict[str, int] = {
-    State.FAILED: 0,
-    State.RUNNING: 1,
-    State.SUBMITTING: 2,
-    State.SUBMITTED: 2,
-    State.CANCELLED: 3,
-    State.DEP_FAILED: 4,
-    State.PENDING: 5,
-    State.COMPLETED: 6,
-}
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _state_counts(run_ids: Iterable[str]) -> dict[str, dict[str, int]]:
-    """Per-state task counts of many runs in one aggregate query."""
-    result: dict[str, dict[str, int]] = {}
-    rows = (
-        Task.objects.filter(run_id__in=list(run_ids))
-        .values("run_id", "state")
-        .annotate(n=Count("id"))
-        .values_list("run_id", "state", "n")
-    )
-    for run_id, state, n in rows:
-        result.setdefault(run_id, {})[state] = n
-    return result
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -205,144 +137,27 @@ def filter_toggle(request: HttpRequest) -> HttpResponse:
 # -- runs ------------------------------------------------------------------------------
 
 
-@dataclass
-class RunRow:
-    run: Run
-    counts: dict[str, int]
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-
 @require_GET
 def run_list(request: HtmxHttpRequest) -> HttpResponse:
-    runs = Run.objects.visible_to(request.user).select_related("owner", "backend")
-    page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
-    page_runs: list[Run] = list(page.object_list)
-    counts = _state_counts(r.pk for r in page_runs)
-    context = {
-        "rows": [RunRow(run, counts.get(run.pk, {})) for run in page_runs],
-        "page": page,
-        "poll": any(not r.is_finished for r in page_runs),
-        "show_owner": True,
-    }
+    context = run_list_context(request.user, request.GET.get("page"))
     template = "runs/_run_table.html" if request.htmx else "runs/run_list.html"
     return _htmx_aware(render(request, template, context))
 
 
-@dataclass
-class GroupView:
-    name: str
-    counts: Counter[str] = field(default_factory=Counter)
-    pks: list[int] = field(default_factory=list)  # of the rows to show
-    rows: list[Task] = field(default_factory=list)
-    total: int = 0
-
-    @property
-    def label(self) -> str:
-        return self.name or "(no group)"
-
-    @property
-    def hidden(self) -> int:
-        return self.total - len(self.pks)
-
-    @property
-    def unfinished(self) -> bool:
-        return any(self.counts.get(s) for s in (State.PENDING, *states.ACTIVE))
-
-
-def _group_of(task_id: str) -> str:
-    head, dot, _ = task_id.rpartition(".")  # same rule as Task.group
-    return head if dot else ""
-
-
-def _run_items_context(request: HttpRequest, run: Run) -> dict[str, Any]:
-    """Counts per state and per group, and the task rows to show, in a few queries.
-
-    One light query reads (pk, task_id, state) of every task to count per group; then
-    only the rows to be shown are loaded, so a 10,000-task run renders quickly.
-    """
-    focus = request.GET.get("group")
-    light = list(Task.objects.filter(run=run).order_by("position").values_list("pk", "task_id", "state"))
-    counts: Counter[str] = Counter()
-    groups: dict[str, GroupView] = {}
-    for _, task_id, state in light:
-        counts[state] += 1
-        group = groups.setdefault(_group_of(task_id), GroupView(_group_of(task_id)))
-        group.counts[state] += 1
-        group.total += 1
-
-    page = None
-    if focus is not None:
-        if focus not in groups:
-            raise Http404("no such group in this run")
-        shown = [groups[focus]]
-        in_focus = [pk for pk, task_id, _ in light if _group_of(task_id) == focus]
-        page = Paginator(in_focus, GROUP_PAGE_SIZE).get_page(request.GET.get("page"))
-        shown[0].pks = list(page.object_list)
-    else:
-        shown = list(groups.values())
-        members: dict[str, list[tuple[int, int, str]]] = {}
-        for index, (pk, task_id, state) in enumerate(light):
-            members.setdefault(_group_of(task_id), []).append((index, pk, state))
-        budget = ROWS_PER_PAGE
-        for group in shown:
-            take = min(ROWS_PER_GROUP, budget)
-            rows = members[group.name]
-            if len(rows) > take:
-                # A capped group shows the tasks that need attention first (failed,
-                # running, queued), then upcoming ones; always listed in workflow order.
-                rows = sorted(sorted(rows, key=lambda r: (SHOW_FIRST.get(r[2], 9), r[0]))[:take])
-            group.pks = [pk for _, pk, _ in rows]
-            budget -= len(group.pks)
-
-    wanted = [pk for g in shown for pk in g.pks]
-    tasks = (
-        Task.objects.filter(run=run)
-        .only(*TASK_ROW_FIELDS)
-        .annotate(has_script=ExpressionWrapper(~Q(script=""), output_field=BooleanField()))
-    )
-    if len(wanted) == len(light):
-        by_pk = {t.pk: t for t in tasks}
-    else:
-        by_pk = {t.pk: t for chunk in _chunks(wanted) for t in tasks.filter(pk__in=chunk)}
-    for group in shown:
-        group.rows = [by_pk[pk] for pk in group.pks if pk in by_pk]
-
-    active = sum(counts.get(s, 0) for s in states.ACTIVE)
-    query = {"group": focus} if focus is not None else {}
-    if page is not None and page.number > 1:
-        query["page"] = str(page.number)
-    return {
-        "run": run,
-        "counts": dict(counts),
-        "total": len(light),
-        "groups": shown,
-        "group_count": len(groups),
-        "focus": focus,
-        "page": page,
-        "poll": not run.is_finished,
-        "can_cancel": not run.is_finished,
-        "can_relaunch": run.is_finished and not active and any(counts.get(s) for s in RETRYABLE),
-        "items_url": reverse("run_items", args=[run.pk]) + (f"?{urlencode(query)}" if query else ""),
-        # Many groups: open only the ones with work left, so the page stays scannable.
-        "collapse_done": len(groups) > 8,
-        "rows_per_group": ROWS_PER_GROUP,
-    }
+def _run_page_context(request: HttpRequest, run_id: str) -> dict[str, Any]:
+    run = visible_run(request.user, run_id)
+    return run_page(run, request.GET.get("group"), request.GET.get("page")).context()
 
 
 @require_GET
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
-    run = visible_run(request.user, run_id)
-    return render(request, "runs/run_detail.html", _run_items_context(request, run))
+    return render(request, "runs/run_detail.html", _run_page_context(request, run_id))
 
 
 @require_GET
 def run_items(request: HttpRequest, run_id: str) -> HttpResponse:
     """The live part of the run page; its root drops ``hx-trigger`` once the run finished."""
-    run = visible_run(request.user, run_id)
-    return render(request, "runs/_run_items.html", _run_items_context(request, run))
+    return render(request, "runs/_run_items.html", _run_page_context(request, run_id))
 
 
 @require_POST
@@ -489,7 +304,7 @@ def workflow_dry_run(request: HttpRequest, name: str) -> HttpResponse:
         "workflow": workflow,
         "tasks": tasks,
         "error": error,
-        "groups": len({_group_of(t.definition.id) for t in tasks}),
+        "groups": len({task_group(t.definition.id) for t in tasks}),
     }
     return render(request, "runs/workflow_dry_run.html", context)
 

@@ -15,9 +15,10 @@ from django.utils import timezone
 
 from backends.base import BackendUnavailable, TaskLog
 from backends.models import Backend
+from runs import pages
 from runs.actions import create_run
 from runs.demo import ensure_demo_setup
-from runs.models import ObservedJob, Run, Task, Workflow
+from runs.models import ApiToken, ObservedJob, Run, Task, Workflow
 
 HTMX = {"HX-Request": "true"}
 JSON = {"Accept": "application/json"}
@@ -153,6 +154,31 @@ def test_run_list_counts_and_owner_filter(alice_client: Client, run: Run, other:
     assert "1 completed" in page and "1 running" in page and "2 pending" in page
     assert "1/4" in page
     assert "seg-completed" in page and "seg-running" in page
+
+
+def test_run_page_its_partial_and_the_api_report_the_same_counts(
+    alice_client: Client, user: User, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Task.objects.filter(run=run, task_id="prep.data").update(state=Task.State.COMPLETED)
+    Task.objects.filter(run=run, task_id="sim.1").update(state=Task.State.FAILED)
+    counted: list[list[str]] = []
+
+    def spy(run_ids: Any) -> dict[str, dict[str, int]]:
+        counted.append(list(run_ids))
+        return real(counted[-1])
+
+    real = pages.state_counts
+    monkeypatch.setattr(pages, "state_counts", spy)
+    full = alice_client.get(reverse("run_detail", args=[run.pk]))
+    partial = alice_client.get(reverse("run_items", args=[run.pk]), headers=HTMX)
+    api = Client(headers={"Authorization": f"Token {ApiToken.issue(user)}"})
+    (listed,) = api.get("/api/runs").json()["items"]
+
+    expected = {state: 0 for state in Task.State.values} | {"completed": 1, "failed": 1, "pending": 2}
+    assert full.context["counts"] == partial.context["counts"] == listed["counts"] == expected
+    assert counted == [[run.pk]] * 3  # all three asked the one function
+    for response in (full, partial):
+        assert "1 completed" in _text(response) and "1 failed" in _text(response) and "2 pending" in _text(response)
 
 
 def test_cancel_and_relaunch(alice_client: Client, run: Run) -> None:
