@@ -15,7 +15,6 @@ from typing import Annotated, Any, cast
 
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.models import User
-from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotAllowed
 from django.urls import URLPattern, URLResolver
 from django.utils import timezone
@@ -26,7 +25,7 @@ from pydantic import BeforeValidator, ConfigDict, WithJsonSchema
 
 from backends.models import Backend
 from runs.actions import RunStateError, cancel_run, create_run, relaunch_run
-from runs.engine import states
+from runs.dashboard import active_tasks_per_backend
 from runs.engine.states import RunStatus, TaskState
 from runs.models import ApiToken, Run, Task
 from runs.pages import RunRow, run_rows, task_rows, visible_run
@@ -417,7 +416,7 @@ def list_sources(request: HttpRequest) -> list[dict[str, Any]]:
 @api.get("/backends", response={200: list[BackendOut], 401: ErrorOut}, tags=["backends"])
 def list_backends(request: HttpRequest) -> list[dict[str, Any]]:
     """Backends with their last poll result and the slots in use."""
-    active = dict(Task.objects.filter(state__in=states.ACTIVE).values_list("run__backend_id").annotate(n=Count("id")))
+    active = active_tasks_per_backend()
     return [
         {
             "name": b.name,

@@ -7,26 +7,23 @@ polling by leaving ``hx-trigger`` out once there is nothing left to follow.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from django.contrib import messages
-from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
-from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from backends.base import BackendUnavailable
-from backends.models import Backend
 from backends.registry import get_adapter
 from runs.actions import RunStateError, cancel_run, relaunch_run
+from runs.dashboard import dashboard_context
 from runs.engine import states
 from runs.engine.jobspec import task_log
-from runs.models import ObservedJob, Run, Task, Workflow, task_group
+from runs.models import Task, Workflow, task_group
 from runs.pages import run_list_context, run_page, visible_run, visible_task
 from runs.workflow_command import dry_run, start_run
 from runs.workflow_json import ResolvedTask, WorkflowError
@@ -40,7 +37,6 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-JOB_ROWS = 500  # per jobs table on the dashboard
 LOG_TAIL_BYTES = 256 * 1024
 
 
@@ -64,57 +60,7 @@ def _htmx_aware(response: HttpResponse) -> HttpResponse:
 def _jobs_context(request: HttpRequest) -> dict[str, Any]:
     only_mine = bool(request.session.get("only_mine"))
     selected = request.user.get_username() if only_mine else request.GET.get("user", "").strip()
-
-    ours = (
-        Task.objects.filter(state__in=(State.SUBMITTED, State.RUNNING))
-        .select_related("run", "run__owner", "run__backend")
-        .defer("script", "command", "deps", "resolved_deps", "dependents", "env_vars")
-        .order_by("run__created_at", "position")
-    )
-    external = ObservedJob.objects.filter(task__isnull=True).select_related("backend").order_by("backend", "job_id")
-    if selected:
-        ours = ours.filter(run__owner__username=selected)
-        external = external.filter(user=selected)
-
-    # One row more than shown tells whether the table was cut.
-    our_jobs = list(ours[: JOB_ROWS + 1])
-    our_cut = len(our_jobs) > JOB_ROWS
-    our_jobs = our_jobs[:JOB_ROWS]
-    external_jobs = list(external[: JOB_ROWS + 1])
-    external_cut = len(external_jobs) > JOB_ROWS
-    external_jobs = external_jobs[:JOB_ROWS]
-    # Link runs only where the run page would not be a 404 for this viewer.
-    shown_runs = {t.run_id for t in our_jobs}
-    openable = set(Run.objects.visible_to(request.user).filter(pk__in=shown_runs).values_list("pk", flat=True))
-
-    users = set(Run.objects.values_list("owner__username", flat=True).distinct())
-    external_users = ObservedJob.objects.filter(task__isnull=True).exclude(user="")
-    users |= set(external_users.values_list("user", flat=True).distinct())
-    users.add(request.user.get_username())
-
-    active = dict(
-        Task.objects.filter(state__in=states.ACTIVE)
-        .values("run__backend_id")
-        .annotate(n=Count("id"))
-        .values_list("run__backend_id", "n")
-    )
-    backends = [(backend, active.get(backend.pk, 0)) for backend in Backend.objects.all()]
-
-    return {
-        "our_jobs": our_jobs,
-        "our_counts": Counter(t.state for t in our_jobs),
-        "our_jobs_truncated": our_cut,
-        "openable_runs": openable,
-        "external_jobs": external_jobs,
-        "external_counts": Counter(j.state for j in external_jobs),
-        "external_jobs_truncated": external_cut,
-        "job_rows": JOB_ROWS,
-        "users": sorted(u for u in users if u),
-        "selected_user": selected,
-        "only_mine": only_mine,
-        "backends": backends,
-        "jobs_url": reverse("jobs") + (f"?{urlencode({'user': selected})}" if selected and not only_mine else ""),
-    }
+    return dashboard_context(request.user, selected, only_mine)
 
 
 @require_GET

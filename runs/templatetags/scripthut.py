@@ -131,90 +131,15 @@ def efficiency_class(task: Task) -> str:
     return result.css if result else ""
 
 
-# -- backends' cluster information -----------------------------------------------------
-
-PARTITIONS_SHOWN = 8
-
-
-@dataclass
-class PartitionView:
-    name: str
-    default: bool
-    up: bool
-    state: str
-    nodes: int
-    allocated: int
-    idle: int
-    other: int
-    total: int
-
-    def _percent(self, part: int) -> float:
-        return part * 100.0 / self.total if self.total else 0.0
-
-    @property
-    def allocated_percent(self) -> float:
-        return self._percent(self.allocated)
-
-    @property
-    def other_percent(self) -> float:
-        return self._percent(self.other)
-
-    @property
-    def idle_percent(self) -> float:
-        return self._percent(self.idle)
-
-
-def _int(value: Any) -> int:
-    try:
-        return max(int(value), 0)
-    except (TypeError, ValueError):
-        return 0
+# -- sizes ------------------------------------------------------------------------------
 
 
 @register.filter
-def partitions(cluster_info: Mapping[str, Any] | None) -> list[PartitionView]:
-    """The ``partitions`` of a backend's ``cluster_info``, tolerant of missing keys."""
-    rows = (cluster_info or {}).get("partitions") or []
-    result = []
-    for row in rows:
-        if not isinstance(row, Mapping):
-            continue
-        available = str(row.get("available", "up") or "up").lower()
-        result.append(
-            PartitionView(
-                name=str(row.get("partition", "?")),
-                default=bool(row.get("default")),
-                up=available in ("up", ""),
-                state=str(row.get("state", "")),
-                nodes=_int(row.get("nodes")),
-                allocated=_int(row.get("cpus_allocated")),
-                idle=_int(row.get("cpus_idle")),
-                other=_int(row.get("cpus_other")),
-                total=_int(row.get("cpus_total")),
-            )
-        )
-    return result
-
-
-@register.filter
-def first_partitions(rows: list[PartitionView]) -> list[PartitionView]:
-    return rows[:PARTITIONS_SHOWN]
-
-
-@register.filter
-def more_partitions(rows: list[PartitionView]) -> list[PartitionView]:
-    return rows[PARTITIONS_SHOWN:]
-
-
-@register.filter
-def disk_size(mb: float | int | str | None) -> str:
+def disk_size(mb: float | None) -> str:
     """``12.5 MB``, ``3.2 GB``, ``1.1 TB``; empty when unknown."""
     if mb is None:
         return ""
-    try:
-        value = float(mb)
-    except ValueError:
-        return ""
+    value = float(mb)
     for unit in ("MB", "GB"):
         if value < 1024:
             return f"{short_number(value)} {unit}"
