@@ -7,6 +7,7 @@ polling by leaving ``hx-trigger`` out once there is nothing left to follow.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
@@ -21,14 +22,12 @@ from backends.base import BackendUnavailable
 from backends.registry import get_adapter
 from runs.actions import RunStateError, cancel_run, relaunch_run
 from runs.dashboard import dashboard_context
-from runs.engine import states
 from runs.engine.jobspec import task_log
+from runs.engine.states import TaskState
 from runs.models import Task, Workflow, task_group
 from runs.pages import run_list_context, run_page, visible_run, visible_task
 from runs.workflow_command import dry_run, start_run
 from runs.workflow_json import ResolvedTask, WorkflowError
-
-State = Task.State
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -143,9 +142,8 @@ def _log_location(task: Task, stream: str) -> str:
 @require_GET
 def task_script(request: HttpRequest, run_id: str, task_id: str) -> HttpResponse:
     task = visible_task(request.user, run_id, task_id)
-    run = task.run
     context = {
-        "run": run,
+        "run": task.run,
         "task": task,
         "output_path": _log_location(task, "output"),
         "error_path": _log_location(task, "error"),
@@ -153,44 +151,54 @@ def task_script(request: HttpRequest, run_id: str, task_id: str) -> HttpResponse
     return render(request, "runs/task_script.html", context)
 
 
+@dataclass(frozen=True)
+class LogRead:
+    text: str = ""
+    problem: str = ""  # why there is no text to show
+    level: str = "info"  # of the problem: "error" when something is broken
+
+
+def _read_log(task: Task, stream: str, path: str) -> LogRead:
+    """The tail of a task's log, or why it cannot be shown."""
+    if task.state == TaskState.PENDING or not task.job_id:
+        if task.is_finished:
+            return LogRead(problem=f"This task never ran ({task.get_state_display()}), so it has no log.")
+        return LogRead(problem="This task has not been submitted yet, so it has no log.")
+    if not path:
+        return LogRead(problem="No log file is recorded for this task.")
+    backend = task.run.backend
+    try:
+        return LogRead(text=get_adapter(backend).read_log(task_log(task, stream), LOG_TAIL_BYTES))
+    except FileNotFoundError:
+        if task.is_finished:
+            return LogRead(problem=f"{path} does not exist on backend {backend.name}.")
+        return LogRead(problem=f"{path} has not been written yet.")
+    except BackendUnavailable as exc:
+        return LogRead(problem=f"Backend {backend.name} is unreachable: {exc}", level="error")
+    except OSError as exc:
+        return LogRead(problem=f"Cannot read {path}: {exc.strerror or exc}", level="error")
+
+
 @require_GET
 def task_logs(request: HtmxHttpRequest, run_id: str, task_id: str, stream: str) -> HttpResponse:
     if stream not in ("output", "error"):
         raise Http404("log type must be output or error")
     task = visible_task(request.user, run_id, task_id)
-    run = task.run
     path = _log_location(task, stream)
-    text, problem, level = "", "", "info"
-    if task.state == State.PENDING or not task.job_id:
-        problem = "This task has not been submitted yet, so it has no log."
-        if task.state in states.FINISHED:
-            problem = f"This task never ran ({task.get_state_display()}), so it has no log."
-    elif not path:
-        problem = "No log file is recorded for this task."
-    else:
-        try:
-            text = get_adapter(run.backend).read_log(task_log(task, stream), LOG_TAIL_BYTES)
-        except FileNotFoundError:
-            problem = f"{path} has not been written yet."
-            if task.state in states.FINISHED:
-                problem = f"{path} does not exist on backend {run.backend.name}."
-        except BackendUnavailable as exc:
-            problem, level = f"Backend {run.backend.name} is unreachable: {exc}", "error"
-        except OSError as exc:
-            problem, level = f"Cannot read {path}: {exc.strerror or exc}", "error"
+    log = _read_log(task, stream, path)
     context = {
-        "run": run,
+        "run": task.run,
         "task": task,
         "stream": stream,
         "path": path,
-        "text": text,
-        "problem": problem,
-        "problem_level": level,
+        "text": log.text,
+        "problem": log.problem,
+        "problem_level": log.level,
         # A full tail means the file is at least that long: say it was cut.
-        "truncated": len(text.encode()) >= LOG_TAIL_BYTES,
+        "truncated": len(log.text.encode()) >= LOG_TAIL_BYTES,
         "tail_kib": LOG_TAIL_BYTES // 1024,
         "poll": task.is_active,
-        "log_url": reverse("task_logs", args=[run.pk, task.task_id, stream]),
+        "log_url": reverse("task_logs", args=[run_id, task.task_id, stream]),
     }
     template = "runs/_log.html" if request.htmx else "runs/task_logs.html"
     return _htmx_aware(render(request, template, context))
@@ -226,6 +234,19 @@ def _task_json(item: ResolvedTask) -> dict[str, Any]:
     return item.definition.model_dump() | {"resolved_deps": item.resolved_deps}
 
 
+def _dry_run_json(workflow: Workflow, tasks: list[ResolvedTask], error: str) -> JsonResponse:
+    if error:
+        return JsonResponse({"workflow": workflow.name, "error": error}, status=400)
+    return JsonResponse(
+        {
+            "workflow": workflow.name,
+            "backend": workflow.backend.name,
+            "count": len(tasks),
+            "tasks": [_task_json(t) for t in tasks],
+        }
+    )
+
+
 @require_GET
 def workflow_dry_run(request: HttpRequest, name: str) -> HttpResponse:
     workflow = get_object_or_404(Workflow.objects.select_related("backend"), name=name)
@@ -236,16 +257,7 @@ def workflow_dry_run(request: HttpRequest, name: str) -> HttpResponse:
     except WorkflowError as exc:
         error = str(exc)
     if _wants_json(request):
-        if error:
-            return JsonResponse({"workflow": workflow.name, "error": error}, status=400)
-        return JsonResponse(
-            {
-                "workflow": workflow.name,
-                "backend": workflow.backend.name,
-                "count": len(tasks),
-                "tasks": [_task_json(t) for t in tasks],
-            }
-        )
+        return _dry_run_json(workflow, tasks, error)
     context = {
         "workflow": workflow,
         "tasks": tasks,

@@ -82,3 +82,22 @@ def test_visible_to_hides_another_users_run_its_tasks_and_jobs(
     assert set(Run.objects.visible_to(staff)) == {mine, theirs}
     assert Task.objects.visible_to(staff).count() == 4
     assert ObservedJob.objects.visible_to(staff).count() == 3
+
+
+def test_dashboard_lists_every_live_job_but_names_only_visible_runs(
+    client: Client, user: User, bob: User, local_backend: Backend
+) -> None:
+    theirs = _run_of(bob, local_backend)
+    Task.objects.filter(run=theirs, task_id="sim.1").update(state=Task.State.RUNNING, job_id="job-88", node="n9")
+    ObservedJob.objects.create(backend=local_backend, job_id="ext-9", user="dave", state="queued")
+
+    client.force_login(user)
+    page = client.get(reverse("dashboard")).content.decode()
+    # The scheduler shows every job to every user; ScriptHut does not add bob's names to it.
+    assert "job-88" in page and "n9" in page and "ext-9" in page and '<option value="bob"' in page
+    assert "bob-flow" not in page and ">sim.1<" not in page
+    assert reverse("run_detail", args=[theirs.pk]) not in page
+
+    client.force_login(bob)
+    page = client.get(reverse("dashboard")).content.decode()
+    assert "bob-flow" in page and ">sim.1<" in page and reverse("run_detail", args=[theirs.pk]) in page

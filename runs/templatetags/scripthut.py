@@ -1,4 +1,5 @@
-"""Display helpers for ScriptHut pages: durations, state colours, progress bars, efficiency."""
+"""Display helpers for ScriptHut pages: durations, state colours and labels, progress bars,
+numbers and sizes. The rules behind what they show live elsewhere (runs.efficiency, runs.pages)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from typing import Any
 from django import template
 from django.utils import timezone
 
+from backends.base import JobState
 from backends.units import format_duration
 from runs.efficiency import Efficiency, efficiency_of
+from runs.engine import states
+from runs.engine.states import TaskState
 from runs.models import Task
 from runs.numbers import gigabytes, short_number
 
@@ -20,20 +24,20 @@ register = template.Library()
 # Order of the segments in a stacked progress bar: finished work first, then the
 # work in flight, then what is still waiting, so the bar "fills" left to right.
 PROGRESS_ORDER: tuple[str, ...] = (
-    "completed",
-    "failed",
-    "dep_failed",
-    "cancelled",
-    "running",
-    "submitted",
-    "submitting",
-    "queued",  # external jobs' scheduler state
-    "pending",
-    "unknown",
+    TaskState.COMPLETED,
+    TaskState.FAILED,
+    TaskState.DEP_FAILED,
+    TaskState.CANCELLED,
+    TaskState.RUNNING,
+    TaskState.SUBMITTED,
+    TaskState.SUBMITTING,
+    JobState.QUEUED,  # external jobs' scheduler state
+    TaskState.PENDING,
+    JobState.UNKNOWN,
 )
 
 # Labels for states where the raw value reads badly.
-STATE_LABELS = {"dep_failed": "dep failed"}
+STATE_LABELS: dict[str, str] = {TaskState.DEP_FAILED: "dep failed"}
 
 
 @dataclass
@@ -94,7 +98,7 @@ def progress_segments(counts: Mapping[str, int]) -> list[Segment]:
 def progress_bar(counts: Mapping[str, int], size: str = "") -> dict[str, Any]:
     """A stacked bar with one coloured segment per task state."""
     total = sum(counts.values())
-    done = sum(counts.get(s, 0) for s in ("completed", "failed", "dep_failed", "cancelled"))
+    done = sum(counts.get(s, 0) for s in states.FINISHED)
     return {
         "segments": progress_segments(counts),
         "total": total,
