@@ -37,11 +37,6 @@ def other(db: None) -> User:
 
 
 @pytest.fixture
-def staff(db: None) -> User:
-    return User.objects.create_user("carol", password="pw-carol-123", is_staff=True)
-
-
-@pytest.fixture
 def alice_client(client: Client, user: User) -> Client:
     client.force_login(user)
     return client

@@ -18,16 +18,6 @@ CHAIN = [
 
 
 @pytest.fixture
-def bob(db: None) -> User:
-    return User.objects.create_user("bob", password="pw-bob-12345")
-
-
-@pytest.fixture
-def staff(db: None) -> User:
-    return User.objects.create_user("carol", password="pw-carol-123", is_staff=True)
-
-
-@pytest.fixture
 def root(db: None) -> User:
     """A superuser who is not staff: an admin account that cannot log in to /admin/."""
     return User.objects.create_user("root", password="pw-root-1234", is_superuser=True, is_staff=False)
