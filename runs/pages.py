@@ -7,7 +7,7 @@ result (a template context, a JSON body), so a page and the API cannot disagree.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 
 from runs.engine import states
+from runs.engine.sql import chunks
 from runs.engine.states import TaskState
 from runs.models import Run, Task, Viewer, task_group
 
@@ -25,7 +26,6 @@ RUNS_PER_PAGE = 50
 ROWS_PER_GROUP = 200  # task rows shown per group on the run page
 ROWS_PER_PAGE = 2000  # task rows shown on the run page overall
 GROUP_PAGE_SIZE = 500  # rows per page when one group is opened on its own
-IN_CHUNK = 500  # ids per IN (...) clause
 
 # Task fields the pages' rows and the API need; the script and command texts stay in the database.
 TASK_ROW_FIELDS = (
@@ -145,11 +145,6 @@ def task_rows(run: Run) -> QuerySet[Task]:
     )
 
 
-def _chunks(items: Sequence[int], size: int = IN_CHUNK) -> Iterator[Sequence[int]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 # -- the run page: groups, their counts, the rows to show ----------------------------------
 
 # (pk, task_id, state) of every task of a run, in workflow order: enough to count and choose.
@@ -245,12 +240,8 @@ def run_page(run: Run, focus: str | None = None, page_number: str | None = None)
     if focus is None:
         shown = _choose_capped_rows(groups, light)
     else:
-        if focus not in groups:
-            raise Http404("no such group in this run")
+        page = _choose_focus_rows(groups, light, focus, page_number)
         shown = [groups[focus]]
-        in_focus = [pk for pk, task_id, _ in light if task_group(task_id) == focus]
-        page = Paginator(in_focus, GROUP_PAGE_SIZE).get_page(page_number)
-        shown[0].pks = list(page.object_list)
     _load_rows(run, shown, every_row=sum(len(g.pks) for g in shown) == len(light))
     counts = state_counts([run.pk])[run.pk]
     return RunPage(run=run, counts=counts, groups=shown, group_count=len(groups), focus=focus, page=page)
@@ -284,12 +275,24 @@ def _choose_capped_rows(groups: dict[str, GroupView], light: list[Light]) -> lis
     return list(groups.values())
 
 
+def _choose_focus_rows(
+    groups: dict[str, GroupView], light: list[Light], focus: str, page_number: str | None
+) -> Page[int]:
+    """One page of the rows of group ``focus``; 404 when the run has no such group."""
+    if focus not in groups:
+        raise Http404("no such group in this run")
+    in_focus = [pk for pk, task_id, _ in light if task_group(task_id) == focus]
+    page = Paginator(in_focus, GROUP_PAGE_SIZE).get_page(page_number)
+    groups[focus].pks = list(page.object_list)
+    return page
+
+
 def _load_rows(run: Run, shown: list[GroupView], every_row: bool) -> None:
     tasks = task_rows(run)
     if every_row:  # one query without a long IN list
         by_pk = {t.pk: t for t in tasks}
     else:
         wanted = [pk for g in shown for pk in g.pks]
-        by_pk = {t.pk: t for chunk in _chunks(wanted) for t in tasks.filter(pk__in=chunk)}
+        by_pk = {t.pk: t for chunk in chunks(wanted) for t in tasks.filter(pk__in=chunk)}
     for group in shown:
         group.rows = [by_pk[pk] for pk in group.pks if pk in by_pk]

@@ -1,6 +1,7 @@
 """Server-rendered pages: the jobs dashboard, runs and their tasks, task logs, workflows.
 
-Views stay thin: they pick rows with a handful of queries and hand them to templates.
+Views stay thin: their data comes from runs.pages (runs, the run page, task rows; the
+API calls the same functions) and runs.dashboard, and they hand it to templates.
 Live parts of a page are htmx partials polled by the page itself; a partial stops
 polling by leaving ``hx-trigger`` out once there is nothing left to follow.
 """
