@@ -8,28 +8,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import wraps
 from inspect import iscoroutinefunction
-from typing import Annotated, Any, cast
+from typing import Any, cast
 
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.models import User
-from django.db.models import Count, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotAllowed
 from django.urls import URLPattern, URLResolver
 from django.utils import timezone
-from ninja import Field, NinjaAPI, Query, Schema, Status
+from ninja import NinjaAPI, Query, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyHeader
-from pydantic import BeforeValidator, ConfigDict, WithJsonSchema
 
 from backends.models import Backend
 from runs.actions import RunStateError, cancel_run, create_run, relaunch_run
-from runs.engine import states
-from runs.engine.states import RunStatus, TaskState
+from runs.api_schemas import (
+    BackendOut,
+    ErrorOut,
+    RelaunchOut,
+    RunCreateIn,
+    RunDetailOut,
+    RunFilter,
+    RunPageOut,
+    RunStatusOut,
+    SourceOut,
+)
+from runs.dashboard import active_tasks_per_backend
 from runs.models import ApiToken, Run, Task
-from runs.workflow_json import TaskDefinition, WorkflowError
+from runs.pages import RunRow, run_rows, task_rows, visible_run
+from runs.workflow_json import WorkflowError
 from sources.models import Source
 
 log = logging.getLogger("runs.api")
@@ -37,7 +46,6 @@ log = logging.getLogger("runs.api")
 # Writing last_used_at on every request would take SQLite's write lock for each GET;
 # minute precision is plenty to tell live tokens from stale ones.
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
-PG_INT_MAX = 2_147_483_647  # Run.max_concurrent is an integer column
 
 
 # -- auth ------------------------------------------------------------------------------
@@ -161,152 +169,11 @@ def _server_error(request: HttpRequest, exc: Exception) -> HttpResponse:
     return _error(request, 500, "internal server error")
 
 
-# -- schemas ---------------------------------------------------------------------------
-
-
-class ErrorOut(Schema):
-    error: str
-
-
-def _array_or_object(value: Any) -> Any:
-    # The engine checks the tasks themselves (and names every problem); here only the shape.
-    if not isinstance(value, list | dict):
-        raise ValueError('must be an array of tasks or an object with a "tasks" array')
-    return value
-
-
-_TASK_SCHEMA = TaskDefinition.model_json_schema()
-_WORKFLOW_SCHEMA = {
-    "description": 'The task list: an array of tasks, or an object with a "tasks" array.',
-    "oneOf": [
-        {"type": "array", "items": _TASK_SCHEMA},
-        {
-            "type": "object",
-            "properties": {"tasks": {"type": "array", "items": _TASK_SCHEMA}},
-            "required": ["tasks"],
-        },
-    ],
-}
-
-
-class RunCreateIn(Schema):
-    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
-
-    backend: str = Field(min_length=1, description="Backend name.")
-    workflow: Annotated[list[Any] | dict[str, Any], BeforeValidator(_array_or_object), WithJsonSchema(_WORKFLOW_SCHEMA)]
-    max_concurrent: int | None = Field(default=None, ge=1, le=PG_INT_MAX, strict=True)
-    name: str = Field(default="api", min_length=1, max_length=200, description="Workflow name shown for the run.")
-
-
-class RunStatusOut(Schema):
-    id: str
-    status: RunStatus
-
-
-class RelaunchOut(RunStatusOut):
-    requeued: int
-
-
-class RunSummaryOut(Schema):
-    id: str
-    workflow_name: str
-    status: RunStatus
-    backend: str
-    owner: str
-    max_concurrent: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    counts: dict[str, int] = Field(description="Number of tasks in each state.")
-
-
-class RunPageOut(Schema):
-    count: int = Field(description="Runs matching the filter, over all pages.")
-    items: list[RunSummaryOut]
-
-
-class TaskOut(Schema):
-    id: str
-    name: str
-    state: TaskState
-    job_id: str
-    exit_code: int | None
-    reason: str
-    submitted_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    elapsed_seconds: float | None
-    deps: list[str] = Field(description="Dependencies as written (wildcards included).")
-
-
-class RunDetailOut(Schema):
-    id: str
-    status: RunStatus
-    backend: str
-    workflow_name: str
-    owner: str
-    error: str
-    warnings: list[str]
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    tasks: list[TaskOut]
-
-
-class SourceOut(Schema):
-    name: str
-    type: str
-    backend: str
-    workflows_glob: str
-    synced_at: datetime | None
-    synced_sha: str
-    sync_error: str
-    workflow_files: list[Any]
-
-
-class BackendOut(Schema):
-    name: str
-    type: str
-    status: str
-    status_message: str
-    last_polled_at: datetime | None
-    max_concurrent: int
-    active: int = Field(description="Tasks holding a slot on the backend now (submitting/submitted/running).")
-    enabled: bool
-
-
-class RunFilter(Schema):
-    status: RunStatus | None = None
-    limit: int = Field(default=50, ge=1, le=500)
-    offset: int = Field(default=0, ge=0)
-
-
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _visible_runs(user: User) -> QuerySet[Run]:
-    runs = Run.objects.select_related("backend", "owner")
-    return runs if user.is_staff or user.is_superuser else runs.filter(owner=user)
-
-
-def _lookup(request: HttpRequest, run_id: str) -> Run:
-    # Someone else's run is a 404, not a 403: its existence is not disclosed.
-    run = _visible_runs(_caller(request)).filter(pk=run_id).first()
-    if run is None:
-        raise Http404(f"run {run_id!r} not found")
-    return run
-
-
-def _state_counts(run_ids: list[str]) -> dict[str, dict[str, int]]:
-    """Task counts per state for a page of runs, in one query."""
-    counts: dict[str, dict[str, int]] = {rid: dict.fromkeys(TaskState.values, 0) for rid in run_ids}
-    rows = Task.objects.filter(run_id__in=run_ids).values_list("run_id", "state").annotate(n=Count("id"))
-    for run_id, state, n in rows:
-        counts[run_id][state] = n
-    return counts
-
-
-def _summary(run: Run, counts: dict[str, int]) -> dict[str, Any]:
+def _summary(row: RunRow) -> dict[str, Any]:
+    run = row.run
     return {
         "id": run.pk,
         "workflow_name": run.workflow_name,
@@ -317,25 +184,11 @@ def _summary(run: Run, counts: dict[str, int]) -> dict[str, Any]:
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
-        "counts": counts,
+        "counts": row.counts,
     }
 
 
 def _detail(run: Run) -> dict[str, Any]:
-    # Only the columns shown: a 10,000-task run should not drag every script along.
-    tasks = run.tasks.only(
-        "task_id",
-        "name",
-        "state",
-        "job_id",
-        "exit_code",
-        "reason",
-        "submitted_at",
-        "started_at",
-        "finished_at",
-        "elapsed_seconds",
-        "deps",
-    ).order_by("position")
     return {
         "id": run.pk,
         "status": run.status,
@@ -347,22 +200,24 @@ def _detail(run: Run) -> dict[str, Any]:
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
-        "tasks": [
-            {
-                "id": t.task_id,
-                "name": t.name,
-                "state": t.state,
-                "job_id": t.job_id,
-                "exit_code": t.exit_code,
-                "reason": t.reason,
-                "submitted_at": t.submitted_at,
-                "started_at": t.started_at,
-                "finished_at": t.finished_at,
-                "elapsed_seconds": t.duration_seconds,
-                "deps": t.deps,
-            }
-            for t in tasks
-        ],
+        # The same rows as the run page (only the columns shown: not every script).
+        "tasks": [_task(t) for t in task_rows(run)],
+    }
+
+
+def _task(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.task_id,
+        "name": task.name,
+        "state": task.state,
+        "job_id": task.job_id,
+        "exit_code": task.exit_code,
+        "reason": task.reason,
+        "submitted_at": task.submitted_at,
+        "started_at": task.started_at,
+        "finished_at": task.finished_at,
+        "elapsed_seconds": task.duration_seconds,
+        "deps": task.deps,
     }
 
 
@@ -389,18 +244,17 @@ def start_run(request: HttpRequest, payload: RunCreateIn) -> Status[dict[str, An
 @api.get("/runs", response={200: RunPageOut, 400: ErrorOut, 401: ErrorOut}, tags=["runs"])
 def list_runs(request: HttpRequest, filters: Query[RunFilter]) -> dict[str, Any]:
     """The caller's runs (staff: everyone's), newest first."""
-    runs = _visible_runs(_caller(request))
+    runs = Run.objects.visible_to(_caller(request)).select_related("backend", "owner")
     if filters.status:
         runs = runs.filter(status=filters.status)
     page = list(runs.order_by("-created_at", "-pk")[filters.offset : filters.offset + filters.limit])
-    counts = _state_counts([run.pk for run in page])
-    return {"count": runs.count(), "items": [_summary(run, counts[run.pk]) for run in page]}
+    return {"count": runs.count(), "items": [_summary(row) for row in run_rows(page)]}
 
 
 @api.get("/runs/{run_id}", response={200: RunDetailOut, 401: ErrorOut, 404: ErrorOut}, tags=["runs"])
 def get_run(request: HttpRequest, run_id: str) -> dict[str, Any]:
     """One run with its tasks, in workflow order."""
-    return _detail(_lookup(request, run_id))
+    return _detail(visible_run(_caller(request), run_id))
 
 
 @api.post(
@@ -410,7 +264,7 @@ def get_run(request: HttpRequest, run_id: str) -> dict[str, Any]:
 )
 def cancel(request: HttpRequest, run_id: str) -> dict[str, Any]:
     """Cancel a run: pending tasks at once, submitted and running jobs on the next tick."""
-    run = _lookup(request, run_id)
+    run = visible_run(_caller(request), run_id)
     cancel_run(run)
     run.refresh_from_db(fields=["status"])
     return {"id": run.pk, "status": run.status}
@@ -423,7 +277,7 @@ def cancel(request: HttpRequest, run_id: str) -> dict[str, Any]:
 )
 def relaunch(request: HttpRequest, run_id: str) -> dict[str, Any]:
     """Re-queue a finished run's failed, cancelled and dep_failed tasks."""
-    run = _lookup(request, run_id)
+    run = visible_run(_caller(request), run_id)
     requeued = relaunch_run(run)
     run.refresh_from_db(fields=["status"])
     return {"id": run.pk, "status": run.status, "requeued": requeued}
@@ -450,7 +304,7 @@ def list_sources(request: HttpRequest) -> list[dict[str, Any]]:
 @api.get("/backends", response={200: list[BackendOut], 401: ErrorOut}, tags=["backends"])
 def list_backends(request: HttpRequest) -> list[dict[str, Any]]:
     """Backends with their last poll result and the slots in use."""
-    active = dict(Task.objects.filter(state__in=states.ACTIVE).values_list("run__backend_id").annotate(n=Count("id")))
+    active = active_tasks_per_backend()
     return [
         {
             "name": b.name,

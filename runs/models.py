@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import TypeAlias
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from runs.engine import states
@@ -15,6 +18,41 @@ from runs.engine.states import RunStatus, TaskState
 
 def new_run_id() -> str:
     return secrets.token_hex(4)
+
+
+def task_group(task_id: str) -> str:
+    """Dot prefix that groups tasks on the run page (``sim.1`` is in ``sim``; ``final`` in none)."""
+    head, dot, _ = task_id.rpartition(".")
+    return head if dot else ""
+
+
+# -- who sees what: the README's rule, "Staff see every run; others their own" -----------
+
+Viewer: TypeAlias = AbstractBaseUser | AnonymousUser
+
+
+def sees_every_run(user: Viewer) -> bool:
+    return bool(getattr(user, "is_staff", False))
+
+
+class RunQuerySet(models.QuerySet["Run"]):
+    def visible_to(self, user: Viewer) -> RunQuerySet:
+        return self if sees_every_run(user) else self.filter(owner_id=user.pk)
+
+
+class TaskQuerySet(models.QuerySet["Task"]):
+    def visible_to(self, user: Viewer) -> TaskQuerySet:
+        """Tasks of the runs ``user`` may see."""
+        return self if sees_every_run(user) else self.filter(run__owner_id=user.pk)
+
+
+class ObservedJobQuerySet(models.QuerySet["ObservedJob"]):
+    def visible_to(self, user: Viewer) -> ObservedJobQuerySet:
+        """Jobs of the tasks ``user`` may see, and every external job: the scheduler
+        itself lists those to anyone with a login on the cluster."""
+        if sees_every_run(user):
+            return self
+        return self.filter(Q(task__isnull=True) | Q(task__run__owner_id=user.pk))
 
 
 class Workflow(models.Model):
@@ -54,6 +92,8 @@ class Run(models.Model):
     clone_dir = models.CharField(max_length=500, blank=True, help_text="Git checkout tasks run in.")
     error = models.TextField(blank=True)
     warnings = models.JSONField(default=list, blank=True)
+
+    objects = RunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -123,6 +163,8 @@ class Task(models.Model):
     )
     script = models.TextField(blank=True)
 
+    objects = TaskQuerySet.as_manager()
+
     class Meta:
         ordering = ["run", "position"]
         constraints = [models.UniqueConstraint(fields=["run", "task_id"], name="unique_task_id_per_run")]
@@ -142,6 +184,10 @@ class Task(models.Model):
         return self.state in states.ACTIVE
 
     @property
+    def is_finished(self) -> bool:
+        return self.state in states.FINISHED
+
+    @property
     def duration_seconds(self) -> float | None:
         if self.elapsed_seconds is not None:
             return self.elapsed_seconds
@@ -152,9 +198,7 @@ class Task(models.Model):
 
     @property
     def group(self) -> str:
-        """Dot prefix used to group tasks on the run page (``sim.1`` is in ``sim``)."""
-        head, dot, _ = self.task_id.rpartition(".")
-        return head if dot else ""
+        return task_group(self.task_id)
 
 
 class ObservedJob(models.Model):
@@ -173,6 +217,8 @@ class ObservedJob(models.Model):
     submitted_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(default=timezone.now)
+
+    objects = ObservedJobQuerySet.as_manager()
 
     class Meta:
         ordering = ["backend", "job_id"]

@@ -1,40 +1,34 @@
 """Server-rendered pages: the jobs dashboard, runs and their tasks, task logs, workflows.
 
-Views stay thin: they pick rows with a handful of queries and hand them to templates.
+Views stay thin: their data comes from runs.pages (runs, the run page, task rows; the
+API calls the same functions) and runs.dashboard, and they hand it to templates.
 Live parts of a page are htmx partials polled by the page itself; a partial stops
 polling by leaving ``hx-trigger`` out once there is nothing left to follow.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.core.paginator import Paginator
-from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
-from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from backends.base import BackendUnavailable
-from backends.models import Backend
 from backends.registry import get_adapter
 from runs.actions import RunStateError, cancel_run, relaunch_run
-from runs.engine import states
+from runs.dashboard import dashboard_context
 from runs.engine.jobspec import task_log
-from runs.models import ObservedJob, Run, Task, Workflow
+from runs.engine.states import TaskState
+from runs.models import Task, Workflow, task_group
+from runs.pages import run_list_context, run_page, visible_run, visible_task
 from runs.workflow_command import dry_run, start_run
 from runs.workflow_json import ResolvedTask, WorkflowError
-
-State = Task.State
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -43,94 +37,10 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-JOB_ROWS = 500  # per jobs table on the dashboard
-RUNS_PER_PAGE = 50
-ROWS_PER_GROUP = 200  # task rows shown per group on the run page
-ROWS_PER_PAGE = 2000  # task rows shown on the run page overall
-GROUP_PAGE_SIZE = 500  # rows per page when one group is opened on its own
 LOG_TAIL_BYTES = 256 * 1024
-IN_CHUNK = 500  # ids per IN (...) clause
-
-# Task fields the run page's rows need; the script and command texts stay in the database.
-TASK_ROW_FIELDS = (
-    "id",
-    "run_id",
-    "task_id",
-    "name",
-    "state",
-    "reason",
-    "job_id",
-    "exit_code",
-    "attempt",
-    "retries",
-    "started_at",
-    "finished_at",
-    "elapsed_seconds",
-    "submitted_at",
-    "node",
-    "output_file",
-    "error_file",
-    # queue wait, resource use (against what was requested) and scheduler-held dependencies
-    "queue_wait_seconds",
-    "cpu_efficiency",
-    "max_rss_mb",
-    "memory",
-    "cpus",
-    "native_deps",
-)
-RETRYABLE = (State.FAILED, State.CANCELLED, State.DEP_FAILED)
-# Which rows a capped group shows first (lower first).
-SHOW_FIRST: dict[str, int] = {
-    State.FAILED: 0,
-    State.RUNNING: 1,
-    State.SUBMITTING: 2,
-    State.SUBMITTED: 2,
-    State.CANCELLED: 3,
-    State.DEP_FAILED: 4,
-    State.PENDING: 5,
-    State.COMPLETED: 6,
-}
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def visible_runs(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Run]:
-    """Staff see every run; everyone else only their own."""
-    runs = Run.objects.all()
-    if not getattr(user, "is_staff", False):
-        runs = runs.filter(owner_id=user.pk)
-    return runs
-
-
-def _get_run(request: HttpRequest, run_id: str) -> Run:
-    # Another user's run is a 404, not a 403: its existence is not ours to reveal.
-    return get_object_or_404(visible_runs(request.user).select_related("owner", "backend"), pk=run_id)
-
-
-def _get_task(run: Run, task_id: str) -> Task:
-    task = get_object_or_404(Task, run=run, task_id=task_id)
-    task.run = run  # already loaded, with its backend
-    return task
-
-
-def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _state_counts(run_ids: Iterable[str]) -> dict[str, dict[str, int]]:
-    """Per-state task counts of many runs in one aggregate query."""
-    result: dict[str, dict[str, int]] = {}
-    rows = (
-        Task.objects.filter(run_id__in=list(run_ids))
-        .values("run_id", "state")
-        .annotate(n=Count("id"))
-        .values_list("run_id", "state", "n")
-    )
-    for run_id, state, n in rows:
-        result.setdefault(run_id, {})[state] = n
-    return result
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -150,57 +60,7 @@ def _htmx_aware(response: HttpResponse) -> HttpResponse:
 def _jobs_context(request: HttpRequest) -> dict[str, Any]:
     only_mine = bool(request.session.get("only_mine"))
     selected = request.user.get_username() if only_mine else request.GET.get("user", "").strip()
-
-    ours = (
-        Task.objects.filter(state__in=(State.SUBMITTED, State.RUNNING))
-        .select_related("run", "run__owner", "run__backend")
-        .defer("script", "command", "deps", "resolved_deps", "dependents", "env_vars")
-        .order_by("run__created_at", "position")
-    )
-    external = ObservedJob.objects.filter(task__isnull=True).select_related("backend").order_by("backend", "job_id")
-    if selected:
-        ours = ours.filter(run__owner__username=selected)
-        external = external.filter(user=selected)
-
-    # One row more than shown tells whether the table was cut.
-    our_jobs = list(ours[: JOB_ROWS + 1])
-    our_cut = len(our_jobs) > JOB_ROWS
-    our_jobs = our_jobs[:JOB_ROWS]
-    external_jobs = list(external[: JOB_ROWS + 1])
-    external_cut = len(external_jobs) > JOB_ROWS
-    external_jobs = external_jobs[:JOB_ROWS]
-    viewer = request.user
-    # Link runs only where the run page would not be a 404 for this viewer.
-    openable = {t.run_id for t in our_jobs if getattr(viewer, "is_staff", False) or t.run.owner_id == viewer.pk}
-
-    users = set(Run.objects.values_list("owner__username", flat=True).distinct())
-    external_users = ObservedJob.objects.filter(task__isnull=True).exclude(user="")
-    users |= set(external_users.values_list("user", flat=True).distinct())
-    users.add(request.user.get_username())
-
-    active = dict(
-        Task.objects.filter(state__in=states.ACTIVE)
-        .values("run__backend_id")
-        .annotate(n=Count("id"))
-        .values_list("run__backend_id", "n")
-    )
-    backends = [(backend, active.get(backend.pk, 0)) for backend in Backend.objects.all()]
-
-    return {
-        "our_jobs": our_jobs,
-        "our_counts": Counter(t.state for t in our_jobs),
-        "our_jobs_truncated": our_cut,
-        "openable_runs": openable,
-        "external_jobs": external_jobs,
-        "external_counts": Counter(j.state for j in external_jobs),
-        "external_jobs_truncated": external_cut,
-        "job_rows": JOB_ROWS,
-        "users": sorted(u for u in users if u),
-        "selected_user": selected,
-        "only_mine": only_mine,
-        "backends": backends,
-        "jobs_url": reverse("jobs") + (f"?{urlencode({'user': selected})}" if selected and not only_mine else ""),
-    }
+    return dashboard_context(request.user, selected, only_mine)
 
 
 @require_GET
@@ -223,149 +83,32 @@ def filter_toggle(request: HttpRequest) -> HttpResponse:
 # -- runs ------------------------------------------------------------------------------
 
 
-@dataclass
-class RunRow:
-    run: Run
-    counts: dict[str, int]
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-
 @require_GET
 def run_list(request: HtmxHttpRequest) -> HttpResponse:
-    runs = visible_runs(request.user).select_related("owner", "backend")
-    page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
-    page_runs: list[Run] = list(page.object_list)
-    counts = _state_counts(r.pk for r in page_runs)
-    context = {
-        "rows": [RunRow(run, counts.get(run.pk, {})) for run in page_runs],
-        "page": page,
-        "poll": any(not r.is_finished for r in page_runs),
-        "show_owner": True,
-    }
+    context = run_list_context(request.user, request.GET.get("page"))
     template = "runs/_run_table.html" if request.htmx else "runs/run_list.html"
     return _htmx_aware(render(request, template, context))
 
 
-@dataclass
-class GroupView:
-    name: str
-    counts: Counter[str] = field(default_factory=Counter)
-    pks: list[int] = field(default_factory=list)  # of the rows to show
-    rows: list[Task] = field(default_factory=list)
-    total: int = 0
-
-    @property
-    def label(self) -> str:
-        return self.name or "(no group)"
-
-    @property
-    def hidden(self) -> int:
-        return self.total - len(self.pks)
-
-    @property
-    def unfinished(self) -> bool:
-        return any(self.counts.get(s) for s in (State.PENDING, *states.ACTIVE))
-
-
-def _group_of(task_id: str) -> str:
-    head, dot, _ = task_id.rpartition(".")  # same rule as Task.group
-    return head if dot else ""
-
-
-def _run_items_context(request: HttpRequest, run: Run) -> dict[str, Any]:
-    """Counts per state and per group, and the task rows to show, in a few queries.
-
-    One light query reads (pk, task_id, state) of every task to count per group; then
-    only the rows to be shown are loaded, so a 10,000-task run renders quickly.
-    """
-    focus = request.GET.get("group")
-    light = list(Task.objects.filter(run=run).order_by("position").values_list("pk", "task_id", "state"))
-    counts: Counter[str] = Counter()
-    groups: dict[str, GroupView] = {}
-    for _, task_id, state in light:
-        counts[state] += 1
-        group = groups.setdefault(_group_of(task_id), GroupView(_group_of(task_id)))
-        group.counts[state] += 1
-        group.total += 1
-
-    page = None
-    if focus is not None:
-        if focus not in groups:
-            raise Http404("no such group in this run")
-        shown = [groups[focus]]
-        in_focus = [pk for pk, task_id, _ in light if _group_of(task_id) == focus]
-        page = Paginator(in_focus, GROUP_PAGE_SIZE).get_page(request.GET.get("page"))
-        shown[0].pks = list(page.object_list)
-    else:
-        shown = list(groups.values())
-        members: dict[str, list[tuple[int, int, str]]] = {}
-        for index, (pk, task_id, state) in enumerate(light):
-            members.setdefault(_group_of(task_id), []).append((index, pk, state))
-        budget = ROWS_PER_PAGE
-        for group in shown:
-            take = min(ROWS_PER_GROUP, budget)
-            rows = members[group.name]
-            if len(rows) > take:
-                # A capped group shows the tasks that need attention first (failed,
-                # running, queued), then upcoming ones; always listed in workflow order.
-                rows = sorted(sorted(rows, key=lambda r: (SHOW_FIRST.get(r[2], 9), r[0]))[:take])
-            group.pks = [pk for _, pk, _ in rows]
-            budget -= len(group.pks)
-
-    wanted = [pk for g in shown for pk in g.pks]
-    tasks = (
-        Task.objects.filter(run=run)
-        .only(*TASK_ROW_FIELDS)
-        .annotate(has_script=ExpressionWrapper(~Q(script=""), output_field=BooleanField()))
-    )
-    if len(wanted) == len(light):
-        by_pk = {t.pk: t for t in tasks}
-    else:
-        by_pk = {t.pk: t for chunk in _chunks(wanted) for t in tasks.filter(pk__in=chunk)}
-    for group in shown:
-        group.rows = [by_pk[pk] for pk in group.pks if pk in by_pk]
-
-    active = sum(counts.get(s, 0) for s in states.ACTIVE)
-    query = {"group": focus} if focus is not None else {}
-    if page is not None and page.number > 1:
-        query["page"] = str(page.number)
-    return {
-        "run": run,
-        "counts": dict(counts),
-        "total": len(light),
-        "groups": shown,
-        "group_count": len(groups),
-        "focus": focus,
-        "page": page,
-        "poll": not run.is_finished,
-        "can_cancel": not run.is_finished,
-        "can_relaunch": run.is_finished and not active and any(counts.get(s) for s in RETRYABLE),
-        "items_url": reverse("run_items", args=[run.pk]) + (f"?{urlencode(query)}" if query else ""),
-        # Many groups: open only the ones with work left, so the page stays scannable.
-        "collapse_done": len(groups) > 8,
-        "rows_per_group": ROWS_PER_GROUP,
-    }
+def _run_page_context(request: HttpRequest, run_id: str) -> dict[str, Any]:
+    run = visible_run(request.user, run_id)
+    return run_page(run, request.GET.get("group"), request.GET.get("page")).context()
 
 
 @require_GET
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
-    run = _get_run(request, run_id)
-    return render(request, "runs/run_detail.html", _run_items_context(request, run))
+    return render(request, "runs/run_detail.html", _run_page_context(request, run_id))
 
 
 @require_GET
 def run_items(request: HttpRequest, run_id: str) -> HttpResponse:
     """The live part of the run page; its root drops ``hx-trigger`` once the run finished."""
-    run = _get_run(request, run_id)
-    return render(request, "runs/_run_items.html", _run_items_context(request, run))
+    return render(request, "runs/_run_items.html", _run_page_context(request, run_id))
 
 
 @require_POST
 def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
-    run = _get_run(request, run_id)
+    run = visible_run(request.user, run_id)
     try:
         cancel_run(run)
     except RunStateError as exc:
@@ -377,7 +120,7 @@ def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
 
 @require_POST
 def run_relaunch(request: HttpRequest, run_id: str) -> HttpResponse:
-    run = _get_run(request, run_id)
+    run = visible_run(request.user, run_id)
     try:
         count = relaunch_run(run)
     except RunStateError as exc:
@@ -399,10 +142,9 @@ def _log_location(task: Task, stream: str) -> str:
 
 @require_GET
 def task_script(request: HttpRequest, run_id: str, task_id: str) -> HttpResponse:
-    run = _get_run(request, run_id)
-    task = _get_task(run, task_id)
+    task = visible_task(request.user, run_id, task_id)
     context = {
-        "run": run,
+        "run": task.run,
         "task": task,
         "output_path": _log_location(task, "output"),
         "error_path": _log_location(task, "error"),
@@ -410,44 +152,54 @@ def task_script(request: HttpRequest, run_id: str, task_id: str) -> HttpResponse
     return render(request, "runs/task_script.html", context)
 
 
+@dataclass(frozen=True)
+class LogRead:
+    text: str = ""
+    problem: str = ""  # why there is no text to show
+    level: str = "info"  # of the problem: "error" when something is broken
+
+
+def _read_log(task: Task, stream: str, path: str) -> LogRead:
+    """The tail of a task's log, or why it cannot be shown."""
+    if task.state == TaskState.PENDING or not task.job_id:
+        if task.is_finished:
+            return LogRead(problem=f"This task never ran ({task.get_state_display()}), so it has no log.")
+        return LogRead(problem="This task has not been submitted yet, so it has no log.")
+    if not path:
+        return LogRead(problem="No log file is recorded for this task.")
+    backend = task.run.backend
+    try:
+        return LogRead(text=get_adapter(backend).read_log(task_log(task, stream), LOG_TAIL_BYTES))
+    except FileNotFoundError:
+        if task.is_finished:
+            return LogRead(problem=f"{path} does not exist on backend {backend.name}.")
+        return LogRead(problem=f"{path} has not been written yet.")
+    except BackendUnavailable as exc:
+        return LogRead(problem=f"Backend {backend.name} is unreachable: {exc}", level="error")
+    except OSError as exc:
+        return LogRead(problem=f"Cannot read {path}: {exc.strerror or exc}", level="error")
+
+
 @require_GET
 def task_logs(request: HtmxHttpRequest, run_id: str, task_id: str, stream: str) -> HttpResponse:
     if stream not in ("output", "error"):
         raise Http404("log type must be output or error")
-    run = _get_run(request, run_id)
-    task = _get_task(run, task_id)
+    task = visible_task(request.user, run_id, task_id)
     path = _log_location(task, stream)
-    text, problem, level = "", "", "info"
-    if task.state == State.PENDING or not task.job_id:
-        problem = "This task has not been submitted yet, so it has no log."
-        if task.state in states.FINISHED:
-            problem = f"This task never ran ({task.get_state_display()}), so it has no log."
-    elif not path:
-        problem = "No log file is recorded for this task."
-    else:
-        try:
-            text = get_adapter(run.backend).read_log(task_log(task, stream), LOG_TAIL_BYTES)
-        except FileNotFoundError:
-            problem = f"{path} has not been written yet."
-            if task.state in states.FINISHED:
-                problem = f"{path} does not exist on backend {run.backend.name}."
-        except BackendUnavailable as exc:
-            problem, level = f"Backend {run.backend.name} is unreachable: {exc}", "error"
-        except OSError as exc:
-            problem, level = f"Cannot read {path}: {exc.strerror or exc}", "error"
+    log = _read_log(task, stream, path)
     context = {
-        "run": run,
+        "run": task.run,
         "task": task,
         "stream": stream,
         "path": path,
-        "text": text,
-        "problem": problem,
-        "problem_level": level,
+        "text": log.text,
+        "problem": log.problem,
+        "problem_level": log.level,
         # A full tail means the file is at least that long: say it was cut.
-        "truncated": len(text.encode()) >= LOG_TAIL_BYTES,
+        "truncated": len(log.text.encode()) >= LOG_TAIL_BYTES,
         "tail_kib": LOG_TAIL_BYTES // 1024,
         "poll": task.is_active,
-        "log_url": reverse("task_logs", args=[run.pk, task.task_id, stream]),
+        "log_url": reverse("task_logs", args=[run_id, task.task_id, stream]),
     }
     template = "runs/_log.html" if request.htmx else "runs/task_logs.html"
     return _htmx_aware(render(request, template, context))
@@ -483,6 +235,19 @@ def _task_json(item: ResolvedTask) -> dict[str, Any]:
     return item.definition.model_dump() | {"resolved_deps": item.resolved_deps}
 
 
+def _dry_run_json(workflow: Workflow, tasks: list[ResolvedTask], error: str) -> JsonResponse:
+    if error:
+        return JsonResponse({"workflow": workflow.name, "error": error}, status=400)
+    return JsonResponse(
+        {
+            "workflow": workflow.name,
+            "backend": workflow.backend.name,
+            "count": len(tasks),
+            "tasks": [_task_json(t) for t in tasks],
+        }
+    )
+
+
 @require_GET
 def workflow_dry_run(request: HttpRequest, name: str) -> HttpResponse:
     workflow = get_object_or_404(Workflow.objects.select_related("backend"), name=name)
@@ -493,21 +258,12 @@ def workflow_dry_run(request: HttpRequest, name: str) -> HttpResponse:
     except WorkflowError as exc:
         error = str(exc)
     if _wants_json(request):
-        if error:
-            return JsonResponse({"workflow": workflow.name, "error": error}, status=400)
-        return JsonResponse(
-            {
-                "workflow": workflow.name,
-                "backend": workflow.backend.name,
-                "count": len(tasks),
-                "tasks": [_task_json(t) for t in tasks],
-            }
-        )
+        return _dry_run_json(workflow, tasks, error)
     context = {
         "workflow": workflow,
         "tasks": tasks,
         "error": error,
-        "groups": len({_group_of(t.definition.id) for t in tasks}),
+        "groups": len({task_group(t.definition.id) for t in tasks}),
     }
     return render(request, "runs/workflow_dry_run.html", context)
 

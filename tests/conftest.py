@@ -17,6 +17,16 @@ def user(db: None) -> User:
 
 
 @pytest.fixture
+def bob(db: None) -> User:
+    return User.objects.create_user("bob", password="pw-bob-12345")
+
+
+@pytest.fixture
+def staff(db: None) -> User:
+    return User.objects.create_user("carol", password="pw-carol-123", is_staff=True)
+
+
+@pytest.fixture
 def local_backend(db: None) -> Backend:
     return Backend.objects.create(name="local", kind=Backend.Kind.LOCAL, max_concurrent=4, poll_interval=1)
 

@@ -38,16 +38,6 @@ def client(user: User) -> Client:
     return token_client(user)
 
 
-@pytest.fixture
-def bob(db: None) -> User:
-    return User.objects.create_user("bob", password="pw-bob-12345")
-
-
-@pytest.fixture
-def staff(db: None) -> User:
-    return User.objects.create_user("carol", password="pw-carol-123", is_staff=True)
-
-
 def post_json(client: Client, url: str, body: Any) -> Any:
     return client.post(url, data=json.dumps(body), content_type="application/json")
 

@@ -15,9 +15,10 @@ from django.utils import timezone
 
 from backends.base import BackendUnavailable, TaskLog
 from backends.models import Backend
+from runs import pages
 from runs.actions import create_run
 from runs.demo import ensure_demo_setup
-from runs.models import ObservedJob, Run, Task, Workflow
+from runs.models import ApiToken, ObservedJob, Run, Task, Workflow
 
 HTMX = {"HX-Request": "true"}
 JSON = {"Accept": "application/json"}
@@ -33,11 +34,6 @@ CHAIN = [
 @pytest.fixture
 def other(db: None) -> User:
     return User.objects.create_user("bob", password="pw-bob-123")
-
-
-@pytest.fixture
-def staff(db: None) -> User:
-    return User.objects.create_user("carol", password="pw-carol-123", is_staff=True)
 
 
 @pytest.fixture
@@ -153,6 +149,31 @@ def test_run_list_counts_and_owner_filter(alice_client: Client, run: Run, other:
     assert "1 completed" in page and "1 running" in page and "2 pending" in page
     assert "1/4" in page
     assert "seg-completed" in page and "seg-running" in page
+
+
+def test_run_page_its_partial_and_the_api_report_the_same_counts(
+    alice_client: Client, user: User, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Task.objects.filter(run=run, task_id="prep.data").update(state=Task.State.COMPLETED)
+    Task.objects.filter(run=run, task_id="sim.1").update(state=Task.State.FAILED)
+    counted: list[list[str]] = []
+
+    def spy(run_ids: Any) -> dict[str, dict[str, int]]:
+        counted.append(list(run_ids))
+        return real(counted[-1])
+
+    real = pages.state_counts
+    monkeypatch.setattr(pages, "state_counts", spy)
+    full = alice_client.get(reverse("run_detail", args=[run.pk]))
+    partial = alice_client.get(reverse("run_items", args=[run.pk]), headers=HTMX)
+    api = Client(headers={"Authorization": f"Token {ApiToken.issue(user)}"})
+    (listed,) = api.get("/api/runs").json()["items"]
+
+    expected = {state: 0 for state in Task.State.values} | {"completed": 1, "failed": 1, "pending": 2}
+    assert full.context["counts"] == partial.context["counts"] == listed["counts"] == expected
+    assert counted == [[run.pk]] * 3  # all three asked the one function
+    for response in (full, partial):
+        assert "1 completed" in _text(response) and "1 failed" in _text(response) and "2 pending" in _text(response)
 
 
 def test_cancel_and_relaunch(alice_client: Client, run: Run) -> None:
@@ -288,7 +309,7 @@ def test_run_rows_show_wait_efficiency_and_pending_reasons(
 
 
 def test_efficiency_is_red_when_out_of_memory_and_empty_when_unknown(alice_client: Client, run: Run) -> None:
-    # A failed OOM task that used all its CPU is still red: the reason says it ran out of memory.
+    # A failed OOM task that used all its CPU is still red: the backend says it ran out of memory.
     _finish(
         run,
         "prep.data",
@@ -298,6 +319,7 @@ def test_efficiency_is_red_when_out_of_memory_and_empty_when_unknown(alice_clien
         max_rss_mb=4096,
         memory="4G",
         reason="out of memory (OUT_OF_MEMORY)",
+        out_of_memory=True,
     )
     # The local backend measures nothing: the cell stays empty.
     _finish(run, "sim.1")
@@ -318,7 +340,7 @@ def test_efficiency_filters() -> None:
     assert efficiency_class(task(cpu_efficiency=0.1)) == "eff-low"
     assert efficiency_class(task(cpu_efficiency=0.9, max_rss_mb=100)) == "eff-low"  # 100 MB of 4 GB
     assert efficiency_class(task(cpu_efficiency=0.9, max_rss_mb=2048)) == "eff-ok"
-    assert efficiency_class(task(state=Task.State.FAILED, reason="OUT_OF_MEMORY")) == "eff-low"
+    assert efficiency_class(task(state=Task.State.FAILED, reason="OUT_OF_MEMORY", out_of_memory=True)) == "eff-low"
     assert efficiency_class(task(cpu_efficiency=0.9, memory="lots", max_rss_mb=1)) == "eff-ok"  # request unknown
     assert efficiency_class(task()) == ""  # not measured (local backend)
     assert efficiency_class(task(state=Task.State.RUNNING, cpu_efficiency=0.1)) == ""  # not finished
