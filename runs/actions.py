@@ -15,16 +15,17 @@ from django.db import transaction
 from django.utils import timezone
 
 from backends.models import Backend, Environment
-from runs import events
+from runs import audit, events
 from runs.engine.fields import RESET_FIELDS, reset_for_submission
 from runs.engine.insert import insert_tasks
 from runs.engine.run_status import refresh_run_status
 from runs.engine.states import ACTIVE, RUN_FINISHED, UNSUCCESSFUL, RunStatus, Step, TaskState, move, move_all
-from runs.models import Run, Task
+from runs.models import AuditEvent, Run, Task
 from runs.ticker import request_tick
 from runs.workflow_json import WorkflowError, validate
 
 log = logging.getLogger("runs.actions")
+Action = AuditEvent.Action
 
 
 class RunStateError(ValueError):
@@ -81,11 +82,12 @@ def create_run(
         )
         insert_tasks(run, resolved, first_position=0, done=set())
         events.announce([run.pk], run_status=True)
+        audit.record(Action.RUN_CREATED, f"run {run.pk}", actor=owner, backend=backend.name, tasks=len(resolved))
     wake(backend)
     return run
 
 
-def cancel_run(run: Run) -> None:
+def cancel_run(run: Run, by: User | None = None) -> None:
     """Cancel pending tasks now; the next tick cancels submitted and running jobs."""
     with transaction.atomic():
         updated = Run.objects.filter(pk=run.pk).exclude(status__in=RUN_FINISHED).update(status=RunStatus.CANCELLED)
@@ -100,11 +102,12 @@ def cancel_run(run: Run) -> None:
             reason="run cancelled",
             finished_at=timezone.now(),
         )
+        audit.record(Action.RUN_CANCELLED, f"run {run.pk}", actor=by)
     refresh_run_status(run.pk)
     wake(run.backend)
 
 
-def relaunch_run(run: Run) -> int:
+def relaunch_run(run: Run, by: User | None = None) -> int:
     """Re-queue a finished run's failed, cancelled and dep_failed tasks; keep completed ones."""
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)
@@ -127,6 +130,7 @@ def relaunch_run(run: Run) -> int:
         run.error = ""
         run.save(update_fields=["status", "finished_at", "error"])
         events.announce([run.pk], run_status=True)
+        audit.record(Action.RUN_RELAUNCHED, f"run {run.pk}", actor=by, tasks=len(again))
     wake(run.backend)
     return len(again)
 

@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from runs.models import ApiToken, ObservedJob, PortalSettings, Run, Task, Workflow
+from runs.models import ApiToken, AuditEvent, ObservedJob, PortalSettings, Run, Task, Workflow
 
 
 @admin.register(Workflow)
@@ -79,6 +79,25 @@ class PortalSettingsAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return not PortalSettings.objects.exists()  # a single row
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: the trail is append-only from the application."""
+
+    list_display = ["at", "actor_name", "action", "target", "address"]
+    list_filter = ["action"]
+    search_fields = ["actor_name", "target"]
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -265,7 +265,7 @@ def get_run(request: HttpRequest, run_id: str) -> dict[str, Any]:
 def cancel(request: HttpRequest, run_id: str) -> dict[str, Any]:
     """Cancel a run: pending tasks at once, submitted and running jobs on the next tick."""
     run = visible_run(_caller(request), run_id)
-    cancel_run(run)
+    cancel_run(run, by=_caller(request))
     run.refresh_from_db(fields=["status"])
     return {"id": run.pk, "status": run.status}
 
@@ -278,7 +278,7 @@ def cancel(request: HttpRequest, run_id: str) -> dict[str, Any]:
 def relaunch(request: HttpRequest, run_id: str) -> dict[str, Any]:
     """Re-queue a finished run's failed, cancelled and dep_failed tasks."""
     run = visible_run(_caller(request), run_id)
-    requeued = relaunch_run(run)
+    requeued = relaunch_run(run, by=_caller(request))
     run.refresh_from_db(fields=["status"])
     return {"id": run.pk, "status": run.status, "requeued": requeued}
 

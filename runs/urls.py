@@ -18,6 +18,7 @@ urlpatterns = [
     path("runs/<str:run_id>/tasks/<path:task_id>/script", views.task_script, name="task_script"),
     path("runs/<str:run_id>/tasks/<path:task_id>/logs/<str:stream>", views.task_logs, name="task_logs"),
     path("workflows", views.workflow_list, name="workflow_list"),
+    path("audit", views.audit_trail, name="audit_trail"),
     path("workflows/<path:name>/dry-run", views.workflow_dry_run, name="workflow_dry_run"),
     path("workflows/<path:name>/run", views.workflow_run, name="workflow_run"),
 ]

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -25,7 +27,7 @@ from runs.actions import RunStateError, cancel_run, relaunch_run
 from runs.dashboard import dashboard_context
 from runs.engine.jobspec import task_log
 from runs.engine.states import TaskState
-from runs.models import Task, Workflow, task_group
+from runs.models import AuditEvent, Task, Workflow, task_group
 from runs.pages import run_list_context, run_page, visible_run, visible_task
 from runs.workflow_command import dry_run, start_run
 from runs.workflow_json import ResolvedTask, WorkflowError
@@ -110,7 +112,7 @@ def run_items(request: HttpRequest, run_id: str) -> HttpResponse:
 def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
     run = visible_run(request.user, run_id)
     try:
-        cancel_run(run)
+        cancel_run(run, by=request.user)  # type: ignore[arg-type]  # never anonymous here
     except RunStateError as exc:
         messages.error(request, str(exc))
     else:
@@ -122,7 +124,7 @@ def run_cancel(request: HttpRequest, run_id: str) -> HttpResponse:
 def run_relaunch(request: HttpRequest, run_id: str) -> HttpResponse:
     run = visible_run(request.user, run_id)
     try:
-        count = relaunch_run(run)
+        count = relaunch_run(run, by=request.user)  # type: ignore[arg-type]  # never anonymous here
     except RunStateError as exc:
         messages.error(request, str(exc))
     else:
@@ -286,3 +288,21 @@ def workflow_run(request: HttpRequest, name: str) -> HttpResponse:
         return redirect("workflow_list")
     messages.success(request, f"Run {run.pk} of {workflow.name} started.")
     return redirect("run_detail", run_id=run.pk)
+
+
+# -- audit trail (staff) -------------------------------------------------------------------
+
+AUDIT_PER_PAGE = 100
+
+
+@require_GET
+def audit_trail(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_staff:
+        raise PermissionDenied("the audit trail is for staff")
+    action = request.GET.get("action", "")
+    events = AuditEvent.objects.all()
+    if action:
+        events = events.filter(action=action)
+    page = Paginator(events, AUDIT_PER_PAGE).get_page(request.GET.get("page"))
+    context = {"page": page, "action": action, "actions": AuditEvent.Action.choices}
+    return render(request, "runs/audit.html", context)
