@@ -25,7 +25,7 @@ from pathlib import Path
 import ldap
 import pytest
 
-from tests.services import ChildProcess, ServiceError, accepts_connections, free_port, unavailable
+from tests.services import ChildProcess, ServiceError, accepts_connections, free_port, serve
 
 SLAPD = Path("/usr/sbin/slapd")
 SLAPADD = Path("/usr/sbin/slapadd")
@@ -144,11 +144,4 @@ def start_slapd(directory: Path) -> tuple[ChildProcess, Slapd]:
 @pytest.fixture(scope="session")
 def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
     """The running test directory (module docstring); skips, or fails under CI, if slapd cannot start."""
-    try:
-        child, server = start_slapd(tmp_path_factory.mktemp("slapd"))
-    except (ServiceError, OSError) as exc:
-        unavailable("test LDAP server (slapd)", exc)
-    try:
-        yield server
-    finally:
-        child.stop()
+    yield from serve("test LDAP server (slapd)", lambda: start_slapd(tmp_path_factory.mktemp("slapd")))

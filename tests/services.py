@@ -12,14 +12,15 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import pytest
 
 STOP_TIMEOUT = 10  # seconds between SIGTERM and SIGKILL
+T = TypeVar("T")
 
 
 class ServiceError(RuntimeError):
@@ -89,3 +90,19 @@ def accepts_connections(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def serve(what: str, start: Callable[[], tuple[ChildProcess, T]]) -> Iterator[T]:
+    """The body of a service fixture: ``start()``, yield what the tests use, stop the process.
+
+    ``yield from serve("test LDAP server", lambda: start_slapd(...))``; a service that cannot
+    start is ``unavailable``.
+    """
+    try:
+        child, handle = start()
+    except (ServiceError, OSError) as exc:
+        unavailable(what, exc)
+    try:
+        yield handle
+    finally:
+        child.stop()

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
-from pytest_django.fixtures import Settings as SettingsWrapper
 
-from scripthut_site.sso import env as sso_env
 from tests.services import free_port
+from tests.sso import configure
 
 if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse as Response
+    from pytest_django.fixtures import Settings
 
     from tests.ldap_server import Slapd
 
@@ -26,13 +26,8 @@ pytest_plugins = ["tests.ldap_server"]
 FAILED = "Your username and password didn"  # ... 't match. Please try again.
 
 
-def configure(settings: SettingsWrapper, env: dict[str, str]) -> None:
-    for name, value in sso_env.auth_settings(env).items():
-        setattr(settings, name, value)
-
-
 @pytest.fixture
-def directory(slapd: Slapd, settings: SettingsWrapper, db: None) -> Slapd:
+def directory(slapd: Slapd, settings: Settings, db: None) -> Slapd:
     """The portal signs in against the test slapd."""
     configure(settings, slapd.env())
     return slapd
@@ -89,7 +84,7 @@ def test_a_wrong_password_is_a_normal_failed_login(directory: Slapd, caplog: pyt
 
 
 def test_an_unreachable_directory_is_a_normal_failed_login(
-    slapd: Slapd, settings: SettingsWrapper, db: None, caplog: pytest.LogCaptureFixture
+    slapd: Slapd, settings: Settings, db: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     env = {**slapd.env(), "SCRIPTHUT_LDAP_URL": f"ldap://127.0.0.1:{free_port()}/"}  # nothing listens there
     configure(settings, env)
