@@ -8,7 +8,9 @@ COPY backends backends
 COPY sources sources
 COPY templates templates
 COPY manage.py ./
-RUN pip install --no-cache-dir .
+# python-ldap (LDAP sign-in) compiles against the OpenLDAP and SASL headers.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev libldap-dev libsasl2-dev \
+    && pip install --no-cache-dir . && rm -rf /var/lib/apt/lists/*
 ENV SCRIPTHUT_DATA_DIR=/data SCRIPTHUT_CONFIG=/app/scripthut.yaml
 EXPOSE 8000
 CMD ["scripthut", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -5,7 +5,13 @@ BIN    := $(VENV)/bin
 
 .PHONY: serve test lint bench setup
 
-$(BIN)/scripthut: pyproject.toml
+# python-ldap (LDAP sign-in) is compiled on install, against the OpenLDAP and SASL headers.
+LDAP_HEADERS := /usr/include/ldap.h /usr/include/sasl/sasl.h
+$(LDAP_HEADERS):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev libldap-dev libsasl2-dev >/dev/null
+
+$(BIN)/scripthut: pyproject.toml | $(LDAP_HEADERS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -3,6 +3,7 @@
 - ``DATABASE_URL``: unset means an SQLite file in the data dir.
 - ``REDIS_URL``: unset means embedded mode (in-process ticker, in-memory channel layer).
 - ``SCRIPTHUT_CONFIG``, ``SCRIPTHUT_DATA_DIR``, ``SECRET_KEY``: see README.
+- ``SCRIPTHUT_LDAP_*``, ``SCRIPTHUT_OIDC_*``: single sign-on, see README and scripthut_site.sso.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import dj_database_url
 
 from scripthut_site import paths
+from scripthut_site.sso import env as sso_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = paths.data_dir()
@@ -98,6 +100,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 
+# Single sign-on: local accounts always; LDAP and OpenID Connect when their variables are set.
+_sso = sso_env.auth_settings(os.environ)
+AUTHENTICATION_BACKENDS: list[str] = _sso.pop("AUTHENTICATION_BACKENDS")
+SCRIPTHUT_OIDC: sso_env.OIDCConfig | None = _sso.pop("SCRIPTHUT_OIDC")
+globals().update(_sso)  # django-auth-ldap's AUTH_LDAP_* settings, if any
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = False
@@ -144,5 +152,7 @@ LOGGING = {
         "scripthut": {"handlers": ["console"], "level": os.environ.get("SCRIPTHUT_LOG_LEVEL", "INFO")},
         "runs": {"handlers": ["console"], "level": os.environ.get("SCRIPTHUT_LOG_LEVEL", "INFO")},
         "backends": {"handlers": ["console"], "level": os.environ.get("SCRIPTHUT_LOG_LEVEL", "INFO")},
+        "scripthut_site": {"handlers": ["console"], "level": os.environ.get("SCRIPTHUT_LOG_LEVEL", "INFO")},
+        "django_auth_ldap": {"handlers": ["console"], "level": "WARNING"},  # e.g. "LDAP server unreachable"
     },
 }
