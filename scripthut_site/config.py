@@ -25,13 +25,13 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from backends.config import (
     UNSUPPORTED_TYPES,
     BackendConfig,
-    ConfigModel,
-    LocalBackend,
     backend_settings,
     error_line,
     error_message,
     unknown_keys,
 )
+from backends.local.settings import LocalSettings
+from backends.schema import ConfigModel
 
 if TYPE_CHECKING:
     from backends.models import Backend
@@ -350,7 +350,7 @@ def _import_backends(config: ScriptHutConfig, report: ImportReport) -> dict[str,
             "settings": backend_settings(item),
             "max_concurrent": item.max_concurrent,
             # Remote backends follow the global poll interval (settings.poll_interval).
-            "poll_interval": item.poll_interval if isinstance(item, LocalBackend) else None,
+            "poll_interval": item.poll_interval if isinstance(item, LocalSettings) else None,
             "enabled": True,
         }
         rows[item.name], outcome = _upsert(Backend, {"name": item.name}, values)

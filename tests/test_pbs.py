@@ -1,4 +1,4 @@
-"""PBS adapter: parsers on real OpenPBS 23.06 output (tests/fixtures/pbs), scripts and
+"""PBS adapter: parsers on real OpenPBS 23.06 output (backends/pbs/fixtures), scripts and
 submit batches checked with bash, remote calls simulated. No PBS server, no SSH."""
 
 from __future__ import annotations
@@ -17,30 +17,21 @@ import pytest
 from backends.base import BackendError, CommandResult, JobSpec, JobState, JobStatus
 from backends.config import validate_backend_settings
 from backends.models import Backend
-from backends.pbs import (
-    RC_MARK,
-    PBSBackend,
-    parse_pbsnodes,
-    parse_qstat_json,
-    parse_qstat_text,
-    parse_qsub,
-    pbs_memory,
-    pbs_path,
-    pbs_walltime,
-    safe_job_name,
-)
+from backends.pbs.adapter import RC_MARK, PbsAdapter
+from backends.pbs.parsing import parse_pbsnodes, parse_qstat_json, parse_qstat_text, parse_qsub
+from backends.pbs.rendering import pbs_memory, pbs_path, pbs_walltime, safe_job_name
 from backends.registry import adapter_class
 
-FIXTURES = Path(__file__).parent / "fixtures" / "pbs"
+FIXTURES = Path(__file__).parent.parent / "backends" / "pbs" / "fixtures"
 
 
 def fixture(name: str) -> str:
     return (FIXTURES / name).read_text()
 
 
-def make_backend(tmp_path: Path, **settings: object) -> PBSBackend:
+def make_backend(tmp_path: Path, **settings: object) -> PbsAdapter:
     values = validate_backend_settings("pbs", {"ssh": {"host": "pbs-login.example"}, **settings})
-    return PBSBackend(Backend(name="pbs", kind="pbs", settings=values), tmp_path)
+    return PbsAdapter(Backend(name="pbs", kind="pbs", settings=values), tmp_path)
 
 
 def job(**fields: object) -> JobSpec:
@@ -486,7 +477,7 @@ echo "$n.vm"
 """
 
 
-def three_jobs(backend: PBSBackend, tmp_path: Path, fail_first: bool = False) -> list[tuple[JobSpec, str]]:
+def three_jobs(backend: PbsAdapter, tmp_path: Path, fail_first: bool = False) -> list[tuple[JobSpec, str]]:
     first = job(tag="sh-7-1-aaaaaa", task_id="a", name="a", command="exit 99" if fail_first else "true")
     second = job(tag="sh-7-2-bbbbbb", task_id="b", name="b", output_file="logs/b.out", working_dir="~/w")
     third = job(tag="sh-7-3-cccccc", task_id="c", name="c", after_tags=["sh-7-1-aaaaaa"], after_job_ids=["41.vm"])
@@ -687,9 +678,11 @@ def test_cluster_info(tmp_path: Path) -> None:
     )
     backend.transport.run = lambda command, **kw: CommandResult(0, output, "")  # type: ignore[method-assign]
     info = backend.cluster_info()
-    assert (info["nodes_total"], info["nodes_free"], info["cpus_total"], info["cpus_free"]) == (1, 1, 8, 5)
-    assert info["job_history"] is True and info["clone_dir_mb"] == 2.0
-    assert info["partitions"] == [
+    # Nodes in all, nodes free, CPUs in all, CPUs free: the one row for the whole server.
+    (partition,) = info.partitions
+    assert (partition.nodes, partition.state, partition.cpus_total, partition.cpus_idle) == (1, "1 free, 0 down", 8, 5)
+    assert info.job_history is True and info.clone_dir_mb == 2.0
+    assert info.to_json()["partitions"] == [
         {
             "partition": "workq",
             "default": True,
@@ -705,4 +698,4 @@ def test_cluster_info(tmp_path: Path) -> None:
 
 
 def test_registered() -> None:
-    assert adapter_class(Backend.Kind.PBS) is PBSBackend
+    assert adapter_class(Backend.Kind.PBS) is PbsAdapter

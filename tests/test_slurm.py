@@ -15,7 +15,7 @@ import pytest
 from backends.config import validate_backend_settings
 from backends.models import Backend
 from backends.registry import get_adapter
-from backends.slurm import SlurmBackend
+from backends.slurm.adapter import SlurmAdapter
 from runs.engine.core import cancel_run, create_run, tick
 from runs.models import ObservedJob, Run, Task
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
@@ -276,12 +276,12 @@ def test_concurrent_ticks_submit_each_task_once(user, slurm, cluster):  # noqa: 
 def test_reconcile_waits_for_a_submit_batch_that_outlived_its_session(user, slurm, cluster):  # noqa: F811
     """A tick died (or its SSH session timed out) while its submit batch still ran on the
     login node. The next tick must find the job that batch submits, not queue the task again."""
-    from backends.remote import HOLD_SUBMIT_LOCK, SUBMIT_LOCK_FILE
+    from backends.ssh.scheduler import HOLD_SUBMIT_LOCK, SUBMIT_LOCK_FILE
     from runs import engine
 
     run = create_run(owner=user, backend=slurm, payload=[t("late", "true")], workflow_name="late")
     adapter = get_adapter(slurm)
-    assert isinstance(adapter, SlurmBackend)
+    assert isinstance(adapter, SlurmAdapter)
     ((task, spec, script),) = engine._claim(run, 1, adapter, {})
     # The batch as the dead tick sent it, but slow: it calls sbatch 3 s after taking the lock.
     batch = adapter.submit_script([(spec, script)]).replace(HOLD_SUBMIT_LOCK, HOLD_SUBMIT_LOCK + "sleep 3\n", 1)

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import subprocess
 import time
+from dataclasses import asdict
 
 import pytest
 
 from backends.base import JobSpec, JobState
 from backends.config import validate_backend_settings
 from backends.models import Backend
-from backends.slurm import SlurmBackend, parse_sacct, parse_scontrol, parse_sinfo, parse_squeue, safe_job_name
+from backends.slurm.adapter import SlurmAdapter, safe_job_name
+from backends.slurm.parsing import parse_sacct, parse_scontrol, parse_sinfo, parse_squeue
 
 
-def backend(**settings: object) -> SlurmBackend:
+def backend(**settings: object) -> SlurmAdapter:
     row = Backend(
         name="hpc", kind="slurm", settings=validate_backend_settings("slurm", {"ssh": {"host": "h"}, **settings})
     )
-    adapter = SlurmBackend(row, data_dir=None)  # type: ignore[arg-type]
+    adapter = SlurmAdapter(row, data_dir=None)  # type: ignore[arg-type]
     adapter._home = "/home/hut"
     return adapter
 
@@ -97,7 +99,7 @@ def test_scontrol_fallback_without_accounting():
 
 def test_sinfo():
     (part,) = parse_sinfo("normal*|up|1|idle|0/2/0/2\n")
-    assert part == {
+    assert asdict(part) == {
         "partition": "normal",
         "default": True,
         "available": "up",

@@ -34,7 +34,7 @@ class ConnectionLost(BackendUnavailable):  # noqa: N818
     """The connection dropped after a command was sent: its effect is unknown."""
 
 
-class SSHTransport:
+class SshTransport:
     def __init__(
         self,
         *,
@@ -66,7 +66,7 @@ class SSHTransport:
         self._last_error = ""
 
     @classmethod
-    def from_settings(cls, ssh: dict[str, Any]) -> SSHTransport:
+    def from_settings(cls, ssh: dict[str, Any]) -> SshTransport:
         return cls(
             host=ssh["host"],
             port=int(ssh.get("port") or 22),
