@@ -14,11 +14,11 @@ import importlib.util
 import json
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from django.conf import settings
 
-from backends.base import BackendAdapter, BackendUnavailable
+from backends.base import BackendAdapter, BackendError, BackendUnavailable, ShellAccess
 
 if TYPE_CHECKING:
     from backends.models import Backend
@@ -81,3 +81,17 @@ def close_all() -> None:
         for _, adapter in _adapters.values():
             adapter.close()
         _adapters.clear()
+
+
+class ShellBackend(ShellAccess, Protocol):
+    """An adapter with a shell on the other side (local, SSH), as code that runs commands
+    or reads files there (sources, workflow commands) sees it."""
+
+    name: str
+
+
+def shell_access(adapter: BackendAdapter) -> ShellBackend:
+    """The adapter, if its backend has a shell; BackendError otherwise."""
+    if not isinstance(adapter, ShellAccess):
+        raise BackendError(f"backend {adapter.name!r} has no shell to run commands or read files on")
+    return adapter

@@ -16,7 +16,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from backends.base import BackendAdapter, BackendError, BackendUnavailable
-from backends.registry import get_adapter
+from backends.registry import get_adapter, shell_access
 from runs.engine.core import GitCheckout, create_run
 from runs.models import Run
 from runs.workflow_json import ResolvedTask, WorkflowError, validate
@@ -58,7 +58,7 @@ def list_workflow_files(adapter: BackendAdapter, root: str, pattern: str) -> lis
         f'shopt -s globstar nullglob\nfor f in {pattern}; do if [ -f "$f" ]; then printf \'%s\\0\' "$f"; fi; done\n'
     )
     # One simple command (not a list), so an adapter's `cd <cwd> && ...` guards all of it.
-    result = adapter.run_command(f"bash -c {shlex.quote(script)}", cwd=root, timeout=60)
+    result = shell_access(adapter).run_command(f"bash -c {shlex.quote(script)}", cwd=root, timeout=60)
     if result.exit_code != 0:
         detail = result.stderr.strip()[-500:] or f"exit code {result.exit_code}"
         raise SourceError(f"cannot list workflow files in {root}: {detail}")
@@ -115,7 +115,7 @@ def source_tasks(source: Source, file: str) -> str:
     path = f"{source.root.rstrip('/')}/{file}"
     try:
         # One byte over the limit tells a too-big file from one that just fits.
-        text = get_adapter(source.backend).read_file(path, max_bytes=MAX_WORKFLOW_BYTES + 1)
+        text = shell_access(get_adapter(source.backend)).read_file(path, max_bytes=MAX_WORKFLOW_BYTES + 1)
     except FileNotFoundError:
         raise WorkflowError(
             f"source {source.name!r}: {file} no longer exists in {source.root} (sync the source again)"

@@ -14,7 +14,7 @@ import pytest
 
 from backends.config import validate_backend_settings
 from backends.models import Backend
-from backends.registry import get_adapter
+from backends.registry import get_adapter, shell_access
 from backends.slurm.adapter import SlurmAdapter
 from runs.engine.core import cancel_run, create_run, tick
 from runs.models import ObservedJob, Run, Task
@@ -78,7 +78,7 @@ def test_wildcard_workflow_completes(user, slurm):
     final = run.tasks.get(task_id="final")
     assert final.exit_code == 0 and final.elapsed_seconds is not None and final.queue_wait_seconds is not None
     assert "#SBATCH --job-name=final@" in final.script
-    adapter = get_adapter(slurm)
+    adapter = shell_access(get_adapter(slurm))
     assert adapter.read_file(final.output_file) == ""
 
 
@@ -132,7 +132,7 @@ def test_hostile_names_and_values_stay_inert(user, slurm, cluster):  # noqa: F81
     tasks = [t("q", 'printf "%s" "$NASTY"', env_vars={"NASTY": nasty}) | {"name": nasty}]
     run = wait_for(create_run(owner=user, backend=slurm, payload=tasks, workflow_name=nasty))
     assert run.status == Run.Status.COMPLETED, states(run)
-    assert get_adapter(slurm).read_file(run.tasks.get().output_file) == nasty
+    assert shell_access(get_adapter(slurm)).read_file(run.tasks.get().output_file) == nasty
     assert cluster.run_as_user(f"test -e {marker} && echo yes || echo no").strip() == "no"
 
 
