@@ -146,6 +146,25 @@ def test_deleted_by_a_failed_dependency(parse: Callable[[str], dict[str, JobStat
     assert status.started_at is None
 
 
+@pytest.mark.parametrize("parse, suffix", [(parse_qstat_text, ".txt"), (parse_qstat_json, "-json.txt")])
+def test_never_started_flag(parse: Callable[[str], dict[str, JobStatus]], suffix: str) -> None:
+    jobs = parse(fixture("20-final.qstat-fx" + suffix))
+    # Deleted before they ran (qdel, or by PBS for a dependency that can never be met).
+    assert {job_id for job_id, s in jobs.items() if s.never_started} == {"6.vm", "8.vm", "20.vm", "23.vm"}
+    assert not any(s.out_of_memory for s in jobs.values())
+    held = parse_qstat_text(fixture("06-chain-B.qstat-f-queued-depend.txt"))["8.vm"]
+    assert not held.never_started  # still held: not final
+
+
+def test_out_of_memory_flag_from_the_reason() -> None:
+    # The recorded array whose subjob failed, its comment worded as an OOM kill would be.
+    text = fixture("20-final.qstat-fx.txt").replace("at 12:25 and failed\n", "at 12:25 and failed (oom-kill)\n")
+    assert text != fixture("20-final.qstat-fx.txt")
+    jobs = parse_qstat_text(text)
+    assert jobs["22[].vm"].reason.endswith("failed (oom-kill)")
+    assert {job_id for job_id, s in jobs.items() if s.out_of_memory} == {"22[].vm"}
+
+
 def test_live_listing_of_mixed_states() -> None:
     text = parse_qstat_text(fixture("12-snapshot.qstat-f.txt"))
     states = {job_id: s.state for job_id, s in text.items()}
@@ -563,6 +582,34 @@ def test_submit_defers_what_the_server_cannot_take_now(tmp_path: Path) -> None:
     assert [(r.tag, r.retry) for r in results] == [("sh-7-1-aaaaaa", True), ("sh-7-2-bbbbbb", False)]
     with pytest.raises(BackendError, match="still running on this host"):
         backend.submit(jobs)
+
+
+def test_dependency_refusal_sets_parent_gone_only_for_held_jobs(tmp_path: Path) -> None:
+    backend = make_backend(tmp_path)
+    jobs = three_jobs(backend, tmp_path)  # the third waits on 41.vm and on the first
+    # Slurm's qsub wrapper passes on sbatch's refusal of a dependency on a job it no longer knows.
+    refused = "sbatch: error: Batch job submission failed: Job dependency problem"
+    answers = [
+        CommandResult(
+            1,
+            f"SCRIPTHUT-OK sh-7-1-aaaaaa 1.vm\nSCRIPTHUT-ERR sh-7-2-bbbbbb {refused}\n"
+            f"SCRIPTHUT-ERR sh-7-3-cccccc {refused}\n",
+            "",
+        ),
+        CommandResult(1, "SCRIPTHUT-ERR sh-7-3-cccccc qsub: Unknown queue\n", ""),
+    ]
+
+    def run_script(script: str, timeout: float = 300) -> CommandResult:
+        return answers.pop(0)
+
+    backend.transport.run_script = run_script  # type: ignore[method-assign]
+    results = backend.submit(jobs)
+    assert [(r.tag, r.job_id, r.parent_gone) for r in results] == [
+        ("sh-7-1-aaaaaa", "1.vm", False),
+        ("sh-7-2-bbbbbb", "", False),  # no native dependency: an ordinary rejection
+        ("sh-7-3-cccccc", "", True),
+    ]
+    assert [r.parent_gone for r in backend.submit(jobs[2:])] == [False]
 
 
 # -- poll, find_submitted, cancel, cluster_info with a simulated server -----------------
