@@ -560,10 +560,21 @@ def test_submit_parses_results_and_skips_children_of_rejected_jobs(tmp_path: Pat
     ]
 
 
+def answer_submits(backend: PbsAdapter, *answers: CommandResult) -> None:
+    """The backend's next submit batches get these answers, in order."""
+    queue = list(answers)
+
+    def run_script(script: str, timeout: float = 300) -> CommandResult:
+        return queue.pop(0)
+
+    backend.transport.run_script = run_script  # type: ignore[method-assign]
+
+
 def test_submit_defers_what_the_server_cannot_take_now(tmp_path: Path) -> None:
     backend = make_backend(tmp_path)
     jobs = three_jobs(backend, tmp_path)[:2]
-    answers = [
+    answer_submits(
+        backend,
         CommandResult(
             1,
             "SCRIPTHUT-ERR sh-7-1-aaaaaa qsub: cannot connect to server pbs-server (errno=15010)\n"
@@ -572,12 +583,7 @@ def test_submit_defers_what_the_server_cannot_take_now(tmp_path: Path) -> None:
         ),
         # A batch that could not take the submit lock sent nothing.
         CommandResult(75, "", "an earlier ScriptHut submission is still running on this host\n"),
-    ]
-
-    def run_script(script: str, timeout: float = 300) -> CommandResult:
-        return answers.pop(0)
-
-    backend.transport.run_script = run_script  # type: ignore[method-assign]
+    )
     results = backend.submit(jobs)
     assert [(r.tag, r.retry) for r in results] == [("sh-7-1-aaaaaa", True), ("sh-7-2-bbbbbb", False)]
     with pytest.raises(BackendError, match="still running on this host"):
@@ -589,7 +595,8 @@ def test_dependency_refusal_sets_parent_gone_only_for_held_jobs(tmp_path: Path) 
     jobs = three_jobs(backend, tmp_path)  # the third waits on 41.vm and on the first
     # Slurm's qsub wrapper passes on sbatch's refusal of a dependency on a job it no longer knows.
     refused = "sbatch: error: Batch job submission failed: Job dependency problem"
-    answers = [
+    answer_submits(
+        backend,
         CommandResult(
             1,
             f"SCRIPTHUT-OK sh-7-1-aaaaaa 1.vm\nSCRIPTHUT-ERR sh-7-2-bbbbbb {refused}\n"
@@ -597,12 +604,7 @@ def test_dependency_refusal_sets_parent_gone_only_for_held_jobs(tmp_path: Path) 
             "",
         ),
         CommandResult(1, "SCRIPTHUT-ERR sh-7-3-cccccc qsub: Unknown queue\n", ""),
-    ]
-
-    def run_script(script: str, timeout: float = 300) -> CommandResult:
-        return answers.pop(0)
-
-    backend.transport.run_script = run_script  # type: ignore[method-assign]
+    )
     results = backend.submit(jobs)
     assert [(r.tag, r.job_id, r.parent_gone) for r in results] == [
         ("sh-7-1-aaaaaa", "1.vm", False),

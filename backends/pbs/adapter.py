@@ -27,7 +27,16 @@ import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 
-from backends.base import BackendError, ClusterInfo, JobSpec, JobState, JobStatus, PartitionInfo, PollResult
+from backends.base import (
+    BackendError,
+    ClusterInfo,
+    CommandResult,
+    JobSpec,
+    JobState,
+    JobStatus,
+    PartitionInfo,
+    PollResult,
+)
 from backends.pbs.parsing import parse_pbsnodes, parse_qstat_json, parse_qstat_text, parse_qsub
 from backends.pbs.rendering import QSUB_HELPERS, pbs_script, qsub_argv
 from backends.ssh.scheduler import HOLD_SUBMIT_LOCK, SUBMIT_LOCK_WAIT_SECONDS, SshScheduler
@@ -183,21 +192,12 @@ class PbsAdapter(SshScheduler):
         start = MODES.index(self._mode) if self._mode else 0
         for mode in MODES[start:]:
             wanted = commands(mode)
-            script = "".join(f"{command}\nprintf '\\n{RC_MARK} %s\\n' \"$?\"\n" for command in wanted)
-            timeout = 180
-            if under_submit_lock:
-                script, timeout = HOLD_SUBMIT_LOCK + script, timeout + SUBMIT_LOCK_WAIT_SECONDS
-            result = self.transport.run_script(script, timeout=timeout)
-            self.check_submit_lock(result)
+            result = self._run_qstat(wanted, under_submit_lock)
             outputs, codes = _split_outputs(result.stdout, len(wanted))
             if mode != MODES[-1] and _unsupported(mode, result.stderr, outputs):
                 log.info("%s: qstat does not support the %s form; trying the next", self.name, mode)
                 continue
-            if len(codes) < len(wanted):
-                raise BackendError(f"qstat did not finish (exit {result.exit_code}): {result.stderr.strip()[-500:]}")
-            errors = [line for line in result.stderr.splitlines() if line.strip() and not BENIGN.search(line)]
-            if any(codes) and errors:
-                raise BackendError(f"qstat failed: {' '.join(errors)[-500:]}")
+            _raise_for_errors(result, codes, len(wanted))
             parse = parse_qstat_json if mode == "json" else parse_qstat_text
             try:
                 listings = [parse(output) for output in outputs]
@@ -207,6 +207,25 @@ class PbsAdapter(SshScheduler):
             self._mode = mode
             return mode, listings
         raise BackendError("qstat failed in every form (-F json, -x, plain)")
+
+    def _run_qstat(self, commands: Sequence[str], under_submit_lock: bool) -> CommandResult:
+        """The commands in one script, each followed by an ``RC_MARK`` line with its exit code."""
+        script = "".join(f"{command}\nprintf '\\n{RC_MARK} %s\\n' \"$?\"\n" for command in commands)
+        timeout = 180
+        if under_submit_lock:
+            script, timeout = HOLD_SUBMIT_LOCK + script, timeout + SUBMIT_LOCK_WAIT_SECONDS
+        result = self.transport.run_script(script, timeout=timeout)
+        self.check_submit_lock(result)
+        return result
+
+
+def _raise_for_errors(result: CommandResult, codes: Sequence[int], count: int) -> None:
+    """BackendError if the qstat script did not run every command, or one failed for real."""
+    if len(codes) < count:
+        raise BackendError(f"qstat did not finish (exit {result.exit_code}): {result.stderr.strip()[-500:]}")
+    errors = [line for line in result.stderr.splitlines() if line.strip() and not BENIGN.search(line)]
+    if any(codes) and errors:
+        raise BackendError(f"qstat failed: {' '.join(errors)[-500:]}")
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:

@@ -247,6 +247,18 @@ def _job_status(job_id: str, attrs: Mapping[str, Any], tag: str, wrapper: bool) 
     return settle_flags(status)
 
 
+# job_state letters of live jobs whose reason needs no other attribute.
+LIVE_STATES = {
+    "T": (JobState.QUEUED, "moving between servers"),
+    "M": (JobState.QUEUED, "moving between servers"),
+    "R": (JobState.RUNNING, ""),
+    "B": (JobState.RUNNING, ""),  # an array parent with subjobs running
+    "E": (JobState.RUNNING, "exiting"),
+    "S": (JobState.RUNNING, "suspended"),
+    "U": (JobState.RUNNING, "suspended"),
+}
+
+
 def _classify(letter: str, attrs: Mapping[str, Any], wrapper: bool) -> tuple[JobState, str, int | None]:
     """(state, reason, exit code) from ``job_state``, ``substate``, ``Exit_status`` and ``comment``."""
     if wrapper and letter in ("C", "U"):
@@ -257,23 +269,24 @@ def _classify(letter: str, attrs: Mapping[str, Any], wrapper: bool) -> tuple[Job
     if letter == "Q":
         return JobState.QUEUED, comment or "queued", None
     if letter == "H":
-        depend = _text(attrs.get("depend"))
-        if depend and _text(attrs.get("substate")) in ("22", ""):
-            return JobState.QUEUED, f"waiting for dependency {depend}", None
-        holds = ", ".join(HOLDS.get(h, h) for h in _text(attrs.get("Hold_Types")) if h != "n")
-        return JobState.QUEUED, comment or f"held ({holds or 'hold'})", None
+        return JobState.QUEUED, _held(attrs, comment), None
     if letter == "W":
         start = _text(attrs.get("Execution_Time"))
         return JobState.QUEUED, f"waiting until {start}" if start else comment or "waiting", None
-    if letter in ("T", "M"):
-        return JobState.QUEUED, "moving between servers", None
-    if letter in ("R", "E", "B"):
-        return JobState.RUNNING, "exiting" if letter == "E" else "", None
-    if letter in ("S", "U"):
-        return JobState.RUNNING, "suspended", None
+    if letter in LIVE_STATES:
+        state, reason = LIVE_STATES[letter]
+        return state, reason, None
     if letter in ("F", "X", "C"):
         return _finished(attrs, comment)
     return JobState.UNKNOWN, f"unknown PBS job state {letter!r}" if letter else "no job state", None
+
+
+def _held(attrs: Mapping[str, Any], comment: str) -> str:
+    depend = _text(attrs.get("depend"))
+    if depend and _text(attrs.get("substate")) in ("22", ""):
+        return f"waiting for dependency {depend}"
+    holds = ", ".join(HOLDS.get(h, h) for h in _text(attrs.get("Hold_Types")) if h != "n")
+    return comment or f"held ({holds or 'hold'})"
 
 
 def _finished(attrs: Mapping[str, Any], comment: str) -> tuple[JobState, str, int | None]:
@@ -283,34 +296,47 @@ def _finished(attrs: Mapping[str, Any], comment: str) -> tuple[JobState, str, in
     # "Job run at ... on (...) and terminated by researcher@vm": keep what follows "and".
     outcome = comment.rpartition(") and ")[2] if ") and " in comment else comment
     if raw is None or _text(raw) == "":
-        depend = _text(attrs.get("depend"))
-        if substate != "91" and depend:
-            # The server deletes a job whose afterok parent failed or does not exist (06-chain-B, 14).
-            return JobState.CANCELLED, f"deleted by PBS: dependency {depend} can never be satisfied", None
-        return JobState.CANCELLED, outcome or "deleted before it ran", None
+        return JobState.CANCELLED, _deleted_before_it_ran(attrs, substate, outcome), None
     code = _int(raw)
     if code is None:
         return JobState.FAILED, f"unreadable exit status {raw!r}", None
     if code >= 256:
-        signal = code - 256
-        name = SIGNALS.get(signal, f"signal {signal}")
-        if substate == "91" or "terminated" in outcome or (torque and signal == 15):
-            return JobState.CANCELLED, f"{outcome or 'deleted'} ({name})", 128 + signal
-        return JobState.FAILED, f"killed by {name}", 128 + signal
+        return _killed_by_signal(code - 256, substate, outcome, torque)
     if substate == "91":
         return JobState.CANCELLED, outcome or "deleted", code
     if code < 0:
-        exceeded = re.search(r"exceeded resource (\w+)", comment)
-        if exceeded:
-            return JobState.FAILED, f"{exceeded.group(1)} exceeded", code
-        codes = TORQUE_EXEC_CODES if torque else OPENPBS_EXEC_CODES
-        return JobState.FAILED, codes.get(code, f"PBS ended the job (Exit_status {code})"), code
+        return JobState.FAILED, _ended_by_pbs(code, comment, torque), code
     if code:
         return JobState.FAILED, f"exit code {code}", code
     if substate == "93":
         # An array parent whose subjob failed: Exit_status 0, substate 93 (07b).
         return JobState.FAILED, outcome or "failed", code
     return JobState.COMPLETED, "", code
+
+
+def _deleted_before_it_ran(attrs: Mapping[str, Any], substate: str, outcome: str) -> str:
+    depend = _text(attrs.get("depend"))
+    if substate != "91" and depend:
+        # The server deletes a job whose afterok parent failed or does not exist (06-chain-B, 14).
+        return f"deleted by PBS: dependency {depend} can never be satisfied"
+    return outcome or "deleted before it ran"
+
+
+def _killed_by_signal(signal: int, substate: str, outcome: str, torque: bool) -> tuple[JobState, str, int]:
+    """Exit status 256+N: deleted (qdel sends SIGTERM) or killed by signal N."""
+    name = SIGNALS.get(signal, f"signal {signal}")
+    if substate == "91" or "terminated" in outcome or (torque and signal == 15):
+        return JobState.CANCELLED, f"{outcome or 'deleted'} ({name})", 128 + signal
+    return JobState.FAILED, f"killed by {name}", 128 + signal
+
+
+def _ended_by_pbs(code: int, comment: str, torque: bool) -> str:
+    """Why PBS ended a job (Exit_status below zero)."""
+    exceeded = re.search(r"exceeded resource (\w+)", comment)
+    if exceeded:
+        return f"{exceeded.group(1)} exceeded"
+    codes = TORQUE_EXEC_CODES if torque else OPENPBS_EXEC_CODES
+    return codes.get(code, f"PBS ended the job (Exit_status {code})")
 
 
 def _text(value: Any) -> str:

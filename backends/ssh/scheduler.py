@@ -177,30 +177,33 @@ class SshScheduler(FileLogs, BackendAdapter):
             lines.append("mkdir -p -- " + " ".join(shell_path(d) for d in absolute_dirs))
         index = {job.tag: n for n, (job, _) in enumerate(jobs)}
         for n, (job, script) in enumerate(jobs):
-            for directory in _log_dirs(job):
-                if not directory.startswith(("/", "~")):
-                    # Relative log paths are relative to the job's working dir, as for the scheduler.
-                    lines.append(
-                        f"(cd {shell_path(job.working_dir)} 2>/dev/null && mkdir -p -- {shlex.quote(directory)})"
-                    )
-            submit = f"_sh_submit {shlex.quote(job.tag)} " + " ".join(shlex.quote(a) for a in self.submit_argv(job))
             parents = [index[t] for t in job.after_tags if t in index]
-            if job.after_job_ids or parents:
-                words = [shlex.quote(j) for j in job.after_job_ids] + [f'"${{jid_{p}}}"' for p in parents]
-                submit += " " + self.dependency_args(":".join(words))
-            marker = "SCRIPTHUT_" + secrets.token_hex(8)
-            while marker in script:
-                marker = "SCRIPTHUT_" + secrets.token_hex(8)
-            body = [f"{submit} <<'{marker}'", script.rstrip("\n"), marker]
-            if parents:
-                # A parent in this batch was not submitted: leave the child for a later batch.
-                missing = " || ".join(f'[ -z "${{jid_{p}}}" ]' for p in parents)
-                skip = f"_sh_last=; printf 'SCRIPTHUT-SKIP %s\\n' {shlex.quote(job.tag)}"
-                lines += [f"if {missing}; then {skip}; else", *body, "fi"]
-            else:
-                lines += body
+            lines += self._submit_lines(job, script, parents)
             lines.append(f"jid_{n}=${{_sh_last%%;*}}")
         return "\n".join(lines) + "\n"
+
+    def _submit_lines(self, job: JobSpec, script: str, parents: Sequence[int]) -> list[str]:
+        """One job of the batch; ``parents``: the batch positions of jobs it waits on."""
+        lines = [
+            # Relative log paths are relative to the job's working dir, as for the scheduler.
+            f"(cd {shell_path(job.working_dir)} 2>/dev/null && mkdir -p -- {shlex.quote(directory)})"
+            for directory in _log_dirs(job)
+            if not directory.startswith(("/", "~"))
+        ]
+        submit = f"_sh_submit {shlex.quote(job.tag)} " + " ".join(shlex.quote(a) for a in self.submit_argv(job))
+        if job.after_job_ids or parents:
+            words = [shlex.quote(j) for j in job.after_job_ids] + [f'"${{jid_{p}}}"' for p in parents]
+            submit += " " + self.dependency_args(":".join(words))
+        marker = "SCRIPTHUT_" + secrets.token_hex(8)
+        while marker in script:
+            marker = "SCRIPTHUT_" + secrets.token_hex(8)
+        body = [f"{submit} <<'{marker}'", script.rstrip("\n"), marker]
+        if not parents:
+            return lines + body
+        # A parent in this batch was not submitted: leave the child for a later batch.
+        missing = " || ".join(f'[ -z "${{jid_{p}}}" ]' for p in parents)
+        skip = f"_sh_last=; printf 'SCRIPTHUT-SKIP %s\\n' {shlex.quote(job.tag)}"
+        return [*lines, f"if {missing}; then {skip}; else", *body, "fi"]
 
 
 def _mentions(error: str, patterns: Sequence[str]) -> bool:
