@@ -78,7 +78,8 @@ class SubmitResult:
     # queue it again instead of failing the task.
     retry: bool = False
     # Refused because a job it was to wait on (native dependency) is no longer on the
-    # scheduler: the engine submits it again later, without scheduler-held dependencies.
+    # scheduler, or was not submitted earlier in the same batch: the engine submits it
+    # again later, without scheduler-held dependencies.
     parent_gone: bool = False
 
 

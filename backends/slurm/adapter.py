@@ -3,7 +3,8 @@
 Jobs carry their task's tag at the end of the job name (``<name>@<tag>``), so an
 interrupted submit is found again through squeue or accounting. A finished job that
 left the queue is resolved through sacct, or ``scontrol show job`` on clusters
-without accounting, never declared failed for being absent.
+without accounting, never declared failed for being absent. Reading their output is
+:mod:`.parsing`'s job.
 """
 
 from __future__ import annotations
