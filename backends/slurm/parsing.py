@@ -153,7 +153,7 @@ def parse_sinfo(text: str) -> list[PartitionInfo]:
             PartitionInfo(
                 partition=name.rstrip("*"),
                 default=name.endswith("*"),
-                available=avail,
+                available=avail or "up",
                 nodes=int(nodes) if nodes.isdigit() else 0,
                 state=state,
                 cpus_allocated=allocated,
