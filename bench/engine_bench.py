@@ -21,24 +21,15 @@ from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, reset_queries  # noqa: E402
 
-from backends import registry  # noqa: E402
-from backends.base import (  # noqa: E402
-    BackendAdapter,
-    CommandResult,
-    FileLogs,
-    JobSpec,
-    JobState,
-    JobStatus,
-    PollResult,
-    SubmitResult,
-)
+from backends import base, registry  # noqa: E402
+from backends.base import BackendAdapter, CommandResult, JobSpec, JobState, JobStatus, PollResult, SubmitResult  # noqa: E402
 from backends.models import Backend  # noqa: E402
 from runs.engine.core import create_run, tick  # noqa: E402
 from runs.models import Run, Task  # noqa: E402
 from runs.workflow_json import validate  # noqa: E402
 
 
-class InstantBackend(FileLogs, BackendAdapter):
+class InstantBackend(base.FileLogs, BackendAdapter):
     """Accepts every job and reports it completed at the next poll; logs are files never written."""
 
     def render_script(self, job: JobSpec) -> str:
