@@ -78,7 +78,8 @@ class SubmitResult:
     # queue it again instead of failing the task.
     retry: bool = False
     # Refused because a job it was to wait on (native dependency) is no longer on the
-    # scheduler: the engine submits it again later, without scheduler-held dependencies.
+    # scheduler, or was not submitted earlier in the same batch: the engine submits it
+    # again later, without scheduler-held dependencies.
     parent_gone: bool = False
 
 
@@ -318,10 +319,3 @@ def safe_filename(text: str) -> str:
     """A task id made safe to use as one path component."""
     cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
     return cleaned.lstrip(".") or "task"
-
-
-def shell_of(adapter: BackendAdapter) -> ShellAccess:
-    """The adapter's shell (for workflow commands, git, generated files), or a clear error."""
-    if not isinstance(adapter, ShellAccess):
-        raise BackendUnavailable(f"backend {adapter.name!r} has no shell to run commands or read files in")
-    return adapter

@@ -7,14 +7,15 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from backends.registry import BACKENDS
+
 
 class Backend(models.Model):
-    class Kind(models.TextChoices):
-        LOCAL = "local", "Local processes"
-        SLURM = "slurm", "Slurm (SSH)"
-        PBS = "pbs", "PBS/Torque (SSH)"
-        BATCH = "batch", "AWS Batch"
-        EC2 = "ec2", "AWS EC2"
+    # One choice per registered kind: Kind.LOCAL == "local", Kind.SLURM == "slurm", ...
+    # (django-stubs types only the one-argument form of the functional API.)
+    Kind = models.TextChoices(  # type: ignore[call-overload]
+        "Kind", [(kind.upper(), (kind, entry.label)) for kind, entry in BACKENDS.items()]
+    )
 
     class Status(models.TextChoices):
         UNKNOWN = "unknown", "Not checked yet"
@@ -24,7 +25,7 @@ class Backend(models.Model):
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField("type", max_length=16, choices=Kind.choices)
     # Validated per-type settings (ssh block, account, queue, aws block, ...), as
-    # loaded by backends.config; see backends.config.BACKEND_SETTINGS.
+    # loaded by backends.config; see each backend package's settings.py.
     settings = models.JSONField(default=dict, blank=True)
     max_concurrent = models.PositiveIntegerField(default=100)
     poll_interval = models.PositiveIntegerField(

@@ -1,33 +1,64 @@
-"""One adapter per backend per process, so connections persist between ticks."""
+"""Every kind of backend, and one adapter per backend per process (connections persist
+between ticks).
+
+Adding a backend is one package plus one line in :data:`BACKENDS`. The package has
+``settings.py`` exposing ``Settings`` (its part of scripthut.yaml) and, once it can run
+jobs, ``adapter.py`` exposing ``Adapter``. They are separate so that loading a config
+never imports a scheduler's client libraries (paramiko, boto3).
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from backends.base import BackendAdapter, BackendUnavailable
-from backends.models import Backend
+from backends.base import BackendAdapter, BackendError, BackendUnavailable, ShellAccess
 
-_lock = threading.Lock()
-_adapters: dict[str, tuple[str, BackendAdapter]] = {}
+if TYPE_CHECKING:
+    from backends.models import Backend
+    from backends.schema import BackendSettings
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    package: str  # has settings.py (Settings) and, where supported, adapter.py (Adapter)
+    label: str  # shown in the admin
+
+
+# The order is the order of the type choices, and of the types listed in config errors.
+BACKENDS: dict[str, BackendKind] = {
+    "local": BackendKind("backends.local", "Local processes"),
+    "slurm": BackendKind("backends.slurm", "Slurm (SSH)"),
+    "pbs": BackendKind("backends.pbs", "PBS/Torque (SSH)"),
+    "batch": BackendKind("backends.batch", "AWS Batch"),
+    "ec2": BackendKind("backends.ec2", "AWS EC2"),
+}
+
+
+def settings_class(kind: str) -> type[BackendSettings]:
+    """The settings model of a registered kind (KeyError for others)."""
+    module = importlib.import_module(f"{BACKENDS[kind].package}.settings")
+    model: type[BackendSettings] = module.Settings
+    return model
 
 
 def adapter_class(kind: str) -> type[BackendAdapter]:
-    from backends.local import LocalBackend
-    from backends.pbs import PBSBackend
-    from backends.slurm import SlurmBackend
+    entry = BACKENDS.get(kind)
+    # A kind whose adapter is still to come (batch, ec2) has no adapter module yet.
+    if entry is None or importlib.util.find_spec(f"{entry.package}.adapter") is None:
+        raise BackendUnavailable(f"backend type {kind!r} is not supported by this version of ScriptHut")
+    adapter: type[BackendAdapter] = importlib.import_module(f"{entry.package}.adapter").Adapter
+    return adapter
 
-    classes: dict[str, type[BackendAdapter]] = {
-        Backend.Kind.LOCAL: LocalBackend,
-        Backend.Kind.SLURM: SlurmBackend,
-        Backend.Kind.PBS: PBSBackend,
-    }
-    try:
-        return classes[kind]
-    except KeyError:
-        raise BackendUnavailable(f"backend type {kind!r} is not supported by this version of ScriptHut") from None
+
+_lock = threading.Lock()
+_adapters: dict[str, tuple[str, BackendAdapter]] = {}
 
 
 def get_adapter(backend: Backend) -> BackendAdapter:
@@ -50,3 +81,10 @@ def close_all() -> None:
         for _, adapter in _adapters.values():
             adapter.close()
         _adapters.clear()
+
+
+def shell_access(adapter: BackendAdapter) -> ShellAccess:
+    """The adapter, if its backend has a shell; BackendError otherwise."""
+    if not isinstance(adapter, ShellAccess):
+        raise BackendError(f"backend {adapter.name!r} has no shell to run commands or read files on")
+    return adapter

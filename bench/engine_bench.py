@@ -21,8 +21,8 @@ from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, reset_queries  # noqa: E402
 
-from backends import registry  # noqa: E402
-from backends.base import BackendAdapter, JobSpec, JobState, JobStatus, PollResult, SubmitResult, TaskLog  # noqa: E402
+from backends import base, registry  # noqa: E402
+from backends.base import BackendAdapter, JobSpec, JobState, JobStatus, PollResult, SubmitResult  # noqa: E402
 from backends.models import Backend  # noqa: E402
 from runs.actions import create_run  # noqa: E402
 from runs.engine.tick import tick  # noqa: E402
@@ -30,8 +30,8 @@ from runs.models import Run, Task  # noqa: E402
 from runs.workflow_json import validate  # noqa: E402
 
 
-class InstantBackend(BackendAdapter):
-    """Accepts every job and reports it completed at the next poll."""
+class InstantBackend(base.FileLogs, BackendAdapter):
+    """Accepts every job and reports it completed at the next poll; logs are files never written."""
 
     def render_script(self, job: JobSpec) -> str:
         return f"#!/bin/bash\n{job.command}\n"
@@ -47,12 +47,6 @@ class InstantBackend(BackendAdapter):
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         pass
-
-    def log_location(self, log: TaskLog) -> str:
-        return log.path
-
-    def read_log(self, log: TaskLog, max_bytes: int = 0) -> str:
-        raise FileNotFoundError(log.path)
 
 
 def workflow(groups: int, per_group: int) -> list[dict]:

@@ -27,8 +27,8 @@ from django.utils import timezone  # noqa: E402
 from backends.config import validate_backend_settings  # noqa: E402
 from backends.models import Backend  # noqa: E402
 from backends.registry import get_adapter  # noqa: E402
-from backends.slurm import parse_sacct, parse_squeue  # noqa: E402
-from backends.ssh import SSHTransport  # noqa: E402
+from backends.slurm.parsing import parse_sacct, parse_squeue  # noqa: E402
+from backends.ssh.transport import SshTransport  # noqa: E402
 from runs.actions import create_run  # noqa: E402
 from runs.engine.tick import tick  # noqa: E402
 from runs.models import Run, Task  # noqa: E402
@@ -100,7 +100,7 @@ def setup_backend(native: bool = True, poll: int = 1, max_concurrent: int = 1000
     return backend, owner
 
 
-def wait_queue_empty(transport: SSHTransport) -> None:
+def wait_queue_empty(transport: SshTransport) -> None:
     while transport.run("squeue --noheader --me --format=%i").stdout.strip():
         time.sleep(1)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.contrib.auth.models import User
 
-from backends.base import BackendUnavailable, shell_of
-from backends.registry import get_adapter
+from backends.base import BackendError, BackendUnavailable
+from backends.registry import get_adapter, shell_access
 from runs.actions import GitCheckout, create_run
 from runs.models import Run, Workflow
 from runs.workflow_json import ResolvedTask, WorkflowError, validate
@@ -14,10 +14,10 @@ from sources.git import GitError, checkout, git_ssh_env, resolve_branch
 
 def fetch_tasks(workflow: Workflow) -> tuple[str, GitCheckout | None]:
     """Run the workflow's command (in a fresh git checkout if it has a git block)."""
-    adapter = shell_of(get_adapter(workflow.backend))
     git: GitCheckout | None = None
     cwd = None
     try:
+        adapter = get_adapter(workflow.backend)
         if workflow.git:
             repo = workflow.git["repo"]
             branch = workflow.git.get("branch") or "main"
@@ -26,8 +26,8 @@ def fetch_tasks(workflow: Workflow) -> tuple[str, GitCheckout | None]:
                 sha = resolve_branch(adapter, repo, branch, ssh_env)
                 cwd = checkout(adapter, repo, branch, sha, parent, ssh_env)
             git = GitCheckout(repo=repo, branch=branch, sha=sha, clone_dir=cwd)
-        result = adapter.run_command(workflow.command, cwd=cwd)
-    except (GitError, BackendUnavailable) as exc:
+        result = shell_access(adapter).run_command(workflow.command, cwd=cwd)
+    except (GitError, BackendUnavailable, BackendError) as exc:
         raise WorkflowError(f"workflow {workflow.name!r}: {exc}") from exc
     if result.exit_code != 0:
         detail = result.stderr.strip()[-1000:] or result.stdout.strip()[-1000:]

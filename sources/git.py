@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from backends.base import ShellAccess
+from backends.base import BackendAdapter
+from backends.registry import shell_access
 from backends.scripts import shell_path
 
 
@@ -21,7 +22,7 @@ class GitError(RuntimeError):
 
 
 @contextmanager
-def git_ssh_env(adapter: ShellAccess, deploy_key: str | None) -> Iterator[str]:
+def git_ssh_env(adapter: BackendAdapter, deploy_key: str | None) -> Iterator[str]:
     """A ``GIT_SSH_COMMAND=... `` prefix using the deploy key, or ``""`` without one."""
     if not deploy_key:
         yield ""
@@ -30,7 +31,8 @@ def git_ssh_env(adapter: ShellAccess, deploy_key: str | None) -> Iterator[str]:
         key = Path(deploy_key).expanduser().read_bytes()
     except OSError as exc:
         raise GitError(f"cannot read deploy key {deploy_key}: {exc.strerror}") from exc
-    made = adapter.run_command('umask 077 && f=$(mktemp) && cat > "$f" && echo "$f"', stdin=key, timeout=30)
+    shell = shell_access(adapter)
+    made = shell.run_command('umask 077 && f=$(mktemp) && cat > "$f" && echo "$f"', stdin=key, timeout=30)
     remote_key = made.stdout.strip()
     if made.exit_code != 0 or not remote_key:
         raise GitError(f"cannot copy the deploy key to {adapter.name}: {made.stderr.strip()}")
@@ -38,11 +40,11 @@ def git_ssh_env(adapter: ShellAccess, deploy_key: str | None) -> Iterator[str]:
     try:
         yield f"GIT_SSH_COMMAND={shlex.quote(ssh)} "
     finally:
-        adapter.run_command(f"rm -f {shlex.quote(remote_key)}", timeout=30)
+        shell.run_command(f"rm -f {shlex.quote(remote_key)}", timeout=30)
 
 
-def resolve_branch(adapter: ShellAccess, repo: str, branch: str, ssh_env: str = "") -> str:
-    result = adapter.run_command(
+def resolve_branch(adapter: BackendAdapter, repo: str, branch: str, ssh_env: str = "") -> str:
+    result = shell_access(adapter).run_command(
         f"{ssh_env}git ls-remote {shlex.quote(repo)} {shlex.quote('refs/heads/' + branch)}", timeout=60
     )
     if result.exit_code != 0:
@@ -53,7 +55,7 @@ def resolve_branch(adapter: ShellAccess, repo: str, branch: str, ssh_env: str = 
 
 
 def checkout(
-    adapter: ShellAccess, repo: str, branch: str, sha: str, parent_dir: str, ssh_env: str = "", postclone: str = ""
+    adapter: BackendAdapter, repo: str, branch: str, sha: str, parent_dir: str, ssh_env: str = "", postclone: str = ""
 ) -> str:
     """Clone ``repo`` at ``sha`` into ``<parent_dir>/<sha>`` unless already there; return that path."""
     target = f"{parent_dir.rstrip('/')}/{sha}"
@@ -70,7 +72,7 @@ def checkout(
     steps.append(f"mv {tmp} {t}")
     # A clone lands under its final name only when complete, so a present dir is usable.
     command = f"if [ ! -d {t}/.git ]; then " + " && ".join(steps) + "; fi"
-    result = adapter.run_command(command, timeout=600)
+    result = shell_access(adapter).run_command(command, timeout=600)
     if result.exit_code != 0:
         raise GitError(f"git clone of {repo} failed: {result.stderr.strip()[-500:]}")
     return target

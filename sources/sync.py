@@ -15,8 +15,8 @@ import subprocess
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from backends.base import BackendError, BackendUnavailable, ShellAccess, shell_of
-from backends.registry import get_adapter
+from backends.base import BackendAdapter, BackendError, BackendUnavailable
+from backends.registry import get_adapter, shell_access
 from runs.actions import GitCheckout, create_run
 from runs.models import Run
 from runs.workflow_json import ResolvedTask, WorkflowError, validate
@@ -51,14 +51,14 @@ def check_glob(pattern: str) -> str:
     return pattern
 
 
-def list_workflow_files(adapter: ShellAccess, root: str, pattern: str) -> list[str]:
+def list_workflow_files(adapter: BackendAdapter, root: str, pattern: str) -> list[str]:
     """Regular files under ``root`` matching ``pattern``, as sorted relative paths (one command)."""
     check_glob(pattern)  # the one value that goes into the shell unquoted
     script = (
         f'shopt -s globstar nullglob\nfor f in {pattern}; do if [ -f "$f" ]; then printf \'%s\\0\' "$f"; fi; done\n'
     )
     # One simple command (not a list), so an adapter's `cd <cwd> && ...` guards all of it.
-    result = adapter.run_command(f"bash -c {shlex.quote(script)}", cwd=root, timeout=60)
+    result = shell_access(adapter).run_command(f"bash -c {shlex.quote(script)}", cwd=root, timeout=60)
     if result.exit_code != 0:
         detail = result.stderr.strip()[-500:] or f"exit code {result.exit_code}"
         raise SourceError(f"cannot list workflow files in {root}: {detail}")
@@ -76,7 +76,7 @@ def sync_source(source: Source) -> Source:
     try:
         # Checked before any git command, so a bad glob runs nothing at all.
         pattern = check_glob(source.workflows_glob or DEFAULT_GLOB)
-        adapter = shell_of(get_adapter(source.backend))
+        adapter = get_adapter(source.backend)
         sha = ""
         if source.kind == Source.Kind.GIT:
             if not source.url:
@@ -115,7 +115,7 @@ def source_tasks(source: Source, file: str) -> str:
     path = f"{source.root.rstrip('/')}/{file}"
     try:
         # One byte over the limit tells a too-big file from one that just fits.
-        text = shell_of(get_adapter(source.backend)).read_file(path, max_bytes=MAX_WORKFLOW_BYTES + 1)
+        text = shell_access(get_adapter(source.backend)).read_file(path, max_bytes=MAX_WORKFLOW_BYTES + 1)
     except FileNotFoundError:
         raise WorkflowError(
             f"source {source.name!r}: {file} no longer exists in {source.root} (sync the source again)"

@@ -412,11 +412,11 @@ def test_health(local_backend: Backend) -> None:
 
 
 def test_health_without_database(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    class Down:
+    class DownDatabase:
         def cursor(self) -> None:
             raise OperationalError("connection refused")
 
-    monkeypatch.setattr("runs.health.connection", Down())
+    monkeypatch.setattr("runs.health.connection", DownDatabase())
     response = Client().get("/health")
     assert response.status_code == 503
     assert response.json()["status"] == "error"

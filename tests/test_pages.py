@@ -437,14 +437,14 @@ def test_logs_messages_for_unsubmitted_missing_and_unreachable(
     fragment = _text(alice_client.get(url, headers=HTMX))
     assert "<html" not in fragment and 'id="log"' in fragment
 
-    class Down:
+    class UnreachableBackend:
         def log_location(self, log: TaskLog) -> str:
             return log.path
 
         def read_log(self, log: TaskLog, max_bytes: int = 0) -> str:
             raise BackendUnavailable("ssh: connection refused")
 
-    monkeypatch.setattr("runs.views.get_adapter", lambda backend: Down())
+    monkeypatch.setattr("runs.views.get_adapter", lambda backend: UnreachableBackend())
     page = _text(alice_client.get(url))
     assert "unreachable" in page and "ssh: connection refused" in page and "alert error" in page
 

@@ -1,4 +1,4 @@
-"""PBS adapter: parsers on real OpenPBS 23.06 output (tests/fixtures/pbs), scripts and
+"""PBS adapter: parsers on real OpenPBS 23.06 output (backends/pbs/fixtures), scripts and
 submit batches checked with bash, remote calls simulated. No PBS server, no SSH."""
 
 from __future__ import annotations
@@ -17,30 +17,21 @@ import pytest
 from backends.base import BackendError, CommandResult, JobSpec, JobState, JobStatus
 from backends.config import validate_backend_settings
 from backends.models import Backend
-from backends.pbs import (
-    RC_MARK,
-    PBSBackend,
-    parse_pbsnodes,
-    parse_qstat_json,
-    parse_qstat_text,
-    parse_qsub,
-    pbs_memory,
-    pbs_path,
-    pbs_walltime,
-    safe_job_name,
-)
+from backends.pbs.adapter import RC_MARK, PbsAdapter
+from backends.pbs.parsing import parse_pbsnodes, parse_qstat_json, parse_qstat_text, parse_qsub
+from backends.pbs.rendering import pbs_memory, pbs_path, pbs_walltime, safe_job_name
 from backends.registry import adapter_class
 
-FIXTURES = Path(__file__).parent / "fixtures" / "pbs"
+FIXTURES = Path(__file__).parent.parent / "backends" / "pbs" / "fixtures"
 
 
 def fixture(name: str) -> str:
     return (FIXTURES / name).read_text()
 
 
-def make_backend(tmp_path: Path, **settings: object) -> PBSBackend:
+def make_backend(tmp_path: Path, **settings: object) -> PbsAdapter:
     values = validate_backend_settings("pbs", {"ssh": {"host": "pbs-login.example"}, **settings})
-    return PBSBackend(Backend(name="pbs", kind="pbs", settings=values), tmp_path)
+    return PbsAdapter(Backend(name="pbs", kind="pbs", settings=values), tmp_path)
 
 
 def job(**fields: object) -> JobSpec:
@@ -153,6 +144,25 @@ def test_deleted_by_a_failed_dependency(parse: Callable[[str], dict[str, JobStat
     assert status.state == JobState.CANCELLED
     assert status.reason == "deleted by PBS: dependency afterok:7.vm@vm can never be satisfied"
     assert status.started_at is None
+
+
+@pytest.mark.parametrize("parse, suffix", [(parse_qstat_text, ".txt"), (parse_qstat_json, "-json.txt")])
+def test_never_started_flag(parse: Callable[[str], dict[str, JobStatus]], suffix: str) -> None:
+    jobs = parse(fixture("20-final.qstat-fx" + suffix))
+    # Deleted before they ran (qdel, or by PBS for a dependency that can never be met).
+    assert {job_id for job_id, s in jobs.items() if s.never_started} == {"6.vm", "8.vm", "20.vm", "23.vm"}
+    assert not any(s.out_of_memory for s in jobs.values())
+    held = parse_qstat_text(fixture("06-chain-B.qstat-f-queued-depend.txt"))["8.vm"]
+    assert not held.never_started  # still held: not final
+
+
+def test_out_of_memory_flag_from_the_reason() -> None:
+    # The recorded array whose subjob failed, its comment worded as an OOM kill would be.
+    text = fixture("20-final.qstat-fx.txt").replace("at 12:25 and failed\n", "at 12:25 and failed (oom-kill)\n")
+    assert text != fixture("20-final.qstat-fx.txt")
+    jobs = parse_qstat_text(text)
+    assert jobs["22[].vm"].reason.endswith("failed (oom-kill)")
+    assert {job_id for job_id, s in jobs.items() if s.out_of_memory} == {"22[].vm"}
 
 
 def test_live_listing_of_mixed_states() -> None:
@@ -486,7 +496,7 @@ echo "$n.vm"
 """
 
 
-def three_jobs(backend: PBSBackend, tmp_path: Path, fail_first: bool = False) -> list[tuple[JobSpec, str]]:
+def three_jobs(backend: PbsAdapter, tmp_path: Path, fail_first: bool = False) -> list[tuple[JobSpec, str]]:
     first = job(tag="sh-7-1-aaaaaa", task_id="a", name="a", command="exit 99" if fail_first else "true")
     second = job(tag="sh-7-2-bbbbbb", task_id="b", name="b", output_file="logs/b.out", working_dir="~/w")
     third = job(tag="sh-7-3-cccccc", task_id="c", name="c", after_tags=["sh-7-1-aaaaaa"], after_job_ids=["41.vm"])
@@ -550,10 +560,21 @@ def test_submit_parses_results_and_skips_children_of_rejected_jobs(tmp_path: Pat
     ]
 
 
+def answer_submits(backend: PbsAdapter, *answers: CommandResult) -> None:
+    """The backend's next submit batches get these answers, in order."""
+    queue = list(answers)
+
+    def run_script(script: str, timeout: float = 300) -> CommandResult:
+        return queue.pop(0)
+
+    backend.transport.run_script = run_script  # type: ignore[method-assign]
+
+
 def test_submit_defers_what_the_server_cannot_take_now(tmp_path: Path) -> None:
     backend = make_backend(tmp_path)
     jobs = three_jobs(backend, tmp_path)[:2]
-    answers = [
+    answer_submits(
+        backend,
         CommandResult(
             1,
             "SCRIPTHUT-ERR sh-7-1-aaaaaa qsub: cannot connect to server pbs-server (errno=15010)\n"
@@ -562,16 +583,35 @@ def test_submit_defers_what_the_server_cannot_take_now(tmp_path: Path) -> None:
         ),
         # A batch that could not take the submit lock sent nothing.
         CommandResult(75, "", "an earlier ScriptHut submission is still running on this host\n"),
-    ]
-
-    def run_script(script: str, timeout: float = 300) -> CommandResult:
-        return answers.pop(0)
-
-    backend.transport.run_script = run_script  # type: ignore[method-assign]
+    )
     results = backend.submit(jobs)
     assert [(r.tag, r.retry) for r in results] == [("sh-7-1-aaaaaa", True), ("sh-7-2-bbbbbb", False)]
     with pytest.raises(BackendError, match="still running on this host"):
         backend.submit(jobs)
+
+
+def test_dependency_refusal_sets_parent_gone_only_for_held_jobs(tmp_path: Path) -> None:
+    backend = make_backend(tmp_path)
+    jobs = three_jobs(backend, tmp_path)  # the third waits on 41.vm and on the first
+    # Slurm's qsub wrapper passes on sbatch's refusal of a dependency on a job it no longer knows.
+    refused = "sbatch: error: Batch job submission failed: Job dependency problem"
+    answer_submits(
+        backend,
+        CommandResult(
+            1,
+            f"SCRIPTHUT-OK sh-7-1-aaaaaa 1.vm\nSCRIPTHUT-ERR sh-7-2-bbbbbb {refused}\n"
+            f"SCRIPTHUT-ERR sh-7-3-cccccc {refused}\n",
+            "",
+        ),
+        CommandResult(1, "SCRIPTHUT-ERR sh-7-3-cccccc qsub: Unknown queue\n", ""),
+    )
+    results = backend.submit(jobs)
+    assert [(r.tag, r.job_id, r.parent_gone) for r in results] == [
+        ("sh-7-1-aaaaaa", "1.vm", False),
+        ("sh-7-2-bbbbbb", "", False),  # no native dependency: an ordinary rejection
+        ("sh-7-3-cccccc", "", True),
+    ]
+    assert [r.parent_gone for r in backend.submit(jobs[2:])] == [False]
 
 
 # -- poll, find_submitted, cancel, cluster_info with a simulated server -----------------
@@ -687,9 +727,11 @@ def test_cluster_info(tmp_path: Path) -> None:
     )
     backend.transport.run = lambda command, **kw: CommandResult(0, output, "")  # type: ignore[method-assign]
     info = backend.cluster_info()
-    assert (info["nodes_total"], info["nodes_free"], info["cpus_total"], info["cpus_free"]) == (1, 1, 8, 5)
-    assert info["job_history"] is True and info["clone_dir_mb"] == 2.0
-    assert info["partitions"] == [
+    # Nodes in all, nodes free, CPUs in all, CPUs free: the one row for the whole server.
+    (partition,) = info.partitions
+    assert (partition.nodes, partition.state, partition.cpus_total, partition.cpus_idle) == (1, "1 free, 0 down", 8, 5)
+    assert info.job_history is True and info.clone_dir_mb == 2.0
+    assert info.to_json()["partitions"] == [
         {
             "partition": "workq",
             "default": True,
@@ -705,4 +747,4 @@ def test_cluster_info(tmp_path: Path) -> None:
 
 
 def test_registered() -> None:
-    assert adapter_class(Backend.Kind.PBS) is PBSBackend
+    assert adapter_class(Backend.Kind.PBS) is PbsAdapter

@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from django.contrib.auth.models import User
 
-from backends.base import shell_of
 from backends.config import validate_backend_settings
 from backends.models import Backend
-from backends.registry import get_adapter
+from backends.registry import get_adapter, shell_access
 from runs.actions import cancel_run, create_run
 from runs.engine.tick import tick
 from runs.models import Run, Task
@@ -106,7 +105,7 @@ def test_two_tasks_submit_run_and_end(user: User, pbs: Backend, cluster: Cluster
     assert backend.status == Backend.Status.OK, backend.status_message
 
     tasks = {task.task_id: task for task in run.tasks.all()}
-    adapter = shell_of(get_adapter(pbs))
+    adapter = shell_access(get_adapter(pbs))
     for name, task in tasks.items():
         # qsub answered with a Slurm job id (a plain number) that Slurm knows as ours.
         assert task.job_id.isdigit(), task.job_id

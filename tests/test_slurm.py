@@ -12,11 +12,10 @@ from collections import Counter
 
 import pytest
 
-from backends.base import shell_of
 from backends.config import validate_backend_settings
 from backends.models import Backend
-from backends.registry import get_adapter
-from backends.slurm import SlurmBackend
+from backends.registry import get_adapter, shell_access
+from backends.slurm.adapter import SlurmAdapter
 from runs.actions import cancel_run, create_run
 from runs.engine.tick import tick
 from runs.models import ObservedJob, Run, Task
@@ -80,7 +79,7 @@ def test_wildcard_workflow_completes(user, slurm):
     final = run.tasks.get(task_id="final")
     assert final.exit_code == 0 and final.elapsed_seconds is not None and final.queue_wait_seconds is not None
     assert "#SBATCH --job-name=final@" in final.script
-    adapter = shell_of(get_adapter(slurm))
+    adapter = shell_access(get_adapter(slurm))
     assert adapter.read_file(final.output_file) == ""
 
 
@@ -134,7 +133,7 @@ def test_hostile_names_and_values_stay_inert(user, slurm, cluster):  # noqa: F81
     tasks = [t("q", 'printf "%s" "$NASTY"', env_vars={"NASTY": nasty}) | {"name": nasty}]
     run = wait_for(create_run(owner=user, backend=slurm, payload=tasks, workflow_name=nasty))
     assert run.status == Run.Status.COMPLETED, states(run)
-    assert shell_of(get_adapter(slurm)).read_file(run.tasks.get().output_file) == nasty
+    assert shell_access(get_adapter(slurm)).read_file(run.tasks.get().output_file) == nasty
     assert cluster.run_as_user(f"test -e {marker} && echo yes || echo no").strip() == "no"
 
 
@@ -278,12 +277,12 @@ def test_concurrent_ticks_submit_each_task_once(user, slurm, cluster):  # noqa: 
 def test_reconcile_waits_for_a_submit_batch_that_outlived_its_session(user, slurm, cluster):  # noqa: F811
     """A tick died (or its SSH session timed out) while its submit batch still ran on the
     login node. The next tick must find the job that batch submits, not queue the task again."""
-    from backends.remote import HOLD_SUBMIT_LOCK, SUBMIT_LOCK_FILE
+    from backends.ssh.scheduler import HOLD_SUBMIT_LOCK, SUBMIT_LOCK_FILE
     from runs.engine import claim
 
     run = create_run(owner=user, backend=slurm, payload=[t("late", "true")], workflow_name="late")
     adapter = get_adapter(slurm)
-    assert isinstance(adapter, SlurmBackend)
+    assert isinstance(adapter, SlurmAdapter)
     ((task, spec, script),) = claim.claim_ready(run, 1, adapter, {})
     # The batch as the dead tick sent it, but slow: it calls sbatch 3 s after taking the lock.
     batch = adapter.submit_script([(spec, script)]).replace(HOLD_SUBMIT_LOCK, HOLD_SUBMIT_LOCK + "sleep 3\n", 1)

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import subprocess
 import time
+from dataclasses import asdict
 
 import pytest
 
-from backends.base import JobSpec, JobState
+from backends.base import CommandResult, JobSpec, JobState, SubmitResult
 from backends.config import validate_backend_settings
 from backends.models import Backend
-from backends.slurm import SlurmBackend, parse_sacct, parse_scontrol, parse_sinfo, parse_squeue, safe_job_name
+from backends.slurm.adapter import SlurmAdapter, safe_job_name
+from backends.slurm.parsing import parse_sacct, parse_scontrol, parse_sinfo, parse_squeue
 
 
-def backend(**settings: object) -> SlurmBackend:
+def backend(**settings: object) -> SlurmAdapter:
     row = Backend(
         name="hpc", kind="slurm", settings=validate_backend_settings("slurm", {"ssh": {"host": "h"}, **settings})
     )
-    adapter = SlurmBackend(row, data_dir=None)  # type: ignore[arg-type]
+    adapter = SlurmAdapter(row, data_dir=None)  # type: ignore[arg-type]
     adapter._home = "/home/hut"
     return adapter
 
@@ -82,22 +84,69 @@ def test_sacct_rows_and_steps():
     assert (jobs["7"].state, jobs["7"].reason) == (JobState.FAILED, "out of memory (OUT_OF_MEMORY)")
 
 
+SCONTROL = (
+    "JobId=42 JobName=x@sh-1 UserId=hut(1001) GroupId=hut(1001) JobState=COMPLETED Reason=None ExitCode=0:0 "
+    "RunTime=00:00:01 SubmitTime=2026-11-25T12:00:00 StartTime=2026-11-25T12:00:01 EndTime=2026-11-25T12:00:02 "
+    "NodeList=n1\n"
+    "JobId=43 JobName=y UserId=hut(1001) JobState=FAILED Reason=NonZeroExitCode ExitCode=1:0 RunTime=00:00:00 "
+    "NodeList=n1\n"
+)
+
+
 def test_scontrol_fallback_without_accounting():
-    line = (
-        "JobId=42 JobName=x@sh-1 UserId=hut(1001) GroupId=hut(1001) JobState=COMPLETED Reason=None ExitCode=0:0 "
-        "RunTime=00:00:01 SubmitTime=2026-11-25T12:00:00 StartTime=2026-11-25T12:00:01 EndTime=2026-11-25T12:00:02 "
-        "NodeList=n1\n"
-        "JobId=43 JobName=y UserId=hut(1001) JobState=FAILED Reason=NonZeroExitCode ExitCode=1:0 RunTime=00:00:00 "
-        "NodeList=n1\n"
-    )
-    jobs = parse_scontrol(line)
+    jobs = parse_scontrol(SCONTROL)
     assert (jobs["42"].state, jobs["42"].user, jobs["42"].elapsed_seconds) == (JobState.COMPLETED, "hut", 1.0)
     assert (jobs["43"].state, jobs["43"].exit_code, jobs["43"].reason) == (JobState.FAILED, 1, "NonZeroExitCode")
 
 
+def test_out_of_memory_and_never_started_flags():
+    jobs = parse_sacct(SACCT)
+    assert {job_id for job_id, s in jobs.items() if s.out_of_memory} == {"7"}  # OUT_OF_MEMORY
+    # Cancelled while pending (Start None): the engine's "dropped while held" case.
+    assert {job_id for job_id, s in jobs.items() if s.never_started} == {"5"}
+    remembered = parse_scontrol(SCONTROL)
+    assert (remembered["42"].never_started, remembered["43"].never_started) == (False, True)  # 43: no StartTime
+    assert not any(s.out_of_memory for s in remembered.values())
+    pending, running = parse_squeue(
+        "12|hut|PENDING|Dependency|normal|1||2026-11-25T12:06:57|N/A|Solve_Model@sh-r1-7-abc123\n"
+        "13|bob|RUNNING|None|gpu|4|node1|2026-11-25T12:00:00|2026-11-25T12:01:00|external|job|with|bars\n"
+    )
+    assert not pending.never_started and not running.never_started  # not final yet
+
+
+def submit_with_answer(adapter: SlurmAdapter, jobs: list[JobSpec], stdout: str) -> list[SubmitResult]:
+    def run_script(script: str, timeout: float = 300) -> CommandResult:
+        return CommandResult(0, stdout, "")
+
+    adapter.transport.run_script = run_script  # type: ignore[method-assign]
+    return adapter.submit([(spec, "#!/bin/bash\ntrue\n") for spec in jobs])
+
+
+def test_dependency_refusal_sets_parent_gone_only_for_held_jobs():
+    refused = "sbatch: error: Batch job submission failed: Job dependency problem"
+    held = job(tag="sh-held", after_job_ids=["99"])
+    plain = job(tag="sh-plain")
+    other = job(tag="sh-other", after_job_ids=["98"])
+    child = job(tag="sh-child", after_tags=["sh-plain"])
+    results = submit_with_answer(
+        backend(),
+        [held, plain, other, child],
+        f"SCRIPTHUT-ERR sh-held {refused}\n"
+        f"SCRIPTHUT-ERR sh-plain {refused}\n"
+        "SCRIPTHUT-ERR sh-other sbatch: error: Batch job submission failed: Invalid partition name specified\n"
+        "SCRIPTHUT-SKIP sh-child\n",
+    )
+    assert [(r.tag, r.parent_gone, r.retry) for r in results] == [
+        ("sh-held", True, False),
+        ("sh-plain", False, False),  # no native dependency: an ordinary rejection
+        ("sh-other", False, False),
+        ("sh-child", True, False),  # its parent in the batch was not submitted
+    ]
+
+
 def test_sinfo():
     (part,) = parse_sinfo("normal*|up|1|idle|0/2/0/2\n")
-    assert part == {
+    assert asdict(part) == {
         "partition": "normal",
         "default": True,
         "available": "up",

@@ -11,7 +11,7 @@ import pytest
 from django.contrib.messages import get_messages
 from django.test import Client
 
-from backends.local import LocalBackend
+from backends.local.adapter import LocalAdapter
 from backends.models import Backend
 from backends.registry import get_adapter
 from runs.engine.jobspec import task_log
@@ -72,13 +72,13 @@ def git_source(repo: Path, tmp_path: Path, local_backend: Backend) -> Source:
 def commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every command the local backend runs (and still runs it)."""
     seen: list[str] = []
-    real = LocalBackend.run_command
+    real = LocalAdapter.run_command
 
-    def spy(self: LocalBackend, command: str, **kwargs: object) -> object:
+    def spy(self: LocalAdapter, command: str, **kwargs: object) -> object:
         seen.append(command)
         return real(self, command, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(LocalBackend, "run_command", spy)
+    monkeypatch.setattr(LocalAdapter, "run_command", spy)
     return seen
 
 

@@ -7,12 +7,12 @@ import subprocess
 import pytest
 
 from backends.base import BackendUnavailable
-from backends.ssh import SSHTransport
+from backends.ssh.transport import SshTransport
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
 
 
-def transport(cluster: Cluster, **overrides: object) -> SSHTransport:  # noqa: F811
-    return SSHTransport.from_settings(cluster.ssh_settings() | overrides)
+def transport(cluster: Cluster, **overrides: object) -> SshTransport:  # noqa: F811
+    return SshTransport.from_settings(cluster.ssh_settings() | overrides)
 
 
 def test_commands_files_and_quoting(cluster, tmp_path):  # noqa: F811

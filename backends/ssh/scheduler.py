@@ -14,11 +14,22 @@ import shlex
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-from backends.base import BackendAdapter, BackendError, CommandResult, FileLogs, JobSpec, SubmitResult
-from backends.models import Backend
+from backends.base import (
+    BackendAdapter,
+    BackendError,
+    ClusterInfo,
+    CommandResult,
+    FileLogs,
+    JobSpec,
+    SubmitResult,
+)
 from backends.scripts import shell_path
-from backends.ssh import ConnectionLost, SSHTransport
+from backends.ssh.transport import ConnectionLost, SshTransport
+
+if TYPE_CHECKING:
+    from backends.models import Backend
 
 # A submit batch holds this lock on the login node while it runs, and reconciling takes it
 # before it lists jobs by tag. A batch that outlived its SSH session (a timeout, a dropped
@@ -57,12 +68,12 @@ _sh_submit() {
 """
 
 
-class SSHBackend(FileLogs, BackendAdapter):
-    """Base of the schedulers reached over SSH."""
+class SshScheduler(FileLogs, BackendAdapter):
+    """Base of the schedulers reached over SSH; also a :class:`~backends.base.ShellAccess`."""
 
     def __init__(self, backend: Backend, data_dir: Path):
         super().__init__(backend, data_dir)
-        self.transport = SSHTransport.from_settings(self.settings["ssh"])
+        self.transport = SshTransport.from_settings(self.settings["ssh"])
         self.supports_native_dependencies = bool(self.settings.get("native_dependencies", True))
 
     # -- what each scheduler defines ---------------------------------------------------
@@ -78,13 +89,16 @@ class SSHBackend(FileLogs, BackendAdapter):
     # Submit errors that mean "not now" (controller unreachable, a submit limit): the task is
     # queued again instead of failed.
     transient_submit_errors: tuple[str, ...] = ()
+    # Submit errors of a job held on native dependencies that mean a job it was to wait on
+    # is gone from the scheduler (sbatch: "Job dependency problem"): the task is submitted
+    # again later, without scheduler-held dependencies.
+    parent_gone_submit_errors: tuple[str, ...] = ("dependency",)
 
     def parse_job_id(self, output: str) -> str:
         return output.strip()
 
     def is_transient(self, error: str) -> bool:
-        lowered = error.lower()
-        return any(pattern.lower() in lowered for pattern in self.transient_submit_errors)
+        return _mentions(error, self.transient_submit_errors)
 
     def check_submit_lock(self, result: CommandResult) -> None:
         """Raise if a script starting with HOLD_SUBMIT_LOCK could not take the lock."""
@@ -107,6 +121,21 @@ class SSHBackend(FileLogs, BackendAdapter):
     def close(self) -> None:
         self.transport.close()
 
+    @property
+    def clone_dir(self) -> str:
+        return str(self.settings.get("clone_dir") or "~/scripthut-repos")
+
+    def clone_dir_usage(self) -> str:
+        """Shell command printing the disk use of ``clone_dir`` (read by :meth:`with_clone_dir_usage`)."""
+        return f"du -sk {shell_path(self.clone_dir)} 2>/dev/null"
+
+    def with_clone_dir_usage(self, info: ClusterInfo, du_output: str) -> ClusterInfo:
+        size = du_output.split()
+        if size and size[0].isdigit():
+            info.clone_dir = self.clone_dir
+            info.clone_dir_mb = round(int(size[0]) / 1024, 1)
+        return info
+
     def submit(self, jobs: Sequence[tuple[JobSpec, str]]) -> list[SubmitResult]:
         script = self.submit_script(jobs)
         try:
@@ -115,21 +144,31 @@ class SSHBackend(FileLogs, BackendAdapter):
             # Sent, maybe partly run: the engine reconciles these tasks by tag.
             raise BackendError(f"connection lost while submitting; reconciling later ({exc})") from exc
         self.check_submit_lock(result)
+        held = {job.tag for job, _ in jobs if job.after_job_ids or job.after_tags}
         outcomes = {}
         for line in result.stdout.splitlines():
-            kind, _, rest = line.partition(" ")
-            tag, _, detail = rest.partition(" ")
-            if kind == "SCRIPTHUT-OK":
-                outcomes[tag] = SubmitResult(tag=tag, job_id=self.parse_job_id(detail))
-            elif kind == "SCRIPTHUT-ERR":
-                error = detail.strip() or "submission failed"
-                outcomes[tag] = SubmitResult(tag=tag, error=error, retry=self.is_transient(error))
-            elif kind == "SCRIPTHUT-SKIP":
-                outcomes[tag] = SubmitResult(tag=tag)
+            outcome = self.submit_outcome(line, held)
+            if outcome:
+                outcomes[outcome.tag] = outcome
         if not outcomes and result.exit_code != 0:
             raise BackendError(f"submit batch failed (exit {result.exit_code}): {result.stderr.strip()[-500:]}")
         # Jobs missing from the output stay `submitting` and are reconciled by tag.
         return [outcomes[job.tag] for job, _ in jobs if job.tag in outcomes]
+
+    def submit_outcome(self, line: str, held: set[str]) -> SubmitResult | None:
+        """One line of the batch's output; ``held``: tags of jobs with native dependencies."""
+        kind, _, rest = line.partition(" ")
+        tag, _, detail = rest.partition(" ")
+        if kind == "SCRIPTHUT-OK":
+            return SubmitResult(tag=tag, job_id=self.parse_job_id(detail))
+        if kind == "SCRIPTHUT-ERR":
+            error = detail.strip() or "submission failed"
+            parent_gone = tag in held and _mentions(error, self.parent_gone_submit_errors)
+            return SubmitResult(tag=tag, error=error, retry=self.is_transient(error), parent_gone=parent_gone)
+        if kind == "SCRIPTHUT-SKIP":
+            # A parent earlier in this batch was not submitted: not sent, to go again later.
+            return SubmitResult(tag=tag, parent_gone=True)
+        return None
 
     def submit_script(self, jobs: Sequence[tuple[JobSpec, str]]) -> str:
         lines = [HOLD_SUBMIT_LOCK, SUBMIT_HELPERS]
@@ -138,30 +177,38 @@ class SSHBackend(FileLogs, BackendAdapter):
             lines.append("mkdir -p -- " + " ".join(shell_path(d) for d in absolute_dirs))
         index = {job.tag: n for n, (job, _) in enumerate(jobs)}
         for n, (job, script) in enumerate(jobs):
-            for directory in _log_dirs(job):
-                if not directory.startswith(("/", "~")):
-                    # Relative log paths are relative to the job's working dir, as for the scheduler.
-                    lines.append(
-                        f"(cd {shell_path(job.working_dir)} 2>/dev/null && mkdir -p -- {shlex.quote(directory)})"
-                    )
-            submit = f"_sh_submit {shlex.quote(job.tag)} " + " ".join(shlex.quote(a) for a in self.submit_argv(job))
             parents = [index[t] for t in job.after_tags if t in index]
-            if job.after_job_ids or parents:
-                words = [shlex.quote(j) for j in job.after_job_ids] + [f'"${{jid_{p}}}"' for p in parents]
-                submit += " " + self.dependency_args(":".join(words))
-            marker = "SCRIPTHUT_" + secrets.token_hex(8)
-            while marker in script:
-                marker = "SCRIPTHUT_" + secrets.token_hex(8)
-            body = [f"{submit} <<'{marker}'", script.rstrip("\n"), marker]
-            if parents:
-                # A parent in this batch was not submitted: leave the child for a later batch.
-                missing = " || ".join(f'[ -z "${{jid_{p}}}" ]' for p in parents)
-                skip = f"_sh_last=; printf 'SCRIPTHUT-SKIP %s\\n' {shlex.quote(job.tag)}"
-                lines += [f"if {missing}; then {skip}; else", *body, "fi"]
-            else:
-                lines += body
+            lines += self._submit_lines(job, script, parents)
             lines.append(f"jid_{n}=${{_sh_last%%;*}}")
         return "\n".join(lines) + "\n"
+
+    def _submit_lines(self, job: JobSpec, script: str, parents: Sequence[int]) -> list[str]:
+        """One job of the batch; ``parents``: the batch positions of jobs it waits on."""
+        lines = [
+            # Relative log paths are relative to the job's working dir, as for the scheduler.
+            f"(cd {shell_path(job.working_dir)} 2>/dev/null && mkdir -p -- {shlex.quote(directory)})"
+            for directory in _log_dirs(job)
+            if not directory.startswith(("/", "~"))
+        ]
+        submit = f"_sh_submit {shlex.quote(job.tag)} " + " ".join(shlex.quote(a) for a in self.submit_argv(job))
+        if job.after_job_ids or parents:
+            words = [shlex.quote(j) for j in job.after_job_ids] + [f'"${{jid_{p}}}"' for p in parents]
+            submit += " " + self.dependency_args(":".join(words))
+        marker = "SCRIPTHUT_" + secrets.token_hex(8)
+        while marker in script:
+            marker = "SCRIPTHUT_" + secrets.token_hex(8)
+        body = [f"{submit} <<'{marker}'", script.rstrip("\n"), marker]
+        if not parents:
+            return lines + body
+        # A parent in this batch was not submitted: leave the child for a later batch.
+        missing = " || ".join(f'[ -z "${{jid_{p}}}" ]' for p in parents)
+        skip = f"_sh_last=; printf 'SCRIPTHUT-SKIP %s\\n' {shlex.quote(job.tag)}"
+        return [*lines, f"if {missing}; then {skip}; else", *body, "fi"]
+
+
+def _mentions(error: str, patterns: Sequence[str]) -> bool:
+    lowered = error.lower()
+    return any(pattern.lower() in lowered for pattern in patterns)
 
 
 def _log_dirs(job: JobSpec) -> list[str]:

@@ -26,8 +26,10 @@ from backends.base import (
     JobStatus,
     PollResult,
     SubmitResult,
+    safe_filename,
 )
 from backends.scripts import script_body, shebang
+from backends.status import settle_flags
 from backends.units import parse_duration
 
 # Runs detached from the portal: `timeout` enforces the time limit and makes its own
@@ -48,7 +50,9 @@ echo $code > "$dir/exit_code.tmp" && mv "$dir/exit_code.tmp" "$dir/exit_code"
 TIMEOUT_EXIT_CODES = (124, 137)
 
 
-class LocalBackend(FileLogs, BackendAdapter):
+class LocalAdapter(FileLogs, BackendAdapter):
+    """Jobs are processes on this host; also a :class:`~backends.base.ShellAccess`."""
+
     @property
     def jobs_dir(self) -> Path:
         path = self.data_dir / "local-jobs"
@@ -57,7 +61,7 @@ class LocalBackend(FileLogs, BackendAdapter):
 
     def default_log_path(self, job: JobSpec, stream: str) -> str:
         if not self.settings.get("log_dir"):
-            return str(self.data_dir / "logs" / job.run_id / f"{_safe(job.task_id)}.{stream}")
+            return str(self.data_dir / "logs" / job.run_id / f"{safe_filename(job.task_id)}.{stream}")
         return super().default_log_path(job, stream)
 
     def render_script(self, job: JobSpec) -> str:
@@ -95,7 +99,7 @@ class LocalBackend(FileLogs, BackendAdapter):
         return results
 
     def poll(self, job_ids: Sequence[str]) -> PollResult:
-        statuses = {job_id: self._status(job_id) for job_id in job_ids}
+        statuses = {job_id: settle_flags(self._status(job_id)) for job_id in job_ids}
         observed = [s for s in statuses.values() if s.state in (JobState.QUEUED, JobState.RUNNING)]
         return PollResult(statuses=statuses, observed=observed)
 
@@ -186,12 +190,6 @@ class LocalBackend(FileLogs, BackendAdapter):
         return status
 
 
-def _safe(text: str) -> str:
-    from backends.base import safe_filename
-
-    return safe_filename(text)
-
-
 def _read(path: Path) -> str:
     try:
         return path.read_text().strip()
@@ -217,3 +215,6 @@ def _user() -> str:
     import getpass
 
     return getpass.getuser()
+
+
+Adapter = LocalAdapter

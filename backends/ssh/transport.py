@@ -34,7 +34,7 @@ class ConnectionLost(BackendUnavailable):  # noqa: N818
     """The connection dropped after a command was sent: its effect is unknown."""
 
 
-class SSHTransport:
+class SshTransport:
     def __init__(
         self,
         *,
@@ -66,7 +66,7 @@ class SSHTransport:
         self._last_error = ""
 
     @classmethod
-    def from_settings(cls, ssh: dict[str, Any]) -> SSHTransport:
+    def from_settings(cls, ssh: dict[str, Any]) -> SshTransport:
         return cls(
             host=ssh["host"],
             port=int(ssh.get("port") or 22),
@@ -117,20 +117,32 @@ class SSHTransport:
             raise BackendUnavailable(f"cannot read known_hosts {self.known_hosts}: {exc.strerror}") from exc
         policy = paramiko.WarningPolicy() if self.allow_unknown_host_keys else paramiko.RejectPolicy()
         client.set_missing_host_key_policy(policy)
-        pkey = self._load_key()
+        self._connect(client, self._load_key())
+        transport = client.get_transport()
+        if transport:
+            transport.set_keepalive(self.keepalive)
+        return client
+
+    def _connect_options(self, pkey: paramiko.PKey | None) -> dict[str, Any]:
+        """``client.connect``'s options: where, how long to wait, and how to authenticate
+        (the configured key with its certificate, else the agent and the default keys)."""
+        search = pkey is None and not self.key_path
+        return {
+            "port": self.port,
+            "username": self.user,
+            "pkey": pkey,
+            "key_filename": None if pkey else self.key_path and os.path.expanduser(self.key_path),
+            "timeout": self.connect_timeout,
+            "banner_timeout": self.connect_timeout,
+            "auth_timeout": self.connect_timeout,
+            "allow_agent": search,
+            "look_for_keys": search,
+        }
+
+    def _connect(self, client: paramiko.SSHClient, pkey: paramiko.PKey | None) -> None:
+        """``client.connect``; every way it fails becomes BackendUnavailable with a clear reason."""
         try:
-            client.connect(
-                self.host,
-                port=self.port,
-                username=self.user,
-                pkey=pkey,
-                key_filename=None if pkey else self.key_path and os.path.expanduser(self.key_path),
-                timeout=self.connect_timeout,
-                banner_timeout=self.connect_timeout,
-                auth_timeout=self.connect_timeout,
-                allow_agent=pkey is None and not self.key_path,
-                look_for_keys=pkey is None and not self.key_path,
-            )
+            client.connect(self.host, **self._connect_options(pkey))
         except socket.gaierror as exc:
             raise BackendUnavailable(f"DNS lookup of {self.host} failed: {exc.strerror or exc}") from exc
         except paramiko.BadHostKeyException as exc:
@@ -153,10 +165,6 @@ class SSHTransport:
             raise BackendUnavailable(f"ssh to {self.where} failed: {exc}") from exc
         except OSError as exc:
             raise BackendUnavailable(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from exc
-        transport = client.get_transport()
-        if transport:
-            transport.set_keepalive(self.keepalive)
-        return client
 
     def _load_key(self) -> paramiko.PKey | None:
         if not self.key_path:

@@ -1,0 +1,1 @@
+"""AWS Batch: for now only its settings (:mod:`.settings`); the adapter comes later."""

@@ -1,0 +1,1 @@
+"""The ``local`` backend: tasks run as processes on the portal host."""

@@ -1,0 +1,273 @@
+"""PBS (OpenPBS, PBS Professional, Torque) over SSH: qsub in batches, one qstat per poll.
+
+How the recorded OpenPBS 23.06 output (``backends/pbs/fixtures/``) shapes this module
+(the scripts and qsub arguments: :mod:`.rendering`; reading qstat: :mod:`.parsing`):
+
+- Tags. Every job is submitted with ``-v SCRIPTHUT_TAG=<tag>``; PBS keeps it in the
+  job's ``Variable_List``, which ``qstat -f`` shows, so an interrupted submit is found
+  again by tag with one ``qstat -f -x`` listing.
+- Polling. One remote call: ``qstat -f -F json`` (every live job: the dashboard's
+  observed list) and ``qstat -f -x -F json <our ids>`` (our jobs, finished ones from
+  the job history). Servers without ``-F json`` get the text form, servers without
+  ``-x`` (Torque, where ``-x`` means XML, and Slurm's ``qstat`` wrapper) plain
+  ``qstat -f``: detected once per adapter and remembered. There, a job that left
+  qstat is UNKNOWN and the engine's grace period decides.
+- Slurm's wrappers, as far as they go: job ids are plain numbers (``2042``); ``qstat
+  -f`` shows no ``Variable_List`` (so ``find_submitted`` cannot find tags: an
+  interrupted submit is queued again) and no exit status (``C`` is any end, so a
+  finished job is UNKNOWN and the engine's grace period ends it as failed); ``qdel``
+  reports errors on stdout; ``pbsnodes`` has no ``-v``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
+
+from backends.base import (
+    BackendError,
+    ClusterInfo,
+    CommandResult,
+    JobSpec,
+    JobState,
+    JobStatus,
+    PartitionInfo,
+    PollResult,
+)
+from backends.pbs.parsing import parse_pbsnodes, parse_qstat_json, parse_qstat_text, parse_qsub
+from backends.pbs.rendering import QSUB_HELPERS, pbs_script, qsub_argv
+from backends.ssh.scheduler import HOLD_SUBMIT_LOCK, SUBMIT_LOCK_WAIT_SECONDS, SshScheduler
+
+log = logging.getLogger("backends.pbs")
+
+IDS_PER_COMMAND = 500  # job ids per qstat/qdel invocation: keeps argv far below ARG_MAX
+RC_MARK = "SCRIPTHUT-QSTAT-RC"
+
+# qstat flavours, best first. "json" and "text" read finished jobs from the job
+# history (-x); "plain" cannot (Torque, Slurm's wrapper, very old PBS).
+MODES = ("json", "text", "plain")
+LIVE_COMMAND = {"json": "qstat -f -F json", "text": "qstat -f", "plain": "qstat -f"}
+HISTORY_COMMAND = {"json": "qstat -f -x -F json", "text": "qstat -f -x", "plain": ""}
+UNSUPPORTED_OPTION = re.compile(r"(invalid|illegal|unknown|unrecognized) option|^usage:", re.IGNORECASE | re.MULTILINE)
+# qstat/qdel complaints about single jobs that are not errors for us.
+BENIGN = re.compile(r"Unknown Job Id|Job has finished|use -x or -H|Request invalid for state of job", re.IGNORECASE)
+# Slurm's qdel wrapper prints its errors on stdout ("qdel: Kill job error on job id 5: ...").
+QDEL_STDOUT_ERROR = re.compile(r"^qdel: ", re.MULTILINE)
+
+
+class PbsAdapter(SshScheduler):
+    _mode: str | None = None  # the qstat flavour this server speaks, once known
+    # Not from the recorded fixtures (no server was down then): the messages qsub gives when
+    # it cannot reach the server, or the queue is full for now.
+    transient_submit_errors = (
+        "cannot connect to server",
+        "Connection refused",
+        "Maximum number of jobs already in queue",
+    )
+
+    # -- scripts (see .rendering) ------------------------------------------------------
+
+    def render_script(self, job: JobSpec) -> str:
+        return pbs_script(
+            job,
+            queue=self.settings.get("queue") or job.partition,
+            account=self.settings.get("account") or "",
+            login_shell=bool(self.settings.get("login_shell")),
+        )
+
+    def submit_argv(self, job: JobSpec) -> list[str]:
+        return qsub_argv(job)
+
+    def dependency_args(self, job_ids_word: str) -> str:
+        return f"-W depend=afterok:{job_ids_word}"
+
+    def parse_job_id(self, output: str) -> str:
+        return parse_qsub(output)
+
+    def submit_script(self, jobs: Sequence[tuple[JobSpec, str]]) -> str:
+        # qsub resolves relative -o/-e paths against its working directory: pin it to
+        # $HOME, which is what pbs_path() makes them relative to. Still one round trip:
+        # the scripts go to temp files inside the batch (QSUB_HELPERS).
+        return 'cd "$HOME" || exit 1\n' + QSUB_HELPERS + super().submit_script(jobs)
+
+    # -- polling -----------------------------------------------------------------------
+
+    def poll(self, job_ids: Sequence[str]) -> PollResult:
+        ids = list(dict.fromkeys(job_ids))
+
+        def commands(mode: str) -> list[str]:
+            history = HISTORY_COMMAND[mode]
+            return [LIVE_COMMAND[mode], *(_with_ids(history, chunk) for chunk in _chunks(ids) if history)]
+
+        mode, listings = self._qstat(commands)
+        live = listings[0]
+        history: dict[str, JobStatus] = {}
+        for listing in listings[1:]:
+            history.update(listing)
+        found = _by_id(history, live)
+        statuses: dict[str, JobStatus] = {}
+        for job_id in ids:
+            status = found.get(job_id) or found.get(_short_id(job_id))
+            if status is None:
+                reason = "not in qstat output" if mode != "plain" else "gone from qstat (finished jobs not shown)"
+                status = JobStatus(job_id, JobState.UNKNOWN, reason=reason)
+            statuses[job_id] = status if status.job_id == job_id else replace(status, job_id=job_id)
+        observed = [s for s in live.values() if s.state in (JobState.QUEUED, JobState.RUNNING)]
+        return PollResult(statuses=statuses, observed=observed)
+
+    def find_submitted(self, tags: Sequence[str]) -> dict[str, str]:
+        wanted = set(tags)
+        if not wanted:
+            return {}
+        # Everything the server remembers, finished jobs included: rare (crash recovery).
+        mode, (jobs,) = self._qstat(lambda mode: [HISTORY_COMMAND[mode] or LIVE_COMMAND[mode]], under_submit_lock=True)
+        found: dict[str, str] = {}
+        for job_id, status in jobs.items():
+            if status.tag in wanted:
+                found.setdefault(status.tag, job_id)
+        if not found and jobs and not any(status.tag for status in jobs.values()):
+            # Slurm's qstat wrapper shows no Variable_List: no tag can be seen, not ours
+            # nor anyone's. The engine then queues these tasks again (a job that did reach
+            # the scheduler may run twice); nothing better can be known from qstat here.
+            log.warning(
+                "%s: qstat (%s form) shows no job variables; %d interrupted submissions cannot be found by tag",
+                self.name,
+                mode,
+                len(wanted),
+            )
+        return found
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return
+        script = "\n".join(_with_ids("qdel", chunk) for chunk in _chunks(ids)) + "\n"
+        result = self.transport.run_script(script, timeout=120)
+        # Jobs that already finished or left the server are fine: they are not running.
+        # Slurm's wrapper says nothing about those, and reports other errors on stdout.
+        lines = result.stderr.splitlines() + [
+            line for line in result.stdout.splitlines() if QDEL_STDOUT_ERROR.match(line)
+        ]
+        errors = [line for line in lines if line.strip() and not BENIGN.search(line)]
+        if errors:
+            raise BackendError(f"qdel failed: {' '.join(errors)[-500:]}")
+
+    def cluster_info(self) -> ClusterInfo:
+        result = self.transport.run(
+            # Slurm's pbsnodes wrapper has no -v (its -a prints the same shape, Torque-like).
+            'n=$(pbsnodes -av 2>/dev/null); [ -n "$n" ] || n=$(pbsnodes -a 2>/dev/null); printf \'%s\\n\' "$n"; '
+            f"echo '--qstat-B--'; qstat -Bf 2>/dev/null; echo '--du--'; {self.clone_dir_usage()}",
+            timeout=60,
+        )
+        nodes, _, rest = result.stdout.partition("--qstat-B--")
+        server, _, du = rest.partition("--du--")
+        summary = parse_pbsnodes(nodes)
+        # One row for the whole server: pbsnodes does not say which queue a node serves.
+        partition = PartitionInfo(
+            partition=self.settings.get("queue") or "all nodes",
+            default=True,
+            available="up" if summary["nodes_total"] > summary["nodes_down"] else "down",
+            nodes=summary["nodes_total"],
+            state=f"{summary['nodes_free']} free, {summary['nodes_down']} down",
+            cpus_allocated=summary["cpus_allocated"],
+            cpus_idle=summary["cpus_free"],
+            cpus_other=max(0, summary["cpus_total"] - summary["cpus_allocated"] - summary["cpus_free"]),
+            cpus_total=summary["cpus_total"],
+        )
+        # PBS keeps finished jobs for qstat -x only with job history on (off by default).
+        job_history = bool(re.search(r"^\s*job_history_enable = True", server, re.MULTILINE))
+        return self.with_clone_dir_usage(ClusterInfo(partitions=[partition], job_history=job_history), du)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _qstat(
+        self, commands: Callable[[str], list[str]], *, under_submit_lock: bool = False
+    ) -> tuple[str, list[dict[str, JobStatus]]]:
+        """Run ``commands(mode)`` in one round trip, in the best qstat flavour the server
+        speaks (found out on the first call, then remembered); the jobs each one listed.
+        ``under_submit_lock``: first wait for any submit batch still running (reconciling)."""
+        start = MODES.index(self._mode) if self._mode else 0
+        for mode in MODES[start:]:
+            wanted = commands(mode)
+            result = self._run_qstat(wanted, under_submit_lock)
+            outputs, codes = _split_outputs(result.stdout, len(wanted))
+            if mode != MODES[-1] and _unsupported(mode, result.stderr, outputs):
+                log.info("%s: qstat does not support the %s form; trying the next", self.name, mode)
+                continue
+            _raise_for_errors(result, codes, len(wanted))
+            parse = parse_qstat_json if mode == "json" else parse_qstat_text
+            try:
+                listings = [parse(output) for output in outputs]
+            except ValueError as exc:
+                log.warning("%s: unreadable qstat JSON (%s); using the text form", self.name, exc)
+                continue
+            self._mode = mode
+            return mode, listings
+        raise BackendError("qstat failed in every form (-F json, -x, plain)")
+
+    def _run_qstat(self, commands: Sequence[str], under_submit_lock: bool) -> CommandResult:
+        """The commands in one script, each followed by an ``RC_MARK`` line with its exit code."""
+        script = "".join(f"{command}\nprintf '\\n{RC_MARK} %s\\n' \"$?\"\n" for command in commands)
+        timeout = 180
+        if under_submit_lock:
+            script, timeout = HOLD_SUBMIT_LOCK + script, timeout + SUBMIT_LOCK_WAIT_SECONDS
+        result = self.transport.run_script(script, timeout=timeout)
+        self.check_submit_lock(result)
+        return result
+
+
+def _raise_for_errors(result: CommandResult, codes: Sequence[int], count: int) -> None:
+    """BackendError if the qstat script did not run every command, or one failed for real."""
+    if len(codes) < count:
+        raise BackendError(f"qstat did not finish (exit {result.exit_code}): {result.stderr.strip()[-500:]}")
+    errors = [line for line in result.stderr.splitlines() if line.strip() and not BENIGN.search(line)]
+    if any(codes) and errors:
+        raise BackendError(f"qstat failed: {' '.join(errors)[-500:]}")
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), IDS_PER_COMMAND):
+        yield items[start : start + IDS_PER_COMMAND]
+
+
+def _with_ids(command: str, ids: Sequence[str]) -> str:
+    return command + "".join(" " + shlex.quote(i) for i in ids)
+
+
+def _split_outputs(stdout: str, count: int) -> tuple[list[str], list[int]]:
+    """Each command's stdout and exit code, from the ``RC_MARK`` lines after each one."""
+    parts = stdout.split(f"\n{RC_MARK} ")
+    outputs, codes = [parts[0]], []
+    for part in parts[1:]:
+        code, _, rest = part.partition("\n")
+        codes.append(int(code) if code.strip().lstrip("-").isdigit() else 1)
+        outputs.append(rest)
+    outputs = outputs[:count] + [""] * (count - len(outputs[:count]))
+    return outputs, codes
+
+
+def _unsupported(mode: str, stderr: str, outputs: Sequence[str]) -> bool:
+    if UNSUPPORTED_OPTION.search(stderr):
+        return True
+    # Torque's -x means XML.
+    return mode == "text" and any(o.lstrip().startswith("<") for o in outputs)
+
+
+def _short_id(job_id: str) -> str:
+    return job_id.split(".", 1)[0]
+
+
+def _by_id(*listings: Mapping[str, JobStatus]) -> dict[str, JobStatus]:
+    """Jobs by full and by short id (``12.server`` vs ``12.server.domain``), earlier listings first."""
+    found: dict[str, JobStatus] = {}
+    for listing in listings:
+        for job_id, status in listing.items():
+            found.setdefault(job_id, status)
+            found.setdefault(_short_id(job_id), status)
+    return found
+
+
+Adapter = PbsAdapter

@@ -1,0 +1,2 @@
+"""Slurm over SSH: the adapter (:mod:`.adapter`), the squeue/sacct/scontrol/sinfo
+parsers (:mod:`.parsing`) and the settings (:mod:`.settings`)."""

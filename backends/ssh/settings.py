@@ -1,0 +1,32 @@
+"""Settings shared by the schedulers reached over SSH (Slurm, PBS)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from backends.schema import BackendSettings, ConfigModel
+
+
+class SshSettings(ConfigModel):
+    """The ``ssh:`` block: how to reach the login node."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str | None = None
+    key_path: str | None = None
+    cert_path: str | None = None
+    known_hosts: str | None = None
+    allow_unknown_host_keys: bool = False
+
+
+class SshSchedulerSettings(BackendSettings):
+    """What every SSH scheduler backend has; each adds its ``type`` and own keys."""
+
+    ssh: SshSettings
+    account: str | None = None
+    login_shell: bool = False
+    max_concurrent: int = Field(default=100, ge=1)
+    clone_dir: str = "~/scripthut-repos"
+    log_dir: str = "~/.cache/scripthut/logs"
+    # Let the scheduler hold dependent jobs (afterok) instead of waiting in the portal.
+    native_dependencies: bool = True

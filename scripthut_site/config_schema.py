@@ -1,0 +1,252 @@
+"""The scripthut.yaml config file: its schema and loading (``scripthut_site.config``
+imports it into the database).
+
+The file format is the original product's and must keep loading unchanged. Every
+section is optional; unknown keys are warnings, not errors. Problems are reported one
+per line as ``key.path: message`` (``backends[1].ssh.host: field required``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+
+from backends.config import (
+    UNSUPPORTED_TYPES,
+    BackendConfig,
+    error_line,
+    error_message,
+    unknown_keys,
+)
+from backends.schema import ConfigModel
+
+if TYPE_CHECKING:
+    pass
+
+
+class ConfigError(Exception):
+    """An invalid config file; ``errors`` holds one ``key.path: message`` line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+# Schema.
+
+
+class GitSourceConfig(ConfigModel):
+    name: str = Field(min_length=1)
+    type: Literal["git"]
+    url: str = Field(min_length=1)
+    branch: str = "main"
+    deploy_key: str | None = None
+    clone_dir: str = "~/scripthut-repos"
+    postclone: str | None = None
+    backend: str
+    workflows_glob: str = ".hut/workflows/*.json"
+
+
+class PathSourceConfig(ConfigModel):
+    name: str = Field(min_length=1)
+    type: Literal["path"]
+    path: str = Field(min_length=1)
+    backend: str
+    workflows_glob: str = ".hut/workflows/*.json"
+
+
+SourceConfig = Annotated[GitSourceConfig | PathSourceConfig, Field(discriminator="type")]
+
+
+class EnvironmentConfig(ConfigModel):
+    name: str = Field(min_length=1)
+    variables: dict[str, str] = Field(default_factory=dict)
+    extra_init: str | None = None
+
+    @field_validator("variables", mode="before")
+    @classmethod
+    def _bools_to_str(cls, value: Any) -> Any:
+        # YAML reads `DEBUG: true` as a bool; the variable is exported as text anyway.
+        # (Numbers are turned into strings by coerce_numbers_to_str.)
+        if isinstance(value, dict):
+            return {k: str(v).lower() if isinstance(v, bool) else v for k, v in value.items()}
+        return value
+
+
+class WorkflowGitConfig(ConfigModel):
+    repo: str = Field(min_length=1)
+    branch: str = "main"
+    deploy_key: str | None = None
+    clone_dir: str = "~/scripthut-repos"
+
+
+class WorkflowConfig(ConfigModel):
+    name: str = Field(min_length=1)
+    backend: str
+    command: str = Field(min_length=1)
+    max_concurrent: int = Field(default=5, ge=1)
+    description: str | None = None
+    git: WorkflowGitConfig | None = None
+
+
+class PricingConfig(ConfigModel):
+    region: str = "us-east-1"
+    price_type: Literal["ondemand", "spot_avg", "spot_min", "spot_max"] = "ondemand"
+    partitions: dict[str, str]
+
+
+class SettingsConfig(ConfigModel):
+    # Read at startup by scripthut_site.paths; validated here, not stored.
+    data_dir: str = "~/.cache/scripthut"
+    poll_interval: int = Field(default=60, ge=1)
+    server_host: str = "127.0.0.1"
+    server_port: int = Field(default=8000, ge=1, le=65535)
+    sources_cache_dir: str | None = None
+
+
+class ScriptHutConfig(ConfigModel):
+    backends: list[BackendConfig] = Field(default_factory=list)
+    sources: list[SourceConfig] = Field(default_factory=list)
+    environments: list[EnvironmentConfig] = Field(default_factory=list)
+    workflows: list[WorkflowConfig] = Field(default_factory=list)
+    pricing: PricingConfig | None = None
+    settings: SettingsConfig = Field(default_factory=SettingsConfig)
+
+    @field_validator("backends", "sources", "environments", "workflows", "settings", mode="before")
+    @classmethod
+    def _empty_section(cls, value: Any, info: ValidationInfo) -> Any:
+        # A section key with nothing under it (`workflows:`) reads as null.
+        if value is None:
+            return {} if info.field_name == "settings" else []
+        return value
+
+    def warnings(self) -> list[str]:
+        return [f"{path}: unknown key, ignored" for path in unknown_keys(self)]
+
+
+# Loading.
+
+# Sections whose items are named, with the noun used in messages.
+NAMED_SECTIONS = {
+    "backends": "backend",
+    "sources": "source",
+    "environments": "environment",
+    "workflows": "workflow",
+}
+# Lists of discriminated unions: pydantic puts the `type` tag in the error location.
+TAGGED_SECTIONS = {"backends", "sources"}
+
+
+def load_config(source: str | os.PathLike[str]) -> ScriptHutConfig:
+    """Parse and validate a config file (a path) or config text; raise ConfigError.
+
+    A ``str`` is taken as a path when it is one line naming a file or ending in
+    .yaml/.yml, otherwise as YAML text. Pass a Path to always mean a file.
+    """
+    raw = _parse_yaml(_read(source))
+    if raw is None:
+        raw = {}  # an empty file is a valid, empty config
+    if not isinstance(raw, dict):
+        raise ConfigError(["config: must be a mapping of sections (backends, sources, ...)"])
+    errors: list[str] = []
+    config = None
+    try:
+        config = ScriptHutConfig.model_validate(raw)
+    except ValidationError as exc:
+        errors += _error_lines(exc)
+    errors += _cross_check(raw)
+    if errors or config is None:
+        raise ConfigError(errors)
+    return config
+
+
+def _read(source: str | os.PathLike[str]) -> str:
+    if isinstance(source, str) and not _looks_like_path(source):
+        return source
+    path = Path(source).expanduser()
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise ConfigError([f"{source}: file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{source}: cannot read the file ({exc})"]) from None
+
+
+def _looks_like_path(text: str) -> bool:
+    if "\n" in text or not text.strip():
+        return False
+    return text.endswith((".yaml", ".yml")) or Path(text).expanduser().is_file()
+
+
+def _parse_yaml(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "config"
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"config: invalid YAML: {exc}"]) from None
+
+
+def _error_lines(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        loc = list(error["loc"])
+        tagged = len(loc) >= 2 and loc[0] in TAGGED_SECTIONS and isinstance(loc[1], int)
+        if tagged and error["type"] == "union_tag_not_found":
+            lines.append(error_line([*loc, "type"], "field required"))
+        elif tagged and error["type"] == "union_tag_invalid":
+            lines.append(error_line([*loc, "type"], _bad_type(str(loc[0]), error.get("ctx", {}))))
+        elif tagged and len(loc) > 2:
+            # ("backends", 0, "slurm", "ssh", "host"): drop the "slurm" tag.
+            lines.append(error_line(loc[:2] + loc[3:], error_message(error)))
+        else:
+            lines.append(error_line(loc, error_message(error)))
+    return lines
+
+
+def _bad_type(section: str, ctx: dict[str, Any]) -> str:
+    tag = str(ctx.get("tag", ""))
+    if section == "backends" and tag in UNSUPPORTED_TYPES:
+        return UNSUPPORTED_TYPES[tag]
+    expected = str(ctx.get("expected_tags", "")).replace("'", "")
+    return f"unknown {NAMED_SECTIONS[section]} type {tag!r} (expected one of: {expected})"
+
+
+def _named_items(raw: dict[str, Any], section: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    items = raw.get(section)
+    if isinstance(items, list):
+        for index, item in enumerate(items):
+            if isinstance(item, dict):
+                yield index, item
+
+
+def _cross_check(raw: dict[str, Any]) -> list[str]:
+    """Duplicate names and references to unknown backends.
+
+    Done on the raw data so that these are reported together with schema errors.
+    """
+    errors = []
+    names: dict[str, set[str]] = {}
+    for section, noun in NAMED_SECTIONS.items():
+        seen = names[section] = set()
+        for index, item in _named_items(raw, section):
+            if item.get("name") is None:
+                continue  # reported as missing by the schema
+            name = str(item["name"])
+            if name in seen:
+                errors.append(f"{section}[{index}].name: duplicate {noun} name {name!r}")
+            seen.add(name)
+    for section in ("sources", "workflows"):
+        for index, item in _named_items(raw, section):
+            backend = item.get("backend")
+            if backend is not None and str(backend) not in names["backends"]:
+                errors.append(f"{section}[{index}].backend: unknown backend {str(backend)!r}")
+    return errors

@@ -1,0 +1,128 @@
+"""The backend registry: every kind loads from its package, its settings validate, and
+the interface split holds (logs on every adapter, a shell only on local and SSH)."""
+
+from __future__ import annotations
+
+import ast
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from backends.base import (
+    BackendAdapter,
+    BackendError,
+    BackendUnavailable,
+    JobSpec,
+    PollResult,
+    ShellAccess,
+    SubmitResult,
+    TaskLog,
+)
+from backends.config import BACKEND_SETTINGS, validate_backend_settings
+from backends.models import Backend
+from backends.registry import BACKENDS, adapter_class, settings_class, shell_access
+from backends.schema import BackendSettings
+
+ROOT = Path(__file__).parent.parent
+
+# The least each kind's settings need: a new kind gets a line here too.
+MINIMAL: dict[str, dict[str, Any]] = {
+    "local": {},
+    "slurm": {"ssh": {"host": "login.example"}},
+    "pbs": {"ssh": {"host": "login.example"}},
+    "batch": {"aws": {"region": "eu-west-1", "job_queue": "jobs"}, "default_image": "busybox"},
+    "ec2": {"aws": {"region": "eu-west-1"}, "ami": "ami-1", "subnet_id": "subnet-1"},
+}
+WITH_ADAPTER = ["local", "slurm", "pbs"]
+
+
+def test_every_kind_has_a_case_here() -> None:
+    assert list(MINIMAL) == list(BACKENDS)
+
+
+@pytest.mark.parametrize("kind", list(BACKENDS))
+def test_kind_imports_and_its_settings_validate(kind: str) -> None:
+    model = settings_class(kind)
+    assert issubclass(model, BackendSettings) and BACKEND_SETTINGS[kind] is model
+    assert model.model_fields["type"].annotation == Literal[kind]  # the config file's discriminator
+    settings = validate_backend_settings(kind, MINIMAL[kind])
+    assert validate_backend_settings(kind, settings) == settings  # what is stored validates again
+    with pytest.raises(ValueError, match="no_such_key: unknown key"):
+        validate_backend_settings(kind, {**MINIMAL[kind], "no_such_key": 1})
+
+
+def test_type_choices_come_from_the_registry() -> None:
+    assert Backend.Kind.choices == [(kind, entry.label) for kind, entry in BACKENDS.items()]
+    assert (Backend.Kind.LOCAL, Backend.Kind.SLURM, Backend.Kind.PBS) == ("local", "slurm", "pbs")
+
+
+@pytest.mark.parametrize("kind", WITH_ADAPTER)
+def test_adapters_read_logs_and_have_a_shell(kind: str, tmp_path: Path) -> None:
+    row = Backend(name=kind, kind=kind, settings=validate_backend_settings(kind, MINIMAL[kind]))
+    adapter = adapter_class(kind)(row, tmp_path)  # SSH adapters connect only when used
+    assert isinstance(adapter, BackendAdapter) and isinstance(adapter, ShellAccess)
+    assert shell_access(adapter) is adapter
+    log = TaskLog(job_id="1", stream="output", path="logs/t.out", working_dir="/work/run")
+    assert adapter.log_location(log) == "/work/run/logs/t.out"
+    adapter.close()
+
+
+def test_local_adapter_reads_a_log_through_its_shell(tmp_path: Path) -> None:
+    row = Backend(name="local", kind="local", settings={})
+    adapter = adapter_class("local")(row, tmp_path)
+    (tmp_path / "t.out").write_text("hello\n")
+    assert adapter.read_log(TaskLog("1", "output", "t.out", str(tmp_path))) == "hello\n"
+    with pytest.raises(FileNotFoundError):
+        adapter.read_log(TaskLog("1", "error", "", str(tmp_path)))
+
+
+@pytest.mark.parametrize("kind", ["batch", "ec2", "ecs"])
+def test_kinds_without_an_adapter_are_unavailable(kind: str) -> None:
+    with pytest.raises(BackendUnavailable) as info:
+        adapter_class(kind)
+    assert str(info.value) == f"backend type {kind!r} is not supported by this version of ScriptHut"
+
+
+class JobsOnlyAdapter(BackendAdapter):
+    """Like the AWS adapters to come: jobs and logs, no shell."""
+
+    def render_script(self, job: JobSpec) -> str:
+        return ""
+
+    def submit(self, jobs: Sequence[tuple[JobSpec, str]]) -> list[SubmitResult]:
+        return []
+
+    def poll(self, job_ids: Sequence[str]) -> PollResult:
+        return PollResult(statuses={})
+
+    def find_submitted(self, tags: Sequence[str]) -> dict[str, str]:
+        return {}
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        return None
+
+    def log_location(self, log: TaskLog) -> str:
+        return f"stream {log.job_id}"
+
+    def read_log(self, log: TaskLog, max_bytes: int = 256 * 1024) -> str:
+        return ""
+
+
+def test_shell_access_refuses_a_backend_without_a_shell(tmp_path: Path) -> None:
+    adapter = JobsOnlyAdapter(Backend(name="q", kind="batch", settings={}), tmp_path)
+    with pytest.raises(BackendError, match="'q' has no shell"):
+        shell_access(adapter)
+
+
+def test_backend_class_names_are_unique_in_the_project() -> None:
+    def classes(path: Path) -> list[str]:
+        tree = ast.parse(path.read_text())
+        return [node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and node.name != "Meta"]
+
+    files = [p for p in ROOT.rglob("*.py") if not {".venv", "migrations"} & set(p.relative_to(ROOT).parts)]
+    everywhere = Counter(name for path in files for name in classes(path))
+    ours = {name for path in (ROOT / "backends").rglob("*.py") for name in classes(path)}
+    assert {name for name in ours if everywhere[name] > 1} == set()
