@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from backends.base import JobStatus
-from runs.engine.states import TaskState
 from runs.models import Task
 
 # Cleared when a task goes back to pending for another attempt.
@@ -44,24 +43,14 @@ FINISH_FIELDS = [
 ]
 
 
+# What those fields go back to: the model's defaults (pending, no job, nothing measured).
+RESET_VALUES = {name: Task._meta.get_field(name).get_default() for name in RESET_FIELDS}
+
+
 def reset_for_submission(task: Task) -> None:
     """Back to pending, as if never submitted (the attempt counter is the caller's)."""
-    task.state = TaskState.PENDING
-    task.job_id = ""
-    task.submit_tag = ""
-    task.claimed_at = None
-    task.submitted_at = None
-    task.started_at = None
-    task.finished_at = None
-    task.exit_code = None
-    task.elapsed_seconds = None
-    task.node = ""
-    task.queue_wait_seconds = None
-    task.cpu_efficiency = None
-    task.max_rss_mb = None
-    task.out_of_memory = False
-    task.native_deps = False
-    task.unknown_since = None
+    for name, value in RESET_VALUES.items():
+        setattr(task, name, value)
 
 
 def record_end(task: Task, state: str, status: JobStatus, now: datetime, reason: str) -> Task:
