@@ -24,7 +24,7 @@ from backends.registry import BACKENDS, settings_class
 from backends.schema import BackendSettings
 
 # Backend columns, not settings.
-ROW_FIELDS = frozenset({"name", "type", "max_concurrent", "poll_interval"})
+ROW_FIELDS = frozenset({"name", "type", "max_concurrent", "poll_interval", "allowed_groups"})
 
 # Listed in the original product's docs as planned; say so instead of "unknown type".
 UNSUPPORTED_TYPES = {"ecs": "ecs backends are not supported yet"}

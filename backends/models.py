@@ -32,6 +32,12 @@ class Backend(models.Model):
         null=True, blank=True, help_text="Seconds between polls; empty means the global setting."
     )
     enabled = models.BooleanField(default=True)
+    allowed_groups = models.ManyToManyField(
+        "auth.Group",
+        blank=True,
+        related_name="backends",
+        help_text="Groups whose members may use it. Empty: everyone, but staff only for a local backend.",
+    )
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNKNOWN)
     status_message = models.TextField(blank=True)

@@ -30,6 +30,9 @@ class BackendSettings(ConfigModel):
     """One item of the ``backends`` list: ``name``, ``type`` and the backend's own keys."""
 
     name: str = Field(min_length=1)
+    # Django groups whose members may use the backend; empty: everyone, but staff only
+    # for a local backend (its tasks run on the portal host).
+    allowed_groups: list[str] = Field(default_factory=list)
 
     if TYPE_CHECKING:
         # Each backend declares these itself, with its own default: a field's place in a

@@ -16,13 +16,15 @@ from django.utils import timezone
 
 from backends.models import Backend, Environment
 from runs import audit, events
+from runs.access import AccessDenied, require_backend, require_shared
 from runs.engine.fields import RESET_FIELDS, reset_for_submission
 from runs.engine.insert import insert_tasks
 from runs.engine.run_status import refresh_run_status
 from runs.engine.states import ACTIVE, RUN_FINISHED, UNSUCCESSFUL, RunStatus, Step, TaskState, move, move_all
-from runs.models import AuditEvent, Run, Task
+from runs.models import AuditEvent, Run, Task, Workflow
 from runs.ticker import request_tick
 from runs.workflow_json import WorkflowError, validate
+from sources.git import mask_credentials
 
 log = logging.getLogger("runs.actions")
 Action = AuditEvent.Action
@@ -55,6 +57,7 @@ def create_run(
         raise WorkflowError("max_concurrent must be at least 1")
     if not backend.enabled:
         raise WorkflowError(f"backend {backend.name!r} is disabled")
+    _check_access(owner, backend, workflow)
     resolved = validate(payload)
     known_envs = set(Environment.objects.values_list("name", flat=True))
     warnings = sorted(
@@ -75,7 +78,7 @@ def create_run(
             workflow_name=workflow_name,
             max_concurrent=max_concurrent or getattr(workflow, "max_concurrent", None) or 10,
             warnings=warnings,
-            git_repo=git.repo if git else "",
+            git_repo=mask_credentials(git.repo) if git else "",  # shown on pages and in job scripts
             git_branch=git.branch if git else "",
             git_sha=git.sha if git else "",
             clone_dir=git.clone_dir if git else "",
@@ -85,6 +88,17 @@ def create_run(
         audit.record(Action.RUN_CREATED, f"run {run.pk}", actor=owner, backend=backend.name, tasks=len(resolved))
     wake(backend)
     return run
+
+
+def _check_access(user: User, backend: Backend, workflow: Any = None) -> None:
+    """Refuse (403, with the reason) and record it, when ``user`` may not use these."""
+    try:
+        require_backend(user, backend)
+        if isinstance(workflow, Workflow):
+            require_shared(user, workflow)
+    except AccessDenied as exc:
+        audit.record(Action.SUBMISSION_REFUSED, f"backend {backend.name}", actor=user, reason=str(exc))
+        raise
 
 
 def cancel_run(run: Run, by: User | None = None) -> None:
@@ -109,6 +123,7 @@ def cancel_run(run: Run, by: User | None = None) -> None:
 
 def relaunch_run(run: Run, by: User | None = None) -> int:
     """Re-queue a finished run's failed, cancelled and dep_failed tasks; keep completed ones."""
+    _check_access(by or run.owner, run.backend)
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)
         if not run.is_finished:

@@ -23,6 +23,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyHeader
 
 from backends.models import Backend
+from runs.access import AccessDenied, usable, usable_backends
 from runs.actions import RunStateError, cancel_run, create_run, relaunch_run
 from runs.api_schemas import (
     BackendOut,
@@ -158,6 +159,11 @@ def _workflow_error(request: HttpRequest, exc: WorkflowError) -> HttpResponse:
     return _error(request, 400, str(exc))
 
 
+@api.exception_handler(AccessDenied)
+def _access_denied(request: HttpRequest, exc: AccessDenied) -> HttpResponse:
+    return _error(request, 403, str(exc))
+
+
 @api.exception_handler(RunStateError)
 def _run_state_error(request: HttpRequest, exc: RunStateError) -> HttpResponse:
     return _error(request, 409, str(exc))
@@ -224,9 +230,10 @@ def _task(task: Task) -> dict[str, Any]:
 # -- endpoints -------------------------------------------------------------------------
 
 
-@api.post("/runs", response={201: RunStatusOut, 400: ErrorOut, 401: ErrorOut}, tags=["runs"])
+@api.post("/runs", response={201: RunStatusOut, 400: ErrorOut, 401: ErrorOut, 403: ErrorOut}, tags=["runs"])
 def start_run(request: HttpRequest, payload: RunCreateIn) -> Status[dict[str, Any]]:
-    """Validate a workflow and start it as a new run; an invalid one creates nothing."""
+    """Validate a workflow and start it as a new run; an invalid one creates nothing, and a
+    backend the caller may not use is 403 with the reason."""
     backend = Backend.objects.filter(name=payload.backend).first()
     if backend is None:
         known = ", ".join(Backend.objects.values_list("name", flat=True)) or "none"
@@ -272,7 +279,7 @@ def cancel(request: HttpRequest, run_id: str) -> dict[str, Any]:
 
 @api.post(
     "/runs/{run_id}/relaunch",
-    response={200: RelaunchOut, 401: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+    response={200: RelaunchOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
     tags=["runs"],
 )
 def relaunch(request: HttpRequest, run_id: str) -> dict[str, Any]:
@@ -297,7 +304,7 @@ def list_sources(request: HttpRequest) -> list[dict[str, Any]]:
             "sync_error": s.sync_error,
             "workflow_files": s.workflow_files,
         }
-        for s in Source.objects.select_related("backend")
+        for s in usable(_caller(request), Source.objects.select_related("backend"))
     ]
 
 
@@ -316,5 +323,5 @@ def list_backends(request: HttpRequest) -> list[dict[str, Any]]:
             "active": active.get(b.pk, 0),
             "enabled": b.enabled,
         }
-        for b in Backend.objects.all()
+        for b in usable_backends(_caller(request))
     ]

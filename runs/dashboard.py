@@ -17,6 +17,7 @@ from django.utils.http import urlencode
 
 from backends.base import ClusterInfo, PartitionInfo
 from backends.models import Backend
+from runs.access import usable_backends
 from runs.engine import states
 from runs.models import ObservedJob, Run, Task, Viewer
 
@@ -53,11 +54,12 @@ class BackendCard:
         return self.cluster.partitions[PARTITIONS_SHOWN:]
 
 
-def backend_cards() -> list[BackendCard]:
+def backend_cards(user: Viewer) -> list[BackendCard]:
+    """The backends ``user`` may use: nothing is shown of the others."""
     active = active_tasks_per_backend()
     return [
         BackendCard(backend, active.get(backend.pk, 0), ClusterInfo.from_json(backend.cluster_info))
-        for backend in Backend.objects.all()
+        for backend in usable_backends(user)
     ]
 
 
@@ -94,9 +96,10 @@ def _first_rows(jobs: QuerySet[M]) -> tuple[list[M], bool]:
 
 
 def our_jobs(user: Viewer, owner: str) -> JobTable[OurJob]:
-    """ScriptHut's queued and running jobs (of ``owner`` if given), first submitted runs first."""
+    """ScriptHut's queued and running jobs on the backends ``user`` may use (of ``owner`` if
+    given), first submitted runs first."""
     live = (
-        Task.objects.filter(state__in=states.LIVE)
+        Task.objects.filter(state__in=states.LIVE, run__backend__in=usable_backends(user))
         .select_related("run", "run__owner", "run__backend")
         .defer("script", "command", "deps", "resolved_deps", "dependents", "env_vars")
         .order_by("run__created_at", "position")
@@ -113,7 +116,8 @@ def our_jobs(user: Viewer, owner: str) -> JobTable[OurJob]:
 
 def other_jobs(user: Viewer, owner: str) -> JobTable[ObservedJob]:
     """Jobs on the backends that ScriptHut did not submit (of ``owner`` if given)."""
-    external = ObservedJob.objects.visible_to(user).filter(task__isnull=True).select_related("backend")
+    external = ObservedJob.objects.visible_to(user).filter(task__isnull=True, backend__in=usable_backends(user))
+    external = external.select_related("backend")
     if owner:
         external = external.filter(user=owner)
     jobs, truncated = _first_rows(external.order_by("backend", "job_id"))
@@ -124,9 +128,11 @@ def job_owners(user: Viewer) -> list[str]:
     """Who the jobs tables can be filtered by: owners of the runs the viewer sees and of the
     ScriptHut jobs queued or running, users of the other jobs, and the viewer."""
     names = set(Run.objects.visible_to(user).order_by().values_list("owner__username", flat=True).distinct())
-    live = Task.objects.filter(state__in=states.LIVE).order_by()
+    usable = usable_backends(user)
+    live = Task.objects.filter(state__in=states.LIVE, run__backend__in=usable).order_by()
     names |= set(live.values_list("run__owner__username", flat=True).distinct())
-    external = ObservedJob.objects.visible_to(user).filter(task__isnull=True).exclude(user="").order_by()
+    external = ObservedJob.objects.visible_to(user).filter(task__isnull=True, backend__in=usable)
+    external = external.exclude(user="").order_by()
     names |= set(external.values_list("user", flat=True).distinct())
     names.add(user.get_username())
     return sorted(name for name in names if name)
@@ -147,6 +153,6 @@ def dashboard_context(user: Viewer, selected: str, only_mine: bool) -> dict[str,
         "users": job_owners(user),
         "selected_user": selected,
         "only_mine": only_mine,
-        "backends": backend_cards(),
+        "backends": backend_cards(user),
         "jobs_url": reverse("jobs") + (f"?{urlencode({'user': selected})}" if selected and not only_mine else ""),
     }

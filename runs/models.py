@@ -65,6 +65,9 @@ class Workflow(models.Model):
     description = models.TextField(blank=True)
     # {"repo", "branch", "deploy_key", "clone_dir"} or null.
     git = models.JSONField(null=True, blank=True)
+    allowed_groups = models.ManyToManyField(
+        "auth.Group", blank=True, related_name="workflows", help_text="Empty: everyone who may use its backend."
+    )
 
     class Meta:
         ordering = ["name"]

@@ -23,6 +23,7 @@ from django_htmx.middleware import HtmxDetails
 
 from backends.base import BackendUnavailable
 from backends.registry import get_adapter
+from runs.access import require_shared, usable
 from runs.actions import RunStateError, cancel_run, relaunch_run
 from runs.dashboard import dashboard_context
 from runs.engine.jobspec import task_log
@@ -31,6 +32,7 @@ from runs.models import AuditEvent, Task, Workflow, task_group
 from runs.pages import run_list_context, run_page, visible_run, visible_task
 from runs.workflow_command import dry_run, start_run
 from runs.workflow_json import ResolvedTask, WorkflowError
+from sources.git import mask_credentials
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -214,7 +216,7 @@ def _workflow_json(workflow: Workflow) -> dict[str, Any]:
     git = workflow.git
     if git:
         # The deploy key's path says where a secret lives; the API does not need it.
-        git = {k: v for k, v in git.items() if k != "deploy_key"}
+        git = {k: mask_credentials(v) if k == "repo" else v for k, v in git.items() if k != "deploy_key"}
     return {
         "name": workflow.name,
         "backend": workflow.backend.name,
@@ -227,10 +229,17 @@ def _workflow_json(workflow: Workflow) -> dict[str, Any]:
 
 @require_GET
 def workflow_list(request: HttpRequest) -> HttpResponse:
-    workflows = list(Workflow.objects.select_related("backend"))
+    workflows = list(usable(request.user, Workflow.objects.select_related("backend")))
     if _wants_json(request):
         return JsonResponse([_workflow_json(w) for w in workflows], safe=False)
     return render(request, "runs/workflow_list.html", {"workflows": workflows})
+
+
+def _usable_workflow(request: HttpRequest, name: str) -> Workflow:
+    """The workflow, if the user may use it (running its command uses its backend): else 403."""
+    workflow = get_object_or_404(Workflow.objects.select_related("backend"), name=name)
+    require_shared(request.user, workflow)
+    return workflow
 
 
 def _task_json(item: ResolvedTask) -> dict[str, Any]:
@@ -252,7 +261,7 @@ def _dry_run_json(workflow: Workflow, tasks: list[ResolvedTask], error: str) -> 
 
 @require_GET
 def workflow_dry_run(request: HttpRequest, name: str) -> HttpResponse:
-    workflow = get_object_or_404(Workflow.objects.select_related("backend"), name=name)
+    workflow = _usable_workflow(request, name)
     tasks: list[ResolvedTask] = []
     error = ""
     try:
@@ -272,7 +281,7 @@ def workflow_dry_run(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_POST
 def workflow_run(request: HttpRequest, name: str) -> HttpResponse:
-    workflow = get_object_or_404(Workflow.objects.select_related("backend"), name=name)
+    workflow = _usable_workflow(request, name)
     raw = request.POST.get("max_concurrent", "").strip()
     max_concurrent: int | None = None
     if raw:

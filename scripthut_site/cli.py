@@ -165,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     from django.contrib.auth.models import User
 
     from backends.models import Backend
+    from runs.access import AccessDenied
     from runs.actions import create_run
     from runs.workflow_json import WorkflowError
 
@@ -189,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
         run = create_run(
             owner=owner, backend=backend, payload=text, workflow_name=name, max_concurrent=args.max_concurrent
         )
+    except AccessDenied as exc:
+        print(f"refused: {exc}; nothing was submitted", file=sys.stderr)
+        return 3
     except WorkflowError as exc:
         print(f"invalid workflow {args.workflow}: nothing was submitted", file=sys.stderr)
         for problem in exc.problems:

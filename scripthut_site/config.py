@@ -92,6 +92,18 @@ def _upsert(model: type[models.Model], lookup: dict[str, Any], values: dict[str,
     return obj, "updated" if changed else "unchanged"
 
 
+def _share(obj: Any, group_names: list[str], outcome: str) -> str:
+    """Share a backend, source or workflow with these groups (made if new, e.g. before the
+    first LDAP login of their members); an unchanged row whose groups changed is updated."""
+    from django.contrib.auth.models import Group
+
+    groups = [Group.objects.get_or_create(name=name)[0] for name in group_names]
+    if {g.pk for g in groups} == set(obj.allowed_groups.values_list("pk", flat=True)):
+        return outcome
+    obj.allowed_groups.set(groups)
+    return "updated" if outcome == "unchanged" else outcome
+
+
 def _delete_missing(model: type[models.Model], names: list[str]) -> int:
     _, deleted = model._default_manager.exclude(name__in=names).delete()
     return deleted.get(model._meta.label, 0)
@@ -118,7 +130,7 @@ def _import_backends(config: ScriptHutConfig, report: ImportReport) -> dict[str,
             "enabled": True,
         }
         rows[item.name], outcome = _upsert(Backend, {"name": item.name}, values)
-        _count(report, "backends", outcome)
+        _count(report, "backends", _share(rows[item.name], item.allowed_groups, outcome))
     # Runs keep pointing at a removed backend, so it is disabled, not deleted.
     report.disabled["backends"] = (
         Backend.objects.filter(enabled=True).exclude(name__in=list(rows)).update(enabled=False)
@@ -161,8 +173,8 @@ def _import_sources(config: ScriptHutConfig, backends: dict[str, Backend], repor
             )
         else:
             values["path"] = item.path
-        _, outcome = _upsert(Source, {"name": item.name}, values)
-        _count(report, "sources", outcome)
+        source, outcome = _upsert(Source, {"name": item.name}, values)
+        _count(report, "sources", _share(source, item.allowed_groups, outcome))
     report.deleted["sources"] = _delete_missing(Source, [item.name for item in config.sources])
 
 
@@ -177,8 +189,8 @@ def _import_workflows(config: ScriptHutConfig, backends: dict[str, Backend], rep
             "description": item.description or "",
             "git": item.git.model_dump(mode="json") if item.git else None,
         }
-        _, outcome = _upsert(Workflow, {"name": item.name}, values)
-        _count(report, "workflows", outcome)
+        workflow, outcome = _upsert(Workflow, {"name": item.name}, values)
+        _count(report, "workflows", _share(workflow, item.allowed_groups, outcome))
     # Runs of a deleted workflow keep running: Run.workflow is SET_NULL and the run
     # keeps its own copy of the name.
     report.deleted["workflows"] = _delete_missing(Workflow, [item.name for item in config.workflows])

@@ -50,6 +50,7 @@ class GitSourceConfig(ConfigModel):
     postclone: str | None = None
     backend: str
     workflows_glob: str = ".hut/workflows/*.json"
+    allowed_groups: list[str] = Field(default_factory=list)
 
 
 class PathSourceConfig(ConfigModel):
@@ -58,6 +59,7 @@ class PathSourceConfig(ConfigModel):
     path: str = Field(min_length=1)
     backend: str
     workflows_glob: str = ".hut/workflows/*.json"
+    allowed_groups: list[str] = Field(default_factory=list)
 
 
 SourceConfig = Annotated[GitSourceConfig | PathSourceConfig, Field(discriminator="type")]
@@ -92,6 +94,7 @@ class WorkflowConfig(ConfigModel):
     max_concurrent: int = Field(default=5, ge=1)
     description: str | None = None
     git: WorkflowGitConfig | None = None
+    allowed_groups: list[str] = Field(default_factory=list)
 
 
 class PricingConfig(ConfigModel):

@@ -11,6 +11,7 @@ import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from backends.base import BackendAdapter
 from backends.registry import shell_access
@@ -76,3 +77,21 @@ def checkout(
     if result.exit_code != 0:
         raise GitError(f"git clone of {repo} failed: {result.stderr.strip()[-500:]}")
     return target
+
+
+def mask_credentials(url: str) -> str:
+    """A git URL fit to show: a password or token in it becomes ``***``.
+
+    ``https://user:token@host/repo`` -> ``https://user:***@host/repo``;
+    ``https://token@host/repo`` -> ``https://***@host/repo``; ``git@host:repo`` is kept
+    (``git`` is a user name, not a secret).
+    """
+    parts = urlsplit(url)
+    if not parts.scheme or "@" not in parts.netloc:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    shown = f"{user}:***" if colon else "***"
+    if not colon and parts.scheme == "ssh":
+        shown = user  # ssh://git@host/...: a user name
+    return urlunsplit(parts._replace(netloc=f"{shown}@{host}"))

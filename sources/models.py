@@ -23,6 +23,10 @@ class Source(models.Model):
     # path
     path = models.CharField(max_length=500, blank=True)
 
+    allowed_groups = models.ManyToManyField(
+        "auth.Group", blank=True, related_name="sources", help_text="Empty: everyone who may use its backend."
+    )
+
     # Sync state.
     synced_at = models.DateTimeField(null=True, blank=True)
     synced_sha = models.CharField(max_length=64, blank=True)

@@ -9,21 +9,29 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from runs.access import require_shared, usable
 from runs.engine.jobspec import resolve_working_dir
 from runs.workflow_json import WorkflowError
 from sources.models import Source
 from sources.sync import UnknownWorkflowFile, dry_run_source, start_source_run, sync_source
 
 
+def _usable_source(request: HttpRequest, name: str) -> Source:
+    """The source, if the user may use it (syncing and running use its backend): else 403."""
+    source = get_object_or_404(Source.objects.select_related("backend"), name=name)
+    require_shared(request.user, source)
+    return source
+
+
 @require_GET
 def source_list(request: HttpRequest) -> HttpResponse:
-    sources = Source.objects.select_related("backend")
+    sources = usable(request.user, Source.objects.select_related("backend"))
     return render(request, "sources/list.html", {"sources": sources})
 
 
 @require_POST
 def source_sync(request: HttpRequest, name: str) -> HttpResponse:
-    source = sync_source(get_object_or_404(Source, name=name))
+    source = sync_source(_usable_source(request, name))
     if source.sync_error:
         messages.error(request, f"Sync of {source.name} failed: {source.sync_error}")
     else:
@@ -37,13 +45,13 @@ def source_sync(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_GET
 def source_workflows(request: HttpRequest, name: str) -> HttpResponse:
-    source = get_object_or_404(Source.objects.select_related("backend"), name=name)
+    source = _usable_source(request, name)
     return render(request, "sources/workflows.html", {"source": source})
 
 
 @require_GET
 def source_dry_run(request: HttpRequest, name: str, file: str) -> HttpResponse:
-    source = get_object_or_404(Source.objects.select_related("backend"), name=name)
+    source = _usable_source(request, name)
     context: dict[str, object] = {"source": source, "file": file, "rows": [], "error": ""}
     status = 200
     try:
@@ -60,7 +68,7 @@ def source_dry_run(request: HttpRequest, name: str, file: str) -> HttpResponse:
 
 @require_POST
 def source_run(request: HttpRequest, name: str, file: str) -> HttpResponse:
-    source = get_object_or_404(Source.objects.select_related("backend"), name=name)
+    source = _usable_source(request, name)
     raw = request.POST.get("max_concurrent", "").strip()
     try:
         max_concurrent = int(raw) if raw else None

@@ -4,21 +4,32 @@ import time
 from collections.abc import Callable
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 
 from backends.models import Backend
 from runs.engine.tick import tick
 from runs.models import Run
 
+# The test users may use the test `local` backend: it is shared with this group. (A
+# config that shares a local backend must also name run_as, whose confinement is
+# tested on its own; here tasks run as the test process, for speed.)
+LOCAL_USERS = "local-users"
+
+
+def local_user(username: str, password: str) -> User:
+    user = User.objects.create_user(username, password=password)
+    user.groups.add(Group.objects.get_or_create(name=LOCAL_USERS)[0])
+    return user
+
 
 @pytest.fixture
 def user(db: None) -> User:
-    return User.objects.create_user("alice", password="pw-alice-123")
+    return local_user("alice", "pw-alice-123")
 
 
 @pytest.fixture
 def bob(db: None) -> User:
-    return User.objects.create_user("bob", password="pw-bob-12345")
+    return local_user("bob", "pw-bob-12345")
 
 
 @pytest.fixture
@@ -28,7 +39,9 @@ def staff(db: None) -> User:
 
 @pytest.fixture
 def local_backend(db: None) -> Backend:
-    return Backend.objects.create(name="local", kind=Backend.Kind.LOCAL, max_concurrent=4, poll_interval=1)
+    backend = Backend.objects.create(name="local", kind=Backend.Kind.LOCAL, max_concurrent=4, poll_interval=1)
+    backend.allowed_groups.add(Group.objects.get_or_create(name=LOCAL_USERS)[0])
+    return backend
 
 
 @pytest.fixture

@@ -428,11 +428,11 @@ def test_health_without_database(db: None, monkeypatch: pytest.MonkeyPatch) -> N
 # Every operation and the response codes it documents. A new endpoint must be added
 # here, so that its documentation is checked too.
 DOCUMENTED = {
-    ("/api/runs", "post"): {"201", "400", "401"},
+    ("/api/runs", "post"): {"201", "400", "401", "403"},
     ("/api/runs", "get"): {"200", "400", "401"},
     ("/api/runs/{run_id}", "get"): {"200", "401", "404"},
     ("/api/runs/{run_id}/cancel", "post"): {"200", "401", "404", "409"},
-    ("/api/runs/{run_id}/relaunch", "post"): {"200", "401", "404", "409"},
+    ("/api/runs/{run_id}/relaunch", "post"): {"200", "401", "403", "404", "409"},
     ("/api/sources", "get"): {"200", "401"},
     ("/api/backends", "get"): {"200", "401"},
 }
@@ -495,7 +495,12 @@ def test_openapi_schema_matches_api(client: Client, user: User, local_backend: B
         ("/api/sources", "get", client.get("/api/sources")),
         ("/api/backends", "get", client.get("/api/backends")),
     ]
-    assert [r.status_code for *_, r in real] == [201, 400, 200, 400, 200, 200, 409, 200, 409, 200, 200]
+    # A backend the caller may not use: a staff-only local one, then theirs once they left its group.
+    Backend.objects.create(name="staff-only", kind=Backend.Kind.LOCAL)
+    real.append(("/api/runs", "post", post_json(client, "/api/runs", {"backend": "staff-only", "workflow": CHAIN})))
+    user.groups.clear()
+    real.append(("/api/runs/{run_id}/relaunch", "post", client.post(f"/api/runs/{failed.pk}/relaunch")))
+    assert [r.status_code for *_, r in real] == [201, 400, 200, 400, 200, 200, 409, 200, 409, 200, 200, 403, 403]
     for path, method in DOCUMENTED:
         url = path.replace("{run_id}", "missing")
         real.append((path, method, getattr(anonymous, method)(url)))

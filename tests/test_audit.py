@@ -29,7 +29,7 @@ def test_logins_and_failed_logins_are_recorded_without_the_password(client: Clie
     client.post(login, {"username": "alice", "password": "wrong-password-1"}, REMOTE_ADDR="10.1.2.3")
     client.post(login, {"username": "alice", "password": "pw-alice-123"}, REMOTE_ADDR="10.1.2.3")
     client.post(reverse("logout"))
-    assert _trail() == [
+    assert _trail(Action.LOGIN_FAILED, Action.LOGIN, Action.LOGOUT) == [
         ("alice", Action.LOGIN_FAILED, "alice"),
         ("alice", Action.LOGIN, "alice"),
         ("alice", Action.LOGOUT, "alice"),
@@ -79,7 +79,7 @@ def test_the_trail_is_append_only(user: User) -> None:
         AuditEvent.objects.all().update(target="x")
     with pytest.raises(AppendOnly):
         AuditEvent.objects.all().delete()
-    assert AuditEvent.objects.get().target == "alice"
+    assert AuditEvent.objects.get(pk=event.pk).target == "alice"
 
 
 def test_staff_read_it_on_a_page_and_in_the_admin_others_do_not(client: Client, user: User, staff: User) -> None:

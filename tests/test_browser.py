@@ -31,7 +31,8 @@ def test_demo_run_updates_live_until_completed(
     from playwright.sync_api import expect, sync_playwright
 
     ensure_demo_setup()
-    User.objects.create_user("researcher", password="pw-researcher-1")
+    # Staff, like the embedded default's first user: the built-in local backend is staff only.
+    User.objects.create_user("researcher", password="pw-researcher-1", is_staff=True)
     base = live_server.url
 
     ticker = EmbeddedTicker(interval=0.3)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -19,6 +19,7 @@ from runs import pages
 from runs.actions import create_run
 from runs.demo import ensure_demo_setup
 from runs.models import ApiToken, ObservedJob, Run, Task, Workflow
+from tests.conftest import LOCAL_USERS, local_user
 
 HTMX = {"HX-Request": "true"}
 JSON = {"Accept": "application/json"}
@@ -31,9 +32,16 @@ CHAIN = [
 ]
 
 
+def share_demo() -> Workflow:
+    """The built-in demo, its local backend shared with the test users (staff only by default)."""
+    workflow = ensure_demo_setup()
+    workflow.backend.allowed_groups.add(Group.objects.get_or_create(name=LOCAL_USERS)[0])
+    return workflow
+
+
 @pytest.fixture
 def other(db: None) -> User:
-    return User.objects.create_user("bob", password="pw-bob-123")
+    return local_user("bob", "pw-bob-123")
 
 
 @pytest.fixture
@@ -558,7 +566,7 @@ def test_dashboard_backend_cards_show_partitions_disk_and_status(alice_client: C
 
 
 def test_workflows_page_and_json_negotiation(alice_client: Client) -> None:
-    workflow = ensure_demo_setup()
+    workflow = share_demo()
     Workflow.objects.create(
         name="gitflow",
         backend=workflow.backend,
@@ -585,7 +593,7 @@ def test_workflows_page_and_json_negotiation(alice_client: Client) -> None:
 
 
 def test_dry_run_of_demo_lists_its_six_tasks(alice_client: Client) -> None:
-    ensure_demo_setup()
+    share_demo()
     url = reverse("workflow_dry_run", args=["demo"])
     page = _text(alice_client.get(url))
     for task_id in ("prepare.data", "sim.1", "sim.2", "sim.3", "sim.4", "report.summary"):
@@ -611,7 +619,7 @@ def test_dry_run_of_invalid_json_shows_the_error(alice_client: Client, local_bac
 
 
 def test_run_button_starts_a_run(alice_client: Client, user: User) -> None:
-    ensure_demo_setup()
+    share_demo()
     response = alice_client.post(reverse("workflow_run", args=["demo"]), {"max_concurrent": "2"})
     run = Run.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse("run_detail", args=[run.pk])

@@ -10,6 +10,7 @@ from django.urls import reverse
 from backends.models import Backend
 from runs.actions import create_run
 from runs.models import ApiToken, ObservedJob, Run, Task
+from tests.conftest import local_user
 
 CHAIN = [
     {"id": "prep", "name": "Prepare", "command": "true"},
@@ -20,7 +21,10 @@ CHAIN = [
 @pytest.fixture
 def root(db: None) -> User:
     """A superuser who is not staff: an admin account that cannot log in to /admin/."""
-    return User.objects.create_user("root", password="pw-root-1234", is_superuser=True, is_staff=False)
+    root = local_user("root", "pw-root-1234")
+    root.is_superuser = True  # but not staff
+    root.save()
+    return root
 
 
 def _run_of(owner: User, backend: Backend) -> Run:

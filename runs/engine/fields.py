@@ -44,7 +44,7 @@ FINISH_FIELDS = [
 
 
 # What those fields go back to: the model's defaults (pending, no job, nothing measured).
-RESET_VALUES = {name: Task._meta.get_field(name).get_default() for name in RESET_FIELDS}
+RESET_VALUES = {name: Task._meta.get_field(name).get_default() for name in RESET_FIELDS}  # type: ignore[union-attr]
 
 
 def reset_for_submission(task: Task) -> None:

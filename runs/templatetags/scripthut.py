@@ -18,6 +18,7 @@ from runs.engine import states
 from runs.engine.states import TaskState
 from runs.models import Task
 from runs.numbers import gigabytes, short_number
+from sources.git import mask_credentials
 
 register = template.Library()
 
@@ -149,3 +150,9 @@ def disk_size(mb: float | None) -> str:
             return f"{short_number(value)} {unit}"
         value /= 1024
     return f"{short_number(value)} TB"
+
+
+@register.filter
+def masked_url(url: str | None) -> str:
+    """A git URL with any password or token in it shown as ``***``."""
+    return mask_credentials(url or "")
