@@ -25,7 +25,10 @@ def data_dir() -> Path:
     if not configured:
         configured = _data_dir_from_config() or DEFAULT_DATA_DIR
     path = Path(configured).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_uid == os.geteuid():
+        # The secret key, database and sessions: no other user (a local backend's run_as) may look in.
+        path.chmod(0o700)
     return path
 
 
