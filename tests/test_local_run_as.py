@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -31,6 +31,7 @@ from backends.registry import get_adapter
 from runs.actions import cancel_run, create_run
 from runs.engine.tick import tick
 from runs.models import Run, Task
+from tests.conftest import LOCAL_USERS
 
 RUNNER_USER = "scripthut-runner"
 Runner = Callable[..., Run]
@@ -53,14 +54,16 @@ def runner_user() -> pwd.struct_passwd:
 
 @pytest.fixture
 def confined(db: None, runner_user: pwd.struct_passwd) -> Backend:
-    # As `scripthut import-config` stores `run_as: scripthut-runner`.
-    return Backend.objects.create(
+    # As `scripthut import-config` stores `run_as: scripthut-runner`, shared with the test users.
+    backend = Backend.objects.create(
         name="confined",
         kind=Backend.Kind.LOCAL,
         settings={"run_as": runner_user.pw_name},
         max_concurrent=4,
         poll_interval=1,
     )
+    backend.allowed_groups.add(Group.objects.get_or_create(name=LOCAL_USERS)[0])
+    return backend
 
 
 def run_one(user: User, backend: Backend, run_to_end: Runner, command: str, **fields: Any) -> Task:

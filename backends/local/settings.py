@@ -25,8 +25,6 @@ class LocalSettings(BackendSettings):
     work_dir: str | None = None
     # Directories, besides the run's own, that a task's output/error/generated files may be in.
     allowed_paths: list[str] = Field(default_factory=list)
-    # Who may use the backend; stored by the access code, not in Backend.settings.
-    allowed_groups: list[str] = Field(default_factory=list, exclude=True)
 
     @field_validator("run_as")
     @classmethod
