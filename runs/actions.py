@@ -14,6 +14,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from backends.identity import needs_identity, refusal
 from backends.models import Backend, Environment
 from runs import audit, events
 from runs.engine.fields import RESET_FIELDS, reset_for_submission
@@ -55,6 +56,7 @@ def create_run(
         raise WorkflowError("max_concurrent must be at least 1")
     if not backend.enabled:
         raise WorkflowError(f"backend {backend.name!r} is disabled")
+    require_identity(backend, owner)
     resolved = validate(payload)
     known_envs = set(Environment.objects.values_list("name", flat=True))
     warnings = sorted(
@@ -85,6 +87,12 @@ def create_run(
         audit.record(Action.RUN_CREATED, f"run {run.pk}", actor=owner, backend=backend.name, tasks=len(resolved))
     wake(backend)
     return run
+
+
+def require_identity(backend: Backend, owner: User) -> None:
+    """Refuse a run that could never be submitted: a per_user backend, and no identity on it."""
+    if needs_identity(backend, owner.pk):
+        raise WorkflowError(refusal(backend))
 
 
 def cancel_run(run: Run, by: User | None = None) -> None:
