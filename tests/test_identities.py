@@ -20,7 +20,16 @@ from django.db import connection
 from django.test import Client
 
 from backends import registry
-from backends.base import BackendAdapter, JobSpec, JobState, JobStatus, PollResult, SubmitResult, TaskLog
+from backends.base import (
+    BackendAdapter,
+    BackendUnavailable,
+    JobSpec,
+    JobState,
+    JobStatus,
+    PollResult,
+    SubmitResult,
+    TaskLog,
+)
 from backends.config import validate_backend_settings
 from backends.identity import NoIdentity
 from backends.models import Backend, ClusterIdentity
@@ -328,3 +337,30 @@ def test_the_tick_works_once_per_owner_as_that_owner(
     assert fakes["hut2"].polled == ["hut2-t0"]  # bob's adapter never hears of alice's jobs
     assert fakes["hut2"].submitted == ["t0", "t1"]  # alice's cancelled jobs gave back their slots
     assert dict(bobs.tasks.values_list("task_id", "state")) == {"t0": "running", "t1": "submitted"}
+
+
+def test_an_owner_whose_login_fails_holds_up_only_their_own_tasks(
+    user: User, bob: User, hpc: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    working = FakeScheduler("hut2")
+
+    def adapter(backend: Backend, identity: ClusterIdentity) -> BackendAdapter:
+        if identity.username == "hut":
+            raise BackendUnavailable("authentication failed for hut@127.0.0.1:9")
+        return working
+
+    monkeypatch.setattr(tick_module, "get_adapter", adapter)
+    monkeypatch.setattr(tick_module, "refresh_cluster_info", lambda backend, adapter: None)
+    add_identity(user, hpc, "hut")
+    one = [{"id": "t", "name": "t", "command": "true"}]
+    alices = create_run(owner=user, backend=hpc, payload=one, workflow_name="a")
+    tick_backend(hpc)
+    hpc.refresh_from_db()
+    assert hpc.status == Backend.Status.UNREACHABLE  # nobody could log in
+    add_identity(bob, hpc, "hut2")
+    bobs = create_run(owner=bob, backend=hpc, payload=one, workflow_name="b")
+    tick_backend(hpc)
+    hpc.refresh_from_db()
+    assert hpc.status == Backend.Status.OK and working.submitted == ["t"]
+    assert bobs.tasks.get().state == "submitted"
+    assert alices.tasks.get().reason == "waiting for hpc as hut: authentication failed for hut@127.0.0.1:9"

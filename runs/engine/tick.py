@@ -115,7 +115,7 @@ def tick_each_owner(backend: Backend, changed: set[str]) -> BackendAdapter | Non
 
     An owner without one, or whose login fails, only holds up their own tasks, which
     stay pending and say why. Returns an adapter that reached the backend (None when
-    nobody has work); raises the last failure when nobody could log in."""
+    no owner had work it could do); raises the last failure when nobody could log in."""
     reached: BackendAdapter | None = None
     failure: BackendUnavailable | None = None
     for owner in owners_with_work(backend):
