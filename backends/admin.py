@@ -4,9 +4,11 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from backends.local.settings import runs_as_portal_user, sharing_problem
-from backends.models import Backend, Environment
+from backends.models import Backend, ClusterIdentity, Environment
 
 
 class BackendForm(forms.ModelForm):
@@ -43,3 +45,20 @@ class BackendAdmin(admin.ModelAdmin):
 class EnvironmentAdmin(admin.ModelAdmin):
     list_display = ["name"]
     search_fields = ["name"]
+
+
+@admin.register(ClusterIdentity)
+class ClusterIdentityAdmin(admin.ModelAdmin):
+    """Who runs jobs as whom. Staff may remove an identity; users add their own on
+    /settings/identities. The key and passphrase are neither shown nor even read."""
+
+    list_display = ["user", "backend", "username", "fingerprint", "updated_at"]
+    list_filter = ["backend"]
+    search_fields = ["user__username", "username"]
+    fields = readonly_fields = ("user", "backend", "username", "fingerprint", "certificate", "created_at", "updated_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ClusterIdentity]:
+        return super().get_queryset(request).defer("private_key", "passphrase")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from backends.models import Backend
+    from backends.models import Backend, ClusterIdentity
 
 
 class BackendUnavailable(Exception):  # noqa: N818  (reads better at the raise site)
@@ -155,6 +155,7 @@ class TaskLog:
     path: str  # the task's output_file / error_file; relative paths are relative to working_dir
     working_dir: str
     run_id: str = ""  # for backends that confine a task's files to its run's directory
+    owner_id: int | None = None  # the run's owner: on a per_user backend, read as their account
 
 
 @dataclass
@@ -255,11 +256,13 @@ class BackendAdapter(ABC):
     # True where jobs can wait on other jobs inside the scheduler (afterok).
     supports_native_dependencies = False
 
-    def __init__(self, backend: Backend, data_dir: Path):
+    def __init__(self, backend: Backend, data_dir: Path, identity: ClusterIdentity | None = None):
         self.backend = backend
         self.name = backend.name
         self.settings = backend.settings
         self.data_dir = data_dir
+        # The user account this adapter acts as, on a per_user backend; None: the config's.
+        self.identity = identity
 
     def default_log_path(self, job: JobSpec, stream: str) -> str:
         """Where a job's output (``out``) or error (``err``) goes when the task does not say."""

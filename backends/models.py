@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
 from backends.registry import BACKENDS
+from scripthut_site.crypto import EncryptedTextField
 
 
 class Backend(models.Model):
@@ -67,6 +69,36 @@ class Backend(models.Model):
 
     def setting(self, key: str, default: Any = None) -> Any:
         return self.settings.get(key, default)
+
+    @property
+    def per_user(self) -> bool:
+        """Jobs run under each portal user's own cluster account (``ssh.identity: per_user``)."""
+        return (self.settings.get("ssh") or {}).get("identity") == "per_user"
+
+
+class ClusterIdentity(models.Model):
+    """A portal user's own login on a ``per_user`` backend: their jobs are submitted, and
+    their files read, as this account. The key and its passphrase are encrypted at rest
+    and never shown again; the fingerprint stands for them on pages."""
+
+    user = models.ForeignKey(django_settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="identities")
+    backend = models.ForeignKey(Backend, on_delete=models.CASCADE, related_name="identities")
+    username = models.CharField(max_length=64, help_text="The login on the cluster.")
+    private_key = EncryptedTextField()
+    passphrase = EncryptedTextField(blank=True)
+    certificate = models.TextField(blank=True, help_text="OpenSSH certificate (-cert.pub) of the key, if any.")
+    fingerprint = models.CharField(max_length=100, help_text="SHA256 fingerprint of the public key.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["backend", "user"]
+        constraints = [models.UniqueConstraint(fields=["user", "backend"], name="one_identity_per_user_and_backend")]
+        verbose_name_plural = "cluster identities"
+
+    def __str__(self) -> str:
+        # Names who and where, never the key: audit events and admin pages show this.
+        return f"{self.user} on {self.backend} as {self.username}"
 
 
 class Environment(models.Model):

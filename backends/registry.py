@@ -1,5 +1,5 @@
-"""Every kind of backend, and one adapter per backend per process (connections persist
-between ticks).
+"""Every kind of backend, and one adapter per backend (and per cluster identity on a
+``per_user`` backend) per process: connections persist between ticks.
 
 Adding a backend is one package plus one line in :data:`BACKENDS`. The package has
 ``settings.py`` exposing ``Settings`` (its part of scripthut.yaml) and, once it can run
@@ -21,7 +21,7 @@ from django.conf import settings
 from backends.base import BackendAdapter, BackendError, BackendUnavailable, ShellAccess
 
 if TYPE_CHECKING:
-    from backends.models import Backend
+    from backends.models import Backend, ClusterIdentity
     from backends.schema import BackendSettings
 
 
@@ -58,21 +58,26 @@ def adapter_class(kind: str) -> type[BackendAdapter]:
 
 
 _lock = threading.Lock()
-_adapters: dict[str, tuple[str, BackendAdapter]] = {}
+# (backend name, identity's user id or "shared") -> (what it was built from, the adapter)
+_adapters: dict[tuple[str, int | str], tuple[str, BackendAdapter]] = {}
 
 
-def get_adapter(backend: Backend) -> BackendAdapter:
-    """The cached adapter for a backend; rebuilt when its type or settings change."""
-    fingerprint = json.dumps([backend.kind, backend.settings], sort_keys=True)
+def get_adapter(backend: Backend, identity: ClusterIdentity | None = None) -> BackendAdapter:
+    """The cached adapter for a backend, acting as ``identity`` if given (else the account
+    of the config); rebuilt when the backend's type or settings, or the identity, change."""
+    key = (backend.name, identity.user_id if identity else "shared")
+    version = [identity.pk, identity.username, identity.updated_at.isoformat()] if identity else None
+    fingerprint = json.dumps([backend.kind, backend.settings, version], sort_keys=True)
     with _lock:
-        cached = _adapters.get(backend.name)
+        cached = _adapters.get(key)
         if cached and cached[0] == fingerprint:
             cached[1].backend = backend
             return cached[1]
         if cached:
             cached[1].close()
-        adapter = adapter_class(backend.kind)(backend, settings.DATA_DIR)
-        _adapters[backend.name] = (fingerprint, adapter)
+        kind = adapter_class(backend.kind)
+        adapter = kind(backend, settings.DATA_DIR) if identity is None else kind(backend, settings.DATA_DIR, identity)
+        _adapters[key] = (fingerprint, adapter)
         return adapter
 
 

@@ -14,6 +14,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from backends.identity import needs_identity, refusal
 from backends.models import Backend, Environment
 from runs import audit, events
 from runs.access import AccessDenied, require_backend, require_shared
@@ -58,6 +59,7 @@ def create_run(
     if not backend.enabled:
         raise WorkflowError(f"backend {backend.name!r} is disabled")
     _check_access(owner, backend, workflow)
+    require_identity(backend, owner)
     resolved = validate(payload)
     known_envs = set(Environment.objects.values_list("name", flat=True))
     warnings = sorted(
@@ -99,6 +101,12 @@ def _check_access(user: User, backend: Backend, workflow: Any = None) -> None:
     except AccessDenied as exc:
         audit.record(Action.SUBMISSION_REFUSED, f"backend {backend.name}", actor=user, reason=str(exc))
         raise
+
+
+def require_identity(backend: Backend, owner: User) -> None:
+    """Refuse a run that could never be submitted: a per_user backend, and no identity on it."""
+    if needs_identity(backend, owner.pk):
+        raise WorkflowError(refusal(backend))
 
 
 def cancel_run(run: Run, by: User | None = None) -> None:

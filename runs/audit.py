@@ -20,7 +20,7 @@ from django.db.models import Model
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.http import HttpRequest, HttpResponse
 
-from backends.models import Backend
+from backends.models import Backend, ClusterIdentity
 from runs.models import AuditEvent, Workflow
 from sources.models import Source
 
@@ -143,6 +143,7 @@ def connect() -> None:
     source_state = frozenset({"synced_at", "synced_sha", "sync_error", "workflow_files"})
     watch(Source, Action.SOURCE_CHANGED, lambda s: f"source {s}", source_state)
     watch(Workflow, Action.WORKFLOW_CHANGED, lambda w: f"workflow {w}")
+    watch(ClusterIdentity, Action.IDENTITY_CHANGED, lambda i: f"cluster identity of {i.user} on {i.backend}")  # type: ignore[attr-defined]
     user_model = get_user_model()
     watch_membership(
         user_model.groups.through,  # type: ignore[attr-defined]

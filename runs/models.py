@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -14,6 +14,9 @@ from django.utils import timezone
 
 from runs.engine import states
 from runs.engine.states import RunStatus, TaskState
+
+if TYPE_CHECKING:
+    from backends.models import Backend
 
 
 def new_run_id() -> str:
@@ -39,11 +42,22 @@ class RunQuerySet(models.QuerySet["Run"]):
     def visible_to(self, user: Viewer) -> RunQuerySet:
         return self if sees_every_run(user) else self.filter(owner_id=user.pk)
 
+    def on(self, backend: Backend, owner: int | None = None) -> RunQuerySet:
+        """Runs on ``backend``; only ``owner``'s if given (a per_user backend's tick
+        works for one owner at a time)."""
+        runs = self.filter(backend=backend)
+        return runs if owner is None else runs.filter(owner_id=owner)
+
 
 class TaskQuerySet(models.QuerySet["Task"]):
     def visible_to(self, user: Viewer) -> TaskQuerySet:
         """Tasks of the runs ``user`` may see."""
         return self if sees_every_run(user) else self.filter(run__owner_id=user.pk)
+
+    def on(self, backend: Backend, owner: int | None = None) -> TaskQuerySet:
+        """Tasks of the runs on ``backend``; only of ``owner``'s runs if given."""
+        tasks = self.filter(run__backend=backend)
+        return tasks if owner is None else tasks.filter(run__owner_id=owner)
 
 
 class ObservedJobQuerySet(models.QuerySet["ObservedJob"]):

@@ -5,19 +5,21 @@ from __future__ import annotations
 from django.contrib.auth.models import User
 
 from backends.base import BackendError, BackendUnavailable
-from backends.registry import get_adapter, shell_access
-from runs.actions import GitCheckout, create_run
+from backends.identity import adapter_as
+from backends.registry import shell_access
+from runs.actions import GitCheckout, create_run, require_identity
 from runs.models import Run, Workflow
 from runs.workflow_json import ResolvedTask, WorkflowError, validate
 from sources.git import GitError, checkout, git_ssh_env, resolve_branch
 
 
-def fetch_tasks(workflow: Workflow) -> tuple[str, GitCheckout | None]:
-    """Run the workflow's command (in a fresh git checkout if it has a git block)."""
+def fetch_tasks(workflow: Workflow, owner: User | None = None) -> tuple[str, GitCheckout | None]:
+    """Run the workflow's command (in a fresh git checkout if it has a git block); as
+    ``owner`` on a per_user backend, so that the checkout is theirs to run tasks in."""
     git: GitCheckout | None = None
     cwd = None
     try:
-        adapter = get_adapter(workflow.backend)
+        adapter = adapter_as(workflow.backend, owner.pk if owner else None)
         if workflow.git:
             repo = workflow.git["repo"]
             branch = workflow.git.get("branch") or "main"
@@ -42,7 +44,8 @@ def dry_run(workflow: Workflow) -> list[ResolvedTask]:
 
 
 def start_run(workflow: Workflow, owner: User, max_concurrent: int | None = None) -> Run:
-    text, git = fetch_tasks(workflow)
+    require_identity(workflow.backend, owner)  # before the command runs, not after
+    text, git = fetch_tasks(workflow, owner)
     return create_run(
         owner=owner,
         backend=workflow.backend,

@@ -10,4 +10,5 @@ urlpatterns = [
     path("health", include("runs.health")),
     path("", include("runs.urls")),
     path("", include("sources.urls")),
+    path("", include("backends.urls")),
 ]

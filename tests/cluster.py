@@ -1,7 +1,8 @@
 """A real single-node Slurm cluster and a real OpenSSH server on 127.0.0.1, for tests.
 
 ``tests/setup/cluster.sh`` installs and starts them (munge, slurmdbd on the local MariaDB,
-slurmctld, slurmd, an sshd on 127.0.0.1:2222 with a test user ``hut``); this module gives
+slurmctld, slurmd, an sshd on 127.0.0.1:2222 with a test user ``hut``, and a second one,
+``hut2``, with its own key: ``user2``/``key_path2``); this module gives
 tests a session-scoped ``cluster`` fixture on top of it. conftest.py does not load it: a test
 module that wants it loads this module as a plugin (import ``Cluster`` for annotations only, so
 that pytest imports the module itself, with assertion rewriting, and ruff sees no shadowed
@@ -100,6 +101,8 @@ class Cluster:
     partition: str
     account: str
     dir: str
+    user2: str  # a second cluster account (private homes: neither reads the other's files)
+    key_path2: str
 
     @classmethod
     def from_env_file(cls, path: Path) -> Cluster:
@@ -113,6 +116,8 @@ class Cluster:
             partition=env["SLURM_PARTITION"],
             account=env["SLURM_ACCOUNT"],
             dir=env["CLUSTER_DIR"],
+            user2=env["SSH_USER2"],
+            key_path2=env["SSH_KEY2"],
         )
 
     # --- switches: each returns once the component is really down / up ------------------------
@@ -181,22 +186,24 @@ class Cluster:
             "known_hosts": self.known_hosts,
         }
 
-    def run_as_user(self, cmd: str, *, check: bool = True, timeout: float = 60) -> str:
-        """Run a shell command locally as the test user (login shell) and return its stdout.
+    def run_as_user(self, cmd: str, *, check: bool = True, timeout: float = 60, user: str | None = None) -> str:
+        """Run a shell command locally as the test user (or ``user``, e.g. ``user2``; login
+        shell) and return its stdout.
 
         E.g. ``run_as_user("sbatch --parsable --wrap 'sleep 30'")`` submits a job that the
         portal did not start. Raises ClusterError with the output if it exits non-zero and
         ``check`` is true.
         """
+        user = user or self.user
         proc = subprocess.run(
-            ["runuser", "-l", self.user, "-c", cmd],
+            ["runuser", "-l", user, "-c", cmd],
             capture_output=True,
             text=True,
             timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
         if check and proc.returncode != 0:
-            raise ClusterError(f"as {self.user}: {cmd!r} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
+            raise ClusterError(f"as {user}: {cmd!r} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
         return proc.stdout
 
 

@@ -91,6 +91,7 @@ def test_spec_example_imports() -> None:
         "cert_path": None,
         "known_hosts": None,
         "allow_unknown_host_keys": False,
+        "identity": "shared",
     }
     assert hpc.settings["account"] == "my-allocation"
     assert hpc.settings["native_dependencies"] is True

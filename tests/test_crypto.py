@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import override_settings
 
+from backends.models import Backend, ClusterIdentity
 from scripthut_site import crypto
 
 
@@ -70,3 +73,26 @@ def test_rotate_keys_refuses_new_key_with_env_keys(data_dir: Path, monkeypatch: 
     monkeypatch.setenv("SCRIPTHUT_SECRET_KEYS", Fernet.generate_key().decode())
     with pytest.raises(CommandError, match="SCRIPTHUT_SECRET_KEYS"):
         call_command("rotate_keys", "--new-key")
+
+
+@pytest.mark.django_db
+def test_rotation_keeps_cluster_identities_readable_after_the_old_key_is_dropped(data_dir: Path, user: User) -> None:
+    backend = Backend.objects.create(name="hpc", kind="slurm", settings={"ssh": {"identity": "per_user"}})
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+    ClusterIdentity.objects.create(
+        user=user, backend=backend, username="hut", private_key=key, passphrase="pp", fingerprint="SHA256:x"
+    )
+    (old,) = (data_dir / crypto.KEY_FILE).read_text().split()
+    call_command("rotate_keys", "--new-key")
+    new, kept = (data_dir / crypto.KEY_FILE).read_text().split()
+    assert kept == old
+    crypto.write_key_file([new.encode()])  # the old key is gone
+    identity = ClusterIdentity.objects.get()
+    assert (identity.private_key, identity.passphrase) == (key, "pp")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT private_key FROM backends_clusteridentity")
+        (stored,) = cursor.fetchone()
+    assert "b3BlbnNzaC1rZXktdjEAAAAA" not in stored
+    crypto.write_key_file([old.encode()])  # really re-encrypted: the old key alone no longer reads it
+    with pytest.raises(crypto.SecretKeyError):
+        ClusterIdentity.objects.get()

@@ -64,6 +64,7 @@ def test_a_job_ending_between_the_exit_code_read_and_the_liveness_check_complete
     from backends.local import adapter as local
 
     backend = get_adapter(local_backend)
+    assert isinstance(backend, local.LocalAdapter)
     spec = JobSpec(tag="race-1", run_id="race", task_id="t", name="t", command="true")
     (result,) = backend.submit([(spec, backend.render_script(spec))])
     job_dir = backend.jobs_dir / result.job_id

@@ -16,20 +16,26 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+import paramiko
+
 from backends.base import (
     BackendAdapter,
     BackendError,
+    BackendUnavailable,
     ClusterInfo,
     CommandResult,
     FileLogs,
     JobSpec,
     SubmitResult,
+    TaskLog,
 )
+from backends.identity import adapter_as
 from backends.scripts import shell_path
+from backends.ssh.keys import KeyProblem, load_key
 from backends.ssh.transport import ConnectionLost, SshTransport
 
 if TYPE_CHECKING:
-    from backends.models import Backend
+    from backends.models import Backend, ClusterIdentity
 
 # A submit batch holds this lock on the login node while it runs, and reconciling takes it
 # before it lists jobs by tag. A batch that outlived its SSH session (a timeout, a dropped
@@ -71,9 +77,9 @@ _sh_submit() {
 class SshScheduler(FileLogs, BackendAdapter):
     """Base of the schedulers reached over SSH; also a :class:`~backends.base.ShellAccess`."""
 
-    def __init__(self, backend: Backend, data_dir: Path):
-        super().__init__(backend, data_dir)
-        self.transport = SshTransport.from_settings(self.settings["ssh"])
+    def __init__(self, backend: Backend, data_dir: Path, identity: ClusterIdentity | None = None):
+        super().__init__(backend, data_dir, identity)
+        self.transport = SshTransport.from_settings(self.settings["ssh"], _login(identity) if identity else None)
         self.supports_native_dependencies = bool(self.settings.get("native_dependencies", True))
 
     # -- what each scheduler defines ---------------------------------------------------
@@ -117,6 +123,14 @@ class SshScheduler(FileLogs, BackendAdapter):
 
     def read_file(self, path: str, max_bytes: int = 256 * 1024) -> str:
         return self.transport.read_file(path, max_bytes)
+
+    def read_log(self, log: TaskLog, max_bytes: int = 256 * 1024) -> str:
+        # On a per_user backend a log is its owner's file (home directories are private,
+        # ``~`` is their home): read it as them, whoever asks.
+        acting_for = self.identity.user_id if self.identity else None
+        if self.backend.per_user and log.owner_id is not None and log.owner_id != acting_for:
+            return adapter_as(self.backend, log.owner_id).read_log(log, max_bytes)
+        return super().read_log(log, max_bytes)
 
     def close(self) -> None:
         self.transport.close()
@@ -204,6 +218,14 @@ class SshScheduler(FileLogs, BackendAdapter):
         missing = " || ".join(f'[ -z "${{jid_{p}}}" ]' for p in parents)
         skip = f"_sh_last=; printf 'SCRIPTHUT-SKIP %s\\n' {shlex.quote(job.tag)}"
         return [*lines, f"if {missing}; then {skip}; else", *body, "fi"]
+
+
+def _login(identity: ClusterIdentity) -> tuple[str, paramiko.PKey]:
+    """The identity's username and key, decrypted into memory only (never to a file)."""
+    try:
+        return identity.username, load_key(identity.private_key, identity.passphrase, identity.certificate)
+    except KeyProblem as exc:
+        raise BackendUnavailable(f"the key of cluster identity {identity.username} cannot be used: {exc}") from None
 
 
 def _mentions(error: str, patterns: Sequence[str]) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from backends.schema import BackendSettings, ConfigModel
@@ -17,6 +19,9 @@ class SshSettings(ConfigModel):
     cert_path: str | None = None
     known_hosts: str | None = None
     allow_unknown_host_keys: bool = False
+    # Whose account jobs run under: the one above (shared), or each portal user's own
+    # (per_user: users register a username and key on /settings/identities).
+    identity: Literal["shared", "per_user"] = "shared"
 
 
 class SshSchedulerSettings(BackendSettings):

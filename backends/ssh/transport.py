@@ -1,4 +1,5 @@
-"""SSH transport for Slurm and PBS backends: one persistent paramiko connection per backend.
+"""SSH transport for Slurm and PBS backends: one persistent paramiko connection per backend
+(and per user identity on a ``per_user`` backend).
 
 - Host keys are checked against ``known_hosts`` (the file from the config, else the
   user's); an unknown key is refused unless the backend opts out with
@@ -43,6 +44,7 @@ class SshTransport:
         user: str | None = None,
         key_path: str | None = None,
         cert_path: str | None = None,
+        pkey: paramiko.PKey | None = None,
         known_hosts: str | None = None,
         allow_unknown_host_keys: bool = False,
         connect_timeout: float = 10,
@@ -53,6 +55,7 @@ class SshTransport:
         self.user = user or os.environ.get("USER") or "root"
         self.key_path = key_path
         self.cert_path = cert_path
+        self.pkey = pkey  # a key held in memory (a user's identity), instead of key_path
         self.known_hosts = known_hosts
         self.allow_unknown_host_keys = allow_unknown_host_keys
         self.connect_timeout = connect_timeout
@@ -66,13 +69,18 @@ class SshTransport:
         self._last_error = ""
 
     @classmethod
-    def from_settings(cls, ssh: dict[str, Any]) -> SshTransport:
+    def from_settings(cls, ssh: dict[str, Any], login: tuple[str, paramiko.PKey] | None = None) -> SshTransport:
+        """The ``ssh:`` block's connection; ``login``: a (username, key) to log in with
+        instead of the block's account, as a user's cluster identity does."""
+        user, pkey = login if login else (ssh.get("user"), None)
         return cls(
             host=ssh["host"],
             port=int(ssh.get("port") or 22),
-            user=ssh.get("user"),
-            key_path=ssh.get("key_path"),
-            cert_path=ssh.get("cert_path"),
+            user=user,
+            # A login brings its own key: never the block's, nor the agent's or default keys.
+            key_path=None if login else ssh.get("key_path"),
+            cert_path=None if login else ssh.get("cert_path"),
+            pkey=pkey,
             known_hosts=ssh.get("known_hosts"),
             allow_unknown_host_keys=bool(ssh.get("allow_unknown_host_keys")),
         )
@@ -167,6 +175,8 @@ class SshTransport:
             raise BackendUnavailable(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from exc
 
     def _load_key(self) -> paramiko.PKey | None:
+        if self.pkey is not None:
+            return self.pkey
         if not self.key_path:
             return None
         path = Path(self.key_path).expanduser()

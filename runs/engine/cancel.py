@@ -15,10 +15,10 @@ from runs.engine.states import LIVE, RunStatus, Step, TaskState, move
 from runs.models import Task
 
 
-def cancel_requested(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> None:
-    tasks = list(
-        Task.objects.filter(run__backend=backend, run__status=RunStatus.CANCELLED, state__in=LIVE).exclude(job_id="")
-    )
+def cancel_requested(backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None) -> None:
+    """``owner``: only that user's runs (a per_user backend, ``adapter`` acting as them)."""
+    cancelled = Task.objects.on(backend, owner).filter(run__status=RunStatus.CANCELLED, state__in=LIVE)
+    tasks = list(cancelled.exclude(job_id=""))
     if not tasks:
         return
     adapter.cancel([t.job_id for t in tasks])

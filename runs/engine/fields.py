@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
+
+from django.db.models import Field
 
 from backends.base import JobStatus
 from runs.models import Task
@@ -44,7 +47,13 @@ FINISH_FIELDS = [
 
 
 # What those fields go back to: the model's defaults (pending, no job, nothing measured).
-RESET_VALUES = {name: Task._meta.get_field(name).get_default() for name in RESET_FIELDS}  # type: ignore[union-attr]
+def _default(name: str) -> Any:
+    field = Task._meta.get_field(name)
+    assert isinstance(field, Field)  # a column, not a relation's reverse side
+    return field.get_default()
+
+
+RESET_VALUES = {name: _default(name) for name in RESET_FIELDS}
 
 
 def reset_for_submission(task: Task) -> None:

@@ -66,7 +66,8 @@ def resolve_working_dir(working_dir: str, clone_dir: str) -> str:
 
 def task_log(task: Task, stream: str) -> TaskLog:
     """A task's ``output`` or ``error`` stream as recorded at submission; the backend
-    knows where that is (``adapter.log_location``) and how to read it (``read_log``)."""
+    knows where that is (``adapter.log_location``) and how to read it (``read_log``, as
+    the run's owner on a per_user backend)."""
     path = task.output_file if stream == "output" else task.error_file
     return TaskLog(
         job_id=task.job_id,
@@ -74,4 +75,5 @@ def task_log(task: Task, stream: str) -> TaskLog:
         path=path,
         working_dir=resolve_working_dir(task.working_dir, task.run.clone_dir),
         run_id=task.run_id,
+        owner_id=task.run.owner_id,
     )

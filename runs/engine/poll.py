@@ -97,8 +97,9 @@ class PollOutcome:
         self.ended.append(record_end(task, TaskState.CANCELLED, status, self.now, reason))
 
 
-def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> None:
-    tasks = list(Task.objects.filter(run__backend=backend, state__in=LIVE).exclude(job_id="").select_related("run"))
+def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None) -> None:
+    """``owner``: only that user's runs (a per_user backend, ``adapter`` acting as them)."""
+    tasks = list(Task.objects.on(backend, owner).filter(state__in=LIVE).exclude(job_id="").select_related("run"))
     result = adapter.poll([t.job_id for t in tasks])
     now = timezone.now()
     outcome = PollOutcome(now=now, grace=timedelta(seconds=settings.SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS))
@@ -118,11 +119,16 @@ def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> N
         if complete_generator(task, status, adapter, now):
             changed.add(task.run_id)
     changed.update(t.run_id for t in finish_tasks(outcome.ended, never_started))
-    store_observed(backend, result.observed, {t.job_id: t for t in tasks}, now)
+    ours = {t.job_id: t.pk for t in tasks}
+    if owner is not None:
+        # The scheduler lists every owner's jobs: link the other owners' tasks to theirs too.
+        live = Task.objects.on(backend).filter(state__in=LIVE).exclude(job_id="")
+        ours = dict(live.values_list("job_id", "pk")) | ours
+    store_observed(backend, result.observed, ours, now)
 
 
-def store_observed(backend: Backend, observed: Sequence[JobStatus], ours: dict[str, Task], now: datetime) -> None:
-    """Replace the backend's observed jobs with what this poll saw."""
+def store_observed(backend: Backend, observed: Sequence[JobStatus], ours: dict[str, int], now: datetime) -> None:
+    """Replace the backend's observed jobs with what this poll saw (``ours``: job id -> task pk)."""
     with transaction.atomic():
         ObservedJob.objects.filter(backend=backend).delete()
         ObservedJob.objects.bulk_create(
@@ -130,7 +136,7 @@ def store_observed(backend: Backend, observed: Sequence[JobStatus], ours: dict[s
                 ObservedJob(
                     backend=backend,
                     job_id=s.job_id,
-                    task=ours.get(s.job_id),
+                    task_id=ours.get(s.job_id),
                     name=s.name[:255],
                     user=s.user,
                     state=s.state.value,

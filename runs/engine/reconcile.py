@@ -18,10 +18,13 @@ from runs.models import Task
 log = logging.getLogger("runs.engine")
 
 
-def reconcile_submitting(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> None:
+def reconcile_submitting(
+    backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None
+) -> None:
     """We hold the backend's lease, so no other tick is submitting right now: a task
-    found here was either handed to the scheduler (its tag is there) or not."""
-    stuck = list(Task.objects.filter(run__backend=backend, state=TaskState.SUBMITTING))
+    found here was either handed to the scheduler (its tag is there) or not.
+    ``owner``: only that user's runs (a per_user backend, ``adapter`` acting as them)."""
+    stuck = list(Task.objects.on(backend, owner).filter(state=TaskState.SUBMITTING))
     if not stuck:
         return
     found = adapter.find_submitted([t.submit_tag for t in stuck])

@@ -16,6 +16,7 @@ batch), which refuses any move that is not in :data:`TRANSITIONS`::
 
   back to pending:  poll      from submitted/running (a retry; a held job dropped after its parents completed)
                     relaunch  from failed, cancelled, dep_failed (a finished run's unsuccessful tasks)
+  stays pending:    claim     with a new reason it cannot be claimed (its owner has no cluster identity)
 
 A run's status follows from its tasks' counts (:mod:`runs.engine.run_status`).
 """
@@ -86,6 +87,7 @@ class Step(enum.StrEnum):
 # (from, to) -> the steps allowed to make that move. A move to the same state only
 # updates fields (a new pending reason, the unknown-since clock).
 TRANSITIONS: dict[tuple[str, str], frozenset[Step]] = {
+    (S.PENDING, S.PENDING): frozenset({Step.CLAIM}),  # not claimable yet: why (no cluster identity)
     (S.PENDING, S.SUBMITTING): frozenset({Step.CLAIM}),
     (S.PENDING, S.FAILED): frozenset({Step.CLAIM}),  # its script cannot be rendered
     (S.PENDING, S.CANCELLED): frozenset({Step.CANCEL}),

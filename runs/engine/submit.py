@@ -20,8 +20,9 @@ from runs.engine.states import ACTIVE, RUN_UNFINISHED, Step, TaskState, move
 from runs.models import Run, Task
 
 
-def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> None:
-    batch = fill_batch(backend, adapter, changed)
+def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None) -> None:
+    """``owner``: only that user's runs (a per_user backend, ``adapter`` acting as them)."""
+    batch = fill_batch(backend, adapter, changed, owner=owner)
     if not batch:
         return
     try:
@@ -42,15 +43,19 @@ def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str]) -
         events.announce(started, run_status=True)
 
 
-def fill_batch(backend: Backend, adapter: BackendAdapter, changed: set[str]) -> list[Claimed]:
-    """Claim ready tasks, oldest run first, until the backend or the runs are full.
+def fill_batch(
+    backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None
+) -> list[Claimed]:
+    """Claim ready tasks, oldest run first (of ``owner``'s runs only, if given), until the
+    backend or the runs are full.
 
     Claiming may fail tasks whose script cannot be rendered: every run it looked at is
     added to ``changed``."""
-    room = backend.max_concurrent - Task.objects.filter(run__backend=backend, state__in=ACTIVE).count()
+    # The backend's max_concurrent counts every owner's tasks.
+    room = backend.max_concurrent - Task.objects.on(backend).filter(state__in=ACTIVE).count()
     if room <= 0:
         return []
-    runs = list(Run.objects.filter(backend=backend, status__in=RUN_UNFINISHED).order_by("created_at"))
+    runs = list(Run.objects.on(backend, owner).filter(status__in=RUN_UNFINISHED).order_by("created_at"))
     environments = {e.name: e for e in Environment.objects.all()} if runs else {}
     batch: list[Claimed] = []
     for run in runs:

@@ -6,6 +6,10 @@
 4. submit (:mod:`~runs.engine.submit`): ready tasks, in one batch.
 
 Then the status of every run that changed is derived again from its tasks.
+
+A ``per_user`` backend runs the four phases once per owner with work, each for that
+owner's runs only and through that owner's own connection (their cluster identity);
+the backend's ``max_concurrent`` still counts everyone's tasks.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from backends.base import BackendAdapter, BackendUnavailable
+from backends.identity import identity_of, missing_identity
 from backends.models import Backend
 from backends.registry import get_adapter
 from runs.engine.cancel import cancel_requested
+from runs.engine.owners import hold_pending, owners_with_work
 from runs.engine.poll import poll_jobs
 from runs.engine.reconcile import reconcile_submitting
 from runs.engine.run_status import refresh_run_status
@@ -70,12 +76,13 @@ def tick_backend(backend: Backend) -> None:
     status: str = Backend.Status.OK
     message = ""
     try:
-        adapter = get_adapter(backend)
-        reconcile_submitting(backend, adapter, changed)
-        cancel_requested(backend, adapter, changed)
-        poll_jobs(backend, adapter, changed)
-        submit_ready(backend, adapter, changed)
-        refresh_cluster_info(backend, adapter)
+        if backend.per_user:
+            reached = tick_each_owner(backend, changed)
+        else:
+            reached = get_adapter(backend)
+            run_phases(backend, reached, changed)
+        if reached is not None:
+            refresh_cluster_info(backend, reached)
     except BackendUnavailable as exc:
         # Runs wait; nothing is marked failed because the backend cannot be reached.
         status, message = Backend.Status.UNREACHABLE, str(exc)
@@ -93,6 +100,40 @@ def tick_backend(backend: Backend) -> None:
             last_polled_at=now,
             next_poll_at=now + timedelta(seconds=poll_interval(backend)),
         )
+
+
+def run_phases(backend: Backend, adapter: BackendAdapter, changed: set[str], owner: int | None = None) -> None:
+    """The four phases, for every run on the backend, or for ``owner``'s runs only."""
+    reconcile_submitting(backend, adapter, changed, owner=owner)
+    cancel_requested(backend, adapter, changed, owner=owner)
+    poll_jobs(backend, adapter, changed, owner=owner)
+    submit_ready(backend, adapter, changed, owner=owner)
+
+
+def tick_each_owner(backend: Backend, changed: set[str]) -> BackendAdapter | None:
+    """The phases once per owner with work, each as that owner's cluster identity.
+
+    An owner without one, or whose login fails, only holds up their own tasks, which
+    stay pending and say why. Returns an adapter that reached the backend (None when
+    no owner had work it could do); raises the last failure when nobody could log in."""
+    reached: BackendAdapter | None = None
+    failure: BackendUnavailable | None = None
+    for owner in owners_with_work(backend):
+        identity = identity_of(backend, owner)
+        if identity is None:
+            hold_pending(backend, owner, missing_identity(backend))
+            continue
+        try:
+            adapter = get_adapter(backend, identity)
+            run_phases(backend, adapter, changed, owner)
+        except BackendUnavailable as exc:
+            failure = exc
+            hold_pending(backend, owner, f"waiting for {backend.name} as {identity.username}: {exc}")
+            continue
+        reached = adapter
+    if reached is None and failure is not None:
+        raise failure
+    return reached
 
 
 def refresh_cluster_info(backend: Backend, adapter: BackendAdapter) -> None:
