@@ -294,6 +294,7 @@ class AuditEvent(models.Model):
     class Action(models.TextChoices):
         LOGIN = "login"
         LOGIN_FAILED = "login_failed"
+        LOGIN_LOCKED_OUT = "login_locked_out"  # too many failures: refused for the cool-off time
         LOGOUT = "logout"
         RUN_CREATED = "run_created"
         RUN_CANCELLED = "run_cancelled"

@@ -4,6 +4,7 @@
 - ``REDIS_URL``: unset means embedded mode (in-process ticker, in-memory channel layer).
 - ``SCRIPTHUT_CONFIG``, ``SCRIPTHUT_DATA_DIR``, ``SECRET_KEY``: see README.
 - ``SCRIPTHUT_LDAP_*``, ``SCRIPTHUT_OIDC_*``: single sign-on, see README and scripthut_site.sso.
+- ``SCRIPTHUT_LOGIN_*``: README "Deployment hardening" and scripthut_site.deployment.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import dj_database_url
 
-from scripthut_site import paths
+from scripthut_site import deployment, paths
 from scripthut_site.sso import env as sso_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -37,6 +38,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "channels",
+    "axes",
     "backends",
     "sources",
     "runs",
@@ -55,6 +57,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a refused login into scripthut_site.lockout's answer
 ]
 
 ROOT_URLCONF = "scripthut_site.urls"
@@ -106,6 +109,9 @@ AUTHENTICATION_BACKENDS: list[str] = _sso.pop("AUTHENTICATION_BACKENDS")
 SCRIPTHUT_OIDC: sso_env.OIDCConfig | None = _sso.pop("SCRIPTHUT_OIDC")
 globals().update(_sso)  # django-auth-ldap's AUTH_LDAP_* settings, if any
 
+# Login throttling (django-axes, scripthut_site.lockout): per username and per address.
+globals().update(deployment.throttle_settings(os.environ))
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = False
@@ -154,5 +160,6 @@ LOGGING = {
         "backends": {"handlers": ["console"], "level": os.environ.get("SCRIPTHUT_LOG_LEVEL", "INFO")},
         "scripthut_site": {"handlers": ["console"], "level": os.environ.get("SCRIPTHUT_LOG_LEVEL", "INFO")},
         "django_auth_ldap": {"handlers": ["console"], "level": "WARNING"},  # e.g. "LDAP server unreachable"
+        "axes": {"handlers": ["console"], "level": "WARNING"},  # failed logins and lockouts, with the address
     },
 }
