@@ -23,13 +23,14 @@ def config_path() -> Path:
 def data_dir() -> Path:
     configured = os.environ.get("SCRIPTHUT_DATA_DIR")
     if not configured:
-        configured = _data_dir_from_config() or DEFAULT_DATA_DIR
+        configured = config_setting("data_dir") or DEFAULT_DATA_DIR
     path = Path(configured).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def _data_dir_from_config() -> str | None:
+def config_setting(key: str) -> str | None:
+    """``settings.<key>`` of the config file, if it has one (unvalidated)."""
     path = config_path()
     if not path.is_file():
         return None
@@ -38,7 +39,7 @@ def _data_dir_from_config() -> str | None:
     except (OSError, yaml.YAMLError):
         return None  # the importer reports the problem with its key path
     if isinstance(raw, dict) and isinstance(raw.get("settings"), dict):
-        value = raw["settings"].get("data_dir")
+        value = raw["settings"].get(key)
         return str(value) if value else None
     return None
 

@@ -4,7 +4,8 @@
 - ``REDIS_URL``: unset means embedded mode (in-process ticker, in-memory channel layer).
 - ``SCRIPTHUT_CONFIG``, ``SCRIPTHUT_DATA_DIR``, ``SECRET_KEY``: see README.
 - ``SCRIPTHUT_LDAP_*``, ``SCRIPTHUT_OIDC_*``: single sign-on, see README and scripthut_site.sso.
-- ``SCRIPTHUT_LOGIN_*``: README "Deployment hardening" and scripthut_site.deployment.
+- ``SCRIPTHUT_PUBLIC_URL``, ``ALLOWED_HOSTS``, ``SCRIPTHUT_LOGIN_*``: README "Deployment hardening"
+  and scripthut_site.deployment.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ SCRIPTHUT_CONFIG = paths.config_path()
 
 SECRET_KEY = os.environ.get("SECRET_KEY") or paths.secret_key(DATA_DIR)
 DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
-ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "*").split(",") if h]
-CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+# `scripthut serve` adds its --host (scripthut_site.deployment.allow_host).
+ALLOWED_HOSTS = deployment.allowed_hosts(os.environ, paths.config_setting("server_host"))
+CSRF_TRUSTED_ORIGINS = deployment.csrf_trusted_origins(os.environ)
+globals().update(deployment.tls_settings(os.environ))  # behind a TLS proxy: secure cookies, HSTS
 
 INSTALLED_APPS = [
     "django.contrib.admin",
