@@ -3,17 +3,24 @@
 The data dir comes from ``SCRIPTHUT_DATA_DIR``, else ``settings.data_dir`` in the
 config file, else ``~/.cache/scripthut``. The config file is only peeked at here;
 it is validated properly by the importer.
+
+What the portal keeps there is its user's alone: the data dir is made mode 700, and the
+secret key and the SQLite database (hence its -wal and -shm, which SQLite creates with the
+database's mode) 600. No process-wide umask: jobs of the local backend inherit it.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import stat
 from pathlib import Path
 
 import yaml
 
 DEFAULT_DATA_DIR = "~/.cache/scripthut"
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
 
 
 def config_path() -> Path:
@@ -24,9 +31,42 @@ def data_dir() -> Path:
     configured = os.environ.get("SCRIPTHUT_DATA_DIR")
     if not configured:
         configured = config_setting("data_dir") or DEFAULT_DATA_DIR
-    path = Path(configured).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    return private_dir(Path(configured).expanduser())
+
+
+def private_dir(path: Path) -> Path:
+    """Make ``path`` (and missing parents) if missing, itself mode 700.
+
+    An existing directory keeps its mode: it may be a volume or a folder shared on purpose.
+    """
+    try:
+        path.mkdir(parents=True, mode=PRIVATE_DIR)
+    except FileExistsError:
+        return path
+    path.chmod(PRIVATE_DIR)  # the umask only narrows mkdir's mode; this makes it exact
     return path
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` empty with mode 600 if missing, else narrow it to 600 if others may read it."""
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, PRIVATE_FILE))
+    if stat.S_IMODE(path.stat().st_mode) & ~PRIVATE_FILE:
+        path.chmod(PRIVATE_FILE)
+    return path
+
+
+def private_database(path: Path) -> Path:
+    """The SQLite database, made mode 600 before Django opens it.
+
+    SQLite gives its -wal and -shm files the database's mode, so they are private too;
+    left-over ones from before are narrowed here.
+    """
+    if not path.parent.is_dir():
+        return path  # SQLite says so when Django connects
+    for companion in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if companion.exists():
+            private_file(companion)
+    return private_file(path)
 
 
 def config_setting(key: str) -> str | None:
@@ -48,9 +88,10 @@ def secret_key(directory: Path) -> str:
     """Return the portal's secret key, generated once and kept (mode 600) in the data dir."""
     key_file = directory / "secret_key"
     if key_file.exists():
+        private_file(key_file)
         return key_file.read_text().strip()
     key = secrets.token_urlsafe(50)
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     with os.fdopen(fd, "w") as handle:
         handle.write(key)
     return key

@@ -89,6 +89,8 @@ ASGI_APPLICATION = "scripthut_site.asgi.application"
 _sqlite_url = f"sqlite:///{DATA_DIR / 'scripthut.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(os.environ.get("DATABASE_URL") or _sqlite_url, conn_max_age=60)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    if DATABASES["default"]["NAME"] != ":memory:":
+        paths.private_database(Path(DATABASES["default"]["NAME"]))  # mode 600, and so its -wal and -shm
     # The embedded ticker thread and the web server write at the same time: WAL lets
     # readers go on while one writer works, IMMEDIATE takes the write lock up front so a
     # transaction never fails half-way on an upgrade, and the timeout waits for the lock.
@@ -122,7 +124,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns about a missing root even when serving from finders
+paths.private_dir(STATIC_ROOT)  # WhiteNoise warns about a missing root even when serving from finders
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

@@ -130,3 +130,34 @@ def test_serve_answers_its_host_and_the_public_url_and_nothing_else(env: dict[st
         server.terminate()
         output, _ = server.communicate(timeout=20)
     assert "answering requests for localhost, 127.0.0.1, [::1], portal.example.org, 127.0.0.2" in output
+
+
+FILE_MODES = """
+import json, os, stat, django
+from pathlib import Path
+from django.conf import settings
+django.setup()
+from django.core.management import call_command
+from django.db import connection
+from scripthut_site import crypto
+call_command("migrate", verbosity=0)
+crypto.encrypt("a secret")  # makes the key file
+with connection.cursor() as cursor:  # the connection stays open: -wal and -shm exist now
+    cursor.execute("INSERT INTO django_session VALUES ('k', 'v', '2100-01-01')")
+    data = Path(settings.DATA_DIR)
+    print(json.dumps({p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in [data, *data.iterdir()]}))
+"""
+
+
+def test_the_data_dir_database_and_keys_are_the_portal_users_alone(env: dict[str, str]) -> None:
+    env |= {"DJANGO_SETTINGS_MODULE": "scripthut_site.settings"}
+    # A common umask, which alone would leave everything readable by all.
+    command = ["bash", "-c", 'umask 022 && exec "$0" -c "$1"', sys.executable, FILE_MODES]
+    proc = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    modes = json.loads(proc.stdout.splitlines()[-1])
+    assert modes.pop("data") == "0o700" and modes.pop("static") == "0o700"
+    assert modes == {
+        name: "0o600"
+        for name in ("secret_key", "fernet.keys", "scripthut.sqlite3", "scripthut.sqlite3-wal", "scripthut.sqlite3-shm")
+    }
