@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 
 from scripthut_site import deployment, paths
 from scripthut_site.sso import env as sso_env
@@ -42,6 +43,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "channels",
     "axes",
+    "csp",
+    "ninja",  # the API docs' assets from the portal, not a CDN
     "backends",
     "sources",
     "runs",
@@ -50,6 +53,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -78,6 +82,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "csp.context_processors.nonce",
             ],
         },
     },
@@ -116,6 +121,21 @@ globals().update(_sso)  # django-auth-ldap's AUTH_LDAP_* settings, if any
 
 # Login throttling (django-axes, scripthut_site.lockout): per username and per address.
 globals().update(deployment.throttle_settings(os.environ))
+
+# Content-Security-Policy (django-csp): everything from the portal itself; no inline script
+# unless it carries the request's nonce ({{ CSP_NONCE }}); no inline style, element or attribute
+# (scripthut.js sets bar widths from data attributes). data: images are CSS icons.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")

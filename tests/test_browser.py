@@ -12,7 +12,7 @@ from django.db import connection
 from runs.demo import ensure_demo_setup
 from runs.models import Run
 from runs.ticker import EmbeddedTicker
-from tests.browser import chromium_available, launch, login, screenshot
+from tests.browser import PolicyWatch, chromium_available, launch, login, screenshot
 
 pytestmark = pytest.mark.skipif(
     not chromium_available(), reason="/usr/bin/chromium is missing (apt-get install chromium)"
@@ -42,6 +42,7 @@ def test_demo_run_updates_live_until_completed(
             browser = launch(playwright)
             context = browser.new_context(viewport={"width": 1400, "height": 900})
             context.set_default_timeout(20_000)
+            watch = PolicyWatch(context, base)  # the whole way through, under the Content-Security-Policy
             page = context.new_page()
 
             login(page, base, "researcher", "pw-researcher-1")
@@ -111,6 +112,7 @@ def test_demo_run_updates_live_until_completed(
     finally:
         ticker.stop()
         ticker.join()
+    assert watch.problems == []
     run = Run.objects.get()
     assert run.pk == run_id and run.status == Run.Status.COMPLETED
     assert run.tasks.filter(state="completed").count() == 6
