@@ -7,6 +7,8 @@ Screenshots are written only when ``SCRIPTHUT_SCREENSHOTS`` is set.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,6 +84,28 @@ class PolicyWatch:
         policy = response.headers.get("content-security-policy", "")
         if "default-src 'self'" not in policy or "unsafe-" in policy:
             self.problems.append(f"no strict policy on {response.url}: {policy!r}")
+
+
+@contextmanager
+def live_portal(base_url: str) -> Iterator[tuple[BrowserContext, PolicyWatch]]:
+    """A browser context on the live server (20 s timeouts), watched by a :class:`PolicyWatch`,
+    while an embedded ticker drives the runs."""
+    from playwright.sync_api import sync_playwright
+
+    from runs.ticker import EmbeddedTicker
+
+    ticker = EmbeddedTicker(interval=0.3)
+    ticker.start()
+    try:
+        with sync_playwright() as playwright:
+            browser = launch(playwright)
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            context.set_default_timeout(20_000)
+            yield context, PolicyWatch(context, base_url)
+            browser.close()
+    finally:
+        ticker.stop()
+        ticker.join()
 
 
 def screenshot(page: Page, name: str) -> Path | None:

@@ -14,8 +14,7 @@ from django.test import Client
 from backends.models import Backend
 from runs.actions import create_run
 from runs.demo import ensure_demo_setup
-from runs.ticker import EmbeddedTicker
-from tests.browser import PolicyWatch, chromium_available, launch, login
+from tests.browser import chromium_available, live_portal, login
 
 if TYPE_CHECKING:
     from playwright.sync_api import Dialog
@@ -40,73 +39,62 @@ def test_no_policy_violation_on_any_page(
 ) -> None:
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # see test_browser
     monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     ensure_demo_setup()
     root = User.objects.create_superuser("root", password="pw-root-12345")
     backend = Backend.objects.get(name="local")
     run = create_run(owner=root, backend=backend, payload=TASK, workflow_name="hello")
     base = live_server.url
-    ticker = EmbeddedTicker(interval=0.3)
-    ticker.start()
-    try:
-        with sync_playwright() as playwright:
-            browser = launch(playwright)
-            context = browser.new_context(viewport={"width": 1400, "height": 900})
-            context.set_default_timeout(20_000)
-            watch = PolicyWatch(context, base)
-            page = context.new_page()
-            login(page, base, "root", "pw-root-12345")  # the login page, then the dashboard
+    with live_portal(base) as (context, watch):
+        page = context.new_page()
+        login(page, base, "root", "pw-root-12345")  # the login page, then the dashboard
 
-            # While the task runs: the run page and the log page poll, the run can be cancelled.
-            page.goto(f"{base}/runs/{run.pk}")
-            with page.expect_response(re.compile(r"/items")):  # the run page's polling
-                pass
-            assert page.locator(".progress.lg .seg").first.evaluate("e => e.getBoundingClientRect().width") > 0
-            asked: list[str] = []
+        # While the task runs: the run page and the log page poll, the run can be cancelled.
+        page.goto(f"{base}/runs/{run.pk}")
+        with page.expect_response(re.compile(r"/items")):  # the run page's polling
+            pass
+        assert page.locator(".progress.lg .seg").first.evaluate("e => e.getBoundingClientRect().width") > 0
+        asked: list[str] = []
 
-            def decline(dialog: Dialog) -> None:
-                asked.append(dialog.message)
-                dialog.dismiss()
+        def decline(dialog: Dialog) -> None:
+            asked.append(dialog.message)
+            dialog.dismiss()
 
-            page.once("dialog", decline)
-            page.click("button:has-text('Cancel run')")  # asks first (data-confirm): declined
-            assert asked and asked[0].startswith(f"Cancel run {run.pk}?")
+        page.once("dialog", decline)
+        page.click("button:has-text('Cancel run')")  # asks first (data-confirm): declined
+        assert asked and asked[0].startswith(f"Cancel run {run.pk}?")
 
-            page.goto(f"{base}/runs/{run.pk}/tasks/hello/logs/output")
-            expect(page.locator("pre.log")).to_contain_text("hello")
-            page.goto(f"{base}/")
-            with page.expect_response(re.compile(r"/jobs")):  # the dashboard's polling
-                pass
-            page.select_option("#user-filter", "root")  # submits itself (data-autosubmit)
-            page.wait_for_url(re.compile(r"\?user=root"))
-            page.goto(f"{base}/runs")
-            expect(page.locator("table.runs .badge")).to_have_count(1)
+        page.goto(f"{base}/runs/{run.pk}/tasks/hello/logs/output")
+        expect(page.locator("pre.log")).to_contain_text("hello")
+        page.goto(f"{base}/")
+        with page.expect_response(re.compile(r"/jobs")):  # the dashboard's polling
+            pass
+        page.select_option("#user-filter", "root")  # submits itself (data-autosubmit)
+        page.wait_for_url(re.compile(r"\?user=root"))
+        page.goto(f"{base}/runs")
+        expect(page.locator("table.runs .badge")).to_have_count(1)
 
-            page.goto(f"{base}/runs/{run.pk}")
-            expect(page.locator("#run-status")).to_have_text("completed", timeout=60_000)
-            page.goto(f"{base}/runs/{run.pk}/tasks/hello/script")
-            expect(page.locator("pre.code").first).to_contain_text("echo hello")
-            page.goto(f"{base}/runs/{run.pk}/tasks/hello/logs/error")
-            expect(page.locator("pre.log")).to_contain_text("a note")
+        page.goto(f"{base}/runs/{run.pk}")
+        expect(page.locator("#run-status")).to_have_text("completed", timeout=60_000)
+        page.goto(f"{base}/runs/{run.pk}/tasks/hello/script")
+        expect(page.locator("pre.code").first).to_contain_text("echo hello")
+        page.goto(f"{base}/runs/{run.pk}/tasks/hello/logs/error")
+        expect(page.locator("pre.log")).to_contain_text("a note")
 
-            for path, heading in [("/workflows", "Workflows"), ("/sources", "Sources"), ("/audit", "Audit trail")]:
-                page.goto(base + path)
-                expect(page.locator("h1").first).to_have_text(heading)
-            page.select_option("select[name=action]", "login")  # data-autosubmit
-            page.wait_for_url(re.compile(r"\?action=login"))
+        for path, heading in [("/workflows", "Workflows"), ("/sources", "Sources"), ("/audit", "Audit trail")]:
+            page.goto(base + path)
+            expect(page.locator("h1").first).to_have_text(heading)
+        page.select_option("select[name=action]", "login")  # data-autosubmit
+        page.wait_for_url(re.compile(r"\?action=login"))
 
-            page.goto(f"{base}/admin/")
-            expect(page.locator("#site-name")).to_be_visible()
-            page.goto(f"{base}/admin/auth/user/{root.pk}/change/")  # the groups' two-box chooser
-            expect(page.locator("#id_groups_from")).to_be_visible()
-            page.goto(f"{base}/admin/backends/backend/{backend.pk}/change/")
-            expect(page.locator("input[name=name]")).to_have_value("local")
+        page.goto(f"{base}/admin/")
+        expect(page.locator("#site-name")).to_be_visible()
+        page.goto(f"{base}/admin/auth/user/{root.pk}/change/")  # the groups' two-box chooser
+        expect(page.locator("#id_groups_from")).to_be_visible()
+        page.goto(f"{base}/admin/backends/backend/{backend.pk}/change/")
+        expect(page.locator("input[name=name]")).to_have_value("local")
 
-            page.goto(f"{base}/api/docs")  # Swagger UI, from the portal's own static files
-            expect(page.locator(".swagger-ui .info .title").first).to_contain_text("ScriptHut API")
-            browser.close()
-    finally:
-        ticker.stop()
-        ticker.join()
+        page.goto(f"{base}/api/docs")  # Swagger UI, from the portal's own static files
+        expect(page.locator(".swagger-ui .info .title").first).to_contain_text("ScriptHut API")
     assert watch.problems == []
