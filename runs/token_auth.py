@@ -26,7 +26,9 @@ class ApiTokenBackend(BaseBackend):
     """The active user whose token is ``api_token``. Never a session's backend (no ``login()``)."""
 
     # No **kwargs: Django skips this backend for username/password logins.
-    def authenticate(self, request: HttpRequest | None, api_token: str | None = None) -> User | None:  # type: ignore[override]
+    def authenticate(  # type: ignore[override]
+        self, request: HttpRequest | None, api_token: str | None = None
+    ) -> User | None:
         if not api_token:
             return None
         token = ApiToken.objects.select_related("user").filter(key_hash=ApiToken.hash_key(api_token)).first()

@@ -17,6 +17,7 @@ from axes.handlers.database import AxesDatabaseHandler
 from axes.helpers import get_client_username, get_cool_off
 from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from scripthut_site.sso.views import LoginView
@@ -75,5 +76,6 @@ def _login_page(request: HttpRequest, text: str) -> HttpResponse:
     view.setup(request)
     form = view.get_form_class()(request)
     response = view.render_to_response(view.get_context_data(form=form))
+    assert isinstance(response, TemplateResponse)
     response.status_code = HTTP_TOO_MANY_REQUESTS
-    return response.render()  # type: ignore[no-any-return,attr-defined]
+    return response.render()  # nothing renders a response made in a middleware otherwise
