@@ -8,6 +8,7 @@ talks only to this interface and never knows which scheduler is behind it.
 from __future__ import annotations
 
 import enum
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,29 @@ class BackendUnavailable(Exception):  # noqa: N818  (reads better at the raise s
 
 class BackendError(Exception):
     """The backend answered, but the operation failed."""
+
+
+class FileRefused(BackendError, PermissionError):
+    """A file ScriptHut will not read or write for a task: a special file (under /proc,
+    /sys or /dev, a device, FIFO or socket) or, on a confining backend, a file outside
+    where the task's files may be. The message says why."""
+
+
+# Reading these could block (FIFOs, devices) or show the reader's own secrets (/proc).
+SPECIAL_ROOTS = ("/proc", "/sys", "/dev")
+
+
+def is_under(path: str, root: str) -> bool:
+    """True if the absolute ``path`` is ``root`` or inside it (both already resolved)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def refuse_special(path: str, mode: int) -> None:
+    """Raise FileRefused unless ``path`` (resolved) with ``st_mode`` ``mode`` is a plain file."""
+    if any(is_under(path, root) for root in SPECIAL_ROOTS):
+        raise FileRefused(f"{path} is a special file (under /proc, /sys or /dev)")
+    if not stat.S_ISREG(mode):
+        raise FileRefused(f"{path} is not a regular file")
 
 
 class JobState(enum.StrEnum):
@@ -63,6 +87,7 @@ class JobSpec:
     error_file: str = ""
     gres: str = ""
     image: str = ""
+    generates_source: str = ""  # the task's generated file, for backends that check where it is
     # Scheduler-native dependencies: job ids already on the scheduler, and tags of
     # jobs earlier in the same submit batch whose ids are not known yet.
     after_job_ids: list[str] = field(default_factory=list)
@@ -129,6 +154,7 @@ class TaskLog:
     stream: str  # "output" or "error"
     path: str  # the task's output_file / error_file; relative paths are relative to working_dir
     working_dir: str
+    run_id: str = ""  # for backends that confine a task's files to its run's directory
 
 
 @dataclass
@@ -270,6 +296,13 @@ class BackendAdapter(ABC):
     @abstractmethod
     def read_log(self, log: TaskLog, max_bytes: int = 256 * 1024) -> str:
         """The last ``max_bytes`` of a task's log. FileNotFoundError if not written yet."""
+
+    def read_task_file(self, run_id: str, path: str, max_bytes: int = 256 * 1024) -> str:
+        """The last ``max_bytes`` of a file a task of run ``run_id`` wrote (its
+        ``generates_source``). Backends that confine task files check where it is now."""
+        if not isinstance(self, ShellAccess):
+            raise BackendError(f"backend {self.name!r} cannot read files back")
+        return self.read_file(path, max_bytes)
 
     def cluster_info(self) -> ClusterInfo:
         """Nodes and CPUs per partition, disk usage: shown on the dashboard (optional)."""

@@ -21,7 +21,7 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
-from backends.base import BackendUnavailable
+from backends.base import BackendError, BackendUnavailable, FileRefused
 from backends.registry import get_adapter
 from runs.access import require_shared, usable
 from runs.actions import RunStateError, cancel_run, relaunch_run
@@ -174,6 +174,8 @@ def _read_log(task: Task, stream: str, path: str) -> LogRead:
     backend = task.run.backend
     try:
         return LogRead(text=get_adapter(backend).read_log(task_log(task, stream), LOG_TAIL_BYTES))
+    except FileRefused as exc:
+        return LogRead(problem=f"ScriptHut will not show this file: {exc}", level="error")
     except FileNotFoundError:
         if task.is_finished:
             return LogRead(problem=f"{path} does not exist on backend {backend.name}.")
@@ -182,6 +184,8 @@ def _read_log(task: Task, stream: str, path: str) -> LogRead:
         return LogRead(problem=f"Backend {backend.name} is unreachable: {exc}", level="error")
     except OSError as exc:
         return LogRead(problem=f"Cannot read {path}: {exc.strerror or exc}", level="error")
+    except BackendError as exc:
+        return LogRead(problem=f"Cannot read {path}: {exc}", level="error")
 
 
 @require_GET

@@ -23,6 +23,7 @@ from backends.config import (
     error_message,
     unknown_keys,
 )
+from backends.local.settings import sharing_problem
 from backends.schema import ConfigModel
 
 if TYPE_CHECKING:
@@ -232,7 +233,7 @@ def _named_items(raw: dict[str, Any], section: str) -> Iterator[tuple[int, dict[
 
 
 def _cross_check(raw: dict[str, Any]) -> list[str]:
-    """Duplicate names and references to unknown backends.
+    """Duplicate names, references to unknown backends, local backends shared without run_as.
 
     Done on the raw data so that these are reported together with schema errors.
     """
@@ -252,4 +253,8 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
             backend = item.get("backend")
             if backend is not None and str(backend) not in names["backends"]:
                 errors.append(f"{section}[{index}].backend: unknown backend {str(backend)!r}")
+    for index, item in _named_items(raw, "backends"):
+        problem = sharing_problem(item)
+        if problem:
+            errors.append(f"backends[{index}].allowed_groups: {problem}")
     return errors

@@ -4,7 +4,7 @@ The data dir comes from ``SCRIPTHUT_DATA_DIR``, else ``settings.data_dir`` in th
 config file, else ``~/.cache/scripthut``. The config file is only peeked at here;
 it is validated properly by the importer.
 
-What the portal keeps there is its user's alone: the data dir is made mode 700, and the
+What the portal keeps there is its user's alone: the data dir is kept mode 700, and the
 secret key and the SQLite database (hence its -wal and -shm, which SQLite creates with the
 database's mode) 600. No process-wide umask: jobs of the local backend inherit it.
 """
@@ -35,15 +35,14 @@ def data_dir() -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """Make ``path`` (and missing parents) if missing, itself mode 700.
+    """Make ``path`` (and missing parents) if missing; mode 700 whenever the portal's user owns it.
 
-    An existing directory keeps its mode: it may be a volume or a folder shared on purpose.
+    The data dir holds the secret key, database and sessions: no other user (a local
+    backend's run_as) may look in.
     """
-    try:
-        path.mkdir(parents=True, mode=PRIVATE_DIR)
-    except FileExistsError:
-        return path
-    path.chmod(PRIVATE_DIR)  # the umask only narrows mkdir's mode; this makes it exact
+    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    if path.stat().st_uid == os.geteuid():
+        path.chmod(PRIVATE_DIR)  # also when it existed, or the umask narrowed mkdir's mode
     return path
 
 

@@ -188,3 +188,17 @@ def test_the_cli_refuses_too(home: dict[str, str], tmp_path: Path) -> None:  # n
     refused = scripthut(home, "run", str(workflow), "--backend", "local", "--user", "dave", check=False)
     assert refused.returncode == 3
     assert "refused: backend 'local' runs tasks on the portal host: only staff may use it" in refused.stderr
+
+
+def test_the_admin_will_not_share_a_local_backend_that_runs_as_the_portal(
+    client: Client, staff: User, physics: Group, builtin_local: Backend
+) -> None:
+    staff.is_superuser = True
+    staff.save()
+    client.force_login(staff)
+    form = {"name": "here", "kind": "local", "settings": "{}", "max_concurrent": 4, "status": "unknown"}
+    response = client.post(
+        reverse("admin:backends_backend_change", args=[builtin_local.pk]), {**form, "allowed_groups": [physics.pk]}
+    )
+    assert response.status_code == 200 and "must name run_as" in response.content.decode()
+    assert not builtin_local.allowed_groups.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pwd
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
 from backends.config import validate_backend_settings
+from backends.local.settings import LocalSettings, runs_as_portal_user
 from backends.models import Backend, Environment
 from runs.models import PortalSettings, Run, Workflow
 from scripthut_site.config import ConfigError, import_config, load_config
@@ -200,7 +202,7 @@ def test_local_backend_keeps_its_poll_interval() -> None:
     import_config(config_text(backends=[{**LOCAL, "poll_interval": 5, "log_dir": "/tmp/logs"}]))
     here = Backend.objects.get(name="here")
     assert (here.max_concurrent, here.poll_interval) == (4, 5)
-    assert here.settings == {"log_dir": "/tmp/logs"}
+    assert here.settings == {"log_dir": "/tmp/logs", "run_as": None, "work_dir": None, "allowed_paths": []}
 
 
 # Errors: exact key paths, and nothing changes in the database.
@@ -386,3 +388,48 @@ def test_import_config_command(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match=r"backends\[0\]\.type: ecs backends are not supported yet"):
         call_command("import_config", str(bad), stdout=io.StringIO())
     assert Backend.objects.filter(enabled=True).count() == 4
+
+
+# Local backends: run_as, work_dir, allowed_paths, and who they may be shared with.
+
+UNPRIVILEGED = "nobody"  # exists on every Debian host
+
+
+def local_errors(**keys: Any) -> list[str]:
+    return errors_of(config_text(backends=[{**LOCAL, **keys}]))
+
+
+def test_run_as_must_be_an_unprivileged_other_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert local_errors(run_as="root") == [
+        "backends[0].run_as: 'root' is root (uid 0): tasks must run as an unprivileged user"
+    ]
+    assert local_errors(run_as="no-such-user-here") == [
+        "backends[0].run_as: no such user 'no-such-user-here' on this host"
+    ]
+    monkeypatch.setattr("backends.local.settings.os.geteuid", lambda: pwd.getpwnam(UNPRIVILEGED).pw_uid)
+    (error,) = local_errors(run_as=UNPRIVILEGED)
+    assert error.startswith("backends[0].run_as: 'nobody' is the portal's own user")
+
+
+def test_local_backend_shared_with_groups_must_name_run_as() -> None:
+    (error,) = local_errors(allowed_groups=["students"])
+    assert error.startswith("backends[0].allowed_groups: a local backend shared with groups must name run_as")
+    assert "secret key" in error
+    config = load_config(config_text(backends=[{**LOCAL, "allowed_groups": ["students"], "run_as": UNPRIVILEGED}]))
+    local = config.backends[0]
+    assert isinstance(local, LocalSettings) and local.confined
+    assert not LocalSettings.model_validate(LOCAL).confined
+    assert runs_as_portal_user({}) and not runs_as_portal_user({"run_as": UNPRIVILEGED})
+
+
+def test_admin_form_validates_run_as_too() -> None:
+    assert validate_backend_settings("local", {"run_as": UNPRIVILEGED})["run_as"] == UNPRIVILEGED
+    with pytest.raises(ValueError, match="run_as: 'root' is root"):
+        validate_backend_settings("local", {"run_as": "root"})
+
+
+def test_work_dir_and_allowed_paths_are_absolute() -> None:
+    assert local_errors(work_dir="jobs", allowed_paths=["/ok", "rel"]) == [
+        "backends[0].work_dir: must be an absolute path, not 'jobs'",
+        "backends[0].allowed_paths: must be absolute paths, not 'rel'",
+    ]

@@ -217,7 +217,14 @@ def write_json(path: Path, tasks: list[dict]) -> Path:
     return path
 
 
+def allow(backend: Backend, *paths: Path) -> None:
+    """Let the backend's tasks write files in these directories besides their run's own."""
+    backend.settings = {**backend.settings, "allowed_paths": [str(path) for path in paths]}
+    backend.save()
+
+
 def test_generates_source_appends_tasks(user, local_backend, run_to_end, tmp_path):
+    allow(local_backend, tmp_path)  # the generated file is written in tmp_path
     generated = [
         t("sim-1", "echo 1", deps=["setup"]),
         t("sim-2", "echo 2", deps=["setup", "plan"]),
@@ -244,6 +251,7 @@ def test_generates_source_appends_tasks(user, local_backend, run_to_end, tmp_pat
     ],
 )
 def test_rejected_generated_batch_fails_the_generator(user, local_backend, run_to_end, tmp_path, generated, problem):
+    allow(local_backend, tmp_path)
     source = write_json(tmp_path / "template.json", generated)
     tasks = [
         t("plan", f"cp {source} tasks.json", working_dir=str(tmp_path), generates_source="tasks.json"),

@@ -433,6 +433,8 @@ def test_logs_messages_for_unsubmitted_missing_and_unreachable(
     url = reverse("task_logs", args=[run.pk, "prep.data", "output"])
     assert "not been submitted yet" in _text(alice_client.get(url))
 
+    # A log outside the run's directory is shown only from a directory the backend allows.
+    Backend.objects.filter(pk=run.backend_id).update(settings={"allowed_paths": ["/nonexistent/scripthut"]})
     Task.objects.filter(run=run, task_id="prep.data").update(
         state=Task.State.RUNNING,
         job_id="42",

@@ -71,12 +71,15 @@ def test_adapters_read_logs_and_have_a_shell(kind: str, tmp_path: Path) -> None:
 
 
 def test_local_adapter_reads_a_log_through_its_shell(tmp_path: Path) -> None:
-    row = Backend(name="local", kind="local", settings={})
-    adapter = adapter_class("local")(row, tmp_path)
-    (tmp_path / "t.out").write_text("hello\n")
-    assert adapter.read_log(TaskLog("1", "output", "t.out", str(tmp_path))) == "hello\n"
+    # Logs outside a run's directory are read from allowed_paths only, never the data dir.
+    logs = tmp_path / "logs"
+    row = Backend(name="local", kind="local", settings={"allowed_paths": [str(logs)]})
+    adapter = adapter_class("local")(row, tmp_path / "data")
+    logs.mkdir()
+    (logs / "t.out").write_text("hello\n")
+    assert adapter.read_log(TaskLog("1", "output", "t.out", str(logs))) == "hello\n"
     with pytest.raises(FileNotFoundError):
-        adapter.read_log(TaskLog("1", "error", "", str(tmp_path)))
+        adapter.read_log(TaskLog("1", "error", "", str(logs)))
 
 
 @pytest.mark.parametrize("kind", ["batch", "ec2", "ecs"])

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from backends.base import BackendUnavailable
+from backends.base import BackendUnavailable, FileRefused
 from backends.ssh.transport import SshTransport
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
 
@@ -28,6 +28,17 @@ def test_commands_files_and_quoting(cluster, tmp_path):  # noqa: F811
     assert len(tail) == 1000 and tail.endswith("199999\n200000\n")
     with pytest.raises(FileNotFoundError):
         ssh.read_file("~/no-such-file")
+    ssh.close()
+
+
+def test_special_files_are_refused(cluster):  # noqa: F811
+    """A log view or generated file never reads a FIFO (it would hang the SFTP session),
+    a device or /proc, even through a link."""
+    ssh = transport(cluster)
+    ssh.run("rm -f fifo env-link && mkfifo fifo && ln -s /proc/self/environ env-link")
+    for path in ("~/fifo", "/proc/self/environ", "~/env-link", "/dev/zero"):
+        with pytest.raises(FileRefused):
+            ssh.read_file(path)
     ssh.close()
 
 

@@ -1,102 +1,216 @@
 """The ``local`` backend: tasks run as processes on the portal host.
 
-Each job lives in ``<data_dir>/local-jobs/<tag>/``; the job id is the tag. A small
-runner script records the pid, start and end times and the exit code there, so any
-process (web server, embedded ticker, Celery worker, a restarted portal) can poll,
-cancel and reconcile jobs without sharing memory.
+Every job's files live in the backend's work root (``work_dir``; by default
+``/var/tmp/scripthut-<backend>`` with ``run_as``, else ``<data dir>-work/<backend>``:
+never inside the data dir, which holds the secret key and the database)::
+
+    <work root>/            0700, owned by the tasks' user (run_as, else the portal's)
+        jobs/<tag>/         one per job, the job id is the tag: script.sh, name, and the
+                            runner's pid, group, started, finished, exit_code, cancelled
+        runs/<run id>/      the run's directory: default logs (<task>.out, <task>.err);
+                            a task's output/error/generated files must be in it, or in
+                            one of the backend's ``allowed_paths``
+
+The runner records pid, times and exit code there, so any process (web server,
+embedded ticker, Celery worker, a restarted portal) can poll, cancel and reconcile jobs
+without sharing memory. Task files are confined by :mod:`backends.local.confine`; with
+``run_as`` every task and shell command runs as that user (:mod:`backends.local.runas`).
 """
 
 from __future__ import annotations
 
+import fcntl
+import getpass
 import os
 import shlex
-import signal
+import stat
 import subprocess
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from django.conf import settings
 
 from backends.base import (
     BackendAdapter,
+    BackendError,
+    BackendUnavailable,
     CommandResult,
     FileLogs,
+    FileRefused,
     JobSpec,
     JobState,
     JobStatus,
     PollResult,
     SubmitResult,
+    TaskLog,
+    refuse_special,
     safe_filename,
 )
+from backends.local.confine import DISCARD, Confinement, make_private_dirs, open_for_task, read_tail
+from backends.local.jobfiles import JobFiles
+from backends.local.runas import RunAs
+from backends.local.runner import CANCEL, LAUNCHER, RUNNER
 from backends.scripts import script_body, shebang
 from backends.status import settle_flags
 from backends.units import parse_duration
+from scripthut_site.paths import config_path
 
-# Runs detached from the portal: `timeout` enforces the time limit and makes its own
-# process group, whose leader pid is kept so that cancel can signal the whole group.
-RUNNER = r"""
-dir=$1; limit=$2; out=$3; err=$4
-echo $$ > "$dir/pid"
-date +%s.%N > "$dir/started"
-mkdir -p -- "$(dirname -- "$out")" "$(dirname -- "$err")"
-timeout --kill-after=5 "$limit" bash "$dir/script.sh" >"$out" 2>"$err" </dev/null &
-echo $! > "$dir/group"
-wait $!
-code=$?
-date +%s.%N > "$dir/finished"
-echo $code > "$dir/exit_code.tmp" && mv "$dir/exit_code.tmp" "$dir/exit_code"
-"""
+if TYPE_CHECKING:
+    from backends.models import Backend
 
 TIMEOUT_EXIT_CODES = (124, 137)
+ALREADY_STARTED, ROOT_UNUSABLE = 3, 4  # exit codes of the launcher
+READ_TIMEOUT = 15  # seconds for reading a file as run_as: a FIFO swapped in must not hang a page
+TASK_FILES = ("output_file", "error_file", "generates_source")
+
+
+class WorkRootUnusable(BackendError):
+    """The work root is not a private directory of the tasks' user."""
 
 
 class LocalAdapter(FileLogs, BackendAdapter):
     """Jobs are processes on this host; also a :class:`~backends.base.ShellAccess`."""
 
+    def __init__(self, backend: Backend, data_dir: Path) -> None:
+        super().__init__(backend, data_dir)
+        user = self.settings.get("run_as")
+        try:
+            self.run_as = RunAs.lookup(user) if user else None
+        except KeyError:
+            raise BackendUnavailable(f"run_as user {user!r} does not exist on this host") from None
+        name = safe_filename(self.name)
+        # run_as must reach it (the data dir's parents may be private); squatting another
+        # user's directory there is refused by the launcher's ownership check.
+        default = f"/var/tmp/scripthut-{name}" if self.run_as else f"{data_dir}-work/{name}"  # noqa: S108
+        self.work_root = Path(self.settings.get("work_dir") or default)
+
+    # -- where files are -------------------------------------------------------------
+
     @property
     def jobs_dir(self) -> Path:
-        path = self.data_dir / "local-jobs"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return self.work_root / "jobs"
+
+    def run_dir(self, run_id: str) -> Path:
+        """The run's directory (all runs' directories for an unknown run)."""
+        return self.work_root / "runs" / safe_filename(run_id) if run_id else self.work_root / "runs"
+
+    @property
+    def home(self) -> str:
+        """What ``~`` means for the tasks."""
+        return self.run_as.home if self.run_as else os.path.expanduser("~")
+
+    def confinement(self, run_id: str) -> Confinement:
+        """Where the files of a task of ``run_id`` may be: its run's directory, the
+        backend's ``allowed_paths`` and its ``log_dir``, never the portal's own files."""
+        allowed = [str(self.run_dir(run_id)), *(self.settings.get("allowed_paths") or [])]
+        if self.settings.get("log_dir"):
+            allowed.append(self._expand(self.settings["log_dir"]))
+        return Confinement.of(allowed, self._portal_files())
+
+    def _portal_files(self) -> list[str]:
+        files = [str(self.data_dir), str(config_path())]
+        for database in settings.DATABASES.values():
+            if "sqlite" in str(database.get("ENGINE", "")) and database.get("NAME"):
+                files += [f"{database['NAME']}{suffix}" for suffix in ("", "-wal", "-shm", "-journal")]
+        return files
 
     def default_log_path(self, job: JobSpec, stream: str) -> str:
         if not self.settings.get("log_dir"):
-            return str(self.data_dir / "logs" / job.run_id / f"{safe_filename(job.task_id)}.{stream}")
+            return str(self.run_dir(job.run_id) / f"{safe_filename(job.task_id)}.{stream}")
         return super().default_log_path(job, stream)
 
+    # -- jobs ------------------------------------------------------------------------
+
     def render_script(self, job: JobSpec) -> str:
+        self.check_task_files(job)
         header = [
             shebang(False),
             f"# scripthut local job: time limit {job.time_limit}, cpus {job.cpus}, memory {job.memory}",
         ]
         return "\n".join(header) + "\n" + script_body(job)
 
-    def submit(self, jobs: Sequence[tuple[JobSpec, str]]) -> list[SubmitResult]:
-        results = []
-        for job, script in jobs:
-            job_dir = self.jobs_dir / job.tag
-            try:
-                job_dir.mkdir()
-            except FileExistsError:
-                # Already started by an interrupted earlier submit: never start it twice.
-                results.append(SubmitResult(tag=job.tag, job_id=job.tag))
+    def check_task_files(self, job: JobSpec) -> None:
+        """ValueError naming the field when a task's output, error or generated file is not
+        where the task may write (the engine then fails the task with that message)."""
+        confinement = self.confinement(job.run_id)
+        for field in TASK_FILES:
+            path = getattr(job, field)
+            if not path or (path == DISCARD and field != "generates_source"):
                 continue
-            (job_dir / "script.sh").write_text(script)
-            (job_dir / "name").write_text(job.name)
-            out = self._absolute(job.output_file or self.default_log_path(job, "out"), job.working_dir)
-            err = self._absolute(job.error_file or self.default_log_path(job, "err"), job.working_dir)
-            limit = str(parse_duration(job.time_limit))
-            # Double fork (bash -c '... &') so the runner outlives the portal and is not our child.
-            launcher = (
-                "setsid bash -c "
-                + shlex.quote(RUNNER)
-                + " runner "
-                + " ".join(shlex.quote(a) for a in (str(job_dir), limit, out, err))
-                + " >/dev/null 2>&1 </dev/null &"
-            )
-            subprocess.run(["bash", "-c", launcher], check=True, timeout=30)
-            results.append(SubmitResult(tag=job.tag, job_id=job.tag))
+            problem = confinement.problem(self._absolute(path, job.working_dir))
+            if problem:
+                raise ValueError(f"{field}: {problem}")
+
+    def submit(self, jobs: Sequence[tuple[JobSpec, str]]) -> list[SubmitResult]:
+        results: list[SubmitResult] = []
+        for job, script in jobs:
+            try:
+                results.append(self._submit_one(job, script))
+            except WorkRootUnusable as exc:
+                if not results:
+                    raise BackendUnavailable(str(exc)) from exc
+                results.append(SubmitResult(tag=job.tag, error=str(exc)))
+            except OSError as exc:  # FileRefused, or a task file that cannot be opened
+                results.append(SubmitResult(tag=job.tag, error=str(exc)))
         return results
+
+    def _submit_one(self, job: JobSpec, script: str) -> SubmitResult:
+        with JobFiles(self.work_root, job.tag) as files:
+            if files.present:  # started by an interrupted earlier submit: never start it twice
+                return SubmitResult(tag=job.tag, job_id=job.tag)
+        out = self._absolute(job.output_file or self.default_log_path(job, "out"), job.working_dir)
+        err = self._absolute(job.error_file or self.default_log_path(job, "err"), job.working_dir)
+        if self.run_as:  # the runner opens the files, as that user
+            return self._launch(job, script, [out, err, "", ""], [])
+        fds = self._open_outputs(job.run_id, out, err)
+        try:
+            return self._launch(job, script, ["", "", *map(str, fds)], fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _launch(self, job: JobSpec, script: str, files: list[str], fds: list[int]) -> SubmitResult:
+        """Run the launcher; ``files`` are the runner's out, err, and fds to use instead."""
+        umask, mode = ("027", "750") if self.run_as and self.run_as.with_sudo else ("077", "700")
+        args = [umask, mode, str(self.work_root), job.tag, job.run_id, job.name, RUNNER]
+        args += [str(parse_duration(job.time_limit)), *files]
+        command = self._as_user(["bash", "-c", LAUNCHER, "launcher", *args])
+        proc = subprocess.run(command, input=script.encode(), capture_output=True, timeout=30, pass_fds=fds, cwd="/")
+        problem = proc.stderr.decode("utf-8", errors="replace").strip()
+        if proc.returncode == ROOT_UNUSABLE:
+            raise WorkRootUnusable(problem or f"work_dir {self.work_root} is unusable")
+        if proc.returncode not in (0, ALREADY_STARTED):
+            return SubmitResult(tag=job.tag, error=f"cannot start the job: {problem or proc.returncode}")
+        return SubmitResult(tag=job.tag, job_id=job.tag)
+
+    def _open_outputs(self, run_id: str, out: str, err: str) -> list[int]:
+        """The task's output and error files, opened and checked, as fds >= 10 (the
+        launcher moves them to 3 and 4)."""
+        self._own_work_root()
+        confinement = self.confinement(run_id)
+        fds: list[int] = []
+        try:
+            for path in (out, err) if err != out else (out,):
+                fd = open_for_task(path, confinement)
+                fds.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10))
+                os.close(fd)
+            if err == out:  # one file for both streams: one shared offset, as with 2>&1
+                fds.append(fcntl.fcntl(fds[0], fcntl.F_DUPFD_CLOEXEC, 10))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
+
+    def _own_work_root(self) -> None:
+        """Without run_as the portal writes in the work root itself: it must be its own."""
+        make_private_dirs(str(self.work_root))
+        info = os.lstat(self.work_root)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise WorkRootUnusable(f"work_dir {self.work_root} must be a directory owned by {getpass.getuser()}")
+        os.chmod(self.work_root, 0o700)
 
     def poll(self, job_ids: Sequence[str]) -> PollResult:
         statuses = {job_id: settle_flags(self._status(job_id)) for job_id in job_ids}
@@ -104,38 +218,64 @@ class LocalAdapter(FileLogs, BackendAdapter):
         return PollResult(statuses=statuses, observed=observed)
 
     def find_submitted(self, tags: Sequence[str]) -> dict[str, str]:
-        return {tag: tag for tag in tags if (self.jobs_dir / tag).is_dir()}
+        found = {}
+        for tag in tags:
+            with JobFiles(self.work_root, tag) as files:
+                if files.present:
+                    found[tag] = tag
+        return found
 
     def cancel(self, job_ids: Sequence[str]) -> None:
-        for job_id in job_ids:
-            job_dir = self.jobs_dir / job_id
-            if not job_dir.is_dir() or (job_dir / "exit_code").exists():
-                continue
-            (job_dir / "cancelled").touch()
-            for _ in range(50):  # the runner writes its group id right after it starts
-                group = _read(job_dir / "group")
-                if group:
-                    try:
-                        # TERM to `timeout` is forwarded to the whole job group.
-                        os.kill(int(group), signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
-                    break
-                time.sleep(0.05)
+        dirs = [str(self.jobs_dir / job_id) for job_id in job_ids if job_id == safe_filename(job_id)]
+        if dirs:
+            command = self._as_user(["bash", "-c", CANCEL, "cancel", *dirs])
+            subprocess.run(command, capture_output=True, timeout=30 + 3 * len(dirs), cwd="/")
+
+    # -- files and commands ------------------------------------------------------------
+
+    def read_log(self, log: TaskLog, max_bytes: int = 256 * 1024) -> str:
+        location = self.log_location(log)
+        if not location:
+            raise FileNotFoundError(f"task has no {log.stream} file")
+        return self.read_task_file(log.run_id, location, max_bytes)
+
+    def read_task_file(self, run_id: str, path: str, max_bytes: int = 256 * 1024) -> str:
+        """A file a task named, if it (still) is where the task may write."""
+        return self._read(self._expand(path), max_bytes, self.confinement(run_id))
 
     def read_file(self, path: str, max_bytes: int = 256 * 1024) -> str:
-        file = Path(os.path.expanduser(path))
-        with file.open("rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - max_bytes))
-            return handle.read().decode("utf-8", errors="replace")
+        """Any regular file the tasks' user may read, except the portal's own files."""
+        return self._read(self._expand(path), max_bytes, Confinement.of(["/"], self._portal_files()))
+
+    def _read(self, path: str, max_bytes: int, confinement: Confinement) -> str:
+        if self.run_as is None:
+            return read_tail(path, max_bytes, confinement)
+        # Read as the tasks' user: root could read files that user may not.
+        real = os.path.realpath(path)
+        confinement.check(real)
+        refuse_special(real, os.stat(real).st_mode)
+        command = self._as_user(["tail", "-c", str(max_bytes), "--", real])
+        try:
+            proc = subprocess.run(command, capture_output=True, timeout=READ_TIMEOUT, cwd="/")
+        except subprocess.TimeoutExpired:
+            raise FileRefused(f"{path}: reading it did not finish in {READ_TIMEOUT}s") from None
+        if proc.returncode != 0:
+            problem = proc.stderr.decode("utf-8", errors="replace").strip()
+            raise FileRefused(f"{path} cannot be read by {self.run_as.user}: {problem}")
+        return proc.stdout.decode("utf-8", errors="replace")
 
     def run_command(
         self, command: str, *, cwd: str | None = None, stdin: bytes | None = None, timeout: float = 120
     ) -> CommandResult:
         if cwd:
-            command = f"cd {shlex.quote(os.path.expanduser(cwd))} && {command}"
-        proc = subprocess.run(["bash", "-c", command], input=stdin, capture_output=True, timeout=timeout)
+            command = f"cd {shlex.quote(self._expand(cwd))} && {command}"
+        proc = subprocess.run(
+            self._as_user(["bash", "-c", command]),
+            input=stdin,
+            capture_output=True,
+            timeout=timeout,
+            cwd="/" if self.run_as else None,
+        )
         return CommandResult(
             proc.returncode,
             proc.stdout.decode("utf-8", errors="replace"),
@@ -144,62 +284,66 @@ class LocalAdapter(FileLogs, BackendAdapter):
 
     # -- helpers ---------------------------------------------------------------------
 
-    @staticmethod
-    def _absolute(path: str, working_dir: str) -> str:
-        path = os.path.expanduser(path)
+    def _as_user(self, argv: list[str]) -> list[str]:
+        return self.run_as.command(argv) if self.run_as else argv
+
+    def _expand(self, path: str) -> str:
+        if path == "~" or path.startswith("~/"):
+            return self.home + path[1:]
+        return os.path.expanduser(path)
+
+    def _absolute(self, path: str, working_dir: str) -> str:
+        path = self._expand(path)
         if os.path.isabs(path):
             return path
-        return os.path.join(os.path.expanduser(working_dir), path)
+        return os.path.join(self._expand(working_dir), path)
 
     def _status(self, job_id: str) -> JobStatus:
-        job_dir = self.jobs_dir / job_id
-        if not job_dir.is_dir():
-            return JobStatus(job_id, JobState.UNKNOWN, reason="no such local job")
-        status = JobStatus(job_id, JobState.QUEUED, name=_read(job_dir / "name"), tag=job_id, user=_user())
-        started = _timestamp(job_dir / "started")
-        finished = _timestamp(job_dir / "finished")
-        status.started_at = started
-        status.finished_at = finished
-        if started and finished:
-            status.elapsed_seconds = (finished - started).total_seconds()
-        cancelled = (job_dir / "cancelled").exists()
-        code_text = _read(job_dir / "exit_code")
-        if code_text:
-            code = int(code_text)
-            status.exit_code = code
-            if cancelled:
-                status.state, status.reason = JobState.CANCELLED, "cancelled"
-            elif code == 0:
-                status.state = JobState.COMPLETED
-            elif code in TIMEOUT_EXIT_CODES:
-                status.state, status.reason = JobState.FAILED, "time limit exceeded"
-            else:
-                status.state, status.reason = JobState.FAILED, f"exit code {code}"
+        with JobFiles(self.work_root, job_id) as files:
+            if not files.present:
+                return JobStatus(job_id, JobState.UNKNOWN, reason="no such local job")
+            user = self.run_as.user if self.run_as else getpass.getuser()
+            status = JobStatus(job_id, JobState.QUEUED, name=files.read("name"), tag=job_id, user=user)
+            status.started_at = _timestamp(files.timestamp("started"))
+            status.finished_at = _timestamp(files.timestamp("finished"))
+            if status.started_at and status.finished_at:
+                status.elapsed_seconds = (status.finished_at - status.started_at).total_seconds()
+            _settle(status, files)
             return status
-        pid = _read(job_dir / "pid")
-        if not pid:
-            return status  # spawned, runner not started yet
-        if _alive(int(pid)):
-            status.state = JobState.RUNNING
-            status.node = os.uname().nodename
-            return status
+
+
+def _settle(status: JobStatus, files: JobFiles) -> None:
+    """The state of a job from its runner's files."""
+    cancelled = files.exists("cancelled")
+    code = files.number("exit_code")
+    if code is not None:
+        status.exit_code = code
         if cancelled:
             status.state, status.reason = JobState.CANCELLED, "cancelled"
+        elif code == 0:
+            status.state = JobState.COMPLETED
+        elif code in TIMEOUT_EXIT_CODES:
+            status.state, status.reason = JobState.FAILED, "time limit exceeded"
         else:
-            status.state, status.reason = JobState.FAILED, "process ended without an exit code (killed?)"
-        return status
+            detail = files.read("reason")  # the runner could not open the task's files
+            status.state, status.reason = JobState.FAILED, f"exit code {code}" + (f": {detail}" if detail else "")
+        return
+    pid = files.number("pid")
+    if pid is None:
+        return  # spawned, runner not started yet
+    if _alive(pid):
+        status.state, status.node = JobState.RUNNING, os.uname().nodename
+    elif cancelled:
+        status.state, status.reason = JobState.CANCELLED, "cancelled"
+    else:
+        status.state, status.reason = JobState.FAILED, "process ended without an exit code (killed?)"
 
 
-def _read(path: Path) -> str:
+def _timestamp(seconds: float | None) -> datetime | None:
     try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        return ""
-
-
-def _timestamp(path: Path) -> datetime | None:
-    text = _read(path)
-    return datetime.fromtimestamp(float(text), tz=UTC) if text else None
+        return datetime.fromtimestamp(seconds, tz=UTC) if seconds is not None else None
+    except (ValueError, OverflowError, OSError):  # a runner file written by something else
+        return None
 
 
 def _alive(pid: int) -> bool:
@@ -207,14 +351,8 @@ def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as handle:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError, ProcessLookupError):
+    except (OSError, IndexError):
         return False
-
-
-def _user() -> str:
-    import getpass
-
-    return getpass.getuser()
 
 
 Adapter = LocalAdapter

@@ -23,7 +23,7 @@ from typing import Any
 
 import paramiko
 
-from backends.base import BackendError, BackendUnavailable, CommandResult
+from backends.base import BackendError, BackendUnavailable, CommandResult, FileRefused, refuse_special
 
 log = logging.getLogger("backends.ssh")
 
@@ -268,11 +268,13 @@ class SshTransport:
                     self._sftp = client.open_sftp()
                 sftp = self._sftp
             remote = path[2:] if path.startswith("~/") else path  # SFTP paths are relative to home
+            # Before opening: a FIFO would hang the SFTP session, /proc shows the server's secrets.
+            refuse_special(sftp.normalize(remote), sftp.stat(remote).st_mode or 0)
             with sftp.open(remote, "rb") as handle:
                 size = handle.stat().st_size or 0
                 handle.seek(max(0, size - max_bytes))
                 return handle.read(max_bytes).decode("utf-8", "replace")
-        except FileNotFoundError:
+        except (FileNotFoundError, FileRefused):
             raise
         except OSError as exc:
             if getattr(exc, "errno", None) == 2:

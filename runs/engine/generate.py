@@ -34,10 +34,10 @@ def complete_generator(task: Task, status: JobStatus, adapter: BackendAdapter, n
     try:
         if not isinstance(adapter, ShellAccess):
             raise WorkflowError(f"backend {adapter.name!r} cannot read files back")
-        text = adapter.read_file(path)
+        text = adapter.read_task_file(task.run_id, path)
         existing = Task.objects.filter(run_id=task.run_id).values_list("task_id", flat=True)
         generated = validate(text, existing_ids=existing)
-    except (FileNotFoundError, WorkflowError) as exc:
+    except (OSError, WorkflowError) as exc:  # OSError: missing, unreadable or refused (FileRefused)
         problem = "file not found" if isinstance(exc, FileNotFoundError) else str(exc)
         message = f"generated tasks from {path} rejected: {problem}"
         Run.objects.filter(pk=task.run_id).update(error=message)

@@ -46,6 +46,7 @@ def build_job_spec(
         error_file=task.error_file,
         gres=task.gres,
         image=task.image,
+        generates_source=task.generates_source,
     )
     spec.output_file = spec.output_file or adapter.default_log_path(spec, "out")
     spec.error_file = spec.error_file or adapter.default_log_path(spec, "err")
@@ -72,4 +73,5 @@ def task_log(task: Task, stream: str) -> TaskLog:
         stream=stream,
         path=path,
         working_dir=resolve_working_dir(task.working_dir, task.run.clone_dir),
+        run_id=task.run_id,
     )
