@@ -4,7 +4,8 @@
 acting user; changes made through the admin (or the config import) are caught by model
 signals and attributed to the user of the current request, which
 :class:`AuditMiddleware` remembers. Logins and failed logins come from Django's auth
-signals. Passwords, keys and tokens never go into an event.
+signals (a failed API token is a failed login too), lockouts from django-axes' signal.
+Passwords, keys and tokens never go into an event.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
+from axes.signals import user_locked_out
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
@@ -81,9 +83,19 @@ def _logged_out(sender: Any, request: HttpRequest, user: Any, **kwargs: Any) -> 
 def _login_failed(sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **kwargs: Any) -> None:
     # Django already masks the password in ``credentials``; only the username is kept.
     username = str(credentials.get("username", ""))[:150]
+    target = "API token" if "api_token" in credentials else username
     token = _request.set(request)
     try:
-        record(Action.LOGIN_FAILED, username, username=username)
+        record(Action.LOGIN_FAILED, target, username=username)
+    finally:
+        _request.reset(token)
+
+
+def _locked_out(sender: Any, request: HttpRequest, username: str | None, ip_address: str, **kwargs: Any) -> None:
+    # Sent when a failure reaches the limit, and for each attempt refused during the lockout.
+    token = _request.set(request)
+    try:
+        record(Action.LOGIN_LOCKED_OUT, username or f"address {ip_address}", username=username or "")
     finally:
         _request.reset(token)
 
@@ -91,6 +103,7 @@ def _login_failed(sender: Any, credentials: dict[str, Any], request: HttpRequest
 user_logged_in.connect(_logged_in, dispatch_uid="audit-login")
 user_logged_out.connect(_logged_out, dispatch_uid="audit-logout")
 user_login_failed.connect(_login_failed, dispatch_uid="audit-login-failed")
+user_locked_out.connect(_locked_out, dispatch_uid="audit-locked-out")
 
 
 # -- configuration changes (admin, config import) --------------------------------------------

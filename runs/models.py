@@ -247,11 +247,19 @@ class ObservedJob(models.Model):
 
 
 class ApiToken(models.Model):
-    """An API token; only a SHA-256 of the key is stored, the key is shown once."""
+    """An API token; only a SHA-256 of the key is stored (the row is found by it), the key is shown once.
+
+    ``prefix`` keeps the key's first 4 characters (of 43, 256 random bits), only to tell tokens
+    apart in the admin: far too few to guess the rest.
+    """
+
+    PREFIX_LENGTH = 4
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
-    prefix = models.CharField(max_length=8, editable=False, help_text="First characters, to tell tokens apart.")
+    prefix = models.CharField(
+        max_length=PREFIX_LENGTH, editable=False, help_text="First 4 characters of the key, to tell tokens apart."
+    )
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
 
@@ -265,7 +273,7 @@ class ApiToken(models.Model):
     @classmethod
     def issue(cls, user: models.Model) -> str:
         key = secrets.token_urlsafe(32)
-        cls.objects.create(user=user, key_hash=cls.hash_key(key), prefix=key[:8])
+        cls.objects.create(user=user, key_hash=cls.hash_key(key), prefix=key[: cls.PREFIX_LENGTH])
         return key
 
 
@@ -308,6 +316,7 @@ class AuditEvent(models.Model):
     class Action(models.TextChoices):
         LOGIN = "login"
         LOGIN_FAILED = "login_failed"
+        LOGIN_LOCKED_OUT = "login_locked_out"  # too many failures: refused for the cool-off time
         LOGOUT = "logout"
         RUN_CREATED = "run_created"
         RUN_CANCELLED = "run_cancelled"

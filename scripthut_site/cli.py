@@ -78,6 +78,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from backends.models import Backend
     from runs.models import PortalSettings
+    from scripthut_site import deployment
 
     call_command("migrate", interactive=False, verbosity=0)
     config = Path(settings.SCRIPTHUT_CONFIG)
@@ -93,6 +94,7 @@ def serve(args: argparse.Namespace) -> int:
     portal = PortalSettings.load()
     host = args.host or portal.server_host
     port = args.port or portal.server_port
+    deployment.allow_host(host)
     ticker = None
     if settings.EMBEDDED:
         # Only this process ticks in embedded mode: leases left by a killed server are stale.

@@ -4,6 +4,8 @@
 - ``REDIS_URL``: unset means embedded mode (in-process ticker, in-memory channel layer).
 - ``SCRIPTHUT_CONFIG``, ``SCRIPTHUT_DATA_DIR``, ``SECRET_KEY``: see README.
 - ``SCRIPTHUT_LDAP_*``, ``SCRIPTHUT_OIDC_*``: single sign-on, see README and scripthut_site.sso.
+- ``SCRIPTHUT_PUBLIC_URL``, ``ALLOWED_HOSTS``, ``SCRIPTHUT_LOGIN_*``: README "Deployment hardening"
+  and scripthut_site.deployment.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 
-from scripthut_site import paths
+from scripthut_site import deployment, paths
 from scripthut_site.sso import env as sso_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -23,8 +26,10 @@ SCRIPTHUT_CONFIG = paths.config_path()
 
 SECRET_KEY = os.environ.get("SECRET_KEY") or paths.secret_key(DATA_DIR)
 DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
-ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "*").split(",") if h]
-CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+# `scripthut serve` adds its --host (scripthut_site.deployment.allow_host).
+ALLOWED_HOSTS = deployment.allowed_hosts(os.environ, paths.config_setting("server_host"))
+CSRF_TRUSTED_ORIGINS = deployment.csrf_trusted_origins(os.environ)
+globals().update(deployment.tls_settings(os.environ))  # behind a TLS proxy: secure cookies, HSTS
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -37,6 +42,9 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "channels",
+    "axes",
+    "csp",
+    "ninja",  # the API docs' assets from the portal, not a CDN
     "backends",
     "sources",
     "runs",
@@ -45,6 +53,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -55,6 +64,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a refused login into scripthut_site.lockout's answer
 ]
 
 ROOT_URLCONF = "scripthut_site.urls"
@@ -72,6 +82,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "csp.context_processors.nonce",
             ],
         },
     },
@@ -83,6 +94,8 @@ ASGI_APPLICATION = "scripthut_site.asgi.application"
 _sqlite_url = f"sqlite:///{DATA_DIR / 'scripthut.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(os.environ.get("DATABASE_URL") or _sqlite_url, conn_max_age=60)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    if DATABASES["default"]["NAME"] != ":memory:":
+        paths.private_database(Path(DATABASES["default"]["NAME"]))  # mode 600, and so its -wal and -shm
     # The embedded ticker thread and the web server write at the same time: WAL lets
     # readers go on while one writer works, IMMEDIATE takes the write lock up front so a
     # transaction never fails half-way on an upgrade, and the timeout waits for the lock.
@@ -106,6 +119,24 @@ AUTHENTICATION_BACKENDS: list[str] = _sso.pop("AUTHENTICATION_BACKENDS")
 SCRIPTHUT_OIDC: sso_env.OIDCConfig | None = _sso.pop("SCRIPTHUT_OIDC")
 globals().update(_sso)  # django-auth-ldap's AUTH_LDAP_* settings, if any
 
+# Login throttling (django-axes, scripthut_site.lockout): per username and per address.
+globals().update(deployment.throttle_settings(os.environ))
+
+# Content-Security-Policy (django-csp): everything from the portal itself; no inline script
+# unless it carries the request's nonce ({{ CSP_NONCE }}); no inline style, element or attribute
+# (scripthut.js sets bar widths from data attributes). data: images are CSS icons.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = False
@@ -113,7 +144,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns about a missing root even when serving from finders
+paths.private_dir(STATIC_ROOT)  # WhiteNoise warns about a missing root even when serving from finders
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -154,5 +185,6 @@ LOGGING = {
         "backends": {"handlers": ["console"], "level": os.environ.get("SCRIPTHUT_LOG_LEVEL", "INFO")},
         "scripthut_site": {"handlers": ["console"], "level": os.environ.get("SCRIPTHUT_LOG_LEVEL", "INFO")},
         "django_auth_ldap": {"handlers": ["console"], "level": "WARNING"},  # e.g. "LDAP server unreachable"
+        "axes": {"handlers": ["console"], "level": "WARNING"},  # failed logins and lockouts, with the address
     },
 }

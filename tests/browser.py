@@ -7,11 +7,13 @@ Screenshots are written only when ``SCRIPTHUT_SCREENSHOTS`` is set.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page, Playwright
+    from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, Request, Response
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [
@@ -44,6 +46,66 @@ def login(page: Page, base_url: str, username: str, password: str) -> None:
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_url(f"{base_url}/")
+
+
+# Runs in every page before its own scripts: reports each violation of the page's policy.
+VIOLATION_LISTENER = """
+document.addEventListener("securitypolicyviolation", (e) => window.reportPolicyViolation(
+  `${e.effectiveDirective} refused ${e.blockedURI || "inline code"}` +
+  ` (${e.sourceFile || location.href}:${e.lineNumber})`));
+"""
+
+
+class PolicyWatch:
+    """What a browser context saw against the portal's Content-Security-Policy, in ``problems``:
+    violations (the DOM event and the console's messages), pages served without a strict
+    policy, and anything fetched from elsewhere than the portal."""
+
+    def __init__(self, context: BrowserContext, base_url: str):
+        self.base_url = base_url
+        self.problems: list[str] = []
+        context.expose_function("reportPolicyViolation", lambda text: self.problems.append(f"violation: {text}"))
+        context.add_init_script(VIOLATION_LISTENER)
+        context.on("console", self._console)
+        context.on("request", self._request)
+        context.on("response", self._response)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            self.problems.append(f"console: {message.text}")
+
+    def _request(self, request: Request) -> None:
+        if not request.url.startswith((self.base_url + "/", "data:")):
+            self.problems.append(f"fetched from elsewhere: {request.url}")
+
+    def _response(self, response: Response) -> None:
+        if response.request.resource_type != "document" or not response.url.startswith(self.base_url):
+            return
+        policy = response.headers.get("content-security-policy", "")
+        if "default-src 'self'" not in policy or "unsafe-" in policy:
+            self.problems.append(f"no strict policy on {response.url}: {policy!r}")
+
+
+@contextmanager
+def live_portal(base_url: str) -> Iterator[tuple[BrowserContext, PolicyWatch]]:
+    """A browser context on the live server (20 s timeouts), watched by a :class:`PolicyWatch`,
+    while an embedded ticker drives the runs."""
+    from playwright.sync_api import sync_playwright
+
+    from runs.ticker import EmbeddedTicker
+
+    ticker = EmbeddedTicker(interval=0.3)
+    ticker.start()
+    try:
+        with sync_playwright() as playwright:
+            browser = launch(playwright)
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            context.set_default_timeout(20_000)
+            yield context, PolicyWatch(context, base_url)
+            browser.close()
+    finally:
+        ticker.stop()
+        ticker.join()
 
 
 def screenshot(page: Page, name: str) -> Path | None:

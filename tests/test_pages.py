@@ -141,7 +141,7 @@ def test_run_page_shows_groups_counts_and_progress(alice_client: Client, run: Ru
     for group in ("prep", "sim", "(no group)"):
         assert f">{group}</span>" in page
     assert "4 pending" in page
-    assert 'class="seg seg-pending" style="width: 100.000%"' in page
+    assert 'class="seg seg-pending" data-width="100.000"' in page
     assert "alert error" in page and "generated tasks rejected" in page
     assert "alert warning" in page and "unknown environment" in page
     assert "try 1/3" in page  # sim.2 has retries
@@ -552,7 +552,7 @@ def test_dashboard_backend_cards_show_partitions_disk_and_status(alice_client: C
     )
     page = _text(alice_client.get(reverse("dashboard")))
     assert "<strong>23</strong>/64 idle" in page and "3 nodes" in page
-    assert 'class="b-alloc" style="width: 62.5%"' in page and 'class="b-idle" style="width: 35.9%"' in page
+    assert 'class="b-alloc" data-width="62.5"' in page and 'class="b-idle" data-width="35.9"' in page
     assert '>normal<span class="p-def">*</span>' in page
     assert 'class="p-cpus p-down"' in page and "1 node<" in page
     assert "~/scripthut-repos" in page and "12.5 MB" in page

@@ -10,7 +10,8 @@ import pytest
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import ImproperlyConfigured
-from django.test import Client
+from django.http import HttpRequest
+from django.test import Client, RequestFactory
 from django_auth_ldap.config import GroupOfNamesType, PosixGroupType
 
 from scripthut_site.sso import env as sso_env
@@ -27,6 +28,8 @@ OIDC_ENV = {
     "SCRIPTHUT_OIDC_NAME": "Campus login",
     "SCRIPTHUT_OIDC_STAFF_GROUP": "admins",
 }
+# django-axes' lockout check must come first; API tokens (throttled like passwords) come last.
+AXES, TOKENS = sso_env.AXES_BACKEND, sso_env.TOKEN_BACKEND
 LDAP_ENV = {
     "SCRIPTHUT_LDAP_URL": "ldap://ldap.example.org",
     "SCRIPTHUT_LDAP_BIND_PASSWORD": "s3cret-bind",
@@ -38,14 +41,14 @@ LDAP_ENV = {
 # --- settings from the environment -------------------------------------------------------------
 def test_nothing_set_means_local_accounts_only() -> None:
     assert sso_env.auth_settings({}) == {
-        "AUTHENTICATION_BACKENDS": ["django.contrib.auth.backends.ModelBackend"],
+        "AUTHENTICATION_BACKENDS": [AXES, sso_env.MODEL_BACKEND, TOKENS],
         "SCRIPTHUT_OIDC": None,
     }
 
 
 def test_ldap_settings_with_a_user_search() -> None:
     values = sso_env.auth_settings(LDAP_ENV)
-    assert values["AUTHENTICATION_BACKENDS"] == [sso_env.MODEL_BACKEND, sso_env.LDAP_BACKEND]
+    assert values["AUTHENTICATION_BACKENDS"] == [AXES, sso_env.MODEL_BACKEND, sso_env.LDAP_BACKEND, TOKENS]
     assert values["AUTH_LDAP_SERVER_URI"] == "ldap://ldap.example.org"
     assert values["AUTH_LDAP_USER_SEARCH"].base_dn == "ou=people,dc=example,dc=org"
     assert "(uid=%(user)s)" in values["AUTH_LDAP_USER_SEARCH"].filterstr
@@ -86,7 +89,7 @@ def test_incomplete_settings_are_refused_at_start(env: dict[str, str], message: 
 
 def test_oidc_settings_keep_the_secret_out_of_repr() -> None:
     values = sso_env.auth_settings(OIDC_ENV)
-    assert values["AUTHENTICATION_BACKENDS"] == [sso_env.MODEL_BACKEND, sso_env.OIDC_BACKEND]
+    assert values["AUTHENTICATION_BACKENDS"] == [AXES, sso_env.MODEL_BACKEND, sso_env.OIDC_BACKEND, TOKENS]
     config = values["SCRIPTHUT_OIDC"]
     assert (config.name, config.groups_claim, config.username_claim) == ("Campus login", "groups", "preferred_username")
     assert config.metadata_url == "http://127.0.0.1:9/.well-known/openid-configuration"
@@ -146,15 +149,20 @@ def test_a_bad_answer_from_the_provider_is_a_clean_failure(
 
 
 # --- the OpenID Connect backend --------------------------------------------------------------
+def a_request() -> HttpRequest:
+    """Sign-ins always come with their request: django-axes (first backend) counts failures by address."""
+    return RequestFactory().get("/")
+
+
 def test_claims_make_a_user_with_groups_and_staff(settings: Settings, db: None) -> None:
     configure(settings, OIDC_ENV)
     claims = {"sub": "1", "preferred_username": "dave", "email": "d@x.org", "groups": ["admins", "physics"]}
-    dave = authenticate(None, oidc_claims=claims)
+    dave = authenticate(a_request(), oidc_claims=claims)
     assert dave is not None and dave.username == "dave" and dave.is_staff and not dave.has_usable_password()
     assert sorted(dave.groups.values_list("name", flat=True)) == ["admins", "physics"]
 
     dave.groups.add(Group.objects.create(name="granted-by-hand"))
-    dave = authenticate(None, oidc_claims={**claims, "groups": "chemistry"})  # a single group as a string
+    dave = authenticate(a_request(), oidc_claims={**claims, "groups": "chemistry"})  # a single group as a string
     assert dave is not None and not dave.is_staff
     assert list(dave.groups.values_list("name", flat=True)) == ["chemistry"]
 
@@ -163,8 +171,12 @@ def test_the_backend_refuses_claims_without_a_username_and_local_password_accoun
     settings: Settings, db: None
 ) -> None:
     configure(settings, OIDC_ENV)
-    assert authenticate(None, oidc_claims={"sub": "1"}) is None
+    assert authenticate(a_request(), oidc_claims={"sub": "1"}) is None
     User.objects.create_user("admin", password="pw-local-admin")
-    assert authenticate(None, oidc_claims={"sub": "2", "preferred_username": "admin", "groups": ["admins"]}) is None
+    assert (
+        authenticate(a_request(), oidc_claims={"sub": "2", "preferred_username": "admin", "groups": ["admins"]}) is None
+    )
     assert not User.objects.get(username="admin").groups.exists()
-    assert authenticate(None, username="admin", password="pw-local-admin") is not None  # the password still works
+    assert (
+        authenticate(a_request(), username="admin", password="pw-local-admin") is not None
+    )  # the password still works

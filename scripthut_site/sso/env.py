@@ -20,6 +20,8 @@ import ldap
 from django.core.exceptions import ImproperlyConfigured
 from django_auth_ldap.config import GroupOfNamesType, LDAPSearch, PosixGroupType
 
+AXES_BACKEND = "axes.backends.AxesStandaloneBackend"  # refuses locked-out users and addresses (lockout.py)
+TOKEN_BACKEND = "runs.token_auth.ApiTokenBackend"  # noqa: S105 (a class path) API tokens, throttled like passwords
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 LDAP_BACKEND = "django_auth_ldap.backend.LDAPBackend"
 OIDC_BACKEND = "scripthut_site.sso.oidc.OIDCBackend"
@@ -126,13 +128,14 @@ def _ldap_groups(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def authentication_backends(env: Mapping[str, str]) -> list[str]:
-    """Local accounts first (no network for them), then the directory, then OpenID Connect."""
-    backends = [MODEL_BACKEND]
+    """The lockout check first (it must be), local accounts (no network for them), the directory,
+    OpenID Connect, and API tokens last (only ``authenticate(api_token=...)`` reaches that one)."""
+    backends = [AXES_BACKEND, MODEL_BACKEND]
     if env.get("SCRIPTHUT_LDAP_URL"):
         backends.append(LDAP_BACKEND)
     if env.get("SCRIPTHUT_OIDC_ISSUER"):
         backends.append(OIDC_BACKEND)
-    return backends
+    return [*backends, TOKEN_BACKEND]
 
 
 def auth_settings(env: Mapping[str, str]) -> dict[str, Any]:

@@ -39,7 +39,25 @@
     if (log && following) log.scrollTop = log.scrollHeight;
   }
 
+  // The Content-Security-Policy allows no inline style or script, so the pages carry data
+  // attributes and this file does the rest: bar widths (data-width, in percent), select
+  // boxes that submit their form (data-autosubmit), forms that ask first (data-confirm).
+  function applyWidths(root) {
+    root.querySelectorAll("[data-width]").forEach(function (bar) {
+      bar.style.width = bar.dataset.width + "%";
+    });
+  }
+  document.addEventListener("change", function (event) {
+    var select = event.target;
+    if (select.matches && select.matches("select[data-autosubmit]") && select.form) select.form.submit();
+  });
+  document.addEventListener("submit", function (event) {
+    var question = event.target.dataset && event.target.dataset.confirm;
+    if (question && !window.confirm(question)) event.preventDefault();
+  });
+
   function onLoad(root) {
+    applyWidths(root);
     restoreGroups(root);
     followLog(root);
   }
