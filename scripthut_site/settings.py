@@ -44,6 +44,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "scripthut_site.input_guard.InputGuardMiddleware",  # 413 for a body over the limit, 400 for NUL in the URL
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -95,6 +96,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-scripthut.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(float(os.environ.get("SCRIPTHUT_MAX_BODY_MB", "64")) * 1024**2)  # 100k tasks: ~20 MB
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -154,5 +156,6 @@ LOGGING = {
         "backends": {"handlers": ["console"], "level": os.environ.get("SCRIPTHUT_LOG_LEVEL", "INFO")},
         "scripthut_site": {"handlers": ["console"], "level": os.environ.get("SCRIPTHUT_LOG_LEVEL", "INFO")},
         "django_auth_ldap": {"handlers": ["console"], "level": "WARNING"},  # e.g. "LDAP server unreachable"
+        "django.request": {"handlers": ["console"], "level": "ERROR"},  # a page's 500, with its traceback
     },
 }
