@@ -151,6 +151,8 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     # ninja reports an unparsable body as a bare "Cannot parse request body"; say why.
     if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
         return _error(request, 400, f"malformed JSON body: {exc.__cause__}")
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        return _error(request, 400, "malformed JSON body: nested too deeply")
     return _error(request, exc.status_code, exc.message)
 
 
