@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from ninja import Field, Schema
 from pydantic import BeforeValidator, ConfigDict, WithJsonSchema
+from pydantic.config import JsonDict
 
 from runs.engine.states import RunStatus, TaskState
 from runs.limits import PG_INT_MAX
@@ -51,8 +52,22 @@ _WORKFLOW_SCHEMA = {
 }
 
 
+_EXAMPLE: JsonDict = {
+    "backend": "local",
+    "name": "simulations",
+    "max_concurrent": 2,
+    "workflow": [
+        {"id": "prepare", "name": "Prepare", "command": "python prepare.py", "time_limit": "10:00"},
+        {"id": "sim.1", "name": "Simulation 1", "command": "python sim.py 1", "deps": ["prepare"], "cpus": 2},
+        {"id": "sim.2", "name": "Simulation 2", "command": "python sim.py 2", "deps": ["prepare"], "memory": "8G"},
+        {"id": "report", "name": "Report", "command": "python report.py", "deps": ["sim.*"], "retries": 1},
+    ],
+}
+
+
 class RunCreateIn(Schema):
-    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
+    # A misspelt field is an error, not ignored.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
 
     backend: Annotated[str, SINGLE_LINE] = Field(
         min_length=1,
