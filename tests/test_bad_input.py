@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from runs.workflow_json import WorkflowError, validate
 from scripthut_site import cli
 from sources.models import Source
 from tests.test_api import post_json, token_client
-from tests.test_cli import SCRIPTHUT, free_port
+from tests.test_cli import free_port
 from tests.test_pages import share_demo
 from tests.workloads import simulations
 
@@ -92,7 +93,7 @@ def test_huge_numbers_are_400_naming_the_field(api: Client, logged_in: Client, l
     assert response.status_code == 400 and "query.offset" in response.json()["error"]
 
     share_demo()
-    Source.objects.create(name="files", kind="path", path="/tmp", backend=local_backend, workflow_files=["w.json"])
+    path_source(Path("/nonexistent"), local_backend)  # the number is refused before the file is read
     for huge in ("1" + "0" * 30, "1e30", "2147483648"):
         for url in (reverse("workflow_run", args=["demo"]), reverse("source_run", args=["files", "w.json"])):
             page = logged_in.post(url, {"max_concurrent": huge})
@@ -273,8 +274,10 @@ def test_serve_on_a_taken_port_says_so_and_nothing_else(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
+        # This checkout's command, whichever one the venv has installed.
         proc = subprocess.run(
-            [SCRIPTHUT, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "scripthut_site.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=Path(__file__).resolve().parent.parent,
             env=env,
             capture_output=True,
             text=True,
