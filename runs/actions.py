@@ -22,9 +22,10 @@ from runs.engine.fields import RESET_FIELDS, reset_for_submission
 from runs.engine.insert import insert_tasks
 from runs.engine.run_status import refresh_run_status
 from runs.engine.states import ACTIVE, RUN_FINISHED, UNSUCCESSFUL, RunStatus, Step, TaskState, move, move_all
+from runs.limits import PG_INT_MAX
 from runs.models import AuditEvent, Run, Task, Workflow
 from runs.ticker import request_tick
-from runs.workflow_json import WorkflowError, validate
+from runs.workflow_json import Problem, WorkflowError, validate
 from sources.git import mask_credentials
 
 log = logging.getLogger("runs.actions")
@@ -54,8 +55,8 @@ def create_run(
     git: GitCheckout | None = None,
 ) -> Run:
     """Validate a workflow and store it as a new run; nothing is stored if it is invalid."""
-    if max_concurrent is not None and max_concurrent < 1:
-        raise WorkflowError("max_concurrent must be at least 1")
+    if max_concurrent is not None and not 1 <= max_concurrent <= PG_INT_MAX:
+        raise WorkflowError(Problem(f"max_concurrent must be from 1 to {PG_INT_MAX:,}", field="max_concurrent"))
     if not backend.enabled:
         raise WorkflowError(f"backend {backend.name!r} is disabled")
     _check_access(owner, backend, workflow)

@@ -15,8 +15,11 @@ from typing import Any, cast
 from django.contrib.auth import authenticate
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.models import User
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotAllowed
 from django.urls import URLPattern, URLResolver
+from django.utils import timezone
+from django.utils.http import urlencode
 from ninja import NinjaAPI, Query, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyHeader
@@ -34,11 +37,14 @@ from runs.api_schemas import (
     RunPageOut,
     RunStatusOut,
     SourceOut,
+    TaskPage,
+    WorkflowErrorOut,
 )
 from runs.dashboard import active_tasks_per_backend
 from runs.models import Run, Task
 from runs.pages import RunRow, run_rows, task_rows, visible_run
 from runs.workflow_json import WorkflowError
+from scripthut_site.input_guard import too_big_message
 from sources.models import Source
 
 log = logging.getLogger("runs.api")
@@ -138,6 +144,8 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     # ninja reports an unparsable body as a bare "Cannot parse request body"; say why.
     if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
         return _error(request, 400, f"malformed JSON body: {exc.__cause__}")
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        return _error(request, 400, "malformed JSON body: nested too deeply")
     return _error(request, exc.status_code, exc.message)
 
 
@@ -148,7 +156,14 @@ def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 
 @api.exception_handler(WorkflowError)
 def _workflow_error(request: HttpRequest, exc: WorkflowError) -> HttpResponse:
-    return _error(request, 400, str(exc))
+    body = {"error": str(exc), "problems": [p.as_dict() for p in exc.details]}
+    return api.create_response(request, body, status=400)
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    # A body without Content-Length (chunked) is only measured as it is read, here.
+    return _error(request, 413, too_big_message(request))
 
 
 @api.exception_handler(AccessDenied)
@@ -186,7 +201,10 @@ def _summary(row: RunRow) -> dict[str, Any]:
     }
 
 
-def _detail(run: Run) -> dict[str, Any]:
+def _detail(request: HttpRequest, run: Run, page: TaskPage) -> dict[str, Any]:
+    total = Task.objects.filter(run=run).count()
+    end = page.offset + page.limit
+    following = f"{request.path}?{urlencode({'limit': page.limit, 'offset': end})}" if end < total else None
     return {
         "id": run.pk,
         "status": run.status,
@@ -198,8 +216,10 @@ def _detail(run: Run) -> dict[str, Any]:
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
-        # The same rows as the run page (only the columns shown: not every script).
-        "tasks": [_task(t) for t in task_rows(run)],
+        "task_count": total,
+        "next": following,
+        # The same rows as the run page (only the columns shown: not every script), a page at a time.
+        "tasks": [_task(t) for t in task_rows(run)[page.offset : end]],
     }
 
 
@@ -222,10 +242,17 @@ def _task(task: Task) -> dict[str, Any]:
 # -- endpoints -------------------------------------------------------------------------
 
 
-@api.post("/runs", response={201: RunStatusOut, 400: ErrorOut, 401: ErrorOut, 403: ErrorOut}, tags=["runs"])
+@api.post(
+    "/runs",
+    response={201: RunStatusOut, 400: WorkflowErrorOut, 401: ErrorOut, 403: ErrorOut, 413: ErrorOut},
+    tags=["runs"],
+)
 def start_run(request: HttpRequest, payload: RunCreateIn) -> Status[dict[str, Any]]:
     """Validate a workflow and start it as a new run; an invalid one creates nothing, and a
-    backend the caller may not use is 403 with the reason."""
+    backend the caller may not use is 403 with the reason.
+
+    An invalid workflow is a 400 listing every problem in `problems` (task, field,
+    message). A body over the portal's size limit (SCRIPTHUT_MAX_BODY_MB) is a 413."""
     backend = Backend.objects.filter(name=payload.backend).first()
     if backend is None:
         known = ", ".join(Backend.objects.values_list("name", flat=True)) or "none"
@@ -250,10 +277,13 @@ def list_runs(request: HttpRequest, filters: Query[RunFilter]) -> dict[str, Any]
     return {"count": runs.count(), "items": [_summary(row) for row in run_rows(page)]}
 
 
-@api.get("/runs/{run_id}", response={200: RunDetailOut, 401: ErrorOut, 404: ErrorOut}, tags=["runs"])
-def get_run(request: HttpRequest, run_id: str) -> dict[str, Any]:
-    """One run with its tasks, in workflow order."""
-    return _detail(visible_run(_caller(request), run_id))
+@api.get("/runs/{run_id}", response={200: RunDetailOut, 400: ErrorOut, 401: ErrorOut, 404: ErrorOut}, tags=["runs"])
+def get_run(request: HttpRequest, run_id: str, page: Query[TaskPage]) -> dict[str, Any]:
+    """One run with a page of its tasks, in workflow order.
+
+    `limit` tasks (default 1000, at most 10,000) from `offset` on; `task_count` is the
+    number of tasks in the run and `next` the URL of the next page (null on the last)."""
+    return _detail(request, visible_run(_caller(request), run_id), page)
 
 
 @api.post(

@@ -7,15 +7,33 @@ from typing import Annotated, Any
 
 from ninja import Field, Schema
 from pydantic import BeforeValidator, ConfigDict, WithJsonSchema
+from pydantic.config import JsonDict
 
 from runs.engine.states import RunStatus, TaskState
-from runs.workflow_json import TaskDefinition
+from runs.limits import PG_INT_MAX
+from runs.task_definition import SINGLE_LINE, SINGLE_LINE_PATTERN, TaskDefinition
 
-PG_INT_MAX = 2_147_483_647  # Run.max_concurrent is an integer column
+TASK_PAGE_DEFAULT = 1000
+TASK_PAGE_MAX = 10_000
 
 
 class ErrorOut(Schema):
     error: str
+
+
+class ProblemOut(Schema):
+    task: str | None = Field(description="Id of the task, when it has one.")
+    index: int | None = Field(description="Position of the task in the task list.")
+    field: str | None = Field(description='Field path in the task, e.g. "command", "deps.0".')
+    message: str
+
+
+class WorkflowErrorOut(ErrorOut):
+    problems: list[ProblemOut] = Field(
+        default_factory=list,
+        description="Every problem of the workflow (the first 100, then one saying how many more); "
+        "only for workflow problems.",
+    )
 
 
 def _array_or_object(value: Any) -> Any:
@@ -26,26 +44,46 @@ def _array_or_object(value: Any) -> Any:
 
 
 _TASK_SCHEMA = TaskDefinition.model_json_schema()
+_TASK_LIST = {"type": "array", "items": _TASK_SCHEMA, "minItems": 1}
 _WORKFLOW_SCHEMA = {
-    "description": 'The task list: an array of tasks, or an object with a "tasks" array.',
-    "oneOf": [
-        {"type": "array", "items": _TASK_SCHEMA},
-        {
-            "type": "object",
-            "properties": {"tasks": {"type": "array", "items": _TASK_SCHEMA}},
-            "required": ["tasks"],
-        },
+    "description": 'The task list: an array of tasks, or an object with a "tasks" array. Task ids must be '
+    "unique and every dependency must match a task, without cycles; every problem is reported at once.",
+    "oneOf": [_TASK_LIST, {"type": "object", "properties": {"tasks": _TASK_LIST}, "required": ["tasks"]}],
+}
+
+
+_EXAMPLE: JsonDict = {
+    "backend": "local",
+    "name": "simulations",
+    "max_concurrent": 2,
+    "workflow": [
+        {"id": "prepare", "name": "Prepare", "command": "python prepare.py", "time_limit": "10:00"},
+        {"id": "sim.1", "name": "Simulation 1", "command": "python sim.py 1", "deps": ["prepare"], "cpus": 2},
+        {"id": "sim.2", "name": "Simulation 2", "command": "python sim.py 2", "deps": ["prepare"], "memory": "8G"},
+        {"id": "report", "name": "Report", "command": "python report.py", "deps": ["sim.*"], "retries": 1},
     ],
 }
 
 
 class RunCreateIn(Schema):
-    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
+    # A misspelt field is an error, not ignored.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
 
-    backend: str = Field(min_length=1, description="Backend name.")
+    backend: Annotated[str, SINGLE_LINE] = Field(
+        min_length=1,
+        max_length=100,
+        description="Name of a backend you may use (GET /api/backends lists them).",
+        json_schema_extra={"pattern": SINGLE_LINE_PATTERN},
+    )
     workflow: Annotated[list[Any] | dict[str, Any], BeforeValidator(_array_or_object), WithJsonSchema(_WORKFLOW_SCHEMA)]
     max_concurrent: int | None = Field(default=None, ge=1, le=PG_INT_MAX, strict=True)
-    name: str = Field(default="api", min_length=1, max_length=200, description="Workflow name shown for the run.")
+    name: Annotated[str, SINGLE_LINE] = Field(
+        default="api",
+        min_length=1,
+        max_length=200,
+        description="Workflow name shown for the run.",
+        json_schema_extra={"pattern": SINGLE_LINE_PATTERN},
+    )
 
 
 class RunStatusOut(Schema):
@@ -100,7 +138,9 @@ class RunDetailOut(Schema):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    tasks: list[TaskOut]
+    task_count: int = Field(description="Tasks in the run, over all pages.")
+    next: str | None = Field(description="URL of the next page of tasks; null on the last page.")
+    tasks: list[TaskOut] = Field(description="One page of the tasks, in workflow order (see limit and offset).")
 
 
 class SourceOut(Schema):
@@ -128,4 +168,9 @@ class BackendOut(Schema):
 class RunFilter(Schema):
     status: RunStatus | None = None
     limit: int = Field(default=50, ge=1, le=500)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=PG_INT_MAX)
+
+
+class TaskPage(Schema):
+    limit: int = Field(default=TASK_PAGE_DEFAULT, ge=1, le=TASK_PAGE_MAX, description="Tasks per page.")
+    offset: int = Field(default=0, ge=0, le=PG_INT_MAX, description="Tasks to skip, in workflow order.")

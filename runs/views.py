@@ -28,7 +28,9 @@ from runs.actions import RunStateError, cancel_run, relaunch_run
 from runs.dashboard import dashboard_context
 from runs.engine.jobspec import task_log
 from runs.engine.states import TaskState
+from runs.limits import form_max_concurrent
 from runs.models import AuditEvent, Task, Workflow, task_group
+from runs.page_input import first_rows, problems_message
 from runs.pages import run_list_context, run_page, visible_run, visible_task
 from runs.workflow_command import dry_run, start_run
 from runs.workflow_json import ResolvedTask, WorkflowError
@@ -239,6 +241,11 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
     return render(request, "runs/workflow_list.html", {"workflows": workflows})
 
 
+def _workflow_list_page(request: HttpRequest, status: int) -> HttpResponse:
+    workflows = usable(request.user, Workflow.objects.select_related("backend"))
+    return render(request, "runs/workflow_list.html", {"workflows": workflows}, status=status)
+
+
 def _usable_workflow(request: HttpRequest, name: str) -> Workflow:
     """The workflow, if the user may use it (running its command uses its backend): else 403."""
     workflow = get_object_or_404(Workflow.objects.select_related("backend"), name=name)
@@ -250,9 +257,10 @@ def _task_json(item: ResolvedTask) -> dict[str, Any]:
     return item.definition.model_dump() | {"resolved_deps": item.resolved_deps}
 
 
-def _dry_run_json(workflow: Workflow, tasks: list[ResolvedTask], error: str) -> JsonResponse:
+def _dry_run_json(workflow: Workflow, tasks: list[ResolvedTask], error: WorkflowError | None) -> JsonResponse:
     if error:
-        return JsonResponse({"workflow": workflow.name, "error": error}, status=400)
+        problems = [p.as_dict() for p in error.details]
+        return JsonResponse({"workflow": workflow.name, "error": str(error), "problems": problems}, status=400)
     return JsonResponse(
         {
             "workflow": workflow.name,
@@ -267,18 +275,22 @@ def _dry_run_json(workflow: Workflow, tasks: list[ResolvedTask], error: str) -> 
 def workflow_dry_run(request: HttpRequest, name: str) -> HttpResponse:
     workflow = _usable_workflow(request, name)
     tasks: list[ResolvedTask] = []
-    error = ""
+    error = None
     try:
         tasks = dry_run(workflow)
     except WorkflowError as exc:
-        error = str(exc)
+        error = exc
     if _wants_json(request):
         return _dry_run_json(workflow, tasks, error)
+    shown, counts = first_rows(tasks)
     context = {
         "workflow": workflow,
-        "tasks": tasks,
-        "error": error,
+        "error": str(error or ""),
+        "problems": error.problems if error else [],
+        "problem_count": error.count if error else 0,
         "groups": len({task_group(t.definition.id) for t in tasks}),
+        "tasks": shown,
+        **counts,
     }
     return render(request, "runs/workflow_dry_run.html", context)
 
@@ -286,18 +298,15 @@ def workflow_dry_run(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 def workflow_run(request: HttpRequest, name: str) -> HttpResponse:
     workflow = _usable_workflow(request, name)
-    raw = request.POST.get("max_concurrent", "").strip()
-    max_concurrent: int | None = None
-    if raw:
-        try:
-            max_concurrent = int(raw)
-        except ValueError:
-            messages.error(request, f"max concurrent must be a whole number, not {raw!r}")
-            return redirect("workflow_list")
+    try:
+        max_concurrent = form_max_concurrent(request.POST.get("max_concurrent", ""))
+    except ValueError as exc:  # what was typed is wrong: say so with the page, as a 400
+        messages.error(request, f"Could not start {workflow.name}: {exc}")
+        return _workflow_list_page(request, status=400)
     try:
         run = start_run(workflow, request.user, max_concurrent)  # type: ignore[arg-type]  # never anonymous here
     except WorkflowError as exc:
-        messages.error(request, f"Could not start {workflow.name}: {exc}")
+        messages.error(request, problems_message(f"Could not start {workflow.name}", exc))
         return redirect("workflow_list")
     messages.success(request, f"Run {run.pk} of {workflow.name} started.")
     return redirect("run_detail", run_id=run.pk)

@@ -1,7 +1,9 @@
 """Workflow JSON: parse task definitions, expand wildcard deps, reject bad graphs.
 
 Everything here is pure Python (no database), so a 10,000-task workflow is checked
-before a single row is written, and an invalid one creates nothing.
+before a single row is written, and an invalid one creates nothing. Every problem is
+found in one pass (field errors of every task, duplicate ids, unknown dependencies
+and a cycle among the otherwise valid tasks), so one submission shows them all.
 """
 
 from __future__ import annotations
@@ -9,97 +11,54 @@ from __future__ import annotations
 import bisect
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import translate
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+from runs.task_definition import TaskDefinition
+
+__all__ = ["Problem", "ResolvedTask", "TaskDefinition", "WorkflowError", "parse_tasks", "resolve", "validate"]
+
 WILDCARD_CHARS = frozenset("*?[")
-CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+MAX_PROBLEMS = 100  # shown; the rest are counted
+_BIDI = re.compile(r"[\x80-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a workflow: which task, which field, what."""
+
+    message: str
+    task: str | None = None  # the task's id, when it has a readable one
+    field: str | None = None  # e.g. "command", "env_vars", "deps"
+    index: int | None = None  # position in the task list
+    text: str = ""  # the line shown to people, when it says more than the message
+
+    def __str__(self) -> str:
+        return self.text or self.message
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "index": self.index, "field": self.field, "message": self.message}
 
 
 class WorkflowError(ValueError):
-    """The workflow cannot be accepted; the message names every problem found."""
+    """The workflow cannot be accepted; ``problems`` names every problem found (the first
+    MAX_PROBLEMS, then how many more), ``details`` the same as Problem records, ``count``
+    how many were found."""
 
-    def __init__(self, problems: str | Sequence[str]):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
+    def __init__(self, problems: str | Problem | Sequence[str | Problem]):
+        found = [problems] if isinstance(problems, str | Problem) else list(problems)
+        details = [p if isinstance(p, Problem) else Problem(p) for p in found[:MAX_PROBLEMS]]
+        if len(found) > MAX_PROBLEMS:
+            details.append(Problem(f"... and {len(found) - MAX_PROBLEMS} more problems"))
+        self.details = details
+        self.problems = [str(p) for p in details]
+        self.count = len(found)
         super().__init__("; ".join(self.problems))
-
-
-class TaskDefinition(BaseModel):
-    """One task as written in workflow JSON (fields and defaults as in the original)."""
-
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
-
-    id: str = Field(min_length=1, max_length=255)
-    name: str = Field(min_length=1, max_length=255)
-    command: str = Field(min_length=1)
-    deps: list[str] = Field(default_factory=list)
-    working_dir: str = "~"
-    partition: str = "normal"
-    cpus: int = Field(default=1, ge=1)
-    memory: str = "4G"
-    time_limit: str = "1:00:00"
-    output_file: str = ""
-    error_file: str = ""
-    environment: str = ""
-    env_vars: dict[str, str] = Field(default_factory=dict)
-    generates_source: str = ""
-    gres: str = ""
-    image: str = ""
-    retries: int = Field(default=0, ge=0, le=100)
-
-    @field_validator("env_vars", mode="before")
-    @classmethod
-    def _stringify_values(cls, value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {
-                k: v if isinstance(v, str) else json.dumps(v) if not isinstance(v, int | float) else str(v)
-                for k, v in value.items()
-            }
-        return value
-
-    @field_validator("env_vars")
-    @classmethod
-    def _valid_names(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not ENV_NAME.match(k)]
-        if bad:
-            raise ValueError(f"not a valid environment variable name: {bad[0]!r}")
-        return value
-
-    @field_validator("id", "name", "partition", "environment", "output_file", "error_file", "generates_source", "gres")
-    @classmethod
-    def _single_line(cls, value: str) -> str:
-        # These end up on scheduler directive lines, where a newline would start a new directive.
-        if CONTROL_CHARS.search(value):
-            raise ValueError("must not contain newlines or other control characters")
-        return value
-
-    @field_validator("memory", "time_limit", "partition", "working_dir")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
-
-    @field_validator("time_limit")
-    @classmethod
-    def _valid_time_limit(cls, value: str) -> str:
-        from backends.units import parse_duration
-
-        parse_duration(value)  # raises ValueError with the reason
-        return value
-
-    @field_validator("memory")
-    @classmethod
-    def _valid_memory(cls, value: str) -> str:
-        from backends.units import parse_memory_mb
-
-        parse_memory_mb(value)
-        return value
 
 
 @dataclass
@@ -110,7 +69,15 @@ class ResolvedTask:
 
 
 def parse_tasks(payload: str | bytes | list[Any] | dict[str, Any]) -> list[TaskDefinition]:
-    """Parse workflow JSON (an array of tasks or ``{"tasks": [...]}``)."""
+    """Parse workflow JSON (an array of tasks or ``{"tasks": [...]}``); every task's field
+    errors are raised together."""
+    parsed = _parse(_load(payload))
+    if parsed.problems:
+        raise WorkflowError(parsed.problems)
+    return parsed.tasks
+
+
+def _load(payload: str | bytes | list[Any] | dict[str, Any]) -> list[Any]:
     if isinstance(payload, str | bytes):
         try:
             payload = json.loads(payload)
@@ -122,27 +89,46 @@ def parse_tasks(payload: str | bytes | list[Any] | dict[str, Any]) -> list[TaskD
         payload = payload["tasks"]
     if not isinstance(payload, list):
         raise WorkflowError('workflow JSON must be an array of tasks or an object with a "tasks" array')
-    problems: list[str] = []
-    tasks: list[TaskDefinition] = []
-    for index, raw in enumerate(payload):
-        label = f"tasks[{index}]"
-        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
-            label += f" ({raw['id']})"
+    return payload
+
+
+@dataclass
+class _Parsed:
+    tasks: list[TaskDefinition] = field(default_factory=list)  # the valid ones, in order
+    positions: list[int] = field(default_factory=list)  # of each valid task in the list
+    ids: list[tuple[int, str]] = field(default_factory=list)  # (position, id) of every task with a string id
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _parse(items: list[Any]) -> _Parsed:
+    parsed = _Parsed()
+    for index, raw in enumerate(items):
+        raw_id = raw.get("id") if isinstance(raw, dict) else None
+        task_id = _short(raw_id) if isinstance(raw_id, str) else None
+        label = f"tasks[{index}]" + (f" ({task_id})" if task_id is not None else "")
+        if isinstance(raw_id, str):
+            parsed.ids.append((index, raw_id))
         if not isinstance(raw, dict):
-            problems.append(f"{label}: must be an object")
+            parsed.problems.append(Problem("must be an object", index=index, text=f"{label}: must be an object"))
             continue
         try:
-            tasks.append(TaskDefinition.model_validate(raw))
+            parsed.tasks.append(TaskDefinition.model_validate(raw))
         except ValidationError as exc:
-            for err in exc.errors():
+            for err in exc.errors(include_url=False, include_input=False):
                 where = ".".join(str(p) for p in err["loc"])
-                problems.append(f"{label}.{where}: {_lower_first(err['msg'])}")
-        if len(problems) >= 20:
-            problems.append("... (stopped after 20 problems)")
-            break
-    if problems:
-        raise WorkflowError(problems)
-    return tasks
+                message = _lower_first(err["msg"])
+                parsed.problems.append(Problem(message, task_id, where, index, f"{label}.{where}: {message}"))
+        else:
+            parsed.positions.append(index)
+    return parsed
+
+
+def _short(task_id: str) -> str:
+    """The id as messages show it: cut when far over its limit (it would fill every
+    message about its task), and with bidirectional controls written out, so that the
+    message reads in the order it is written."""
+    short = task_id if len(task_id) <= 100 else task_id[:100] + "…"
+    return _BIDI.sub(lambda m: f"\\u{ord(m.group()):04x}", short)
 
 
 def _lower_first(text: str) -> str:
@@ -189,49 +175,72 @@ def resolve(
     """Expand deps against existing + new ids, check ids and cycles; return tasks in order.
 
     ``existing_ids`` are tasks already in the run (for generated batches). A wildcard
-    never matches the task that declares it.
+    never matches the task that declares it. Duplicate ids, unknown deps and a cycle are
+    raised together.
     """
-    existing = set(existing_ids)
-    seen = _unique_ids(new_tasks, existing)
-    index = _IdIndex(existing | seen)
-    problems: list[str] = []
-    resolved: list[ResolvedTask] = []
-    for task in new_tasks:
-        resolved.append(ResolvedTask(task, _expand_deps(task, index, problems)))
-        if len(problems) >= 20:
-            break
+    problems: list[Problem] = []
+    positions = list(range(len(new_tasks)))
+    ids = [(i, t.id) for i, t in enumerate(new_tasks)]
+    resolved = _resolve(new_tasks, positions, ids, set(existing_ids), problems)
     if problems:
         raise WorkflowError(problems)
-    by_id = {r.definition.id: r for r in resolved}
-    for r in resolved:
+    return resolved
+
+
+def _resolve(
+    tasks: Sequence[TaskDefinition],
+    positions: Sequence[int],
+    ids: Sequence[tuple[int, str]],
+    existing: set[str],
+    problems: list[Problem],
+) -> list[ResolvedTask]:
+    """Resolve the valid ``tasks``, adding to ``problems`` rather than stopping at the first.
+
+    ``ids`` are those of every task, valid or not, so that a dependency on a task with a
+    field error is not also reported as unknown. The cycle is looked for among the tasks
+    with no problem of their own.
+    """
+    bad = _duplicates(ids, existing, problems)
+    index = _IdIndex(existing.union(task_id for _, task_id in ids))
+    resolved: list[ResolvedTask] = []
+    for position, task in zip(positions, tasks, strict=True):
+        before = len(problems)
+        resolved.append(ResolvedTask(task, _expand_deps(task, position, index, problems)))
+        if len(problems) > before:
+            bad.add(task.id)
+    by_id = {r.definition.id: r for r in resolved if r.definition.id not in bad}
+    for r in by_id.values():
         for dep in r.resolved_deps:
             if dep in by_id:
                 by_id[dep].dependents.append(r.definition.id)
     cycle = find_cycle(by_id)
     if cycle:
-        raise WorkflowError("dependency cycle: " + " -> ".join(cycle))
+        where = dict(zip((t.id for t in tasks), positions, strict=True)).get(cycle[0])
+        problems.append(Problem("dependency cycle: " + " -> ".join(cycle), cycle[0], "deps", where))
     return resolved
 
 
-def _unique_ids(new_tasks: Sequence[TaskDefinition], existing: set[str]) -> set[str]:
-    problems: list[str] = []
-    seen: set[str] = set()
-    for task in new_tasks:
-        if task.id in seen or task.id in existing:
-            problems.append(f"duplicate task id {task.id!r}")
-        seen.add(task.id)
-    if problems:
-        raise WorkflowError(problems[:20])
-    return seen
+def _duplicates(ids: Sequence[tuple[int, str]], existing: set[str], problems: list[Problem]) -> set[str]:
+    """The ids used more than once (or already in the run), each extra use a problem."""
+    seen = Counter(task_id for _, task_id in ids)
+    duplicated = {task_id for task_id, n in seen.items() if n > 1 or task_id in existing}
+    first: set[str] = set()
+    for position, task_id in ids:
+        if task_id in duplicated and (task_id in first or task_id in existing):
+            message = f"duplicate task id {task_id!r}"
+            problems.append(Problem(message, _short(task_id), "id", position))
+        first.add(task_id)
+    return duplicated
 
 
-def _expand_deps(task: TaskDefinition, index: _IdIndex, problems: list[str]) -> list[str]:
+def _expand_deps(task: TaskDefinition, position: int, index: _IdIndex, problems: list[Problem]) -> list[str]:
     """The task ids its deps match, in order, without repeats; a dep matching none is a problem."""
     deps: dict[str, None] = {}  # ordered set
     for pattern in task.deps:
         matches = [m for m in index.match(pattern) if m != task.id or pattern == task.id]
         if not matches:
-            problems.append(f"task {task.id!r}: dependency {pattern!r} matches no task")
+            message = f"dependency {pattern!r} matches no task"
+            problems.append(Problem(message, task.id, "deps", position, f"task {task.id!r}: {message}"))
         deps.update(dict.fromkeys(matches))
     return list(deps)
 
@@ -269,8 +278,13 @@ def find_cycle(graph: Mapping[str, ResolvedTask]) -> list[str] | None:
 
 
 def validate(payload: str | bytes | list[Any] | dict[str, Any], existing_ids: Iterable[str] = ()) -> list[ResolvedTask]:
-    """Parse and resolve in one go; raises WorkflowError naming the problems."""
-    tasks = parse_tasks(payload)
-    if not tasks:
+    """Parse and resolve in one go; raises WorkflowError naming every problem."""
+    items = _load(payload)
+    if not items:
         raise WorkflowError("workflow has no tasks")
-    return resolve(tasks, existing_ids)
+    parsed = _parse(items)
+    problems = parsed.problems
+    resolved = _resolve(parsed.tasks, parsed.positions, parsed.ids, set(existing_ids), problems)
+    if problems:
+        raise WorkflowError(problems)
+    return resolved

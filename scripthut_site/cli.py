@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import socket
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,12 @@ def main(argv: list[str] | None = None) -> int:
             return _django_command(argv)
     args = _parser().parse_args(argv)
     if getattr(args, "config", None):
-        os.environ["SCRIPTHUT_CONFIG"] = str(Path(args.config).expanduser().resolve())
+        config = Path(args.config).expanduser()
+        if not config.is_file():
+            # Only a config nobody named means the built-in demo; a named one must exist.
+            print(f"config file {args.config} does not exist (as {config.resolve()})", file=sys.stderr)
+            return 2
+        os.environ["SCRIPTHUT_CONFIG"] = str(config.resolve())
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scripthut_site.settings")
     import django
 
@@ -95,6 +101,12 @@ def serve(args: argparse.Namespace) -> int:
     host = args.host or portal.server_host
     port = args.port or portal.server_port
     deployment.allow_host(host)
+    try:
+        # Bound here, before saying where the portal is: a taken port is an error, not a false address.
+        sock = _listen(host, port)
+    except OSError as exc:
+        print(f"cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     ticker = None
     if settings.EMBEDDED:
         # Only this process ticks in embedded mode: leases left by a killed server are stale.
@@ -104,12 +116,29 @@ def serve(args: argparse.Namespace) -> int:
         ticker = EmbeddedTicker()
         ticker.start()
     print(f"ScriptHut is at http://{host}:{port}/  (data: {settings.DATA_DIR})", flush=True)
+    app = "scripthut_site.asgi:application"
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
     try:
-        uvicorn.run("scripthut_site.asgi:application", host=host, port=port, log_level="warning", lifespan="off")
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl+C: a normal stop, as with uvicorn.run
+        pass
     finally:
         if ticker:
             ticker.stop()
-    return 0
+    return 0 if server.started else 1
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port as uvicorn would bind it (which then serves on it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart over TIME_WAIT
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _ensure_admin() -> None:

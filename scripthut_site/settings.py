@@ -52,6 +52,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "scripthut_site.input_guard.InputGuardMiddleware",  # 413 for a body over the limit, 400 for NUL in the URL
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -108,6 +109,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-scripthut.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(float(os.environ.get("SCRIPTHUT_MAX_BODY_MB", "64")) * 1024**2)  # 100k tasks: ~20 MB
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -186,5 +188,6 @@ LOGGING = {
         "scripthut_site": {"handlers": ["console"], "level": os.environ.get("SCRIPTHUT_LOG_LEVEL", "INFO")},
         "django_auth_ldap": {"handlers": ["console"], "level": "WARNING"},  # e.g. "LDAP server unreachable"
         "axes": {"handlers": ["console"], "level": "WARNING"},  # failed logins and lockouts, with the address
+        "django.request": {"handlers": ["console"], "level": "ERROR"},  # a page's 500, with its traceback
     },
 }

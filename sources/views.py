@@ -11,6 +11,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from runs.access import require_shared, usable
 from runs.engine.jobspec import resolve_working_dir
+from runs.limits import form_max_concurrent
+from runs.page_input import first_rows, problems_message
 from runs.workflow_json import WorkflowError
 from sources.models import Source
 from sources.sync import UnknownWorkflowFile, dry_run_source, start_source_run, sync_source
@@ -49,36 +51,41 @@ def source_workflows(request: HttpRequest, name: str) -> HttpResponse:
     return render(request, "sources/workflows.html", {"source": source})
 
 
+def _workflows_page(request: HttpRequest, source: Source, status: int) -> HttpResponse:
+    return render(request, "sources/workflows.html", {"source": source}, status=status)
+
+
 @require_GET
 def source_dry_run(request: HttpRequest, name: str, file: str) -> HttpResponse:
     source = _usable_source(request, name)
-    context: dict[str, object] = {"source": source, "file": file, "rows": [], "error": ""}
+    context: dict[str, object] = {"source": source, "file": file, "rows": [], "error": "", "problems": []}
     status = 200
     try:
         tasks = dry_run_source(source, file)
     except WorkflowError as exc:
-        context["error"] = str(exc)
+        context.update(error=str(exc), problems=exc.problems, problem_count=exc.count)
         status = 404 if isinstance(exc, UnknownWorkflowFile) else 200
     else:
+        shown, counts = first_rows(tasks)
         # Show where each task will really run: relative dirs land inside the checkout.
         clone_dir = source.root if source.kind == Source.Kind.GIT else ""
-        context["rows"] = [(t, resolve_working_dir(t.definition.working_dir, clone_dir)) for t in tasks]
+        context.update(counts, rows=[(t, resolve_working_dir(t.definition.working_dir, clone_dir)) for t in shown])
     return render(request, "sources/dry_run.html", context, status=status)
 
 
 @require_POST
 def source_run(request: HttpRequest, name: str, file: str) -> HttpResponse:
     source = _usable_source(request, name)
-    raw = request.POST.get("max_concurrent", "").strip()
     try:
-        max_concurrent = int(raw) if raw else None
+        max_concurrent = form_max_concurrent(request.POST.get("max_concurrent", ""))
+    except ValueError as exc:  # what was typed is wrong: say so with the page, as a 400
+        messages.error(request, f"Cannot run {source.name}/{file}: {exc}")
+        return _workflows_page(request, source, status=400)
+    try:
         # LoginRequiredMiddleware guarantees a real user here.
         run = start_source_run(source, file, request.user, max_concurrent=max_concurrent)  # type: ignore[arg-type]
     except WorkflowError as exc:
-        messages.error(request, f"Cannot run {source.name}/{file}: {exc}")
-        return redirect("source_workflows", name=source.name)
-    except ValueError:
-        messages.error(request, f"Max concurrent must be a whole number, not {raw!r}.")
+        messages.error(request, problems_message(f"Cannot run {source.name}/{file}", exc))
         return redirect("source_workflows", name=source.name)
     messages.success(request, f"Started run {run.pk} of {run.workflow_name}.")
     return redirect("run_detail", run_id=run.pk)

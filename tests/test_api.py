@@ -8,9 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.db import OperationalError
-from django.test import Client
+from django.test import Client, override_settings
 from django.utils import timezone
 from openapi_schema_validator import OAS31Validator, oas31_format_checker
 from openapi_spec_validator import validate as validate_spec
@@ -20,6 +20,7 @@ from runs.actions import create_run
 from runs.api import api
 from runs.models import ApiToken, Run, Task
 from sources.models import Source
+from tests.conftest import LOCAL_USERS
 
 CHAIN = [
     {"id": "setup", "name": "Setup", "command": "echo setup"},
@@ -172,6 +173,18 @@ BAD_CREATES: list[tuple[str, Any, str]] = [
 ]
 
 
+# Refused by the workflow checks (not by the request's shape): the body lists them in "problems" too.
+WORKFLOW_PROBLEMS = {
+    "disabled backend",
+    "empty workflow",
+    "object without tasks",
+    "missing command",
+    "unknown dependency",
+    "cycle",
+    "duplicate id",
+}
+
+
 @pytest.mark.parametrize(("case", "body", "fragment"), BAD_CREATES, ids=[c[0] for c in BAD_CREATES])
 def test_bad_create_is_400_and_creates_nothing(
     client: Client, local_backend: Backend, case: str, body: Any, fragment: str
@@ -179,7 +192,7 @@ def test_bad_create_is_400_and_creates_nothing(
     Backend.objects.create(name="off", kind=Backend.Kind.LOCAL, enabled=False)
     response = post_json(client, "/api/runs", body)
     assert response.status_code == 400, response.content
-    assert response.json().keys() == {"error"}
+    assert response.json().keys() == ({"error", "problems"} if case in WORKFLOW_PROBLEMS else {"error"})
     assert fragment in response.json()["error"]
     assert Run.objects.count() == 0
     assert Task.objects.count() == 0
@@ -273,9 +286,12 @@ def test_detail_shape(client: Client, user: User, local_backend: Backend) -> Non
         "created_at",
         "started_at",
         "finished_at",
+        "task_count",
+        "next",
         "tasks",
     }
     assert (body["id"], body["backend"], body["owner"], body["warnings"]) == (run.pk, "local", "alice", [])
+    assert (body["task_count"], body["next"]) == (4, None)
     assert [t["id"] for t in body["tasks"]] == ["setup", "sim.1", "sim.2", "final"]
     final = body["tasks"][3]
     assert final.keys() == {
@@ -428,9 +444,9 @@ def test_health_without_database(db: None, monkeypatch: pytest.MonkeyPatch) -> N
 # Every operation and the response codes it documents. A new endpoint must be added
 # here, so that its documentation is checked too.
 DOCUMENTED = {
-    ("/api/runs", "post"): {"201", "400", "401", "403"},
+    ("/api/runs", "post"): {"201", "400", "401", "403", "413"},
     ("/api/runs", "get"): {"200", "400", "401"},
-    ("/api/runs/{run_id}", "get"): {"200", "401", "404"},
+    ("/api/runs/{run_id}", "get"): {"200", "400", "401", "404"},
     ("/api/runs/{run_id}/cancel", "post"): {"200", "401", "404", "409"},
     ("/api/runs/{run_id}/relaunch", "post"): {"200", "401", "403", "404", "409"},
     ("/api/sources", "get"): {"200", "401"},
@@ -501,6 +517,15 @@ def test_openapi_schema_matches_api(client: Client, user: User, local_backend: B
     user.groups.clear()
     real.append(("/api/runs/{run_id}/relaunch", "post", client.post(f"/api/runs/{failed.pk}/relaunch")))
     assert [r.status_code for *_, r in real] == [201, 400, 200, 400, 200, 200, 409, 200, 409, 200, 200, 403, 403]
+    # Every problem of a workflow listed; a body over the limit; a page of tasks out of range.
+    user.groups.add(Group.objects.get(name=LOCAL_USERS))
+    cyclic = [{"id": "a", "name": "A", "command": "true", "deps": ["a"]}, {"id": "b", "name": "B"}]
+    real.append(("/api/runs", "post", post_json(client, "/api/runs", {"backend": "local", "workflow": cyclic})))
+    with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=100):
+        real.append(("/api/runs", "post", post_json(client, "/api/runs", {"backend": "local", "workflow": CHAIN})))
+    real.append(("/api/runs/{run_id}", "get", client.get(f"/api/runs/{failed.pk}", {"limit": 0})))
+    assert [r.status_code for *_, r in real[-3:]] == [400, 413, 400]
+    assert len(real[-3][2].json()["problems"]) == 2
     for path, method in DOCUMENTED:
         url = path.replace("{run_id}", "missing")
         real.append((path, method, getattr(anonymous, method)(url)))
