@@ -13,8 +13,8 @@ $(LDAP_HEADERS):
 
 $(BIN)/scripthut: pyproject.toml | $(LDAP_HEADERS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install -qq --upgrade pip
+	$(BIN)/pip install -qq -e '.[dev]'
 	touch $@
 
 setup: $(BIN)/scripthut
