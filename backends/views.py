@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from backends.forms import IdentityForm
 from backends.models import Backend, ClusterIdentity
+from runs.access import require_backend, usable_backends
 
 
 @dataclass
@@ -54,7 +55,7 @@ def _form(backend: Backend, existing: ClusterIdentity | None, data: QueryDict | 
 def _page(request: HttpRequest, bound: IdentityForm | None = None, bound_to: Backend | None = None) -> HttpResponse:
     mine = _mine(request)
     rows = []
-    for backend in (b for b in Backend.objects.all() if b.per_user):
+    for backend in (b for b in usable_backends(request.user) if b.per_user):
         identity = mine.get(backend.pk)
         form = bound if bound is not None and backend == bound_to else _form(backend, identity)
         rows.append(IdentityRow(backend, identity, form))
@@ -70,6 +71,7 @@ def identities(request: HttpRequest) -> HttpResponse:
 @require_POST
 def identity_save(request: HttpRequest, backend: str) -> HttpResponse:
     target = _per_user_backend(backend)
+    require_backend(request.user, target)
     existing = _mine(request, target).get(target.pk)
     form = _form(target, existing, request.POST)
     if not form.is_valid():

@@ -254,7 +254,7 @@ def start_run(request: HttpRequest, payload: RunCreateIn) -> Status[dict[str, An
     message). A body over the portal's size limit (SCRIPTHUT_MAX_BODY_MB) is a 413."""
     backend = Backend.objects.filter(name=payload.backend).first()
     if backend is None:
-        known = ", ".join(Backend.objects.values_list("name", flat=True)) or "none"
+        known = ", ".join(usable_backends(_caller(request)).values_list("name", flat=True)) or "none"
         raise HttpError(400, f"backend: unknown backend {payload.backend!r} (known: {known})")
     run = create_run(
         owner=_caller(request),

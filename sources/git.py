@@ -7,11 +7,11 @@ duration of the git commands and removed afterwards.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from backends.base import BackendAdapter
 from backends.registry import shell_access
@@ -19,7 +19,11 @@ from backends.scripts import shell_path
 
 
 class GitError(RuntimeError):
-    pass
+    """A git step failed; the message never carries credentials from a URL (it is shown
+    on pages, stored as a source's sync error and returned by the API)."""
+
+    def __init__(self, message: str):
+        super().__init__(mask_credentials(message))
 
 
 @contextmanager
@@ -79,19 +83,23 @@ def checkout(
     return target
 
 
-def mask_credentials(url: str) -> str:
-    """A git URL fit to show: a password or token in it becomes ``***``.
+# scheme://userinfo@ — wherever it stands in a text (a URL, or git's own error output).
+_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*)://([^/\s@]+)@", re.IGNORECASE)
+
+
+def mask_credentials(text: str) -> str:
+    """A git URL (or a message quoting one) fit to show: a password or token becomes ``***``.
 
     ``https://user:token@host/repo`` -> ``https://user:***@host/repo``;
-    ``https://token@host/repo`` -> ``https://***@host/repo``; ``git@host:repo`` is kept
-    (``git`` is a user name, not a secret).
+    ``https://token@host/repo`` -> ``https://***@host/repo``; ``git@host:repo`` and
+    ``ssh://git@host/repo`` are kept (``git`` is a user name, not a secret).
     """
-    parts = urlsplit(url)
-    if not parts.scheme or "@" not in parts.netloc:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    shown = f"{user}:***" if colon else "***"
-    if not colon and parts.scheme == "ssh":
-        shown = user  # ssh://git@host/...: a user name
-    return urlunsplit(parts._replace(netloc=f"{shown}@{host}"))
+
+    def masked(match: re.Match[str]) -> str:
+        scheme, userinfo = match.group(1), match.group(2)
+        user, colon, _ = userinfo.partition(":")
+        if colon:
+            return f"{scheme}://{user}:***@"
+        return match.group(0) if scheme.lower() == "ssh" else f"{scheme}://***@"
+
+    return _USERINFO.sub(masked, text)

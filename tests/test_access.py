@@ -202,3 +202,17 @@ def test_the_admin_will_not_share_a_local_backend_that_runs_as_the_portal(
     )
     assert response.status_code == 200 and "must name run_as" in response.content.decode()
     assert not builtin_local.allowed_groups.exists()
+
+
+def test_git_errors_never_carry_the_credentials(user: User, local_backend: Backend, tmp_path: Path) -> None:
+    from sources.git import GitError
+    from sources.sync import sync_source
+
+    secret_url = "https://robot:ghp_s3cr3tT0ken@127.0.0.1:9/lab/flows.git"
+    source = Source.objects.create(name="lab", kind=Source.Kind.GIT, backend=local_backend, url=secret_url)
+    sync_source(source)
+    source.refresh_from_db()
+    assert source.sync_error and "ghp_s3cr3tT0ken" not in source.sync_error
+    assert "https://robot:***@127.0.0.1:9/lab/flows.git" in source.sync_error
+    message = str(GitError(f"fatal: unable to access '{secret_url}/': Failed to connect"))
+    assert "ghp_s3cr3tT0ken" not in message

@@ -22,6 +22,7 @@ from django.test import Client
 from backends import registry
 from backends.base import (
     BackendAdapter,
+    BackendError,
     BackendUnavailable,
     JobSpec,
     JobState,
@@ -364,3 +365,31 @@ def test_an_owner_whose_login_fails_holds_up_only_their_own_tasks(
     assert hpc.status == Backend.Status.OK and working.submitted == ["t"]
     assert bobs.tasks.get().state == "submitted"
     assert alices.tasks.get().reason == "waiting for hpc as hut: authentication failed for hut@127.0.0.1:9"
+
+
+def test_an_owner_whose_account_cannot_work_holds_up_only_their_own_tasks(
+    user: User, bob: User, hpc: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alice's account logs in but cannot do its work (here: no home directory); Bob,
+    whose run is newer and so ticks after hers, still gets his task submitted."""
+    working = FakeScheduler("hut2")
+
+    class Broken(FakeScheduler):
+        def poll(self, job_ids: Sequence[str]) -> PollResult:
+            raise BackendError("cannot find the home directory on hpc")
+
+    def adapter(backend: Backend, identity: ClusterIdentity) -> BackendAdapter:
+        return Broken("hut") if identity.username == "hut" else working
+
+    monkeypatch.setattr(tick_module, "get_adapter", adapter)
+    monkeypatch.setattr(tick_module, "refresh_cluster_info", lambda backend, adapter: None)
+    add_identity(user, hpc, "hut")
+    add_identity(bob, hpc, "hut2")
+    one = [{"id": "t", "name": "t", "command": "true"}]
+    alices = create_run(owner=user, backend=hpc, payload=one, workflow_name="a")
+    bobs = create_run(owner=bob, backend=hpc, payload=one, workflow_name="b")
+    tick_backend(hpc)
+    hpc.refresh_from_db()
+    assert hpc.status == Backend.Status.OK and working.submitted == ["t"]
+    assert bobs.tasks.get().state == "submitted"
+    assert alices.tasks.get().reason == "waiting for hpc as hut: cannot find the home directory on hpc"

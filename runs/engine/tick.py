@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from backends.base import BackendAdapter, BackendUnavailable
+from backends.base import BackendAdapter, BackendError, BackendUnavailable
 from backends.identity import identity_of, missing_identity
 from backends.models import Backend
 from backends.registry import get_adapter
@@ -113,11 +113,12 @@ def run_phases(backend: Backend, adapter: BackendAdapter, changed: set[str], own
 def tick_each_owner(backend: Backend, changed: set[str]) -> BackendAdapter | None:
     """The phases once per owner with work, each as that owner's cluster identity.
 
-    An owner without one, or whose login fails, only holds up their own tasks, which
-    stay pending and say why. Returns an adapter that reached the backend (None when
-    no owner had work it could do); raises the last failure when nobody could log in."""
+    An owner without one, whose login fails, or whose account cannot do its work (a
+    BackendError: no home directory, a failing squeue...) only holds up their own
+    tasks, which stay pending and say why. Returns an adapter that reached the backend
+    (None when no owner had work it could do); raises the last failure when nobody could."""
     reached: BackendAdapter | None = None
-    failure: BackendUnavailable | None = None
+    failure: BackendUnavailable | BackendError | None = None
     for owner in owners_with_work(backend):
         identity = identity_of(backend, owner)
         if identity is None:
@@ -126,8 +127,9 @@ def tick_each_owner(backend: Backend, changed: set[str]) -> BackendAdapter | Non
         try:
             adapter = get_adapter(backend, identity)
             run_phases(backend, adapter, changed, owner)
-        except BackendUnavailable as exc:
+        except (BackendUnavailable, BackendError) as exc:
             failure = exc
+            log.warning("backend %s as %s: %s", backend.name, identity.username, exc)
             hold_pending(backend, owner, f"waiting for {backend.name} as {identity.username}: {exc}")
             continue
         reached = adapter
