@@ -50,7 +50,6 @@ def test_api_against_its_schema(live_server: object, user: User, local_backend: 
     proc = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     # Its report names each failure, with a curl command that reproduces it.
     assert proc.returncode == 0, proc.stdout[-20000:] + proc.stderr[-5000:]
-    # Every operation tested. On a loaded machine the time budget may end the run with a
-    # warning instead of "No issues found": a failure would still make the exit code 1.
-    assert "Tested: 7" in proc.stdout
-    assert "No issues found" in proc.stdout or "time" in proc.stdout.lower(), proc.stdout[-5000:]
+    # Every operation tested, no check failed (a failure makes the exit code 1). On a loaded
+    # machine schemathesis may end with a warning (slow responses) instead of "No issues found".
+    assert "Tested: 7" in proc.stdout and "generated, 0 passed" not in proc.stdout
