@@ -1,4 +1,4 @@
-"""A run's status follows from its tasks' counts; nothing else sets it but a cancel."""
+"""A run's status follows from its tasks' counts; only a cancel or a relaunch (runs.actions) sets it directly."""
 
 from __future__ import annotations
 
