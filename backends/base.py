@@ -340,15 +340,21 @@ class FileLogs:
         raise NotImplementedError
 
     def log_location(self, log: TaskLog) -> str:
-        if not log.path or log.path.startswith(("/", "~")):
-            return log.path
-        return f"{log.working_dir.rstrip('/')}/{log.path}"
+        return resolve_in(log.path, log.working_dir) if log.path else ""
 
     def read_log(self, log: TaskLog, max_bytes: int = 256 * 1024) -> str:
         location = self.log_location(log)
         if not location:
             raise FileNotFoundError(f"task has no {log.stream} file")
         return self.read_file(location, max_bytes)
+
+
+def resolve_in(path: str, directory: str) -> str:
+    """A task's file as the backend's shell sees it: absolute and ``~`` paths as written,
+    relative ones inside ``directory`` (the task's working directory)."""
+    if path.startswith(("/", "~")):
+        return path
+    return f"{directory.rstrip('/')}/{path}"
 
 
 def safe_filename(text: str) -> str:

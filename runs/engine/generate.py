@@ -8,7 +8,7 @@ from datetime import datetime
 
 from django.db import transaction
 
-from backends.base import BackendAdapter, JobStatus, ShellAccess
+from backends.base import BackendAdapter, JobStatus, ShellAccess, resolve_in
 from runs.engine.fields import FINISH_FIELDS, record_end
 from runs.engine.finish import finish_tasks, mark_dep_failed, release_dependents
 from runs.engine.insert import insert_tasks
@@ -22,10 +22,7 @@ log = logging.getLogger("runs.engine")
 
 def generated_file(task: Task) -> str:
     """Where a generator's task file is: relative paths are in its working directory."""
-    path = task.generates_source
-    if path.startswith(("/", "~")):
-        return path
-    return f"{resolve_working_dir(task.working_dir, task.run.clone_dir).rstrip('/')}/{path}"
+    return resolve_in(task.generates_source, resolve_working_dir(task.working_dir, task.run.clone_dir))
 
 
 def complete_generator(task: Task, status: JobStatus, adapter: BackendAdapter, now: datetime) -> bool:
