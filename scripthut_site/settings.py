@@ -175,6 +175,8 @@ CELERY_BEAT_SCHEDULE = {
 SCRIPTHUT_TICK_SECONDS = float(os.environ.get("SCRIPTHUT_TICK_SECONDS", "1"))
 SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS = int(os.environ.get("SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS", "300"))
 SCRIPTHUT_BACKEND_LEASE_SECONDS = int(os.environ.get("SCRIPTHUT_BACKEND_LEASE_SECONDS", "300"))
+# The AWS backends talk to this endpoint when set (an emulator, LocalStack); else to AWS.
+SCRIPTHUT_AWS_ENDPOINT_URL = os.environ.get("SCRIPTHUT_AWS_ENDPOINT_URL") or None
 
 LOGGING = {
     "version": 1,
