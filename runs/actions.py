@@ -24,6 +24,7 @@ from runs.engine.run_status import refresh_run_status
 from runs.engine.states import ACTIVE, RUN_FINISHED, UNSUCCESSFUL, RunStatus, Step, TaskState, move, move_all
 from runs.limits import PG_INT_MAX
 from runs.models import AuditEvent, Run, Task, Workflow
+from runs.notify.run_events import notify_status_update
 from runs.ticker import request_tick
 from runs.workflow_json import Problem, WorkflowError, validate
 from sources.git import mask_credentials
@@ -117,6 +118,7 @@ def cancel_run(run: Run, by: User | None = None) -> None:
         if not updated:
             raise RunStateError(f"run {run.pk} has already finished")
         events.announce([run.pk], run_status=True)
+        notify_status_update(run, {"status": RunStatus.CANCELLED})
         move_all(
             Task.objects.filter(run=run),
             Step.CANCEL,

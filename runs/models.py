@@ -354,3 +354,7 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise AppendOnly("audit events cannot be deleted")
+
+
+# Notification preferences and the outbox: in their own module, registered here with the app's models.
+from runs.notify.models import Notification, NotificationPreference, RunNotify  # noqa: E402,F401
