@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.django_db
 PAYLOAD = {"run_id": "abc123", "name": "wf", "status": "failed", "counts": {"failed": 1}, "cost": 1.5, "link": "/x"}
 
 
-def notify_config(**changes: object) -> object:
+def notify_config(**changes: Any) -> override_settings:
     return override_settings(SCRIPTHUT_NOTIFY=replace(settings.SCRIPTHUT_NOTIFY, **changes))
 
 
