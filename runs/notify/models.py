@@ -42,7 +42,7 @@ class RunNotify(models.Model):
     """A run's own notification settings (the ``notify`` block of ``POST /api/runs``, ``--notify``)."""
 
     run = models.OneToOneField("runs.Run", on_delete=models.CASCADE, related_name="notify")
-    on = models.CharField(max_length=16, choices=When.choices)
+    on = models.CharField(max_length=16, choices=When.choices, blank=True, help_text="Empty: the owner's preference.")
     email = models.EmailField(blank=True)
     webhook_url = EncryptedTextField(blank=True)
 

@@ -46,7 +46,7 @@ def channels_for(user: AbstractBaseUser, run: Any = None) -> Channels:
         return channels
     webhook = override.webhook_url or channels.webhook
     return Channels(
-        on=override.on,
+        on=override.on or channels.on,
         email=override.email or channels.email,
         webhook=webhook,
         slack=is_slack(webhook, pref.webhook_slack and webhook == pref.webhook_url),
