@@ -54,13 +54,13 @@ def test_api_notify_problems_are_a_400_naming_each_and_create_nothing(user, loca
 
 
 def test_scripthut_run_notify_sends_the_webhook_when_the_run_fails(home, tmp_path):  # noqa: F811
-    Path(home["SCRIPTHUT_CONFIG"]).write_text("backends:\n  - name: local\n    type: local\n")
-    scripthut(home, "import-config", home["SCRIPTHUT_CONFIG"])
-    scripthut(home, "createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com")
+    env = home | {"SCRIPTHUT_WEBHOOK_ALLOW_PRIVATE": "1", "SCRIPTHUT_PUBLIC_URL": "https://portal.example.org"}
+    env["PYTHONPATH"] = str(Path(__file__).parent.parent)  # this checkout's code in the subprocesses
+    Path(env["SCRIPTHUT_CONFIG"]).write_text("backends:\n  - name: local\n    type: local\n")
+    scripthut(env, "import-config", env["SCRIPTHUT_CONFIG"])
+    scripthut(env, "createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com")
     workflow = tmp_path / "wf.json"
     workflow.write_text(json.dumps(FAILING))
-    env = home | {"SCRIPTHUT_WEBHOOK_ALLOW_PRIVATE": "1", "SCRIPTHUT_PUBLIC_URL": "https://portal.example.org"}
-    env["PYTHONPATH"] = str(Path(__file__).parent.parent)  # this checkout's code in the subprocess
 
     bad = scripthut(env, "run", str(workflow), "--backend", "local", "--notify", "failure",
                     "--notify-webhook", "gopher://x", "--notify-email", "nope", check=False)  # fmt: skip
@@ -72,6 +72,7 @@ def test_scripthut_run_notify_sends_the_webhook_when_the_run_fails(home, tmp_pat
         done = scripthut(env, "run", str(workflow), "--backend", "local", "--wait", "--notify", "failure",
                          "--notify-webhook", url, check=False)  # fmt: skip
     assert done.returncode == 1, done.stderr
+    assert len(receiver.requests) == 1, done.stdout + done.stderr
     (request,) = receiver.requests
     run_id = request["body"]["run_id"]
     assert request["body"]["event"] == "run.failed" and f"Created run {run_id}" in done.stdout
