@@ -101,3 +101,6 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+from runs.notify import admin as notify_admin  # noqa: E402,F401  (registers the outbox's admin)

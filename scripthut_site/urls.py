@@ -9,6 +9,7 @@ urlpatterns = [
     path("api/", api.urls),
     path("health", include("runs.health")),
     path("", include("runs.urls")),
+    path("", include("runs.notify.urls")),
     path("", include("sources.urls")),
     path("", include("backends.urls")),
 ]

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from runs.notify.webhook_url import redacted
 from scripthut_site.crypto import EncryptedTextField
 
 
@@ -94,3 +95,8 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} by {self.channel} to user {self.user_id} ({self.state})"
+
+    @property
+    def shown_target(self) -> str:
+        """Where it goes, as pages may show it: a webhook without its path (often its token)."""
+        return redacted(self.target) if self.channel == self.Channel.WEBHOOK else self.target
