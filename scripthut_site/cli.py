@@ -222,7 +222,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     name = args.name or Path(args.workflow).stem
     try:
-        notify = spec_from_options(args.notify, args.notify_webhook, args.notify_email)
+        options = (getattr(args, name, None) for name in ("notify", "notify_webhook", "notify_email"))
+        notify = spec_from_options(*options)
     except NotifyError as exc:
         print(f"invalid notification options: {exc}; nothing was submitted", file=sys.stderr)
         return 2
