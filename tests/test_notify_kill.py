@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -95,3 +96,25 @@ def test_a_worker_killed_mid_send_neither_loses_nor_doubles_the_webhook(user, tm
     keys = [r["headers"]["Idempotency-Key"] for r in receiver.requests]
     assert keys == [note.idempotency_key, note.idempotency_key]  # sent again, with the same key
     assert list(receiver.deliveries) == [note.idempotency_key]  # exactly one logical delivery
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_senders_side_by_side_send_each_notification_once(user, tmp_path):
+    receiver = WebhookReceiver()
+    for url in webhook_server(receiver):
+        NotificationPreference.objects.create(user=user, on="always", webhook_url=url)
+        for i in range(200):
+            enqueue(user=user, event="budget.crossed", subject=f"alert {i}", payload={"i": i}, dedupe_key=f"b:{i}")
+        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        env |= {"DATABASE_URL": _database_url(), "PYTHONPATH": str(ROOT), "SCRIPTHUT_WEBHOOK_ALLOW_PRIVATE": "1"}
+        cmd = [sys.executable, "manage.py", "deliver_notifications", "--until-idle"]
+        senders = [
+            subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in "ab"
+        ]
+        outputs = [sender.communicate(timeout=120)[0].decode() for sender in senders]
+    assert all(sender.returncode == 0 for sender in senders), outputs
+    keys = [r["headers"]["Idempotency-Key"] for r in receiver.requests]
+    assert len(keys) == 200 and len(set(keys)) == 200, outputs  # none twice, none lost
+    assert Notification.objects.filter(state="sent").count() == 200
+    sent_by = [int(out.split()[0]) for out in outputs]
+    assert sum(sent_by) == 200
