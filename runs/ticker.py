@@ -16,7 +16,7 @@ from django.db import close_old_connections, connection
 
 from runs.celery_tasks import tick_task
 from runs.engine.tick import tick
-from runs.notify.deliver import deliver_due
+from runs.notify.background import EmbeddedNotifier
 
 log = logging.getLogger("runs.ticker")
 
@@ -42,21 +42,21 @@ class EmbeddedTicker(threading.Thread):
 
     def run(self) -> None:
         _embedded_running.set()
+        notifier = EmbeddedNotifier(self.interval)  # sends the notifications outbox beside the ticks
+        notifier.start()
         try:
             while not self.stopping.is_set():
                 try:
                     tick()
                 except Exception:
                     log.exception("tick failed")
-                try:
-                    deliver_due()  # the notifications outbox (Celery: runs.notify.celery_tasks)
-                except Exception:
-                    log.exception("sending notifications failed")
                 finally:
                     close_old_connections()
                 _wakeup.wait(self.interval)
                 _wakeup.clear()
         finally:
+            notifier.stop()
+            notifier.join()
             _embedded_running.clear()
             connection.close()  # this thread's connection; a test database can then be dropped
 

@@ -68,7 +68,28 @@ def enqueue(
     Call it inside the transaction of the change that causes the event. The same
     ``dedupe_key`` again writes nothing (``ON CONFLICT DO NOTHING``; the transaction goes on).
     """
-    channels = channels_for(user, run)
+    write(
+        channels_for(user, run),
+        user=user,
+        event=event,
+        subject=subject,
+        payload=payload,
+        dedupe_key=dedupe_key,
+        run=run,
+    )
+
+
+def write(
+    channels: Channels,
+    *,
+    user: AbstractBaseUser,
+    event: str,
+    subject: str,
+    payload: dict[str, Any],
+    dedupe_key: str,
+    run: Any = None,
+) -> None:
+    """``enqueue`` for a caller that has already looked up the user's ``channels``."""
     if channels.on == When.NEVER:
         return
     common = {"user_id": user.pk, "run": run, "event": event, "subject": subject[:300], "payload": payload}

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from runs.engine.states import RunStatus
 from runs.notify.models import When
-from runs.notify.outbox import channels_for, enqueue
+from runs.notify.outbox import channels_for, write
 from runs.notify.payload import run_payload
 
 EVENTS = {
@@ -54,7 +54,8 @@ def run_status_changed(run: Any, old_status: str) -> None:
         return
     # A relaunched run ends again: the time of the ending tells the two endings apart.
     ending = "" if event == "run.started" else (run.finished_at or timezone.now()).isoformat()
-    enqueue(
+    write(
+        channels,
         user=run.owner,
         event=event,
         subject=f"ScriptHut: run {run.workflow_name} ({run.pk}) {event.removeprefix('run.')}",
