@@ -121,3 +121,16 @@ def test_cancel_is_notified_under_always(user, local_backend):
     run = _run(user, local_backend)
     cancel_run(run, by=user)
     assert list(Notification.objects.values_list("event", flat=True)) == ["run.cancelled"]
+
+
+def test_a_relaunched_run_that_fails_again_is_notified_again(user, local_backend):
+    from runs.actions import relaunch_run
+
+    _prefs(user, on="failure", webhook_url="")
+    run = _run(user, local_backend)
+    _finish(run, TaskState.FAILED)
+    run.refresh_from_db()
+    relaunch_run(run, by=user)
+    _finish(run, TaskState.FAILED)
+    assert list(Notification.objects.values_list("event", flat=True)) == ["run.failed", "run.failed"]
+    assert len(set(Notification.objects.values_list("dedupe_key", flat=True))) == 2
