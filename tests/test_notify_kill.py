@@ -3,6 +3,7 @@ notification is delivered, with the same idempotency key, so exactly one logical
 
 from __future__ import annotations
 
+import mailbox
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from django.db import connection
 from runs.models import Notification, NotificationPreference
 from runs.notify.outbox import enqueue
 from tests.notify_receivers import WebhookReceiver, webhook_server
-from tests.services import ChildProcess
+from tests.services import ChildProcess, accepts_connections, free_port
 from tests.test_celery import CELERY, redis_up
 
 REDIS_URL = "redis://127.0.0.1:6379/8"  # this lane's Redis database
@@ -31,7 +32,7 @@ def _database_url() -> str:
     return f"postgres://{s['USER']}:{s['PASSWORD'] or ''}@{s['HOST']}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
-def start_worker(tmp_path: Path, name: str) -> ChildProcess:
+def start_worker(tmp_path: Path, name: str, **extra_env: str) -> ChildProcess:
     """A Celery worker with embedded beat, in its own process group (so that kill -9 takes its beat too)."""
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     env |= {
@@ -41,6 +42,7 @@ def start_worker(tmp_path: Path, name: str) -> ChildProcess:
         "SCRIPTHUT_NOTIFY_EVERY_SECONDS": "0.3",
         "SCRIPTHUT_NOTIFY_CLAIM_SECONDS": "3",
         "SCRIPTHUT_WEBHOOK_ALLOW_PRIVATE": "1",
+        **extra_env,
     }
     cmd = [CELERY, "-A", "scripthut_site", "worker", "--beat", "--pool", "solo", "--loglevel", "info"]
     cmd += ["--schedule", str(tmp_path / f"beat-{name}"), "-n", f"notify-{name}@%h"]
@@ -96,6 +98,40 @@ def test_a_worker_killed_mid_send_neither_loses_nor_doubles_the_webhook(user, tm
     keys = [r["headers"]["Idempotency-Key"] for r in receiver.requests]
     assert keys == [note.idempotency_key, note.idempotency_key]  # sent again, with the same key
     assert list(receiver.deliveries) == [note.idempotency_key]  # exactly one logical delivery
+
+
+@pytest.mark.skipif(not redis_up(), reason="no Redis on 127.0.0.1:6379")
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_send_of_an_email_resends_it_with_the_same_message_id(user, tmp_path):
+    maildir = tmp_path / "maildir"
+    port = free_port()
+    smtp_cmd = [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}"]
+    smtp_cmd += ["-c", "tests.smtp_stall.StallFirst", str(maildir)]
+    smtp_env = os.environ | {"PYTHONPATH": str(ROOT)}
+    smtp = ChildProcess.start("aiosmtpd", smtp_cmd, tmp_path / "smtp.log", env=smtp_env, cwd=ROOT)
+    smtp.wait_until(lambda: accepts_connections(port))
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    mail = {"SCRIPTHUT_SMTP_HOST": "127.0.0.1", "SCRIPTHUT_SMTP_PORT": str(port)}
+    messages = lambda: list(mailbox.Maildir(maildir, create=False)) if maildir.exists() else []  # noqa: E731
+    try:
+        NotificationPreference.objects.create(user=user, on="always", email="alice@example.org")
+        enqueue(user=user, event="run.failed", subject="run failed", payload={"run_id": "r1"}, dedupe_key="r1:failed")
+        note = Notification.objects.get()
+        first = start_worker(tmp_path, "first", **mail)
+        try:
+            wait_for(lambda: len(messages()) == 1, first)  # stored; the server holds its "250 OK"
+        finally:
+            kill_group(first)
+        second = start_worker(tmp_path, "second", **mail)
+        try:
+            wait_for(lambda: Notification.objects.get().state == "sent", second)
+        finally:
+            kill_group(second, signal.SIGTERM)
+    finally:
+        smtp.stop()
+        redis.Redis.from_url(REDIS_URL).flushdb()
+    ids = [m["Message-ID"] for m in messages()]
+    assert ids == [f"<{note.idempotency_key}@scripthut.notify>"] * 2  # one message per key: the copy can be dropped
 
 
 @pytest.mark.django_db(transaction=True)
