@@ -142,3 +142,16 @@ def test_an_unreachable_webhook_is_retried_and_its_url_not_logged(user, caplog):
     note = Notification.objects.get()
     assert note.state == "pending" and "ConnectionError" in note.last_error
     assert "sekrit-token" not in note.last_error and "sekrit-token" not in caplog.text
+
+
+def test_an_unexpected_error_fails_one_attempt_not_the_sender(user):
+    receiver = WebhookReceiver()
+    for url in webhook_server(receiver):
+        _send_to(user, webhook="http://" + "a" * 64 + ".example/hook-token", key="odd")  # too long for IDNA
+        _send_to(user, webhook=url, key="fine")
+        with notify_config(allow_private_webhooks=False):
+            deliver_due()
+    odd = Notification.objects.get(dedupe_key="odd", channel="webhook")
+    assert odd.state == "pending" and "unexpected" in odd.last_error and "hook-token" not in odd.last_error
+    fine = Notification.objects.get(dedupe_key="fine", channel="webhook")
+    assert fine.state == "failed" and "non-public" in fine.last_error  # the loopback one after it was still tried

@@ -66,7 +66,12 @@ def send_one(note: Notification) -> bool:
         _finish(note, state=State.FAILED, last_error=note.last_error or "the worker stopped while sending")
         return False
     try:
-        SENDERS[Notification.Channel(note.channel)](note)
+        try:
+            SENDERS[Notification.Channel(note.channel)](note)
+        except DeliveryError:
+            raise
+        except Exception as exc:  # a bug or an odd address must not stop the other rows; its text may hold the URL
+            raise DeliveryError(f"unexpected {type(exc).__name__}") from exc
     except DeliveryError as exc:
         last = isinstance(exc, PermanentDeliveryError) or note.attempts >= settings.SCRIPTHUT_NOTIFY.max_attempts
         log.warning("notification %s (%s, attempt %d): %s", note.pk, note.channel, note.attempts, exc)
