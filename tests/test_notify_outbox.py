@@ -134,3 +134,21 @@ def test_a_relaunched_run_that_fails_again_is_notified_again(user, local_backend
     _finish(run, TaskState.FAILED)
     assert list(Notification.objects.values_list("event", flat=True)) == ["run.failed", "run.failed"]
     assert len(set(Notification.objects.values_list("dedupe_key", flat=True))) == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("ftp://example.org/x", "http:// or https://"),
+        ("https:///path", "no host"),
+        ("https://user:pw@example.org/", "user name or password"),
+        ("https://" + "a" * 64 + ".example/", "invalid host name"),
+        ("https://example.org:99999/", "invalid port"),
+        ("https://hooks.slack.com/services/T/B/x", None),
+    ],
+)
+def test_webhook_url_rules(url, problem):
+    from runs.notify.webhook_url import url_problem
+
+    found = url_problem(url)
+    assert (found is None) if problem is None else (problem in (found or ""))

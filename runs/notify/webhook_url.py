@@ -29,6 +29,14 @@ def url_problem(url: str) -> str | None:
         return "webhook URL has no host"
     if parts.username or parts.password:
         return "webhook URL must not contain a user name or password"
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        return "webhook URL has an invalid host name"
+    try:
+        parts.port  # noqa: B018 (reading it validates it)
+    except ValueError:
+        return "webhook URL has an invalid port"
     return None
 
 
