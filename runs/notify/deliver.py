@@ -60,27 +60,35 @@ def _finish(note: Notification, **fields: object) -> None:
     Notification.objects.filter(pk=note.pk, state=State.SENDING, claimed_at=note.claimed_at).update(**fields)
 
 
+def _attempt(note: Notification) -> None:
+    """Send once; every failure comes out as a DeliveryError."""
+    try:
+        SENDERS[Notification.Channel(note.channel)](note)
+    except DeliveryError:
+        raise
+    except Exception as exc:  # a bug or an odd address must not stop the other rows; its text may hold the URL
+        raise DeliveryError(f"unexpected {type(exc).__name__}") from exc
+
+
+def _failed_attempt(note: Notification, exc: DeliveryError) -> None:
+    """Due again after the backoff, or ``failed`` after the last attempt (or a permanent error)."""
+    log.warning("notification %s (%s, attempt %d): %s", note.pk, note.channel, note.attempts, exc)
+    if isinstance(exc, PermanentDeliveryError) or note.attempts >= settings.SCRIPTHUT_NOTIFY.max_attempts:
+        _finish(note, state=State.FAILED, last_error=str(exc))
+    else:
+        later = timezone.now() + backoff(note.attempts)
+        _finish(note, state=State.PENDING, last_error=str(exc), next_attempt_at=later)
+
+
 def send_one(note: Notification) -> bool:
     """One attempt; True if the message was accepted."""
     if note.attempts > settings.SCRIPTHUT_NOTIFY.max_attempts:  # a worker died on its last attempt
         _finish(note, state=State.FAILED, last_error=note.last_error or "the worker stopped while sending")
         return False
     try:
-        try:
-            SENDERS[Notification.Channel(note.channel)](note)
-        except DeliveryError:
-            raise
-        except Exception as exc:  # a bug or an odd address must not stop the other rows; its text may hold the URL
-            raise DeliveryError(f"unexpected {type(exc).__name__}") from exc
+        _attempt(note)
     except DeliveryError as exc:
-        last = isinstance(exc, PermanentDeliveryError) or note.attempts >= settings.SCRIPTHUT_NOTIFY.max_attempts
-        log.warning("notification %s (%s, attempt %d): %s", note.pk, note.channel, note.attempts, exc)
-        if last:
-            _finish(note, state=State.FAILED, last_error=str(exc))
-        else:
-            _finish(
-                note, state=State.PENDING, last_error=str(exc), next_attempt_at=timezone.now() + backoff(note.attempts)
-            )
+        _failed_attempt(note, exc)
         return False
     _finish(note, state=State.SENT, sent_at=timezone.now(), last_error="")
     return True
