@@ -12,11 +12,13 @@ Job definitions: :mod:`.jobdefs`; the script and submit arguments: :mod:`.render
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from pydantic import ValidationError
 
@@ -44,8 +46,29 @@ from backends.config import error_lines
 if TYPE_CHECKING:
     from backends.models import Backend, ClusterIdentity
 
+log = logging.getLogger("backends.batch")
+P = ParamSpec("P")
+R = TypeVar("R")
+
 DESCRIBE_LIMIT = 100  # ids per describe_jobs call (AWS's limit)
 EXTERNAL_LIST_SECONDS = 60  # how often the queues are listed for jobs others submitted
+
+
+def fresh_clients_after_failure(method: Callable[P, R]) -> Callable[P, R]:
+    """After BackendUnavailable (credentials, profile, network), build the session and
+    clients again next time: fixed credentials or config are picked up without a restart."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except BackendUnavailable:
+            adapter = args[0]
+            assert isinstance(adapter, BatchAdapter)
+            adapter.forget_clients()
+            raise
+
+    return wrapper
 
 
 class BatchAdapter(BackendAdapter):
@@ -56,6 +79,10 @@ class BatchAdapter(BackendAdapter):
         self._external: list[JobStatus] = []
         self._external_at = 0.0
         self._queues_seen: set[str] = set()
+
+    def forget_clients(self) -> None:
+        for name in ("session", "batch", "submitter", "logs"):
+            self.__dict__.pop(name, None)
 
     @cached_property
     def config(self) -> BatchSettings:
@@ -89,6 +116,7 @@ class BatchAdapter(BackendAdapter):
     def render_script(self, job: JobSpec) -> str:
         return rendering.render(job)
 
+    @fresh_clients_after_failure
     def submit(self, jobs: Sequence[tuple[JobSpec, str]]) -> list[SubmitResult]:
         queues = {job.tag: rendering.job_queue(job, self.config.aws.job_queue) for job, _ in jobs}
         unusable = self.check_queues(set(queues.values()))
@@ -142,6 +170,7 @@ class BatchAdapter(BackendAdapter):
             with aws_errors("DescribeJobs"):
                 yield from self.batch.describe_jobs(jobs=list(job_ids[start : start + DESCRIBE_LIMIT]))["jobs"]
 
+    @fresh_clients_after_failure
     def poll(self, job_ids: Sequence[str]) -> PollResult:
         statuses: dict[str, JobStatus] = {}
         for job in self.describe(job_ids):
@@ -161,19 +190,29 @@ class BatchAdapter(BackendAdapter):
             return self._external
         seen: list[JobStatus] = []
         for queue in sorted({self.config.aws.job_queue, *self._queues_seen}):
-            for state in parsing.ACTIVE_STATES:
-                for summary in self._list_jobs(jobQueue=queue, jobStatus=state):
-                    status = parsing.job_status(summary)
-                    status.partition = queue
-                    seen.append(status)
+            try:
+                seen += self._active_on(queue)
+            except BackendError as exc:
+                # Only what is shown besides our jobs; a missing queue is reported by submit.
+                log.warning("cannot list the jobs of queue %s on %s: %s", queue, self.name, exc)
         self._external, self._external_at = seen, time.monotonic()
         return seen
+
+    def _active_on(self, queue: str) -> list[JobStatus]:
+        found = []
+        for state in parsing.ACTIVE_STATES:
+            for summary in self._list_jobs(jobQueue=queue, jobStatus=state):
+                status = parsing.job_status(summary)
+                status.partition = queue
+                found.append(status)
+        return found
 
     def _list_jobs(self, **arguments: Any) -> Iterator[dict[str, Any]]:
         with aws_errors("ListJobs"):
             for page in self.batch.get_paginator("list_jobs").paginate(**arguments):
                 yield from page["jobSummaryList"]
 
+    @fresh_clients_after_failure
     def find_submitted(self, tags: Sequence[str]) -> dict[str, str]:
         # Tags are sh-<run>-<task>-<random>: list each run's jobs once by name prefix, on
         # every queue (a task's partition may name any). With a filter, ListJobs returns
@@ -197,6 +236,7 @@ class BatchAdapter(BackendAdapter):
     def cancel(self, job_ids: Sequence[str]) -> None:
         self.cancel_with_reasons(dict.fromkeys(job_ids, ""))
 
+    @fresh_clients_after_failure
     def cancel_with_reasons(self, reasons: Mapping[str, str]) -> None:
         """``cancel_job`` for jobs not started yet, ``terminate_job`` for started ones."""
         for job in self.describe(list(reasons)):
@@ -233,6 +273,7 @@ class BatchAdapter(BackendAdapter):
         where = f"CloudWatch {found[0]} {found[1]}" if found else f"CloudWatch {self.config.log_group}"
         return where if log.stream == "output" else f"{where} (with the output)"
 
+    @fresh_clients_after_failure
     def read_log(self, log: TaskLog, max_bytes: int = 256 * 1024) -> str:
         if log.stream != "output":
             return MERGED_STREAMS_NOTE
@@ -243,6 +284,7 @@ class BatchAdapter(BackendAdapter):
 
     # -- dashboard ---------------------------------------------------------------------
 
+    @fresh_clients_after_failure
     def cluster_info(self) -> ClusterInfo:
         """The default queue's compute environments: their vCPUs (max and in use)."""
         queue = self.config.aws.job_queue
