@@ -293,3 +293,21 @@ def test_interrupted_submit_is_reconciled_not_sent_twice(
     jobs = moto_server.client("batch").list_jobs(jobQueue=batch.settings["aws"]["job_queue"], jobStatus="SUBMITTED")
     assert len(jobs["jobSummaryList"]) == 2
     assert {job_of(run, "a"), job_of(run, "b")} == {j["jobId"] for j in jobs["jobSummaryList"]}
+
+
+def test_poll_describes_jobs_in_calls_of_100(moto_server: MotoServer, world: BatchWorld, batch: Backend) -> None:
+    client = moto_server.client("batch")
+    ids = [
+        client.submit_job(jobName=f"j{i}", jobQueue=world.queue, jobDefinition=world.job_definition)["jobId"]
+        for i in range(250)
+    ]
+    adapter = get_adapter(batch)
+    calls: list[tuple[str, int]] = []
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        calls.append((model.name, len(params.get("jobs", []))))
+
+    adapter.batch.meta.events.register("before-call.batch.DescribeJobs", record)
+    result = adapter.poll(ids)
+    assert calls == [("DescribeJobs", 100), ("DescribeJobs", 100), ("DescribeJobs", 50)]
+    assert {s.state for s in result.statuses.values()} == {"queued"}
