@@ -27,6 +27,7 @@ from django.core.management import call_command  # noqa: E402
 from moto.batch import models as batch_models  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
+from backends.batch.adapter import BatchAdapter  # noqa: E402
 from backends.config import validate_backend_settings  # noqa: E402
 from backends.models import Backend  # noqa: E402
 from backends.registry import get_adapter  # noqa: E402
@@ -48,7 +49,7 @@ def main() -> None:
     for name, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
         os.environ[name] = value
     call_command("migrate", verbosity=0)
-    batch_models.Job.run = lambda self: None  # jobs stay as the bench leaves them
+    setattr(batch_models.Job, "run", lambda self: None)  # noqa: B010  (jobs stay as the bench leaves them)
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -78,6 +79,7 @@ def run_bench(server: MotoServer, n: int, polls: int) -> None:
     for job_id in ids[n // 2 : 3 * n // 4]:
         moto_job(job_id).status = "RUNNING"
     adapter = get_adapter(backend)
+    assert isinstance(adapter, BatchAdapter)
     calls = count_calls(adapter.batch)
     seconds = []
     for number in range(polls):

@@ -12,6 +12,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from backends.batch.adapter import BatchAdapter
 from backends.config import validate_backend_settings
 from backends.models import Backend, BatchJobDefinition
 from backends.registry import close_all, get_adapter
@@ -302,12 +303,13 @@ def test_poll_describes_jobs_in_calls_of_100(moto_server: MotoServer, world: Bat
         for i in range(250)
     ]
     adapter = get_adapter(batch)
+    assert isinstance(adapter, BatchAdapter)
     calls: list[tuple[str, int]] = []
 
-    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
-        calls.append((model.name, len(params.get("jobs", []))))
+    def record(params: dict[str, Any], **_: Any) -> None:
+        calls.append(("DescribeJobs", len(params.get("jobs", []))))
 
-    adapter.batch.meta.events.register("before-call.batch.DescribeJobs", record)
+    adapter.batch.meta.events.register("provide-client-params.batch.DescribeJobs", record)
     result = adapter.poll(ids)
     assert calls == [("DescribeJobs", 100), ("DescribeJobs", 100), ("DescribeJobs", 50)]
     assert {s.state for s in result.statuses.values()} == {"queued"}
