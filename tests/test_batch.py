@@ -6,6 +6,10 @@ test walks its jobs through RUNNING to an end as AWS Batch would, ticking in bet
 
 from __future__ import annotations
 
+import threading
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -31,6 +35,7 @@ from tests.aws import (
     start_job,
     write_log,
 )
+from tests.services import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -313,3 +318,55 @@ def test_poll_describes_jobs_in_calls_of_100(moto_server: MotoServer, world: Bat
     result = adapter.poll(ids)
     assert calls == [("DescribeJobs", 100), ("DescribeJobs", 100), ("DescribeJobs", 50)]
     assert {s.state for s in result.statuses.values()} == {"queued"}
+
+
+class LosesSubmitAnswers(BaseHTTPRequestHandler):
+    """Forwards every call to the emulator; a submit_job is forwarded (the job is created)
+    but its answer never comes back: the connection is closed instead."""
+
+    upstream = ""
+
+    def do_POST(self) -> None:  # noqa: N802  (http.server's name)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+        request = urllib.request.Request(self.upstream + self.path, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310  (the emulator on loopback)
+                status, answer_headers, payload = answer.status, answer.headers, answer.read()
+        except urllib.error.HTTPError as error:
+            status, answer_headers, payload = error.code, error.headers, error.read()
+        if self.path.startswith("/v1/submitjob"):
+            self.close_connection = True
+            return
+        self.send_response(status)
+        for key, value in answer_headers.items():
+            if key.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+def test_a_lost_submit_answer_is_reconciled_not_sent_twice(
+    user: User, moto_server: MotoServer, world: BatchWorld
+) -> None:
+    handler = type("Handler", (LosesSubmitAnswers,), {"upstream": moto_server.url})
+    proxy = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        lossy = make_backend(MotoServer(f"http://127.0.0.1:{proxy.server_address[1]}"), world)
+        run = create_run(owner=user, backend=lossy, payload=[t("a"), t("b")], workflow_name="lossy")
+        tick(force=True)
+        assert set(states(run).values()) == {"submitting"}  # sent, answers lost: neither failed nor re-queued
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    settings = {**lossy.settings, "aws": {**lossy.settings["aws"], "endpoint_url": moto_server.url}}
+    Backend.objects.filter(pk=lossy.pk).update(settings=settings)
+    tick(force=True)
+    assert set(states(run).values()) == {"submitted"}
+    jobs = moto_server.client("batch").list_jobs(jobQueue=world.queue, jobStatus="SUBMITTED")["jobSummaryList"]
+    assert sorted(j["jobId"] for j in jobs) == sorted([job_of(run, "a"), job_of(run, "b")])

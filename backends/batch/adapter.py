@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+import botocore.exceptions
 from pydantic import ValidationError
 
 from backends.aws import clients
@@ -50,6 +51,10 @@ log = logging.getLogger("backends.batch")
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# Errors after which a submit_job may or may not have created the job (the request went
+# out, the answer did not come back): the task stays `submitting` and is reconciled by tag.
+LOST_ANSWER = (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError)
+
 DESCRIBE_LIMIT = 100  # ids per describe_jobs call (AWS's limit)
 EXTERNAL_LIST_SECONDS = 60  # how often the queues are listed for jobs others submitted
 
@@ -69,6 +74,10 @@ def fresh_clients_after_failure(method: Callable[P, R]) -> Callable[P, R]:
             raise
 
     return wrapper
+
+
+class AnswerLost(Exception):  # noqa: N818  (reads better at the raise site)
+    """A submit_job was sent but its answer lost: whether the job exists is not known."""
 
 
 class BatchAdapter(BackendAdapter):
@@ -121,6 +130,7 @@ class BatchAdapter(BackendAdapter):
         queues = {job.tag: rendering.job_queue(job, self.config.aws.job_queue) for job, _ in jobs}
         unusable = self.check_queues(set(queues.values()))
         results: list[SubmitResult] = []
+        maybe_sent = False  # a job was (or may have been) created: never raise after that
         for job, script in jobs:
             queue = queues[job.tag]
             if queue in unusable:
@@ -128,20 +138,28 @@ class BatchAdapter(BackendAdapter):
                 continue
             try:
                 results.append(self._submit_one(job, script, queue))
+                maybe_sent = True
+            except AnswerLost as exc:
+                maybe_sent = True  # no result: the engine reconciles this tag
+                log.warning("answer to submit_job of %s lost on %s: %s", job.tag, self.name, exc)
             except BackendUnavailable as exc:
-                if not results:
+                if not maybe_sent:
                     raise  # nothing submitted: the engine puts every task back
                 results.append(SubmitResult(tag=job.tag, error=str(exc), retry=True))
             except (BackendError, ValueError) as exc:
                 results.append(SubmitResult(tag=job.tag, error=str(exc)))
-            # Anything else (a lost answer): no result, the engine reconciles the tag.
         return results
 
     def _submit_one(self, job: JobSpec, script: str, queue: str) -> SubmitResult:
         choice = self.job_definitions.for_image(job.image)
         arguments = rendering.submit_arguments(job, script, choice.definition, queue, self.config.retry_attempts)
-        with aws_errors("SubmitJob"):
-            job_id = self.submitter.submit_job(**arguments)["jobId"]
+        try:
+            with aws_errors("SubmitJob"):
+                job_id = self.submitter.submit_job(**arguments)["jobId"]
+        except BackendUnavailable as exc:
+            if isinstance(exc.__cause__, LOST_ANSWER):
+                raise AnswerLost(str(exc)) from exc
+            raise
         return SubmitResult(tag=job.tag, job_id=job_id, warning=choice.warning)
 
     def check_queues(self, queues: set[str]) -> dict[str, str]:
