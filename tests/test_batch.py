@@ -370,3 +370,31 @@ def test_a_lost_submit_answer_is_reconciled_not_sent_twice(
     assert set(states(run).values()) == {"submitted"}
     jobs = moto_server.client("batch").list_jobs(jobQueue=world.queue, jobStatus="SUBMITTED")["jobSummaryList"]
     assert sorted(j["jobId"] for j in jobs) == sorted([job_of(run, "a"), job_of(run, "b")])
+
+
+def test_a_task_queue_that_does_not_exist_holds_only_that_task(
+    user: User, moto_server: MotoServer, batch: Backend
+) -> None:
+    run = create_run(
+        owner=user, backend=batch, payload=[t("ok"), t("lost", partition="no-such-queue")], workflow_name="q"
+    )  # noqa: E501
+    tick(force=True)
+    assert states(run) == {"ok": "submitted", "lost": "pending"}
+    reason = run.tasks.get(task_id="lost").reason
+    assert reason == "submission deferred: job queue 'no-such-queue' does not exist in us-east-1"
+    batch.refresh_from_db()
+    assert batch.status == Backend.Status.OK
+
+
+def test_dashboard_shows_the_queue_vcpus(
+    user: User, moto_server: MotoServer, world: BatchWorld, batch: Backend
+) -> None:  # noqa: E501
+    tick(force=True)
+    batch.refresh_from_db()
+    (queue,) = batch.cluster_info["partitions"]
+    assert (queue["partition"], queue["default"], queue["available"], queue["cpus_total"]) == (
+        world.queue,
+        True,
+        "up",
+        64,
+    )  # noqa: E501
