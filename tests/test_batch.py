@@ -22,7 +22,7 @@ from backends.models import Backend, BatchJobDefinition
 from backends.registry import close_all, get_adapter
 from runs.actions import cancel_run, create_run
 from runs.engine.tick import tick
-from runs.models import ObservedJob, Run, Task
+from runs.models import ApiToken, ObservedJob, Run, Task
 from tests.aws import (
     IMAGE,
     BatchWorld,
@@ -200,6 +200,9 @@ def test_locked_definition_warns_about_a_task_image(user: User, moto_server: Mot
     client = Client()
     client.force_login(user)
     assert "locked to" in client.get(f"/runs/{run.pk}/tasks/other/script").content.decode()
+    api = Client(headers={"Authorization": f"Token {ApiToken.issue(user)}"})
+    tasks = {t["id"]: t for t in api.get(f"/api/runs/{run.pk}").json()["tasks"]}
+    assert tasks["other"]["warning"] == other.warning and tasks["same"]["warning"] == ""
 
 
 def test_revisions_mode_registers_once_per_image_even_after_a_restart(

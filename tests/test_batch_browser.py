@@ -3,6 +3,7 @@ with the locked-image warning, the CloudWatch log followed live, the error tab's
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -66,6 +67,7 @@ def test_batch_task_pages(
         expect(page.locator("#log")).to_contain_text("both are in the output tab")
         screenshot(page, "batch-03-error-tab")
         page.goto(f"{base}/runs/{run.pk}")
+        expect(page.locator(".task-warn")).to_have_attribute("title", re.compile("'python:3.13' ignored"))
         screenshot(page, "batch-04-run")
         assert watch.problems == []
     close_all()
