@@ -22,7 +22,8 @@ from backends.models import Backend
 from backends.registry import close_all
 from runs.actions import create_run
 from runs.engine.tick import tick
-from runs.models import PortalSettings, Run
+from runs.models import PortalSettings, Run, Workflow
+from runs.workflow_command import start_run
 from runs.workflow_json import WorkflowError
 from sources.models import Source
 from sources.sync import source_tasks, start_source_run, sync_source
@@ -138,3 +139,30 @@ def test_generates_source_is_refused_on_batch_with_the_reason(user: User, batch:
     ]
     assert refused.value.details[0].field == "generates_source"
     assert not Run.objects.exists()
+
+
+def test_workflow_command_on_batch_is_refused_with_the_reason(user: User, batch: Backend) -> None:
+    workflow = Workflow.objects.create(
+        name="gen", backend=batch, command="python gen.py", git={"repo": "https://example.org/r.git"}
+    )
+    with pytest.raises(WorkflowError) as refused:
+        start_run(workflow, user)
+    assert str(refused.value) == (
+        "workflow 'gen': backend 'aws-batch' (batch) has no shell to run the workflow's command in "
+        "(its jobs run in containers); use a git source with workflow files"
+    )
+    assert not Run.objects.exists()
+
+
+def test_endpoint_from_the_scripthut_setting(
+    user: User, moto_server: MotoServer, settings: Any, tmp_path: Path
+) -> None:
+    world = batch_world(moto_server, queue="other-queue")
+    settings.SCRIPTHUT_AWS_ENDPOINT_URL = moto_server.url
+    keys = {"aws": {"region": "us-east-1", "job_queue": world.queue}, "job_definition": world.job_definition}
+    backend = Backend.objects.create(name="by-setting", kind="batch", settings=validate_backend_settings("batch", keys))
+    run = create_run(
+        owner=user, backend=backend, payload=[{"id": "a", "name": "a", "command": "true"}], workflow_name="s"
+    )
+    tick(force=True)
+    assert moto_job(run.tasks.get().job_id).job_queue.name == "other-queue"
