@@ -44,6 +44,8 @@ def test_submit_arguments_follow_the_spec_table() -> None:
     assert arguments["timeout"] == {"attemptDurationSeconds": 59 * 60}  # "59": minutes, as in Slurm
     assert arguments["retryStrategy"] == {"attempts": 3}
     assert arguments["containerOverrides"]["environment"] == [{"name": "A", "value": "x y"}]
+    odd = rendering.submit_arguments(job(task_id="sim[1]#ü"), "s", "d", "q", 1)
+    assert odd["tags"]["scripthut:task"] == "sim_1__ü"
 
 
 def test_timeout_is_omitted_under_a_minute_and_the_default_partition_uses_the_queue() -> None:

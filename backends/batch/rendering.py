@@ -21,6 +21,7 @@ MIN_TIMEOUT_SECONDS = 60  # Batch refuses shorter attemptDurationSeconds
 GPU_GRES = re.compile(r"^gpu(?::[A-Za-z0-9_.-]+)?:(\d+)$")
 DEFAULT_PARTITION = "normal"  # a task's partition when it names none: use aws.job_queue
 JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+TAG_VALUE_UNSAFE = re.compile(r"[^\w .:/=+@-]")  # what AWS allows in a tag value
 
 GIT_CHECKOUT = f"""if [ -n "${{SCRIPTHUT_GIT_SHA:-}}" ]; then
     # No shared filesystem: fetch the run's commit (resolved on the portal) in the container.
@@ -88,7 +89,12 @@ def submit_arguments(job: JobSpec, script: str, definition: str, queue: str, att
             "resourceRequirements": resource_requirements(job),
         },
         "retryStrategy": {"attempts": attempts},
-        "tags": {"scripthut:tag": job.tag, "scripthut:run": job.run_id, "scripthut:task": job.task_id[:256]},
+        "tags": {
+            "scripthut:tag": job.tag,
+            "scripthut:run": job.run_id,
+            # Task ids are free text; a tag value is not: the job name and tag carry the tag.
+            "scripthut:task": TAG_VALUE_UNSAFE.sub("_", job.task_id)[:256],
+        },
     }
     seconds = parse_duration(job.time_limit)
     if seconds >= MIN_TIMEOUT_SECONDS:
