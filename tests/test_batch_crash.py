@@ -83,7 +83,8 @@ def test_kill_9_mid_submit_loses_nothing_and_sends_nothing_twice(moto_server: Mo
     finally:
         run.wait(timeout=30)
     killed_at = len(emulator_jobs())
-    assert 0 < killed_at < TASKS, f"killed after {killed_at} submits: {run.stderr.read() if run.stderr else ''}"
+    log = run.stderr.read().decode() if run.stderr else ""
+    assert 0 < killed_at < TASKS, f"killed after {killed_at} submits: {log}"
     after = subprocess.run(
         [sys.executable, "-c", AFTER_KILL],
         env={**env, "DJANGO_SETTINGS_MODULE": "scripthut_site.settings"},
