@@ -23,6 +23,7 @@ import bootstrap  # noqa: E402  (sets up Django for this script)
 
 bootstrap.setup()
 
+from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from moto.batch import models as batch_models  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
@@ -31,6 +32,8 @@ from backends.batch.adapter import BatchAdapter  # noqa: E402
 from backends.config import validate_backend_settings  # noqa: E402
 from backends.models import Backend  # noqa: E402
 from backends.registry import get_adapter  # noqa: E402
+from runs.actions import create_run  # noqa: E402
+from runs.engine.tick import tick  # noqa: E402
 from tests.aws import MotoServer, batch_world, finish_job, moto_job  # noqa: E402
 from tests.services import free_port  # noqa: E402
 
@@ -94,6 +97,33 @@ def run_bench(server: MotoServer, n: int, polls: int) -> None:
         f"seconds per poll: median {statistics.median(seconds):.2f}, "
         f"first (with the queue listing) {seconds[0]:.2f}, min {min(seconds):.2f}, max {max(seconds):.2f}"
     )
+    engine_ticks(backend, n, polls)
+
+
+def engine_ticks(backend: Backend, n: int, ticks: int) -> None:
+    """The same through the engine: a run of N tasks submitted, then whole ticks (poll
+    phase and the database updates) while all N jobs are live."""
+    owner = User.objects.create_user("bench")
+    run = create_run(
+        owner=owner,
+        backend=backend,
+        payload=[{"id": f"t{i}", "name": "t", "command": "true"} for i in range(n)],
+        workflow_name="bench",
+        max_concurrent=n,
+    )
+    Backend.objects.filter(pk=backend.pk).update(max_concurrent=n)
+    adapter = get_adapter(Backend.objects.get(pk=backend.pk))
+    assert isinstance(adapter, BatchAdapter)
+    calls = count_calls(adapter.batch)
+    submitted = time.perf_counter()
+    tick(force=True)
+    took = time.perf_counter() - submitted
+    print(f"engine: submitted {run.tasks.filter(state='submitted').count()} tasks in one tick, {took:.1f} s")
+    for number in range(ticks):
+        calls.clear()
+        began = time.perf_counter()
+        tick(force=True)
+        print(f"engine tick {number + 1} with {n} live jobs: {dict(calls)} in {time.perf_counter() - began:.2f} s")
 
 
 if __name__ == "__main__":
