@@ -164,3 +164,24 @@ def test_config_without_a_region_or_a_job_definition_names_the_keys() -> None:
         validate_backend_settings(
             "batch", {"aws": {"region": "r", "job_queue": "q"}, "default_image": "i", "retry_attempts": 11}
         )  # noqa: E501
+
+
+def test_log_page_says_why_when_aws_cannot_be_reached(user: User, moto_server: MotoServer) -> None:
+    world = batch_world(moto_server)
+    settings = {
+        "aws": {"region": "us-east-1", "job_queue": world.queue, "endpoint_url": moto_server.url},
+        "job_definition": world.job_definition,
+    }
+    backend = Backend.objects.create(
+        name="aws-batch", kind="batch", settings=validate_backend_settings("batch", settings)
+    )  # noqa: E501
+    run = create_run(
+        owner=user, backend=backend, payload=[{"id": "a", "name": "a", "command": "true"}], workflow_name="w"
+    )  # noqa: E501
+    tick(force=True)
+    broken = {**backend.settings, "aws": {**backend.settings["aws"], "endpoint_url": f"http://127.0.0.1:{free_port()}"}}  # noqa: E501
+    Backend.objects.filter(pk=backend.pk).update(settings=broken)
+    client = Client()
+    client.force_login(user)
+    page = client.get(f"/runs/{run.pk}/tasks/a/logs/output").content.decode()
+    assert "Backend aws-batch is unreachable" in page and "cannot reach AWS" in page

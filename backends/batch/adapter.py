@@ -287,7 +287,10 @@ class BatchAdapter(BackendAdapter):
     def log_location(self, log: TaskLog) -> str:
         if not log.job_id:
             return ""
-        found = self.log_stream(log.job_id)
+        try:
+            found = self.log_stream(log.job_id)
+        except (BackendUnavailable, BackendError):
+            found = None  # where it is matters less than why it cannot be read (read_log says)
         where = f"CloudWatch {found[0]} {found[1]}" if found else f"CloudWatch {self.config.log_group}"
         return where if log.stream == "output" else f"{where} (with the output)"
 
