@@ -255,6 +255,8 @@ def test_default_image_auto_registers_one_definition_per_image(
     images = {d["containerProperties"]["image"] for d in definitions.values()}
     assert images == {IMAGE, "python:3.13"}
     assert all(d["containerProperties"]["jobRoleArn"].endswith("role/job-role") for d in definitions.values())
+    # The queue runs on Fargate: so must the definitions.
+    assert all(d["platformCapabilities"] == ["FARGATE"] for d in definitions.values())
     assert moto_job(job_of(run, "a")).job_definition.arn == moto_job(job_of(run, "b")).job_definition.arn
 
 

@@ -36,8 +36,9 @@ TEMPLATE_KEYS = (
 )
 # Marks the revisions ScriptHut registers from a template: never taken as the template.
 REVISION_TAG = "scripthut:revision-of"
-# Auto-registered definitions: the smallest container; each job overrides CPUs and memory.
-AUTO_RESOURCES = [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "512"}]
+# Auto-registered definitions: a small container (valid on Fargate too); each job
+# overrides CPUs and memory.
+AUTO_RESOURCES = [{"type": "VCPU", "value": "0.25"}, {"type": "MEMORY", "value": "512"}]
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class JobDefinitions:
         self.settings = settings
         self.batch = batch  # the Batch client, made when first needed
         self._template: dict[str, Any] | None = None
+        self._platform: str | None = None
         self._registered: dict[str, str] = {}  # signature -> ARN, this process's copy of the table
 
     def for_image(self, image: str) -> Choice:
@@ -108,7 +110,23 @@ class JobDefinitions:
 
     def _auto_signature(self, image: str) -> str:
         roles = {"job_role_arn": self.settings.job_role_arn, "execution_role_arn": self.settings.execution_role_arn}
-        return _digest({"image": image, **roles})
+        return _digest({"image": image, **roles, "platform": self.platform()})
+
+    def platform(self) -> str:
+        """``FARGATE`` when the default queue runs on Fargate, else ``EC2``: an auto-registered
+        definition must match the compute environments it is sent to."""
+        if self._platform is None:
+            queue = self.settings.aws.job_queue
+            with aws_errors("DescribeJobQueues"):
+                queues = self.batch().describe_job_queues(jobQueues=[queue])["jobQueues"]
+            order = [e["computeEnvironment"] for q in queues for e in q.get("computeEnvironmentOrder", [])]
+            kinds: set[str] = set()
+            if order:
+                with aws_errors("DescribeComputeEnvironments"):
+                    found = self.batch().describe_compute_environments(computeEnvironments=order)
+                kinds = {(e.get("computeResources") or {}).get("type", "") for e in found["computeEnvironments"]}
+            self._platform = "FARGATE" if kinds and kinds <= {"FARGATE", "FARGATE_SPOT"} else "EC2"
+        return self._platform
 
     def _auto_arguments(self, signature: str, image: str) -> dict[str, Any]:
         properties: dict[str, Any] = {
@@ -124,6 +142,7 @@ class JobDefinitions:
             "jobDefinitionName": f"scripthut-{signature[:16]}",
             "type": "container",
             "containerProperties": properties,
+            "platformCapabilities": [self.platform()],
             "tags": {"scripthut:image": image[:256]},
         }
 
