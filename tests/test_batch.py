@@ -6,7 +6,9 @@ test walks its jobs through RUNNING to an end as AWS Batch would, ticking in bet
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -403,3 +405,28 @@ def test_dashboard_shows_the_queue_vcpus(
         "up",
         64,
     )  # noqa: E501
+
+
+def test_queued_reasons_follow_the_batch_status(user: User, moto_server: MotoServer, batch: Backend) -> None:
+    def state_manager(action: str, body: dict[str, Any]) -> None:
+        request = urllib.request.Request(
+            f"{moto_server.url}/moto-api/state-manager/{action}", data=json.dumps(body).encode(), method="POST"
+        )
+        urllib.request.urlopen(request, timeout=10)  # noqa: S310  (the emulator on loopback)
+
+    # The emulator walks SUBMITTED -> PENDING -> RUNNABLE -> STARTING -> RUNNING, a step a second.
+    transition = {"progression": "time", "seconds": 1}
+    state_manager("set-transition", {"model_name": "batch::job", "transition": transition})
+    try:
+        run = create_run(owner=user, backend=batch, payload=[t("a")], workflow_name="walk")
+        seen: list[tuple[str, str]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not seen or seen[-1][0] != "running"):
+            tick(force=True)
+            seen.append(run.tasks.values_list("state", "reason").get())
+            time.sleep(0.3)
+    finally:
+        state_manager("unset-transition", {"model_name": "batch::job"})
+    reasons = [reason for state, reason in seen if state == "submitted"]
+    assert {"PENDING", "RUNNABLE", "STARTING"} <= set(reasons), seen
+    assert seen[-1] == ("running", "")
