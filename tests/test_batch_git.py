@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.test import Client
 
 from backends.batch.rendering import CONTAINER_CHECKOUT
 from backends.config import validate_backend_settings
@@ -88,6 +89,10 @@ def test_git_source_is_cloned_on_the_portal_and_each_job_checks_out_its_commit(
     source.workflow_files.append(".hut/workflows/evil.json")
     with pytest.raises(WorkflowError, match="points outside the checkout"):
         source_tasks(source, ".hut/workflows/evil.json")
+    client = Client()
+    client.force_login(user)
+    dry_run = client.get("/sources/sims/workflows/.hut/workflows/sim.json/dry-run").content.decode()
+    assert f"{CONTAINER_CHECKOUT}/sub" in dry_run  # where the task will run: in the job's own checkout
     run = start_source_run(source, ".hut/workflows/sim.json", user)
     assert (run.git_sha, run.clone_dir) == (sha, CONTAINER_CHECKOUT)
     tick(force=True)
