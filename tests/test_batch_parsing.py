@@ -62,3 +62,24 @@ def test_script_lists_variable_names_never_values_and_refuses_other_gres() -> No
     assert "TOKEN" in script and "s3cr3t" not in script
     with pytest.raises(ValueError, match="only takes GPUs"):
         rendering.render(job(gres="license:matlab:1"))
+
+
+def test_a_request_botocore_refuses_is_an_error_not_a_wait() -> None:
+    """Nothing is sent (a closed port), so only botocore's own check can answer."""
+    import boto3
+
+    from backends.aws.clients import aws_errors
+    from backends.base import BackendError
+
+    client = boto3.client(
+        "batch",
+        region_name="us-east-1",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+        endpoint_url="http://127.0.0.1:9",
+    )
+    with pytest.raises(
+        BackendError, match='SubmitJob: Parameter validation failed:\nUnknown parameter in containerOverrides: "bogus"'
+    ):  # noqa: E501
+        with aws_errors("SubmitJob"):
+            client.submit_job(jobName="x", jobQueue="q", jobDefinition="d", containerOverrides={"bogus": 1})

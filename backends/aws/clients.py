@@ -104,6 +104,9 @@ def aws_errors(what: str) -> Iterator[None]:
         if code in THROTTLE_CODES:
             raise BackendUnavailable(f"{what}: AWS is throttling requests: {error_message(exc)}") from exc
         raise BackendError(f"{what}: {error_message(exc)}") from exc
+    except botocore.exceptions.ParamValidationError as exc:
+        # The request itself is wrong (checked before sending): trying again will not help.
+        raise BackendError(f"{what}: {exc}") from exc
     except botocore.exceptions.BotoCoreError as exc:
         # SSO token missing, invalid region name, read timeouts...: not a wrong request.
         raise BackendUnavailable(f"{what}: {exc}") from exc
