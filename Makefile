@@ -47,3 +47,4 @@ bench: setup
 	$(BIN)/python bench/slurm_bench.py chain --links 20 --poll 60 --native on,off
 	$(BIN)/python bench/input_bench.py
 	$(BIN)/python bench/notify_bench.py
+	$(BIN)/python bench/batch_bench.py --n 2000

@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from backends.local.settings import runs_as_portal_user, sharing_problem
-from backends.models import Backend, ClusterIdentity, Environment
+from backends.models import Backend, BatchJobDefinition, ClusterIdentity, Environment
 
 
 class BackendForm(forms.ModelForm):
@@ -59,6 +59,20 @@ class ClusterIdentityAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ClusterIdentity]:
         return super().get_queryset(request).defer("private_key", "passphrase")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(BatchJobDefinition)
+class BatchJobDefinitionAdmin(admin.ModelAdmin):
+    """Job definitions ScriptHut registered on AWS Batch backends. Deleting a row makes
+    ScriptHut register a fresh one for that image after its next restart (e.g. once the
+    definition was deregistered in AWS)."""
+
+    list_display = ["backend", "image", "arn", "created_at"]
+    list_filter = ["backend"]
+    readonly_fields = ["backend", "signature", "image", "arn", "created_at"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

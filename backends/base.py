@@ -106,6 +106,9 @@ class SubmitResult:
     # scheduler, or was not submitted earlier in the same batch: the engine submits it
     # again later, without scheduler-held dependencies.
     parent_gone: bool = False
+    # Submitted, but not quite as asked (an AWS Batch task image a locked job definition
+    # ignores): shown on the task.
+    warning: str = ""
 
 
 @dataclass(slots=True)
@@ -291,6 +294,11 @@ class BackendAdapter(ABC):
     @abstractmethod
     def cancel(self, job_ids: Sequence[str]) -> None:
         """Cancel these jobs (one call for the whole list)."""
+
+    def cancel_with_reasons(self, reasons: Mapping[str, str]) -> None:
+        """Cancel the jobs ``reasons`` maps to why (who cancelled), for schedulers that
+        record a reason (AWS Batch); the others just cancel."""
+        self.cancel(list(reasons))
 
     @abstractmethod
     def log_location(self, log: TaskLog) -> str:

@@ -113,3 +113,23 @@ class Environment(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class BatchJobDefinition(models.Model):
+    """A job definition ScriptHut registered on an AWS Batch backend, per image signature
+    (the image and what else went into it): a restart reuses it instead of registering
+    another revision."""
+
+    backend = models.ForeignKey(Backend, on_delete=models.CASCADE, related_name="batch_job_definitions")
+    signature = models.CharField(max_length=64, help_text="SHA-256 of the image and the definition's other inputs.")
+    image = models.CharField(max_length=500)
+    arn = models.CharField(max_length=500, help_text="jobDefinitionArn, name:revision included.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["backend", "signature"], name="one_batch_job_definition_per_signature")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.backend} {self.image} -> {self.arn}"

@@ -88,6 +88,16 @@ def close_all() -> None:
         _adapters.clear()
 
 
+def has_shell(kind: str) -> bool:
+    """Whether backends of this kind have a shell and files to read (not AWS Batch):
+    workflow commands, ``generates_source`` and checkouts on the backend need one."""
+    try:
+        adapter = adapter_class(kind)
+    except BackendUnavailable:
+        return True  # no adapter yet: nothing to refuse on its behalf
+    return all(callable(getattr(adapter, name, None)) for name in ("run_command", "read_file"))
+
+
 def shell_access(adapter: BackendAdapter) -> ShellAccess:
     """The adapter, if its backend has a shell; BackendError otherwise."""
     if not isinstance(adapter, ShellAccess):

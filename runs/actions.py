@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from backends.identity import needs_identity, refusal
 from backends.models import Backend, Environment
+from backends.registry import has_shell
 from runs import audit, events
 from runs.access import AccessDenied, require_backend, require_shared
 from runs.engine.fields import RESET_FIELDS, reset_for_submission
@@ -27,7 +28,7 @@ from runs.models import AuditEvent, Run, Task, Workflow
 from runs.notify.run_events import notify_status_update
 from runs.notify.spec import NotifySpec, save_override
 from runs.ticker import request_tick
-from runs.workflow_json import Problem, WorkflowError, validate
+from runs.workflow_json import Problem, ResolvedTask, WorkflowError, validate
 from sources.git import mask_credentials
 
 log = logging.getLogger("runs.actions")
@@ -65,6 +66,7 @@ def create_run(
     _check_access(owner, backend, workflow)
     require_identity(backend, owner)
     resolved = validate(payload)
+    refuse_generators_without_files(backend, resolved)
     known_envs = set(Environment.objects.values_list("name", flat=True))
     warnings = sorted(
         {
@@ -106,6 +108,27 @@ def _check_access(user: User, backend: Backend, workflow: Any = None) -> None:
     except AccessDenied as exc:
         audit.record(Action.SUBMISSION_REFUSED, f"backend {backend.name}", actor=user, reason=str(exc))
         raise
+
+
+def refuse_generators_without_files(backend: Backend, resolved: list[ResolvedTask]) -> None:
+    """A ``generates_source`` file is read back from the backend's filesystem: a backend
+    without one (AWS Batch: every job in its own container) cannot run such tasks."""
+    if has_shell(backend.kind):
+        return
+    problems = [
+        Problem(
+            f"task {r.definition.id!r}: generates_source is not supported on backend {backend.name!r} "
+            f"({backend.kind}): its jobs run in separate containers with no shared filesystem, so the "
+            "file a task writes cannot be read back",
+            task=r.definition.id,
+            field="generates_source",
+            index=index,
+        )
+        for index, r in enumerate(resolved)
+        if r.definition.generates_source
+    ]
+    if problems:
+        raise WorkflowError(problems)
 
 
 def require_identity(backend: Backend, owner: User) -> None:

@@ -230,6 +230,7 @@ def _task(task: Task) -> dict[str, Any]:
         "job_id": task.job_id,
         "exit_code": task.exit_code,
         "reason": task.reason,
+        "warning": task.warning,
         "submitted_at": task.submitted_at,
         "started_at": task.started_at,
         "finished_at": task.finished_at,

@@ -122,6 +122,7 @@ class TaskOut(Schema):
     job_id: str
     exit_code: int | None
     reason: str
+    warning: str = Field(description="Submitted, but not quite as asked (e.g. an image the backend ignored).")
     submitted_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None

@@ -159,6 +159,7 @@ class Task(models.Model):
 
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     reason = models.TextField(blank=True, help_text="Why the task is in its state (pending reason, error).")
+    warning = models.TextField(blank=True, help_text="Submitted, but not quite as asked (e.g. its image ignored).")
     submit_tag = models.CharField(max_length=80, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     job_id = models.CharField(max_length=100, blank=True)

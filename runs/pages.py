@@ -35,6 +35,7 @@ TASK_ROW_FIELDS = (
     "name",
     "state",
     "reason",
+    "warning",
     "job_id",
     "exit_code",
     "attempt",

@@ -6,7 +6,7 @@ from django.contrib.auth.models import User
 
 from backends.base import BackendError, BackendUnavailable
 from backends.identity import adapter_as
-from backends.registry import shell_access
+from backends.registry import has_shell, shell_access
 from runs.actions import GitCheckout, create_run, require_identity
 from runs.models import Run, Workflow
 from runs.workflow_json import ResolvedTask, WorkflowError, validate
@@ -18,6 +18,11 @@ def fetch_tasks(workflow: Workflow, owner: User | None = None) -> tuple[str, Git
     ``owner`` on a per_user backend, so that the checkout is theirs to run tasks in."""
     git: GitCheckout | None = None
     cwd = None
+    if not has_shell(workflow.backend.kind):
+        raise WorkflowError(
+            f"workflow {workflow.name!r}: backend {workflow.backend.name!r} ({workflow.backend.kind}) has no shell "
+            "to run the workflow's command in (its jobs run in containers); use a git source with workflow files"
+        )
     try:
         adapter = adapter_as(workflow.backend, owner.pk if owner else None)
         if workflow.git:

@@ -16,12 +16,15 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from backends.base import BackendAdapter, BackendError, BackendUnavailable
-from backends.registry import get_adapter, shell_access
+from backends.batch.rendering import CONTAINER_CHECKOUT
+from backends.registry import get_adapter, has_shell, shell_access
 from runs.actions import GitCheckout, create_run
 from runs.models import Run
 from runs.workflow_json import ResolvedTask, WorkflowError, validate
+from sources import portal
 from sources.git import GitError, checkout, git_ssh_env, resolve_branch
 from sources.models import Source
+from sources.portal import PortalSourceError
 
 DEFAULT_GLOB = ".hut/workflows/*.json"
 GLOB_CHARS = re.compile(r"[A-Za-z0-9._/*?\[\]-]+")
@@ -76,22 +79,12 @@ def sync_source(source: Source) -> Source:
     try:
         # Checked before any git command, so a bad glob runs nothing at all.
         pattern = check_glob(source.workflows_glob or DEFAULT_GLOB)
-        adapter = get_adapter(source.backend)
-        sha = ""
-        if source.kind == Source.Kind.GIT:
-            if not source.url:
-                raise SourceError("git source has no url")
-            with git_ssh_env(adapter, source.deploy_key) as ssh_env:
-                sha = resolve_branch(adapter, source.url, source.branch, ssh_env)
-                root = checkout(adapter, source.url, source.branch, sha, source.clone_dir, ssh_env, source.postclone)
-        elif source.kind == Source.Kind.PATH:
-            if not source.path:
-                raise SourceError("path source has no path")
-            root = source.path
+        if has_shell(source.backend.kind):
+            sha, files = _sync_on_backend(source, pattern)
         else:
-            raise SourceError(f"unknown source type {source.kind!r}")
-        files = list_workflow_files(adapter, root, pattern)
-    except (SourceError, *SYNC_ERRORS) as exc:
+            sha, checkout_dir = portal.sync(source)
+            files = portal.list_workflow_files(checkout_dir, pattern)
+    except (SourceError, PortalSourceError, *SYNC_ERRORS) as exc:
         source.synced_at = now
         source.sync_error = str(exc) or type(exc).__name__
         source.save(update_fields=["synced_at", "sync_error"])
@@ -104,6 +97,32 @@ def sync_source(source: Source) -> Source:
     return source
 
 
+def _sync_on_backend(source: Source, pattern: str) -> tuple[str, list[str]]:
+    """Check out (git) on the source's backend and list its workflow files there: (sha, files)."""
+    adapter = get_adapter(source.backend)
+    sha = ""
+    if source.kind == Source.Kind.GIT:
+        if not source.url:
+            raise SourceError("git source has no url")
+        with git_ssh_env(adapter, source.deploy_key) as ssh_env:
+            sha = resolve_branch(adapter, source.url, source.branch, ssh_env)
+            root = checkout(adapter, source.url, source.branch, sha, source.clone_dir, ssh_env, source.postclone)
+    elif source.kind == Source.Kind.PATH:
+        if not source.path:
+            raise SourceError("path source has no path")
+        root = source.path
+    else:
+        raise SourceError(f"unknown source type {source.kind!r}")
+    return sha, list_workflow_files(adapter, root, pattern)
+
+
+def _read_source_file(source: Source, path: str, file: str) -> str:
+    """One byte over the limit tells a too-big file from one that just fits."""
+    if not has_shell(source.backend.kind):
+        return portal.read_workflow(source, file, MAX_WORKFLOW_BYTES + 1)
+    return shell_access(get_adapter(source.backend)).read_file(path, max_bytes=MAX_WORKFLOW_BYTES + 1)
+
+
 def source_tasks(source: Source, file: str) -> str:
     """The text of one discovered workflow file, read through the backend adapter."""
     if file not in source.workflow_files:
@@ -114,13 +133,12 @@ def source_tasks(source: Source, file: str) -> str:
         raise WorkflowError(f"source {source.name!r} has not been synced")
     path = f"{source.root.rstrip('/')}/{file}"
     try:
-        # One byte over the limit tells a too-big file from one that just fits.
-        text = shell_access(get_adapter(source.backend)).read_file(path, max_bytes=MAX_WORKFLOW_BYTES + 1)
+        text = _read_source_file(source, path, file)
     except FileNotFoundError:
         raise WorkflowError(
             f"source {source.name!r}: {file} no longer exists in {source.root} (sync the source again)"
         ) from None
-    except SYNC_ERRORS as exc:
+    except (PortalSourceError, *SYNC_ERRORS) as exc:
         raise WorkflowError(f"source {source.name!r}: {exc}") from exc
     if len(text.encode("utf-8")) > MAX_WORKFLOW_BYTES:
         raise WorkflowError(f"source {source.name!r}: {file} is larger than {MAX_WORKFLOW_BYTES} bytes")
@@ -136,7 +154,9 @@ def source_git(source: Source) -> GitCheckout | None:
     """The synced checkout that a run's relative working dirs resolve in (git sources only)."""
     if source.kind != Source.Kind.GIT:
         return None
-    return GitCheckout(repo=source.url, branch=source.branch, sha=source.synced_sha, clone_dir=source.root)
+    # Without a shared filesystem each job clones the commit in its own container.
+    clone_dir = source.root if has_shell(source.backend.kind) else CONTAINER_CHECKOUT
+    return GitCheckout(repo=source.url, branch=source.branch, sha=source.synced_sha, clone_dir=clone_dir)
 
 
 def start_source_run(source: Source, file: str, owner: User, max_concurrent: int | None = None) -> Run:

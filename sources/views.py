@@ -15,7 +15,7 @@ from runs.limits import form_max_concurrent
 from runs.page_input import first_rows, problems_message
 from runs.workflow_json import WorkflowError
 from sources.models import Source
-from sources.sync import UnknownWorkflowFile, dry_run_source, start_source_run, sync_source
+from sources.sync import UnknownWorkflowFile, dry_run_source, source_git, start_source_run, sync_source
 
 
 def _usable_source(request: HttpRequest, name: str) -> Source:
@@ -67,8 +67,10 @@ def source_dry_run(request: HttpRequest, name: str, file: str) -> HttpResponse:
         status = 404 if isinstance(exc, UnknownWorkflowFile) else 200
     else:
         shown, counts = first_rows(tasks)
-        # Show where each task will really run: relative dirs land inside the checkout.
-        clone_dir = source.root if source.kind == Source.Kind.GIT else ""
+        # Show where each task will really run: relative dirs land inside the checkout
+        # (on AWS Batch, the one each job makes in its container).
+        git = source_git(source)
+        clone_dir = git.clone_dir if git else ""
         context.update(counts, rows=[(t, resolve_working_dir(t.definition.working_dir, clone_dir)) for t in shown])
     return render(request, "sources/dry_run.html", context, status=status)
 

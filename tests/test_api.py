@@ -301,6 +301,7 @@ def test_detail_shape(client: Client, user: User, local_backend: Backend) -> Non
         "job_id",
         "exit_code",
         "reason",
+        "warning",
         "submitted_at",
         "started_at",
         "finished_at",

@@ -105,6 +105,7 @@ def test_spec_example_imports() -> None:
     assert batch.settings["aws"] == {
         "profile": "my-profile",
         "region": "us-east-1",
+        "endpoint_url": None,
         "job_queue": "my-batch-queue",
     }
     ec2 = Backend.objects.get(name="aws-ec2")
@@ -293,7 +294,7 @@ def test_batch_needs_a_job_definition_or_image(imported: dict[str, Any]) -> None
     assert_rejected(
         config_text(backends=[batch, {**batch, "name": "c", "retry_attempts": 11, "default_image": "img"}]),
         [
-            "backends[0]: either job_definition or default_image must be set",
+            "backends[0].job_definition: either job_definition or default_image must be set",
             "backends[1].retry_attempts: input should be less than or equal to 10",
         ],
         imported,

@@ -23,7 +23,7 @@ from backends.base import (
 )
 from backends.config import BACKEND_SETTINGS, validate_backend_settings
 from backends.models import Backend
-from backends.registry import BACKENDS, adapter_class, settings_class, shell_access
+from backends.registry import BACKENDS, adapter_class, has_shell, settings_class, shell_access
 from backends.schema import BackendSettings
 
 ROOT = Path(__file__).parent.parent
@@ -82,7 +82,12 @@ def test_local_adapter_reads_a_log_through_its_shell(tmp_path: Path) -> None:
         adapter.read_log(TaskLog("1", "error", "", str(logs)))
 
 
-@pytest.mark.parametrize("kind", ["batch", "ec2", "ecs"])
+def test_batch_has_an_adapter_and_no_shell() -> None:
+    assert adapter_class("batch").__name__ == "BatchAdapter"
+    assert not has_shell("batch") and has_shell("slurm") and has_shell("local")
+
+
+@pytest.mark.parametrize("kind", ["ec2", "ecs"])
 def test_kinds_without_an_adapter_are_unavailable(kind: str) -> None:
     with pytest.raises(BackendUnavailable) as info:
         adapter_class(kind)

@@ -50,11 +50,22 @@ def endpoint_url(aws: AwsSettings) -> str | None:
     return aws.endpoint_url or getattr(settings, "SCRIPTHUT_AWS_ENDPOINT_URL", None) or None
 
 
-def client(aws: AwsSettings, service: str, boto_session: boto3.Session | None = None) -> Any:
-    """A client of ``service`` (``"batch"``, ``"ec2"``, ``"logs"``, ``"ssm"``...)."""
+# For calls that must not be sent twice (a submit has no idempotency token): a retry
+# after a lost answer could start a second job.
+NO_RETRY_CONFIG = CLIENT_CONFIG.merge(botocore.config.Config(retries={"total_max_attempts": 1}))
+
+
+def client(
+    aws: AwsSettings,
+    service: str,
+    boto_session: boto3.Session | None = None,
+    config: botocore.config.Config | None = None,
+) -> Any:
+    """A client of ``service`` (``"batch"``, ``"ec2"``, ``"logs"``, ``"ssm"``...);
+    ``config`` replaces the default retries and timeouts (e.g. NO_RETRY_CONFIG)."""
     boto_session = boto_session or session(aws)
     with aws_errors(service):
-        return boto_session.client(service, endpoint_url=endpoint_url(aws), config=CLIENT_CONFIG)
+        return boto_session.client(service, endpoint_url=endpoint_url(aws), config=config or CLIENT_CONFIG)
 
 
 def error_code(exc: BaseException) -> str:
@@ -93,6 +104,9 @@ def aws_errors(what: str) -> Iterator[None]:
         if code in THROTTLE_CODES:
             raise BackendUnavailable(f"{what}: AWS is throttling requests: {error_message(exc)}") from exc
         raise BackendError(f"{what}: {error_message(exc)}") from exc
+    except botocore.exceptions.ParamValidationError as exc:
+        # The request itself is wrong (checked before sending): trying again will not help.
+        raise BackendError(f"{what}: {exc}") from exc
     except botocore.exceptions.BotoCoreError as exc:
         # SSO token missing, invalid region name, read timeouts...: not a wrong request.
         raise BackendUnavailable(f"{what}: {exc}") from exc

@@ -1,1 +1,1 @@
-"""AWS Batch: for now only its settings (:mod:`.settings`); the adapter comes later."""
+"""AWS Batch: settings (:mod:`.settings`), the adapter (:mod:`.adapter`) and its parts."""

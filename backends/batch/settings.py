@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from backends.aws.settings import AwsSettings
 from backends.schema import BackendSettings
@@ -23,14 +24,23 @@ class BatchSettings(BackendSettings):
     job_role_arn: str | None = None
     execution_role_arn: str | None = None
     retry_attempts: int = Field(default=1, ge=1, le=10)
-    log_group: str = "/aws/batch/job"
+    log_group: str = Field(default="/aws/batch/job", min_length=1)
     max_concurrent: int = Field(default=100, ge=1)
 
     @model_validator(mode="after")
-    def _needs_a_job_definition(self) -> BatchSettings:
-        if not self.job_definition and not self.default_image:
-            raise ValueError("either job_definition or default_image must be set")
-        return self
+    def _exactly_one_job_definition_source(self) -> BatchSettings:
+        # Raised on the key itself, so the config error names its path
+        # (``backends[0].job_definition: ...``) and not just the backend.
+        if self.job_definition and self.default_image:
+            key, message = "default_image", "set either job_definition or default_image, not both"
+        elif not self.job_definition and not self.default_image:
+            key, message = "job_definition", "either job_definition or default_image must be set"
+        else:
+            return self
+        error = InitErrorDetails(
+            type=PydanticCustomError("value_error", message), loc=(key,), input=None, ctx={"error": message}
+        )
+        raise ValidationError.from_exception_data(type(self).__name__, [error])
 
 
 Settings = BatchSettings

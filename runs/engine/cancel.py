@@ -12,7 +12,7 @@ from django.utils import timezone
 from backends.base import BackendAdapter
 from backends.models import Backend
 from runs.engine.states import LIVE, RunStatus, Step, TaskState, move
-from runs.models import Task
+from runs.models import AuditEvent, Task
 
 
 def cancel_requested(backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None) -> None:
@@ -21,10 +21,22 @@ def cancel_requested(backend: Backend, adapter: BackendAdapter, changed: set[str
     tasks = list(cancelled.exclude(job_id=""))
     if not tasks:
         return
-    adapter.cancel([t.job_id for t in tasks])
+    by_run = {run_id: cancel_reason(run_id) for run_id in {t.run_id for t in tasks}}
+    adapter.cancel_with_reasons({t.job_id: by_run[t.run_id] for t in tasks})
     now = timezone.now()
     for task in tasks:
         task.state, task.reason, task.finished_at = TaskState.CANCELLED, "cancelled by user", now
     with transaction.atomic():
         move(tasks, Step.CANCEL, ["state", "reason", "finished_at"], from_states=LIVE)
     changed.update(t.run_id for t in tasks)
+
+
+def cancel_reason(run_id: str) -> str:
+    """Who cancelled the run, for schedulers that keep a reason with the job."""
+    event = (
+        AuditEvent.objects.filter(action=AuditEvent.Action.RUN_CANCELLED, target=f"run {run_id}")
+        .order_by("-at")
+        .first()
+    )
+    who = event.actor_name if event else ""
+    return f"run {run_id} cancelled by {who}" if who else f"run {run_id} cancelled"

@@ -73,9 +73,22 @@ def fill_batch(
     return batch
 
 
+def store_warnings(by_tag: dict[str, Task], results: Sequence[SubmitResult]) -> None:
+    """What the backend said about how it took each submitted job (empty: nothing to say)."""
+    by_warning: dict[str, list[int]] = {}
+    for result in results:
+        task = by_tag[result.tag]
+        if result.job_id and task.warning != result.warning:
+            task.warning = result.warning
+            by_warning.setdefault(result.warning, []).append(task.pk)
+    for warning, pks in by_warning.items():
+        Task.objects.filter(pk__in=pks).update(warning=warning)
+
+
 def apply_results(batch: Sequence[Claimed], results: Sequence[SubmitResult], now: datetime) -> None:
     by_tag = {spec.tag: task for task, spec, _ in batch}
     mark_submitted([(by_tag[r.tag], r.job_id) for r in results if r.job_id], now, Step.SUBMIT)
+    store_warnings(by_tag, results)
     retry_later: list[Task] = []
     rejected: list[Task] = []
     for result in results:
