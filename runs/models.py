@@ -126,6 +126,12 @@ class Run(models.Model):
     def is_finished(self) -> bool:
         return self.status in states.RUN_FINISHED
 
+    @property
+    def is_settled(self) -> bool:
+        """Finished and its finish time filled in: its page has nothing left to update
+        (a cancelled run is finished at once; its jobs' ends and its finish time follow)."""
+        return self.is_finished and self.finished_at is not None
+
 
 class Task(models.Model):
     State = TaskState  # the state machine: runs.engine.states

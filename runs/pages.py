@@ -126,7 +126,7 @@ def run_list_context(user: Viewer, page_number: str | None) -> dict[str, Any]:
     return {
         "rows": rows,
         "page": page,
-        "poll": any(not row.run.is_finished for row in rows),
+        "poll": any(not row.run.is_settled for row in rows),
         "show_owner": True,
     }
 
@@ -189,7 +189,7 @@ class RunPage:
 
     @property
     def poll(self) -> bool:
-        return not self.run.is_finished
+        return not self.run.is_settled
 
     @property
     def can_cancel(self) -> bool:

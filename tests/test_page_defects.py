@@ -1,0 +1,110 @@
+"""The pages as a researcher reads them (issue #13): each defect found by hand, in Chromium.
+
+Every test drives a live server with the embedded ticker and the real local backend,
+and saves a screenshot (``SCRIPTHUT_SCREENSHOTS=1``, under ``screenshots/``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+
+from backends.models import Backend
+from runs.actions import create_run
+from runs.models import Run
+from tests.browser import chromium_available, live_portal, login, screenshot
+
+pytestmark = pytest.mark.skipif(
+    not chromium_available(), reason="/usr/bin/chromium is missing (apt-get install chromium)"
+)
+
+PASSWORD = "pw-alice-123"
+
+
+@pytest.fixture
+def portal(
+    live_server: Any, transactional_db: None, monkeypatch: pytest.MonkeyPatch, user: User, local_backend: Backend
+) -> Iterator[tuple[Any, str]]:
+    """A logged-in page on the live server (1,400 px wide) while the embedded ticker runs."""
+    # Playwright's sync API keeps an event loop on this thread (see test_browser.py).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
+    with live_portal(live_server.url) as (context, watch):
+        page = context.new_page()
+        page.on("dialog", lambda dialog: dialog.accept())  # "Cancel run ...?" asks first
+        login(page, live_server.url, user.username, PASSWORD)
+        yield page, live_server.url
+    assert watch.problems == []
+
+
+def start(user: User, backend: Backend, tasks: list[dict[str, Any]], name: str = "defects") -> Run:
+    return create_run(owner=user, backend=backend, payload={"tasks": tasks}, workflow_name=name)
+
+
+def task_row(page: Any, task_id: str) -> Any:
+    return page.locator("table.tasks tbody tr", has=page.locator(f"td:text-is('{task_id}')"))
+
+
+# Whether a cell's text is wider than the cell (so it runs into, or hides under, the next one).
+OVERFLOWS = "cell => cell.scrollWidth > cell.clientWidth + 1"
+# How many lines a cell's text takes.
+LINES = "cell => { const r = document.createRange(); r.selectNodeContents(cell); return r.getClientRects().length; }"
+
+
+def test_job_id_and_reason_are_readable_at_1400_px(portal: tuple[Any, str], user: User, local_backend: Backend) -> None:
+    page, base = portal
+    run = start(
+        user,
+        local_backend,
+        [
+            {"id": "exits", "name": "Exits with 3", "command": "exit 3"},
+            {"id": "too.slow", "name": "Over its limit", "command": "sleep 30", "time_limit": "0:01"},
+            {"id": "waits", "name": "Cancelled", "command": "sleep 30"},
+        ],
+    )
+    page.goto(f"{base}/runs/{run.pk}")
+    from playwright.sync_api import expect
+
+    expect(task_row(page, "waits").locator(".badge.st-running")).to_be_visible(timeout=30_000)
+    expect(task_row(page, "too.slow").locator("td.reason")).to_have_text("time limit exceeded", timeout=30_000)
+    page.click("button:has-text('Cancel run')")
+    expect(task_row(page, "waits").locator("td.reason")).to_contain_text("cancel", timeout=30_000)
+    expect(task_row(page, "exits").locator("td.reason")).to_have_text("exit code 3")
+    screenshot(page, "defect-1-job-id-and-reason")
+    for task_id in ("exits", "too.slow", "waits"):
+        row = task_row(page, task_id)
+        for column in ("td:nth-child(4)", "td.reason"):
+            cell = row.locator(column)
+            assert not cell.evaluate(OVERFLOWS), f"{task_id}: {column} {cell.inner_text()!r} is wider than its cell"
+        assert row.locator("td:nth-child(4)").evaluate(LINES) == 1, f"{task_id}: the local job id wraps"
+        job, reason = (row.locator(c).bounding_box() for c in ("td:nth-child(4)", "td.reason"))
+        assert job and reason and job["x"] + job["width"] <= reason["x"] + 0.5
+
+
+def finished_time(page: Any) -> Any:
+    return page.locator(".times div:has(dt:text-is('Finished')) dd")
+
+
+def test_cancelled_run_page_updates_until_its_finish_time(
+    portal: tuple[Any, str], user: User, local_backend: Backend
+) -> None:
+    from playwright.sync_api import expect
+
+    page, base = portal
+    run = start(user, local_backend, [{"id": "long", "name": "Long", "command": "sleep 60"}])
+    page.goto(f"{base}/runs/{run.pk}")
+    expect(task_row(page, "long").locator(".badge.st-running")).to_be_visible(timeout=30_000)
+    page.click("button:has-text('Cancel run')")
+    expect(page.locator("#run-status")).to_have_text("cancelled")
+    page.evaluate("window.__noReload = true")
+    # The job is cancelled by the next tick: the page must keep updating until then.
+    expect(task_row(page, "long").locator(".badge.st-cancelled")).to_be_visible(timeout=20_000)
+    expect(finished_time(page)).to_have_text(re.compile(r"\d\d:\d\d:\d\d"))
+    expect(page.locator("#run-items[hx-trigger]")).to_have_count(0)  # and then stop
+    assert page.evaluate("window.__noReload") is True
+    screenshot(page, "defect-6-cancelled-run")
