@@ -108,3 +108,22 @@ def test_cancelled_run_page_updates_until_its_finish_time(
     expect(page.locator("#run-items[hx-trigger]")).to_have_count(0)  # and then stop
     assert page.evaluate("window.__noReload") is True
     screenshot(page, "defect-6-cancelled-run")
+
+
+def test_local_task_shows_running_once_it_runs(portal: tuple[Any, str], user: User, local_backend: Backend) -> None:
+    """A local job runs as soon as it is submitted: the page must not say "submitted /
+    queued" until the next poll (30 s here)."""
+    from playwright.sync_api import expect
+
+    page, base = portal
+    Backend.objects.filter(pk=local_backend.pk).update(poll_interval=30)
+    run = start(user, local_backend, [{"id": "works", "name": "Works", "command": "echo working; sleep 30"}])
+    page.goto(f"{base}/runs/{run.pk}")
+    row = task_row(page, "works")
+    expect(row.locator(".badge.st-running")).to_be_visible(timeout=8_000)
+    expect(row.locator("td.reason")).to_have_text("")
+    expect(row.locator("td:nth-child(8)")).to_have_text(re.compile(r"^\d+s$"))  # its duration so far
+    expect(page.locator("#run-status")).to_have_text("running")
+    screenshot(page, "defect-3-local-running")
+    task = run.tasks.get()
+    assert task.started_at is not None and task.node

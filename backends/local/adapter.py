@@ -73,6 +73,8 @@ class WorkRootUnusable(BackendError):
 class LocalAdapter(FileLogs, BackendAdapter):
     """Jobs are processes on this host; also a :class:`~backends.base.ShellAccess`."""
 
+    starts_jobs_at_submit = True  # the launcher returns once the runner has started
+
     def __init__(self, backend: Backend, data_dir: Path) -> None:
         super().__init__(backend, data_dir)
         user = self.settings.get("run_as")

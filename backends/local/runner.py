@@ -14,7 +14,7 @@ from __future__ import annotations
 RUNNER = r"""
 dir=$1; limit=$2; out=$3; err=$4
 echo $$ > "$dir/pid"
-date +%s.%N > "$dir/started"
+date +%s.%N > "$dir/started.tmp" && mv "$dir/started.tmp" "$dir/started"
 open_files() {  # one file for both streams shares one offset, as with 2>&1
     mkdir -p -- "$(dirname -- "$out")" "$(dirname -- "$err")" && exec 3>"$out" || return
     if [ "$err" = "$out" ]; then exec 4>&3; else exec 4>"$err"; fi
@@ -31,7 +31,9 @@ echo $code > "$dir/exit_code.tmp" && mv "$dir/exit_code.tmp" "$dir/exit_code"
 """
 
 # Makes the job's directory (the script comes on stdin) and starts the runner, detached
-# (setsid, &) so that it outlives the portal and is not its child.
+# (setsid, &) so that it outlives the portal and is not its child; then waits (2 s at
+# most) for the runner's start marker, so that a poll right after the submit finds the
+# job running.
 # Exit 3: the job directory exists, started by an interrupted earlier submit.
 # Exit 4: the work root is not a private directory of this user.
 LAUNCHER = r"""
@@ -49,6 +51,7 @@ if [ -n "$ofd" ]; then
     exec 3>&"$ofd" 4>&"$efd" && eval "exec $ofd>&- $efd>&-" || exit 1
 fi
 TASK_UMASK=$task_umask setsid bash -c "$runner" runner "$dir" "$limit" "$out" "$err" >/dev/null 2>&1 </dev/null &
+for _ in $(seq 200); do [ -e "$dir/started" ] && break; sleep 0.01; done
 """
 
 # Cancels the jobs whose directories are given: marks each cancelled, then sends TERM
