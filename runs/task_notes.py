@@ -59,7 +59,8 @@ def why_it_never_ran(task: Task) -> str:
         failed = blockers(task)
         if failed:
             named = ", ".join(f"{b.task_id} ({b.state}: {b.reason})" if b.reason else b.task_id for b in failed)
-            return f"This task will never run: its dependenc{'ies' if len(failed) > 1 else 'y'} {named} did not complete."
+            plural = "ies" if len(failed) > 1 else "y"
+            return f"This task will never run: its dependenc{plural} {named} did not complete."
         return f"This task will never run: {task.reason or 'a dependency failed'}."
     if not task.is_finished or task.job_id or task.started_at:
         return ""
