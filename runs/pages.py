@@ -17,6 +17,7 @@ from django.http import Http404
 from django.urls import reverse
 from django.utils.http import urlencode
 
+from runs.attempts import attempts
 from runs.engine import states
 from runs.engine.sql import chunks
 from runs.engine.states import TaskState
@@ -55,6 +56,7 @@ TASK_ROW_FIELDS = (
     "memory",
     "cpus",
     "native_deps",
+    "run_attempt",
 )
 # Which rows a capped group shows first (lower first).
 SHOW_FIRST: dict[str, int] = {
@@ -224,6 +226,7 @@ class RunPage:
             # Many groups: open only the ones with work left, so the page stays scannable.
             "collapse_done": self.group_count > 8,
             "rows_per_group": ROWS_PER_GROUP,
+            "attempts": attempts(self.run),  # a relaunched run shows each attempt
         }
 
 

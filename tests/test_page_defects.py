@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 
 from backends.models import Backend
+from backends.units import format_duration
 from runs.actions import create_run
 from runs.models import Run
 from tests.browser import chromium_available, live_portal, login, screenshot
@@ -127,3 +129,88 @@ def test_local_task_shows_running_once_it_runs(portal: tuple[Any, str], user: Us
     screenshot(page, "defect-3-local-running")
     task = run.tasks.get()
     assert task.started_at is not None and task.node
+
+
+def test_time_limit_and_dep_failed_tabs_say_what_happened(
+    portal: tuple[Any, str], user: User, local_backend: Backend
+) -> None:
+    from playwright.sync_api import expect
+
+    page, base = portal
+    run = start(
+        user,
+        local_backend,
+        [
+            {"id": "slow", "name": "Over its limit", "command": "echo started; sleep 30", "time_limit": "0:01"},
+            {"id": "report", "name": "Report", "command": "echo report", "deps": ["slow"]},
+        ],
+    )
+    page.goto(f"{base}/runs/{run.pk}")
+    expect(page.locator("#run-status")).to_have_text("failed", timeout=30_000)
+
+    page.goto(f"{base}/runs/{run.pk}/tasks/slow/logs/error")
+    log = page.locator("#log")
+    expect(log.locator(".alert.ending")).to_have_text(re.compile(r"Killed by its time limit of 0:01 after \ds"))
+    expect(log).to_contain_text("The error file is empty.")
+    screenshot(page, "defect-4a-time-limit-error-tab")
+
+    page.goto(f"{base}/runs/{run.pk}/tasks/report/script")
+    note = page.locator(".never-ran")
+    expect(note).to_have_text(
+        "This task will never run: its dependency slow (failed: time limit exceeded) did not complete."
+    )
+    expect(page.locator("body")).not_to_contain_text("No script yet")
+    screenshot(page, "defect-4b-dep-failed-script-tab")
+    page.click("nav.tabs >> text=Output")
+    expect(page.locator("#log")).to_contain_text("This task never ran, so it has no log. This task will never run")
+
+
+def test_relaunch_is_visible_and_its_idle_time_not_counted(
+    portal: tuple[Any, str], user: User, local_backend: Backend, tmp_path: Any
+) -> None:
+    """A run fails, sits idle, is relaunched and completes: its duration adds up the two
+    attempts' active time only, and the page says who relaunched it and when."""
+    from playwright.sync_api import expect
+
+    page, base = portal
+    flag = tmp_path / "fixed"
+    run = start(
+        user,
+        local_backend,
+        [
+            {"id": "prepare", "name": "Prepare", "command": "sleep 1"},
+            {"id": "flaky", "name": "Flaky", "command": f"sleep 1; test -e {flag}", "deps": ["prepare"]},
+        ],
+    )
+    page.goto(f"{base}/runs/{run.pk}")
+    expect(page.locator("#run-status")).to_have_text("failed", timeout=30_000)
+    run.refresh_from_db()
+    assert run.started_at and run.finished_at
+    first = (run.finished_at - run.started_at).total_seconds()
+    # The researcher fixes the problem: meanwhile the run sits idle.
+    Run.objects.filter(pk=run.pk).update(
+        started_at=run.started_at - timedelta(hours=1), finished_at=run.finished_at - timedelta(hours=1)
+    )
+    flag.write_text("")
+    page.reload()
+    page.click("button:has-text('Relaunch failed')")
+    expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
+    run.refresh_from_db()
+    second = (run.finished_at - datetime.fromisoformat(run.relaunches[0]["at"])).total_seconds()
+    active = run.active_seconds
+    assert active == pytest.approx(first + second, abs=0.01)
+    assert active is not None and active < 60  # the hour between the attempts does not count
+
+    expect(page.locator("#run-duration")).to_have_text(format_duration(run.active_seconds))
+    expect(page.locator("#run-attempt")).to_have_text("2")
+    attempts = page.locator("ol.attempts li")
+    expect(attempts).to_have_count(2)
+    expect(attempts.nth(0)).to_contain_text("attempt 1 — started at")
+    expect(attempts.nth(1)).to_contain_text(re.compile(r"attempt 2 — relaunched by alice at \d\d:\d\d \(1 task\), ran"))
+    expect(task_row(page, "flaky").locator(".task-attempt")).to_have_text("attempt 2")
+    assert not task_row(page, "flaky").locator("td:nth-child(3)").evaluate(OVERFLOWS)
+    expect(task_row(page, "prepare").locator(".task-attempt")).to_have_count(0)
+    screenshot(page, "defect-5-relaunched-run")
+    page.click("nav.mainnav >> text=Runs")
+    expect(page.locator("table.runs tbody tr td.num").first).to_have_text(format_duration(run.active_seconds))
+    screenshot(page, "defect-5b-runs-list")
