@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from django.db.models import Count, Model, QuerySet
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.http import urlencode
 
@@ -20,9 +21,11 @@ from backends.models import Backend
 from runs.access import usable_backends
 from runs.engine import states
 from runs.models import ObservedJob, Run, Task, Viewer
+from runs.pages import RunRow, run_rows
 
 JOB_ROWS = 500  # per jobs table
 PARTITIONS_SHOWN = 8  # per backend card; the rest are summed up in a tooltip
+RECENT_RUNS = 8
 
 M = TypeVar("M", bound=Model)
 Row = TypeVar("Row")
@@ -124,6 +127,16 @@ def other_jobs(user: Viewer, owner: str) -> JobTable[ObservedJob]:
     return JobTable(jobs, truncated, Counter(j.state for j in jobs))
 
 
+def recent_runs(user: Viewer, owner: str) -> list[RunRow]:
+    """The runs ``user`` may see (of ``owner`` if given) that finished, started or were
+    created last, with their outcome: a run that just finished or failed stays in view."""
+    runs = Run.objects.visible_to(user).select_related("owner", "backend")
+    if owner:
+        runs = runs.filter(owner__username=owner)
+    latest = Coalesce("finished_at", "started_at", "created_at")
+    return run_rows(runs.order_by(latest.desc(), "-created_at")[:RECENT_RUNS])
+
+
 def job_owners(user: Viewer) -> list[str]:
     """Who the jobs tables can be filtered by: owners of the runs the viewer sees and of the
     ScriptHut jobs queued or running, users of the other jobs, and the viewer."""
@@ -154,5 +167,6 @@ def dashboard_context(user: Viewer, selected: str, only_mine: bool) -> dict[str,
         "selected_user": selected,
         "only_mine": only_mine,
         "backends": backend_cards(user),
+        "recent_runs": recent_runs(user, selected),
         "jobs_url": reverse("jobs") + (f"?{urlencode({'user': selected})}" if selected and not only_mine else ""),
     }

@@ -214,3 +214,27 @@ def test_relaunch_is_visible_and_its_idle_time_not_counted(
     page.click("nav.mainnav >> text=Runs")
     expect(page.locator("table.runs tbody tr td.num").first).to_have_text(format_duration(run.active_seconds))
     screenshot(page, "defect-5b-runs-list")
+
+
+def test_dashboard_keeps_recent_runs_with_their_outcome(
+    portal: tuple[Any, str], user: User, local_backend: Backend
+) -> None:
+    from playwright.sync_api import expect
+
+    page, base = portal
+    done = start(user, local_backend, [{"id": "ok", "name": "Fine", "command": "true"}], name="fine")
+    page.goto(f"{base}/")
+    recent = page.locator(".recent-runs table tbody tr")
+    expect(recent.filter(has_text=done.pk).locator(".badge")).to_have_text("completed", timeout=30_000)
+    failing = start(user, local_backend, [{"id": "bad", "name": "Bad", "command": "sleep 2; exit 3"}], name="broken")
+    page.evaluate("window.__noReload = true")
+    row = recent.filter(has_text=failing.pk)
+    expect(row.locator(".badge")).to_have_text("running", timeout=30_000)  # while it runs: in both tables
+    expect(page.locator("#jobs table.grid").nth(1).locator("tbody tr .badge.st-running")).to_be_visible()
+    expect(row.locator(".badge")).to_have_text("failed", timeout=30_000)  # and once it failed: still here
+    expect(row).to_contain_text("1 failed")
+    expect(row).to_contain_text("broken")
+    expect(recent.first).to_contain_text(failing.pk)  # the latest first
+    expect(recent).to_have_count(2)
+    assert page.evaluate("window.__noReload") is True
+    screenshot(page, "defect-2-dashboard-recent-runs")
