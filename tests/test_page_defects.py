@@ -7,8 +7,14 @@ and saves a screenshot (``SCRIPTHUT_SCREENSHOTS=1``, under ``screenshots/``).
 from __future__ import annotations
 
 import re
+import socket
+import threading
+import time
+import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +32,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 PASSWORD = "pw-alice-123"
+STATIC = Path(__file__).resolve().parent.parent / "runs" / "static" / "scripthut"
 
 
 @pytest.fixture
@@ -238,3 +245,63 @@ def test_dashboard_keeps_recent_runs_with_their_outcome(
     expect(recent).to_have_count(2)
     assert page.evaluate("window.__noReload") is True
     screenshot(page, "defect-2-dashboard-recent-runs")
+
+
+@contextmanager
+def uvicorn_portal() -> Iterator[str]:
+    """The portal's ASGI application under a real uvicorn, on a free loopback port, in this
+    process (so it shares the test database); stopped on the way out."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = "scripthut_site.asgi:application"
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+def test_log_follower_under_asgi_streams_without_sync_iterator_warnings(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch, user: User, local_backend: Backend, tmp_path: Any
+) -> None:
+    """Under uvicorn, following a growing log (and loading its page's assets) must not make
+    Django warn that a StreamingHttpResponse consumed a synchronous iterator."""
+    from playwright.sync_api import expect
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
+    command = "for i in $(seq 1 40); do echo line $i; sleep 0.25; done"
+    run = start(user, local_backend, [{"id": "grows", "name": "Grows", "command": command}])
+    with warnings.catch_warnings(record=True) as seen, uvicorn_portal() as base:
+        warnings.simplefilter("always")
+        with live_portal(base) as (context, watch):
+            page = context.new_page()
+            assets: list[str] = []
+            page.on("response", lambda r: assets.append(f"{r.status} {r.url}") if "/static/" in r.url else None)
+            login(page, base, user.username, PASSWORD)
+            page.goto(f"{base}/runs/{run.pk}/tasks/grows/logs/output")
+            log = page.locator("pre.log")
+            expect(log).to_contain_text("line 3", timeout=20_000)
+            page.evaluate("window.__noReload = true")
+            expect(log).to_contain_text("line 15", timeout=20_000)  # followed, not reloaded
+            assert page.evaluate("window.__noReload") is True
+            expect(page.locator("#log .live")).to_be_visible()
+            screenshot(page, "defect-7-log-follower-asgi")
+            page.goto(f"{base}/runs/{run.pk}")
+            page.goto(f"{base}/")
+            css = page.request.get(f"{base}/static/scripthut/style.css")  # served whole, chunk by chunk
+            assert css.body() == (STATIC / "style.css").read_bytes()
+        assert watch.problems == []
+    streaming = [str(w.message) for w in seen if "StreamingHttpResponse" in str(w.message)]
+    assert streaming == [], [(w.filename, w.lineno) for w in seen]
+    assert assets and all(a.startswith(("200 ", "304 ")) for a in assets), assets
