@@ -54,16 +54,16 @@ def blockers(task: Task) -> list[Blocker]:
 
 
 def why_it_never_ran(task: Task) -> str:
-    """Why a finished task that was never submitted will never run; "" for any other task."""
+    """Why a finished task that never started will never run ("its dependency prepare
+    (failed: exit code 3) did not complete"); "" for a task that ran or still may."""
     if task.state == TaskState.DEP_FAILED:  # also a job held on its dependencies, then dropped
         failed = blockers(task)
-        if failed:
-            named = ", ".join(f"{b.task_id} ({b.state}: {b.reason})" if b.reason else b.task_id for b in failed)
-            plural = "ies" if len(failed) > 1 else "y"
-            return f"This task will never run: its dependenc{plural} {named} did not complete."
-        return f"This task will never run: {task.reason or 'a dependency failed'}."
+        if not failed:
+            return task.reason or "a dependency failed"
+        named = ", ".join(f"{b.task_id} ({b.state}: {b.reason})" if b.reason else b.task_id for b in failed)
+        return f"its dependenc{'ies' if len(failed) > 1 else 'y'} {named} did not complete"
     if not task.is_finished or task.job_id or task.started_at:
         return ""
     if task.state == TaskState.CANCELLED:
-        return "This task will never run: its run was cancelled before it was submitted."
-    return f"This task never ran: {task.reason or task.get_state_display()}."
+        return "its run was cancelled before it was submitted"
+    return task.reason or task.get_state_display()

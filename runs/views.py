@@ -171,7 +171,7 @@ def _read_log(task: Task, stream: str, path: str) -> LogRead:
     """The tail of a task's log, or why it cannot be shown."""
     if task.state == TaskState.PENDING or not task.job_id:
         if task.is_finished:
-            return LogRead(problem=f"This task never ran, so it has no log. {why_it_never_ran(task)}")
+            return LogRead(problem=f"This task never ran, so it has no log: {why_it_never_ran(task)}.")
         return LogRead(problem="This task has not been submitted yet, so it has no log.")
     if not path:
         return LogRead(problem="No log file is recorded for this task.")
