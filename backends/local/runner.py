@@ -31,9 +31,7 @@ echo $code > "$dir/exit_code.tmp" && mv "$dir/exit_code.tmp" "$dir/exit_code"
 """
 
 # Makes the job's directory (the script comes on stdin) and starts the runner, detached
-# (setsid, &) so that it outlives the portal and is not its child; then waits (2 s at
-# most) for the runner's start marker, so that a poll right after the submit finds the
-# job running.
+# (setsid, &) so that it outlives the portal and is not its child.
 # Exit 3: the job directory exists, started by an interrupted earlier submit.
 # Exit 4: the work root is not a private directory of this user.
 LAUNCHER = r"""
@@ -51,7 +49,6 @@ if [ -n "$ofd" ]; then
     exec 3>&"$ofd" 4>&"$efd" && eval "exec $ofd>&- $efd>&-" || exit 1
 fi
 TASK_UMASK=$task_umask setsid bash -c "$runner" runner "$dir" "$limit" "$out" "$err" >/dev/null 2>&1 </dev/null &
-for _ in $(seq 200); do [ -e "$dir/started" ] && break; sleep 0.01; done
 """
 
 # Cancels the jobs whose directories are given: marks each cancelled, then sends TERM
