@@ -121,6 +121,7 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at"]),
             models.Index(fields=["backend", "status"]),
+            models.Index(fields=["-finished_at"], name="runs_run_finished_idx"),  # the dashboard's recent runs
         ]
 
     def __str__(self) -> str:
