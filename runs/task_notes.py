@@ -32,6 +32,8 @@ def how_it_ended(task: Task) -> str:
         return f"The task failed: {task.reason or 'no reason given'}."
     if task.state == TaskState.CANCELLED and task.job_id:
         return f"The task was cancelled while it was {'running' if task.started_at else 'queued'}."
+    if task.state == TaskState.DEP_FAILED and task.job_id:  # held on its dependencies, then dropped
+        return f"This task never ran: {why_it_never_ran(task)}."
     return ""
 
 
