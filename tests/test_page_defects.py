@@ -105,6 +105,10 @@ def test_job_id_and_reason_are_readable_at_1400_px(portal: tuple[Any, str], user
         assert row.locator("td:nth-child(4)").evaluate(LINES) == 1, f"{task_id}: the local job id wraps"
         job, reason = (row.locator(c).bounding_box() for c in ("td:nth-child(4)", "td.reason"))
         assert job and reason and job["x"] + job["width"] <= reason["x"] + 0.5
+    # A mature database's task pks have 7 digits: such a local job id still fits on one line.
+    cell = task_row(page, "exits").locator("td:nth-child(4)")
+    cell.evaluate("cell => { cell.textContent = 'sh-0123abcd-1234567-abcdef'; }")
+    assert cell.evaluate(LINES) == 1 and not cell.evaluate(OVERFLOWS)
 
 
 def finished_time(page: Any) -> Any:
