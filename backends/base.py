@@ -258,6 +258,9 @@ class BackendAdapter(ABC):
 
     # True where jobs can wait on other jobs inside the scheduler (afterok).
     supports_native_dependencies = False
+    # True where a job is running once submit returns and a poll is cheap (local
+    # processes): the tick polls again right after submitting.
+    starts_jobs_at_submit = False
 
     def __init__(self, backend: Backend, data_dir: Path, identity: ClusterIdentity | None = None):
         self.backend = backend

@@ -171,20 +171,30 @@ def relaunch_run(run: Run, by: User | None = None) -> int:
         again = list(Task.objects.filter(run=run, state__in=UNSUCCESSFUL))
         if not again:
             raise RunStateError(f"run {run.pk} has nothing to relaunch: every task completed")
+        record_relaunch(run, by, len(again))
         for task in again:
             reset_for_submission(task)
             task.attempt = 0
+            task.run_attempt = run.attempt
             task.reason = "relaunched"
             task.waiting_on = sum(1 for dep in task.resolved_deps if dep not in done)
-        move(again, Step.RELAUNCH, [*RESET_FIELDS, "attempt", "reason", "waiting_on"])
+        move(again, Step.RELAUNCH, [*RESET_FIELDS, "attempt", "run_attempt", "reason", "waiting_on"])
         run.status = RunStatus.RUNNING if done else RunStatus.PENDING
         run.finished_at = None
         run.error = ""
-        run.save(update_fields=["status", "finished_at", "error"])
+        run.save(update_fields=["status", "finished_at", "error", "relaunches"])
         events.announce([run.pk], run_status=True)
         audit.record(Action.RUN_RELAUNCHED, f"run {run.pk}", actor=by, tasks=len(again))
     wake(run.backend)
     return len(again)
+
+
+def record_relaunch(run: Run, by: User | None, tasks: int) -> None:
+    """Close the run's current attempt (its active time) and open the next one, on ``run``."""
+    start, end = run.attempt_started_at, run.finished_at
+    previous = (end - start).total_seconds() if start and end else 0.0
+    entry = {"at": timezone.now().isoformat(), "by": by.get_username() if by else "", "tasks": tasks}
+    run.relaunches = [*run.relaunches, {**entry, "previous_seconds": max(0.0, previous)}]
 
 
 def wake(backend: Backend) -> None:

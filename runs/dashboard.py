@@ -20,9 +20,11 @@ from backends.models import Backend
 from runs.access import usable_backends
 from runs.engine import states
 from runs.models import ObservedJob, Run, Task, Viewer
+from runs.pages import RunRow, run_rows
 
 JOB_ROWS = 500  # per jobs table
 PARTITIONS_SHOWN = 8  # per backend card; the rest are summed up in a tooltip
+RECENT_RUNS = 8
 
 M = TypeVar("M", bound=Model)
 Row = TypeVar("Row")
@@ -124,6 +126,20 @@ def other_jobs(user: Viewer, owner: str) -> JobTable[ObservedJob]:
     return JobTable(jobs, truncated, Counter(j.state for j in jobs))
 
 
+def recent_runs(user: Viewer, owner: str) -> list[RunRow]:
+    """The runs ``user`` may see (of ``owner`` if given) that were created or finished
+    last, with their outcome: a run that just finished or failed stays in view."""
+    runs = Run.objects.visible_to(user).select_related("owner", "backend")
+    if owner:
+        runs = runs.filter(owner__username=owner)
+    # Two short index scans rather than sorting every run on an expression at each refresh.
+    created = list(runs.order_by("-created_at")[:RECENT_RUNS])
+    finished = list(runs.filter(finished_at__isnull=False).order_by("-finished_at")[:RECENT_RUNS])
+    by_pk = {run.pk: run for run in created + finished}
+    latest = sorted(by_pk.values(), key=lambda run: max(run.created_at, run.finished_at or run.created_at))
+    return run_rows(latest[::-1][:RECENT_RUNS])
+
+
 def job_owners(user: Viewer) -> list[str]:
     """Who the jobs tables can be filtered by: owners of the runs the viewer sees and of the
     ScriptHut jobs queued or running, users of the other jobs, and the viewer."""
@@ -154,5 +170,6 @@ def dashboard_context(user: Viewer, selected: str, only_mine: bool) -> dict[str,
         "selected_user": selected,
         "only_mine": only_mine,
         "backends": backend_cards(user),
+        "recent_runs": recent_runs(user, selected),
         "jobs_url": reverse("jobs") + (f"?{urlencode({'user': selected})}" if selected and not only_mine else ""),
     }

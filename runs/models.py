@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime
 from typing import TYPE_CHECKING, TypeAlias
 
 from django.conf import settings
@@ -109,6 +110,9 @@ class Run(models.Model):
     clone_dir = models.CharField(max_length=500, blank=True, help_text="Git checkout tasks run in.")
     error = models.TextField(blank=True)
     warnings = models.JSONField(default=list, blank=True)
+    # One entry per relaunch, oldest first: {"at", "by", "tasks", "previous_seconds"} (the
+    # active time of the attempt it ended), so the idle time between attempts never counts.
+    relaunches = models.JSONField(default=list, blank=True)
 
     objects = RunQuerySet.as_manager()
 
@@ -117,6 +121,7 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at"]),
             models.Index(fields=["backend", "status"]),
+            models.Index(fields=["-finished_at"], name="runs_run_finished_idx"),  # the dashboard's recent runs
         ]
 
     def __str__(self) -> str:
@@ -125,6 +130,30 @@ class Run(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in states.RUN_FINISHED
+
+    @property
+    def attempt(self) -> int:
+        return len(self.relaunches) + 1
+
+    @property
+    def attempt_started_at(self) -> datetime | None:
+        """When the current attempt began: the first start, or the last relaunch."""
+        return datetime.fromisoformat(self.relaunches[-1]["at"]) if self.relaunches else self.started_at
+
+    @property
+    def active_seconds(self) -> float | None:
+        """How long the run has been running, its attempts added up (None before it starts)."""
+        start = self.attempt_started_at
+        if self.started_at is None or start is None:
+            return None
+        current = max(0.0, ((self.finished_at or timezone.now()) - start).total_seconds())
+        return sum(r["previous_seconds"] for r in self.relaunches) + current
+
+    @property
+    def is_settled(self) -> bool:
+        """Finished and its finish time filled in: its page has nothing left to update
+        (a cancelled run is finished at once; its jobs' ends and its finish time follow)."""
+        return self.is_finished and self.finished_at is not None
 
 
 class Task(models.Model):
@@ -156,6 +185,7 @@ class Task(models.Model):
     retries = models.PositiveIntegerField(default=0)
     attempt = models.PositiveIntegerField(default=0, help_text="0 for the first try, then 1, 2, ...")
     generated_by = models.CharField(max_length=255, blank=True)
+    run_attempt = models.PositiveIntegerField(default=1, help_text="The run's attempt it last ran in (relaunches).")
 
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     reason = models.TextField(blank=True, help_text="Why the task is in its state (pending reason, error).")

@@ -17,6 +17,7 @@ from django.http import Http404
 from django.urls import reverse
 from django.utils.http import urlencode
 
+from runs.attempts import attempts
 from runs.engine import states
 from runs.engine.sql import chunks
 from runs.engine.states import TaskState
@@ -56,6 +57,7 @@ TASK_ROW_FIELDS = (
     "memory",
     "cpus",
     "native_deps",
+    "run_attempt",
 )
 # Which rows a capped group shows first (lower first).
 SHOW_FIRST: dict[str, int] = {
@@ -127,7 +129,7 @@ def run_list_context(user: Viewer, page_number: str | None) -> dict[str, Any]:
     return {
         "rows": rows,
         "page": page,
-        "poll": any(not row.run.is_finished for row in rows),
+        "poll": any(not row.run.is_settled for row in rows),
         "show_owner": True,
     }
 
@@ -190,7 +192,7 @@ class RunPage:
 
     @property
     def poll(self) -> bool:
-        return not self.run.is_finished
+        return not self.run.is_settled
 
     @property
     def can_cancel(self) -> bool:
@@ -225,6 +227,7 @@ class RunPage:
             # Many groups: open only the ones with work left, so the page stays scannable.
             "collapse_done": self.group_count > 8,
             "rows_per_group": ROWS_PER_GROUP,
+            "attempts": attempts(self.run),  # a relaunched run shows each attempt
         }
 
 

@@ -32,6 +32,7 @@ from runs.limits import form_max_concurrent
 from runs.models import AuditEvent, Task, Workflow, task_group
 from runs.page_input import first_rows, problems_message
 from runs.pages import run_list_context, run_page, visible_run, visible_task
+from runs.task_notes import how_it_ended, why_it_never_ran
 from runs.workflow_command import dry_run, start_run
 from runs.workflow_json import ResolvedTask, WorkflowError
 from sources.git import mask_credentials
@@ -154,6 +155,7 @@ def task_script(request: HttpRequest, run_id: str, task_id: str) -> HttpResponse
         "task": task,
         "output_path": _log_location(task, "output"),
         "error_path": _log_location(task, "error"),
+        "never_ran": why_it_never_ran(task),
     }
     return render(request, "runs/task_script.html", context)
 
@@ -169,7 +171,7 @@ def _read_log(task: Task, stream: str, path: str) -> LogRead:
     """The tail of a task's log, or why it cannot be shown."""
     if task.state == TaskState.PENDING or not task.job_id:
         if task.is_finished:
-            return LogRead(problem=f"This task never ran ({task.get_state_display()}), so it has no log.")
+            return LogRead(problem=f"This task never ran, so it has no log: {why_it_never_ran(task)}.")
         return LogRead(problem="This task has not been submitted yet, so it has no log.")
     if not path:
         return LogRead(problem="No log file is recorded for this task.")
@@ -205,6 +207,7 @@ def task_logs(request: HtmxHttpRequest, run_id: str, task_id: str, stream: str) 
         "text": log.text,
         "problem": log.problem,
         "problem_level": log.level,
+        "ending": how_it_ended(task),  # e.g. killed by its time limit: an empty error file says nothing
         # A full tail means the file is at least that long: say it was cut.
         "truncated": len(log.text.encode()) >= LOG_TAIL_BYTES,
         "tail_kib": LOG_TAIL_BYTES // 1024,

@@ -2,10 +2,10 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+from scripthut_site.async_streaming import asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scripthut_site.settings")
-django_asgi_app = get_asgi_application()
+django_asgi_app = asgi_application()  # Django's, streaming static files asynchronously
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
 

@@ -25,6 +25,7 @@ import os
 import shlex
 import stat
 import subprocess
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 
 TIMEOUT_EXIT_CODES = (124, 137)
 ALREADY_STARTED, ROOT_UNUSABLE = 3, 4  # exit codes of the launcher
+START_WAIT = 2.0  # seconds submit waits for the runners it launched to start
 READ_TIMEOUT = 15  # seconds for reading a file as run_as: a FIFO swapped in must not hang a page
 TASK_FILES = ("output_file", "error_file", "generates_source")
 
@@ -72,6 +74,8 @@ class WorkRootUnusable(BackendError):
 
 class LocalAdapter(FileLogs, BackendAdapter):
     """Jobs are processes on this host; also a :class:`~backends.base.ShellAccess`."""
+
+    starts_jobs_at_submit = True  # submit returns once the runners have started
 
     def __init__(self, backend: Backend, data_dir: Path) -> None:
         super().__init__(backend, data_dir)
@@ -154,7 +158,16 @@ class LocalAdapter(FileLogs, BackendAdapter):
                 results.append(SubmitResult(tag=job.tag, error=str(exc)))
             except OSError as exc:  # FileRefused, or a task file that cannot be opened
                 results.append(SubmitResult(tag=job.tag, error=str(exc)))
+        self._wait_for_start([r.job_id for r in results if r.job_id])
         return results
+
+    def _wait_for_start(self, job_ids: list[str]) -> None:
+        """Until the runners just launched have written their start markers (all at once,
+        START_WAIT seconds at most): a poll right after the submit then finds them running."""
+        deadline = time.monotonic() + START_WAIT
+        while job_ids and time.monotonic() < deadline:
+            time.sleep(0.01)
+            job_ids = [job_id for job_id in job_ids if not _has_started(self.work_root, job_id)]
 
     def _submit_one(self, job: JobSpec, script: str) -> SubmitResult:
         with JobFiles(self.work_root, job.tag) as files:
@@ -311,6 +324,11 @@ class LocalAdapter(FileLogs, BackendAdapter):
             if status.started_at and status.finished_at:
                 status.elapsed_seconds = (status.finished_at - status.started_at).total_seconds()
             return status
+
+
+def _has_started(work_root: Path, job_id: str) -> bool:
+    with JobFiles(work_root, job_id) as files:
+        return files.exists("started")
 
 
 def _settle(status: JobStatus, files: JobFiles) -> None:

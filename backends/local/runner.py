@@ -14,7 +14,7 @@ from __future__ import annotations
 RUNNER = r"""
 dir=$1; limit=$2; out=$3; err=$4
 echo $$ > "$dir/pid"
-date +%s.%N > "$dir/started"
+date +%s.%N > "$dir/started.tmp" && mv "$dir/started.tmp" "$dir/started"
 open_files() {  # one file for both streams shares one offset, as with 2>&1
     mkdir -p -- "$(dirname -- "$out")" "$(dirname -- "$err")" && exec 3>"$out" || return
     if [ "$err" = "$out" ]; then exec 4>&3; else exec 4>"$err"; fi

@@ -20,11 +20,12 @@ from runs.engine.states import ACTIVE, RUN_UNFINISHED, Step, TaskState, move
 from runs.models import Run, Task
 
 
-def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None) -> None:
-    """``owner``: only that user's runs (a per_user backend, ``adapter`` acting as them)."""
+def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None) -> int:
+    """``owner``: only that user's runs (a per_user backend, ``adapter`` acting as them).
+    Returns how many jobs were sent to the backend."""
     batch = fill_batch(backend, adapter, changed, owner=owner)
     if not batch:
-        return
+        return 0
     try:
         results = adapter.submit([(spec, script) for _, spec, script in batch])
     except BackendUnavailable:
@@ -41,6 +42,7 @@ def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str], *
     started = {task.run_id for task, _, _ in batch}
     if Run.objects.filter(pk__in=started, started_at__isnull=True).update(started_at=now):
         events.announce(started, run_status=True)
+    return len(batch)
 
 
 def fill_batch(

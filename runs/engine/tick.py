@@ -107,7 +107,9 @@ def run_phases(backend: Backend, adapter: BackendAdapter, changed: set[str], own
     reconcile_submitting(backend, adapter, changed, owner=owner)
     cancel_requested(backend, adapter, changed, owner=owner)
     poll_jobs(backend, adapter, changed, owner=owner)
-    submit_ready(backend, adapter, changed, owner=owner)
+    if submit_ready(backend, adapter, changed, owner=owner) and adapter.starts_jobs_at_submit:
+        # Local jobs run as soon as they are submitted: show them running now, not a poll interval later.
+        poll_jobs(backend, adapter, changed, owner=owner)
 
 
 def tick_each_owner(backend: Backend, changed: set[str]) -> BackendAdapter | None:
