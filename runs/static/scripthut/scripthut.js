@@ -62,6 +62,46 @@
     followLog(root);
   }
 
+  // -- live pages: changes arrive over a websocket (htmx's ws extension swaps each pushed
+  // row in place by id). A pushed row whose id is not on the page is new: it is added to
+  // the table it names, if that table shows all its rows (data-complete).
+  document.addEventListener("htmx:oobErrorNoTarget", function (event) {
+    var row = event.detail.content;
+    var where = row.dataset.appendTo || row.dataset.prependTo;
+    var table = where && document.querySelector(where + "[data-complete]");
+    if (!table) return;
+    table.querySelectorAll(":scope > tr > td.empty").forEach(function (td) { td.parentElement.remove(); });
+    if (row.dataset.prependTo) table.prepend(row); else table.append(row);
+    htmx.process(row);
+    applyWidths(row);
+  });
+
+  // While the socket is down, the live parts ([data-poll-url]) are fetched every POLL_MS;
+  // once it is back, once more (to catch what was missed), then no more.
+  var POLL_MS = 2000;
+  var poller = null;
+  function refreshLive() {
+    document.querySelectorAll("[data-poll-url]").forEach(function (part) {
+      htmx.ajax("GET", part.dataset.pollUrl, { target: part, swap: "outerHTML" });
+    });
+  }
+  document.addEventListener("htmx:wsClose", function (event) {
+    if (!poller) poller = setInterval(refreshLive, POLL_MS);
+    var code = event.detail.event.code;
+    // The extension itself reconnects after an abnormal close; after a clean one (a
+    // server restart, a proxy) reconnect too, unless the server refused this user (4xxx).
+    if (code < 4000 && [1006, 1011, 1012, 1013].indexOf(code) < 0) {
+      setTimeout(event.detail.socketWrapper.reconnect, 3000);
+    }
+  });
+  document.addEventListener("htmx:wsOpen", function () {
+    if (poller) { clearInterval(poller); poller = null; refreshLive(); }
+  });
+  // A change of the run's own status (finished, cancelled) changes its buttons: fetch the part once.
+  document.addEventListener("htmx:wsAfterMessage", function (event) {
+    if (String(event.detail.message).indexOf("data-refresh-live") >= 0) refreshLive();
+  });
+
   if (window.htmx) {
     htmx.onLoad(onLoad); // runs for the initial page and for every swapped-in fragment
   } else {
