@@ -184,14 +184,14 @@ def test_runs_list_and_dashboard_hear_only_runs_their_user_may_see(
     sockets.close()
 
 
-def _stream(base: str, user: User, query: str = "") -> http.client.HTTPResponse:
+def _stream(base: str, user: User, query: str = "") -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
     parts = urlsplit(base)
     connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
     connection.request("GET", f"/jobs/stream{query}", headers={"Cookie": session_cookie(user)})
     response = connection.getresponse()
     assert response.status == 200 and response.getheader("Content-Type") == "text/event-stream"
     assert response.readline() == b"retry: 3000\n"  # the stream is open (and subscribed)
-    return response
+    return connection, response
 
 
 def _next_event(response: http.client.HTTPResponse) -> tuple[str, dict[str, Any]]:
@@ -209,7 +209,11 @@ def _next_event(response: http.client.HTTPResponse) -> tuple[str, dict[str, Any]
 def test_jobs_stream_sends_server_sent_events_of_visible_runs_only(
     base: str, run: Run, user: User, bob: User, staff: User, local_backend: Backend
 ) -> None:
-    alice, bobs, carol = _stream(base, user), _stream(base, bob), _stream(base, staff, "?user=alice")
+    (_, alice), (bob_connection, bobs), (_, carol) = (
+        _stream(base, user),
+        _stream(base, bob),
+        _stream(base, staff, "?user=alice"),
+    )
     theirs = create_run(
         owner=bob, backend=local_backend, workflow_name="bobs", payload=[{"id": "x", "name": "x", "command": "true"}]
     )
@@ -220,7 +224,8 @@ def test_jobs_stream_sends_server_sent_events_of_visible_runs_only(
         kind, event = _next_event(stream)
         assert kind == "task" and event["run"] == run.pk and event["task"] == "sim.2"
         assert event["state"] == "submitting" and event["owner"] == "alice"
-    bobs.fp.raw._sock.settimeout(QUIET)  # type: ignore[union-attr]
+    assert bob_connection.sock is not None
+    bob_connection.sock.settimeout(QUIET)
     with pytest.raises(TimeoutError):
         _next_event(bobs)  # alice's task is not bob's business
     anonymous = http.client.HTTPConnection("127.0.0.1", urlsplit(base).port, timeout=10)
