@@ -1,0 +1,117 @@
+"""In headless Chromium against a real uvicorn: the run page follows a run by push, falls
+back to polling when its socket is cut, and takes the socket again when it is back.
+
+The socket is cut with Playwright's websocket routing, which sits between the page and
+the server: the page sees a dropped connection, the server a closed one.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+
+from backends.models import Backend
+from runs.actions import create_run
+from tests.asgi_server import asgi_server
+from tests.browser import chromium_available, live_portal, login, screenshot
+
+pytestmark = [
+    pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing (apt-get install chromium)"),
+    pytest.mark.django_db(transaction=True),
+]
+
+# Counts the socket's openings and the page's own loads, before any of the page's scripts.
+SOCKET_WATCH = """
+window.__wsOpens = 0;
+document.addEventListener("htmx:wsOpen", () => { window.__wsOpens += 1; });
+"""
+
+
+class SocketCutter:
+    """Routes the run page's socket through Playwright; ``cut()`` drops it and refuses new
+    ones until ``restore()``."""
+
+    def __init__(self) -> None:
+        self.allowed = threading.Event()
+        self.allowed.set()
+        self.routes: list[Any] = []
+
+    def handle(self, route: Any) -> None:
+        if not self.allowed.is_set():
+            route.close(code=1011)  # "try again later": the page keeps trying
+            return
+        route.connect_to_server()
+        self.routes.append(route)
+
+    def cut(self) -> None:
+        self.allowed.clear()
+        for route in self.routes:
+            route.close(code=1011)
+        self.routes.clear()
+
+    def restore(self) -> None:
+        self.allowed.set()
+
+
+def _states(page: Any) -> list[str]:
+    return list(page.eval_on_selector_all("table.tasks .badge", "els => els.map(e => e.textContent.trim())"))
+
+
+def test_run_page_follows_the_run_by_push_then_by_polling_when_the_socket_is_cut(
+    user: User, local_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop lives on this thread
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
+    from playwright.sync_api import expect
+
+    tasks = [{"id": f"step.{i}", "name": f"step {i}", "command": "sleep 1.2"} for i in range(8)]
+    run = create_run(owner=user, backend=local_backend, workflow_name="live", payload=tasks, max_concurrent=2)
+    polls: list[str] = []
+    cutter = SocketCutter()
+
+    with asgi_server() as base, live_portal(base) as (context, watch):
+        context.add_init_script(SOCKET_WATCH)
+        page = context.new_page()
+        page.on("request", lambda request: "/items" in request.url and polls.append(request.url))
+        page.route_web_socket(re.compile(r"/runs/[0-9a-f]+/live$"), cutter.handle)
+        login(page, base, "alice", "pw-alice-123")
+        page.goto(f"{base}/runs/{run.pk}")
+        page.evaluate("window.__noReload = true")
+        page.wait_for_function("() => window.__wsOpens === 1")
+        expect(page.locator("#run-status")).to_have_text("running")
+        time.sleep(0.5)  # the page's one fetch when the run's status changes (its buttons hang on it)
+        polls.clear()
+
+        # Pushed: rows change state while the page fetches nothing.
+        expect(page.locator("table.tasks .badge.st-completed").first).to_be_visible(timeout=30_000)
+        expect(page.locator("#run-status")).to_have_text("running")
+        assert polls == [], "the page polled while its socket was up"
+        screenshot(page, "live-01-run-pushed")
+
+        # Cut: the page polls its live part, and keeps advancing.
+        cutter.cut()
+        done_at_cut = _states(page).count("completed")
+        expect(page.locator("table.tasks .badge.st-completed")).not_to_have_count(done_at_cut, timeout=30_000)
+        assert polls, "the page did not fall back to polling"
+        screenshot(page, "live-02-run-polling")
+
+        # Back: the page takes the socket again and stops polling.
+        cutter.restore()
+        page.wait_for_function("() => window.__wsOpens >= 2", timeout=30_000)
+        time.sleep(0.5)  # the one catching-up fetch after reconnecting
+        polled = len(polls)
+        expect(page.locator("#run-status")).to_have_text("completed", timeout=60_000)
+        expect(page.locator("table.tasks .badge.st-completed")).to_have_count(8)
+        expect(page.locator("#completed-count")).to_have_text("8")
+        # A finished run's page has no more to follow: the cancel button went with the refresh.
+        expect(page.locator("button:has-text('Cancel run')")).to_have_count(0)
+        assert len(polls) <= polled + 2, f"still polling with the socket up: {polls[polled:]}"
+        assert page.evaluate("window.__noReload") is True, "the run page was reloaded"
+        screenshot(page, "live-03-run-completed")
+        assert watch.problems == []
