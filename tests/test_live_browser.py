@@ -59,6 +59,11 @@ class SocketCutter:
         self.allowed.set()
 
 
+def _note_poll(polls: list[str], url: str) -> None:
+    if "/items" in url:
+        polls.append(url)
+
+
 def _states(page: Any) -> list[str]:
     return list(page.eval_on_selector_all("table.tasks .badge", "els => els.map(e => e.textContent.trim())"))
 
@@ -78,7 +83,7 @@ def test_run_page_follows_the_run_by_push_then_by_polling_when_the_socket_is_cut
     with asgi_server() as base, live_portal(base) as (context, watch):
         context.add_init_script(SOCKET_WATCH)
         page = context.new_page()
-        page.on("request", lambda request: "/items" in request.url and polls.append(request.url))
+        page.on("request", lambda request: _note_poll(polls, request.url))
         page.route_web_socket(re.compile(r"/runs/[0-9a-f]+/live$"), cutter.handle)
         login(page, base, "alice", "pw-alice-123")
         page.goto(f"{base}/runs/{run.pk}")
