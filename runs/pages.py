@@ -260,7 +260,9 @@ def run_page(run: Run, focus: str | None = None, page_number: str | None = None)
 
 def group_page(run: Run, name: str, page_number: str | None) -> GroupView:
     """One page (GROUP_ROWS rows) of group ``name``: what an opened group of a big run loads."""
-    light = _light(run)
+    # Only the group's own tasks are read (ids starting "<name>."); the group without a name is
+    # every id without a dot, which no prefix selects.
+    light = _light(run, prefix=f"{name}." if name else "")
     groups = _count_groups(light)
     groups_page = _choose_focus_rows(groups, light, name, page_number, GROUP_ROWS)
     group = groups[name]
@@ -280,15 +282,20 @@ def group_counts(run: Run, names: Iterable[str]) -> dict[str, Counter[str]]:
     return counts
 
 
-def _light(run: Run) -> list[Light]:
-    return list(Task.objects.filter(run=run).order_by("position").values_list("pk", "task_id", "state"))
+def _light(run: Run, prefix: str = "") -> list[Light]:
+    tasks = Task.objects.filter(run=run)
+    if prefix:
+        tasks = tasks.filter(task_id__startswith=prefix)
+    return list(tasks.order_by("position").values_list("pk", "task_id", "state"))
 
 
 def _count_groups(light: list[Light]) -> dict[str, GroupView]:
     groups: dict[str, GroupView] = {}
     for _, task_id, state in light:
         name = task_group(task_id)
-        group = groups.setdefault(name, GroupView(name))
+        group = groups.get(name)
+        if group is None:  # not setdefault: a GroupView per task would cost more than the query
+            group = groups[name] = GroupView(name)
         group.counts[state] += 1
         group.total += 1
     return groups
