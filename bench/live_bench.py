@@ -99,8 +99,8 @@ def bench_page(tasks: int, groups: int, repeat: int) -> None:
             f"  {size / 1024:7.1f} KB  {queries} queries"
         )
     changed = list(task_rows(run)[:10])
-    html = run_page_html(run, changed, state_counts([run.pk])[run.pk])
-    print(f"  {'a pushed change of 10 tasks':38s} {len(html.encode()) / 1024:7.1f} KB")
+    frames = run_page_html(run, changed, state_counts([run.pk])[run.pk])
+    print(f"  {'a pushed change of 10 tasks':38s} {sum(len(f.encode()) for f in frames) / 1024:7.1f} KB")
 
 
 # -- (b) push latency ----------------------------------------------------------------------

@@ -26,7 +26,7 @@ REFUSED = 4403  # close code of a socket its user may not open
 class LiveConsumer(AsyncWebsocketConsumer):
     """Joins ``groups()`` once let in; forwards each pushed message's ``field`` to the page."""
 
-    field = "html"
+    field = "frames"  # of the pushed message: the HTML frames this page is sent
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -56,9 +56,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if message["id"] in self.seen or not self.wanted(message):
             return
         self.seen.append(message["id"])
-        html = message.get(self.field, "")
-        if html:
-            await self.send(text_data=html)
+        for frame in message.get(self.field, []):
+            if frame.strip():
+                await self.send(text_data=frame)
 
 
 class RunConsumer(LiveConsumer):
@@ -76,7 +76,7 @@ class RunConsumer(LiveConsumer):
 class RunListConsumer(LiveConsumer):
     """``/runs/live``: the runs list's rows."""
 
-    field = "runs_html"
+    field = "runs_frames"
 
     def groups_for(self, user: Viewer) -> list[str]:
         return viewer_groups(user)
@@ -85,7 +85,7 @@ class RunListConsumer(LiveConsumer):
 class JobsConsumer(RunListConsumer):
     """``/live``: the dashboard's ScriptHut job rows (of the user it is narrowed to, if any)."""
 
-    field = "jobs_html"
+    field = "jobs_frames"
 
     def wanted(self, message: dict[str, Any]) -> bool:
         query = parse_qs(self.scope.get("query_string", b"").decode())

@@ -63,20 +63,22 @@ def _changed_tasks(run: Run, task_ids: Iterable[int]) -> list[Task]:
     return [task for chunk in chunks(sorted(task_ids)) for task in query.filter(pk__in=chunk)]
 
 
-def run_page_html(run: Run, tasks: list[Task], counts: dict[str, int]) -> str:
-    """What a run page's socket receives: changed rows, their groups' counts, the run's counts."""
+def run_page_html(run: Run, tasks: list[Task], counts: dict[str, int]) -> list[str]:
+    """What a run page's socket receives: the run's and the changed groups' counts, then the
+    changed rows. Two frames: a browser parses a fragment that starts with a ``<tr>`` as table
+    rows and drops any ``<tr>`` that follows other elements, so rows travel on their own."""
     context = {"run": run, "counts": counts, "total": sum(counts.values()), "oob": True}
     parts = [render_to_string("runs/_run_summary.html", context), render_to_string("runs/_run_bars.html", context)]
     names = {task_group(task.task_id) for task in tasks}
     for name, group_count in group_counts(run, names).items():
         group = GroupView(name, counts=group_count, total=sum(group_count.values()))
         parts.append(render_to_string("runs/_group_summary.html", {"g": group, "oob": True}))
+    rows = []
     for task in tasks:
         group_id = GroupView(task_group(task.task_id)).dom_id
-        parts.append(
-            render_to_string("runs/_task_row.html", {"t": task, "run": run, "group_id": group_id, "oob": True})
-        )
-    return "".join(parts)
+        context = {"t": task, "run": run, "group_id": group_id, "oob": True}
+        rows.append(render_to_string("runs/_task_row.html", context))
+    return ["".join(parts), "".join(rows)]
 
 
 def run_list_html(run: Run, counts: dict[str, int]) -> str:
@@ -141,16 +143,16 @@ def publish(change: RunChange) -> None:
     counts = state_counts([run.pk])[run.pk]
     message_id = uuid.uuid4().hex
     send = async_to_sync(layer.group_send)
-    html = run_page_html(run, tasks, counts)
+    frames = run_page_html(run, tasks, counts)
     if change.run_status:  # the actions (cancel, relaunch) hang on the status: the page fetches its live part once
-        html += REFRESH
-    send(page_group, {"type": MESSAGE_TYPE, "id": message_id, "html": html})
+        frames[0] += REFRESH
+    send(page_group, {"type": MESSAGE_TYPE, "id": message_id, "frames": frames})
     viewers = {
         "type": MESSAGE_TYPE,
         "id": message_id,
         "owner": run.owner.get_username(),
-        "runs_html": run_list_html(run, counts),
-        "jobs_html": jobs_html(run, tasks),
+        "runs_frames": [run_list_html(run, counts)],
+        "jobs_frames": [jobs_html(run, tasks)],
         "events": task_events(run, tasks),
     }
     for group in audience:

@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection
+from django.db import connection, transaction
 
 from backends.models import Backend
 from runs.actions import create_run
+from runs.engine.states import Step, TaskState, move
+from runs.models import Task
 from tests.asgi_server import asgi_server
 from tests.browser import chromium_available, live_portal, login, screenshot
 
@@ -119,4 +121,65 @@ def test_run_page_follows_the_run_by_push_then_by_polling_when_the_socket_is_cut
         assert len(polls) <= polled + 2, f"still polling with the socket up: {polls[polled:]}"
         assert page.evaluate("window.__noReload") is True, "the run page was reloaded"
         screenshot(page, "live-03-run-completed")
+        assert watch.problems == []
+
+
+def _claim_in_thread(task_pk: int) -> None:
+    """Move a task as a tick would, from another thread (the ORM has no place in Playwright's greenlet)."""
+
+    def claim() -> None:
+        try:
+            task = Task.objects.get(pk=task_pk)
+            task.state = TaskState.SUBMITTING
+            with transaction.atomic():
+                move([task], Step.CLAIM, ["state"])
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=claim)
+    worker.start()
+    worker.join(30)
+
+
+def test_big_run_page_opens_a_group_a_page_at_a_time_and_its_rows_are_pushed(
+    user: User, local_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
+    from playwright.sync_api import expect
+
+    tasks = [{"id": f"{g}.{i}", "name": f"{g} {i}", "command": "true"} for g in "abc" for i in range(150)]
+    run = create_run(owner=user, backend=local_backend, workflow_name="big", payload=tasks)
+    Backend.objects.filter(pk=local_backend.pk).update(enabled=False)  # the test moves the tasks itself
+    moved = run.tasks.get(task_id="b.120").pk
+
+    with asgi_server() as base, live_portal(base) as (context, watch):
+        context.add_init_script(SOCKET_WATCH)
+        page = context.new_page()
+        login(page, base, "alice", "pw-alice-123")
+        page.goto(f"{base}/runs/{run.pk}")
+        page.wait_for_function("() => window.__wsOpens === 1")
+        groups = page.locator("details.group")
+        expect(groups).to_have_count(3)
+        expect(page.locator("details.group[open]")).to_have_count(0)
+        expect(page.locator("table.tasks tr[id^=task-]")).to_have_count(0)  # 450 tasks: no row until asked
+        screenshot(page, "live-04-big-run-collapsed")
+
+        group_b = groups.nth(1)
+        group_b.locator("summary").click()
+        rows = group_b.locator("tbody tr")
+        expect(rows).to_have_count(100)
+        expect(group_b.locator(".pager")).to_contain_text("rows 1–100 of 150")
+        group_b.locator(".pager a", has_text="next").click()
+        expect(group_b.locator(".pager")).to_contain_text("rows 101–150 of 150")
+        expect(rows).to_have_count(50)
+        row = page.locator(f"#task-{moved}")
+        expect(row.locator(".badge")).to_have_text("pending")
+
+        _claim_in_thread(moved)
+        expect(row.locator(".badge")).to_have_text("submitting")  # pushed into the opened page of the group
+        expect(group_b.locator("summary .chip-submitting")).to_have_text("1 submitting")
+        expect(page.locator("#run-legend .chip-submitting")).to_have_text("1 submitting")
+        expect(groups.nth(0).locator("summary .chip-pending")).to_have_text("150 pending")
+        screenshot(page, "live-05-big-run-group-open")
         assert watch.problems == []
