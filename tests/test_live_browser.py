@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from backends.models import Backend
 from runs.actions import create_run
 from runs.engine.states import Step, TaskState, move
-from runs.models import Task
+from runs.models import Run, Task
 from tests.asgi_server import asgi_server
 from tests.browser import chromium_available, live_portal, login, screenshot
 
@@ -182,4 +182,82 @@ def test_big_run_page_opens_a_group_a_page_at_a_time_and_its_rows_are_pushed(
         expect(page.locator("#run-legend .chip-submitting")).to_have_text("1 submitting")
         expect(groups.nth(0).locator("summary .chip-pending")).to_have_text("150 pending")
         screenshot(page, "live-05-big-run-group-open")
+        assert watch.problems == []
+
+
+def _in_thread(action: Any) -> None:
+    """Run ``action`` in another thread and close its database connection."""
+
+    def run() -> None:
+        try:
+            action()
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(30)
+
+
+def _move(task_pk: int, step: Step, **values: Any) -> None:
+    task = Task.objects.get(pk=task_pk)
+    for name, value in values.items():
+        setattr(task, name, value)
+    with transaction.atomic():
+        move([task], step, list(values))
+
+
+def test_runs_list_and_dashboard_add_change_and_drop_rows_by_push(
+    user: User, local_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
+    from playwright.sync_api import expect
+
+    Backend.objects.filter(pk=local_backend.pk).update(enabled=False)  # the test moves the tasks itself
+    first = create_run(
+        owner=user, backend=local_backend, workflow_name="first", payload=[{"id": "a", "name": "a", "command": "true"}]
+    )
+    task = first.tasks.get().pk
+    fetched: list[str] = []
+    created: list[Run] = []
+
+    with asgi_server() as base, live_portal(base) as (context, watch):
+        context.add_init_script(SOCKET_WATCH)
+        runs_page, jobs_page = context.new_page(), context.new_page()
+        login(runs_page, base, "alice", "pw-alice-123")
+        runs_page.goto(f"{base}/runs")
+        jobs_page.goto(f"{base}/")
+        for page in (runs_page, jobs_page):
+            page.wait_for_function("() => window.__wsOpens === 1")
+            page.on("request", lambda request: fetched.append(request.url))
+        expect(runs_page.locator("#runs tr")).to_have_count(1)
+        expect(jobs_page.locator("#our-jobs td.empty")).to_have_count(1)
+
+        # A new run: its row is added at the top of the runs list.
+        payload = [{"id": f"b{i}", "name": "b", "command": "true"} for i in range(3)]
+        _in_thread(
+            lambda: created.append(
+                create_run(owner=user, backend=local_backend, workflow_name="second", payload=payload)
+            )
+        )
+        expect(runs_page.locator("#runs tr").first).to_contain_text("second")
+        expect(runs_page.locator("#runs tr")).to_have_count(2)
+
+        # Its task on a scheduler: a row on the dashboard, the runs list's counts change.
+        _in_thread(lambda: _move(task, Step.CLAIM, state=TaskState.SUBMITTING))
+        _in_thread(lambda: _move(task, Step.SUBMIT, state=TaskState.SUBMITTED, job_id="777"))
+        expect(jobs_page.locator(f"#job-{task}")).to_contain_text("777")
+        expect(jobs_page.locator("#our-jobs td.empty")).to_have_count(0)
+        expect(jobs_page.locator('.pill[data-counts-of="#our-jobs"]')).to_have_text("1")
+        expect(jobs_page.locator('.h-counts[data-counts-of="#our-jobs"] .chip-submitted')).to_have_text("1 submitted")
+        expect(runs_page.locator(f"#run-{first.pk} .chip-submitted")).to_have_text("1 submitted")
+        screenshot(jobs_page, "live-06-dashboard-pushed-row")
+        _in_thread(lambda: _move(task, Step.POLL, state=TaskState.COMPLETED, exit_code=0))
+        expect(jobs_page.locator(f"#job-{task}")).to_have_count(0)  # off the scheduler: off the table
+        expect(jobs_page.locator('.pill[data-counts-of="#our-jobs"]')).to_have_text("0")
+        expect(runs_page.locator(f"#run-{first.pk} .chip-completed")).to_have_text("1 completed")
+        screenshot(runs_page, "live-07-runs-pushed")
+        # The dashboard's timer (15 s) never ran, and the runs list fetched nothing: all of it was pushed.
+        assert not [url for url in fetched if "/jobs" in url or url.endswith("/runs")], fetched
         assert watch.problems == []

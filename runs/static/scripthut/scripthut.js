@@ -76,6 +76,37 @@
     applyWidths(row);
   });
 
+  // The dashboard's jobs table gains and loses rows by push: recount its header (the pill and
+  // the state chips marked data-counts-of) from the rows' state badges.
+  function recount(table) {
+    var counts = {}, labels = {}, total = 0;
+    table.querySelectorAll(":scope > tr > td > .badge").forEach(function (badge) {
+      var state = (badge.className.match(/\bst-([\w-]+)/) || [])[1];
+      if (!state) return;
+      counts[state] = (counts[state] || 0) + 1;
+      labels[state] = badge.textContent.trim();
+      total += 1;
+    });
+    document.querySelectorAll('[data-counts-of="#' + table.id + '"]').forEach(function (header) {
+      if (header.classList.contains("pill")) { header.textContent = header.textContent.replace(/^\d+/, total); return; }
+      var chips = document.createElement("span");
+      chips.className = "counts";
+      Object.keys(counts).forEach(function (state) {
+        var chip = document.createElement("span");
+        chip.className = "chip chip-" + state;
+        chip.title = counts[state] + " " + labels[state];
+        chip.append(document.createElement("i"), counts[state] + " " + labels[state]);
+        chips.append(chip);
+      });
+      header.replaceChildren(chips);
+    });
+  }
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    document.querySelectorAll("tbody[id]").forEach(function (table) {
+      if (document.querySelector('[data-counts-of="#' + table.id + '"]')) recount(table);
+    });
+  });
+
   // While the socket is down, the live parts ([data-poll-url]) are fetched every POLL_MS;
   // once it is back, once more (to catch what was missed), then no more.
   var POLL_MS = 2000;
