@@ -34,7 +34,9 @@ log = logging.getLogger("runs.live")
 
 STAFF_GROUP = "staff"
 MESSAGE_TYPE = "live.push"  # handled by the consumers' live_push method
+# Asks the page (scripthut.js) to fetch its live parts once.
 REFRESH = '<span id="run-refresh" hidden data-refresh-live hx-swap-oob="true"></span>'
+PUSH_ROWS = 500  # a change of more tasks than this sends counts and REFRESH instead of rows
 
 
 def run_group(run_id: str) -> str:
@@ -139,21 +141,27 @@ def publish(change: RunChange) -> None:
     page_group, audience = run_group(run.pk), _audience(run)
     if not _listened(layer, [page_group, *audience]):
         return
-    tasks = _changed_tasks(run, change.task_ids)
+    # A change of very many tasks (a relaunch, a big submit) is sent as counts and a request to
+    # fetch the page's live part once: its rows would weigh more than the page itself.
+    many = len(change.task_ids) > PUSH_ROWS
+    tasks = [] if many else _changed_tasks(run, change.task_ids)
     counts = state_counts([run.pk])[run.pk]
     message_id = uuid.uuid4().hex
     send = async_to_sync(layer.group_send)
     frames = run_page_html(run, tasks, counts)
-    if change.run_status:  # the actions (cancel, relaunch) hang on the status: the page fetches its live part once
+    if change.run_status or many:  # the actions (cancel, relaunch) hang on the status
         frames[0] += REFRESH
     send(page_group, {"type": MESSAGE_TYPE, "id": message_id, "frames": frames})
+    events = task_events(run, tasks)
+    if many:
+        events[0]["changed_tasks"] = len(change.task_ids)
     viewers = {
         "type": MESSAGE_TYPE,
         "id": message_id,
         "owner": run.owner.get_username(),
         "runs_frames": [run_list_html(run, counts)],
-        "jobs_frames": [jobs_html(run, tasks)],
-        "events": task_events(run, tasks),
+        "jobs_frames": [REFRESH if many else jobs_html(run, tasks)],
+        "events": events,
     }
     for group in audience:
         send(group, viewers)

@@ -16,6 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from channels.layers import get_channel_layer
+from channels_redis.core import RedisChannelLayer  # type: ignore[import-untyped]
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 from django.test import Client
@@ -23,6 +25,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from backends.models import Backend
+from runs import live
 from runs.actions import create_run
 from runs.engine.states import Step, TaskState, move
 from runs.models import Run, Task
@@ -231,4 +234,40 @@ def test_jobs_stream_sends_server_sent_events_of_visible_runs_only(
     anonymous.request("GET", "/jobs/stream")
     assert anonymous.getresponse().status == 302  # to the login page
     for stream in (alice, bobs, carol):
+        stream.close()
+
+
+def test_a_change_of_very_many_tasks_sends_counts_and_asks_for_one_fetch(
+    base: str, run: Run, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live, "PUSH_ROWS", 2)
+    with _open(base, f"/runs/{run.pk}/live", user) as page, _open(base, "/live", user) as jobs:
+        tasks = list(run.tasks.all())
+        for task in tasks:
+            task.state = TaskState.SUBMITTING
+        with transaction.atomic():
+            move(tasks, Step.CLAIM, ["state"])
+        counts = page.recv(timeout=10)
+        assert "3 submitting" in counts and "data-refresh-live" in counts and "<tr" not in counts
+        _hears_nothing(page)  # no frame of rows
+        assert "data-refresh-live" in jobs.recv(timeout=10)
+
+
+REDIS_LAYER = {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:6379/3"]}}
+
+
+def test_pushes_travel_through_the_redis_layer(run: Run, user: User, bob: User, settings: Any) -> None:
+    """Deployment mode's layer (channels_redis): the same sockets and stream, the same refusals.
+    (From a separate Celery worker process: bench/live_bench.py push.)"""
+    settings.CHANNEL_LAYERS = {"default": REDIS_LAYER}  # channels drops its cached layer on this change
+    assert isinstance(get_channel_layer(), RedisChannelLayer)
+    with asgi_server() as base:
+        _refused(base, f"/runs/{run.pk}/live", bob)
+        _, stream = _stream(base, user)
+        with _open(base, f"/runs/{run.pk}/live", user) as page:
+            task = run.tasks.get(task_id="sim.0")
+            _claim(task)
+            assert "1 submitting" in page.recv(timeout=10)
+            assert f'<tr id="task-{task.pk}"' in page.recv(timeout=10)
+        assert _next_event(stream)[1]["task"] == "sim.0"
         stream.close()
