@@ -100,7 +100,10 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
 
 def _run_page_context(request: HttpRequest, run_id: str) -> dict[str, Any]:
     run = visible_run(request.user, run_id)
-    return run_page(run, request.GET.get("group"), request.GET.get("page")).context()
+    context = run_page(run, request.GET.get("group"), request.GET.get("page")).context()
+    # A run shared with the viewer's group is theirs to follow, not to change (runs.actions.require_operator).
+    context["may_change"] = request.user.is_staff or request.user.pk == run.owner_id
+    return context
 
 
 @require_GET

@@ -28,7 +28,7 @@ from backends.models import Backend
 from runs import live
 from runs.actions import create_run
 from runs.engine.states import Step, TaskState, move
-from runs.models import Run, Task
+from runs.models import ApiToken, Run, Task
 from tests.asgi_server import asgi_server, session_cookie
 from tests.conftest import local_user
 
@@ -271,3 +271,24 @@ def test_pushes_travel_through_the_redis_layer(run: Run, user: User, bob: User, 
             assert f'<tr id="task-{task.pk}"' in page.recv(timeout=10)
         assert _next_event(stream)[1]["task"] == "sim.0"
         stream.close()
+
+
+def test_a_shared_run_is_seen_by_the_groups_members_but_changed_only_by_owner_and_staff(
+    run: Run, user: User, dave: User, lab: Group
+) -> None:
+    member = _client(dave)
+    assert member.get(f"/runs/{run.pk}").status_code == 404
+    run.shared_with.add(lab)
+    page = member.get(f"/runs/{run.pk}")
+    assert page.status_code == 200 and "Cancel run" not in page.content.decode()
+    assert "Cancel run" in _client(user).get(f"/runs/{run.pk}").content.decode()
+    assert run.pk in member.get("/runs").content.decode()
+    assert member.post(f"/runs/{run.pk}/cancel").status_code == 403
+    api = Client(headers={"Authorization": f"Token {ApiToken.issue(dave)}"})
+    assert [r["id"] for r in api.get("/api/runs").json()["items"]] == [run.pk]
+    assert api.post(f"/api/runs/{run.pk}/cancel").status_code == 403
+    run.refresh_from_db()
+    assert run.status == Run.Status.PENDING
+    _client(user).post(f"/runs/{run.pk}/cancel")
+    run.refresh_from_db()
+    assert run.status == Run.Status.CANCELLED
