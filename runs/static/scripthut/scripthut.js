@@ -111,13 +111,15 @@
   // once it is back, once more (to catch what was missed), then no more.
   var POLL_MS = 2000;
   var poller = null;
-  function refreshLive() {
+  // why: "poll" (the socket is down) or "refresh" (once), sent along so that logs tell them apart.
+  function refreshLive(why) {
     document.querySelectorAll("[data-poll-url]").forEach(function (part) {
-      htmx.ajax("GET", part.dataset.pollUrl, { target: part, swap: "outerHTML" });
+      var headers = { "X-ScriptHut-Fetch": why === "poll" ? "poll" : "refresh" };
+      htmx.ajax("GET", part.dataset.pollUrl, { target: part, swap: "outerHTML", headers: headers });
     });
   }
   document.addEventListener("htmx:wsClose", function (event) {
-    if (!poller) poller = setInterval(refreshLive, POLL_MS);
+    if (!poller) poller = setInterval(function () { refreshLive("poll"); }, POLL_MS);
     var code = event.detail.event.code;
     // The extension itself reconnects after an abnormal close; after a clean one (a
     // server restart, a proxy) reconnect too, unless the server refused this user (4xxx).
