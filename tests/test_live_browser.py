@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection, transaction
+from django.utils import timezone
 
 from backends.models import Backend
 from runs.actions import create_run
@@ -246,8 +248,13 @@ def test_runs_list_and_dashboard_add_change_and_drop_rows_by_push(
 
         # Its task on a scheduler: a row on the dashboard, the runs list's counts change.
         _in_thread(lambda: _move(task, Step.CLAIM, state=TaskState.SUBMITTING))
-        _in_thread(lambda: _move(task, Step.SUBMIT, state=TaskState.SUBMITTED, job_id="777"))
+        queued_since = timezone.now() - timedelta(seconds=65)
+        _in_thread(lambda: _move(task, Step.SUBMIT, state=TaskState.SUBMITTED, job_id="777", submitted_at=queued_since))
         expect(jobs_page.locator(f"#job-{task}")).to_contain_text("777")
+        # Between pushes the queue wait counts on in the page.
+        wait = jobs_page.locator(f"#job-{task} [data-elapsed]")
+        expect(wait).to_have_text(re.compile(r"^1m 0[5-9]s$"))
+        expect(wait).to_have_text(re.compile(r"^1m 0[7-9]s$|^1m 1\ds$"), timeout=5_000)
         expect(jobs_page.locator("#our-jobs td.empty")).to_have_count(0)
         expect(jobs_page.locator('.pill[data-counts-of="#our-jobs"]')).to_have_text("1")
         expect(jobs_page.locator('.h-counts[data-counts-of="#our-jobs"] .chip-submitted')).to_have_text("1 submitted")

@@ -107,6 +107,24 @@
     });
   });
 
+  // Running durations and queue waits count on between pushes (only changes travel): from
+  // data-elapsed (seconds when rendered) plus the time since this element arrived, in the
+  // format of backends.units.format_duration.
+  function formatDuration(seconds) {
+    var s = Math.round(seconds), pad = function (n) { return (n < 10 ? "0" : "") + n; };
+    if (s >= 86400) return Math.floor(s / 86400) + "d " + pad(Math.floor(s % 86400 / 3600)) + "h";
+    if (s >= 3600) return Math.floor(s / 3600) + "h " + pad(Math.floor(s % 3600 / 60)) + "m";
+    if (s >= 60) return Math.floor(s / 60) + "m " + pad(s % 60) + "s";
+    return s + "s";
+  }
+  setInterval(function () {
+    var now = Date.now();
+    document.querySelectorAll("[data-elapsed]").forEach(function (clock) {
+      if (!clock.dataset.seenAt) clock.dataset.seenAt = now;
+      clock.textContent = formatDuration(Number(clock.dataset.elapsed) + (now - Number(clock.dataset.seenAt)) / 1000);
+    });
+  }, 1000);
+
   // While the socket is down, the live parts ([data-poll-url]) are fetched every POLL_MS;
   // once it is back, once more (to catch what was missed), then no more.
   var POLL_MS = 2000;
