@@ -81,7 +81,7 @@ def test_run_page_follows_the_run_by_push_then_by_polling_when_the_socket_is_cut
     monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
     from playwright.sync_api import expect
 
-    tasks = [{"id": f"step.{i}", "name": f"step {i}", "command": "sleep 1.2"} for i in range(8)]
+    tasks = [{"id": f"step.{i}", "name": f"step {i}", "command": "sleep 2"} for i in range(12)]
     run = create_run(owner=user, backend=local_backend, workflow_name="live", payload=tasks, max_concurrent=2)
     polls: list[str] = []
     cutter = SocketCutter()
@@ -108,6 +108,7 @@ def test_run_page_follows_the_run_by_push_then_by_polling_when_the_socket_is_cut
         done_at_cut = _states(page).count("completed")
         expect(page.locator("table.tasks .badge.st-completed")).not_to_have_count(done_at_cut, timeout=30_000)
         assert polls, "the page did not fall back to polling"
+        expect(page.locator("body")).to_have_attribute("data-socket", "down")  # the "live" label says reconnecting
         screenshot(page, "live-02-run-polling")
 
         # Back: the page takes the socket again and stops polling.
@@ -115,9 +116,11 @@ def test_run_page_follows_the_run_by_push_then_by_polling_when_the_socket_is_cut
         page.wait_for_function("() => window.__wsOpens >= 2", timeout=30_000)
         time.sleep(0.5)  # a poll already under way when the socket came back
         polled = len(polls)
+        expect(page.locator("body")).to_have_attribute("data-socket", "up")
+        expect(page.locator("#run-status")).to_have_text("running")  # what is left arrives by push
         expect(page.locator("#run-status")).to_have_text("completed", timeout=60_000)
-        expect(page.locator("table.tasks .badge.st-completed")).to_have_count(8)
-        expect(page.locator("#completed-count")).to_have_text("8")
+        expect(page.locator("table.tasks .badge.st-completed")).to_have_count(12)
+        expect(page.locator("#completed-count")).to_have_text("12")
         # A finished run's page has no more to follow: the cancel button went with the refresh.
         expect(page.locator("button:has-text('Cancel run')")).to_have_count(0)
         assert len(polls) == polled, f"still polling with the socket up: {polls[polled:]}"

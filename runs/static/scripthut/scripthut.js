@@ -137,6 +137,7 @@
     });
   }
   document.addEventListener("htmx:wsClose", function (event) {
+    document.body.dataset.socket = "down";
     if (!poller) poller = setInterval(function () { refreshLive("poll"); }, POLL_MS);
     var code = event.detail.event.code;
     // The extension itself reconnects after an abnormal close; after a clean one (a
@@ -146,6 +147,7 @@
     }
   });
   document.addEventListener("htmx:wsOpen", function () {
+    document.body.dataset.socket = "up";
     if (poller) { clearInterval(poller); poller = null; refreshLive(); }
   });
   // A change of the run's own status (finished, cancelled) changes its buttons: fetch the part once.
