@@ -27,8 +27,11 @@ from websockets.sync.client import ClientConnection, connect
 from backends.models import Backend
 from runs import live
 from runs.actions import create_run
+from runs.engine.generate import append_generated
 from runs.engine.states import Step, TaskState, move
 from runs.models import ApiToken, Run, Task
+from runs.pages import group_dom_id
+from runs.workflow_json import validate
 from tests.asgi_server import asgi_server, session_cookie
 from tests.conftest import local_user
 
@@ -292,3 +295,21 @@ def test_a_shared_run_is_seen_by_the_groups_members_but_changed_only_by_owner_an
     _client(user).post(f"/runs/{run.pk}/cancel")
     run.refresh_from_db()
     assert run.status == Run.Status.CANCELLED
+
+
+def test_generated_tasks_are_pushed_as_new_rows_and_a_refresh(base: str, user: User, local_backend: Backend) -> None:
+    gen = create_run(
+        owner=user,
+        backend=local_backend,
+        workflow_name="gen",
+        payload=[{"id": "make", "name": "make", "command": "true"}],
+    )
+    generator = gen.tasks.get()
+    with _open(base, f"/runs/{gen.pk}/live", user) as page:
+        made = validate([{"id": "sim.1", "name": "s", "command": "true"}], existing_ids=["make"])
+        with transaction.atomic():
+            append_generated(generator, made)
+        counts, rows = page.recv(timeout=10), page.recv(timeout=10)
+        assert "2 pending" in counts and "data-refresh-live" in counts  # a new group: the page fetches once
+        new = gen.tasks.get(task_id="sim.1")
+        assert f'<tr id="task-{new.pk}" hx-swap-oob="true" data-append-to="#{group_dom_id("sim")}-rows"' in rows
