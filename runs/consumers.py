@@ -8,6 +8,7 @@ socket: pages only listen.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from typing import Any
 from urllib.parse import parse_qs
@@ -16,11 +17,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import Http404
 
+from runs import live
 from runs.live import run_group, viewer_groups
 from runs.models import Viewer
 from runs.pages import visible_run
 
 REFUSED = 4403  # close code of a socket its user may not open
+RESTART = 1012  # "service restart": the page reconnects at once, and is checked again
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
@@ -41,8 +44,14 @@ class LiveConsumer(AsyncWebsocketConsumer):
         for group in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+        self.recheck = asyncio.get_running_loop().call_later(live.RECHECK_SECONDS, self._expire)
+
+    def _expire(self) -> None:
+        self.expiry = asyncio.ensure_future(self.close(code=RESTART))
 
     async def disconnect(self, code: int) -> None:
+        if hasattr(self, "recheck"):
+            self.recheck.cancel()
         for group in getattr(self, "joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
 

@@ -33,6 +33,9 @@ from runs.pages import GroupView, RunRow, group_counts, state_counts, task_rows
 log = logging.getLogger("runs.live")
 
 STAFF_GROUP = "staff"
+# Sockets and streams end after this long, so who may listen is checked again when they
+# reconnect (a run no longer shared, a user logged out); pages and EventSource reconnect.
+RECHECK_SECONDS = 300.0
 MESSAGE_TYPE = "live.push"  # handled by the consumers' live_push method
 # Asks the page (scripthut.js) to fetch its live parts once.
 REFRESH = '<span id="run-refresh" hidden data-refresh-live hx-swap-oob="true"></span>'

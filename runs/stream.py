@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +21,7 @@ from channels.layers import get_channel_layer
 from django.http import HttpRequest, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
+from runs import live
 from runs.live import viewer_groups
 
 KEEPALIVE_SECONDS = 15.0
@@ -37,11 +39,13 @@ async def _events(groups: list[str], owner: str) -> AsyncIterator[str]:
     for group in groups:
         await layer.group_add(group, channel)
     seen: deque[str] = deque(maxlen=64)  # a staff owner is in two groups of one message
+    ends = time.monotonic() + live.RECHECK_SECONDS  # the client reconnects and is checked again
     try:
         yield "retry: 3000\n: connected\n\n"
-        while True:
+        while time.monotonic() < ends:
             try:
-                message = await asyncio.wait_for(layer.receive(channel), KEEPALIVE_SECONDS)
+                wait = min(KEEPALIVE_SECONDS, max(ends - time.monotonic(), 0.0))
+                message = await asyncio.wait_for(layer.receive(channel), wait)
             except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue

@@ -21,7 +21,7 @@ from channels_redis.core import RedisChannelLayer  # type: ignore[import-untyped
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 from django.test import Client
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from backends.models import Backend
@@ -313,3 +313,18 @@ def test_generated_tasks_are_pushed_as_new_rows_and_a_refresh(base: str, user: U
         assert "2 pending" in counts and "data-refresh-live" in counts  # a new group: the page fetches once
         new = gen.tasks.get(task_id="sim.1")
         assert f'<tr id="task-{new.pk}" hx-swap-oob="true" data-append-to="#{group_dom_id("sim")}-rows"' in rows
+
+
+def test_sockets_are_checked_again_after_a_while(
+    base: str, run: Run, dave: User, lab: Group, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live, "RECHECK_SECONDS", 1.0)
+    run.shared_with.add(lab)
+    with _open(base, f"/runs/{run.pk}/live", dave) as socket:
+        run.shared_with.remove(lab)  # no longer dave's to follow
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012  # the page reconnects...
+    _refused(base, f"/runs/{run.pk}/live", dave)  # ...and is refused
+    _, stream = _stream(base, dave)
+    stream.read()  # ends (the client reconnects: EventSource's retry)
