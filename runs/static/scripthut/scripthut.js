@@ -62,19 +62,37 @@
     followLog(root);
   }
 
-  // -- live pages: changes arrive over a websocket (htmx's ws extension swaps each pushed
-  // row in place by id). A pushed row whose id is not on the page is new: it is added to
-  // the table it names, if that table shows all its rows (data-complete).
-  document.addEventListener("htmx:oobErrorNoTarget", function (event) {
-    var row = event.detail.content;
+  // -- live pages: changes arrive over a websocket (hx-ext="ws,live-rows"); htmx's ws
+  // extension swaps each pushed element in place by id. Before that, this extension sorts a
+  // message: an element whose id is on the page is left to htmx; a new row is added to the
+  // table it names (data-append-to / data-prepend-to), if that table shows all its rows
+  // (data-complete); anything else (a row of a closed group, a job not listed) is dropped,
+  // rather than left for htmx to report as an error.
+  function addRow(row) {
     var where = row.dataset.appendTo || row.dataset.prependTo;
     var table = where && document.querySelector(where + "[data-complete]");
-    if (!table) return;
+    if (!table || row.getAttribute("hx-swap-oob") === "delete") return;
+    row.removeAttribute("hx-swap-oob");
     table.querySelectorAll(":scope > tr > td.empty").forEach(function (td) { td.parentElement.remove(); });
     if (row.dataset.prependTo) table.prepend(row); else table.append(row);
     htmx.process(row);
     applyWidths(row);
-  });
+  }
+  if (window.htmx) {
+    htmx.defineExtension("live-rows", {
+      transformResponse: function (text, xhr) {
+        if (xhr) return text; // an ordinary htmx request under the same element: not a pushed message
+        var template = document.createElement("template");
+        template.innerHTML = text;
+        var kept = [];
+        Array.from(template.content.children).forEach(function (element) {
+          if (element.id && document.getElementById(element.id)) kept.push(element.outerHTML);
+          else addRow(element);
+        });
+        return kept.join("");
+      },
+    });
+  }
 
   // The dashboard's jobs table gains and loses rows by push: recount its header (the pill and
   // the state chips marked data-counts-of) from the rows' state badges.
