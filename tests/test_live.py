@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -34,6 +35,7 @@ from runs.pages import group_dom_id
 from runs.workflow_json import validate
 from tests.asgi_server import asgi_server, session_cookie
 from tests.conftest import local_user
+from tests.test_celery import redis_up
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -256,9 +258,11 @@ def test_a_change_of_very_many_tasks_sends_counts_and_asks_for_one_fetch(
         assert "data-refresh-live" in jobs.recv(timeout=10)
 
 
-REDIS_LAYER = {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:6379/3"]}}
+TEST_REDIS = os.environ.get("SCRIPTHUT_TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
+REDIS_LAYER = {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [TEST_REDIS]}}
 
 
+@pytest.mark.skipif(not redis_up() and not os.environ.get("CI"), reason="no Redis on 127.0.0.1:6379")
 def test_pushes_travel_through_the_redis_layer(run: Run, user: User, bob: User, settings: Any) -> None:
     """Deployment mode's layer (channels_redis): the same sockets and stream, the same refusals.
     (From a separate Celery worker process: bench/live_bench.py push.)"""
