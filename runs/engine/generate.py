@@ -9,6 +9,7 @@ from datetime import datetime
 from django.db import transaction
 
 from backends.base import BackendAdapter, JobStatus, ShellAccess, resolve_in
+from runs import events
 from runs.engine.fields import FINISH_FIELDS, record_end
 from runs.engine.finish import finish_tasks, mark_dep_failed, release_dependents
 from runs.engine.insert import insert_tasks
@@ -62,6 +63,9 @@ def append_generated(generator: Task, generated: Sequence[ResolvedTask]) -> None
     done = {tid for tid, st in states.items() if st == TaskState.COMPLETED and tid != generator.task_id}
     last = Task.objects.filter(run_id=run_id).order_by("-position").values_list("position", flat=True).first()
     insert_tasks(Run(pk=run_id), generated, first_position=(last or 0) + 1, done=done, generated_by=generator.task_id)
+    # New tasks: the run's total and maybe its groups changed, so run_status too (pages fetch their live part once).
+    added = set(Task.objects.filter(run_id=run_id, task_id__in=list(new_ids)).values_list("pk", flat=True))
+    events.announce([run_id], task_ids={run_id: added}, run_status=True)
     # Existing tasks learn their new dependents, so that their completion releases them.
     parents = list(Task.objects.filter(run_id=run_id, task_id__in=list(children)).only("pk", "task_id", "dependents"))
     for parent in parents:
