@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('runs', '0008_api_token_short_prefix'),
-        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
+                migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [

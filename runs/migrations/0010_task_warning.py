@@ -6,8 +6,8 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('runs', '0008_api_token_short_prefix'),
-    ]
+        ('runs', '0009_notifications'),
+            ]
 
     operations = [
         migrations.AddField(

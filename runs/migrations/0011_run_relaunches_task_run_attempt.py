@@ -7,9 +7,9 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
+        ('runs', '0010_task_warning'),
         ('backends', '0004_cluster_identity'),
-        ('runs', '0008_api_token_short_prefix'),
-        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
+                migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [

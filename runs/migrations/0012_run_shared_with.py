@@ -6,9 +6,9 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
+        ('runs', '0011_run_relaunches_task_run_attempt'),
         ('auth', '0012_alter_user_first_name_max_length'),
-        ('runs', '0008_api_token_short_prefix'),
-    ]
+            ]
 
     operations = [
         migrations.AddField(
