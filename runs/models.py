@@ -369,4 +369,4 @@ class AuditEvent(models.Model):
 
 
 # Stored prices and budgets live with the cost code; imported here to register them with this app.
-from runs.costing.models import Budget, InstancePrice, PriceList  # noqa: E402,F401
+from runs.costing.models import Budget, BudgetAlert, InstancePrice, PriceList  # noqa: E402,F401

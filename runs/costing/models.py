@@ -73,3 +73,22 @@ class Budget(models.Model):
     def __str__(self) -> str:
         who = f"user {self.user}" if self.user_id else f"group {self.group}"
         return f"{who}: ${self.monthly_usd}/month"
+
+
+class BudgetAlert(models.Model):
+    """That a user was told their budget reached a threshold in a month: each is told once."""
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="alerts")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    month = models.DateField(help_text="First day of the month (UTC).")
+    threshold = models.PositiveSmallIntegerField(help_text="Percent of the budget: 80 or 100.")
+    spent_usd = models.DecimalField(max_digits=14, decimal_places=2)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["budget", "user", "month", "threshold"], name="one_alert_per_threshold")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.budget} reached {self.threshold}% in {self.month:%Y-%m} (told {self.user})"
