@@ -149,7 +149,7 @@ def estimate(task: Task, book: PriceBook) -> Estimate | None:
     cost = hours * share * per_hour
     used = used_share_of(task, rate, book.share)
     waste = None if used is None else hours * (share - min(used, share)) * per_hour
-    priced_with = f"{rate.instance_type} {book.price_type} ${rate.per_hour}/h in {book.region}"
+    priced_with = f"{rate.instance_type} {book.price_type} ${rate.per_hour.normalize():f}/h in {book.region}"
     if not whole:
         priced_with += f", share {share:.3g} ({book.share})"
     return Estimate(_money(cost), None if waste is None else _money(waste), priced_with)
