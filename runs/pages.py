@@ -17,6 +17,7 @@ from django.http import Http404
 from django.urls import reverse
 from django.utils.http import urlencode
 
+from runs.costing.summary import RunCost, run_cost, run_costs
 from runs.engine import states
 from runs.engine.sql import chunks
 from runs.engine.states import TaskState
@@ -55,6 +56,9 @@ TASK_ROW_FIELDS = (
     "memory",
     "cpus",
     "native_deps",
+    "cost",
+    "waste_cost",
+    "priced_with",
 )
 # Which rows a capped group shows first (lower first).
 SHOW_FIRST: dict[str, int] = {
@@ -106,6 +110,7 @@ def state_counts(run_ids: Iterable[str]) -> dict[str, dict[str, int]]:
 class RunRow:
     run: Run
     counts: dict[str, int]
+    cost: RunCost | None = None
 
     @property
     def total(self) -> int:
@@ -116,7 +121,8 @@ def run_rows(runs: Iterable[Run]) -> list[RunRow]:
     """One row per run, with its counts: the runs page and ``GET /api/runs``."""
     listed = list(runs)
     counts = state_counts(run.pk for run in listed)
-    return [RunRow(run, counts[run.pk]) for run in listed]
+    costs = run_costs(run.pk for run in listed)
+    return [RunRow(run, counts[run.pk], costs.get(run.pk)) for run in listed]
 
 
 def run_list_context(user: Viewer, page_number: str | None) -> dict[str, Any]:
@@ -182,6 +188,7 @@ class RunPage:
     group_count: int
     focus: str | None = None  # the one group opened on its own, if any
     page: Page[int] | None = None  # of that group's rows
+    cost: RunCost | None = None  # None: pricing is off (no cost shown anywhere)
 
     @property
     def total(self) -> int:
@@ -224,6 +231,7 @@ class RunPage:
             # Many groups: open only the ones with work left, so the page stays scannable.
             "collapse_done": self.group_count > 8,
             "rows_per_group": ROWS_PER_GROUP,
+            "cost": self.cost,
         }
 
 
@@ -244,7 +252,9 @@ def run_page(run: Run, focus: str | None = None, page_number: str | None = None)
         shown = [groups[focus]]
     _load_rows(run, shown, every_row=sum(len(g.pks) for g in shown) == len(light))
     counts = state_counts([run.pk])[run.pk]
-    return RunPage(run=run, counts=counts, groups=shown, group_count=len(groups), focus=focus, page=page)
+    return RunPage(
+        run=run, counts=counts, groups=shown, group_count=len(groups), focus=focus, page=page, cost=run_cost(run.pk)
+    )
 
 
 def _count_groups(light: list[Light]) -> dict[str, GroupView]:

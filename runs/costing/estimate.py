@@ -74,7 +74,8 @@ def price_book(*, update: bool = False) -> PriceBook | None:
     ``update``: first refresh the stored prices from the source if due (the engine does;
     pages only read).
     """
-    pricing: dict[str, Any] | None = PortalSettings.load().pricing
+    # One query, and no row created: pages call this on every render.
+    pricing: dict[str, Any] | None = PortalSettings.objects.filter(pk=1).values_list("pricing", flat=True).first()
     if not pricing:
         return None
     if update:
