@@ -25,6 +25,8 @@ from runs.engine.run_status import refresh_run_status
 from runs.engine.states import ACTIVE, RUN_FINISHED, UNSUCCESSFUL, RunStatus, Step, TaskState, move, move_all
 from runs.limits import PG_INT_MAX
 from runs.models import AuditEvent, Run, Task, Workflow
+from runs.notify.run_events import notify_status_update
+from runs.notify.spec import NotifySpec, save_override
 from runs.ticker import request_tick
 from runs.workflow_json import Problem, WorkflowError, validate
 from sources.git import mask_credentials
@@ -54,6 +56,7 @@ def create_run(
     max_concurrent: int | None = None,
     workflow: Any = None,
     git: GitCheckout | None = None,
+    notify: NotifySpec | None = None,
 ) -> Run:
     """Validate a workflow and store it as a new run; nothing is stored if it is invalid."""
     if max_concurrent is not None and not 1 <= max_concurrent <= PG_INT_MAX:
@@ -88,6 +91,7 @@ def create_run(
             clone_dir=git.clone_dir if git else "",
         )
         insert_tasks(run, resolved, first_position=0, done=set())
+        save_override(run, notify)
         events.announce([run.pk], run_status=True)
         audit.record(Action.RUN_CREATED, f"run {run.pk}", actor=owner, backend=backend.name, tasks=len(resolved))
         budgets.check_owners([owner.pk], run=run)  # started anyway, but the owner hears of a spent budget
@@ -119,6 +123,7 @@ def cancel_run(run: Run, by: User | None = None) -> None:
         if not updated:
             raise RunStateError(f"run {run.pk} has already finished")
         events.announce([run.pk], run_status=True)
+        notify_status_update(run, {"status": RunStatus.CANCELLED})
         move_all(
             Task.objects.filter(run=run),
             Step.CANCEL,

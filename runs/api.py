@@ -268,6 +268,7 @@ def start_run(request: HttpRequest, payload: RunCreateIn) -> Status[dict[str, An
         payload=payload.workflow,
         workflow_name=payload.name,
         max_concurrent=payload.max_concurrent,
+        notify=payload.notify,
     )
     return Status(201, {"id": run.pk, "status": run.status})
 

@@ -11,6 +11,7 @@ from pydantic.config import JsonDict
 
 from runs.engine.states import RunStatus, TaskState
 from runs.limits import PG_INT_MAX
+from runs.notify.spec import NotifySpec
 from runs.task_definition import SINGLE_LINE, SINGLE_LINE_PATTERN, TaskDefinition
 
 TASK_PAGE_DEFAULT = 1000
@@ -84,6 +85,7 @@ class RunCreateIn(Schema):
         description="Workflow name shown for the run.",
         json_schema_extra={"pattern": SINGLE_LINE_PATTERN},
     )
+    notify: NotifySpec | None = Field(default=None, description="This run's notifications; default: your preferences.")
 
 
 class RunStatusOut(Schema):

@@ -370,3 +370,6 @@ class AuditEvent(models.Model):
 
 # Stored prices and budgets live with the cost code; imported here to register them with this app.
 from runs.costing.models import Budget, BudgetAlert, InstancePrice, PriceList  # noqa: E402,F401
+
+# Notification preferences and the outbox: in their own module, registered here with the app's models.
+from runs.notify.models import Notification, NotificationPreference, RunNotify  # noqa: E402,F401

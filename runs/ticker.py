@@ -16,6 +16,7 @@ from django.db import close_old_connections, connection
 
 from runs.celery_tasks import tick_task
 from runs.engine.tick import tick
+from runs.notify.deliver import deliver_due
 
 log = logging.getLogger("runs.ticker")
 
@@ -47,6 +48,10 @@ class EmbeddedTicker(threading.Thread):
                     tick()
                 except Exception:
                     log.exception("tick failed")
+                try:
+                    deliver_due()  # the notifications outbox (Celery: runs.notify.celery_tasks)
+                except Exception:
+                    log.exception("sending notifications failed")
                 finally:
                     close_old_connections()
                 _wakeup.wait(self.interval)

@@ -1,7 +1,7 @@
 """The ``scripthut`` command: serve, run, import-config, createtoken, and Django's commands.
 
 scripthut serve [--config F] [--host H] [--port P]
-scripthut run WORKFLOW.json --backend NAME [--max-concurrent N] [--wait]
+scripthut run WORKFLOW.json --backend NAME [--max-concurrent N] [--wait] [--notify ON [--notify-webhook URL]]
 scripthut import-config F
 scripthut createtoken USERNAME
 scripthut rotate-keys [--new-key]                  (re-encrypt stored secrets with the newest key)
@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="workflow name shown on the run (default: the file name)")
     p.add_argument("--user", default=os.environ.get("SCRIPTHUT_USER", "admin"), help="owner of the run")
     p.add_argument("--wait", action="store_true", help="show progress; exit 0 only if the run completes")
+    p.add_argument("--notify", choices=("always", "failure", "never"), help="notify when the run ends (default: prefs)")
+    p.add_argument("--notify-webhook", metavar="URL", help="webhook for this run's notifications")
+    p.add_argument("--notify-email", metavar="ADDRESS", help="email address for this run's notifications")
     p.add_argument("--config")
     p = sub.add_parser("import-config", help="load a scripthut.yaml into the database")
     p.add_argument("file")
@@ -198,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
     from backends.models import Backend
     from runs.access import AccessDenied
     from runs.actions import create_run
+    from runs.notify.spec import NotifyError, spec_from_options
     from runs.workflow_json import WorkflowError
 
     try:
@@ -218,8 +222,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     name = args.name or Path(args.workflow).stem
     try:
+        notify = spec_from_options(args.notify, args.notify_webhook, args.notify_email)
+    except NotifyError as exc:
+        print(f"invalid notification options: {exc}; nothing was submitted", file=sys.stderr)
+        return 2
+    try:
         run = create_run(
-            owner=owner, backend=backend, payload=text, workflow_name=name, max_concurrent=args.max_concurrent
+            owner=owner,
+            backend=backend,
+            payload=text,
+            workflow_name=name,
+            max_concurrent=args.max_concurrent,
+            notify=notify,
         )
     except AccessDenied as exc:
         print(f"refused: {exc}; nothing was submitted", file=sys.stderr)
@@ -245,6 +259,7 @@ def _wait(run: object) -> int:
     from runs.engine import states
     from runs.engine.tick import tick
     from runs.models import Run, Task
+    from runs.notify.deliver import deliver_due
 
     assert isinstance(run, Run)
     total = run.tasks.count()
@@ -268,6 +283,8 @@ def _wait(run: object) -> int:
             if run.is_finished:
                 break
             time.sleep(0.5)
+    if settings.EMBEDDED:
+        deliver_due()  # no workers: this process sends the run's notifications too (failures: `serve` retries)
     print(f"Run {run.pk} {run.status}.")
     for task in run.tasks.exclude(state=Task.State.COMPLETED).order_by("position")[:20]:
         print(f"  {task.task_id}: {task.state} {task.reason}".rstrip())

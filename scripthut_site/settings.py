@@ -17,7 +17,7 @@ from typing import Any
 import dj_database_url
 from csp.constants import NONCE, NONE, SELF
 
-from scripthut_site import deployment, paths
+from scripthut_site import deployment, notify_settings, paths
 from scripthut_site.sso import env as sso_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -170,6 +170,11 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {
     "scripthut-tick": {"task": "runs.celery_tasks.tick_task", "schedule": 2.0},
 }
+# Notifications (runs.notify): SMTP, retries, webhook address policy; beat sends what is due.
+globals().update(notify_settings.notify_settings(os.environ))
+SCRIPTHUT_NOTIFY = notify_settings.NotifyConfig.from_env(os.environ)
+CELERY_IMPORTS = ["runs.notify.celery_tasks"]
+CELERY_BEAT_SCHEDULE |= notify_settings.beat_entry(os.environ)
 
 # Engine knobs.
 SCRIPTHUT_TICK_SECONDS = float(os.environ.get("SCRIPTHUT_TICK_SECONDS", "1"))

@@ -12,3 +12,8 @@ SCRIPTHUT_TICK_SECONDS = 0.2
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 # Tests never fetch prices from the internet: a pricing block without a source goes to a closed port.
 SCRIPTHUT_PRICING_URL = "http://127.0.0.1:9/instances.json"
+
+# The notification tests' receivers listen on loopback.
+from dataclasses import replace as _replace  # noqa: E402
+
+SCRIPTHUT_NOTIFY = _replace(SCRIPTHUT_NOTIFY, allow_private_webhooks=True)  # noqa: F405

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from runs.costing.models import Budget, BudgetAlert
 from runs.models import Run, Task
+from runs.notify.outbox import enqueue
 
 log = logging.getLogger("runs.costing")
 
@@ -129,13 +130,6 @@ def _tell_once(status: BudgetStatus, user_id: int, threshold: int, month: date, 
 
 
 def notify(user: User, subject: str, payload: dict[str, Any], dedupe_key: str, run: Run | None) -> None:
-    """SEAM with the notify lane: its outbox sends the message (email, webhook) after commit.
-
-    Until ``runs.notify.outbox`` exists the alert is only recorded (BudgetAlert) and logged.
-    """
-    try:
-        from runs.notify.outbox import enqueue  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        log.warning("budget alert for %s not sent (no notification outbox): %s", user, subject)
-        return
+    """The notify lane's outbox sends it (email, webhook) once the caller's transaction commits."""
+    log.info("budget alert for %s: %s", user, subject)
     enqueue(user=user, event="budget", subject=subject, payload=payload, dedupe_key=dedupe_key, run=run)

@@ -25,8 +25,8 @@ DEFAULT_MONTHS = 12
 MAX_MONTHS = 120
 CPU_SECONDS = ExpressionWrapper(F("elapsed_seconds") * F("cpus"), output_field=FloatField())
 SUMS: dict[str, Any] = {
-    "cost": Sum("cost"),
-    "waste": Sum("waste_cost"),
+    "cost_sum": Sum("cost"),  # not "cost": that names the field Count("cost") counts
+    "waste_sum": Sum("waste_cost"),
     "cpu_seconds": Sum(CPU_SECONDS),
     "tasks": Count("id"),
     "costed": Count("cost"),
@@ -63,18 +63,18 @@ def rows_by(tasks: QuerySet[Task], key: str) -> list[UsageRow]:
     """One row per user, backend or month (newest month first, else the largest cost first)."""
     expression = TruncMonth("finished_at") if key == "month" else KEYS[key]
     found = list(tasks.values(key=expression).annotate(**SUMS))
-    top_cost = max((row["cost"] or 0 for row in found), default=0) or 1
+    top_cost = max((row["cost_sum"] or 0 for row in found), default=0) or 1
     top_hours = max((row["cpu_seconds"] or 0 for row in found), default=0) or 1
     rows = [
         UsageRow(
             label=_label(row["key"]),
-            cost=row["cost"],
-            waste=row["waste"],
+            cost=row["cost_sum"],
+            waste=row["waste_sum"],
             cpu_hours=(row["cpu_seconds"] or 0) / 3600,
             tasks=row["tasks"],
             costed=row["costed"],
-            cost_width=float((row["cost"] or 0) / top_cost * 100),
-            waste_width=float((row["waste"] or 0) / top_cost * 100),
+            cost_width=float((row["cost_sum"] or 0) / top_cost * 100),
+            waste_width=float((row["waste_sum"] or 0) / top_cost * 100),
             hours_width=(row["cpu_seconds"] or 0) / top_hours * 100,
         )
         for row in found
@@ -88,8 +88,8 @@ def totals(tasks: QuerySet[Task]) -> UsageRow:
     row = tasks.aggregate(**SUMS)
     return UsageRow(
         label="all",
-        cost=row["cost"],
-        waste=row["waste"],
+        cost=row["cost_sum"],
+        waste=row["waste_sum"],
         cpu_hours=(row["cpu_seconds"] or 0) / 3600,
         tasks=row["tasks"],
         costed=row["costed"],
@@ -128,8 +128,8 @@ def usage_csv(user: Viewer, months: int, priced: bool) -> str:
     writer = csv.writer(out)
     writer.writerow(CSV_HEADER)
     for row in sorted(found, key=lambda r: (r["month"], r["user"], r["backend"])):
-        cost = row["cost"] if priced and row["cost"] is not None else ""
-        waste = row["waste"] if priced and row["waste"] is not None else ""
+        cost = row["cost_sum"] if priced and row["cost_sum"] is not None else ""
+        waste = row["waste_sum"] if priced and row["waste_sum"] is not None else ""
         hours = f"{(row['cpu_seconds'] or 0) / 3600:.4f}"
         names = [_cell(row["user"]), _cell(row["backend"])]
         writer.writerow([_label(row["month"]), *names, row["tasks"], row["costed"], hours, cost, waste])

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
 from runs import events
 from runs.engine.states import UNFINISHED, RunStatus, TaskState
 from runs.models import Run, Task
+from runs.notify.run_events import notify_status_update
 
 
 def derive_status(run: Run, counts: dict[str, int]) -> dict[str, Any]:
@@ -41,5 +43,7 @@ def refresh_run_status(run_id: str) -> None:
     runs = Run.objects.filter(pk=run_id)
     if "status" in fields:
         runs = runs.exclude(status=RunStatus.CANCELLED)  # never overwrite a cancellation made meanwhile
-    if runs.update(**fields):
-        events.announce([run_id], run_status=True)
+    with transaction.atomic():  # the outbox row commits with the status, or neither does
+        if runs.update(**fields):
+            events.announce([run_id], run_status=True)
+            notify_status_update(run, fields)
