@@ -225,7 +225,7 @@ def test_group_budget_counts_its_members_and_tells_each_owner(
     create_run(owner=bob, backend=local_backend, payload=TEN, workflow_name="b")
     assert sorted(BudgetAlert.objects.values_list("user__username", "threshold")) == [("alice", 80), ("bob", 80)]
     usage = page(login(bob), reverse("usage"))
-    assert "group lab" in usage and "$0.85</strong> of $1.00 (85%)" in usage and 'class="near"' in usage
+    assert "group lab" in usage and "$0.85</strong> of $1.00 (85%)" in usage and 'class="fill near"' in usage
 
 
 def test_budget_alerts_go_through_the_notify_outbox(user: User, local_backend: Backend, priced: None) -> None:
