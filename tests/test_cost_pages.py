@@ -249,3 +249,20 @@ def test_budget_alerts_go_through_the_notify_outbox(user: User, local_backend: B
         "budget_usd": "0.10",
         "run_id": None,
     }
+
+
+def test_budgets_are_set_in_the_admin(user: User, staff: User) -> None:
+    staff.is_superuser = True
+    staff.save()
+    admin = login(staff)
+    lab = Group.objects.create(name="lab")
+    both = admin.post("/admin/runs/budget/add/", {"user": user.pk, "group": lab.pk, "monthly_usd": "100"})
+    assert both.status_code == 200 and b"one user or one group: choose exactly one" in both.content
+    negative = admin.post("/admin/runs/budget/add/", {"user": user.pk, "monthly_usd": "-5"})
+    assert negative.status_code == 200 and b"must be more than 0" in negative.content
+    assert not Budget.objects.exists()
+    created = admin.post("/admin/runs/budget/add/", {"group": lab.pk, "monthly_usd": "100"})
+    assert created.status_code == 302 and Budget.objects.get().group == lab
+    listing = admin.get("/admin/runs/budget/")
+    assert listing.status_code == 200 and b"group lab: $100.00/month" in listing.content
+    assert admin.get("/admin/runs/pricelist/").status_code == 200

@@ -66,8 +66,13 @@ class Budget(models.Model):
             models.CheckConstraint(
                 condition=Q(user__isnull=False, group__isnull=True) | Q(user__isnull=True, group__isnull=False),
                 name="budget_for_user_or_group",
+                violation_error_message="A budget is for one user or one group: choose exactly one.",
             ),
-            models.CheckConstraint(condition=Q(monthly_usd__gt=0), name="budget_positive"),
+            models.CheckConstraint(
+                condition=Q(monthly_usd__gt=0),
+                name="budget_positive",
+                violation_error_message="The monthly amount must be more than 0.",
+            ),
         ]
 
     def __str__(self) -> str:
