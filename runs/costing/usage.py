@@ -9,17 +9,18 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, ExpressionWrapper, F, FloatField, QuerySet, Sum
-from django.db.models.functions import TruncMonth
+from django.db.models import CharField, Count, ExpressionWrapper, F, FloatField, QuerySet, Sum
+from django.db.models.functions import Cast, Substr
 from django.utils import timezone
 
 from runs.costing.budgets import budgets_of, month_start, statuses
 from runs.costing.models import Budget
-from runs.models import Task, Viewer, sees_every_run
+from runs.engine.sql import chunks
+from runs.models import Run, Task, Viewer, sees_every_run
 
 DEFAULT_MONTHS = 12
 MAX_MONTHS = 120
@@ -31,7 +32,6 @@ SUMS: dict[str, Any] = {
     "tasks": Count("id"),
     "costed": Count("cost"),
 }
-KEYS: dict[str, Any] = {"user": F("run__owner__username"), "backend": F("run__backend__name"), "month": None}
 
 
 def ended_tasks(user: Viewer, months: int) -> QuerySet[Task]:
@@ -40,6 +40,24 @@ def ended_tasks(user: Viewer, months: int) -> QuerySet[Task]:
     for _ in range(months - 1):
         since = month_start(since - timedelta(days=1))
     return Task.objects.visible_to(user).filter(finished_at__gte=since).order_by()
+
+
+@dataclass
+class Sums:
+    cost: Decimal | None = None
+    waste: Decimal | None = None
+    cpu_seconds: float = 0.0
+    tasks: int = 0
+    costed: int = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        if row["cost_sum"] is not None:
+            self.cost = (self.cost or Decimal(0)) + row["cost_sum"]
+        if row["waste_sum"] is not None:
+            self.waste = (self.waste or Decimal(0)) + row["waste_sum"]
+        self.cpu_seconds += row["cpu_seconds"] or 0
+        self.tasks += row["tasks"]
+        self.costed += row["costed"]
 
 
 @dataclass(frozen=True)
@@ -55,45 +73,77 @@ class UsageRow:
     hours_width: float = 0.0
 
 
-def _label(value: Any) -> str:
-    return f"{value:%Y-%m}" if isinstance(value, datetime) else str(value)
+# The month of a UTC timestamp as text, "2026-11", without a per-row function call: both
+# SQLite's stored text and PostgreSQL's text form (the connection is in UTC) start with it.
+MONTH = Substr(Cast("finished_at", CharField()), 1, 7)
 
 
-def rows_by(tasks: QuerySet[Task], key: str) -> list[UsageRow]:
-    """One row per user, backend or month (newest month first, else the largest cost first)."""
-    expression = TruncMonth("finished_at") if key == "month" else KEYS[key]
-    found = list(tasks.values(key=expression).annotate(**SUMS))
-    top_cost = max((row["cost_sum"] or 0 for row in found), default=0) or 1
-    top_hours = max((row["cpu_seconds"] or 0 for row in found), default=0) or 1
-    rows = [
-        UsageRow(
-            label=_label(row["key"]),
-            cost=row["cost_sum"],
-            waste=row["waste_sum"],
-            cpu_hours=(row["cpu_seconds"] or 0) / 3600,
-            tasks=row["tasks"],
-            costed=row["costed"],
-            cost_width=float((row["cost_sum"] or 0) / top_cost * 100),
-            waste_width=float((row["waste_sum"] or 0) / top_cost * 100),
-            hours_width=(row["cpu_seconds"] or 0) / top_hours * 100,
-        )
-        for row in found
-    ]
-    if key == "month":
-        return sorted(rows, key=lambda r: r.label, reverse=True)
-    return sorted(rows, key=lambda r: (-(r.cost or 0), -r.cpu_hours, r.label))
+@dataclass
+class Usage:
+    """The sums of some tasks per (month, user, backend): one grouped query over the tasks alone."""
+
+    cells: dict[tuple[str, str, str], Sums]
+
+    @classmethod
+    def of(cls, tasks: QuerySet[Task]) -> Usage:
+        found = list(tasks.values("run_id", month=MONTH).annotate(**SUMS))
+        runs = {}
+        for chunk in chunks(sorted({row["run_id"] for row in found})):
+            runs.update(
+                {
+                    pk: (user, backend)
+                    for pk, user, backend in Run.objects.filter(pk__in=chunk).values_list(
+                        "pk", "owner__username", "backend__name"
+                    )
+                }
+            )
+        cells: dict[tuple[str, str, str], Sums] = {}
+        for row in found:
+            user, backend = runs[row["run_id"]]
+            cells.setdefault((row["month"], user, backend), Sums()).add(row)
+        return cls(cells)
+
+    def by(self, key: str) -> list[UsageRow]:
+        """One row per user, backend or month (newest month first, else the largest cost first)."""
+        part = {"month": 0, "user": 1, "backend": 2}[key]
+        rolled: dict[str, Sums] = {}
+        for cell, sums in self.cells.items():
+            rolled.setdefault(cell[part], Sums()).add(_as_row(sums))
+        top_cost = max((s.cost or 0 for s in rolled.values()), default=0) or 1
+        top_hours = max((s.cpu_seconds for s in rolled.values()), default=0) or 1
+        rows = [
+            UsageRow(
+                label=label,
+                cost=s.cost,
+                waste=s.waste,
+                cpu_hours=s.cpu_seconds / 3600,
+                tasks=s.tasks,
+                costed=s.costed,
+                cost_width=float((s.cost or 0) / top_cost * 100),
+                waste_width=float((s.waste or 0) / top_cost * 100),
+                hours_width=s.cpu_seconds / top_hours * 100,
+            )
+            for label, s in rolled.items()
+        ]
+        if key == "month":
+            return sorted(rows, key=lambda r: r.label, reverse=True)
+        return sorted(rows, key=lambda r: (-(r.cost or 0), -r.cpu_hours, r.label))
+
+    def total(self) -> UsageRow:
+        total = Sums()
+        for sums in self.cells.values():
+            total.add(_as_row(sums))
+        return UsageRow("all", total.cost, total.waste, total.cpu_seconds / 3600, total.tasks, total.costed)
 
 
-def totals(tasks: QuerySet[Task]) -> UsageRow:
-    row = tasks.aggregate(**SUMS)
-    return UsageRow(
-        label="all",
-        cost=row["cost_sum"],
-        waste=row["waste_sum"],
-        cpu_hours=(row["cpu_seconds"] or 0) / 3600,
-        tasks=row["tasks"],
-        costed=row["costed"],
-    )
+def _as_row(sums: Sums) -> dict[str, Any]:
+    return {
+        "cost_sum": sums.cost,
+        "waste_sum": sums.waste,
+        "cpu_seconds": sums.cpu_seconds,
+        "tasks": sums.tasks,
+        "costed": sums.costed,
+    }
 
 
 def visible_budgets(user: Viewer) -> list[Budget]:
@@ -103,14 +153,14 @@ def visible_budgets(user: Viewer) -> list[Budget]:
 
 
 def usage_context(user: Viewer, months: int) -> dict[str, Any]:
-    tasks = ended_tasks(user, months)
+    found = Usage.of(ended_tasks(user, months))
     return {
         "months": months,
         "everyone": sees_every_run(user),
-        "total": totals(tasks),
-        "by_user": rows_by(tasks, "user"),
-        "by_backend": rows_by(tasks, "backend"),
-        "by_month": rows_by(tasks, "month"),
+        "total": found.total(),
+        "by_user": found.by("user"),
+        "by_backend": found.by("backend"),
+        "by_month": found.by("month"),
         "budgets": statuses(visible_budgets(user)),
         "this_month": month_start(),
         "now": timezone.now(),
@@ -122,17 +172,14 @@ CSV_HEADER = ["month", "user", "backend", "tasks", "costed_tasks", "cpu_hours", 
 
 def usage_csv(user: Viewer, months: int, priced: bool) -> str:
     """One line per month, user and backend; the cost columns are empty when pricing is off."""
-    tasks = ended_tasks(user, months)
-    found = tasks.values(month=TruncMonth("finished_at"), user=KEYS["user"], backend=KEYS["backend"]).annotate(**SUMS)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_HEADER)
-    for row in sorted(found, key=lambda r: (r["month"], r["user"], r["backend"])):
-        cost = row["cost_sum"] if priced and row["cost_sum"] is not None else ""
-        waste = row["waste_sum"] if priced and row["waste_sum"] is not None else ""
-        hours = f"{(row['cpu_seconds'] or 0) / 3600:.4f}"
-        names = [_cell(row["user"]), _cell(row["backend"])]
-        writer.writerow([_label(row["month"]), *names, row["tasks"], row["costed"], hours, cost, waste])
+    for (month, owner, backend), sums in sorted(Usage.of(ended_tasks(user, months)).cells.items()):
+        cost = sums.cost if priced and sums.cost is not None else ""
+        waste = sums.waste if priced and sums.waste is not None else ""
+        hours = f"{sums.cpu_seconds / 3600:.4f}"
+        writer.writerow([month, _cell(owner), _cell(backend), sums.tasks, sums.costed, hours, cost, waste])
     return out.getvalue()
 
 
