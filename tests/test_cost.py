@@ -290,3 +290,28 @@ def test_pricing_import_command(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="nothing imported: .*cannot read"):
         call_command("pricing", "import", str(tmp_path / "missing.json"))
     assert InstancePrice.objects.count() == FIXTURE_ROWS
+
+
+@pytest.mark.django_db
+def test_ec2_and_batch_backends_use_their_own_mappings(user: Any) -> None:
+    prices.import_file(FIXTURE)
+    configure(partitions={"normal": "c5.xlarge", "gpu-queue": "p3.2xlarge", "cheap-queue": "m5.large"})
+    ec2 = Backend.objects.create(
+        name="ec2", kind="ec2", settings={"instance_types": {"default": "m5.large", "big": "c5.2xlarge"}}
+    )
+    batch = Backend.objects.create(name="batch", kind="batch", settings={"aws": {"job_queue": "cheap-queue"}})
+
+    def ended_on(backend: Backend, partition: str) -> Task:
+        run = Run.objects.create(owner=user, backend=backend, workflow_name="w")
+        return Task.objects.create(
+            run=run, position=0, task_id="t", name="t", command="true", partition=partition, cpus=1, memory="1G",
+            state="completed", elapsed_seconds=7200.0, finished_at=timezone.now(),
+        )  # fmt: skip
+
+    # EC2: the whole instance its partition maps to in the backend's instance_types (2 h).
+    assert cost(ended_on(ec2, "big"))[0] == Decimal("0.68")  # c5.2xlarge $0.34/h
+    assert cost(ended_on(ec2, "normal"))[0] == Decimal("0.192")  # default: m5.large $0.096/h
+    # Batch: the queue's mapping; an unmapped partition went to the backend's job_queue.
+    assert cost(ended_on(batch, "gpu-queue"))[0] == Decimal("0.765")  # 1/8 of a p3.2xlarge
+    assert cost(ended_on(batch, "normal"))[0] == Decimal("0.085")  # normal is mapped: 1/4 of a c5.xlarge
+    assert cost(ended_on(batch, "other"))[0] == Decimal("0.096")  # cheap-queue: m5.large, 1/2

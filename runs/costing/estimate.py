@@ -28,7 +28,7 @@ from typing import Any
 from runs.costing.models import InstancePrice, PriceList
 from runs.costing.prices import refresh
 from runs.efficiency import requested_mb
-from runs.models import PortalSettings, Task
+from runs.models import PortalSettings, Run, Task
 
 COST_FIELDS = ["cost", "waste_cost", "priced_with"]
 CENT_FRACTIONS = Decimal("0.000001")
@@ -53,6 +53,13 @@ class PriceBook:
     partitions: dict[str, str]
     prices_date: datetime | None
     _rates: dict[str, Rate | None] = field(default_factory=dict)
+    _backends: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # run id -> kind, settings
+
+    def backend_of(self, run_id: str) -> tuple[str, dict[str, Any]]:
+        if run_id not in self._backends:
+            found = Run.objects.filter(pk=run_id).values_list("backend__kind", "backend__settings").first()
+            self._backends[run_id] = (found[0], found[1] or {}) if found else ("", {})
+        return self._backends[run_id]
 
     def rate(self, instance_type: str) -> Rate | None:
         if instance_type not in self._rates:
@@ -105,10 +112,23 @@ class Estimate:
 
 
 def instance_of(task: Task, book: PriceBook) -> tuple[Rate | None, bool]:
-    """The instance type the task is priced as, and whether it had the whole instance."""
+    """The instance type the task is priced as, and whether it had the whole instance.
+
+    An EC2 backend task: the type it ran on (recorded by the backend), else the one its
+    partition maps to in the backend's ``instance_types``. A Batch task: its queue's
+    mapping in ``pricing.partitions``, the backend's ``aws.job_queue`` when its partition
+    is not mapped (the queue it was sent to). Others: their partition's mapping.
+    """
     if task.instance_type:
         return book.rate(task.instance_type), True
+    kind, settings = book.backend_of(task.run_id)
+    if kind == "ec2":
+        types = settings.get("instance_types") or {"default": "c5.xlarge"}
+        instance = types.get(task.partition) or types.get("default")
+        return (book.rate(instance) if instance else None), True
     mapped = book.partitions.get(task.partition)
+    if mapped is None and kind == "batch":
+        mapped = book.partitions.get((settings.get("aws") or {}).get("job_queue", ""))
     return (book.rate(mapped) if mapped else None), False
 
 
