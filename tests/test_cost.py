@@ -315,3 +315,46 @@ def test_ec2_and_batch_backends_use_their_own_mappings(user: Any) -> None:
     assert cost(ended_on(batch, "gpu-queue"))[0] == Decimal("0.765")  # 1/8 of a p3.2xlarge
     assert cost(ended_on(batch, "normal"))[0] == Decimal("0.085")  # normal is mapped: 1/4 of a c5.xlarge
     assert cost(ended_on(batch, "other"))[0] == Decimal("0.096")  # cheap-queue: m5.large, 1/2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_process_refreshes_the_others_use_the_stored_prices(price_server: PriceServer) -> None:
+    from django.db import connection, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: PostgreSQL (SQLite runs one ticker and serializes writes)")
+    prices.cache_file().unlink(missing_ok=True)
+    configure(price_server.url)
+    PriceList.load()
+    holding, release = threading.Event(), threading.Event()
+
+    def refresher() -> None:  # another process, in the middle of a refresh
+        with transaction.atomic():
+            PriceList.objects.select_for_update().get(pk=1)
+            holding.set()
+            release.wait(10)
+        connection.close()
+
+    other = threading.Thread(target=refresher)
+    other.start()
+    assert holding.wait(10)
+    started = time.monotonic()
+    assert estimate.price_book(update=True) is None  # no prices yet, and no waiting for the lock
+    assert time.monotonic() - started < 2 and price_server.requests == 0
+    release.set()
+    other.join()
+    assert estimate.price_book(update=True) is not None and price_server.requests == 1
+
+
+def test_pricing_block_problems_name_their_keys() -> None:
+    from scripthut_site.config_schema import ConfigError, load_config
+
+    spec = load_config(
+        "pricing:\n  region: us-east-1\n  price_type: spot_avg\n  partitions:\n    standard: c5.xlarge\n"
+    )
+    assert spec.pricing is not None and (spec.pricing.share, spec.pricing.source) == ("max", None)
+    with pytest.raises(ConfigError) as bad:
+        load_config("pricing:\n  price_type: spot\n  share: memory\n  source: ''\n")
+    lines = "\n".join(bad.value.errors)
+    for key in ("pricing.price_type", "pricing.share", "pricing.source", "pricing.partitions"):
+        assert key in lines, lines

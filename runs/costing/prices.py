@@ -149,19 +149,24 @@ def cache_file() -> Path:
 def refresh(pricing: dict[str, Any]) -> None:
     """Make the stored prices those of ``pricing``'s source, if due; never raises.
 
-    A failure is logged and kept in ``PriceList.last_error``; the stored prices stay.
+    One process at a time: the others go on with the stored prices rather than wait for a
+    download. A failure is logged and kept in ``PriceList.last_error``; the stored prices stay.
     """
     source = source_of(pricing)
-    try:
-        if is_url(source):
-            _refresh_from_url(source)
-        else:
-            _refresh_from_path(source)
-    except PricingError as exc:
-        log.warning("prices from %s not updated: %s", source, exc)
-        PriceList.objects.update_or_create(
-            pk=1, defaults={"last_error": str(exc)[:2000], "next_check_at": timezone.now() + RETRY_AFTER}
-        )
+    PriceList.objects.get_or_create(pk=1)
+    with transaction.atomic():
+        if PriceList.objects.select_for_update(skip_locked=True).filter(pk=1).first() is None:
+            return  # another process is refreshing them
+        try:
+            if is_url(source):
+                _refresh_from_url(source)
+            else:
+                _refresh_from_path(source)
+        except PricingError as exc:
+            log.warning("prices from %s not updated: %s", source, exc)
+            PriceList.objects.filter(pk=1).update(
+                last_error=str(exc)[:2000], next_check_at=timezone.now() + RETRY_AFTER
+            )
 
 
 def _refresh_from_path(path: str) -> None:

@@ -9,6 +9,7 @@ from datetime import datetime
 from django.db import transaction
 
 from backends.base import BackendAdapter, JobStatus, ShellAccess, resolve_in
+from runs.costing import budgets
 from runs.engine.fields import FINISH_FIELDS, record_end
 from runs.engine.finish import cost_tasks, finish_tasks, mark_dep_failed, release_dependents
 from runs.engine.insert import insert_tasks
@@ -46,6 +47,7 @@ def complete_generator(task: Task, status: JobStatus, adapter: BackendAdapter, n
             return False
         append_generated(task, generated)
         release_dependents([task.pk])
+        budgets.check_tasks([done])
     return True
 
 
