@@ -33,7 +33,7 @@ FIXTURE_ROWS = 11
 def configure(source: str | Path | None = None, **pricing: Any) -> None:
     """The config's pricing block, as the importer stores it."""
     block = {"region": "us-east-1", "price_type": "ondemand", "partitions": {"normal": "c5.xlarge"}, "share": "max"}
-    block |= {"source": str(source) if source else None} | pricing
+    block |= {"source": str(source or FIXTURE)} | pricing
     PortalSettings.objects.update_or_create(pk=1, defaults={"pricing": block})
 
 
@@ -358,3 +358,31 @@ def test_pricing_block_problems_name_their_keys() -> None:
     lines = "\n".join(bad.value.errors)
     for key in ("pricing.price_type", "pricing.share", "pricing.source", "pricing.partitions"):
         assert key in lines, lines
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_cancelled_while_running_is_costed(
+    user: Any, local_backend: Backend, run_to_end: Callable[..., Run]
+) -> None:
+    from runs.actions import cancel_run
+    from runs.engine.tick import tick
+
+    prices.import_file(FIXTURE)
+    configure()
+    run = create_run(
+        owner=user,
+        backend=local_backend,
+        payload=[{"id": "long", "name": "L", "command": "sleep 30", "memory": "1G"}],
+        workflow_name="w",
+    )
+    deadline = time.monotonic() + 30
+    while not run.tasks.filter(state="running").exists():
+        assert time.monotonic() < deadline, "the task never started"
+        tick(force=True)
+        time.sleep(0.2)
+    time.sleep(1)
+    cancel_run(run)
+    task = run_to_end(run).tasks.get()
+    assert task.state == "cancelled" and task.started_at and task.finished_at, task
+    hours = (task.finished_at - task.started_at).total_seconds() / 3600
+    assert task.cost == Decimal(hours * 0.25 * 0.17).quantize(Decimal("1e-6")) and task.cost > 0  # 1 of 4 vCPUs
