@@ -112,6 +112,7 @@ class PriceServer:
                 server.requests += 1
                 self.send_response(server.status)
                 self.send_header("Content-Length", str(len(server.body)))
+                self.send_header("Last-Modified", "Sun, 29 Nov 2026 10:00:00 GMT")
                 self.end_headers()
                 self.wfile.write(server.body)
 
@@ -148,6 +149,7 @@ def test_url_source_is_fetched_once_a_day_and_keeps_the_last_good_copy(price_ser
     assert estimate.price_book(update=True) is not None
     assert price_server.requests == 1
     assert prices.cache_file().read_bytes() == FIXTURE.read_bytes()
+    assert f"{PriceList.load().prices_date:%Y-%m-%d %H:%M}" == "2026-11-29 10:00"  # the server's Last-Modified
 
     estimate.price_book(update=True)
     age_cache(23)  # due to be checked, but the copy is under 24 hours old

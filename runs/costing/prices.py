@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +210,7 @@ def _import_cache(url: str, fetched: datetime) -> None:
 @dataclass(frozen=True)
 class Fetched:
     body: bytes
-    at: datetime
+    at: datetime  # the prices' date: the server's Last-Modified, else when fetched
 
 
 def _fetch(url: str, current: PriceList) -> None:
@@ -232,7 +233,14 @@ def _download(url: str) -> Fetched:
         response.raise_for_status()
     except requests.RequestException as exc:
         raise PricingError(f"cannot fetch {url}: {exc}") from None
-    return Fetched(response.content, timezone.now())
+    return Fetched(response.content, _last_modified(response.headers.get("Last-Modified")) or timezone.now())
+
+
+def _last_modified(header: str | None) -> datetime | None:
+    try:
+        return parsedate_to_datetime(header) if header else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _write_cache(body: bytes) -> None:
