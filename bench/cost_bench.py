@@ -35,7 +35,7 @@ from django.utils import timezone  # noqa: E402
 
 from backends import registry  # noqa: E402
 from backends.models import Backend  # noqa: E402
-from runs.costing import prices, summary, usage  # noqa: E402
+from runs.costing import estimate, prices, summary, usage  # noqa: E402
 from runs.costing.models import InstancePrice, PriceList  # noqa: E402
 from runs.models import PortalSettings, Run, Task  # noqa: E402
 
@@ -65,17 +65,29 @@ def timed(fn: object, *args: object) -> float:
     return time.perf_counter() - start
 
 
-def engine(tasks: int, owner: User, backend: Backend) -> None:
-    PortalSettings.objects.update_or_create(pk=1, defaults={"pricing": None})
-    plain = engine_bench.measure(tasks, owner, backend)
+def engine(tasks: int, owner: User, backend: Backend, rounds: int = 2) -> None:
+    """Without and with pricing, alternated (the first runs warm the caches): best of each."""
     pricing = {"region": "us-east-1", "price_type": "spot_avg", "partitions": {"normal": "c5.xlarge"}, "share": "max"}
-    PortalSettings.objects.update_or_create(pk=1, defaults={"pricing": pricing | {"source": PriceList.load().source}})
-    priced = engine_bench.measure(tasks, owner, backend)
+    pricing["source"] = PriceList.load().source
+    best: dict[bool, dict[str, float]] = {}
+    for _ in range(rounds):
+        for priced in (False, True):
+            PortalSettings.objects.update_or_create(pk=1, defaults={"pricing": pricing if priced else None})
+            result = engine_bench.measure(tasks, owner, backend)
+            if priced not in best or result["tasks_per_s"] > best[priced]["tasks_per_s"]:
+                best[priced] = result
     costed = Task.objects.filter(run__workflow_name=f"bench-{tasks}", cost__isnull=False).count()
+    ended = list(Task.objects.filter(run__workflow_name=f"bench-{tasks}").order_by("pk")[:tasks])
+    took = min(timed(lambda: estimate.apply(ended, estimate.price_book(update=True))) for _ in range(3))
     print(
-        f"engine, {plain['tasks']} tasks to the end: {plain['tasks_per_s']:.0f} tasks/s without pricing, "
-        f"{priced['tasks_per_s']:.0f} with ({costed} tasks costed); "
-        f"median tick {plain['tick_median_ms']:.1f} ms vs {priced['tick_median_ms']:.1f} ms"
+        f"costing alone (price_book with refresh check + estimate of {len(ended)} tasks): "
+        f"{took * 1000:.0f} ms, {took / len(ended) * 1e6:.0f} µs per task"
+    )
+    plain, priced_run = best[False], best[True]
+    print(
+        f"engine, {plain['tasks']} tasks to the end (best of {rounds}): {plain['tasks_per_s']:.0f} tasks/s "
+        f"without pricing, {priced_run['tasks_per_s']:.0f} with ({costed} tasks costed in all); "
+        f"median tick {plain['tick_median_ms']:.1f} ms vs {priced_run['tick_median_ms']:.1f} ms"
     )
 
 
