@@ -39,4 +39,8 @@ def test_pricing_import_then_a_run_is_costed(home: dict[str, str], tmp_path: Pat
     assert "('a', 'c5.xlarge spot_avg $0.08/h in eu-west-1, share 0.5 (max)')" in costed
     assert "('b', '')" in costed  # gpu is not mapped
     assert "1 tasks costed" in scripthut(home, "pricing", "recompute").stdout
+    # b's partition mapped later: importing prices costs the ended tasks that had no cost.
+    config.write_text(config.read_text() + "    gpu: m5.large\n")
+    scripthut(home, "import-config", str(config))
+    assert "1 ended tasks without a cost costed now" in scripthut(home, "pricing", "import", str(FIXTURE)).stdout
     assert "prices from " + str(FIXTURE) in scripthut(home, "pricing", "refresh").stdout

@@ -13,7 +13,8 @@ from runs.models import PortalSettings, Task
 class Command(BaseCommand):
     help = (
         "EC2 prices (instances.vantage.sh instances.json format). "
-        "import FILE: store the prices in FILE; refresh: read the config's pricing.source now; "
+        "import FILE: store the prices in FILE; refresh: read the config's pricing.source now "
+        "(both then cost the ended tasks that have no cost yet); "
         "recompute [--run ID]: cost ended tasks again with the stored prices."
     )
 
@@ -33,6 +34,7 @@ class Command(BaseCommand):
             except prices.PricingError as exc:
                 raise CommandError(f"nothing imported: {exc}") from None
             self.stdout.write(f"{count} prices imported from {options['file']}\n")
+            self._cost_the_uncosted()
         elif action == "refresh":
             self._refresh()
         else:
@@ -49,3 +51,10 @@ class Command(BaseCommand):
         if stored.last_error:
             raise CommandError(f"prices not updated: {stored.last_error}")
         self.stdout.write(f"prices from {stored.source} (dated {stored.prices_date:%Y-%m-%d %H:%M} UTC)\n")
+        self._cost_the_uncosted()
+
+    def _cost_the_uncosted(self) -> None:
+        """Tasks that ended while no prices could be read get a cost now; costed ones keep theirs."""
+        costed = estimate.recompute(Task.objects.filter(cost__isnull=True))
+        if costed:
+            self.stdout.write(f"{costed} ended tasks without a cost costed now\n")
