@@ -18,7 +18,7 @@ from runs.actions import create_run
 from runs.costing import estimate, prices
 from runs.costing.models import Budget
 from runs.engine.run_status import refresh_run_status
-from runs.models import Run, Task
+from runs.models import PortalSettings, Run, Task
 from tests.browser import SCREENSHOT_DIR, PolicyWatch, chromium_available, launch, login, screenshot
 from tests.test_cost import FIXTURE, configure
 
@@ -116,5 +116,14 @@ def test_run_header_and_usage_page_in_a_browser(
         expect(staff_page.locator("#usage-by-month tbody tr")).to_have_count(len(everyone))
         expect(staff_page.locator("#usage-by-backend")).to_contain_text("aws-batch")
         screenshot(staff_page, "cost-03-usage-staff")
+        PortalSettings.objects.filter(pk=1).update(pricing=None)  # pricing removed: CPU-hours only
+        staff_page.goto(f"{base}/usage")
+        expect(staff_page.get_by_text("Costs are not shown")).to_be_visible()
+        expect(staff_page.locator("#usage-by-user svg.hbar")).to_have_count(2)
+        expect(staff_page.locator("#usage-total-cost")).to_have_count(0)
+        expect(staff_page.locator("#budgets")).to_have_count(0)  # budgets are in dollars: not shown either
+        screenshot(staff_page, "cost-04-usage-without-pricing")
+        staff_page.goto(f"{base}/runs/{big.pk}")
+        expect(staff_page.locator("#run-cost")).to_have_count(0)
         browser.close()
     assert watch.problems == []

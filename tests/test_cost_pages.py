@@ -134,6 +134,10 @@ def test_without_readable_pricing_no_cost_shows_and_nothing_else_changes(
     assert detail["cost"] is None and {t["cost"] for t in detail["tasks"]} == {None}
     usage = page(client, reverse("usage"))
     assert "estimated cost" not in usage and "Costs are not shown" in usage and "CPU-hours" in usage
+    Budget.objects.create(user=user, monthly_usd=Decimal("1"))  # $1.36 spent: over, but not shown or told
+    assert 'id="budgets"' not in page(client, reverse("usage"))
+    create_run(owner=user, backend=local_backend, payload=TEN, workflow_name="again")
+    assert not BudgetAlert.objects.exists()
 
 
 # -- /usage --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from django.contrib.auth.models import User
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from runs.costing.estimate import price_book
 from runs.costing.models import Budget, BudgetAlert
 from runs.models import Run, Task
 from runs.notify.outbox import enqueue
@@ -83,8 +84,8 @@ def statuses(budgets: Iterable[Budget], now: datetime | None = None) -> list[Bud
 def check_owners(owner_ids: Iterable[int], run: Run | None = None) -> int:
     """Tell each owner whose budgets crossed a threshold this month (once); the number told."""
     owners = set(owner_ids)
-    if not owners or not Budget.objects.exists():
-        return 0
+    if not owners or not Budget.objects.exists() or price_book() is None:
+        return 0  # no budgets, or pricing is off: costs (hence budgets) are not shown
     month = month_start()
     told = 0
     for owner_id in sorted(owners):
