@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.db import connection
 from django.utils import timezone
 
 from backends.models import Backend
@@ -62,6 +63,9 @@ def test_run_header_and_usage_page_in_a_browser(
     live_server: Any, transactional_db: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    # The live server's threads must not keep their connections, or PostgreSQL refuses to
+    # drop the test database ("being accessed by other users").
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
     from playwright.sync_api import expect, sync_playwright
 
     researchers = Group.objects.create(name="researchers")
@@ -117,6 +121,7 @@ def test_run_header_and_usage_page_in_a_browser(
         expect(staff_page.locator("#usage-by-backend")).to_contain_text("aws-batch")
         screenshot(staff_page, "cost-03-usage-staff")
         PortalSettings.objects.filter(pk=1).update(pricing=None)  # pricing removed: CPU-hours only
+        connection.close()  # Playwright's greenlet got a connection of its own: not left open
         staff_page.goto(f"{base}/usage")
         expect(staff_page.get_by_text("Costs are not shown")).to_be_visible()
         expect(staff_page.locator("#usage-by-user svg.hbar")).to_have_count(2)
@@ -125,5 +130,6 @@ def test_run_header_and_usage_page_in_a_browser(
         screenshot(staff_page, "cost-04-usage-without-pricing")
         staff_page.goto(f"{base}/runs/{big.pk}")
         expect(staff_page.locator("#run-cost")).to_have_count(0)
+        staff_page.goto("about:blank")  # the run page polls: no request left in flight at teardown
         browser.close()
     assert watch.problems == []
