@@ -19,6 +19,7 @@ from backends.models import Backend, Environment
 from backends.registry import has_shell
 from runs import audit, events
 from runs.access import AccessDenied, require_backend, require_shared
+from runs.costing import budgets
 from runs.engine.fields import RESET_FIELDS, reset_for_submission
 from runs.engine.insert import insert_tasks
 from runs.engine.run_status import refresh_run_status
@@ -95,6 +96,7 @@ def create_run(
         save_override(run, notify)
         events.announce([run.pk], run_status=True)
         audit.record(Action.RUN_CREATED, f"run {run.pk}", actor=owner, backend=backend.name, tasks=len(resolved))
+        budgets.check_owners([owner.pk], run=run)  # started anyway, but the owner hears of a spent budget
     wake(backend)
     return run
 

@@ -5,6 +5,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from runs.costing import admin as costing_admin  # noqa: F401  (registers budgets and prices)
 from runs.models import ApiToken, AuditEvent, ObservedJob, PortalSettings, Run, Task, Workflow
 
 

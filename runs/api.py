@@ -39,6 +39,7 @@ from runs.api_schemas import (
     TaskPage,
     WorkflowErrorOut,
 )
+from runs.costing.summary import run_cost
 from runs.dashboard import active_tasks_per_backend
 from runs.models import Run, Task
 from runs.pages import RunRow, run_rows, task_rows, visible_run
@@ -197,6 +198,7 @@ def _summary(row: RunRow) -> dict[str, Any]:
         "started_at": run.started_at,
         "finished_at": run.finished_at,
         "counts": row.counts,
+        "cost": row.cost.as_api() if row.cost else None,
     }
 
 
@@ -204,6 +206,7 @@ def _detail(request: HttpRequest, run: Run, page: TaskPage) -> dict[str, Any]:
     total = Task.objects.filter(run=run).count()
     end = page.offset + page.limit
     following = f"{request.path}?{urlencode({'limit': page.limit, 'offset': end})}" if end < total else None
+    cost = run_cost(run.pk)  # None when pricing is off: then no task shows a cost either
     return {
         "id": run.pk,
         "status": run.status,
@@ -218,11 +221,12 @@ def _detail(request: HttpRequest, run: Run, page: TaskPage) -> dict[str, Any]:
         "task_count": total,
         "next": following,
         # The same rows as the run page (only the columns shown: not every script), a page at a time.
-        "tasks": [_task(t) for t in task_rows(run)[page.offset : end]],
+        "tasks": [_task(t, priced=cost is not None) for t in task_rows(run)[page.offset : end]],
+        "cost": cost.as_api() if cost else None,
     }
 
 
-def _task(task: Task) -> dict[str, Any]:
+def _task(task: Task, priced: bool) -> dict[str, Any]:
     return {
         "id": task.task_id,
         "name": task.name,
@@ -236,6 +240,8 @@ def _task(task: Task) -> dict[str, Any]:
         "finished_at": task.finished_at,
         "elapsed_seconds": task.duration_seconds,
         "deps": task.deps,
+        "cost": float(task.cost) if priced and task.cost is not None else None,
+        "waste_cost": float(task.waste_cost) if priced and task.waste_cost is not None else None,
     }
 
 

@@ -97,6 +97,18 @@ class RelaunchOut(RunStatusOut):
     requeued: int
 
 
+class CostOut(Schema):
+    """A run's estimated cost (EC2 prices, see the README's "Cost"); null when pricing is off."""
+
+    total_usd: float = Field(description="Sum of the costed tasks' costs.")
+    waste_usd: float | None = Field(description="Part of it paid for CPU and memory asked for and not used.")
+    costed_tasks: int = Field(description="Tasks with a cost (ended, with timing, on a mapped partition).")
+    tasks: int
+    price_type: str = Field(description="ondemand, spot_avg, spot_min or spot_max.")
+    region: str
+    prices_date: datetime | None = Field(description="Date of the price list.")
+
+
 class RunSummaryOut(Schema):
     id: str
     workflow_name: str
@@ -108,6 +120,7 @@ class RunSummaryOut(Schema):
     started_at: datetime | None
     finished_at: datetime | None
     counts: dict[str, int] = Field(description="Number of tasks in each state.")
+    cost: CostOut | None
 
 
 class RunPageOut(Schema):
@@ -128,6 +141,8 @@ class TaskOut(Schema):
     finished_at: datetime | None
     elapsed_seconds: float | None
     deps: list[str] = Field(description="Dependencies as written (wildcards included).")
+    cost: float | None = Field(description="Estimated USD; null if not costed or pricing is off.")
+    waste_cost: float | None = Field(description="USD of the CPU and memory asked for and not used.")
 
 
 class RunDetailOut(Schema):
@@ -144,6 +159,7 @@ class RunDetailOut(Schema):
     task_count: int = Field(description="Tasks in the run, over all pages.")
     next: str | None = Field(description="URL of the next page of tasks; null on the last page.")
     tasks: list[TaskOut] = Field(description="One page of the tasks, in workflow order (see limit and offset).")
+    cost: CostOut | None
 
 
 class SourceOut(Schema):

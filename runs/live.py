@@ -24,6 +24,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.template.loader import render_to_string
 
+from runs.costing.summary import run_cost
 from runs.engine import states
 from runs.engine.sql import chunks
 from runs.events import RunChange, run_changed
@@ -72,8 +73,11 @@ def run_page_html(run: Run, tasks: list[Task], counts: dict[str, int]) -> list[s
     """What a run page's socket receives: the run's and the changed groups' counts, then the
     changed rows. Two frames: a browser parses a fragment that starts with a ``<tr>`` as table
     rows and drops any ``<tr>`` that follows other elements, so rows travel on their own."""
-    context = {"run": run, "counts": counts, "total": sum(counts.values()), "oob": True}
+    cost = run_cost(run.pk)  # None when pricing is off: no cost column, no cost line
+    context = {"run": run, "counts": counts, "total": sum(counts.values()), "oob": True, "cost": cost}
     parts = [render_to_string("runs/_run_summary.html", context), render_to_string("runs/_run_bars.html", context)]
+    if cost:
+        parts.append(render_to_string("runs/_run_cost.html", context))
     names = {task_group(task.task_id) for task in tasks}
     for name, group_count in group_counts(run, names).items():
         group = GroupView(name, counts=group_count, total=sum(group_count.values()))
@@ -81,7 +85,7 @@ def run_page_html(run: Run, tasks: list[Task], counts: dict[str, int]) -> list[s
     rows = []
     for task in tasks:
         group_id = GroupView(task_group(task.task_id)).dom_id
-        context = {"t": task, "run": run, "group_id": group_id, "oob": True}
+        context = {"t": task, "run": run, "group_id": group_id, "oob": True, "cost": cost}
         rows.append(render_to_string("runs/_task_row.html", context))
     return ["".join(parts), "".join(rows)]
 

@@ -218,6 +218,16 @@ class Task(models.Model):
         default=False, help_text="Submitted before its dependencies finished, held by the scheduler (afterok)."
     )
     script = models.TextField(blank=True)
+    # Cost (runs.costing), set when the task ends; null: not costed (no pricing, no timing, unmapped partition).
+    cost = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True, help_text="Estimated USD.")
+    waste_cost = models.DecimalField(
+        max_digits=14, decimal_places=6, null=True, blank=True, help_text="USD of CPU and memory asked for, not used."
+    )
+    priced_with = models.CharField(max_length=200, blank=True, help_text="Instance type, price type and rate used.")
+    # EC2 backend: the instance the task had to itself (set by that backend), costed launch to terminate.
+    instance_type = models.CharField(max_length=64, blank=True)
+    instance_launched_at = models.DateTimeField(null=True, blank=True)
+    instance_terminated_at = models.DateTimeField(null=True, blank=True)
 
     objects = TaskQuerySet.as_manager()
 
@@ -230,6 +240,8 @@ class Task(models.Model):
             # Active tasks across runs: the poll step and the concurrency counts.
             models.Index(fields=["state"]),
             models.Index(fields=["submit_tag"]),
+            # The usage page's sums per month.
+            models.Index(fields=["finished_at"], name="task_finished_at"),
         ]
 
     def __str__(self) -> str:
@@ -394,6 +406,9 @@ class AuditEvent(models.Model):
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise AppendOnly("audit events cannot be deleted")
 
+
+# Stored prices and budgets live with the cost code; imported here to register them with this app.
+from runs.costing.models import Budget, BudgetAlert, InstancePrice, PriceList  # noqa: E402,F401
 
 # Notification preferences and the outbox: in their own module, registered here with the app's models.
 from runs.notify.models import Notification, NotificationPreference, RunNotify  # noqa: E402,F401

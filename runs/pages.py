@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 
 from runs.attempts import attempts
+from runs.costing.summary import RunCost, run_cost, run_costs
 from runs.engine import states
 from runs.engine.sql import chunks
 from runs.engine.states import TaskState
@@ -59,6 +60,9 @@ TASK_ROW_FIELDS = (
     "cpus",
     "native_deps",
     "run_attempt",
+    "cost",
+    "waste_cost",
+    "priced_with",
 )
 # -- access: another user's run is a 404, not a 403: its existence is not ours to reveal --
 
@@ -98,6 +102,7 @@ def state_counts(run_ids: Iterable[str]) -> dict[str, dict[str, int]]:
 class RunRow:
     run: Run
     counts: dict[str, int]
+    cost: RunCost | None = None
 
     @property
     def total(self) -> int:
@@ -108,7 +113,8 @@ def run_rows(runs: Iterable[Run]) -> list[RunRow]:
     """One row per run, with its counts: the runs page and ``GET /api/runs``."""
     listed = list(runs)
     counts = state_counts(run.pk for run in listed)
-    return [RunRow(run, counts[run.pk]) for run in listed]
+    costs = run_costs(run.pk for run in listed)
+    return [RunRow(run, counts[run.pk], costs.get(run.pk)) for run in listed]
 
 
 def run_list_context(user: Viewer, page_number: str | None) -> dict[str, Any]:
@@ -186,6 +192,7 @@ class RunPage:
     focus: str | None = None  # the one group opened on its own, if any
     page: Page[int] | None = None  # of that group's rows
     collapsed: bool = False  # groups start closed; a group's rows load when it is opened
+    cost: RunCost | None = None  # None: pricing is off (no cost shown anywhere)
 
     @property
     def total(self) -> int:
@@ -230,6 +237,7 @@ class RunPage:
             # Many groups: open only the ones with work left, so the page stays scannable.
             "collapse_done": self.group_count > 8,
             "attempts": attempts(self.run),  # a relaunched run shows each attempt
+            "cost": self.cost,
         }
 
 
@@ -258,7 +266,14 @@ def run_page(run: Run, focus: str | None = None, page_number: str | None = None)
         _load_rows(run, shown, every_row=len(shown[0].pks) == len(light))
     counts = state_counts([run.pk])[run.pk]
     return RunPage(
-        run=run, counts=counts, groups=shown, group_count=len(groups), focus=focus, page=page, collapsed=collapsed
+        run=run,
+        counts=counts,
+        groups=shown,
+        group_count=len(groups),
+        focus=focus,
+        page=page,
+        collapsed=collapsed,
+        cost=run_cost(run.pk),
     )
 
 

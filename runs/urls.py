@@ -3,6 +3,7 @@
 from django.urls import path
 
 from runs import stream, views
+from runs.costing import views as costing
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -21,6 +22,8 @@ urlpatterns = [
     path("runs/<str:run_id>/tasks/<path:task_id>/logs/<str:stream>", views.task_logs, name="task_logs"),
     path("workflows", views.workflow_list, name="workflow_list"),
     path("audit", views.audit_trail, name="audit_trail"),
+    path("usage", costing.usage, name="usage"),
+    path("usage.csv", costing.usage_download, name="usage_csv"),
     path("workflows/<path:name>/dry-run", views.workflow_dry_run, name="workflow_dry_run"),
     path("workflows/<path:name>/run", views.workflow_run, name="workflow_run"),
 ]

@@ -27,6 +27,7 @@ from backends.base import BackendError, BackendUnavailable, FileRefused
 from backends.registry import get_adapter
 from runs.access import require_shared, usable
 from runs.actions import RunStateError, cancel_run, relaunch_run
+from runs.costing.summary import run_cost
 from runs.dashboard import dashboard_context
 from runs.engine.jobspec import task_log
 from runs.engine.states import TaskState
@@ -127,7 +128,8 @@ def run_group(request: HttpRequest, run_id: str) -> HttpResponse:
         return HttpResponseBadRequest("the group parameter is missing")
     group = group_page(run, name, request.GET.get("page"))
     group_url = reverse("run_group", args=[run.pk]) + "?" + urlencode({"group": name})
-    return render(request, "runs/_group_table.html", {"run": run, "g": group, "group_url": group_url})
+    context = {"run": run, "g": group, "group_url": group_url, "cost": run_cost(run.pk)}
+    return render(request, "runs/_group_table.html", context)
 
 
 @require_POST

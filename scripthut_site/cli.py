@@ -5,6 +5,7 @@ scripthut run WORKFLOW.json --backend NAME [--max-concurrent N] [--wait] [--noti
 scripthut import-config F
 scripthut createtoken USERNAME
 scripthut rotate-keys [--new-key]                  (re-encrypt stored secrets with the newest key)
+scripthut pricing import FILE | refresh | recompute (EC2 prices for cost: runs.costing)
 scripthut migrate | createsuperuser | shell | ...   (any manage.py command)
 """
 

@@ -102,6 +102,12 @@ class PricingConfig(ConfigModel):
     region: str = "us-east-1"
     price_type: Literal["ondemand", "spot_avg", "spot_min", "spot_max"] = "ondemand"
     partitions: dict[str, str]
+    # Beyond the original: where instances.json comes from (a path, or a URL fetched daily;
+    # default instances.vantage.sh), and the share of an instance a task is charged for:
+    # "max" of its CPU and memory shares (a memory-bound task occupies the machine too),
+    # or "cpu", the original's CPU-only share.
+    source: str | None = Field(default=None, min_length=1)
+    share: Literal["max", "cpu"] = "max"
 
 
 class SettingsConfig(ConfigModel):

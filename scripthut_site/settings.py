@@ -182,6 +182,8 @@ SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS = int(os.environ.get("SCRIPTHUT_UNKNOWN_JOB_
 SCRIPTHUT_BACKEND_LEASE_SECONDS = int(os.environ.get("SCRIPTHUT_BACKEND_LEASE_SECONDS", "300"))
 # The AWS backends talk to this endpoint when set (an emulator, LocalStack); else to AWS.
 SCRIPTHUT_AWS_ENDPOINT_URL = os.environ.get("SCRIPTHUT_AWS_ENDPOINT_URL") or None
+# Where EC2 prices come from when the config's pricing block names no source (runs.costing.prices).
+SCRIPTHUT_PRICING_URL = os.environ.get("SCRIPTHUT_PRICING_URL", "https://instances.vantage.sh/instances.json")
 
 LOGGING = {
     "version": 1,

@@ -10,6 +10,8 @@ from scripthut_site.settings import *  # noqa: E402,F403
 
 SCRIPTHUT_TICK_SECONDS = 0.2
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
+# Tests never fetch prices from the internet: a pricing block without a source goes to a closed port.
+SCRIPTHUT_PRICING_URL = "http://127.0.0.1:9/instances.json"
 
 # The notification tests' receivers listen on loopback.
 from dataclasses import replace as _replace  # noqa: E402

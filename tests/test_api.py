@@ -233,6 +233,7 @@ def test_list_shows_own_runs_newest_first(
         "started_at",
         "finished_at",
         "counts",
+        "cost",
     }
     assert (item["workflow_name"], item["backend"], item["owner"], item["status"]) == (
         "newer",
@@ -289,7 +290,9 @@ def test_detail_shape(client: Client, user: User, local_backend: Backend) -> Non
         "task_count",
         "next",
         "tasks",
+        "cost",  # null: no pricing configured
     }
+    assert body["cost"] is None
     assert (body["id"], body["backend"], body["owner"], body["warnings"]) == (run.pk, "local", "alice", [])
     assert (body["task_count"], body["next"]) == (4, None)
     assert [t["id"] for t in body["tasks"]] == ["setup", "sim.1", "sim.2", "final"]
@@ -307,6 +310,8 @@ def test_detail_shape(client: Client, user: User, local_backend: Backend) -> Non
         "finished_at",
         "elapsed_seconds",
         "deps",
+        "cost",
+        "waste_cost",
     }
     assert (final["name"], final["state"], final["deps"], final["exit_code"]) == ("Final", "pending", ["sim.*"], None)
 

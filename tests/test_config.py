@@ -139,6 +139,8 @@ def test_spec_example_imports() -> None:
         "region": "us-east-1",
         "price_type": "spot_avg",
         "partitions": {"standard": "c5.xlarge", "gpu": "p3.2xlarge"},
+        "source": None,  # the default URL
+        "share": "max",
     }
 
 

@@ -11,6 +11,9 @@ from django.utils import timezone
 
 from backends.base import BackendAdapter
 from backends.models import Backend
+from runs.costing import budgets
+from runs.costing.estimate import COST_FIELDS
+from runs.engine.finish import cost_tasks
 from runs.engine.states import LIVE, RunStatus, Step, TaskState, move
 from runs.models import AuditEvent, Task
 
@@ -26,8 +29,10 @@ def cancel_requested(backend: Backend, adapter: BackendAdapter, changed: set[str
     now = timezone.now()
     for task in tasks:
         task.state, task.reason, task.finished_at = TaskState.CANCELLED, "cancelled by user", now
+    cost_tasks(tasks)  # a job that ran until cancelled was paid for
     with transaction.atomic():
-        move(tasks, Step.CANCEL, ["state", "reason", "finished_at"], from_states=LIVE)
+        moved = move(tasks, Step.CANCEL, ["state", "reason", "finished_at", *COST_FIELDS], from_states=LIVE)
+        budgets.check_tasks(moved)
     changed.update(t.run_id for t in tasks)
 
 

@@ -28,6 +28,10 @@ RESET_FIELDS = [
     "out_of_memory",
     "native_deps",
     "unknown_since",
+    # a new attempt is costed when it ends (runs.costing)
+    "cost",
+    "waste_cost",
+    "priced_with",
 ]
 
 # Written when a job ends.
@@ -43,6 +47,9 @@ FINISH_FIELDS = [
     "cpu_efficiency",
     "max_rss_mb",
     "out_of_memory",
+    "cost",
+    "waste_cost",
+    "priced_with",
 ]
 
 

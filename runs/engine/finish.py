@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from runs.costing import budgets, estimate
 from runs.engine.fields import FINISH_FIELDS, RESET_FIELDS, reset_for_submission
 from runs.engine.sql import chunks
 from runs.engine.states import LIVE, UNSUCCESSFUL, Step, TaskState, move
@@ -26,9 +27,11 @@ def finish_tasks(tasks: Sequence[Task], never_started: Collection[int] = ()) -> 
     """
     requeue, undecided = settle_held_jobs(tasks, never_started)
     settled_apart = {t.pk for t in requeue} | {t.pk for t in undecided}
+    ending = cost_tasks([t for t in tasks if t.pk not in settled_apart])
     with transaction.atomic():
         move(requeue, Step.POLL, [*RESET_FIELDS, "reason"])
-        moved = move([t for t in tasks if t.pk not in settled_apart], Step.POLL, FINISH_FIELDS, from_states=LIVE)
+        moved = move(ending, Step.POLL, FINISH_FIELDS, from_states=LIVE)
+        budgets.check_tasks(moved)
         release_dependents([t.pk for t in moved if t.state == S.COMPLETED])
         failed: dict[str, list[str]] = {}
         for task in moved:
@@ -37,6 +40,11 @@ def finish_tasks(tasks: Sequence[Task], never_started: Collection[int] = ()) -> 
         for run_id, task_ids in failed.items():
             mark_dep_failed(run_id, task_ids)
     return moved + requeue
+
+
+def cost_tasks(tasks: list[Task]) -> list[Task]:
+    """Set the cost of tasks about to be saved as ended (saved with FINISH_FIELDS)."""
+    return estimate.apply(tasks, estimate.price_book(update=True)) if tasks else tasks
 
 
 def settle_held_jobs(tasks: Sequence[Task], never_started: Collection[int]) -> tuple[list[Task], list[Task]]:

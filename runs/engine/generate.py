@@ -10,8 +10,9 @@ from django.db import transaction
 
 from backends.base import BackendAdapter, JobStatus, ShellAccess, resolve_in
 from runs import events
+from runs.costing import budgets
 from runs.engine.fields import FINISH_FIELDS, record_end
-from runs.engine.finish import finish_tasks, mark_dep_failed, release_dependents
+from runs.engine.finish import cost_tasks, finish_tasks, mark_dep_failed, release_dependents
 from runs.engine.insert import insert_tasks
 from runs.engine.jobspec import resolve_working_dir
 from runs.engine.states import LIVE, UNSUCCESSFUL, Step, TaskState, move
@@ -42,11 +43,12 @@ def complete_generator(task: Task, status: JobStatus, adapter: BackendAdapter, n
         log.warning("run %s: %s", task.run_id, message)
         return bool(finish_tasks([record_end(task, TaskState.FAILED, status, now, message)]))
     with transaction.atomic():
-        done = record_end(task, TaskState.COMPLETED, status, now, f"generated {len(generated)} tasks")
+        done = cost_tasks([record_end(task, TaskState.COMPLETED, status, now, f"generated {len(generated)} tasks")])[0]
         if not move([done], Step.POLL, FINISH_FIELDS, from_states=LIVE):
             return False
         append_generated(task, generated)
         release_dependents([task.pk])
+        budgets.check_tasks([done])
     return True
 
 
