@@ -71,7 +71,7 @@ STOPPED = ("shutting-down", "terminated", "stopping", "stopped")
 class Adapter(BackendAdapter):
     def __init__(self, backend: Backend, data_dir: Path, identity: ClusterIdentity | None = None):
         super().__init__(backend, data_dir, identity)
-        self.config = Ec2Settings.model_validate(self.settings)
+        self.config = Ec2Settings.model_validate({**self.settings, "name": self.name, "type": "ec2"})
         self.calls: Counter[str] = Counter()  # AWS API calls by operation, for the benchmark
         self._lock = threading.Lock()
 
@@ -196,7 +196,7 @@ class Adapter(BackendAdapter):
             self.instances.terminate(orphans)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
-        existing = {i.id for i in self.instances.ours()}
+        existing = {i.id for i in self.instances.ours(LIVE_STATES)}
         self.instances.terminate([j for j in job_ids if j in existing])
 
     # -- logs

@@ -21,8 +21,6 @@ from backends.base import JobSpec
 from backends.ec2.settings import Ec2Settings
 
 LIVE_STATES = ("pending", "running")
-# Everything but terminated: an instance still billing, or about to stop.
-NOT_GONE = ("pending", "running", "shutting-down", "stopping", "stopped")
 FILTER_VALUES_MAX = 200  # values per DescribeInstances filter
 TAG_VALUE_MAX = 256
 
@@ -64,14 +62,13 @@ class Ec2Instances:
     def tag_key(self, name: str) -> str:
         return f"{self.settings.tag_prefix}:{name}"
 
-    def ours(self, states: Sequence[str] = NOT_GONE) -> list[Instance]:
-        """Every instance of this backend in ``states`` (one call per 1,000 instances)."""
-        return self._describe(
-            [
-                {"Name": f"tag:{self.tag_key('backend')}", "Values": [self.backend_name]},
-                {"Name": "instance-state-name", "Values": list(states)},
-            ]
-        )
+    def ours(self, states: Sequence[str] | None = None) -> list[Instance]:
+        """Every instance of this backend (in ``states``; terminated ones stay listed for
+        about an hour): one call per 1,000 instances."""
+        filters = [{"Name": f"tag:{self.tag_key('backend')}", "Values": [self.backend_name]}]
+        if states:
+            filters.append({"Name": "instance-state-name", "Values": list(states)})
+        return self._describe(filters)
 
     def with_tags(self, tags: Sequence[str]) -> list[Instance]:
         """Instances (in any state) launched for these submit tags."""
