@@ -27,6 +27,7 @@ import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,7 @@ class LoopbackConnector(InstanceConnector):
         end = self.end
         assert end is not None, "the moto_ec2 fixture with a cluster sets LoopbackConnector.end"
         key, public = ephemeral_key()
-        push_key(self.settings, self.session, instance_id, public)
+        push_key(self, instance_id, public)
         key.load_certificate(sign(end.cluster, public, self.settings.ssh_user))
         ssh = paramiko.SSHClient()
         ssh.load_host_keys(end.cluster.known_hosts)
@@ -229,36 +230,43 @@ class Emulator:
         }
 
 
-@pytest.fixture
-def moto_ec2(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-    }.items():
-        monkeypatch.setenv(key, value)
-    for key in ("AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_CONFIG_FILE"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setattr(ssm_models.Command, "invocation_response", FakeSsmAgent.invocation_response, raising=True)
-    monkeypatch.setattr(
-        SimpleSystemManagerResponse, "list_command_invocations", FakeSsmAgent.list_command_invocations, raising=False
-    )
+@contextmanager
+def emulator() -> Iterator[Emulator]:
+    """The emulator with the test's SSM agent and instance host (also used by bench/ec2_bench.py)."""
+    original_listing = getattr(SimpleSystemManagerResponse, "list_command_invocations", None)
+    ssm_models.Command.invocation_response = FakeSsmAgent.invocation_response  # type: ignore[method-assign,assignment]
+    SimpleSystemManagerResponse.list_command_invocations = FakeSsmAgent.list_command_invocations  # type: ignore[attr-defined]
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
     host = InstanceHost(url)
     FakeSsmAgent.host = host
-    emulator = Emulator(url=url, host=host)
+    found = Emulator(url=url, host=host)
     try:
-        emulator.subnet_id = emulator.client("ec2").describe_subnets()["Subnets"][0]["SubnetId"]
-        parameter = emulator.client("ssm").get_parameter(Name=AMI_PARAMETER)
-        emulator.ami = parameter["Parameter"]["Value"]
-        yield emulator
+        found.subnet_id = found.client("ec2").describe_subnets()["Subnets"][0]["SubnetId"]
+        found.ami = found.client("ssm").get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
+        yield found
     finally:
         FakeSsmAgent.host = None
         host.stop()
         # moto's state lives in this process: the next test starts from an empty account.
         urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=5).close()
         server.stop()
+        ssm_models.Command.invocation_response = ORIGINAL_INVOCATION  # type: ignore[method-assign]
+        if original_listing is None:
+            del SimpleSystemManagerResponse.list_command_invocations  # type: ignore[attr-defined]
+
+
+TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+
+
+@pytest.fixture
+def moto_ec2(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    for key, value in TEST_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    with emulator() as found:
+        yield found

@@ -88,7 +88,7 @@ class Adapter(BackendAdapter):
     @cached_property
     def connector(self) -> InstanceConnector:
         kind = import_string(getattr(django_settings, "SCRIPTHUT_EC2_CONNECTOR", None) or DEFAULT_CONNECTOR)
-        connector: InstanceConnector = kind(self.config, session(self.config.aws))
+        connector: InstanceConnector = kind(self.config, session(self.config.aws), self.calls)
         return connector
 
     @cached_property
@@ -151,12 +151,14 @@ class Adapter(BackendAdapter):
 
     def poll(self, job_ids: Sequence[str]) -> PollResult:
         with self._lock:
+            self.instances.doomed = []
             everything = self.instances.ours()
             by_id = {i.id: i for i in everything}
             running = [i for i in everything if i.state == "running"]
             codes = self.sentinels.collect() if running else {}
             statuses = {job_id: self._status(job_id, by_id.get(job_id), codes) for job_id in job_ids}
             self._terminate_orphans(everything, set(job_ids))
+            self.instances.terminate_doomed()  # finished, late, stopped and orphaned: one call
             if any(s.state == JobState.RUNNING for s in statuses.values()):
                 self.sentinels.send()
             observed = [statuses.get(i.id) or describe(i, self.instances) for i in everything]
@@ -167,14 +169,14 @@ class Adapter(BackendAdapter):
             return JobStatus(job_id, JobState.UNKNOWN)
         status = describe(instance, self.instances)
         if instance.state == "pending" and self._late(instance):
-            self.instances.terminate([instance.id])
+            self.instances.terminate_later(instance.id)
             limit = self.config.startup_timeout_seconds
             status.state, status.reason = JobState.FAILED, f"instance did not reach running within {limit}s"
         elif instance.state == "running" and instance.id in codes:
             status = self.finisher.finish(instance, codes[instance.id], status)
         elif instance.state in STOPPED:
             if instance.state in ("stopping", "stopped"):
-                self.instances.terminate([instance.id])
+                self.instances.terminate_later(instance.id)
             status.state = JobState.FAILED
             why = instance.state_reason or "no reason given"
             status.reason = f"instance {instance.state} before the task finished: {why}"
@@ -193,7 +195,7 @@ class Adapter(BackendAdapter):
         orphans = [i.id for i in everything if i.id not in live_job_ids and i.state in (*LIVE_STATES, "stopped")]
         if orphans:
             log.warning("ec2 %s: terminating %d instances no live task owns: %s", self.name, len(orphans), orphans)
-            self.instances.terminate(orphans)
+            self.instances.doomed += orphans
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         existing = {i.id for i in self.instances.ours(LIVE_STATES)}

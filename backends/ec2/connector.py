@@ -15,6 +15,7 @@ import json
 import shlex
 import shutil
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from backends.aws.clients import aws_errors, client, endpoint_url
 from backends.base import BackendUnavailable, safe_filename
+from backends.ec2.instances import count_calls
 from backends.ec2.settings import Ec2Settings
 
 CONNECT_TIMEOUT = 20.0
@@ -35,9 +37,10 @@ CONNECT_TIMEOUT = 20.0
 class InstanceConnector(ABC):
     """Opens SSH to one task instance (as the backend's ``ssh_user``)."""
 
-    def __init__(self, settings: Ec2Settings, boto_session: boto3.Session):
+    def __init__(self, settings: Ec2Settings, boto_session: boto3.Session, calls: Counter[str] | None = None):
         self.settings = settings
         self.session = boto_session
+        self.calls: Counter[str] = Counter() if calls is None else calls  # AWS API calls, by operation
         self.sessions_opened = 0  # for the benchmark: SSH sessions per poll cycle
 
     @abstractmethod
@@ -70,9 +73,10 @@ def ephemeral_key() -> tuple[paramiko.Ed25519Key, str]:
     return key, f"{key.get_name()} {key.get_base64()}"
 
 
-def push_key(settings: Ec2Settings, boto_session: boto3.Session, instance_id: str, public_key: str) -> None:
+def push_key(connector: InstanceConnector, instance_id: str, public_key: str) -> None:
     """EC2 Instance Connect: the instance accepts ``public_key`` for ``ssh_user`` for 60 seconds."""
-    eic = client(settings.aws, "ec2-instance-connect", boto_session)
+    settings = connector.settings
+    eic = count_calls(client(settings.aws, "ec2-instance-connect", connector.session), connector.calls)
     with aws_errors(f"ec2-instance-connect for {instance_id}"):
         eic.send_ssh_public_key(InstanceId=instance_id, InstanceOSUser=settings.ssh_user, SSHPublicKey=public_key)
 
@@ -94,8 +98,8 @@ class SsmConnector(InstanceConnector):
         if plugin is None:
             raise BackendUnavailable("session-manager-plugin is not installed on the ScriptHut host")
         key, public = ephemeral_key()
-        push_key(self.settings, self.session, instance_id, public)
-        ssm = client(self.settings.aws, "ssm", self.session)
+        push_key(self, instance_id, public)
+        ssm = count_calls(client(self.settings.aws, "ssm", self.session), self.calls)
         parameters = {
             "Target": instance_id,
             "DocumentName": "AWS-StartSSHSession",

@@ -46,7 +46,7 @@ class Finisher:
                 status.reason = f"finished (exit code {code}); copying its log failed, will retry: {exc}"
                 return status
             log.warning("ec2: finishing %s without its log: %s", instance.id, exc)
-        self.instances.terminate([instance.id])
+        self.instances.terminate_later(instance.id)
         self._first_seen.pop(instance.id, None)
         now = datetime.now(UTC)
         status.state = JobState.COMPLETED if code == 0 else JobState.FAILED

@@ -58,6 +58,7 @@ class Ec2Instances:
         self.settings = settings
         self.backend_name = backend_name
         self.ec2 = count_calls(client(settings.aws, "ec2", boto_session), calls)
+        self.doomed: list[str] = []  # to terminate at the end of the poll, in one call
 
     def tag_key(self, name: str) -> str:
         return f"{self.settings.tag_prefix}:{name}"
@@ -124,6 +125,13 @@ class Ec2Instances:
         # Ours win over extra_tags: the reconciler depends on them.
         tags = self.settings.extra_tags | ours
         return [{"Key": key, "Value": value[:TAG_VALUE_MAX]} for key, value in tags.items()]
+
+    def terminate_later(self, instance_id: str) -> None:
+        self.doomed.append(instance_id)
+
+    def terminate_doomed(self) -> None:
+        doomed, self.doomed = self.doomed, []
+        self.terminate(doomed)
 
     def terminate(self, instance_ids: Sequence[str]) -> None:
         for start in range(0, len(instance_ids), 1000):
