@@ -161,7 +161,9 @@ class Adapter(BackendAdapter):
             self.instances.terminate_doomed()  # finished, late, stopped and orphaned: one call
             if any(s.state == JobState.RUNNING for s in statuses.values()):
                 self.sentinels.send()
-            observed = [statuses.get(i.id) or describe(i, self.instances) for i in everything]
+            # Observed: what is still there (terminated instances stay listed for an hour).
+            here = [i for i in everything if i.state in LIVE_STATES]
+            observed = [statuses.get(i.id) or describe(i, self.instances) for i in here]
             return PollResult(statuses=statuses, observed=observed)
 
     def _status(self, job_id: str, instance: Instance | None, codes: dict[str, int]) -> JobStatus:
