@@ -156,7 +156,9 @@ class Adapter(BackendAdapter):
             by_id = {i.id: i for i in everything}
             running = [i for i in everything if i.state == "running"]
             codes = self.sentinels.collect() if running else {}
-            statuses = {job_id: self._status(job_id, by_id.get(job_id), codes) for job_id in job_ids}
+            statuses = {job_id: self._status(job_id, by_id.get(job_id)) for job_id in job_ids}
+            finished = [by_id[j] for j in job_ids if j in codes and j in by_id and by_id[j].state == "running"]
+            statuses |= self.finisher.finish_all(finished, codes, statuses)
             self._terminate_orphans(everything, set(job_ids))
             self.instances.terminate_doomed()  # finished, late, stopped and orphaned: one call
             if any(s.state == JobState.RUNNING for s in statuses.values()):
@@ -166,7 +168,7 @@ class Adapter(BackendAdapter):
             observed = [statuses.get(i.id) or describe(i, self.instances) for i in here]
             return PollResult(statuses=statuses, observed=observed)
 
-    def _status(self, job_id: str, instance: Instance | None, codes: dict[str, int]) -> JobStatus:
+    def _status(self, job_id: str, instance: Instance | None) -> JobStatus:
         if instance is None:
             return JobStatus(job_id, JobState.UNKNOWN)
         status = describe(instance, self.instances)
@@ -174,8 +176,6 @@ class Adapter(BackendAdapter):
             self.instances.terminate_later(instance.id)
             limit = self.config.startup_timeout_seconds
             status.state, status.reason = JobState.FAILED, f"instance did not reach running within {limit}s"
-        elif instance.state == "running" and instance.id in codes:
-            status = self.finisher.finish(instance, codes[instance.id], status)
         elif instance.state in STOPPED:
             if instance.state in ("stopping", "stopped"):
                 self.instances.terminate_later(instance.id)

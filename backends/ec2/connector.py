@@ -14,6 +14,7 @@ import io
 import json
 import shlex
 import shutil
+import threading
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ class InstanceConnector(ABC):
         self.session = boto_session
         self.calls: Counter[str] = Counter() if calls is None else calls  # AWS API calls, by operation
         self.sessions_opened = 0  # for the benchmark: SSH sessions per poll cycle
+        self._count_lock = threading.Lock()  # finishing runs several sessions at once
 
     @abstractmethod
     def open(self, instance_id: str) -> paramiko.SSHClient:
@@ -54,7 +56,8 @@ class InstanceConnector(ABC):
     @contextmanager
     def sftp(self, instance_id: str) -> Iterator[paramiko.SFTPClient]:
         ssh = self.open(instance_id)
-        self.sessions_opened += 1
+        with self._count_lock:
+            self.sessions_opened += 1
         try:
             yield ssh.open_sftp()
         except (OSError, paramiko.SSHException, EOFError) as exc:

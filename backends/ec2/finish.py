@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +23,7 @@ log = logging.getLogger("backends.ec2")
 # How long a finished task waits for its log to be copied before it is finished without
 # it (the instance would otherwise bill until its safety timer).
 LOG_COPY_PATIENCE = 600.0
+FINISH_PARALLEL = 8  # SSH sessions at once
 EXIT_REASONS = {
     124: "time limit reached",
     137: "time limit reached (killed)",
@@ -35,6 +37,16 @@ class Finisher:
         self.instances = instances
         self.data_dir = data_dir
         self._first_seen: dict[str, float] = {}
+
+    def finish_all(
+        self, instances: list[Instance], codes: dict[str, int], statuses: dict[str, JobStatus]
+    ) -> dict[str, JobStatus]:
+        """Finish these instances' tasks, several SSH sessions at a time (each over SSM takes seconds)."""
+        if not instances:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(FINISH_PARALLEL, len(instances))) as pool:
+            done = pool.map(lambda i: self.finish(i, codes[i.id], statuses[i.id]), instances)
+            return {status.job_id: status for status in done}
 
     def finish(self, instance: Instance, code: int, status: JobStatus) -> JobStatus:
         """``status`` as the task ended (or still RUNNING while its log cannot be copied yet)."""
