@@ -82,7 +82,7 @@ def test_local_adapter_reads_a_log_through_its_shell(tmp_path: Path) -> None:
         adapter.read_log(TaskLog("1", "error", "", str(logs)))
 
 
-@pytest.mark.parametrize("kind", ["batch", "ec2", "ecs"])
+@pytest.mark.parametrize("kind", ["batch", "ecs"])
 def test_kinds_without_an_adapter_are_unavailable(kind: str) -> None:
     with pytest.raises(BackendUnavailable) as info:
         adapter_class(kind)

@@ -153,12 +153,7 @@ class Adapter(BackendAdapter):
         with self._lock:
             self.instances.doomed = []
             everything = self.instances.ours()
-            by_id = {i.id: i for i in everything}
-            running = [i for i in everything if i.state == "running"]
-            codes = self.sentinels.collect() if running else {}
-            statuses = {job_id: self._status(job_id, by_id.get(job_id)) for job_id in job_ids}
-            finished = [by_id[j] for j in job_ids if j in codes and j in by_id and by_id[j].state == "running"]
-            statuses |= self.finisher.finish_all(finished, codes, statuses)
+            statuses = self._statuses(job_ids, everything)
             self._terminate_orphans(everything, set(job_ids))
             self.instances.terminate_doomed()  # finished, late, stopped and orphaned: one call
             if any(s.state == JobState.RUNNING for s in statuses.values()):
@@ -167,6 +162,15 @@ class Adapter(BackendAdapter):
             here = [i for i in everything if i.state in LIVE_STATES]
             observed = [statuses.get(i.id) or describe(i, self.instances) for i in here]
             return PollResult(statuses=statuses, observed=observed)
+
+    def _statuses(self, job_ids: Sequence[str], everything: list[Instance]) -> dict[str, JobStatus]:
+        """Each job's status: from its instance's state, or, once the previous poll's Run
+        Command found its sentinel, from finishing it (exit code read, log copied)."""
+        by_id = {i.id: i for i in everything}
+        codes = self.sentinels.collect() if any(i.state == "running" for i in everything) else {}
+        statuses = {job_id: self._status(job_id, by_id.get(job_id)) for job_id in job_ids}
+        finished = [by_id[j] for j in job_ids if j in codes and j in by_id and by_id[j].state == "running"]
+        return statuses | self.finisher.finish_all(finished, codes, statuses)
 
     def _status(self, job_id: str, instance: Instance | None) -> JobStatus:
         if instance is None:
