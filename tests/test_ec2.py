@@ -10,6 +10,7 @@ boot (moto shows an instance running at once; tests move states themselves).
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -259,3 +260,27 @@ def launch_foreign(ec2: Emulator, tags: dict[str, str]) -> str:
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
     )  # fmt: skip
     return str(response["Instances"][0]["InstanceId"])
+
+
+def test_launch_carries_the_backend_settings(user, ec2, cluster):  # noqa: F811
+    ec2_client = ec2.client("ec2")
+    vpc = ec2_client.describe_subnets(SubnetIds=[ec2.subnet_id])["Subnets"][0]["VpcId"]
+    group = ec2_client.create_security_group(GroupName="tasks", Description="no inbound", VpcId=vpc)["GroupId"]
+    iam = ec2.client("iam")
+    iam.create_role(RoleName="Task", AssumeRolePolicyDocument="{}")
+    profile = iam.create_instance_profile(InstanceProfileName="Task")["InstanceProfile"]["Arn"]
+    iam.add_role_to_instance_profile(InstanceProfileName="Task", RoleName="Task")
+    backend = make_backend(ec2, cluster, security_group_ids=[group], instance_profile_arn=profile,
+                           extra_tags={"Environment": "research", "scripthut:backend": "not-this"})  # fmt: skip
+    run = create_run(owner=user, backend=backend, payload=[t("one", image="ghcr.io/org/special:2")], workflow_name="s")
+    tick(force=True)
+    task = run.tasks.get()
+    [instance] = ec2.instances()
+    assert task.job_id == instance["InstanceId"] and task.state == "submitted"
+    tags = tag_map(instance)
+    assert tags["Environment"] == "research" and tags["scripthut:backend"] == "aws-ec2"  # ours win
+    assert [g["GroupId"] for g in instance["SecurityGroups"]] == [group]
+    assert instance["IamInstanceProfile"]["Arn"] == profile and instance["InstanceType"] == "c5.xlarge"
+    attribute = ec2_client.describe_instance_attribute(InstanceId=task.job_id, Attribute="userData")
+    user_data = base64.b64decode(attribute["UserData"]["Value"]).decode()
+    assert "image=ghcr.io/org/special:2\n" in user_data and "time_limit_seconds=300\n" in user_data
