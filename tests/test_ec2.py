@@ -97,6 +97,10 @@ def test_workflow_with_dependencies_completes(user, backend, ec2):
     assert len(instances) == 4 and {i["State"]["Name"] for i in instances} <= {"shutting-down", "terminated"}
     by_task = {tag_map(i)["scripthut:task"]: i for i in instances}
     assert by_task["sim.1"]["InstanceType"] == "c5.4xlarge" and by_task["setup"]["InstanceType"] == "c5.xlarge"
+    # For costs: the instance and its type, launch and terminate times.
+    sim = run.tasks.get(task_id="sim.1")
+    assert sim.node == f"{sim.job_id} (c5.4xlarge)" and sim.elapsed_seconds and sim.elapsed_seconds > 0
+    assert sim.started_at == by_task["sim.1"]["LaunchTime"]
     tags = tag_map(by_task["final"])
     final = run.tasks.get(task_id="final")
     assert tags["scripthut:backend"] == "aws-ec2" and tags["scripthut:run"] == run.pk
