@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 
+from backends.base import BackendUnavailable
 from backends.config import validate_backend_settings
 from backends.ec2 import instances as ec2_instances
 from backends.models import Backend
@@ -288,3 +289,29 @@ def test_launch_carries_the_backend_settings(user, ec2, cluster):  # noqa: F811
     attribute = ec2_client.describe_instance_attribute(InstanceId=task.job_id, Attribute="userData")
     user_data = base64.b64decode(attribute["UserData"]["Value"]).decode()
     assert "image=ghcr.io/org/special:2\n" in user_data and "time_limit_seconds=300\n" in user_data
+
+
+def test_log_copy_failure_keeps_the_instance_until_it_succeeds(user, backend, ec2, monkeypatch):
+    run = create_run(owner=user, backend=backend, payload=[t("quick", "echo done")], workflow_name="retry")
+    real_open = LoopbackConnector.open
+
+    def unreachable(self: LoopbackConnector, instance_id: str) -> Any:
+        raise BackendUnavailable(f"ssh over SSM to {instance_id} failed: test says no")
+
+    monkeypatch.setattr(LoopbackConnector, "open", unreachable)
+    running(run, ec2, 1)
+    task = run.tasks.get()
+    done = ec2.host.directory(task.job_id) / "var/run/scripthut/done"
+    deadline = time.monotonic() + 30
+    while not done.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    for _ in range(4):  # the sentinel is seen, and SSH keeps failing
+        tick(force=True)
+    task.refresh_from_db()
+    assert task.state == "running" and done.read_text() == "0\n"
+    assert ec2.instances("running")  # not terminated before its log is copied
+    monkeypatch.setattr(LoopbackConnector, "open", real_open)
+    run = drive(run, ec2)
+    assert run.status == Run.Status.COMPLETED and "done" in Path(run.tasks.get().output_file).read_text()
+    assert not ec2.instances("pending", "running")

@@ -55,6 +55,9 @@ class Finisher:
             code = self._collect(instance)
         except (BackendUnavailable, OSError, paramiko.SSHException) as exc:
             if time.monotonic() - first_seen < LOG_COPY_PATIENCE:
+                log.warning(
+                    "ec2: %s finished (exit code %s); copying its log failed, will retry: %s", instance.id, code, exc
+                )
                 status.reason = f"finished (exit code {code}); copying its log failed, will retry: {exc}"
                 return status
             log.warning("ec2: finishing %s without its log: %s", instance.id, exc)
