@@ -113,3 +113,19 @@ def test_standard_aws_endpoint_url_variable_is_honoured(user, ec2, cluster, monk
     run = create_run(owner=user, backend=backend, payload=TASKS, workflow_name="env")
     assert finish(run, ec2).status == Run.Status.COMPLETED
     assert len(ec2.instances()) == 1
+
+
+def test_task_without_an_image_fails_naming_both_settings(user, ec2, cluster):  # noqa: F811
+    config = ec2.backend_settings(ssh_user=cluster.user)
+    del config["default_image"]
+    settings = validate_backend_settings("ec2", config)
+    backend = Backend.objects.create(name="aws-ec2", kind="ec2", settings=settings, max_concurrent=5, poll_interval=1)
+    run = create_run(owner=user, backend=backend, payload=TASKS, workflow_name="no-image")
+    tick(force=True)
+    task = run.tasks.get()
+    assert task.state == "failed"
+    assert (
+        task.reason
+        == "rejected by the scheduler: no container image: set image on the task or default_image on the backend"
+    )
+    assert not ec2.instances()
