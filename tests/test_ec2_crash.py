@@ -44,23 +44,29 @@ def wait_for(what: Any, timeout: float = 60) -> Any:
     return found
 
 
-def test_kill_between_run_instances_and_recording_adopts_the_instance(moto_ec2: Emulator, tmp_path, monkeypatch):  # noqa: F811
+def fresh_portal(emulator: Emulator, tmp_path: Path, count: int, **backend: Any) -> tuple[dict[str, str], Path]:
+    """A portal in its own data dir with the ec2 backend and a run of ``count`` long tasks."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
     env |= {
         "PYTHONPATH": str(ROOT),
         "SCRIPTHUT_DATA_DIR": str(tmp_path / "data"),
         "SCRIPTHUT_CONFIG": str(tmp_path / "scripthut.yaml"),
-        "SCRIPTHUT_BACKEND_LEASE_SECONDS": "2",  # the dead portal's lease expires soon
+        "SCRIPTHUT_BACKEND_LEASE_SECONDS": "2",  # a dead portal's lease expires soon
         "DJANGO_SUPERUSER_PASSWORD": "admin-pw-123",
     }
-    backend = {"name": "aws-ec2", "type": "ec2", **moto_ec2.backend_settings()}
-    Path(env["SCRIPTHUT_CONFIG"]).write_text(yaml.safe_dump({"backends": [backend]}))
+    stanza = {"name": "aws-ec2", "type": "ec2", **emulator.backend_settings(), **backend}
+    Path(env["SCRIPTHUT_CONFIG"]).write_text(yaml.safe_dump({"backends": [stanza]}))
     scripthut(env, "import-config", env["SCRIPTHUT_CONFIG"])
     scripthut(env, "createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com")
     workflow = tmp_path / "wf.json"
-    workflow.write_text(json.dumps([{"id": "only", "name": "only", "command": "sleep 600", "time_limit": "20:00"}]))
-    scripthut(env, "run", str(workflow), "--backend", "aws-ec2")
-    db = tmp_path / "data" / "scripthut.sqlite3"
+    tasks = [{"id": f"t{i}", "name": f"t{i}", "command": "sleep 600", "time_limit": "20:00"} for i in range(count)]
+    workflow.write_text(json.dumps(tasks))
+    scripthut(env, "run", str(workflow), "--backend", "aws-ec2", "--max-concurrent", str(count))
+    return env, tmp_path / "data" / "scripthut.sqlite3"
+
+
+def test_kill_between_run_instances_and_recording_adopts_the_instance(moto_ec2: Emulator, tmp_path, monkeypatch):  # noqa: F811
+    env, db = fresh_portal(moto_ec2, tmp_path, 1)
 
     first = portal(env)
     launches: list[str] = []
@@ -89,3 +95,20 @@ def test_kill_between_run_instances_and_recording_adopts_the_instance(moto_ec2: 
         second.communicate(timeout=30)
     assert adopted[0][1] == instance["InstanceId"]
     assert len(moto_ec2.instances()) == 1 and launches == ["run_instances"]  # not launched twice
+
+
+def test_two_portals_ticking_at_once_never_exceed_max_instances(moto_ec2: Emulator, tmp_path):  # noqa: F811
+    env, db = fresh_portal(moto_ec2, tmp_path, 5, max_instances=2)
+    portals = [portal(env), portal(env)]
+    try:
+        wait_for(lambda: len(moto_ec2.instances("pending", "running")) == 2)
+        peak, deadline = 0, time.monotonic() + 8
+        while time.monotonic() < deadline:
+            peak = max(peak, len(moto_ec2.instances("pending", "running")))
+            time.sleep(0.1)
+        waiting = [t for t in tasks(db) if t[0] == "pending"]
+    finally:
+        for process in portals:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=30)
+    assert peak == 2 and len(moto_ec2.instances()) == 2 and len(waiting) == 3
