@@ -17,9 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import pytest
 from django.conf import settings as django_settings
 
+from backends.aws.clients import aws_errors
 from backends.base import BackendUnavailable
 from backends.config import validate_backend_settings
 from backends.ec2 import instances as ec2_instances
@@ -315,3 +317,24 @@ def test_log_copy_failure_keeps_the_instance_until_it_succeeds(user, backend, ec
     run = drive(run, ec2)
     assert run.status == Run.Status.COMPLETED and "done" in Path(run.tasks.get().output_file).read_text()
     assert not ec2.instances("pending", "running")
+
+
+def test_lost_answer_to_run_instances_is_reconciled_not_relaunched(user, backend, ec2, monkeypatch):
+    run = create_run(owner=user, backend=backend, payload=[t("one", "sleep 1")], workflow_name="timeout")
+    real_launch = ec2_instances.Ec2Instances.launch
+
+    def launch_then_time_out(self: Any, job: Any, user_data: str) -> str:
+        real_launch(self, job, user_data)  # the instance starts; the answer never arrives
+        with aws_errors("ec2 RunInstances"):
+            raise botocore.exceptions.ReadTimeoutError(endpoint_url=ec2.url)
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(ec2_instances.Ec2Instances, "launch", launch_then_time_out)
+    tick(force=True)
+    monkeypatch.setattr(ec2_instances.Ec2Instances, "launch", real_launch)
+    task = run.tasks.get()
+    assert task.state == "submitting"
+    run = drive(run, ec2)
+    task = run.tasks.get()
+    assert run.status == Run.Status.COMPLETED
+    assert [i["InstanceId"] for i in ec2.instances()] == [task.job_id]  # the one launch, adopted

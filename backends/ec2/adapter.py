@@ -22,6 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import botocore.exceptions
 from django.conf import settings as django_settings
 from django.utils.module_loading import import_string
 
@@ -66,6 +67,14 @@ WAIT_CODES = {
     "Unsupported",
 }
 STOPPED = ("shutting-down", "terminated", "stopping", "stopped")
+# The request may have reached AWS: the answer, not the request, was lost.
+ANSWER_LOST = (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError)
+
+
+class LaunchOutcomeUnknown(RuntimeError):
+    """RunInstances may have started the instance, but its answer was lost. Escaping the
+    submit leaves the tasks ``submitting``: the next tick finds the instance by its tag
+    (and a launch again with the same ClientToken would not start a second one)."""
 
 
 class Adapter(BackendAdapter):
@@ -136,6 +145,8 @@ class Adapter(BackendAdapter):
         except ValueError as exc:
             return SubmitResult(job.tag, error=str(exc))
         except BackendUnavailable as exc:
+            if isinstance(exc.__cause__, ANSWER_LOST):
+                raise LaunchOutcomeUnknown(f"launching task {job.task_id}: {exc}") from exc
             if first:
                 raise  # nothing was launched: the engine puts every task back
             return SubmitResult(job.tag, error=str(exc), retry=True)
