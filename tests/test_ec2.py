@@ -338,3 +338,22 @@ def test_lost_answer_to_run_instances_is_reconciled_not_relaunched(user, backend
     task = run.tasks.get()
     assert run.status == Run.Status.COMPLETED
     assert [i["InstanceId"] for i in ec2.instances()] == [task.job_id]  # the one launch, adopted
+
+
+def test_instance_gone_after_its_task_finished_keeps_the_exit_code(user, backend, ec2, monkeypatch):
+    run = create_run(owner=user, backend=backend, payload=[t("brief", "exit 4")], workflow_name="gone-after")
+    running(run, ec2, 1)
+    task = run.tasks.get()
+    done = ec2.host.directory(task.job_id) / "var/run/scripthut/done"
+    deadline = time.monotonic() + 30
+    while not done.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    # The SSH copy is too slow this time: the sentinel is read, then the instance goes.
+    monkeypatch.setattr(LoopbackConnector, "open", lambda self, i: (_ for _ in ()).throw(BackendUnavailable("slow")))
+    tick(force=True)
+    ec2.client("ec2").terminate_instances(InstanceIds=[task.job_id])
+    tick(force=True)
+    task.refresh_from_db()
+    assert task.state == "failed" and task.exit_code == 4
+    assert task.reason == "exit code 4; log not copied: the instance was terminated first"

@@ -39,7 +39,7 @@ from backends.base import (
     TaskLog,
 )
 from backends.ec2.connector import InstanceConnector, local_copy
-from backends.ec2.finish import Finisher
+from backends.ec2.finish import Finisher, ended_without_log
 from backends.ec2.instances import LIVE_STATES, Ec2Instances, Instance, instance_type_for
 from backends.ec2.sentinels import RunCommandSentinels
 from backends.ec2.settings import Ec2Settings
@@ -178,9 +178,13 @@ class Adapter(BackendAdapter):
         """Each job's status: from its instance's state, or, once the previous poll's Run
         Command found its sentinel, from finishing it (exit code read, log copied)."""
         by_id = {i.id: i for i in everything}
-        codes = self.sentinels.collect() if any(i.state == "running" for i in everything) else {}
+        codes = self.sentinels.collect()
         statuses = {job_id: self._status(job_id, by_id.get(job_id)) for job_id in job_ids}
-        finished = [by_id[j] for j in job_ids if j in codes and j in by_id and by_id[j].state == "running"]
+        ended = [by_id[j] for j in job_ids if j in codes and j in by_id]
+        # Gone after its task finished (its safety timer, someone else): the exit code stands.
+        for instance in (i for i in ended if i.state in STOPPED):
+            statuses[instance.id] = ended_without_log(statuses[instance.id], codes[instance.id], instance.state)
+        finished = [i for i in ended if i.state == "running"]
         return statuses | self.finisher.finish_all(finished, codes, statuses)
 
     def _status(self, job_id: str, instance: Instance | None) -> JobStatus:

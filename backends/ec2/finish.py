@@ -109,3 +109,14 @@ def exit_reason(code: int) -> str:
         return ""
     what = EXIT_REASONS.get(code)
     return f"{what} (exit code {code})" if what else f"exit code {code}"
+
+
+def ended_without_log(status: JobStatus, code: int, instance_state: str) -> JobStatus:
+    """The task of an instance that went away after its sentinel was read: its exit code
+    stands; its log could not be copied."""
+    status.state = JobState.COMPLETED if code == 0 else JobState.FAILED
+    status.exit_code = code
+    note = f"log not copied: the instance was {instance_state} first"
+    status.reason = f"{exit_reason(code)}; {note}" if code else note
+    status.finished_at = datetime.now(UTC)
+    return status

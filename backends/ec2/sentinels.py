@@ -39,6 +39,7 @@ class RunCommandSentinels:
         codes: dict[str, int] = {}
         with aws_errors("ssm ListCommandInvocations"):
             pages = self.ssm.get_paginator("list_command_invocations").paginate(CommandId=self.sent, Details=True)
+            self.sent = None  # read once
             for page in pages:
                 for invocation in page.get("CommandInvocations", []):
                     code = exit_code_of(invocation)
