@@ -129,3 +129,10 @@ def test_task_without_an_image_fails_naming_both_settings(user, ec2, cluster):  
         == "rejected by the scheduler: no container image: set image on the task or default_image on the backend"
     )
     assert not ec2.instances()
+
+
+def test_endpoint_from_the_scripthut_setting(user, ec2, cluster, settings):  # noqa: F811
+    settings.SCRIPTHUT_AWS_ENDPOINT_URL = ec2.url
+    backend = backend_with(ec2, cluster, endpoint_url=None)
+    run = create_run(owner=user, backend=backend, payload=TASKS, workflow_name="setting")
+    assert finish(run, ec2).status == Run.Status.COMPLETED

@@ -5,6 +5,7 @@ that the task role really has AmazonSSMManagedInstanceCore is not checked here."
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from backends.ec2.wizard import attach_command
+from backends.ec2.wizard import Asker, attach_command
 from tests.aws_ec2 import AMI_PARAMETER, REGION, Emulator, moto_ec2  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,3 +119,19 @@ def test_attach_command_names_the_principal():
         "aws iam attach-user-policy --user-name alice"
     )
     assert "--role-name Ops " in attach_command("arn:aws:sts::1:assumed-role/Ops/session", arn)
+
+
+def test_interactive_prompts_offer_the_discovered_default():
+    args = argparse.Namespace(region=None, name="given")
+    answers = iter(["", "eu-west-1"])
+    asked: list[str] = []
+
+    def read(prompt: str) -> str:
+        asked.append(prompt)
+        return next(answers)
+
+    ask = Asker(args, interactive=True, read=read)
+    assert ask("name", "Backend name", "aws-ec2") == "given"  # a flag is never asked
+    assert ask("vpc-id", "VPC", "vpc-1") == "vpc-1"  # Enter takes the default
+    assert ask("region", "AWS region") == "eu-west-1"
+    assert asked == ["VPC [vpc-1]: ", "AWS region: "]
