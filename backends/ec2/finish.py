@@ -53,7 +53,7 @@ class Finisher:
         first_seen = self._first_seen.setdefault(instance.id, time.monotonic())
         try:
             code = self._collect(instance)
-        except (BackendUnavailable, OSError, paramiko.SSHException) as exc:
+        except (BackendUnavailable, OSError, paramiko.SSHException, ValueError) as exc:
             if time.monotonic() - first_seen < LOG_COPY_PATIENCE:
                 log.warning(
                     "ec2: %s finished (exit code %s); copying its log failed, will retry: %s", instance.id, code, exc
