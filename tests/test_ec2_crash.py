@@ -99,6 +99,7 @@ def test_kill_between_run_instances_and_recording_adopts_the_instance(moto_ec2: 
 
 def test_two_portals_ticking_at_once_never_exceed_max_instances(moto_ec2: Emulator, tmp_path):  # noqa: F811
     env, db = fresh_portal(moto_ec2, tmp_path, 5, max_instances=2)
+    env["SCRIPTHUT_BACKEND_LEASE_SECONDS"] = "300"  # one tick of the backend at a time, as deployed
     portals = [portal(env), portal(env)]
     try:
         wait_for(lambda: len(moto_ec2.instances("pending", "running")) == 2)

@@ -67,6 +67,8 @@ WAIT_CODES = {
     "Unsupported",
 }
 STOPPED = ("shutting-down", "terminated", "stopping", "stopped")
+# An instance no task owns is terminated once this old (setting SCRIPTHUT_EC2_ORPHAN_GRACE_SECONDS).
+ORPHAN_GRACE_SECONDS = 300
 # The request may have reached AWS: the answer, not the request, was lost.
 ANSWER_LOST = (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError)
 
@@ -204,19 +206,28 @@ class Adapter(BackendAdapter):
         return status
 
     def _late(self, instance: Instance) -> bool:
-        if instance.launch_time is None:
-            return False
-        waited = (datetime.now(UTC) - instance.launch_time).total_seconds()
-        return waited > self.config.startup_timeout_seconds
+        return instance.launch_time is not None and self._age(instance) > self.config.startup_timeout_seconds
 
     def _terminate_orphans(self, everything: list[Instance], live_job_ids: set[str]) -> None:
         """Instances no live task owns: their task finished, was cancelled, or the
         portal never recorded them (the engine adopts those through find_submitted
-        first, in the same tick). Nothing is left running and billing."""
-        orphans = [i.id for i in everything if i.id not in live_job_ids and i.state in (*LIVE_STATES, "stopped")]
+        first, in the same tick). Nothing is left running and billing. A young one is
+        spared: a tick elsewhere may be launching it right now (its lease expired)."""
+        grace = getattr(django_settings, "SCRIPTHUT_EC2_ORPHAN_GRACE_SECONDS", ORPHAN_GRACE_SECONDS)
+        orphans = [
+            i.id
+            for i in everything
+            if i.id not in live_job_ids and i.state in (*LIVE_STATES, "stopped") and self._age(i) >= grace
+        ]
         if orphans:
             log.warning("ec2 %s: terminating %d instances no live task owns: %s", self.name, len(orphans), orphans)
             self.instances.doomed += orphans
+
+    @staticmethod
+    def _age(instance: Instance) -> float:
+        if instance.launch_time is None:
+            return float("inf")
+        return (datetime.now(UTC) - instance.launch_time).total_seconds()
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         existing = {i.id for i in self.instances.ours(LIVE_STATES)}
