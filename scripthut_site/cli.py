@@ -4,6 +4,7 @@ scripthut serve [--config F] [--host H] [--port P]
 scripthut run WORKFLOW.json --backend NAME [--max-concurrent N] [--wait] [--notify ON [--notify-webhook URL]]
 scripthut import-config F
 scripthut createtoken USERNAME
+scripthut setup-aws-ec2 [--region R --yes ...]     (guided set-up of an ec2 backend; every prompt is a flag)
 scripthut rotate-keys [--new-key]                  (re-encrypt stored secrets with the newest key)
 scripthut pricing import FILE | refresh | recompute (EC2 prices for cost: runs.costing)
 scripthut migrate | createsuperuser | shell | ...   (any manage.py command)
@@ -19,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-COMMANDS = ("serve", "run", "import-config", "createtoken")
+COMMANDS = ("serve", "run", "import-config", "createtoken", "setup-aws-ec2")
 DASHED_COMMANDS = ("rotate-keys",)  # Django commands spelled with a dash on our command line
 
 
@@ -42,7 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
-    handler = {"serve": serve, "run": run, "import-config": import_config, "createtoken": createtoken}[args.command]
+    handler = {
+        "serve": serve,
+        "run": run,
+        "import-config": import_config,
+        "createtoken": createtoken,
+        "setup-aws-ec2": setup_aws_ec2,
+    }[args.command]
     return handler(args)
 
 
@@ -68,7 +75,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p = sub.add_parser("createtoken", help="print a new API token for a user")
     p.add_argument("username")
+    from backends.ec2 import wizard
+
+    wizard.add_arguments(sub.add_parser("setup-aws-ec2", help="set up an AWS EC2 backend (IAM stack, config stanza)"))
     return parser
+
+
+def setup_aws_ec2(args: argparse.Namespace) -> int:
+    from backends.ec2 import wizard
+
+    return wizard.run(args)
 
 
 def _django_command(argv: list[str]) -> int:
