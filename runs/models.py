@@ -349,63 +349,8 @@ class PortalSettings(models.Model):
         return obj
 
 
-class AppendOnly(Exception):  # noqa: N818  (reads better at the raise site)
-    """Audit events are written once and never changed or deleted by the application."""
-
-
-class AuditQuerySet(models.QuerySet["AuditEvent"]):
-    def update(self, **kwargs: object) -> int:
-        raise AppendOnly("audit events cannot be changed")
-
-    def delete(self) -> tuple[int, dict[str, int]]:
-        raise AppendOnly("audit events cannot be deleted")
-
-
-class AuditEvent(models.Model):
-    """Who did what and when: written by runs.audit, read by staff."""
-
-    class Action(models.TextChoices):
-        LOGIN = "login"
-        LOGIN_FAILED = "login_failed"
-        LOGIN_LOCKED_OUT = "login_locked_out"  # too many failures: refused for the cool-off time
-        LOGOUT = "logout"
-        RUN_CREATED = "run_created"
-        RUN_CANCELLED = "run_cancelled"
-        RUN_RELAUNCHED = "run_relaunched"
-        SUBMISSION_REFUSED = "submission_refused"
-        BACKEND_CHANGED = "backend_changed"
-        SOURCE_CHANGED = "source_changed"
-        WORKFLOW_CHANGED = "workflow_changed"
-        IDENTITY_CHANGED = "identity_changed"
-        ACCESS_CHANGED = "access_changed"  # which groups may use what, who is in which group
-        CONFIG_IMPORTED = "config_imported"
-
-    at = models.DateTimeField(default=timezone.now, db_index=True)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    actor_name = models.CharField(max_length=150, blank=True, help_text="Kept if the user is deleted.")
-    action = models.CharField(max_length=32, choices=Action.choices, db_index=True)
-    target = models.CharField(max_length=255, blank=True)
-    detail = models.JSONField(default=dict, blank=True)
-    address = models.GenericIPAddressField(null=True, blank=True)
-
-    objects = AuditQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["-at", "-id"]
-
-    def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_name or '-'} {self.action} {self.target}"
-
-    def save(self, *args: object, **kwargs: object) -> None:
-        if self.pk is not None:
-            raise AppendOnly("audit events cannot be changed")
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
-
-    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
-        raise AppendOnly("audit events cannot be deleted")
-
+# The audit trail: its own module (append-only models), registered here with the app's models.
+from runs.audit_models import AppendOnly, AuditEvent  # noqa: E402,F401
 
 # Stored prices and budgets live with the cost code; imported here to register them with this app.
 from runs.costing.models import Budget, BudgetAlert, InstancePrice, PriceList  # noqa: E402,F401
