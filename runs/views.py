@@ -32,6 +32,7 @@ from runs.limits import form_max_concurrent
 from runs.models import AuditEvent, Task, Workflow, task_group
 from runs.page_input import first_rows, problems_message
 from runs.pages import run_list_context, run_page, visible_run, visible_task
+from runs.timeline import build_group, build_timeline
 from runs.workflow_command import dry_run, start_run
 from runs.workflow_json import ResolvedTask, WorkflowError
 from sources.git import mask_credentials
@@ -110,6 +111,20 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
 def run_items(request: HttpRequest, run_id: str) -> HttpResponse:
     """The live part of the run page; its root drops ``hx-trigger`` once the run finished."""
     return render(request, "runs/_run_items.html", _run_page_context(request, run_id))
+
+
+@require_GET
+def run_timeline(request: HttpRequest, run_id: str) -> HttpResponse:
+    """The run's timeline (``runs.timeline``), or with ``?group=`` the bars of one folded group."""
+    run = visible_run(request.user, run_id)
+    name = request.GET.get("group")
+    if name is None:
+        return render(request, "runs/_timeline.html", {"run": run, "timeline": build_timeline(run)})
+    start = request.GET.get("start", "0")
+    group = build_group(run, name, int(start) if start.isdigit() else 0)
+    if group is None:
+        raise Http404("no such group in this run")
+    return render(request, "runs/_timeline_bars.html", {"run": run, "g": group})
 
 
 @require_POST
