@@ -11,6 +11,7 @@ running count over time; its bars load when it is opened, :data:`BARS_PER_GROUP`
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -83,6 +84,7 @@ class GroupTimeline:
     bars: list[Bar] = field(default_factory=list)
     folded: bool = False
     first: int = 0  # index in the group of the first bar drawn (bars come a page at a time)
+    counts: Counter[str] = field(default_factory=Counter)  # tasks per state
 
     @property
     def label(self) -> str:
@@ -261,7 +263,8 @@ def build_timeline(run: Run, now: datetime | None = None) -> Timeline:
     groups = []
     for name, members in by_group(rows).items():
         folded = span is None or fold_all or len(members) > BARS_INLINE
-        group = GroupTimeline(name, len(members), running_line(members, span, now), folded=folded)
+        counts = Counter(row[2] for row in members)
+        group = GroupTimeline(name, len(members), running_line(members, span, now), folded=folded, counts=counts)
         if not folded and span is not None:
             group.bars = bars(members, span, now)
         groups.append(group)

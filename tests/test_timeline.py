@@ -156,6 +156,10 @@ def test_timeline_of_a_thousand_task_run_in_chromium(
             page.locator("#timeline").screenshot(path=str(SCREENSHOT_DIR / "timeline-1000-tasks-folded.png"))
         page.locator("details.tl-group summary", has_text="sim").click()
         expect(page.locator("details.tl-group .tl-bar")).to_have_count(timeline.BARS_PER_GROUP)
+        page.locator("a", has_text="Next tasks").click()
+        expect(page.locator("details.tl-group .tl-bar")).to_have_count(999 - timeline.BARS_PER_GROUP)
+        page.locator("a", has_text="Previous tasks").click()
+        expect(page.locator("details.tl-group .tl-bar")).to_have_count(timeline.BARS_PER_GROUP)
         # The axis labels are placed by the portal's script (no inline style under the CSP).
         left = page.locator(".tl-tick").last.evaluate("e => e.style.left")
         assert left == "100%"
