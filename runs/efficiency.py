@@ -6,6 +6,7 @@ when its backend says it ran out of memory (``Task.out_of_memory``, set by the e
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from backends.units import parse_memory_mb
@@ -13,6 +14,7 @@ from runs.models import Task
 from runs.numbers import gigabytes, short_number
 
 LOW_USE = 0.25  # below this share of the CPUs or memory requested, a task asked for too much
+HEADROOM = 0.25  # advice leaves this much above what a task used
 
 
 def requested_mb(memory: str | None) -> int | None:
@@ -31,6 +33,7 @@ class Efficiency:
     used_mb: float | None
     requested_mb: int | None
     oom: bool
+    cpus: int | None = None  # requested
 
     @property
     def known(self) -> bool:
@@ -62,10 +65,26 @@ class Efficiency:
         if self.oom:
             found.append("ran out of memory: request more")
         if self.low_cpu:
-            found.append(f"used under {LOW_USE:.0%} of its CPUs: request fewer")
+            found.append(f"used under {LOW_USE:.0%} of its CPUs: request fewer{self._cpu_hint}")
         if self.low_mem:
-            found.append(f"peak memory under {LOW_USE:.0%} of the request: request less")
+            found.append(f"peak memory under {LOW_USE:.0%} of the request: request less{self._mem_hint}")
         return found
+
+    @property
+    def _cpu_hint(self) -> str:
+        if not self.cpus or self.cpu is None:
+            return ""
+        # What it used, rounded up, and at least one.
+        enough = max(1, math.ceil(self.cpus * self.cpu * (1 + HEADROOM)))
+        return f" ({enough} CPU{'s' if enough > 1 else ''} would do)" if enough < self.cpus else ""
+
+    @property
+    def _mem_hint(self) -> str:
+        if self.used_mb is None:
+            return ""
+        enough = self.used_mb * (1 + HEADROOM)
+        text = f"{math.ceil(enough)} MB" if enough < 1024 else f"{gigabytes(enough * 1.0)} GB"
+        return f" (about {text} would do)"
 
     # -- the figures as the pages show them ----------------------------------------------
 
@@ -146,5 +165,6 @@ def efficiency_of(task: Task) -> Efficiency | None:
         used_mb=task.max_rss_mb,
         requested_mb=requested_mb(task.memory),
         oom=task.out_of_memory,
+        cpus=task.cpus,
     )
     return result if result.known else None

@@ -14,6 +14,7 @@ urlpatterns = [
     path("runs/<str:run_id>", views.run_detail, name="run_detail"),
     path("runs/<str:run_id>/items", views.run_items, name="run_items"),
     path("runs/<str:run_id>/group", views.run_group, name="run_group"),
+    path("runs/<str:run_id>/timeline", views.run_timeline, name="run_timeline"),
     path("runs/<str:run_id>/cancel", views.run_cancel, name="run_cancel"),
     path("runs/<str:run_id>/relaunch", views.run_relaunch, name="run_relaunch"),
     # Task ids are free text (dots, even slashes): <path:> matches them, and the fixed

@@ -36,6 +36,7 @@ from runs.models import AuditEvent, Task, Workflow, task_group
 from runs.page_input import first_rows, problems_message
 from runs.pages import group_page, run_list_context, run_page, visible_run, visible_task
 from runs.task_notes import how_it_ended, why_it_never_ran
+from runs.timeline import build_group, build_timeline
 from runs.workflow_command import dry_run, start_run
 from runs.workflow_json import ResolvedTask, WorkflowError
 from sources.git import mask_credentials
@@ -130,6 +131,20 @@ def run_group(request: HttpRequest, run_id: str) -> HttpResponse:
     group_url = reverse("run_group", args=[run.pk]) + "?" + urlencode({"group": name})
     context = {"run": run, "g": group, "group_url": group_url, "cost": run_cost(run.pk)}
     return render(request, "runs/_group_table.html", context)
+
+
+@require_GET
+def run_timeline(request: HttpRequest, run_id: str) -> HttpResponse:
+    """The run's timeline (``runs.timeline``), or with ``?group=`` the bars of one folded group."""
+    run = visible_run(request.user, run_id)
+    name = request.GET.get("group")
+    if name is None:
+        return render(request, "runs/_timeline.html", {"run": run, "timeline": build_timeline(run)})
+    start = request.GET.get("start", "0")
+    group = build_group(run, name, int(start) if start.isdigit() else 0)
+    if group is None:
+        raise Http404("no such group in this run")
+    return render(request, "runs/_timeline_bars.html", {"run": run, "g": group})
 
 
 @require_POST

@@ -435,7 +435,9 @@ def test_script_and_logs_of_a_finished_local_task(
 
     page = _text(client.get(reverse("run_detail", args=[finished.pk])))
     assert "1 completed" in page and "1 failed" in page and "1 dep failed" in page
-    assert "Relaunch failed" in page and "hx-trigger" not in page
+    assert (
+        "Relaunch failed" in page and "every 2s" not in page and "every 30s" not in page
+    )  # nothing polls once finished
 
 
 def test_logs_messages_for_unsubmitted_missing_and_unreachable(

@@ -46,7 +46,20 @@
     root.querySelectorAll("[data-width]").forEach(function (bar) {
       bar.style.width = bar.dataset.width + "%";
     });
+    root.querySelectorAll("[data-left]").forEach(function (mark) {
+      mark.style.left = mark.dataset.left + "%";
+    });
   }
+
+  // The timeline redraws itself when pushed updates arrive (at most every few seconds).
+  var timelineDue = null;
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    if (timelineDue) return;
+    timelineDue = setTimeout(function () {
+      timelineDue = null;
+      document.body.dispatchEvent(new CustomEvent("timeline-refresh"));
+    }, 3000);
+  });
   document.addEventListener("change", function (event) {
     var select = event.target;
     if (select.matches && select.matches("select[data-autosubmit]") && select.form) select.form.submit();
