@@ -17,6 +17,7 @@ from backends.models import Backend
 from runs import timeline
 from runs.actions import create_run
 from runs.models import Run, Task
+from tests.asgi_server import asgi_server
 from tests.browser import SCREENSHOT_DIR, chromium_available, live_portal, login, screenshot
 from tests.workloads import simulations
 
@@ -189,3 +190,33 @@ def test_task_page_shows_use_against_request_with_concrete_advice(
     assert 'data-width="7.3"' in html  # 300 of 4096 MB
     assert "request fewer (1 CPU would do)" in html
     assert "request less (about 375 MB would do)" in html
+
+
+@pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing")
+def test_the_timeline_follows_a_live_run_without_a_reload(
+    live_server: Any, transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
+    from django.contrib.auth.models import Group
+    from playwright.sync_api import expect
+
+    from tests.conftest import LOCAL_USERS, local_user
+
+    owner = local_user("alice", "pw-alice-123")
+    backend = Backend.objects.create(name="local", kind=Backend.Kind.LOCAL, max_concurrent=2, poll_interval=1)
+    backend.allowed_groups.add(Group.objects.get(name=LOCAL_USERS))
+    steps = [{"id": f"step.{i}", "name": f"Step {i}", "command": "sleep 1"} for i in range(4)]
+    run = create_run(owner=owner, backend=backend, payload=steps, workflow_name="steps")
+    with asgi_server() as base, live_portal(base) as (context, watch):  # uvicorn: websockets; a ticker drives the run
+        page = context.new_page()
+        login(page, base, "alice", "pw-alice-123")
+        page.goto(f"{base}/runs/{run.pk}")
+        page.evaluate("window.__noReload = true")
+        expect(page.locator("#timeline h2")).to_have_text("Timeline")
+        # The timeline redraws as pushed changes arrive: all four bars, completed, no reload.
+        expect(page.locator("#timeline .tl-bar.st-c-completed")).to_have_count(
+            4, timeout=20_000
+        )  # before the 30 s fallback
+        assert page.evaluate("window.__noReload") is True
+        assert watch.problems == []

@@ -51,14 +51,19 @@
     });
   }
 
-  // The timeline redraws itself when pushed updates arrive (at most every few seconds).
+  // The timeline redraws itself when the run changes: pushed updates, or the live part
+  // fetched while the socket is down (at most every few seconds).
   var timelineDue = null;
-  document.addEventListener("htmx:wsAfterMessage", function () {
-    if (timelineDue) return;
+  function redrawTimelineSoon() {
+    if (timelineDue || !document.getElementById("timeline")) return;
     timelineDue = setTimeout(function () {
       timelineDue = null;
       document.body.dispatchEvent(new CustomEvent("timeline-refresh"));
     }, 3000);
+  }
+  document.addEventListener("htmx:wsAfterMessage", redrawTimelineSoon);
+  document.addEventListener("htmx:afterSwap", function (event) {
+    if (event.target && event.target.id === "run-items") redrawTimelineSoon();
   });
   document.addEventListener("change", function (event) {
     var select = event.target;
