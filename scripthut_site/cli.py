@@ -4,6 +4,8 @@ scripthut serve [--config F] [--host H] [--port P]
 scripthut run WORKFLOW.json --backend NAME [--max-concurrent N] [--wait]
 scripthut import-config F
 scripthut createtoken USERNAME
+scripthut worker [--concurrency N] [--pool prefork|threads|solo]   (deployment: runs ticks; needs REDIS_URL)
+scripthut beat                                     (deployment: queues each backend's tick when due)
 scripthut rotate-keys [--new-key]                  (re-encrypt stored secrets with the newest key)
 scripthut migrate | createsuperuser | shell | ...   (any manage.py command)
 """
@@ -18,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-COMMANDS = ("serve", "run", "import-config", "createtoken")
+COMMANDS = ("serve", "run", "import-config", "createtoken", "worker", "beat")
 DASHED_COMMANDS = ("rotate-keys",)  # Django commands spelled with a dash on our command line
 
 
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
-    handler = {"serve": serve, "run": run, "import-config": import_config, "createtoken": createtoken}[args.command]
+    handlers = {"serve": serve, "run": run, "import-config": import_config, "createtoken": createtoken}
+    handler = handlers.get(args.command) or {"worker": worker, "beat": beat}[args.command]
     return handler(args)
 
 
@@ -64,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p = sub.add_parser("createtoken", help="print a new API token for a user")
     p.add_argument("username")
+    p = sub.add_parser("worker", help="run backend ticks queued by `scripthut beat` and by user actions")
+    p.add_argument("--concurrency", type=int, help="ticks at once (default: number of CPUs)")
+    p.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
+    p.add_argument("--loglevel", default="warning")
+    p.add_argument("--hostname", help="worker name (default: celery@HOST)")
+    p = sub.add_parser("beat", help="queue a tick for each backend every poll_interval (run exactly one)")
+    p.add_argument("--loglevel", default="warning")
     return parser
 
 
@@ -126,6 +136,31 @@ def serve(args: argparse.Namespace) -> int:
         if ticker:
             ticker.stop()
     return 0 if server.started else 1
+
+
+def worker(args: argparse.Namespace) -> int:
+    argv = ["worker", "--pool", args.pool, "--loglevel", args.loglevel]
+    argv += ["--concurrency", str(args.concurrency)] if args.concurrency else []
+    argv += ["--hostname", args.hostname] if args.hostname else []
+    return _celery(argv)
+
+
+def beat(args: argparse.Namespace) -> int:
+    from django.conf import settings
+
+    # Beat's own bookkeeping (when each entry last ran) lives with the portal's data.
+    return _celery(["beat", "--schedule", str(settings.DATA_DIR / "celerybeat-schedule"), "--loglevel", args.loglevel])
+
+
+def _celery(argv: list[str]) -> int:
+    from django.conf import settings
+
+    if settings.EMBEDDED:
+        print("set REDIS_URL (the broker) first: without it `scripthut serve` ticks in-process", file=sys.stderr)
+        return 2
+    from scripthut_site.celery import app
+
+    return int(app.start(argv=argv) or 0)
 
 
 def _listen(host: str, port: int) -> socket.socket:
