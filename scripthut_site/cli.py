@@ -18,6 +18,7 @@ import secrets
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 COMMANDS = ("serve", "run", "import-config", "createtoken", "worker", "beat")
@@ -291,6 +292,7 @@ def _wait(run: object) -> int:
         TimeElapsedColumn(),
     ) as progress:
         bar = progress.add_task("run", total=total, run_id=run.pk, counts="")
+        said = ""
         while True:
             if settings.EMBEDDED:
                 tick()  # no workers in embedded mode: this process drives the run
@@ -300,6 +302,7 @@ def _wait(run: object) -> int:
             finished = sum(counts.get(s, 0) for s in states.FINISHED)
             summary = " ".join(f"{state}={n}" for state, n in sorted(counts.items()))
             progress.update(bar, completed=finished, total=total, counts=summary)
+            said = _say_why_waiting(run, said, progress.console.print)
             if run.is_finished:
                 break
             time.sleep(0.5)
@@ -309,6 +312,18 @@ def _wait(run: object) -> int:
     if run.error:
         print(f"  error: {run.error}")
     return 0 if run.status == Run.Status.COMPLETED else 1
+
+
+def _say_why_waiting(run: object, said: str, say: Callable[[str], None]) -> str:
+    """Print why ready tasks wait (backend full, run limit), once each time it changes."""
+    from runs.models import Run, Task
+
+    assert isinstance(run, Run)
+    waiting = run.tasks.filter(state=Task.State.PENDING, waiting_on=0, reason__startswith="waiting")
+    reason = waiting.values_list("reason", flat=True).first() or ""
+    if reason and reason != said:
+        say(f"run {run.pk} {reason}")
+    return reason
 
 
 if __name__ == "__main__":
