@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -54,10 +54,33 @@ def _advisory_claim(backend: Backend) -> Iterator[bool]:
     if not held:
         yield False
         return
+    # Marked as being ticked, so that a dispatcher that finds the mark but not the lock
+    # knows the tick died and queues the backend again at once (see ``interrupted``).
+    token = holder()
+    Backend.objects.filter(pk=backend.pk).update(lease_owner=token, lease_until=None)
     try:
         yield True
     finally:
-        _advisory_unlock(key)
+        try:
+            Backend.objects.filter(pk=backend.pk, lease_owner=token).update(lease_owner="")
+        finally:
+            _advisory_unlock(key)
+
+
+def interrupted(backends: Sequence[Backend]) -> set[int]:
+    """Backends whose tick died: marked as being ticked, but nobody holds their claim."""
+    marked = [b for b in backends if b.lease_owner]
+    if not marked:
+        return set()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND granted", [LOCK_SPACE]
+            )
+            held = {int(objid) for (objid,) in cursor.fetchall()}
+        return {b.pk for b in marked if b.pk % 2**31 not in held}
+    now = timezone.now()
+    return {b.pk for b in marked if b.lease_until is None or b.lease_until < now}
 
 
 def _advisory_unlock(key: list[int]) -> None:

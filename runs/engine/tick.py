@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from django.db.models import Q
 from django.utils import timezone
 
 from backends.base import BackendAdapter, BackendError, BackendUnavailable
@@ -25,7 +24,7 @@ from backends.identity import identity_of, missing_identity
 from backends.models import Backend
 from backends.registry import get_adapter
 from runs.engine.cancel import cancel_requested
-from runs.engine.lease import backend_claim
+from runs.engine.lease import backend_claim, interrupted
 from runs.engine.owners import hold_pending, owners_with_work
 from runs.engine.poll import poll_jobs
 from runs.engine.reconcile import reconcile_submitting
@@ -40,11 +39,17 @@ CLUSTER_INFO_EVERY = timedelta(minutes=5)
 
 def tick(*, force: bool = False) -> None:
     """One cycle over every enabled backend that is due (or all, with ``force``)."""
-    now = timezone.now()
-    for backend in Backend.objects.filter(enabled=True):
-        if not force and backend.next_poll_at and backend.next_poll_at > now:
-            continue
+    backends = Backend.objects.filter(enabled=True)
+    for backend in backends if force else due_backends():
         tick_if_free(backend)
+
+
+def due_backends() -> list[Backend]:
+    """Enabled backends whose next poll time has come, or whose last tick died."""
+    now = timezone.now()
+    backends = list(Backend.objects.filter(enabled=True))
+    died = interrupted(backends)
+    return [b for b in backends if b.pk in died or not b.next_poll_at or b.next_poll_at <= now]
 
 
 def tick_if_free(backend: Backend) -> bool:
@@ -66,10 +71,11 @@ def queue_due_backends() -> list[int]:
     conditional UPDATE, so that a second dispatcher does not queue it again)."""
     now = timezone.now()
     queued: list[int] = []
-    due = Backend.objects.filter(enabled=True).filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now))
-    for backend in due.only("pk", "next_poll_at", "poll_interval"):
+    for backend in due_backends():
         later = now + timedelta(seconds=poll_interval(backend))
-        if Backend.objects.filter(pk=backend.pk, next_poll_at=backend.next_poll_at).update(next_poll_at=later):
+        same = Backend.objects.filter(pk=backend.pk, next_poll_at=backend.next_poll_at, lease_owner=backend.lease_owner)
+        # A dead tick's mark is cleared here: it is queued once, not at every dispatch.
+        if same.update(next_poll_at=later, lease_owner=""):
             queued.append(backend.pk)
     return queued
 
