@@ -127,7 +127,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
-def configure(deployment: Deployment, hung_port: int) -> None:
+def configure(deployment: Deployment, hung_port: int, *, hung_run: bool = True) -> None:
     config = f"""
 backends:
   - name: local
@@ -146,9 +146,10 @@ backends:
     Path(deployment.env["SCRIPTHUT_CONFIG"]).write_text(config)
     scripthut(deployment.env, "import-config", deployment.env["SCRIPTHUT_CONFIG"])
     scripthut(deployment.env, "createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com")
-    workflow = deployment.tmp / "hung.json"
-    workflow.write_text(json.dumps([{"id": "x", "name": "X", "command": "true"}]))
-    scripthut(deployment.env, "run", str(workflow), "--backend", "hung")
+    if hung_run:
+        workflow = deployment.tmp / "hung.json"
+        workflow.write_text(json.dumps([{"id": "x", "name": "X", "command": "true"}]))
+        scripthut(deployment.env, "run", str(workflow), "--backend", "hung")
 
 
 def wait_for(what: str, ready, timeout: float, *children: ChildProcess) -> float:  # type: ignore[no-untyped-def]
@@ -228,3 +229,22 @@ def test_a_worker_killed_mid_tick_frees_its_backend_within_seconds(deployment: D
     took = wait_for("a tick of the hung backend by the other worker", ticked_again, 60, beat, other)
     assert took < 5, f"the killed worker's backend was ticked again only after {took:.1f}s"
     assert deployment.lock_holder(hung_id) != holder
+
+
+def test_an_action_wakes_only_its_own_backend(deployment: Deployment) -> None:
+    """No beat: only the wake-up of `scripthut run` ticks, and only the run's backend."""
+    hole = Blackhole()
+    configure(deployment, hole.port, hung_run=False)
+    worker = deployment.start("worker", "worker", "--pool", "solo", "--loglevel", "info")
+    wait_for("worker ready", lambda: "ready." in worker.log_tail(20000), 60, worker)
+    one = deployment.tmp / "one.json"
+    one.write_text(json.dumps([{"id": "a", "name": "A", "command": "echo a"}]))
+    scripthut(deployment.env, "run", str(one), "--backend", "local")
+
+    def submitted() -> bool:
+        return bool(deployment.query("SELECT 1 FROM runs_task WHERE task_id = 'a' AND state <> 'pending'"))
+
+    wait_for("the run's task submitted by its backend's wake-up tick", submitted, 30, worker)
+    time.sleep(2)  # a tick of every backend would have reached the hung one by now
+    assert hole.accepted() == 0 and deployment.backend("hung")[2] is None, "the other backend was ticked too"
+    hole.refuse()
