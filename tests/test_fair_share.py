@@ -125,3 +125,19 @@ def _embedded_home(tmp_path: Path) -> dict[str, str]:
         "DJANGO_SUPERUSER_PASSWORD": "admin-pw-123",
         "PYTHONPATH": root,
     }
+
+
+def test_a_per_user_backend_gives_each_owner_their_share(user, bob, local_backend):
+    """A per_user backend ticks one owner at a time: the first owner must not take the
+    whole backend. Owners whose runs have no ready task do not count."""
+    from runs.engine.fair_share import Load, owner_room
+
+    carol = local_user("carol", "pw-carol-123")
+    work = [t(f"w{n}", "sleep 5") for n in range(10)]
+    alices = create_run(owner=user, backend=local_backend, payload=work, workflow_name="a", max_concurrent=10)
+    create_run(owner=bob, backend=local_backend, payload=work, workflow_name="b", max_concurrent=10)
+    carols = create_run(owner=carol, backend=local_backend, payload=[t("only")], workflow_name="c")
+    carols.tasks.update(state=Task.State.SUBMITTED)  # nothing of hers is ready
+    load = Load.of(local_backend)
+    assert owner_room(local_backend, user.pk, [alices], 6, load) == 3
+    assert owner_room(local_backend, user.pk, [alices], 0, load) == 0

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from django.db.models import Count
+from django.db.models import Count, Exists, OuterRef
 
 from backends.models import Backend
 from runs import events
-from runs.engine.states import ACTIVE, TaskState
+from runs.engine.states import ACTIVE, RUN_UNFINISHED, TaskState
 from runs.models import Run, Task
 
 
@@ -80,6 +80,18 @@ def share(room: int, runs: Iterable[Run], load: Load) -> dict[str, int]:
         if owned:
             heapq.heappush(queue, (owner_load + 1, owned[0][1], owner_id))
     return dict(given)
+
+
+def owner_room(backend: Backend, owner: int, runs: Sequence[Run], room: int, load: Load) -> int:
+    """On a per_user backend, whose tick works for one owner at a time: the part of the
+    ``room`` free slots that sharing gives ``owner``'s ``runs``, beside the other owners'
+    runs that have a ready task."""
+    if room <= 0:
+        return 0
+    ready = Task.objects.filter(run=OuterRef("pk"), state=TaskState.PENDING, waiting_on=0)
+    others = Run.objects.on(backend).filter(status__in=RUN_UNFINISHED).exclude(owner_id=owner).filter(Exists(ready))
+    shares = share(room, [*runs, *others], load)
+    return sum(shares.get(run.pk, 0) for run in runs)
 
 
 def explain_waiting(backend: Backend, runs: Iterable[Run], load: Load, backend_full: bool) -> None:

@@ -13,7 +13,7 @@ from backends.base import BackendAdapter, BackendUnavailable, SubmitResult
 from backends.models import Backend, Environment
 from runs import events
 from runs.engine.claim import Claimed, claim_held, claim_ready
-from runs.engine.fair_share import Load, explain_waiting, share
+from runs.engine.fair_share import Load, explain_waiting, owner_room, share
 from runs.engine.fields import RESET_FIELDS, reset_for_submission
 from runs.engine.finish import mark_dep_failed
 from runs.engine.reconcile import mark_submitted
@@ -57,11 +57,12 @@ def fill_batch(
     load = Load.of(backend)
     room = backend.max_concurrent - load.total
     runs = list(Run.objects.on(backend, owner).filter(status__in=RUN_UNFINISHED))
+    mine = room if owner is None else owner_room(backend, owner, runs, room, load)
     environments: dict[str, Environment] | None = None
     batch: list[Claimed] = []
     drained: set[str] = set()  # runs with no ready task left
-    while room > 0:
-        shares = share(room, [r for r in runs if r.pk not in drained], load)
+    while mine > 0:
+        shares = share(mine, [r for r in runs if r.pk not in drained], load)
         if not shares:
             break
         environments = environments if environments is not None else {e.name: e for e in Environment.objects.all()}
@@ -72,7 +73,7 @@ def fill_batch(
                     drained.add(run.pk)
                 load.add(run.pk, run.owner_id, len(claimed))
                 batch += claimed
-                room -= len(claimed)
+                room, mine = room - len(claimed), mine - len(claimed)
                 changed.add(run.pk)
     explain_waiting(backend, [r for r in runs if r.pk not in drained], load, backend_full=room <= 0)
     return batch
