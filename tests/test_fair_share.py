@@ -9,6 +9,7 @@ from pathlib import Path
 
 from django.db.models import Count
 
+from backends.models import ClusterIdentity
 from runs.actions import cancel_run, create_run
 from runs.engine.states import ACTIVE
 from runs.engine.tick import tick
@@ -138,6 +139,10 @@ def test_a_per_user_backend_gives_each_owner_their_share(user, bob, local_backen
     create_run(owner=bob, backend=local_backend, payload=work, workflow_name="b", max_concurrent=10)
     carols = create_run(owner=carol, backend=local_backend, payload=[t("only")], workflow_name="c")
     carols.tasks.update(state=Task.State.SUBMITTED)  # nothing of hers is ready
+    dave = local_user("dave", "pw-dave-12345")
+    create_run(owner=dave, backend=local_backend, payload=work, workflow_name="d", max_concurrent=10)
+    for owner in (user, bob, carol):  # dave has no cluster identity: his tasks cannot go
+        ClusterIdentity.objects.create(user=owner, backend=local_backend, username=owner.username)
     load = Load.of(local_backend)
     assert owner_room(local_backend, user.pk, [alices], 6, load) == 3
     assert owner_room(local_backend, user.pk, [alices], 0, load) == 0

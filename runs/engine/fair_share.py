@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from django.db.models import Count, Exists, OuterRef
 
-from backends.models import Backend
+from backends.models import Backend, ClusterIdentity
 from runs import events
 from runs.engine.states import ACTIVE, RUN_UNFINISHED, TaskState
 from runs.models import Run, Task
@@ -85,11 +85,17 @@ def share(room: int, runs: Iterable[Run], load: Load) -> dict[str, int]:
 def owner_room(backend: Backend, owner: int, runs: Sequence[Run], room: int, load: Load) -> int:
     """On a per_user backend, whose tick works for one owner at a time: the part of the
     ``room`` free slots that sharing gives ``owner``'s ``runs``, beside the other owners'
-    runs that have a ready task."""
+    runs that have a ready task and a cluster identity to submit it with."""
     if room <= 0:
         return 0
     ready = Task.objects.filter(run=OuterRef("pk"), state=TaskState.PENDING, waiting_on=0)
-    others = Run.objects.on(backend).filter(status__in=RUN_UNFINISHED).exclude(owner_id=owner).filter(Exists(ready))
+    identity = ClusterIdentity.objects.filter(backend=backend, user=OuterRef("owner_id"))
+    others = (
+        Run.objects.on(backend)
+        .filter(status__in=RUN_UNFINISHED)
+        .exclude(owner_id=owner)
+        .filter(Exists(ready), Exists(identity))
+    )
     shares = share(room, [*runs, *others], load)
     return sum(shares.get(run.pk, 0) for run in runs)
 
