@@ -45,26 +45,35 @@ def backend_claim(backend: Backend) -> Iterator[bool]:
         yield held
 
 
+# One round trip each: take the lock and, if taken, mark the backend row as being ticked,
+# so that a dispatcher that finds the mark but not the lock knows the tick died and
+# queues the backend again at once (see ``interrupted``); then clear the mark and unlock.
+LOCK_AND_MARK = """
+WITH lock AS (SELECT pg_try_advisory_lock(%s, %s) AS held),
+     mark AS (UPDATE backends_backend SET lease_owner = %s, lease_until = NULL
+              FROM lock WHERE id = %s AND lock.held RETURNING id)
+SELECT held FROM lock
+"""
+CLEAR_AND_UNLOCK = """
+WITH clear AS (UPDATE backends_backend SET lease_owner = '' WHERE id = %s AND lease_owner = %s RETURNING id)
+SELECT pg_advisory_unlock(%s, %s)
+"""
+
+
 @contextmanager
 def _advisory_claim(backend: Backend) -> Iterator[bool]:
     key = [LOCK_SPACE, backend.pk % 2**31]
+    token = holder()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
+        cursor.execute(LOCK_AND_MARK, [*key, token, backend.pk])
         held = bool(cursor.fetchone()[0])
     if not held:
         yield False
         return
-    # Marked as being ticked, so that a dispatcher that finds the mark but not the lock
-    # knows the tick died and queues the backend again at once (see ``interrupted``).
-    token = holder()
-    Backend.objects.filter(pk=backend.pk).update(lease_owner=token, lease_until=None)
     try:
         yield True
     finally:
-        try:
-            Backend.objects.filter(pk=backend.pk, lease_owner=token).update(lease_owner="")
-        finally:
-            _advisory_unlock(key)
+        _advisory_release(backend.pk, token, key)
 
 
 def interrupted(backends: Sequence[Backend]) -> set[int]:
@@ -83,13 +92,13 @@ def interrupted(backends: Sequence[Backend]) -> set[int]:
     return {b.pk for b in marked if b.lease_until is None or b.lease_until < now}
 
 
-def _advisory_unlock(key: list[int]) -> None:
+def _advisory_release(backend_id: int, token: str, key: list[int]) -> None:
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+            cursor.execute(CLEAR_AND_UNLOCK, [backend_id, token, *key])
     except DatabaseError:
         # The connection is broken or its transaction aborted: closing it releases the lock.
-        log.warning("could not release the tick lock of backend %s; closing the connection", key[1])
+        log.warning("could not release the tick lock of backend %s; closing the connection", backend_id)
         if not connection.in_atomic_block:
             connection.close()
 
