@@ -50,3 +50,29 @@ def test_a_long_tick_keeps_its_lease_and_a_dead_one_loses_it(short_lease) -> Non
     assert interrupted(list(Backend.objects.all())) == {backend.pk}
     with backend_claim(backend) as held:
         assert held
+
+
+def test_dispatch_queues_due_and_dead_ticks_once(db: None) -> None:
+    """Beat's dispatch queues a backend when due, or at once when its last tick died; it
+    leaves a running tick's claim alone, and does not queue the same backend twice."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from runs.engine.tick import queue_due_backends
+
+    now = timezone.now()
+    later, earlier = now + timedelta(hours=1), now - timedelta(seconds=1)
+    live = Backend.objects.create(name="live", kind=Backend.Kind.LOCAL)  # never polled: due
+    dead = Backend.objects.create(
+        name="dead", kind=Backend.Kind.LOCAL, next_poll_at=later, lease_owner="gone:1:1", lease_until=earlier
+    )
+    Backend.objects.create(name="idle", kind=Backend.Kind.LOCAL, next_poll_at=later)
+    with backend_claim(live) as held:
+        assert held
+        mark = Backend.objects.get(pk=live.pk).lease_owner
+        assert mark
+        assert sorted(queue_due_backends()) == sorted([live.pk, dead.pk])
+        assert Backend.objects.get(pk=live.pk).lease_owner == mark, "a running tick lost its claim"
+        assert Backend.objects.get(pk=dead.pk).lease_owner == ""
+        assert queue_due_backends() == []

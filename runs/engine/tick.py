@@ -46,10 +46,15 @@ def tick(*, force: bool = False) -> None:
 
 def due_backends() -> list[Backend]:
     """Enabled backends whose next poll time has come, or whose last tick died."""
+    return due_and_dead()[0]
+
+
+def due_and_dead() -> tuple[list[Backend], set[int]]:
+    """The due backends, and which of them are due because their last tick died."""
     now = timezone.now()
     backends = list(Backend.objects.filter(enabled=True))
     died = interrupted(backends)
-    return [b for b in backends if b.pk in died or not b.next_poll_at or b.next_poll_at <= now]
+    return [b for b in backends if b.pk in died or not b.next_poll_at or b.next_poll_at <= now], died
 
 
 def tick_if_free(backend: Backend) -> bool:
@@ -71,11 +76,14 @@ def queue_due_backends() -> list[int]:
     conditional UPDATE, so that a second dispatcher does not queue it again)."""
     now = timezone.now()
     queued: list[int] = []
-    for backend in due_backends():
-        later = now + timedelta(seconds=poll_interval(backend))
-        same = Backend.objects.filter(pk=backend.pk, next_poll_at=backend.next_poll_at, lease_owner=backend.lease_owner)
-        # A dead tick's mark is cleared here: it is queued once, not at every dispatch.
-        if same.update(next_poll_at=later, lease_owner=""):
+    due, died = due_and_dead()
+    for backend in due:
+        same = Backend.objects.filter(pk=backend.pk, next_poll_at=backend.next_poll_at)
+        values: dict[str, object] = {"next_poll_at": now + timedelta(seconds=poll_interval(backend))}
+        if backend.pk in died:
+            # Its tick died: that tick's mark is cleared, so that it is queued once.
+            same, values["lease_owner"] = same.filter(lease_owner=backend.lease_owner), ""
+        if same.update(**values):
             queued.append(backend.pk)
     return queued
 
