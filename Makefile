@@ -46,3 +46,4 @@ bench: setup
 	$(BIN)/python bench/slurm_bench.py submit --n 500
 	$(BIN)/python bench/slurm_bench.py chain --links 20 --poll 60 --native on,off
 	$(BIN)/python bench/input_bench.py
+	$(BIN)/python bench/fair_share_bench.py
