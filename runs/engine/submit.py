@@ -3,6 +3,7 @@ all in one batch (one round trip to a remote backend)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -66,17 +67,29 @@ def fill_batch(
         if not shares:
             break
         environments = environments if environments is not None else {e.name: e for e in Environment.objects.all()}
-        for run in runs:
-            if run.pk in shares:
-                claimed = claim_for(run, shares[run.pk], adapter, environments)
-                if len(claimed) < shares[run.pk]:
-                    drained.add(run.pk)
-                load.add(run.pk, run.owner_id, len(claimed))
-                batch += claimed
-                room, mine = room - len(claimed), mine - len(claimed)
-                changed.add(run.pk)
+        claimed = claim_shares([r for r in runs if r.pk in shares], shares, adapter, environments)
+        drained |= count_claims(runs, shares, claimed, load)
+        batch += claimed
+        room, mine = room - len(claimed), mine - len(claimed)
+        changed.update(shares)
     explain_waiting(backend, [r for r in runs if r.pk not in drained], load, backend_full=room <= 0)
     return batch
+
+
+def count_claims(runs: list[Run], shares: dict[str, int], claimed: list[Claimed], load: Load) -> set[str]:
+    """Add the claims to the load; return the runs that had fewer ready tasks than their share."""
+    got = Counter(task.run_id for task, _, _ in claimed)
+    for run in runs:
+        load.add(run.pk, run.owner_id, got[run.pk])
+    return {run_id for run_id, n in shares.items() if got[run_id] < n}
+
+
+def claim_shares(
+    runs: list[Run], shares: dict[str, int], adapter: BackendAdapter, environments: dict[str, Environment]
+) -> list[Claimed]:
+    """Each run's share of ready tasks, in one transaction for all the runs, not one each."""
+    with transaction.atomic():
+        return [claimed for run in runs for claimed in claim_for(run, shares[run.pk], adapter, environments)]
 
 
 def claim_for(run: Run, take: int, adapter: BackendAdapter, environments: dict[str, Environment]) -> list[Claimed]:
