@@ -49,3 +49,4 @@ bench: setup
 	$(BIN)/python bench/notify_bench.py
 	$(BIN)/python bench/batch_bench.py --n 2000
 	$(BIN)/python bench/cost_bench.py
+	$(BIN)/python bench/fair_share_bench.py

@@ -210,5 +210,4 @@ def record_relaunch(run: Run, by: User | None, tasks: int) -> None:
 
 def wake(backend: Backend) -> None:
     """Ask for a tick of this backend as soon as possible."""
-    Backend.objects.filter(pk=backend.pk).update(next_poll_at=timezone.now())
-    request_tick()
+    request_tick(backend.pk)

@@ -22,7 +22,8 @@ Claimed = tuple[Task, JobSpec, str]  # the task, its job, the job's script
 
 def claim_ready(run: Run, limit: int, adapter: BackendAdapter, environments: dict[str, Environment]) -> list[Claimed]:
     """Move up to ``limit`` ready tasks to ``submitting``, each with its tag and script."""
-    with transaction.atomic():
+    # No savepoint: inside the submit step's one transaction for every run's claims.
+    with transaction.atomic(savepoint=False):
         ready = list(
             Task.objects.select_for_update(skip_locked=True)
             .filter(run=run, state=TaskState.PENDING, waiting_on=0)
@@ -66,7 +67,7 @@ def claim_tasks(
         task.output_file, task.error_file = spec.output_file, spec.error_file
         task.native_deps = bool(spec.after_job_ids or spec.after_tags)
         claimed.append((task, spec, script))
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         fields = ["state", "submit_tag", "claimed_at", "script", "output_file", "error_file", "reason", "native_deps"]
         moved = {t.pk for t in move([c[0] for c in claimed], Step.CLAIM, fields)}
         for task in move(unrenderable, Step.CLAIM, ["state", "reason", "finished_at"]):

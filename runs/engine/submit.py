@@ -3,6 +3,7 @@ all in one batch (one round trip to a remote backend)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -13,10 +14,11 @@ from backends.base import BackendAdapter, BackendUnavailable, SubmitResult
 from backends.models import Backend, Environment
 from runs import events
 from runs.engine.claim import Claimed, claim_held, claim_ready
+from runs.engine.fair_share import Load, explain_waiting, owner_room, share
 from runs.engine.fields import RESET_FIELDS, reset_for_submission
 from runs.engine.finish import mark_dep_failed
 from runs.engine.reconcile import mark_submitted
-from runs.engine.states import ACTIVE, RUN_UNFINISHED, Step, TaskState, move
+from runs.engine.states import RUN_UNFINISHED, Step, TaskState, move
 from runs.models import Run, Task
 
 
@@ -48,30 +50,31 @@ def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str], *
 def fill_batch(
     backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None
 ) -> list[Claimed]:
-    """Claim ready tasks, oldest run first (of ``owner``'s runs only, if given), until the
-    backend or the runs are full.
+    """Claim ready tasks, the backend's free slots shared between users and their runs
+    (:mod:`~runs.engine.fair_share`; only ``owner``'s runs, if given), and say why the
+    ready tasks left over wait.
 
     Claiming may fail tasks whose script cannot be rendered: every run it looked at is
     added to ``changed``."""
     # The backend's max_concurrent counts every owner's tasks.
-    room = backend.max_concurrent - Task.objects.on(backend).filter(state__in=ACTIVE).count()
-    if room <= 0:
-        return []
-    runs = list(Run.objects.on(backend, owner).filter(status__in=RUN_UNFINISHED).order_by("created_at"))
-    environments = {e.name: e for e in Environment.objects.all()} if runs else {}
+    load = Load.of(backend)
+    room = backend.max_concurrent - load.total
+    runs = list(Run.objects.on(backend, owner).filter(status__in=RUN_UNFINISHED))
+    mine = room if owner is None else owner_room(backend, owner, runs, room, load)
+    environments: dict[str, Environment] | None = None
     batch: list[Claimed] = []
-    for run in runs:
-        if room <= 0:
+    drained: set[str] = set()  # runs with no ready task left
+    while mine > 0:
+        shares = share(mine, [r for r in runs if r.pk not in drained], load)
+        if not shares:
             break
-        take = min(room, run.max_concurrent - Task.objects.filter(run=run, state__in=ACTIVE).count())
-        if take <= 0:
-            continue
-        claimed = claim_ready(run, take, adapter, environments)
-        if adapter.supports_native_dependencies and len(claimed) < take:
-            claimed += claim_held(run, take - len(claimed), adapter, environments, claimed)
+        environments = environments if environments is not None else {e.name: e for e in Environment.objects.all()}
+        claimed = claim_shares([r for r in runs if r.pk in shares], shares, adapter, environments)
+        drained |= count_claims(runs, shares, claimed, load)
         batch += claimed
-        room -= len(claimed)
-        changed.add(run.pk)
+        room, mine = room - len(claimed), mine - len(claimed)
+        changed.update(shares)
+    explain_waiting(backend, [r for r in runs if r.pk not in drained], load, backend_full=room <= 0)
     return batch
 
 
@@ -85,6 +88,31 @@ def store_warnings(by_tag: dict[str, Task], results: Sequence[SubmitResult]) -> 
             by_warning.setdefault(result.warning, []).append(task.pk)
     for warning, pks in by_warning.items():
         Task.objects.filter(pk__in=pks).update(warning=warning)
+
+
+def count_claims(runs: list[Run], shares: dict[str, int], claimed: list[Claimed], load: Load) -> set[str]:
+    """Add the claims to the load; return the runs that had fewer ready tasks than their share."""
+    got = Counter(task.run_id for task, _, _ in claimed)
+    for run in runs:
+        load.add(run.pk, run.owner_id, got[run.pk])
+    return {run_id for run_id, n in shares.items() if got[run_id] < n}
+
+
+def claim_shares(
+    runs: list[Run], shares: dict[str, int], adapter: BackendAdapter, environments: dict[str, Environment]
+) -> list[Claimed]:
+    """Each run's share of ready tasks, in one transaction for all the runs, not one each."""
+    with transaction.atomic():
+        return [claimed for run in runs for claimed in claim_for(run, shares[run.pk], adapter, environments)]
+
+
+def claim_for(run: Run, take: int, adapter: BackendAdapter, environments: dict[str, Environment]) -> list[Claimed]:
+    """Up to ``take`` ready tasks of ``run``; then, on a scheduler that can hold a job
+    until its parents end, tasks whose parents are live."""
+    claimed = claim_ready(run, take, adapter, environments)
+    if adapter.supports_native_dependencies and len(claimed) < take:
+        claimed += claim_held(run, take - len(claimed), adapter, environments, claimed)
+    return claimed
 
 
 def apply_results(batch: Sequence[Claimed], results: Sequence[SubmitResult], now: datetime) -> None:

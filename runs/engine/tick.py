@@ -15,11 +15,8 @@ the backend's ``max_concurrent`` still counts everyone's tasks.
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import timedelta
 
-from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from backends.base import BackendAdapter, BackendError, BackendUnavailable
@@ -27,6 +24,7 @@ from backends.identity import identity_of, missing_identity
 from backends.models import Backend
 from backends.registry import get_adapter
 from runs.engine.cancel import cancel_requested
+from runs.engine.lease import backend_claim, interrupted
 from runs.engine.owners import hold_pending, owners_with_work
 from runs.engine.poll import poll_jobs
 from runs.engine.reconcile import reconcile_submitting
@@ -41,29 +39,53 @@ CLUSTER_INFO_EVERY = timedelta(minutes=5)
 
 def tick(*, force: bool = False) -> None:
     """One cycle over every enabled backend that is due (or all, with ``force``)."""
+    backends = Backend.objects.filter(enabled=True)
+    for backend in backends if force else due_backends():
+        tick_if_free(backend)
+
+
+def due_backends() -> list[Backend]:
+    """Enabled backends whose next poll time has come, or whose last tick died."""
+    return due_and_dead()[0]
+
+
+def due_and_dead() -> tuple[list[Backend], set[int]]:
+    """The due backends, and which of them are due because their last tick died."""
     now = timezone.now()
-    for backend in Backend.objects.filter(enabled=True):
-        if not force and backend.next_poll_at and backend.next_poll_at > now:
-            continue
-        lease = take_lease(backend)
-        if lease is None:
-            continue  # another worker is ticking this backend
-        try:
+    backends = list(Backend.objects.filter(enabled=True))
+    died = interrupted(backends)
+    return [b for b in backends if b.pk in died or not b.next_poll_at or b.next_poll_at <= now], died
+
+
+def tick_if_free(backend: Backend) -> bool:
+    """Tick ``backend`` unless another ticker holds it; True if this call ticked it."""
+    with backend_claim(backend) as held:
+        if held:
             tick_backend(backend)
-        finally:
-            Backend.objects.filter(pk=backend.pk, lease_owner=lease).update(lease_until=None, lease_owner="")
+        return held
 
 
-def take_lease(backend: Backend) -> str | None:
-    """One tick per backend at a time: a conditional UPDATE takes the lease."""
+def tick_one(backend_id: int) -> bool:
+    """A Celery worker's tick of one backend (due or woken); False if gone, disabled or held."""
+    backend = Backend.objects.filter(pk=backend_id, enabled=True).first()
+    return backend is not None and tick_if_free(backend)
+
+
+def queue_due_backends() -> list[int]:
+    """Backends due for a tick, each moved to its next poll time as it is queued (a
+    conditional UPDATE, so that a second dispatcher does not queue it again)."""
     now = timezone.now()
-    token = uuid.uuid4().hex
-    taken = (
-        Backend.objects.filter(pk=backend.pk)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=now + timedelta(seconds=settings.SCRIPTHUT_BACKEND_LEASE_SECONDS), lease_owner=token)
-    )
-    return token if taken else None
+    queued: list[int] = []
+    due, died = due_and_dead()
+    for backend in due:
+        same = Backend.objects.filter(pk=backend.pk, next_poll_at=backend.next_poll_at)
+        values: dict[str, object] = {"next_poll_at": now + timedelta(seconds=poll_interval(backend))}
+        if backend.pk in died:
+            # Its tick died: that tick's mark is cleared, so that it is queued once.
+            same, values["lease_owner"] = same.filter(lease_owner=backend.lease_owner), ""
+        if same.update(**values):
+            queued.append(backend.pk)
+    return queued
 
 
 def poll_interval(backend: Backend) -> int:
