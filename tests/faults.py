@@ -1,0 +1,272 @@
+"""A deployed portal as real processes, for the kill -9 fault tests and the compose test.
+
+``Portal`` owns one PostgreSQL database, one Redis database, a data dir and a config; it
+starts the web server, Celery workers and beat (or the embedded ``scripthut serve``) as
+processes of their own session, so that ``kill9`` can SIGKILL a whole process group
+(a Celery worker and its pool children) the way the kernel's OOM killer or a crashed
+host would. Only processes this module started are ever signalled, by their own group.
+
+A workload is ``ledger_workflow``: every task appends its id to one ledger file, so
+after the run the ledger says exactly which tasks ran, and how often.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tests.services import ChildProcess, accepts_connections, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PG = "postgres://postgres@127.0.0.1:5432"
+REDIS_DB = 2
+ADMIN_PASSWORD = "admin-pw-123"
+
+
+def celery_command(kind: str, name: str, data_dir: Path) -> list[str]:
+    """The command line of a worker or of beat: the one place to switch to `scripthut worker`."""
+    if kind == "beat":
+        schedule = str(data_dir / "celerybeat-schedule")
+        return [str(BIN / "celery"), "-A", "scripthut_site", "beat", "--loglevel", "info", "--schedule", schedule]
+    return [str(BIN / "celery"), "-A", "scripthut_site", "worker", "--loglevel", "info", "-n", f"{name}@%h"]
+
+
+def create_database(name: str) -> str:
+    """A fresh PostgreSQL database ``name`` (dropped first if a failed test left it)."""
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{PG}/{name}"
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def flush_redis(db: int = REDIS_DB) -> None:
+    import redis
+
+    redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
+
+
+def ledger_workflow(ledger: Path, n: int, *, width: int = 20, seed: int = 1) -> list[dict[str, Any]]:
+    """``n`` tasks that each append their id to ``ledger`` and take 0.2-0.8 s; task i
+    depends on task i-``width``, so releases of dependents happen all through the run."""
+    rng = random.Random(seed)
+    tasks = []
+    for i in range(n):
+        task: dict[str, Any] = {
+            "id": f"t{i}",
+            "name": f"T{i}",
+            "command": f"echo t{i} >> {ledger} && sleep {rng.uniform(0.2, 0.8):.2f}",
+        }
+        if i >= width:
+            task["deps"] = [f"t{i - width}"]
+        tasks.append(task)
+    return tasks
+
+
+def ledger_counts(ledger: Path) -> Counter[str]:
+    return Counter(ledger.read_text().split()) if ledger.exists() else Counter()
+
+
+@dataclass
+class Portal:
+    """One deployment's processes and the places they share."""
+
+    base: Path
+    database: str  # PostgreSQL database name, or "" for embedded SQLite
+    config: str
+    redis: bool = True
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    children: dict[str, ChildProcess] = field(default_factory=dict)
+    web_port: int = 0
+    token: str = ""
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.base / "data"
+        self.config_file = self.base / "scripthut.yaml"
+        self.config_file.write_text(self.config)
+        self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        self.env |= {
+            "SCRIPTHUT_DATA_DIR": str(self.data_dir),
+            "SCRIPTHUT_CONFIG": str(self.config_file),
+            "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD,
+            "SCRIPTHUT_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "DJANGO_SETTINGS_MODULE": "scripthut_site.settings",
+            "PYTHONPATH": str(ROOT),
+            **self.extra_env,
+        }
+        if self.database:
+            self.env["DATABASE_URL"] = f"{PG}/{self.database}"
+        if self.redis:
+            self.env["REDIS_URL"] = f"redis://127.0.0.1:6379/{REDIS_DB}"
+
+    # -- set-up ------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Schema, config, the admin and an API token for them."""
+        if self.database:
+            create_database(self.database)
+        if self.redis:
+            flush_redis()
+        self.manage("migrate", "--noinput")
+        self.manage("import-config", str(self.config_file))
+        self.manage("createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com")
+        self.token = self.manage("createtoken", "admin").stdout.strip().split()[-1]
+
+    def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(BIN / "scripthut"), *args], env=self.env, capture_output=True, text=True, timeout=180, cwd=ROOT
+        )
+        if proc.returncode != 0:
+            raise AssertionError(f"scripthut {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    # -- processes ---------------------------------------------------------------------
+
+    def start(self, name: str, cmd: list[str], env: Mapping[str, str] | None = None) -> ChildProcess:
+        """Start ``cmd`` in a session of its own (its group is what kill9 kills)."""
+        log = self.base / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(env or self.env),
+                cwd=ROOT,
+                start_new_session=True,
+            )
+        child = ChildProcess(name, proc, log)
+        self.children[name] = child
+        return child
+
+    def start_web(self, cmd: list[str] | None = None) -> ChildProcess:
+        self.web_port = self.web_port or free_port()
+        cmd = cmd or [str(BIN / "scripthut"), "serve", "--host", "127.0.0.1", "--port", str(self.web_port)]
+        web = self.start("web", cmd)
+        web.wait_until(lambda: accepts_connections(self.web_port), timeout=90)
+        return web
+
+    def start_worker(self, name: str) -> ChildProcess:
+        return self.start(name, celery_command("worker", name, self.data_dir))
+
+    def start_beat(self) -> ChildProcess:
+        return self.start("beat", celery_command("beat", "beat", self.data_dir))
+
+    def kill9(self, name: str) -> None:
+        """SIGKILL the whole process group of ``name`` (the process and all it forked)."""
+        child = self.children[name]
+        try:
+            os.killpg(child.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child.proc.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.children):
+            self.kill9(name)
+        self.children.clear()
+
+    # -- talking to it -----------------------------------------------------------------
+
+    def api(self, method: str, path: str, body: object | None = None) -> Any:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.web_port}/api{path}",
+            data=json.dumps(body).encode() if body is not None else None,
+            method=method,
+            headers={"Authorization": f"Token {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def start_run(self, workflow: list[dict[str, Any]], backend: str, max_concurrent: int = 10) -> str:
+        created = self.api("POST", "/runs", {"backend": backend, "workflow": workflow, "max_concurrent": max_concurrent})
+        return str(created["id"])
+
+    def run_status(self, run_id: str) -> str:
+        """The run's status, over HTTP (what a user sees); "" while the web server is down."""
+        try:
+            return str(self.api("GET", f"/runs/{run_id}?limit=1")["status"])
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return ""
+
+    def sql(self, query: str, *params: object) -> list[tuple[Any, ...]]:
+        if not self.database:
+            raise NotImplementedError("embedded portals are read over the API")
+        with psycopg.connect(self.env["DATABASE_URL"]) as conn:
+            return list(conn.execute(query, params))  # type: ignore[arg-type]
+
+    def finished(self, run_id: str) -> bool:
+        """The run has ended (from the database: the web server may be down)."""
+        rows = self.sql("SELECT status FROM runs_run WHERE id = %s", run_id)
+        return bool(rows) and rows[0][0] not in ("pending", "running")
+
+    def task_states(self, run_id: str) -> dict[str, tuple[str, str]]:
+        """task id -> (state, reason), straight from the database."""
+        rows = self.sql("SELECT task_id, state, reason FROM runs_task WHERE run_id = %s", run_id)
+        return {task_id: (state, reason) for task_id, state, reason in rows}
+
+
+@dataclass
+class Outcome:
+    """What a fault test reports."""
+
+    tasks: int
+    kills: Counter[str]
+    seconds: float
+    duplicates: dict[str, int]
+    lost: list[str]
+    failed: dict[str, str]
+
+    def summary(self) -> str:
+        return (
+            f"{self.tasks} tasks, kills {dict(self.kills)}, {self.seconds:.1f}s to completion, "
+            f"{len(self.duplicates)} duplicates, {len(self.lost)} lost, {len(self.failed)} failed"
+        )
+
+
+def judge(
+    workflow: list[dict[str, Any]], ledger: Path, states: Mapping[str, tuple[str, str]], kills: Counter[str], seconds: float
+) -> Outcome:
+    ran = ledger_counts(ledger)
+    ids = [t["id"] for t in workflow]
+    return Outcome(
+        tasks=len(ids),
+        kills=kills,
+        seconds=seconds,
+        duplicates={i: n for i, n in ran.items() if n > 1},
+        lost=[i for i in ids if ran[i] == 0],
+        failed={i: f"{s}: {r}" for i, (s, r) in states.items() if s != "completed"},
+    )
+
+
+def drive(
+    until_done: Callable[[], bool], disturb: Callable[[float], None], *, timeout: float, step: float = 0.25
+) -> float:
+    """Call ``disturb(elapsed)`` every ``step`` seconds until ``until_done()``; the elapsed time."""
+    start = time.monotonic()
+    while not until_done():
+        elapsed = time.monotonic() - start
+        if elapsed > timeout:
+            raise AssertionError(f"not done after {timeout}s")
+        disturb(elapsed)
+        time.sleep(step)
+    return time.monotonic() - start
