@@ -115,7 +115,8 @@ def main() -> None:
 
     settings.DEBUG = True  # count queries
     registry.adapter_class = lambda kind: InstantBackend  # type: ignore[assignment]
-    owner, _ = User.objects.get_or_create(username="bench")
+    # Staff: the local backend runs tasks on the portal host, which only staff may use.
+    owner, _ = User.objects.update_or_create(username="bench", defaults={"is_staff": True})
     backend, _ = Backend.objects.update_or_create(
         name="bench", defaults={"kind": "local", "max_concurrent": args.max_concurrent, "poll_interval": 1}
     )

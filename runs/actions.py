@@ -161,5 +161,4 @@ def relaunch_run(run: Run, by: User | None = None) -> int:
 
 def wake(backend: Backend) -> None:
     """Ask for a tick of this backend as soon as possible."""
-    Backend.objects.filter(pk=backend.pk).update(next_poll_at=timezone.now())
-    request_tick()
+    request_tick(backend.pk)

@@ -2,8 +2,8 @@
 
 Embedded mode (no ``REDIS_URL``): ``scripthut serve`` starts ``EmbeddedTicker``,
 a daemon thread that ticks every ``SCRIPTHUT_TICK_SECONDS`` and at once when woken.
-Deployment mode: beat schedules ``runs.celery_tasks.tick_task`` and ``request_tick``
-sends one.
+Deployment mode: beat's ``dispatch_ticks`` queues a ``tick_backend_task`` per due backend,
+and ``request_tick(backend_id)`` queues that backend's tick at once.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import threading
 
 from django.conf import settings
 from django.db import close_old_connections, connection
+from django.utils import timezone
 
-from runs.celery_tasks import tick_task
+from backends.models import Backend
+from runs.celery_tasks import tick_backend_task
 from runs.engine.tick import tick
 
 log = logging.getLogger("runs.ticker")
@@ -23,14 +25,18 @@ _wakeup = threading.Event()
 _embedded_running = threading.Event()
 
 
-def request_tick() -> None:
+def request_tick(backend_id: int) -> None:
+    """Tick this backend as soon as possible: a worker's task in deployment mode; else
+    make it due now, which the embedded ticker (woken, if in this process) picks up."""
+    if not settings.EMBEDDED:
+        try:
+            tick_backend_task.delay(backend_id)
+            return
+        except Exception:  # beat's dispatch queues the backend once it is due
+            log.warning("could not queue a tick; beat will queue one shortly", exc_info=True)
+    Backend.objects.filter(pk=backend_id).update(next_poll_at=timezone.now())
     if _embedded_running.is_set():
         _wakeup.set()
-    elif not settings.EMBEDDED:
-        try:
-            tick_task.delay()
-        except Exception:  # the beat schedule ticks soon anyway
-            log.warning("could not queue a tick; beat will run one shortly", exc_info=True)
 
 
 class EmbeddedTicker(threading.Thread):

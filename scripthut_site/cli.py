@@ -4,6 +4,8 @@ scripthut serve [--config F] [--host H] [--port P]
 scripthut run WORKFLOW.json --backend NAME [--max-concurrent N] [--wait]
 scripthut import-config F
 scripthut createtoken USERNAME
+scripthut worker [--concurrency N] [--pool prefork|threads|solo]   (deployment: runs ticks; needs REDIS_URL)
+scripthut beat                                     (deployment: queues each backend's tick when due)
 scripthut rotate-keys [--new-key]                  (re-encrypt stored secrets with the newest key)
 scripthut migrate | createsuperuser | shell | ...   (any manage.py command)
 """
@@ -16,9 +18,10 @@ import secrets
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-COMMANDS = ("serve", "run", "import-config", "createtoken")
+COMMANDS = ("serve", "run", "import-config", "createtoken", "worker", "beat")
 DASHED_COMMANDS = ("rotate-keys",)  # Django commands spelled with a dash on our command line
 
 
@@ -41,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
-    handler = {"serve": serve, "run": run, "import-config": import_config, "createtoken": createtoken}[args.command]
+    handlers = {"serve": serve, "run": run, "import-config": import_config, "createtoken": createtoken}
+    handler = handlers.get(args.command) or {"worker": worker, "beat": beat}[args.command]
     return handler(args)
 
 
@@ -64,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p = sub.add_parser("createtoken", help="print a new API token for a user")
     p.add_argument("username")
+    p = sub.add_parser("worker", help="run backend ticks queued by `scripthut beat` and by user actions")
+    p.add_argument("--concurrency", type=int, help="ticks at once (default: number of CPUs)")
+    p.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
+    p.add_argument("--loglevel", default="warning")
+    p.add_argument("--hostname", help="worker name (default: celery@HOST)")
+    p = sub.add_parser("beat", help="queue a tick for each backend every poll_interval (run exactly one)")
+    p.add_argument("--loglevel", default="warning")
     return parser
 
 
@@ -126,6 +137,31 @@ def serve(args: argparse.Namespace) -> int:
         if ticker:
             ticker.stop()
     return 0 if server.started else 1
+
+
+def worker(args: argparse.Namespace) -> int:
+    argv = ["worker", "--pool", args.pool, "--loglevel", args.loglevel]
+    argv += ["--concurrency", str(args.concurrency)] if args.concurrency else []
+    argv += ["--hostname", args.hostname] if args.hostname else []
+    return _celery(argv)
+
+
+def beat(args: argparse.Namespace) -> int:
+    from django.conf import settings
+
+    # Beat's own bookkeeping (when each entry last ran) lives with the portal's data.
+    return _celery(["beat", "--schedule", str(settings.DATA_DIR / "celerybeat-schedule"), "--loglevel", args.loglevel])
+
+
+def _celery(argv: list[str]) -> int:
+    from django.conf import settings
+
+    if settings.EMBEDDED:
+        print("set REDIS_URL (the broker) first: without it `scripthut serve` ticks in-process", file=sys.stderr)
+        return 2
+    from scripthut_site.celery import app
+
+    return int(app.start(argv=argv) or 0)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -256,6 +292,7 @@ def _wait(run: object) -> int:
         TimeElapsedColumn(),
     ) as progress:
         bar = progress.add_task("run", total=total, run_id=run.pk, counts="")
+        said = ""
         while True:
             if settings.EMBEDDED:
                 tick()  # no workers in embedded mode: this process drives the run
@@ -265,6 +302,7 @@ def _wait(run: object) -> int:
             finished = sum(counts.get(s, 0) for s in states.FINISHED)
             summary = " ".join(f"{state}={n}" for state, n in sorted(counts.items()))
             progress.update(bar, completed=finished, total=total, counts=summary)
+            said = _say_why_waiting(run, said, progress.console.print)
             if run.is_finished:
                 break
             time.sleep(0.5)
@@ -274,6 +312,18 @@ def _wait(run: object) -> int:
     if run.error:
         print(f"  error: {run.error}")
     return 0 if run.status == Run.Status.COMPLETED else 1
+
+
+def _say_why_waiting(run: object, said: str, say: Callable[[str], None]) -> str:
+    """Print why ready tasks wait (backend full, run limit), once each time it changes."""
+    from runs.models import Run, Task
+
+    assert isinstance(run, Run)
+    waiting = run.tasks.filter(state=Task.State.PENDING, waiting_on=0, reason__startswith="waiting")
+    reason = waiting.values_list("reason", flat=True).first() or ""
+    if reason and reason != said:
+        say(f"run {run.pk} {reason}")
+    return reason
 
 
 if __name__ == "__main__":

@@ -163,18 +163,36 @@ if EMBEDDED:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
 
-# Celery (deployment mode). Beat runs the same tick as the embedded ticker.
+# Celery (deployment mode): `scripthut beat` queues a tick per due backend, `scripthut
+# worker` runs them (runs/celery_tasks.py). Ticks are idempotent and beat queues every
+# backend again at its next poll time, so nothing depends on the broker redelivering.
+SCRIPTHUT_DISPATCH_SECONDS = float(os.environ.get("SCRIPTHUT_DISPATCH_SECONDS", "1"))
+# The longest a tick may take (an SSH submit batch may take 300 s): then its worker is killed.
+SCRIPTHUT_TICK_TIME_LIMIT = int(os.environ.get("SCRIPTHUT_TICK_TIME_LIMIT", "900"))
 CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Above the longest tick, so that Redis does not hand a running tick to a second worker.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": SCRIPTHUT_TICK_TIME_LIMIT + 300}
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True  # a message is gone only once its tick ran ...
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # ... and a killed pool process's tick is queued again
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a worker busy with a slow backend holds no other backend's tick
+CELERY_TASK_TIME_LIMIT = SCRIPTHUT_TICK_TIME_LIMIT
 CELERY_BEAT_SCHEDULE = {
-    "scripthut-tick": {"task": "runs.celery_tasks.tick_task", "schedule": 2.0},
+    "scripthut-dispatch": {
+        "task": "runs.celery_tasks.dispatch_ticks",
+        "schedule": SCRIPTHUT_DISPATCH_SECONDS,
+        # A dispatch nobody ran in time is replaced by the next one.
+        "options": {"expires": max(5.0, 5 * SCRIPTHUT_DISPATCH_SECONDS)},
+    },
 }
 
 # Engine knobs.
 SCRIPTHUT_TICK_SECONDS = float(os.environ.get("SCRIPTHUT_TICK_SECONDS", "1"))
 SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS = int(os.environ.get("SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS", "300"))
-SCRIPTHUT_BACKEND_LEASE_SECONDS = int(os.environ.get("SCRIPTHUT_BACKEND_LEASE_SECONDS", "300"))
+# SQLite only (PostgreSQL uses an advisory lock): renewed every third of it while a tick runs.
+SCRIPTHUT_BACKEND_LEASE_SECONDS = int(os.environ.get("SCRIPTHUT_BACKEND_LEASE_SECONDS", "15"))
 # The AWS backends talk to this endpoint when set (an emulator, LocalStack); else to AWS.
 SCRIPTHUT_AWS_ENDPOINT_URL = os.environ.get("SCRIPTHUT_AWS_ENDPOINT_URL") or None
 

@@ -5,23 +5,24 @@ tasks say while they cannot be submitted."""
 from __future__ import annotations
 
 from django.db import transaction
-from django.db.models import Min
+from django.db.models import Count, Min, Q
 
 from backends.models import Backend
-from runs.engine.states import UNFINISHED, Step, TaskState, move
+from runs.engine.states import ACTIVE, UNFINISHED, Step, TaskState, move
 from runs.models import Task
 
 
 def owners_with_work(backend: Backend) -> list[int]:
-    """Owners of unfinished tasks on ``backend``; the one with the oldest run first, so
-    that the backend's free slots go to runs in the order they came, as when shared."""
+    """Owners of unfinished tasks on ``backend``; the one with the fewest active tasks
+    first (then the one with the oldest run), so that a slot that frees goes to the user
+    with the least of the backend, as when shared (:mod:`runs.engine.fair_share`)."""
     rows = (
         Task.objects.on(backend)
         .filter(state__in=UNFINISHED)
         .order_by()
         .values("run__owner_id")
-        .annotate(oldest=Min("run__created_at"))
-        .order_by("oldest", "run__owner_id")
+        .annotate(active=Count("id", filter=Q(state__in=ACTIVE)), oldest=Min("run__created_at"))
+        .order_by("active", "oldest", "run__owner_id")
     )
     return [row["run__owner_id"] for row in rows]
 

@@ -13,10 +13,11 @@ from backends.base import BackendAdapter, BackendUnavailable, SubmitResult
 from backends.models import Backend, Environment
 from runs import events
 from runs.engine.claim import Claimed, claim_held, claim_ready
+from runs.engine.fair_share import Load, explain_waiting, share
 from runs.engine.fields import RESET_FIELDS, reset_for_submission
 from runs.engine.finish import mark_dep_failed
 from runs.engine.reconcile import mark_submitted
-from runs.engine.states import ACTIVE, RUN_UNFINISHED, Step, TaskState, move
+from runs.engine.states import RUN_UNFINISHED, Step, TaskState, move
 from runs.models import Run, Task
 
 
@@ -46,31 +47,44 @@ def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str], *
 def fill_batch(
     backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None
 ) -> list[Claimed]:
-    """Claim ready tasks, oldest run first (of ``owner``'s runs only, if given), until the
-    backend or the runs are full.
+    """Claim ready tasks, the backend's free slots shared between users and their runs
+    (:mod:`~runs.engine.fair_share`; only ``owner``'s runs, if given), and say why the
+    ready tasks left over wait.
 
     Claiming may fail tasks whose script cannot be rendered: every run it looked at is
     added to ``changed``."""
     # The backend's max_concurrent counts every owner's tasks.
-    room = backend.max_concurrent - Task.objects.on(backend).filter(state__in=ACTIVE).count()
-    if room <= 0:
-        return []
-    runs = list(Run.objects.on(backend, owner).filter(status__in=RUN_UNFINISHED).order_by("created_at"))
-    environments = {e.name: e for e in Environment.objects.all()} if runs else {}
+    load = Load.of(backend)
+    room = backend.max_concurrent - load.total
+    runs = list(Run.objects.on(backend, owner).filter(status__in=RUN_UNFINISHED))
+    environments: dict[str, Environment] | None = None
     batch: list[Claimed] = []
-    for run in runs:
-        if room <= 0:
+    drained: set[str] = set()  # runs with no ready task left
+    while room > 0:
+        shares = share(room, [r for r in runs if r.pk not in drained], load)
+        if not shares:
             break
-        take = min(room, run.max_concurrent - Task.objects.filter(run=run, state__in=ACTIVE).count())
-        if take <= 0:
-            continue
-        claimed = claim_ready(run, take, adapter, environments)
-        if adapter.supports_native_dependencies and len(claimed) < take:
-            claimed += claim_held(run, take - len(claimed), adapter, environments, claimed)
-        batch += claimed
-        room -= len(claimed)
-        changed.add(run.pk)
+        environments = environments if environments is not None else {e.name: e for e in Environment.objects.all()}
+        for run in runs:
+            if run.pk in shares:
+                claimed = claim_for(run, shares[run.pk], adapter, environments)
+                if len(claimed) < shares[run.pk]:
+                    drained.add(run.pk)
+                load.add(run.pk, run.owner_id, len(claimed))
+                batch += claimed
+                room -= len(claimed)
+                changed.add(run.pk)
+    explain_waiting(backend, [r for r in runs if r.pk not in drained], load, backend_full=room <= 0)
     return batch
+
+
+def claim_for(run: Run, take: int, adapter: BackendAdapter, environments: dict[str, Environment]) -> list[Claimed]:
+    """Up to ``take`` ready tasks of ``run``; then, on a scheduler that can hold a job
+    until its parents end, tasks whose parents are live."""
+    claimed = claim_ready(run, take, adapter, environments)
+    if adapter.supports_native_dependencies and len(claimed) < take:
+        claimed += claim_held(run, take - len(claimed), adapter, environments, claimed)
+    return claimed
 
 
 def apply_results(batch: Sequence[Claimed], results: Sequence[SubmitResult], now: datetime) -> None:

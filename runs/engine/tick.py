@@ -15,10 +15,8 @@ the backend's ``max_concurrent`` still counts everyone's tasks.
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import timedelta
 
-from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
@@ -27,6 +25,7 @@ from backends.identity import identity_of, missing_identity
 from backends.models import Backend
 from backends.registry import get_adapter
 from runs.engine.cancel import cancel_requested
+from runs.engine.lease import backend_claim
 from runs.engine.owners import hold_pending, owners_with_work
 from runs.engine.poll import poll_jobs
 from runs.engine.reconcile import reconcile_submitting
@@ -45,25 +44,34 @@ def tick(*, force: bool = False) -> None:
     for backend in Backend.objects.filter(enabled=True):
         if not force and backend.next_poll_at and backend.next_poll_at > now:
             continue
-        lease = take_lease(backend)
-        if lease is None:
-            continue  # another worker is ticking this backend
-        try:
+        tick_if_free(backend)
+
+
+def tick_if_free(backend: Backend) -> bool:
+    """Tick ``backend`` unless another ticker holds it; True if this call ticked it."""
+    with backend_claim(backend) as held:
+        if held:
             tick_backend(backend)
-        finally:
-            Backend.objects.filter(pk=backend.pk, lease_owner=lease).update(lease_until=None, lease_owner="")
+        return held
 
 
-def take_lease(backend: Backend) -> str | None:
-    """One tick per backend at a time: a conditional UPDATE takes the lease."""
+def tick_one(backend_id: int) -> bool:
+    """A Celery worker's tick of one backend (due or woken); False if gone, disabled or held."""
+    backend = Backend.objects.filter(pk=backend_id, enabled=True).first()
+    return backend is not None and tick_if_free(backend)
+
+
+def queue_due_backends() -> list[int]:
+    """Backends due for a tick, each moved to its next poll time as it is queued (a
+    conditional UPDATE, so that a second dispatcher does not queue it again)."""
     now = timezone.now()
-    token = uuid.uuid4().hex
-    taken = (
-        Backend.objects.filter(pk=backend.pk)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=now + timedelta(seconds=settings.SCRIPTHUT_BACKEND_LEASE_SECONDS), lease_owner=token)
-    )
-    return token if taken else None
+    queued: list[int] = []
+    due = Backend.objects.filter(enabled=True).filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now))
+    for backend in due.only("pk", "next_poll_at", "poll_interval"):
+        later = now + timedelta(seconds=poll_interval(backend))
+        if Backend.objects.filter(pk=backend.pk, next_poll_at=backend.next_poll_at).update(next_poll_at=later):
+            queued.append(backend.pk)
+    return queued
 
 
 def poll_interval(backend: Backend) -> int:
