@@ -16,6 +16,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,34 +40,33 @@ REDIS_DB = 2
 ADMIN_PASSWORD = "admin-pw-123"
 
 
-def celery_command(kind: str, name: str, data_dir: Path) -> list[str]:
-    """The command line of a worker or of beat: the one place to switch to `scripthut worker`."""
+def celery_command(kind: str, name: str) -> list[str]:
+    """The command line of a worker or of beat (beat keeps its schedule in the data dir)."""
     if kind == "beat":
-        schedule = str(data_dir / "celerybeat-schedule")
-        return [str(BIN / "celery"), "-A", "scripthut_site", "beat", "--loglevel", "info", "--schedule", schedule]
-    return [str(BIN / "celery"), "-A", "scripthut_site", "worker", "--loglevel", "info", "-n", f"{name}@%h"]
+        return [str(BIN / "scripthut"), "beat", "--loglevel", "info"]
+    return [str(BIN / "scripthut"), "worker", "--concurrency", "2", "--loglevel", "info", "--hostname", f"{name}@%h"]
 
 
-def create_database(name: str) -> str:
+def create_database(name: str, server: str = PG) -> str:
     """A fresh PostgreSQL database ``name`` (dropped first if a failed test left it)."""
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{PG}/{name}"
+    return f"{server}/{name}"
 
 
-def drop_database(name: str) -> None:
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+def drop_database(name: str, server: str = PG) -> None:
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def flush_redis(db: int = REDIS_DB) -> None:
+def flush_redis(url: str = f"redis://127.0.0.1:6379/{REDIS_DB}") -> None:
     import redis
 
-    redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
+    redis.Redis.from_url(url).flushdb()
 
 
-def ledger_workflow(ledger: Path, n: int, *, width: int = 20, seed: int = 1) -> list[dict[str, Any]]:
+def ledger_workflow(ledger: Path | str, n: int, *, width: int = 20, seed: int = 1) -> list[dict[str, Any]]:
     """``n`` tasks that each append their id to ``ledger`` and take 0.2-0.8 s; task i
     depends on task i-``width``, so releases of dependents happen all through the run."""
     rng = random.Random(seed)
@@ -82,7 +83,10 @@ def ledger_workflow(ledger: Path, n: int, *, width: int = 20, seed: int = 1) -> 
     return tasks
 
 
-def ledger_counts(ledger: Path) -> Counter[str]:
+def ledger_counts(ledger: Path | str) -> Counter[str]:
+    """How often each task id is in the ledger (a path here, or the text of one read elsewhere)."""
+    if isinstance(ledger, str):
+        return Counter(ledger.split())
     return Counter(ledger.read_text().split()) if ledger.exists() else Counter()
 
 
@@ -94,8 +98,12 @@ class Portal:
     database: str  # PostgreSQL database name, or "" for embedded SQLite
     config: str
     redis: bool = True
+    postgres_server: str = PG  # a test's own server (tests/own_servers.py) instead of the shared one
+    redis_url: str = f"redis://127.0.0.1:6379/{REDIS_DB}"
     extra_env: Mapping[str, str] = field(default_factory=dict)
     children: dict[str, ChildProcess] = field(default_factory=dict)
+    starts: Counter[str] = field(default_factory=Counter)
+    started_at: dict[str, float] = field(default_factory=dict)
     web_port: int = 0
     token: str = ""
 
@@ -111,21 +119,22 @@ class Portal:
             "SCRIPTHUT_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "DJANGO_SETTINGS_MODULE": "scripthut_site.settings",
             "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",  # a killed process's last words reach its log
             **self.extra_env,
         }
         if self.database:
-            self.env["DATABASE_URL"] = f"{PG}/{self.database}"
+            self.env["DATABASE_URL"] = f"{self.postgres_server}/{self.database}"
         if self.redis:
-            self.env["REDIS_URL"] = f"redis://127.0.0.1:6379/{REDIS_DB}"
+            self.env["REDIS_URL"] = self.redis_url
 
     # -- set-up ------------------------------------------------------------------------
 
     def prepare(self) -> None:
         """Schema, config, the admin and an API token for them."""
         if self.database:
-            create_database(self.database)
+            create_database(self.database, self.postgres_server)
         if self.redis:
-            flush_redis()
+            flush_redis(self.redis_url)
         self.manage("migrate", "--noinput")
         self.manage("import-config", str(self.config_file))
         self.manage("createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com")
@@ -155,8 +164,14 @@ class Portal:
                 start_new_session=True,
             )
         child = ChildProcess(name, proc, log)
+        self.starts[name] += 1
+        self.started_at[name] = time.monotonic()
         self.children[name] = child
         return child
+
+    def start_serve(self) -> ChildProcess:
+        """Embedded mode: ``scripthut serve`` runs the ticker in its own process."""
+        return self.start_web()
 
     def start_web(self, cmd: list[str] | None = None) -> ChildProcess:
         self.web_port = self.web_port or free_port()
@@ -166,10 +181,15 @@ class Portal:
         return web
 
     def start_worker(self, name: str) -> ChildProcess:
-        return self.start(name, celery_command("worker", name, self.data_dir))
+        return self.start(name, celery_command("worker", name))
 
     def start_beat(self) -> ChildProcess:
-        return self.start("beat", celery_command("beat", "beat", self.data_dir))
+        return self.start("beat", celery_command("beat", "beat"))
+
+    def worker_ready(self, name: str) -> bool:
+        """The latest start of worker ``name`` is consuming ticks (each start logs "ready." once)."""
+        lines = self.children[name].log.read_text(errors="replace").splitlines()
+        return sum(f"{name}@" in line and line.endswith(" ready.") for line in lines) >= self.starts[name]
 
     def kill9(self, name: str) -> None:
         """SIGKILL the whole process group of ``name`` (the process and all it forked)."""
@@ -198,7 +218,9 @@ class Portal:
             return json.load(response)
 
     def start_run(self, workflow: list[dict[str, Any]], backend: str, max_concurrent: int = 10) -> str:
-        created = self.api("POST", "/runs", {"backend": backend, "workflow": workflow, "max_concurrent": max_concurrent})
+        created = self.api(
+            "POST", "/runs", {"backend": backend, "workflow": workflow, "max_concurrent": max_concurrent}
+        )
         return str(created["id"])
 
     def run_status(self, run_id: str) -> str:
@@ -209,14 +231,19 @@ class Portal:
             return ""
 
     def sql(self, query: str, *params: object) -> list[tuple[Any, ...]]:
+        """Rows from the portal's database: its PostgreSQL one, or the embedded SQLite file."""
         if not self.database:
-            raise NotImplementedError("embedded portals are read over the API")
+            with closing(sqlite3.connect(self.data_dir / "scripthut.sqlite3", timeout=30)) as db:
+                return list(db.execute(query.replace("%s", "?"), params))
         with psycopg.connect(self.env["DATABASE_URL"]) as conn:
             return list(conn.execute(query, params))  # type: ignore[arg-type]
 
     def finished(self, run_id: str) -> bool:
         """The run has ended (from the database: the web server may be down)."""
-        rows = self.sql("SELECT status FROM runs_run WHERE id = %s", run_id)
+        try:
+            rows = self.sql("SELECT status FROM runs_run WHERE id = %s", run_id)
+        except psycopg.OperationalError:  # a test has PostgreSQL down just now
+            return False
         return bool(rows) and rows[0][0] not in ("pending", "running")
 
     def task_states(self, run_id: str) -> dict[str, tuple[str, str]]:
@@ -244,7 +271,11 @@ class Outcome:
 
 
 def judge(
-    workflow: list[dict[str, Any]], ledger: Path, states: Mapping[str, tuple[str, str]], kills: Counter[str], seconds: float
+    workflow: list[dict[str, Any]],
+    ledger: Path | str,
+    states: Mapping[str, tuple[str, str]],
+    kills: Counter[str],
+    seconds: float,
 ) -> Outcome:
     ran = ledger_counts(ledger)
     ids = [t["id"] for t in workflow]

@@ -10,26 +10,39 @@ database: every task ran exactly once, none is lost, none is shown failed.
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+import yaml
 
-from tests.faults import Portal, drive, drop_database, judge, ledger_workflow
+from tests.faults import Portal, drive, drop_database, judge, ledger_counts, ledger_workflow
+from tests.own_servers import own_servers
 from tests.test_celery import redis_up
+
+if TYPE_CHECKING:
+    from tests.cluster import Cluster
+
+pytest_plugins = ["tests.cluster"]
 
 pytestmark = pytest.mark.skipif(not redis_up(), reason="no Redis on 127.0.0.1:6379")
 
+CELERY_TASKS = 200
+EMBEDDED_TASKS = 100
+EMBEDDED_KILLS = 6
+SLURM_TASKS = 60
+RESTART_TASKS = 100
+UNFINISHED = ("", "pending", "running")  # "": the web server is down just now
 LOCAL_CONFIG = "backends:\n  - name: local\n    type: local\n    max_concurrent: 10\n    poll_interval: 1\n"
-# A tick killed mid-way holds its backend's lease until it expires.
-FAULT_ENV = {"SCRIPTHUT_BACKEND_LEASE_SECONDS": "15"}
 
 
 @pytest.fixture
 def portal(tmp_path: Path):
     name = f"scripthut_faults_{uuid.uuid4().hex[:8]}"
-    portal = Portal(tmp_path, name, LOCAL_CONFIG, extra_env=FAULT_ENV)
+    portal = Portal(tmp_path, name, LOCAL_CONFIG)
     portal.prepare()
     try:
         yield portal
@@ -45,35 +58,169 @@ def test_kill_workers_beat_and_web_during_a_local_run(portal: Portal, tmp_path: 
         portal.start_worker(name)
     portal.start_beat()
     ledger = tmp_path / "ledger"
-    workflow = ledger_workflow(ledger, 200)
+    workflow = ledger_workflow(ledger, CELERY_TASKS)
     run_id = portal.start_run(workflow, "local", max_concurrent=10)
 
     rng = random.Random(13)
     kills: Counter[str] = Counter()
-    next_kill = rng.uniform(0.5, 1.5)
+    killer = WorkerKiller(portal, workers, rng, kills)
 
     def disturb(elapsed: float) -> None:
-        nonlocal next_kill
         if kills["beat"] == 0 and elapsed > 6:
-            portal.kill9("beat")
-            kills["beat"] += 1
-            portal.start_beat()
+            restart(portal, "beat", kills)
         if kills["web"] == 0 and elapsed > 9:
-            portal.kill9("web")
-            kills["web"] += 1
-            portal.start_web()
-        if elapsed >= next_kill:
-            victim = rng.choice(workers)
-            portal.kill9(victim)
-            kills["worker"] += 1
-            portal.start_worker(victim)
-            next_kill = elapsed + rng.uniform(0.7, 2.0)
+            restart(portal, "web", kills)
+        killer.step()
 
     seconds = drive(lambda: portal.finished(run_id), disturb, timeout=300)
     outcome = judge(workflow, ledger, portal.task_states(run_id), kills, seconds)
     print(outcome.summary())
-    assert outcome.kills["worker"] >= 20 and outcome.kills["beat"] == 1 and outcome.kills["web"] == 1
+    assert (
+        outcome.kills["worker1"] + outcome.kills["worker2"] >= 20
+        and outcome.kills["beat"] == 1
+        and outcome.kills["web"] == 1
+    )
     assert outcome.duplicates == {}
     assert outcome.lost == []
     assert outcome.failed == {}
     assert portal.run_status(run_id) == "completed"
+
+
+def restart(portal: Portal, name: str, kills: Counter[str]) -> None:
+    """kill -9 ``name``'s whole process group and start it again at once."""
+    portal.kill9(name)
+    kills[name] += 1
+    if name == "web":
+        portal.start_web()
+    elif name == "beat":
+        portal.start_beat()
+    else:
+        portal.start_worker(name)
+
+
+def test_kill_the_embedded_server_during_a_local_run(tmp_path: Path) -> None:
+    """Embedded mode (SQLite, the ticker inside `scripthut serve`): kill -9 the server, start it again."""
+    portal = Portal(tmp_path, "", LOCAL_CONFIG, redis=False)
+    portal.prepare()
+    try:
+        portal.start_serve()
+        ledger = tmp_path / "ledger"
+        workflow = ledger_workflow(ledger, EMBEDDED_TASKS)
+        run_id = portal.start_run(workflow, "local", max_concurrent=10)
+        rng = random.Random(7)
+        kills: Counter[str] = Counter()
+        next_kill = rng.uniform(1.0, 3.0)
+
+        def disturb(elapsed: float) -> None:
+            nonlocal next_kill
+            if elapsed >= next_kill and kills["web"] < EMBEDDED_KILLS:
+                restart(portal, "web", kills)
+                next_kill = elapsed + rng.uniform(2.0, 5.0)
+
+        seconds = drive(lambda: portal.finished(run_id), disturb, timeout=300)
+        outcome = judge(workflow, ledger, portal.task_states(run_id), kills, seconds)
+        print(outcome.summary())
+        assert outcome.kills["web"] == EMBEDDED_KILLS
+        assert (outcome.duplicates, outcome.lost, outcome.failed) == ({}, [], {})
+        assert portal.run_status(run_id) == "completed"
+    finally:
+        portal.stop_all()
+
+
+def test_kill_workers_during_a_slurm_run(cluster: Cluster, tmp_path: Path) -> None:
+    """The same on the real Slurm over SSH: workers killed mid-submit and mid-poll."""
+    name = f"scripthut_faults_{uuid.uuid4().hex[:8]}"
+    portal = Portal(tmp_path, name, slurm_config(cluster))
+    portal.prepare()
+    ledger = f"~/faults-{uuid.uuid4().hex[:8]}.ledger"
+    try:
+        portal.start_web()
+        workers = ["worker1", "worker2"]
+        for worker in workers:
+            portal.start_worker(worker)
+        portal.start_beat()
+        workflow = ledger_workflow(ledger, SLURM_TASKS, width=10)
+        run_id = portal.start_run(workflow, "slurm", max_concurrent=10)
+        kills: Counter[str] = Counter()
+        killer = WorkerKiller(portal, workers, random.Random(5), kills)
+        disturb = lambda elapsed: killer.step()  # noqa: E731
+
+        seconds = drive(lambda: portal.finished(run_id), disturb, timeout=400)
+        text = cluster.run_as_user(f"cat {ledger}; rm -f {ledger}")
+        outcome = judge(workflow, text, portal.task_states(run_id), kills, seconds)
+        print(outcome.summary())
+        assert outcome.kills["worker1"] + outcome.kills["worker2"] >= 10
+        assert (outcome.duplicates, outcome.lost, outcome.failed) == ({}, [], {})
+    finally:
+        portal.stop_all()
+        drop_database(name)
+
+
+def slurm_config(cluster: Cluster) -> str:
+    backend = {
+        "name": "slurm",
+        "type": "slurm",
+        "max_concurrent": 10,
+        "poll_interval": 1,
+        "ssh": cluster.ssh_settings(),
+        "account": cluster.account,
+    }
+    return yaml.safe_dump({"backends": [backend]})
+
+
+class WorkerKiller:
+    """Kills each worker at a random moment 1-4 s into its working life (once it is ready:
+    a worker killed while starting would test only its start-up), and starts it again."""
+
+    def __init__(self, portal: Portal, workers: list[str], rng: random.Random, kills: Counter[str]):
+        self.portal, self.workers, self.rng, self.kills = portal, workers, rng, kills
+        self.deadline: dict[str, float] = {}
+
+    def step(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers:
+            if worker in self.deadline:
+                if now >= self.deadline[worker]:
+                    del self.deadline[worker]
+                    restart(self.portal, worker, self.kills)
+            elif self.portal.worker_ready(worker):
+                self.deadline[worker] = now + self.rng.uniform(1.0, 4.0)
+
+
+def test_postgresql_and_redis_restarted_mid_run(tmp_path: Path) -> None:
+    """The database and the broker each go away for a few seconds (every connection cut,
+    Redis's queued messages gone); web, workers and beat are left alone and carry on."""
+    with own_servers(tmp_path) as (postgres, redis):
+        name = "scripthut_faults_restarts"
+        portal = Portal(tmp_path, name, LOCAL_CONFIG, postgres_server=postgres.url, redis_url=redis.url)
+        portal.prepare()
+        try:
+            portal.start_web()
+            for worker in ("worker1", "worker2"):
+                portal.start_worker(worker)
+            portal.start_beat()
+            ledger = tmp_path / "ledger"
+            workflow = ledger_workflow(ledger, RESTART_TASKS)
+            run_id = portal.start_run(workflow, "local", max_concurrent=10)
+            restarts: Counter[str] = Counter()
+
+            def disturb(elapsed: float) -> None:
+                if not restarts["postgres"] and len(ledger_counts(ledger)) >= RESTART_TASKS // 4:
+                    postgres.restart(down=3)
+                    restarts["postgres"] += 1
+                if not restarts["redis"] and len(ledger_counts(ledger)) >= RESTART_TASKS // 2:
+                    redis.restart(down=2)
+                    restarts["redis"] += 1
+
+            seconds = drive(lambda: portal.finished(run_id), disturb, timeout=300)
+            outcome = judge(workflow, ledger, portal.task_states(run_id), restarts, seconds)
+            print(outcome.summary())
+            assert restarts == {"postgres": 1, "redis": 1}
+            assert (outcome.duplicates, outcome.lost, outcome.failed) == ({}, [], {})
+            for process in ("web", "worker1", "worker2", "beat"):
+                assert portal.children[process].proc.poll() is None, (
+                    f"{process} died: {portal.children[process].log_tail()}"
+                )
+            assert portal.starts == {"web": 1, "worker1": 1, "worker2": 1, "beat": 1}  # nobody restarted them
+        finally:
+            portal.stop_all()
