@@ -191,6 +191,18 @@ class Portal:
         lines = self.children[name].log.read_text(errors="replace").splitlines()
         return sum(f"{name}@" in line and line.endswith(" ready.") for line in lines) >= self.starts[name]
 
+    def revive_exited(self) -> list[str]:
+        """Start again every process that exited by itself (a container's restart policy)."""
+        exited = [name for name, child in self.children.items() if child.proc.poll() is not None]
+        for name in exited:
+            if name == "web":
+                self.start_web()
+            elif name == "beat":
+                self.start_beat()
+            else:
+                self.start_worker(name)
+        return exited
+
     def kill9(self, name: str) -> None:
         """SIGKILL the whole process group of ``name`` (the process and all it forked)."""
         child = self.children[name]
