@@ -1,6 +1,7 @@
 """Undisturbed baselines of the fault tests (tests/test_faults.py): the same runs, no kills.
 
     python bench/faults_bench.py celery     # 200 local tasks, web + 2 workers + beat (PostgreSQL, Redis db 2)
+    python bench/faults_bench.py celery --tasks 100   # the PostgreSQL/Redis restart test's run
     python bench/faults_bench.py embedded   # the embedded-mode run (scripthut serve, SQLite)
     python bench/faults_bench.py slurm      # the Slurm run (the test cluster on 127.0.0.1:2222)
 
@@ -27,11 +28,12 @@ from tests.faults import Portal, drive, drop_database, judge, ledger_workflow  #
 Reader = Callable[[Path | str], str]
 
 
-def celery_baseline(base: Path) -> None:
-    deployed(base, test_faults.LOCAL_CONFIG, "local", test_faults.CELERY_TASKS, base / "ledger", read_file)
+def celery_baseline(base: Path, tasks: int | None = None) -> None:
+    n = tasks or test_faults.CELERY_TASKS
+    deployed(base, test_faults.LOCAL_CONFIG, "local", n, base / "ledger", read_file)
 
 
-def slurm_baseline(base: Path) -> None:
+def slurm_baseline(base: Path, tasks: int | None = None) -> None:
     from tests.cluster import start_cluster
 
     cluster = start_cluster()
@@ -41,7 +43,7 @@ def slurm_baseline(base: Path) -> None:
     def read(path: Path | str) -> str:
         return cluster.run_as_user(f"cat {path}; rm -f {path}")
 
-    deployed(base, config, "slurm", test_faults.SLURM_TASKS, ledger, read, width=10)
+    deployed(base, config, "slurm", tasks or test_faults.SLURM_TASKS, ledger, read, width=10)
 
 
 def deployed(base: Path, config: str, backend: str, n: int, ledger: Path | str, read: Reader, width: int = 20) -> None:
@@ -60,13 +62,13 @@ def deployed(base: Path, config: str, backend: str, n: int, ledger: Path | str, 
         drop_database(name)
 
 
-def embedded_baseline(base: Path) -> None:
+def embedded_baseline(base: Path, tasks: int | None = None) -> None:
     portal = Portal(base, "", test_faults.LOCAL_CONFIG, redis=False)
     portal.prepare()
     try:
         portal.start_serve()
         ledger = base / "ledger"
-        workflow = ledger_workflow(ledger, test_faults.EMBEDDED_TASKS)
+        workflow = ledger_workflow(ledger, tasks or test_faults.EMBEDDED_TASKS)
         report(portal, "local", workflow, portal.finished, lambda: read_file(ledger))
     finally:
         portal.stop_all()
@@ -92,9 +94,12 @@ def report(
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["celery", "embedded", "slurm"])
+    parser.add_argument("--tasks", type=int, help="instead of the fault test's number (the restart test: 100)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="scripthut-faults-bench-") as tmp:
-        {"celery": celery_baseline, "embedded": embedded_baseline, "slurm": slurm_baseline}[args.mode](Path(tmp))
+        {"celery": celery_baseline, "embedded": embedded_baseline, "slurm": slurm_baseline}[args.mode](
+            Path(tmp), args.tasks
+        )
 
 
 if __name__ == "__main__":
