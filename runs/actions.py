@@ -110,8 +110,16 @@ def require_identity(backend: Backend, owner: User) -> None:
         raise WorkflowError(refusal(backend))
 
 
+def require_operator(run: Run, user: User | None) -> None:
+    """Members of the groups a run is shared with may look at it; only its owner and staff
+    may cancel or relaunch it (``user`` None: the system itself)."""
+    if user is not None and not user.is_staff and user.pk != run.owner_id:
+        raise AccessDenied(f"run {run.pk} is shared with you to follow; only its owner or staff may change it")
+
+
 def cancel_run(run: Run, by: User | None = None) -> None:
     """Cancel pending tasks now; the next tick cancels submitted and running jobs."""
+    require_operator(run, by)
     with transaction.atomic():
         updated = Run.objects.filter(pk=run.pk).exclude(status__in=RUN_FINISHED).update(status=RunStatus.CANCELLED)
         if not updated:
@@ -132,6 +140,7 @@ def cancel_run(run: Run, by: User | None = None) -> None:
 
 def relaunch_run(run: Run, by: User | None = None) -> int:
     """Re-queue a finished run's failed, cancelled and dep_failed tasks; keep completed ones."""
+    require_operator(run, by)
     _check_access(by or run.owner, run.backend)
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)

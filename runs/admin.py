@@ -38,6 +38,7 @@ class RunAdmin(admin.ModelAdmin):
     search_fields = ["id", "workflow_name", "owner__username"]
     list_select_related = ["owner", "backend"]
     raw_id_fields = ["owner", "workflow"]
+    filter_horizontal = ["shared_with"]
     readonly_fields = ["id"]
     date_hierarchy = "created_at"
     inlines = [TaskInline]

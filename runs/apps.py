@@ -6,6 +6,7 @@ class RunsConfig(AppConfig):
     verbose_name = "Runs"
 
     def ready(self) -> None:
-        from runs import audit  # models are loaded only now
+        from runs import audit, live  # models are loaded only now
 
         audit.connect()
+        live.connect()

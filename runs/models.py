@@ -29,7 +29,7 @@ def task_group(task_id: str) -> str:
     return head if dot else ""
 
 
-# -- who sees what: the README's rule, "Staff see every run; others their own" -----------
+# -- who sees what: the README's rule, "Staff see every run; others their own", and runs shared with their groups
 
 Viewer: TypeAlias = AbstractBaseUser | AnonymousUser
 
@@ -38,9 +38,15 @@ def sees_every_run(user: Viewer) -> bool:
     return bool(getattr(user, "is_staff", False))
 
 
+def _seen_runs(user: Viewer) -> Q:
+    """Runs ``user`` owns or that are shared with a group of theirs (a condition on Run)."""
+    shared = Run.shared_with.through.objects.filter(group__user=user.pk).values("run_id")
+    return Q(owner_id=user.pk) | Q(pk__in=shared)
+
+
 class RunQuerySet(models.QuerySet["Run"]):
     def visible_to(self, user: Viewer) -> RunQuerySet:
-        return self if sees_every_run(user) else self.filter(owner_id=user.pk)
+        return self if sees_every_run(user) else self.filter(_seen_runs(user))
 
     def on(self, backend: Backend, owner: int | None = None) -> RunQuerySet:
         """Runs on ``backend``; only ``owner``'s if given (a per_user backend's tick
@@ -52,7 +58,7 @@ class RunQuerySet(models.QuerySet["Run"]):
 class TaskQuerySet(models.QuerySet["Task"]):
     def visible_to(self, user: Viewer) -> TaskQuerySet:
         """Tasks of the runs ``user`` may see."""
-        return self if sees_every_run(user) else self.filter(run__owner_id=user.pk)
+        return self if sees_every_run(user) else self.filter(run__in=Run.objects.filter(_seen_runs(user)))
 
     def on(self, backend: Backend, owner: int | None = None) -> TaskQuerySet:
         """Tasks of the runs on ``backend``; only of ``owner``'s runs if given."""
@@ -66,7 +72,7 @@ class ObservedJobQuerySet(models.QuerySet["ObservedJob"]):
         itself lists those to anyone with a login on the cluster."""
         if sees_every_run(user):
             return self
-        return self.filter(Q(task__isnull=True) | Q(task__run__owner_id=user.pk))
+        return self.filter(Q(task__isnull=True) | Q(task__run__in=Run.objects.filter(_seen_runs(user))))
 
 
 class Workflow(models.Model):
@@ -98,6 +104,8 @@ class Run(models.Model):
     workflow_name = models.CharField(max_length=200)
     workflow = models.ForeignKey(Workflow, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
     backend = models.ForeignKey("backends.Backend", on_delete=models.PROTECT, related_name="runs")
+    # Members of these groups see the run (its page, its live updates) as its owner does.
+    shared_with = models.ManyToManyField("auth.Group", blank=True, related_name="shared_runs")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     max_concurrent = models.PositiveIntegerField(default=10)
     created_at = models.DateTimeField(default=timezone.now)

@@ -6,6 +6,7 @@ result (a template context, a JSON body), so a page and the API cannot disagree.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,9 +24,9 @@ from runs.engine.states import TaskState
 from runs.models import Run, Task, Viewer, task_group
 
 RUNS_PER_PAGE = 50
-ROWS_PER_GROUP = 200  # task rows shown per group on the run page
-ROWS_PER_PAGE = 2000  # task rows shown on the run page overall
-GROUP_PAGE_SIZE = 500  # rows per page when one group is opened on its own
+EXPAND_ROWS = 300  # a run with at most this many tasks shows every row; a bigger one starts with groups collapsed
+GROUP_ROWS = 100  # rows per page of a group opened on the run page (loaded when opened)
+GROUP_PAGE_SIZE = 500  # rows per page when one group is opened on its own page
 
 # Task fields the pages' rows and the API need; the script and command texts stay in the database.
 TASK_ROW_FIELDS = (
@@ -56,18 +57,6 @@ TASK_ROW_FIELDS = (
     "cpus",
     "native_deps",
 )
-# Which rows a capped group shows first (lower first).
-SHOW_FIRST: dict[str, int] = {
-    TaskState.FAILED: 0,
-    TaskState.RUNNING: 1,
-    TaskState.SUBMITTING: 2,
-    TaskState.SUBMITTED: 2,
-    TaskState.CANCELLED: 3,
-    TaskState.DEP_FAILED: 4,
-    TaskState.PENDING: 5,
-    TaskState.COMPLETED: 6,
-}
-
 # -- access: another user's run is a 404, not a 403: its existence is not ours to reveal --
 
 
@@ -151,6 +140,11 @@ def task_rows(run: Run) -> QuerySet[Task]:
 Light = tuple[int, str, str]
 
 
+def group_dom_id(name: str) -> str:
+    """A stable HTML id for a task group (group names are free text)."""
+    return "g-" + hashlib.blake2b(name.encode(), digest_size=5).hexdigest()
+
+
 @dataclass
 class GroupView:
     name: str
@@ -158,18 +152,24 @@ class GroupView:
     pks: list[int] = field(default_factory=list)  # of the rows to show
     rows: list[Task] = field(default_factory=list)
     total: int = 0
+    page: Page[int] | None = None  # of this group's rows, when they are paged
 
     @property
     def label(self) -> str:
         return self.name or "(no group)"
 
     @property
-    def hidden(self) -> int:
-        return self.total - len(self.pks)
+    def dom_id(self) -> str:
+        return group_dom_id(self.name)
 
     @property
     def unfinished(self) -> bool:
         return any(self.counts.get(s) for s in states.UNFINISHED)
+
+    @property
+    def complete(self) -> bool:
+        """Every row of the group is on the page: a new task of the group may be appended."""
+        return len(self.rows) == self.total
 
 
 @dataclass
@@ -182,6 +182,7 @@ class RunPage:
     group_count: int
     focus: str | None = None  # the one group opened on its own, if any
     page: Page[int] | None = None  # of that group's rows
+    collapsed: bool = False  # groups start closed; a group's rows load when it is opened
 
     @property
     def total(self) -> int:
@@ -221,68 +222,93 @@ class RunPage:
             "can_cancel": self.can_cancel,
             "can_relaunch": self.can_relaunch,
             "items_url": self.items_url,
+            "collapsed": self.collapsed,
+            "group_rows": GROUP_ROWS,
             # Many groups: open only the ones with work left, so the page stays scannable.
             "collapse_done": self.group_count > 8,
-            "rows_per_group": ROWS_PER_GROUP,
         }
 
 
 def run_page(run: Run, focus: str | None = None, page_number: str | None = None) -> RunPage:
     """Counts per state and per group, and the task rows to show, in a few queries.
 
-    One light query reads (pk, task_id, state) of every task to count per group; then
-    only the rows to be shown are loaded, so a 10,000-task run renders quickly.
-    ``focus`` opens one group on its own, ``page_number`` pages through it.
+    One light query reads (pk, task_id, state) of every task to count per group. A run of
+    at most EXPAND_ROWS tasks shows every row; a bigger one shows its groups closed, each
+    loading a page of its rows when opened (:func:`group_page`), so a 10,000-task run's
+    page stays small. ``focus`` opens one group on its own, ``page_number`` pages through it.
     """
-    light = list(Task.objects.filter(run=run).order_by("position").values_list("pk", "task_id", "state"))
+    light = _light(run)
     groups = _count_groups(light)
     page = None
-    if focus is None:
-        shown = _choose_capped_rows(groups, light)
+    collapsed = focus is None and len(light) > EXPAND_ROWS
+    if collapsed:
+        shown = list(groups.values())
+    elif focus is None:
+        for group in groups.values():
+            group.pks = [pk for pk, task_id, _ in light if task_group(task_id) == group.name]
+        shown = list(groups.values())
+        _load_rows(run, shown, every_row=True)
     else:
-        page = _choose_focus_rows(groups, light, focus, page_number)
+        page = _choose_focus_rows(groups, light, focus, page_number, GROUP_PAGE_SIZE)
         shown = [groups[focus]]
-    _load_rows(run, shown, every_row=sum(len(g.pks) for g in shown) == len(light))
+        _load_rows(run, shown, every_row=len(shown[0].pks) == len(light))
     counts = state_counts([run.pk])[run.pk]
-    return RunPage(run=run, counts=counts, groups=shown, group_count=len(groups), focus=focus, page=page)
+    return RunPage(
+        run=run, counts=counts, groups=shown, group_count=len(groups), focus=focus, page=page, collapsed=collapsed
+    )
+
+
+def group_page(run: Run, name: str, page_number: str | None) -> GroupView:
+    """One page (GROUP_ROWS rows) of group ``name``: what an opened group of a big run loads."""
+    # Only the group's own tasks are read (ids starting "<name>."); the group without a name is
+    # every id without a dot, which no prefix selects.
+    light = _light(run, prefix=f"{name}." if name else "")
+    groups = _count_groups(light)
+    groups_page = _choose_focus_rows(groups, light, name, page_number, GROUP_ROWS)
+    group = groups[name]
+    group.page = groups_page
+    _load_rows(run, [group], every_row=False)
+    return group
+
+
+def group_counts(run: Run, names: Iterable[str]) -> dict[str, Counter[str]]:
+    """Tasks per state of some groups of ``run`` (the live push updates the groups that changed)."""
+    wanted = set(names)
+    counts: dict[str, Counter[str]] = {name: Counter() for name in wanted}
+    for _, task_id, state in _light(run):
+        name = task_group(task_id)
+        if name in wanted:
+            counts[name][state] += 1
+    return counts
+
+
+def _light(run: Run, prefix: str = "") -> list[Light]:
+    tasks = Task.objects.filter(run=run)
+    if prefix:
+        tasks = tasks.filter(task_id__startswith=prefix)
+    return list(tasks.order_by("position").values_list("pk", "task_id", "state"))
 
 
 def _count_groups(light: list[Light]) -> dict[str, GroupView]:
     groups: dict[str, GroupView] = {}
     for _, task_id, state in light:
         name = task_group(task_id)
-        group = groups.setdefault(name, GroupView(name))
+        group = groups.get(name)
+        if group is None:  # not setdefault: a GroupView per task would cost more than the query
+            group = groups[name] = GroupView(name)
         group.counts[state] += 1
         group.total += 1
     return groups
 
 
-def _choose_capped_rows(groups: dict[str, GroupView], light: list[Light]) -> list[GroupView]:
-    """Every group, each showing at most ROWS_PER_GROUP rows and ROWS_PER_PAGE in all."""
-    members: dict[str, list[tuple[int, int, str]]] = {}
-    for index, (pk, task_id, state) in enumerate(light):
-        members.setdefault(task_group(task_id), []).append((index, pk, state))
-    budget = ROWS_PER_PAGE
-    for group in groups.values():
-        take = min(ROWS_PER_GROUP, budget)
-        rows = members[group.name]
-        if len(rows) > take:
-            # A capped group shows the tasks that need attention first (failed,
-            # running, queued), then upcoming ones; always listed in workflow order.
-            rows = sorted(sorted(rows, key=lambda r: (SHOW_FIRST.get(r[2], 9), r[0]))[:take])
-        group.pks = [pk for _, pk, _ in rows]
-        budget -= len(group.pks)
-    return list(groups.values())
-
-
 def _choose_focus_rows(
-    groups: dict[str, GroupView], light: list[Light], focus: str, page_number: str | None
+    groups: dict[str, GroupView], light: list[Light], focus: str, page_number: str | None, per_page: int
 ) -> Page[int]:
     """One page of the rows of group ``focus``; 404 when the run has no such group."""
     if focus not in groups:
         raise Http404("no such group in this run")
     in_focus = [pk for pk, task_id, _ in light if task_group(task_id) == focus]
-    page = Paginator(in_focus, GROUP_PAGE_SIZE).get_page(page_number)
+    page = Paginator(in_focus, per_page).get_page(page_number)
     groups[focus].pks = list(page.object_list)
     return page
 

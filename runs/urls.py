@@ -2,15 +2,17 @@
 
 from django.urls import path
 
-from runs import views
+from runs import stream, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("jobs", views.jobs, name="jobs"),
+    path("jobs/stream", stream.jobs_stream, name="jobs_stream"),
     path("filter/toggle", views.filter_toggle, name="filter_toggle"),
     path("runs", views.run_list, name="run_list"),
     path("runs/<str:run_id>", views.run_detail, name="run_detail"),
     path("runs/<str:run_id>/items", views.run_items, name="run_items"),
+    path("runs/<str:run_id>/group", views.run_group, name="run_group"),
     path("runs/<str:run_id>/cancel", views.run_cancel, name="run_cancel"),
     path("runs/<str:run_id>/relaunch", views.run_relaunch, name="run_relaunch"),
     # Task ids are free text (dots, even slashes): <path:> matches them, and the fixed

@@ -2,8 +2,9 @@
 
 Views stay thin: their data comes from runs.pages (runs, the run page, task rows; the
 API calls the same functions) and runs.dashboard, and they hand it to templates.
-Live parts of a page are htmx partials polled by the page itself; a partial stops
-polling by leaving ``hx-trigger`` out once there is nothing left to follow.
+Live parts of a page are htmx partials: changes are pushed into them over a websocket
+(runs.live, runs.consumers), and the page fetches them again only while its socket is
+down (``data-poll-url``, left out once there is nothing left to follow).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
+from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
@@ -31,7 +33,7 @@ from runs.engine.states import TaskState
 from runs.limits import form_max_concurrent
 from runs.models import AuditEvent, Task, Workflow, task_group
 from runs.page_input import first_rows, problems_message
-from runs.pages import run_list_context, run_page, visible_run, visible_task
+from runs.pages import group_page, run_list_context, run_page, visible_run, visible_task
 from runs.workflow_command import dry_run, start_run
 from runs.workflow_json import ResolvedTask, WorkflowError
 from sources.git import mask_credentials
@@ -98,7 +100,10 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
 
 def _run_page_context(request: HttpRequest, run_id: str) -> dict[str, Any]:
     run = visible_run(request.user, run_id)
-    return run_page(run, request.GET.get("group"), request.GET.get("page")).context()
+    context = run_page(run, request.GET.get("group"), request.GET.get("page")).context()
+    # A run shared with the viewer's group is theirs to follow, not to change (runs.actions.require_operator).
+    context["may_change"] = request.user.is_staff or request.user.pk == run.owner_id
+    return context
 
 
 @require_GET
@@ -110,6 +115,18 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
 def run_items(request: HttpRequest, run_id: str) -> HttpResponse:
     """The live part of the run page; its root drops ``hx-trigger`` once the run finished."""
     return render(request, "runs/_run_items.html", _run_page_context(request, run_id))
+
+
+@require_GET
+def run_group(request: HttpRequest, run_id: str) -> HttpResponse:
+    """A page of one group's rows: loaded by a big run's page when the group is opened."""
+    run = visible_run(request.user, run_id)
+    name = request.GET.get("group")
+    if name is None:
+        return HttpResponseBadRequest("the group parameter is missing")
+    group = group_page(run, name, request.GET.get("page"))
+    group_url = reverse("run_group", args=[run.pk]) + "?" + urlencode({"group": name})
+    return render(request, "runs/_group_table.html", {"run": run, "g": group, "group_url": group_url})
 
 
 @require_POST

@@ -146,7 +146,7 @@ def test_kill_workers_during_a_slurm_run(cluster: Cluster, tmp_path: Path) -> No
         killer = WorkerKiller(portal, workers, random.Random(5), kills, life=(3.0, 8.0))
         disturb = lambda elapsed: killer.step()  # noqa: E731
 
-        seconds = drive(lambda: portal.finished(run_id), disturb, timeout=400)
+        seconds = drive(lambda: portal.finished(run_id), disturb, timeout=600)
         text = cluster.run_as_user(f"cat {ledger}; rm -f {ledger}")
         outcome = judge(workflow, text, portal.task_states(run_id), kills, seconds)
         print(outcome.summary())

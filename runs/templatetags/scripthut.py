@@ -67,6 +67,12 @@ def since(start: datetime | None, end: datetime | None = None) -> str:
 
 
 @register.filter
+def seconds_since(start: datetime | None) -> int:
+    """Whole seconds from ``start`` to now: where scripthut.js counts on from (``data-elapsed``)."""
+    return int((timezone.now() - start).total_seconds()) if start else 0
+
+
+@register.filter
 def state_class(state: str | None) -> str:
     """CSS class of a task, run or job state badge (``st-running`` ...)."""
     return f"st-{(state or 'unknown').lower().replace(' ', '_')}"

@@ -1,0 +1,178 @@
+"""Live push: each committed change of a run (``runs.events.run_changed``) is rendered once
+and sent through the channel layer to the pages that show it.
+
+Who gets what (the same rule as ``Run.objects.visible_to``):
+
+- ``run-<id>``: the run page's sockets; a socket joins only after ``visible_run`` let it in.
+- ``user-<pk>``, ``group-<pk>``, ``staff``: the runs list, the dashboard and ``/jobs/stream``
+  of a viewer join their own group, their Django groups' and (staff) ``staff``. A change is
+  sent to its owner's group, to the groups its run is shared with, and to ``staff``.
+
+The HTML is the page's own partials (task rows, counts, bars, run rows, job rows), marked
+``hx-swap-oob`` so htmx's ws extension swaps each in place; ``events`` are the same changes
+as data, for Server-Sent Events.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
+from django.template.loader import render_to_string
+
+from runs.engine import states
+from runs.engine.sql import chunks
+from runs.events import RunChange, run_changed
+from runs.models import Run, Task, Viewer, task_group
+from runs.pages import GroupView, RunRow, group_counts, state_counts, task_rows
+
+log = logging.getLogger("runs.live")
+
+STAFF_GROUP = "staff"
+MESSAGE_TYPE = "live.push"  # handled by the consumers' live_push method
+# Asks the page (scripthut.js) to fetch its live parts once.
+REFRESH = '<span id="run-refresh" hidden data-refresh-live hx-swap-oob="true"></span>'
+PUSH_ROWS = 500  # a change of more tasks than this sends counts and REFRESH instead of rows
+
+
+def run_group(run_id: str) -> str:
+    return f"run-{run_id}"
+
+
+def viewer_groups(user: Viewer) -> list[str]:
+    """The channel groups a viewer's runs list, dashboard and event stream listen on."""
+    group_ids = user.groups.values_list("pk", flat=True) if user.is_authenticated else []  # type: ignore[union-attr,attr-defined]
+    names = [f"user-{user.pk}"] + [f"group-{pk}" for pk in sorted(group_ids)]
+    if getattr(user, "is_staff", False):
+        names.append(STAFF_GROUP)
+    return names
+
+
+def _audience(run: Run) -> list[str]:
+    shared = run.shared_with.values_list("pk", flat=True)
+    return [f"user-{run.owner_id}"] + [f"group-{pk}" for pk in shared] + [STAFF_GROUP]
+
+
+# -- rendering: the pages' own partials -------------------------------------------------
+
+
+def _changed_tasks(run: Run, task_ids: Iterable[int]) -> list[Task]:
+    query = task_rows(run)
+    return [task for chunk in chunks(sorted(task_ids)) for task in query.filter(pk__in=chunk)]
+
+
+def run_page_html(run: Run, tasks: list[Task], counts: dict[str, int]) -> list[str]:
+    """What a run page's socket receives: the run's and the changed groups' counts, then the
+    changed rows. Two frames: a browser parses a fragment that starts with a ``<tr>`` as table
+    rows and drops any ``<tr>`` that follows other elements, so rows travel on their own."""
+    context = {"run": run, "counts": counts, "total": sum(counts.values()), "oob": True}
+    parts = [render_to_string("runs/_run_summary.html", context), render_to_string("runs/_run_bars.html", context)]
+    names = {task_group(task.task_id) for task in tasks}
+    for name, group_count in group_counts(run, names).items():
+        group = GroupView(name, counts=group_count, total=sum(group_count.values()))
+        parts.append(render_to_string("runs/_group_summary.html", {"g": group, "oob": True}))
+    rows = []
+    for task in tasks:
+        group_id = GroupView(task_group(task.task_id)).dom_id
+        context = {"t": task, "run": run, "group_id": group_id, "oob": True}
+        rows.append(render_to_string("runs/_task_row.html", context))
+    return ["".join(parts), "".join(rows)]
+
+
+def run_list_html(run: Run, counts: dict[str, int]) -> str:
+    return render_to_string("runs/_run_row.html", {"row": RunRow(run, counts), "oob": True})
+
+
+def jobs_html(run: Run, tasks: list[Task]) -> str:
+    """Dashboard rows: a queued or running task's row is replaced or added, a finished one removed."""
+    parts: list[str] = []
+    for task in tasks:
+        task.run = run
+        if task.state in states.LIVE:
+            parts.append(render_to_string("runs/_job_row.html", {"t": task, "openable": True, "oob": True}))
+        else:
+            parts.append(f'<tr id="job-{task.pk}" hx-swap-oob="delete"></tr>')
+    return "".join(parts)
+
+
+def task_events(run: Run, tasks: list[Task]) -> list[dict[str, Any]]:
+    """The changes as data (``/jobs/stream``)."""
+    owner = run.owner.get_username()
+    if not tasks:
+        return [{"run": run.pk, "owner": owner, "run_status": run.status}]
+    return [
+        {
+            "run": run.pk,
+            "owner": owner,
+            "run_status": run.status,
+            "task": task.task_id,
+            "state": task.state,
+            "job_id": task.job_id,
+            "reason": task.reason,
+            "exit_code": task.exit_code,
+            "node": task.node,
+        }
+        for task in tasks
+    ]
+
+
+# -- sending ------------------------------------------------------------------------------
+
+
+def _listened(layer: BaseChannelLayer, groups: list[str]) -> bool:
+    # The in-memory layer (embedded mode) lives in this process: when no page listens, skip
+    # the rendering. Another process's listeners (the Redis layer) cannot be seen: always send.
+    if isinstance(layer, InMemoryChannelLayer):
+        return any(layer.groups.get(group) for group in groups)
+    return True
+
+
+def publish(change: RunChange) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    run = Run.objects.select_related("owner", "backend").filter(pk=change.run_id).first()
+    if run is None:
+        return
+    page_group, audience = run_group(run.pk), _audience(run)
+    if not _listened(layer, [page_group, *audience]):
+        return
+    # A change of very many tasks (a relaunch, a big submit) is sent as counts and a request to
+    # fetch the page's live part once: its rows would weigh more than the page itself.
+    many = len(change.task_ids) > PUSH_ROWS
+    tasks = [] if many else _changed_tasks(run, change.task_ids)
+    counts = state_counts([run.pk])[run.pk]
+    message_id = uuid.uuid4().hex
+    send = async_to_sync(layer.group_send)
+    frames = run_page_html(run, tasks, counts)
+    if change.run_status or many:  # the actions (cancel, relaunch) hang on the status
+        frames[0] += REFRESH
+    send(page_group, {"type": MESSAGE_TYPE, "id": message_id, "frames": frames})
+    events = task_events(run, tasks)
+    if many:
+        events[0]["changed_tasks"] = len(change.task_ids)
+    viewers = {
+        "type": MESSAGE_TYPE,
+        "id": message_id,
+        "owner": run.owner.get_username(),
+        "runs_frames": [run_list_html(run, counts)],
+        "jobs_frames": [REFRESH if many else jobs_html(run, tasks)],
+        "events": events,
+    }
+    for group in audience:
+        send(group, viewers)
+
+
+def on_run_changed(sender: object, change: RunChange, **kwargs: object) -> None:
+    try:
+        publish(change)
+    except Exception:  # a page missing one change must never break the engine that made it
+        log.exception("could not push the change of run %s", change.run_id)
+
+
+def connect() -> None:
+    run_changed.connect(on_run_changed, dispatch_uid="runs.live")

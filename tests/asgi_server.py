@@ -1,0 +1,49 @@
+"""The portal's ASGI application under a real uvicorn, in a thread of the test process, on a
+free loopback port: websockets and Server-Sent Events need an ASGI server (pytest-django's
+``live_server`` is WSGI). The embedded ticker and the in-memory channel layer share the
+process with it, as in ``scripthut serve``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.contrib.auth.models import User
+from django.test import Client
+
+
+@contextmanager
+def asgi_server() -> Iterator[str]:
+    """Serve ``scripthut_site.asgi.application``; yields its base URL; stops it afterwards."""
+    import uvicorn
+
+    from scripthut_site.asgi import application
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(application, log_level="warning", lifespan="off", ws="websockets-sansio"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+def session_cookie(user: User) -> str:
+    """A ``Cookie`` header value of a logged-in session of ``user``."""
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
