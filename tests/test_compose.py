@@ -164,9 +164,12 @@ def test_compose_services_run_a_workflow_with_live_pages(deployment: Portal, tmp
         wait_healthy(name, machine.healthcheck(services[name]), envs[name], deployment)
     deployment.token = deployment.manage("createtoken", "admin").stdout.strip().split()[-1]
 
-    ledger = tmp_path / "ledger"
+    ledger, gate = tmp_path / "ledger", tmp_path / "gate"
     workflow = ledger_workflow(ledger, 12, width=4)
-    run_id = deployment.start_run(workflow, "local", max_concurrent=4)
+    for task in workflow:  # nothing ends before the page is open
+        task["deps"] = [*task.get("deps", []), "gate"]
+    gated = [{"id": "gate", "name": "gate", "command": f"until [ -e {gate} ]; do sleep 0.1; done"}, *workflow]
+    run_id = deployment.start_run(gated, "local", max_concurrent=4)
 
     from playwright.sync_api import expect, sync_playwright
 
@@ -184,12 +187,16 @@ def test_compose_services_run_a_workflow_with_live_pages(deployment: Portal, tmp
         login(page, base, "admin", ADMIN_PASSWORD)
         page.goto(f"{base}/runs/{run_id}")
         page.evaluate("window.__notReloaded = true")
+        expect(page.locator("#run-status")).not_to_have_text("completed")
+        expect(page.locator("table.tasks .badge.st-completed")).to_have_count(0)
+        page.wait_for_timeout(1000)  # the socket is open
+        gate.touch()
         # The worker's ticks reach the page through Redis and the web server's socket.
         expect(page.locator("#run-status")).to_have_text("completed", timeout=120_000)
-        expect(page.locator("table.tasks .badge.st-completed")).to_have_count(12)
+        expect(page.locator("table.tasks .badge.st-completed")).to_have_count(13)
         assert page.evaluate("window.__notReloaded") is True, "the page was reloaded instead of pushed to"
         screenshot(page, "compose-run-completed")
         browser.close()
     assert pushed, "no update was pushed over the run page's websocket"
     assert sorted(ledger.read_text().split()) == sorted(t["id"] for t in workflow)
-    assert deployment.task_states(run_id) == {t["id"]: ("completed", "") for t in workflow}
+    assert deployment.task_states(run_id) == {t["id"]: ("completed", "") for t in gated}
