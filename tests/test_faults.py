@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -35,9 +36,8 @@ needs_redis = pytest.mark.skipif(not redis_up() and not os.environ.get("CI"), re
 CELERY_TASKS = 200
 EMBEDDED_TASKS = 100
 EMBEDDED_KILLS = 6
-SLURM_TASKS = 60
+SLURM_TASKS = 40
 RESTART_TASKS = 100
-UNFINISHED = ("", "pending", "running")  # "": the web server is down just now
 LOCAL_CONFIG = "backends:\n  - name: local\n    type: local\n    max_concurrent: 10\n    poll_interval: 1\n"
 
 
@@ -200,7 +200,7 @@ class WorkerKiller:
                 self.deadline[worker] = now + self.rng.uniform(*self.life)
 
 
-@needs_redis
+@pytest.mark.skipif(not shutil.which("redis-server") and not os.environ.get("CI"), reason="no redis-server")
 def test_postgresql_and_redis_restarted_mid_run(tmp_path: Path) -> None:
     """The database and the broker each go away for a few seconds (every connection cut,
     Redis's queued messages gone); web, workers and beat are left alone and carry on."""
