@@ -83,6 +83,16 @@ def ledger_workflow(ledger: Path | str, n: int, *, width: int = 20, seed: int = 
     return tasks
 
 
+def gated(workflow: list[dict[str, Any]], gate: Path, last: int) -> list[dict[str, Any]]:
+    """``workflow`` plus a task ``gate`` that ends once the file ``gate`` exists, on which
+    the ``last`` tasks wait: the run cannot end before the test has done its part
+    (its kills), however fast the machine is."""
+    gate_task = {"id": "gate", "name": "gate", "command": f"until [ -e {gate} ]; do sleep 0.2; done"}
+    for task in workflow[-last:]:
+        task["deps"] = [*task.get("deps", []), "gate"]
+    return [gate_task, *workflow]
+
+
 def ledger_counts(ledger: Path | str) -> Counter[str]:
     """How often each task id is in the ledger (a path here, or the text of one read elsewhere)."""
     if isinstance(ledger, str):

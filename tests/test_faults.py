@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from tests.faults import Portal, drive, drop_database, judge, ledger_counts, ledger_workflow
+from tests.faults import Portal, drive, drop_database, gated, judge, ledger_counts, ledger_workflow
 from tests.own_servers import own_servers
 from tests.test_celery import redis_up
 
@@ -36,7 +36,9 @@ needs_redis = pytest.mark.skipif(not redis_up() and not os.environ.get("CI"), re
 CELERY_TASKS = 200
 EMBEDDED_TASKS = 100
 EMBEDDED_KILLS = 6
-SLURM_TASKS = 40
+SLURM_TASKS = 60
+SLURM_KILLS = 10
+WORKER_KILLS = 20
 RESTART_TASKS = 100
 LOCAL_CONFIG = "backends:\n  - name: local\n    type: local\n    max_concurrent: 10\n    poll_interval: 1\n"
 
@@ -60,9 +62,9 @@ def test_kill_workers_beat_and_web_during_a_local_run(portal: Portal, tmp_path: 
     for name in workers:
         portal.start_worker(name)
     portal.start_beat()
-    ledger = tmp_path / "ledger"
+    ledger, gate = tmp_path / "ledger", tmp_path / "gate"
     workflow = ledger_workflow(ledger, CELERY_TASKS)
-    run_id = portal.start_run(workflow, "local", max_concurrent=10)
+    run_id = portal.start_run(gated(workflow, gate, last=20), "local", max_concurrent=10)
 
     rng = random.Random(13)
     kills: Counter[str] = Counter()
@@ -74,12 +76,14 @@ def test_kill_workers_beat_and_web_during_a_local_run(portal: Portal, tmp_path: 
         if kills["web"] == 0 and elapsed > 9:
             restart(portal, "web", kills)
         killer.step()
+        if kills["worker1"] + kills["worker2"] >= WORKER_KILLS and kills["web"]:
+            gate.touch()  # the last tasks may start (the kills go on)
 
     seconds = drive(lambda: portal.finished(run_id), disturb, timeout=300)
     outcome = judge(workflow, ledger, portal.task_states(run_id), kills, seconds)
     print(outcome.summary())
     assert (
-        outcome.kills["worker1"] + outcome.kills["worker2"] >= 20
+        outcome.kills["worker1"] + outcome.kills["worker2"] >= WORKER_KILLS
         and outcome.kills["beat"] == 1
         and outcome.kills["web"] == 1
     )
@@ -107,9 +111,9 @@ def test_kill_the_embedded_server_during_a_local_run(tmp_path: Path) -> None:
     portal.prepare()
     try:
         portal.start_serve()
-        ledger = tmp_path / "ledger"
+        ledger, gate = tmp_path / "ledger", tmp_path / "gate"
         workflow = ledger_workflow(ledger, EMBEDDED_TASKS)
-        run_id = portal.start_run(workflow, "local", max_concurrent=10)
+        run_id = portal.start_run(gated(workflow, gate, last=20), "local", max_concurrent=10)
         rng = random.Random(7)
         kills: Counter[str] = Counter()
         next_kill = rng.uniform(1.0, 3.0)
@@ -119,6 +123,8 @@ def test_kill_the_embedded_server_during_a_local_run(tmp_path: Path) -> None:
             if elapsed >= next_kill and kills["web"] < EMBEDDED_KILLS:
                 restart(portal, "web", kills)
                 next_kill = elapsed + rng.uniform(2.0, 5.0)
+            if kills["web"] >= EMBEDDED_KILLS - 1:
+                gate.touch()  # the last tasks run while the last kill comes
 
         seconds = drive(lambda: portal.finished(run_id), disturb, timeout=300)
         outcome = judge(workflow, ledger, portal.task_states(run_id), kills, seconds)
@@ -144,22 +150,28 @@ def test_kill_workers_during_a_slurm_run(cluster: Cluster, tmp_path: Path) -> No
             portal.start_worker(worker)
         portal.start_beat()
         workflow = ledger_workflow(ledger, SLURM_TASKS, width=10)
-        run_id = portal.start_run(workflow, "slurm", max_concurrent=10)
+        gate = f"/tmp/{name}.gate"  # noqa: S108  (the cluster's user must see it)
+        run_id = portal.start_run(gated(workflow, Path(gate), last=10), "slurm", max_concurrent=10)
         kills: Counter[str] = Counter()
-        # Longer lives than on the local backend: a new worker first opens its SSH connection.
-        killer = WorkerKiller(portal, workers, random.Random(5), kills, life=(3.0, 8.0))
-        disturb = lambda elapsed: killer.step()  # noqa: E731
+        # A little longer lives than on the local backend: a new worker first opens its SSH connection.
+        killer = WorkerKiller(portal, workers, random.Random(5), kills, life=(1.5, 4.0))
+
+        def disturb(elapsed: float) -> None:
+            killer.step()
+            if kills["worker1"] + kills["worker2"] >= SLURM_KILLS:
+                Path(gate).touch()
 
         seconds = drive(lambda: portal.finished(run_id), disturb, timeout=600)
         text = cluster.run_as_user(f"cat {ledger}")
         outcome = judge(workflow, text, portal.task_states(run_id), kills, seconds)
         print(outcome.summary())
-        assert outcome.kills["worker1"] + outcome.kills["worker2"] >= 10
+        assert outcome.kills["worker1"] + outcome.kills["worker2"] >= SLURM_KILLS
         assert (outcome.duplicates, outcome.lost, outcome.failed) == ({}, [], {})
     finally:
         portal.stop_all()
         drop_database(name)
         cluster.run_as_user(f"rm -f {ledger}", check=False)
+        Path(f"/tmp/{name}.gate").unlink(missing_ok=True)  # noqa: S108
 
 
 def slurm_config(cluster: Cluster) -> str:
