@@ -179,6 +179,8 @@ CELERY_TASK_ACKS_LATE = True  # a message is gone only once its tick ran ...
 CELERY_TASK_REJECT_ON_WORKER_LOST = True  # ... and a killed pool process's tick is queued again
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a worker busy with a slow backend holds no other backend's tick
 CELERY_TASK_TIME_LIMIT = SCRIPTHUT_TICK_TIME_LIMIT
+# Beat saves its schedule file after every message it sends: the file's age is its health check.
+CELERY_BEAT_SYNC_EVERY = 1
 CELERY_BEAT_SCHEDULE = {
     "scripthut-dispatch": {
         "task": "runs.celery_tasks.dispatch_ticks",

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from backends.models import Backend
 
 TIMEOUT_EXIT_CODES = (124, 137)
-ALREADY_STARTED, ROOT_UNUSABLE = 3, 4  # exit codes of the launcher
+ALREADY_STARTED, ROOT_UNUSABLE, NOT_TAKEN = 3, 4, 5  # exit codes of the launcher
 START_WAIT = 2.0  # seconds submit waits for the runners it launched to start
 READ_TIMEOUT = 15  # seconds for reading a file as run_as: a FIFO swapped in must not hang a page
 TASK_FILES = ("output_file", "error_file", "generates_source")
@@ -194,6 +194,8 @@ class LocalAdapter(FileLogs, BackendAdapter):
         problem = proc.stderr.decode("utf-8", errors="replace").strip()
         if proc.returncode == ROOT_UNUSABLE:
             raise WorkRootUnusable(problem or f"work_dir {self.work_root} is unusable")
+        if proc.returncode == NOT_TAKEN:
+            return SubmitResult(tag=job.tag, retry=True, error=problem)
         if proc.returncode not in (0, ALREADY_STARTED):
             return SubmitResult(tag=job.tag, error=f"cannot start the job: {problem or proc.returncode}")
         return SubmitResult(tag=job.tag, job_id=job.tag)
@@ -231,12 +233,23 @@ class LocalAdapter(FileLogs, BackendAdapter):
         return PollResult(statuses=statuses, observed=observed)
 
     def find_submitted(self, tags: Sequence[str]) -> dict[str, str]:
+        """Jobs whose runner took them. A job directory without a claim is a launch that
+        died half-way (the caller holds the backend's lock: no launch is under way): we
+        take its claim, so that a runner started after all exits without running it."""
         found = {}
         for tag in tags:
             with JobFiles(self.work_root, tag) as files:
-                if files.present:
+                if not files.present:
+                    continue
+                if files.exists("claim") or not self._take_claim(tag):
                     found[tag] = tag
         return found
+
+    def _take_claim(self, tag: str) -> bool:
+        """True if we took ``tag``'s claim (its runner never will); False if its runner has it."""
+        claim = str(self.jobs_dir / safe_filename(tag) / "claim")
+        proc = subprocess.run(self._as_user(["mkdir", "--", claim]), capture_output=True, timeout=30, cwd="/")
+        return proc.returncode == 0
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         dirs = [str(self.jobs_dir / job_id) for job_id in job_ids if job_id == safe_filename(job_id)]
