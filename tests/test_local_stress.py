@@ -61,10 +61,11 @@ def test_a_job_ending_between_the_exit_code_read_and_the_liveness_check_complete
 ) -> None:
     """The race itself, made to happen every time: the runner writes the exit code and
     exits just after the poll looked for the code and just before it checks the process."""
-    from backends.local import adapter as local
+    from backends.local import status as local
+    from backends.local.adapter import LocalAdapter
 
     backend = get_adapter(local_backend)
-    assert isinstance(backend, local.LocalAdapter)
+    assert isinstance(backend, LocalAdapter)
     spec = JobSpec(tag="race-1", run_id="race", task_id="t", name="t", command="true")
     (result,) = backend.submit([(spec, backend.render_script(spec))])
     job_dir = backend.jobs_dir / result.job_id

@@ -27,7 +27,6 @@ import stat
 import subprocess
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,6 +52,7 @@ from backends.local.confine import DISCARD, Confinement, make_private_dirs, open
 from backends.local.jobfiles import JobFiles
 from backends.local.runas import RunAs
 from backends.local.runner import CANCEL, LAUNCHER, RUNNER
+from backends.local.status import has_started, job_status
 from backends.scripts import script_body, shebang
 from backends.status import settle_flags
 from backends.units import parse_duration
@@ -61,7 +61,6 @@ from scripthut_site.paths import config_path
 if TYPE_CHECKING:
     from backends.models import Backend
 
-TIMEOUT_EXIT_CODES = (124, 137)
 ALREADY_STARTED, ROOT_UNUSABLE, NOT_TAKEN = 3, 4, 5  # exit codes of the launcher
 START_WAIT = 2.0  # seconds submit waits for the runners it launched to start
 READ_TIMEOUT = 15  # seconds for reading a file as run_as: a FIFO swapped in must not hang a page
@@ -167,7 +166,7 @@ class LocalAdapter(FileLogs, BackendAdapter):
         deadline = time.monotonic() + START_WAIT
         while job_ids and time.monotonic() < deadline:
             time.sleep(0.01)
-            job_ids = [job_id for job_id in job_ids if not _has_started(self.work_root, job_id)]
+            job_ids = [job_id for job_id in job_ids if not has_started(self.work_root, job_id)]
 
     def _submit_one(self, job: JobSpec, script: str) -> SubmitResult:
         with JobFiles(self.work_root, job.tag) as files:
@@ -325,79 +324,8 @@ class LocalAdapter(FileLogs, BackendAdapter):
         return os.path.join(self._expand(working_dir), path)
 
     def _status(self, job_id: str) -> JobStatus:
-        with JobFiles(self.work_root, job_id) as files:
-            if not files.present:
-                return JobStatus(job_id, JobState.UNKNOWN, reason="no such local job")
-            user = self.run_as.user if self.run_as else getpass.getuser()
-            status = JobStatus(job_id, JobState.QUEUED, name=files.read("name"), tag=job_id, user=user)
-            _settle(status, files)
-            # After the state: the runner writes its times before its exit code.
-            status.started_at = _timestamp(files.timestamp("started"))
-            status.finished_at = _timestamp(files.timestamp("finished"))
-            if status.started_at and status.finished_at:
-                status.elapsed_seconds = (status.finished_at - status.started_at).total_seconds()
-            return status
-
-
-def _has_started(work_root: Path, job_id: str) -> bool:
-    with JobFiles(work_root, job_id) as files:
-        return files.exists("started")
-
-
-def _settle(status: JobStatus, files: JobFiles) -> None:
-    """The state of a job from its runner's files."""
-    code = files.number("exit_code")
-    if code is None:
-        pid = files.number("pid")
-        if pid is None:
-            return  # spawned, runner not started yet
-        if _alive(pid):
-            status.state, status.node = JobState.RUNNING, os.uname().nodename
-            return
-        # The runner writes the exit code and then exits: a job that ended between the
-        # first read and the liveness check has its code by now.
-        code = files.number("exit_code")
-        if code is None:
-            _lost(status, files)
-            return
-    _ended(status, files, code)
-
-
-def _lost(status: JobStatus, files: JobFiles) -> None:
-    """The runner is gone without an exit code: cancelled, or killed."""
-    if files.exists("cancelled"):
-        status.state, status.reason = JobState.CANCELLED, "cancelled"
-    else:
-        status.state, status.reason = JobState.FAILED, "process ended without an exit code (killed?)"
-
-
-def _ended(status: JobStatus, files: JobFiles, code: int) -> None:
-    status.exit_code = code
-    if files.exists("cancelled"):
-        status.state, status.reason = JobState.CANCELLED, "cancelled"
-    elif code == 0:
-        status.state = JobState.COMPLETED
-    elif code in TIMEOUT_EXIT_CODES:
-        status.state, status.reason = JobState.FAILED, "time limit exceeded"
-    else:
-        detail = files.read("reason")  # the runner could not open the task's files
-        status.state, status.reason = JobState.FAILED, f"exit code {code}" + (f": {detail}" if detail else "")
-
-
-def _timestamp(seconds: float | None) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(seconds, tz=UTC) if seconds is not None else None
-    except (ValueError, OverflowError, OSError):  # a runner file written by something else
-        return None
-
-
-def _alive(pid: int) -> bool:
-    """True if the process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+        user = self.run_as.user if self.run_as else getpass.getuser()
+        return job_status(self.work_root, job_id, user)
 
 
 Adapter = LocalAdapter
