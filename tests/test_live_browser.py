@@ -93,7 +93,7 @@ def test_run_page_follows_the_run_by_push_then_by_polling_when_the_socket_is_cut
     monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
     from playwright.sync_api import expect
 
-    tasks = [{"id": f"step.{i}", "name": f"step {i}", "command": "sleep 2"} for i in range(12)]
+    tasks = [{"id": f"step.{i}", "name": f"step {i}", "command": "sleep 3"} for i in range(12)]
     run = create_run(owner=user, backend=local_backend, workflow_name="live", payload=tasks, max_concurrent=2)
     polls: list[str] = []
     cutter = SocketCutter()
