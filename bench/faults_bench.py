@@ -52,10 +52,7 @@ def deployed(base: Path, config: str, backend: str, n: int, ledger: Path | str, 
     portal = Portal(base, name, config)
     portal.prepare()
     try:
-        portal.start_web()
-        for worker in ("worker1", "worker2"):
-            portal.start_worker(worker)
-        portal.start_beat()
+        portal.start_deployment()
         report(portal, backend, ledger_workflow(ledger, n, width=width), portal.finished, lambda: read(ledger))
     finally:
         portal.stop_all()

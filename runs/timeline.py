@@ -131,12 +131,9 @@ class Timeline:
         return self.span.seconds if self.span else 0.0
 
 
-def load_rows(run: Run, group: str | None = None) -> list[Row]:
+def load_rows(run: Run) -> list[Row]:
     rows = Task.objects.filter(run=run).order_by("position")
-    fields = ("task_id", "name", "state", "submitted_at", "started_at", "finished_at")
-    found: list[Row] = list(rows.values_list(*fields))
-    if group is not None:
-        found = [row for row in found if task_group(row[0]) == group]
+    found: list[Row] = list(rows.values_list("task_id", "name", "state", "submitted_at", "started_at", "finished_at"))
     return found
 
 

@@ -38,6 +38,7 @@ BIN = Path(sys.executable).parent
 PG = "postgres://postgres@127.0.0.1:5432"
 REDIS_DB = 2
 ADMIN_PASSWORD = "admin-pw-123"
+WORKERS = ("worker1", "worker2")  # two workers, as the fault tests kill them
 
 
 def celery_command(kind: str, name: str) -> list[str]:
@@ -196,6 +197,21 @@ class Portal:
     def start_beat(self) -> ChildProcess:
         return self.start("beat", celery_command("beat", "beat"))
 
+    def start_named(self, name: str) -> ChildProcess:
+        """Start ``name`` again: "web", "beat", or a worker of that name."""
+        if name == "web":
+            return self.start_web()
+        if name == "beat":
+            return self.start_beat()
+        return self.start_worker(name)
+
+    def start_deployment(self, workers: tuple[str, ...] = WORKERS) -> None:
+        """The web server, the workers and beat, as docker-compose runs them."""
+        self.start_web()
+        for name in workers:
+            self.start_worker(name)
+        self.start_beat()
+
     def worker_ready(self, name: str) -> bool:
         """The latest start of worker ``name`` is consuming ticks (each start logs "ready." once)."""
         lines = self.children[name].log.read_text(errors="replace").splitlines()
@@ -205,12 +221,7 @@ class Portal:
         """Start again every process that exited by itself (a container's restart policy)."""
         exited = [name for name, child in self.children.items() if child.proc.poll() is not None]
         for name in exited:
-            if name == "web":
-                self.start_web()
-            elif name == "beat":
-                self.start_beat()
-            else:
-                self.start_worker(name)
+            self.start_named(name)
         return exited
 
     def kill9(self, name: str) -> None:

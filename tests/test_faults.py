@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from tests.faults import Portal, drive, drop_database, gated, judge, ledger_counts, ledger_workflow
+from tests.faults import WORKERS, Portal, drive, drop_database, gated, judge, ledger_counts, ledger_workflow
 from tests.own_servers import own_servers
 from tests.test_celery import redis_up
 
@@ -57,11 +57,8 @@ def portal(tmp_path: Path):
 
 @needs_redis
 def test_kill_workers_beat_and_web_during_a_local_run(portal: Portal, tmp_path: Path) -> None:
-    portal.start_web()
-    workers = ["worker1", "worker2"]
-    for name in workers:
-        portal.start_worker(name)
-    portal.start_beat()
+    portal.start_deployment()
+    workers = list(WORKERS)
     ledger, gate = tmp_path / "ledger", tmp_path / "gate"
     workflow = ledger_workflow(ledger, CELERY_TASKS)
     run_id = portal.start_run(gated(workflow, gate, last=20), "local", max_concurrent=10)
@@ -97,12 +94,7 @@ def restart(portal: Portal, name: str, kills: Counter[str]) -> None:
     """kill -9 ``name``'s whole process group and start it again at once."""
     portal.kill9(name)
     kills[name] += 1
-    if name == "web":
-        portal.start_web()
-    elif name == "beat":
-        portal.start_beat()
-    else:
-        portal.start_worker(name)
+    portal.start_named(name)
 
 
 def test_kill_the_embedded_server_during_a_local_run(tmp_path: Path) -> None:
@@ -144,11 +136,8 @@ def test_kill_workers_during_a_slurm_run(cluster: Cluster, tmp_path: Path) -> No
     portal.prepare()
     ledger = f"~/faults-{uuid.uuid4().hex[:8]}.ledger"
     try:
-        portal.start_web()
-        workers = ["worker1", "worker2"]
-        for worker in workers:
-            portal.start_worker(worker)
-        portal.start_beat()
+        portal.start_deployment()
+        workers = list(WORKERS)
         workflow = ledger_workflow(ledger, SLURM_TASKS, width=10)
         gate = f"/tmp/{name}.gate"  # noqa: S108  (the cluster's user must see it)
         run_id = portal.start_run(gated(workflow, Path(gate), last=10), "slurm", max_concurrent=10)
@@ -221,10 +210,7 @@ def test_postgresql_and_redis_restarted_mid_run(tmp_path: Path) -> None:
         portal = Portal(tmp_path, name, LOCAL_CONFIG, postgres_server=postgres.url, redis_url=redis.url)
         portal.prepare()
         try:
-            portal.start_web()
-            for worker in ("worker1", "worker2"):
-                portal.start_worker(worker)
-            portal.start_beat()
+            portal.start_deployment()
             ledger = tmp_path / "ledger"
             workflow = ledger_workflow(ledger, RESTART_TASKS)
             run_id = portal.start_run(workflow, "local", max_concurrent=10)
