@@ -27,7 +27,7 @@ from backends.models import Backend  # noqa: E402
 from runs.actions import create_run  # noqa: E402
 from runs.engine.tick import tick  # noqa: E402
 from runs.models import Run, Task  # noqa: E402
-from runs.workflow_json import validate  # noqa: E402
+from runs.workflows.parse import validate  # noqa: E402
 
 
 class InstantBackend(base.FileLogs, BackendAdapter):

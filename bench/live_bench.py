@@ -42,9 +42,9 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from backends.models import Backend  # noqa: E402
 from runs.actions import create_run  # noqa: E402
 from runs.engine.states import TaskState  # noqa: E402
-from runs.live import run_page_html  # noqa: E402
+from runs.live.push import run_page_html  # noqa: E402
 from runs.models import Run, Task  # noqa: E402
-from runs.pages import state_counts, task_rows  # noqa: E402
+from runs.web.pages import state_counts, task_rows  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent

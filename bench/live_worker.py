@@ -31,5 +31,5 @@ def claim(task_pk: int) -> None:
     task.state = TaskState.SUBMITTING
     with transaction.atomic():
         move([task], Step.CLAIM, ["state"])
-        committed_at = time.time()  # the push (runs.live) starts when this block commits
+        committed_at = time.time()  # the push (runs.live.push) starts when this block commits
     redis.Redis.from_url(settings.REDIS_URL).set(f"live_bench:committed:{task_pk}", committed_at, ex=600)

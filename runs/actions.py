@@ -17,19 +17,20 @@ from django.utils import timezone
 from backends.identity import needs_identity, refusal
 from backends.models import Backend, Environment
 from backends.registry import has_shell
-from runs import audit, events
 from runs.access import AccessDenied, require_backend, require_shared
+from runs.audit import trail as audit
 from runs.costing import budgets
+from runs.engine import events
 from runs.engine.fields import RESET_FIELDS, reset_for_submission
 from runs.engine.insert import insert_tasks
 from runs.engine.run_status import refresh_run_status
 from runs.engine.states import ACTIVE, RUN_FINISHED, UNSUCCESSFUL, RunStatus, Step, TaskState, move, move_all
-from runs.limits import PG_INT_MAX
 from runs.models import AuditEvent, Run, Task, Workflow
 from runs.notify.run_events import notify_status_update
 from runs.notify.spec import NotifySpec, save_override
-from runs.ticker import request_tick
-from runs.workflow_json import Problem, ResolvedTask, WorkflowError, validate
+from runs.workers.ticker import request_tick
+from runs.workflows.limits import PG_INT_MAX
+from runs.workflows.parse import Problem, ResolvedTask, WorkflowError, validate
 from sources.git import mask_credentials
 
 log = logging.getLogger("runs.actions")

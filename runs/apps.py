@@ -6,7 +6,8 @@ class RunsConfig(AppConfig):
     verbose_name = "Runs"
 
     def ready(self) -> None:
-        from runs import audit, live  # models are loaded only now
+        from runs.audit import trail  # models are loaded only now
+        from runs.live import push
 
-        audit.connect()
-        live.connect()
+        trail.connect()
+        push.connect()

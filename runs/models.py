@@ -350,7 +350,7 @@ class PortalSettings(models.Model):
 
 
 # The audit trail: its own module (append-only models), registered here with the app's models.
-from runs.audit_models import AppendOnly, AuditEvent  # noqa: E402,F401
+from runs.audit.models import AppendOnly, AuditEvent  # noqa: E402,F401
 
 # Stored prices and budgets live with the cost code; imported here to register them with this app.
 from runs.costing.models import Budget, BudgetAlert, InstancePrice, PriceList  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""Numbers for people: few digits, no trailing zeros (shared by templates and runs.efficiency)."""
+"""Numbers for people: few digits, no trailing zeros (shared by templates and runs.costing.efficiency)."""
 
 from __future__ import annotations
 

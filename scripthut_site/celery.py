@@ -1,7 +1,7 @@
 """Celery app for deployments with a Redis broker (``REDIS_URL``).
 
-Beat schedules ``runs.celery_tasks.tick_task``; workers run it. Without a broker the
-embedded ticker (``runs.ticker.EmbeddedTicker``) calls the same engine tick.
+Beat schedules ``runs.workers.celery_tasks.tick_task``; workers run it. Without a broker the
+embedded ticker (``runs.workers.ticker.EmbeddedTicker``) calls the same engine tick.
 """
 
 import os

@@ -143,7 +143,7 @@ def serve(args: argparse.Namespace) -> int:
     if settings.EMBEDDED:
         # Only this process ticks in embedded mode: leases left by a killed server are stale.
         Backend.objects.update(lease_until=None, lease_owner="")
-        from runs.ticker import EmbeddedTicker
+        from runs.workers.ticker import EmbeddedTicker
 
         ticker = EmbeddedTicker()
         ticker.start()
@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
     from runs.access import AccessDenied
     from runs.actions import create_run
     from runs.notify.spec import NotifyError, spec_from_options
-    from runs.workflow_json import WorkflowError
+    from runs.workflows.parse import WorkflowError
 
     try:
         text = sys.stdin.read() if args.workflow == "-" else Path(args.workflow).read_text()

@@ -61,7 +61,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
-    "runs.audit.AuditMiddleware",
+    "runs.audit.trail.AuditMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -85,6 +85,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "csp.context_processors.nonce",
             ],
+            # The template tags live with the pages (runs/web/), not at the app's top level.
+            "libraries": {name: f"runs.web.templatetags.{name}" for name in ("scripthut", "costing", "notify")},
         },
     },
 ]
@@ -164,7 +166,7 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
 
 # Celery (deployment mode): `scripthut beat` queues a tick per due backend, `scripthut
-# worker` runs them (runs/celery_tasks.py). Ticks are idempotent and beat queues every
+# worker` runs them (runs/workers/celery_tasks.py). Ticks are idempotent and beat queues every
 # backend again at its next poll time, so nothing depends on the broker redelivering.
 SCRIPTHUT_DISPATCH_SECONDS = float(os.environ.get("SCRIPTHUT_DISPATCH_SECONDS", "1"))
 # The longest a tick may take (an SSH submit batch may take 300 s): then its worker is killed.
@@ -183,7 +185,7 @@ CELERY_TASK_TIME_LIMIT = SCRIPTHUT_TICK_TIME_LIMIT
 CELERY_BEAT_SYNC_EVERY = 1
 CELERY_BEAT_SCHEDULE = {
     "scripthut-dispatch": {
-        "task": "runs.celery_tasks.dispatch_ticks",
+        "task": "runs.workers.celery_tasks.dispatch_ticks",
         "schedule": SCRIPTHUT_DISPATCH_SECONDS,
         # A dispatch nobody ran in time is replaced by the next one.
         "options": {"expires": max(5.0, 5 * SCRIPTHUT_DISPATCH_SECONDS)},

@@ -20,7 +20,7 @@ from backends.batch.rendering import CONTAINER_CHECKOUT
 from backends.registry import get_adapter, has_shell, shell_access
 from runs.actions import GitCheckout, create_run
 from runs.models import Run
-from runs.workflow_json import ResolvedTask, WorkflowError, validate
+from runs.workflows.parse import ResolvedTask, WorkflowError, validate
 from sources import portal
 from sources.git import GitError, checkout, git_ssh_env, resolve_branch
 from sources.models import Source

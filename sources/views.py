@@ -11,9 +11,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from runs.access import require_shared, usable
 from runs.engine.jobspec import resolve_working_dir
-from runs.limits import form_max_concurrent
-from runs.page_input import first_rows, problems_message
-from runs.workflow_json import WorkflowError
+from runs.web.page_input import first_rows, problems_message
+from runs.workflows.limits import form_max_concurrent
+from runs.workflows.parse import WorkflowError
 from sources.models import Source
 from sources.sync import UnknownWorkflowFile, dry_run_source, source_git, start_source_run, sync_source
 

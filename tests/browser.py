@@ -92,7 +92,7 @@ def live_portal(base_url: str) -> Iterator[tuple[BrowserContext, PolicyWatch]]:
     while an embedded ticker drives the runs."""
     from playwright.sync_api import sync_playwright
 
-    from runs.ticker import EmbeddedTicker
+    from runs.workers.ticker import EmbeddedTicker
 
     ticker = EmbeddedTicker(interval=0.3)
     ticker.start()

@@ -1,4 +1,4 @@
-"""The REST API (runs.api) and /health."""
+"""The REST API (runs.api.routes) and /health."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from openapi_spec_validator import validate as validate_spec
 
 from backends.models import Backend
 from runs.actions import create_run
-from runs.api import api
+from runs.api.routes import api
 from runs.models import ApiToken, Run, Task
 from sources.models import Source
 from tests.conftest import LOCAL_USERS
@@ -438,7 +438,7 @@ def test_health_without_database(db: None, monkeypatch: pytest.MonkeyPatch) -> N
         def cursor(self) -> None:
             raise OperationalError("connection refused")
 
-    monkeypatch.setattr("runs.health.connection", DownDatabase())
+    monkeypatch.setattr("runs.web.health.connection", DownDatabase())
     response = Client().get("/health")
     assert response.status_code == 503
     assert response.json()["status"] == "error"

@@ -67,7 +67,7 @@ def test_admin_changes_to_backends_and_group_access_are_recorded(client: Client,
 
 
 def test_the_trail_is_append_only(user: User) -> None:
-    from runs import audit
+    from runs.audit import trail as audit
 
     event = audit.record(Action.LOGIN, "alice", actor=user)
     event.target = "someone else"

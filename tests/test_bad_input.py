@@ -23,8 +23,8 @@ from django.utils.html import escape
 from backends.models import Backend
 from runs.actions import create_run
 from runs.models import Run, Task, Workflow
-from runs.page_input import DRY_RUN_ROWS
-from runs.workflow_json import WorkflowError, validate
+from runs.web.page_input import DRY_RUN_ROWS
+from runs.workflows.parse import WorkflowError, validate
 from scripthut_site import cli
 from sources.models import Source
 from tests.test_api import post_json, token_client
@@ -331,7 +331,7 @@ def test_a_page_500_is_logged_with_its_traceback(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("deliberately broken view")
 
-    monkeypatch.setattr("runs.views.dashboard_context", broken)
+    monkeypatch.setattr("runs.web.views.dashboard_context", broken)
     # Every handler the configuration gives django.request (pytest's own aside) writes here.
     written = io.StringIO()
     handlers = [h for h in _handlers("django.request") if not type(h).__module__.startswith("_pytest")]

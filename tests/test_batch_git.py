@@ -24,8 +24,8 @@ from backends.registry import close_all
 from runs.actions import create_run
 from runs.engine.tick import tick
 from runs.models import PortalSettings, Run, Workflow
-from runs.workflow_command import start_run
-from runs.workflow_json import WorkflowError
+from runs.workflows.command import start_run
+from runs.workflows.parse import WorkflowError
 from sources.models import Source
 from sources.sync import source_tasks, start_source_run, sync_source
 from tests.aws import (

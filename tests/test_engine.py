@@ -19,8 +19,8 @@ from runs.engine.jobspec import task_log
 from runs.engine.states import ACTIVE
 from runs.engine.tick import tick
 from runs.models import Run, Task, Workflow
-from runs.workflow_command import dry_run, start_run
-from runs.workflow_json import WorkflowError
+from runs.workflows.command import dry_run, start_run
+from runs.workflows.parse import WorkflowError
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,9 +12,9 @@ from django.db import transaction
 
 from backends.models import Backend
 from runs.actions import cancel_run, create_run
+from runs.engine.events import RunChange, run_changed
 from runs.engine.states import Step, TaskState, move
 from runs.engine.tick import tick
-from runs.events import RunChange, run_changed
 from runs.models import Run, Task
 
 pytestmark = pytest.mark.django_db(transaction=True)

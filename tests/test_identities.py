@@ -40,7 +40,7 @@ from runs.actions import cancel_run, create_run
 from runs.engine import tick as tick_module
 from runs.engine.tick import tick_backend
 from runs.models import ApiToken, AuditEvent, Run, Task, Workflow
-from runs.workflow_json import WorkflowError
+from runs.workflows.parse import WorkflowError
 
 pytestmark = pytest.mark.django_db
 

@@ -1,8 +1,8 @@
 """Live push against a real uvicorn: who may open which socket, and what each one hears.
 
-A committed task move (``runs.engine.states.move``) is announced by ``runs.events``;
-``runs.live`` renders it and sends it through the channel layer; the sockets
-(``runs.consumers``) and ``GET /jobs/stream`` (``runs.stream``) pass it on. Refusals are
+A committed task move (``runs.engine.states.move``) is announced by ``runs.engine.events``;
+``runs.live.push`` renders it and sends it through the channel layer; the sockets
+(``runs.live.consumers``) and ``GET /jobs/stream`` (``runs.live.stream``) pass it on. Refusals are
 checked at the handshake: the server answers 403 and no socket opens.
 """
 
@@ -26,13 +26,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from backends.models import Backend
-from runs import live
 from runs.actions import create_run
 from runs.engine.generate import append_generated
 from runs.engine.states import Step, TaskState, move
+from runs.live import push as live
 from runs.models import ApiToken, Run, Task
-from runs.pages import group_dom_id
-from runs.workflow_json import validate
+from runs.web.pages import group_dom_id
+from runs.workflows.parse import validate
 from tests.asgi_server import asgi_server, session_cookie
 from tests.conftest import local_user
 from tests.test_celery import redis_up
@@ -135,7 +135,7 @@ def test_run_socket_lets_in_owner_group_member_and_staff_only(
     _claim(task)
     for socket in listening:
         counts, rows = socket.recv(timeout=10), socket.recv(timeout=10)
-        # The run's counts, then (a frame of their own: see runs.live) the page's own rows, swapped in place by id.
+        # The run's counts, then (a frame of their own: see runs.live.push) the page's own rows, swapped in place by id.
         assert 'id="run-headline" hx-swap-oob="true"' in counts and "1 submitting" in counts
         assert str(rows).lstrip().startswith(f'<tr id="task-{task.pk}" hx-swap-oob="true"') and "st-submitting" in rows
         assert "<tr" not in counts and "sim.0" not in rows  # only the rows that changed travel

@@ -10,7 +10,7 @@ from django.db import connection
 
 from runs.actions import create_run
 from runs.models import Notification, NotificationPreference, Run
-from runs.ticker import EmbeddedTicker
+from runs.workers.ticker import EmbeddedTicker
 from tests.notify_receivers import WebhookReceiver, webhook_server
 
 FAILING = [{"id": "a", "name": "A", "command": "exit 3"}]

@@ -15,11 +15,11 @@ from django.utils import timezone
 
 from backends.base import BackendUnavailable, TaskLog
 from backends.models import Backend
-from runs import pages
 from runs.actions import create_run
 from runs.demo import ensure_demo_setup
 from runs.models import ApiToken, ObservedJob, Run, Task, Workflow
-from runs.pages import GROUP_ROWS
+from runs.web import pages
+from runs.web.pages import GROUP_ROWS
 from tests.conftest import LOCAL_USERS, local_user
 
 HTMX = {"HX-Request": "true"}
@@ -350,7 +350,7 @@ def test_efficiency_is_red_when_out_of_memory_and_empty_when_unknown(alice_clien
 
 
 def test_efficiency_filters() -> None:
-    from runs.templatetags.scripthut import disk_size, efficiency_class, mem_gb
+    from runs.web.templatetags.scripthut import disk_size, efficiency_class, mem_gb
 
     def task(**fields: Any) -> Task:
         return Task(**({"state": Task.State.COMPLETED, "memory": "4G"} | fields))
@@ -467,7 +467,7 @@ def test_logs_messages_for_unsubmitted_missing_and_unreachable(
         def read_log(self, log: TaskLog, max_bytes: int = 0) -> str:
             raise BackendUnavailable("ssh: connection refused")
 
-    monkeypatch.setattr("runs.views.get_adapter", lambda backend: UnreachableBackend())
+    monkeypatch.setattr("runs.web.views.get_adapter", lambda backend: UnreachableBackend())
     page = _text(alice_client.get(url))
     assert "unreachable" in page and "ssh: connection refused" in page and "alert error" in page
 

@@ -16,9 +16,9 @@ from django.contrib.auth.models import Group
 from django.db import connection
 
 from backends.models import Backend
-from runs import timeline
 from runs.actions import create_run
 from runs.models import Run
+from runs.web import timeline
 from tests.browser import SCREENSHOT_DIR, chromium_available, live_portal, login
 from tests.conftest import LOCAL_USERS, local_user
 

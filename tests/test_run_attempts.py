@@ -9,8 +9,8 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from runs.actions import record_relaunch
-from runs.attempts import attempts
 from runs.models import Run
+from runs.web.attempts import attempts
 
 
 def test_attempts_add_up_active_time_and_skip_the_gaps() -> None:

@@ -232,7 +232,7 @@ def test_dashboard_cluster_info(user, slurm):
 def test_workflow_json_over_ssh(user, slurm):
     """run_command and read_file go through the same transport: a workflow from a command."""
     from runs.models import Workflow
-    from runs.workflow_command import start_run
+    from runs.workflows.command import start_run
 
     payload = json.dumps([t("from-cmd", "true")])
     workflow = Workflow.objects.create(name="remote", backend=slurm, command=f"printf '%s' '{payload}'")

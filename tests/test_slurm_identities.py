@@ -25,7 +25,7 @@ from runs.actions import cancel_run, create_run
 from runs.engine.jobspec import task_log
 from runs.engine.tick import tick
 from runs.models import ObservedJob, Run, Task
-from runs.workflow_json import WorkflowError
+from runs.workflows.parse import WorkflowError
 
 if TYPE_CHECKING:
     from tests.cluster import Cluster

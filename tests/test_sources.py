@@ -16,7 +16,7 @@ from backends.models import Backend
 from backends.registry import get_adapter
 from runs.engine.jobspec import task_log
 from runs.models import Run, Task
-from runs.workflow_json import WorkflowError
+from runs.workflows.parse import WorkflowError
 from sources.models import Source
 from sources.sync import dry_run_source, source_tasks, start_source_run, sync_source
 

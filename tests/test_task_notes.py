@@ -11,7 +11,7 @@ from django.utils import timezone
 from backends.models import Backend
 from runs.actions import create_run
 from runs.models import Task
-from runs.task_notes import how_it_ended, why_it_never_ran
+from runs.web.task_notes import how_it_ended, why_it_never_ran
 
 
 @pytest.mark.parametrize(

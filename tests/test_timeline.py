@@ -14,9 +14,9 @@ from django.test import Client
 from django.urls import reverse
 
 from backends.models import Backend
-from runs import timeline
 from runs.actions import create_run
 from runs.models import Run, Task
+from runs.web import timeline
 from tests.asgi_server import asgi_server
 from tests.browser import SCREENSHOT_DIR, chromium_available, live_portal, login, screenshot
 from tests.workloads import simulations

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runs.workflow_json import WorkflowError, parse_tasks, resolve, validate
+from runs.workflows.parse import WorkflowError, parse_tasks, resolve, validate
 
 
 def t(task_id, deps=(), **extra):

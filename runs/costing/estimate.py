@@ -25,9 +25,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from runs.costing.efficiency import requested_mb
 from runs.costing.models import InstancePrice, PriceList
 from runs.costing.prices import refresh
-from runs.efficiency import requested_mb
 from runs.models import PortalSettings, Run, Task
 
 COST_FIELDS = ["cost", "waste_cost", "priced_with"]

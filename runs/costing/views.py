@@ -28,7 +28,7 @@ def usage(request: HttpRequest) -> HttpResponse:
     context = usage_context(request.user, months)
     book = price_book()
     context |= {"priced": book is not None, "book": book, "month_choices": (1, 3, 6, 12, 24)}
-    return render(request, "runs/usage.html", context)
+    return render(request, "runs/costing/usage.html", context)
 
 
 @require_GET

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from django.db.models import Count, Exists, OuterRef
 
 from backends.models import Backend, ClusterIdentity
-from runs import events
+from runs.engine import events
 from runs.engine.states import ACTIVE, RUN_UNFINISHED, TaskState
 from runs.models import Run, Task
 

@@ -9,15 +9,15 @@ from datetime import datetime
 from django.db import transaction
 
 from backends.base import BackendAdapter, JobStatus, ShellAccess, resolve_in
-from runs import events
 from runs.costing import budgets
+from runs.engine import events
 from runs.engine.fields import FINISH_FIELDS, record_end
 from runs.engine.finish import cost_tasks, finish_tasks, mark_dep_failed, release_dependents
 from runs.engine.insert import insert_tasks
 from runs.engine.jobspec import resolve_working_dir
 from runs.engine.states import LIVE, UNSUCCESSFUL, Step, TaskState, move
 from runs.models import Run, Task
-from runs.workflow_json import ResolvedTask, WorkflowError, validate
+from runs.workflows.parse import ResolvedTask, WorkflowError, validate
 
 log = logging.getLogger("runs.engine")
 

@@ -9,7 +9,7 @@ from django.db import connection
 
 from runs.engine.sql import insert_rows
 from runs.models import Run, Task
-from runs.workflow_json import ResolvedTask
+from runs.workflows.parse import ResolvedTask
 
 # Columns a workflow sets per task; every other column takes its model default.
 TASK_COLUMNS = (

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from runs import events
+from runs.engine import events
 from runs.engine.states import UNFINISHED, RunStatus, TaskState
 from runs.models import Run, Task
 from runs.notify.run_events import notify_status_update

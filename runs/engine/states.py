@@ -30,7 +30,7 @@ from typing import Any
 from django.db import models, transaction
 from django.db.models import Model, QuerySet
 
-from runs import events
+from runs.engine import events
 from runs.engine.sql import chunks, update_rows
 
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from backends.base import BackendAdapter, BackendUnavailable, SubmitResult
 from backends.models import Backend, Environment
-from runs import events
+from runs.engine import events
 from runs.engine.claim import Claimed, claim_held, claim_ready
 from runs.engine.fair_share import Load, explain_waiting, owner_room, share
 from runs.engine.fields import RESET_FIELDS, reset_for_submission

@@ -35,7 +35,7 @@ def notification_settings(request: HttpRequest) -> HttpResponse:
         "account_email": user.email,
         "recent": recent,
     }
-    return render(request, "runs/notify_settings.html", context, status=400 if form.errors else 200)
+    return render(request, "runs/notify/settings.html", context, status=400 if form.errors else 200)
 
 
 def _require_staff(request: HttpRequest) -> None:
@@ -52,7 +52,7 @@ def failed_notifications(request: HttpRequest) -> HttpResponse:
     page = Paginator(rows, PER_PAGE).get_page(request.GET.get("page"))
     counts = {s: Notification.objects.filter(state=s).count() for s in Notification.State.values}
     context = {"page": page, "state": state, "counts": counts}
-    return render(request, "runs/notify_failed.html", context)
+    return render(request, "runs/notify/failed.html", context)
 
 
 @require_POST

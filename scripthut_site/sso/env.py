@@ -21,7 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django_auth_ldap.config import GroupOfNamesType, LDAPSearch, PosixGroupType
 
 AXES_BACKEND = "axes.backends.AxesStandaloneBackend"  # refuses locked-out users and addresses (lockout.py)
-TOKEN_BACKEND = "runs.token_auth.ApiTokenBackend"  # noqa: S105 (a class path) API tokens, throttled like passwords
+TOKEN_BACKEND = "runs.api.token_auth.ApiTokenBackend"  # noqa: S105 (a class path) API tokens, throttled like passwords
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 LDAP_BACKEND = "django_auth_ldap.backend.LDAPBackend"
 OIDC_BACKEND = "scripthut_site.sso.oidc.OIDCBackend"

@@ -16,11 +16,11 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from backends.models import Backend
-from runs.celery_tasks import tick_backend_task
 from runs.engine.tick import tick
 from runs.notify.background import EmbeddedNotifier
+from runs.workers.celery_tasks import tick_backend_task
 
-log = logging.getLogger("runs.ticker")
+log = logging.getLogger("runs.workers.ticker")
 
 _wakeup = threading.Event()
 _embedded_running = threading.Event()

@@ -1,5 +1,5 @@
 """Display helpers for ScriptHut pages: durations, state colours and labels, progress bars,
-numbers and sizes. The rules behind what they show live elsewhere (runs.efficiency, runs.pages)."""
+numbers and sizes. The rules behind what they show live elsewhere (runs.costing.efficiency, runs.web.pages)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from backends.base import JobState
 from backends.units import format_duration
-from runs.efficiency import Efficiency, efficiency_of
+from runs.costing.efficiency import Efficiency, efficiency_of
 from runs.engine import states
 from runs.engine.states import TaskState
 from runs.models import Task
@@ -120,7 +120,7 @@ def state_counts(counts: Mapping[str, int]) -> dict[str, Any]:
     return {"segments": progress_segments(counts)}
 
 
-# -- resource use of finished tasks: the rules are in runs.efficiency ------------------
+# -- resource use of finished tasks: the rules are in runs.costing.efficiency ------------------
 
 
 @register.filter

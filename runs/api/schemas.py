@@ -1,4 +1,4 @@
-"""Request and response schemas of the REST API (runs.api); the OpenAPI document is built from them."""
+"""Request and response schemas of the REST API (runs.api.routes); the OpenAPI document is built from them."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pydantic import BeforeValidator, ConfigDict, WithJsonSchema
 from pydantic.config import JsonDict
 
 from runs.engine.states import RunStatus, TaskState
-from runs.limits import PG_INT_MAX
 from runs.notify.spec import NotifySpec
-from runs.task_definition import SINGLE_LINE, SINGLE_LINE_PATTERN, TaskDefinition
+from runs.workflows.limits import PG_INT_MAX
+from runs.workflows.task_definition import SINGLE_LINE, SINGLE_LINE_PATTERN, TaskDefinition
 
 TASK_PAGE_DEFAULT = 1000
 TASK_PAGE_MAX = 10_000

@@ -18,12 +18,12 @@ from django.http import Http404
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from runs.attempts import attempts
 from runs.costing.summary import RunCost, run_cost, run_costs
 from runs.engine import states
 from runs.engine.sql import chunks
 from runs.engine.states import TaskState
 from runs.models import Run, Task, Viewer, task_group
+from runs.web.attempts import attempts
 
 RUNS_PER_PAGE = 50
 EXPAND_ROWS = 300  # a run with at most this many tasks shows every row; a bigger one starts with groups collapsed

@@ -2,8 +2,9 @@
 
 from django.urls import path
 
-from runs import stream, views
 from runs.costing import views as costing
+from runs.live import stream
+from runs.web import views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),

@@ -26,7 +26,7 @@ from ninja.security import APIKeyHeader
 from backends.models import Backend
 from runs.access import AccessDenied, usable, usable_backends
 from runs.actions import RunStateError, cancel_run, create_run, relaunch_run
-from runs.api_schemas import (
+from runs.api.schemas import (
     BackendOut,
     ErrorOut,
     RelaunchOut,
@@ -40,14 +40,14 @@ from runs.api_schemas import (
     WorkflowErrorOut,
 )
 from runs.costing.summary import run_cost
-from runs.dashboard import active_tasks_per_backend
 from runs.models import Run, Task
-from runs.pages import RunRow, run_rows, task_rows, visible_run
-from runs.workflow_json import WorkflowError
+from runs.web.dashboard import active_tasks_per_backend
+from runs.web.pages import RunRow, run_rows, task_rows, visible_run
+from runs.workflows.parse import WorkflowError
 from scripthut_site.input_guard import too_big_message
 from sources.models import Source
 
-log = logging.getLogger("runs.api")
+log = logging.getLogger("runs.api.routes")
 
 # -- auth ------------------------------------------------------------------------------
 
@@ -63,7 +63,7 @@ class TokenAuth(APIKeyHeader):
         raw = raw.strip()
         if scheme.lower() != "token" or not raw:
             raise AuthenticationError(message='Authorization header must be "Token <key>"')
-        # runs.token_auth.ApiTokenBackend, behind django-axes' lockout check (429 when locked out).
+        # runs.api.token_auth.ApiTokenBackend, behind django-axes' lockout check (429 when locked out).
         user = authenticate(request, api_token=raw)
         if not isinstance(user, User):
             raise AuthenticationError(message="invalid API token")

@@ -1,9 +1,9 @@
 """Server-rendered pages: the jobs dashboard, runs and their tasks, task logs, workflows.
 
-Views stay thin: their data comes from runs.pages (runs, the run page, task rows; the
-API calls the same functions) and runs.dashboard, and they hand it to templates.
+Views stay thin: their data comes from runs.web.pages (runs, the run page, task rows; the
+API calls the same functions) and runs.web.dashboard, and they hand it to templates.
 Live parts of a page are htmx partials: changes are pushed into them over a websocket
-(runs.live, runs.consumers), and the page fetches them again only while its socket is
+(runs.live.push, runs.live.consumers), and the page fetches them again only while its socket is
 down (``data-poll-url``, left out once there is nothing left to follow).
 """
 
@@ -28,17 +28,17 @@ from backends.registry import get_adapter
 from runs.access import require_shared, usable
 from runs.actions import RunStateError, cancel_run, relaunch_run
 from runs.costing.summary import run_cost
-from runs.dashboard import dashboard_context
 from runs.engine.jobspec import task_log
 from runs.engine.states import TaskState
-from runs.limits import form_max_concurrent
 from runs.models import AuditEvent, Task, Workflow, task_group
-from runs.page_input import first_rows, problems_message
-from runs.pages import group_page, run_list_context, run_page, visible_run, visible_task
-from runs.task_notes import how_it_ended, why_it_never_ran
-from runs.timeline import build_group, build_timeline
-from runs.workflow_command import dry_run, start_run
-from runs.workflow_json import ResolvedTask, WorkflowError
+from runs.web.dashboard import dashboard_context
+from runs.web.page_input import first_rows, problems_message
+from runs.web.pages import group_page, run_list_context, run_page, visible_run, visible_task
+from runs.web.task_notes import how_it_ended, why_it_never_ran
+from runs.web.timeline import build_group, build_timeline
+from runs.workflows.command import dry_run, start_run
+from runs.workflows.limits import form_max_concurrent
+from runs.workflows.parse import ResolvedTask, WorkflowError
 from sources.git import mask_credentials
 
 
@@ -135,7 +135,7 @@ def run_group(request: HttpRequest, run_id: str) -> HttpResponse:
 
 @require_GET
 def run_timeline(request: HttpRequest, run_id: str) -> HttpResponse:
-    """The run's timeline (``runs.timeline``), or with ``?group=`` the bars of one folded group."""
+    """The run's timeline (``runs.web.timeline``), or with ``?group=`` the bars of one folded group."""
     run = visible_run(request.user, run_id)
     name = request.GET.get("group")
     if name is None:
@@ -364,4 +364,4 @@ def audit_trail(request: HttpRequest) -> HttpResponse:
         events = events.filter(action=action)
     page = Paginator(events, AUDIT_PER_PAGE).get_page(request.GET.get("page"))
     context = {"page": page, "action": action, "actions": AuditEvent.Action.choices}
-    return render(request, "runs/audit.html", context)
+    return render(request, "runs/audit/list.html", context)

@@ -1,4 +1,4 @@
-"""Live push: each committed change of a run (``runs.events.run_changed``) is rendered once
+"""Live push: each committed change of a run (``runs.engine.events.run_changed``) is rendered once
 and sent through the channel layer to the pages that show it.
 
 Who gets what (the same rule as ``Run.objects.visible_to``):
@@ -26,12 +26,12 @@ from django.template.loader import render_to_string
 
 from runs.costing.summary import run_cost
 from runs.engine import states
+from runs.engine.events import RunChange, run_changed
 from runs.engine.sql import chunks
-from runs.events import RunChange, run_changed
 from runs.models import Run, Task, Viewer, task_group
-from runs.pages import GroupView, RunRow, group_counts, state_counts, task_rows
+from runs.web.pages import GroupView, RunRow, group_counts, state_counts, task_rows
 
-log = logging.getLogger("runs.live")
+log = logging.getLogger("runs.live.push")
 
 STAFF_GROUP = "staff"
 # Sockets and streams end after this long, so who may listen is checked again when they
@@ -77,7 +77,7 @@ def run_page_html(run: Run, tasks: list[Task], counts: dict[str, int]) -> list[s
     context = {"run": run, "counts": counts, "total": sum(counts.values()), "oob": True, "cost": cost}
     parts = [render_to_string("runs/_run_summary.html", context), render_to_string("runs/_run_bars.html", context)]
     if cost:
-        parts.append(render_to_string("runs/_run_cost.html", context))
+        parts.append(render_to_string("runs/costing/_run_cost.html", context))
     names = {task_group(task.task_id) for task in tasks}
     for name, group_count in group_counts(run, names).items():
         group = GroupView(name, counts=group_count, total=sum(group_count.values()))
@@ -182,4 +182,4 @@ def on_run_changed(sender: object, change: RunChange, **kwargs: object) -> None:
 
 
 def connect() -> None:
-    run_changed.connect(on_run_changed, dispatch_uid="runs.live")
+    run_changed.connect(on_run_changed, dispatch_uid="runs.live.push")

@@ -10,7 +10,7 @@ from typing import TypeVar
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from runs.workflow_json import WorkflowError
+from runs.workflows.parse import WorkflowError
 
 DRY_RUN_ROWS = 500  # task rows a dry-run page shows; the rest are counted
 

@@ -1,4 +1,4 @@
-"""The audit trail's model: append-only, written by runs.audit, read by staff."""
+"""The audit trail's model: append-only, written by runs.audit.trail, read by staff."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class AuditQuerySet(models.QuerySet["AuditEvent"]):
 
 
 class AuditEvent(models.Model):
-    """Who did what and when: written by runs.audit, read by staff."""
+    """Who did what and when: written by runs.audit.trail, read by staff."""
 
     class Action(models.TextChoices):
         LOGIN = "login"

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from runs.consumers import JobsConsumer, RunConsumer, RunListConsumer
+from runs.live.consumers import JobsConsumer, RunConsumer, RunListConsumer
 
 websocket_urlpatterns = [
     path("live", JobsConsumer.as_asgi()),

@@ -9,7 +9,7 @@ from backends.identity import adapter_as
 from backends.registry import has_shell, shell_access
 from runs.actions import GitCheckout, create_run, require_identity
 from runs.models import Run, Workflow
-from runs.workflow_json import ResolvedTask, WorkflowError, validate
+from runs.workflows.parse import ResolvedTask, WorkflowError, validate
 from sources.git import GitError, checkout, git_ssh_env, resolve_branch
 
 

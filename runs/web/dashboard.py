@@ -20,7 +20,7 @@ from backends.models import Backend
 from runs.access import usable_backends
 from runs.engine import states
 from runs.models import ObservedJob, Run, Task, Viewer
-from runs.pages import RunRow, run_rows
+from runs.web.pages import RunRow, run_rows
 
 JOB_ROWS = 500  # per jobs table
 PARTITIONS_SHOWN = 8  # per backend card; the rest are summed up in a tooltip

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from runs.task_definition import TaskDefinition
+from runs.workflows.task_definition import TaskDefinition
 
 __all__ = ["Problem", "ResolvedTask", "TaskDefinition", "WorkflowError", "parse_tasks", "resolve", "validate"]
 

@@ -1,8 +1,8 @@
-"""Websockets of the live pages: each joins the channel groups ``runs.live`` sends to.
+"""Websockets of the live pages: each joins the channel groups ``runs.live.push`` sends to.
 
 A socket is let in only as its user would be let into the page: the run page's through
 ``visible_run`` (another user's run is refused), the runs list's and the dashboard's
-through the viewer's own groups (``runs.live.viewer_groups``). Nothing is read from the
+through the viewer's own groups (``runs.live.push.viewer_groups``). Nothing is read from the
 socket: pages only listen.
 """
 
@@ -17,10 +17,10 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import Http404
 
-from runs import live
-from runs.live import run_group, viewer_groups
+from runs.live import push as live
+from runs.live.push import run_group, viewer_groups
 from runs.models import Viewer
-from runs.pages import visible_run
+from runs.web.pages import visible_run
 
 REFUSED = 4403  # close code of a socket its user may not open
 RESTART = 1012  # "service restart": the page reconnects at once, and is checked again

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET
 
 from backends.models import Backend
 
-log = logging.getLogger("runs.health")
+log = logging.getLogger("runs.web.health")
 
 
 @login_not_required

@@ -1,0 +1,1 @@
+"""Live updates: the push that renders committed changes, the websockets and the Server-Sent Events."""

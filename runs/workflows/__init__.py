@@ -1,0 +1,1 @@
+"""Workflow documents: the JSON format, one task's definition and limits, configured workflow commands."""
