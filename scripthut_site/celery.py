@@ -1,7 +1,8 @@
 """Celery app for deployments with a Redis broker (``REDIS_URL``).
 
-Beat schedules ``runs.workers.celery_tasks.tick_task``; workers run it. Without a broker the
-embedded ticker (``runs.workers.ticker.EmbeddedTicker``) calls the same engine tick.
+Beat runs ``runs.workers.celery_tasks.dispatch_ticks``, which queues one backend's tick
+(``tick_backend_task``) per due backend for the workers. Without a broker the embedded
+ticker (``runs.workers.ticker.EmbeddedTicker``) calls the same engine tick in-process.
 """
 
 import os

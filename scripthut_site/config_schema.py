@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
@@ -25,9 +25,6 @@ from backends.config import (
 )
 from backends.local.settings import sharing_problem
 from backends.schema import ConfigModel
-
-if TYPE_CHECKING:
-    pass
 
 
 class ConfigError(Exception):
