@@ -9,8 +9,8 @@ Runs, and everything of them (tasks, scripts, logs, timeline, live updates):
   is there to follow.
 - A run the viewer may not see is "not found" (404), never "forbidden": its existence is not
   theirs to learn. A run they see but may not change is a 403 with the reason.
-- The jobs dashboard lists the queued and running jobs of the backends the viewer may use,
-  but names and links only the runs they see; the scheduler's other jobs
+- The jobs dashboard lists the queued and running jobs of the backends the viewer may use and
+  of the runs they see, but names and links only the runs they see; the scheduler's other jobs
   on those backends are listed too (a scheduler shows them to anyone with a login there).
 - Live updates (``runs.live``) go to channel groups: a run's changes to ``run-<id>`` (joined
   by a run page's socket only when its viewer sees the run) and to its audience, ``user-<owner>``,
@@ -90,8 +90,11 @@ def visible_tasks(user: Viewer) -> QuerySet[Task]:
 
 def listed_jobs(user: Viewer) -> QuerySet[Task]:
     """ScriptHut's queued and running jobs the dashboard lists to ``user``: on the backends they
-    may use (named and linked only for the runs they see: :func:`visible_runs`)."""
-    return Task.objects.filter(state__in=states.LIVE, run__backend__in=usable_backends(user))
+    may use, and of the runs they see (named and linked only for those: :func:`visible_runs`)."""
+    live = Task.objects.filter(state__in=states.LIVE)
+    if is_staff(user):
+        return live
+    return live.filter(Q(run__backend__in=usable_backends(user)) | Q(run__in=visible_runs(user)))
 
 
 def visible_observed_jobs(user: Viewer) -> QuerySet[ObservedJob]:

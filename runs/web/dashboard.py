@@ -1,7 +1,7 @@
 """The jobs dashboard's data: backend cards, ScriptHut's jobs on the schedulers, other jobs.
 
-Every user sees the jobs queued or running on the backends they may use, as the schedulers
-themselves show them, but only the runs they may see are linked and named: another user's
+Every user sees the jobs queued or running on the backends they may use (and of the runs
+they see), as the schedulers themselves show them, but only the runs they may see are linked and named: another user's
 task id and workflow name stay hidden (the rules: ``runs.access``).
 """
 
