@@ -55,7 +55,7 @@ class AccessDenied(PermissionDenied):
     """The user may not do this (use a backend, source or workflow; change a run); the message says why."""
 
 
-def is_staff(user: Viewer) -> bool:
+def is_staff(user: Viewer | None) -> bool:
     return bool(getattr(user, "is_staff", False))
 
 
@@ -158,7 +158,7 @@ def viewer_groups(user: Viewer) -> list[str]:
     """The channel groups a viewer's runs list, dashboard and event stream listen on."""
     if not user.is_authenticated:
         return []
-    group_ids = user.groups.values_list("pk", flat=True)  # type: ignore[union-attr]
+    group_ids = user.groups.values_list("pk", flat=True)  # type: ignore[union-attr,attr-defined]
     names = [f"user-{user.pk}"] + [f"group-{pk}" for pk in sorted(group_ids)]
     if is_staff(user):
         names.append(STAFF_GROUP)

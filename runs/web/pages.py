@@ -1,7 +1,8 @@
 """Page data: what the run pages, their htmx partials and the JSON API show, built once.
 
-Views and API endpoints pick the objects through these functions and only shape the
-result (a template context, a JSON body), so a page and the API cannot disagree.
+Views and API endpoints pick the run through ``runs.access`` (who may see it), its data
+through these functions, and only shape the result (a template context, a JSON body), so a
+page and the API cannot disagree.
 """
 
 from __future__ import annotations
