@@ -28,6 +28,7 @@ Backends, and the sources and workflows on them, are shared with Django groups
 - A source or workflow is usable by whoever may use its backend, narrowed to its own
   ``allowed_groups`` when it names any.
 
+Staff see every budget on the usage page, anyone else the budgets that count their tasks.
 The audit trail and the failed notifications are for staff only. A refusal carries the
 reason shown to the user.
 """
@@ -42,6 +43,8 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from backends.models import Backend
+from runs.costing.budgets import budgets_of
+from runs.costing.models import Budget
 from runs.engine import states
 from runs.models import ObservedJob, Run, Task, Viewer, Workflow
 from sources.models import Source
@@ -125,6 +128,13 @@ def visible_task(user: Viewer, run_id: str, task_id: str) -> Task:
     if task is None:
         raise Http404(f"task {task_id!r} of run {run_id!r} not found")
     return task
+
+
+def visible_budgets(user: Viewer) -> list[Budget]:
+    """The budgets on the usage page: staff every one, anyone else those that count their tasks."""
+    if is_staff(user):
+        return list(Budget.objects.select_related("user", "group").order_by("group__name", "user__username"))
+    return budgets_of(int(user.pk)) if user.is_authenticated else []
 
 
 # -- runs: who changes them ----------------------------------------------------------------

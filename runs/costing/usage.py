@@ -2,8 +2,8 @@
 
 All sums are SQL aggregates over the costs stored on the tasks. Who sees what is the
 runs' rule (``runs.access.visible_tasks``): staff everyone's tasks, a user those of their own
-runs and of the runs shared with their groups; budgets: staff every one, a user those that
-count their tasks.
+runs and of the runs shared with their groups; budgets (``visible_budgets``): staff every one,
+a user those that count their tasks.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from django.db.models import CharField, Count, ExpressionWrapper, F, FloatField,
 from django.db.models.functions import Cast, Substr
 from django.utils import timezone
 
-from runs.access import is_staff, visible_tasks
-from runs.costing.budgets import budgets_of, month_start, statuses
-from runs.costing.models import Budget
+from runs.access import is_staff, visible_budgets, visible_tasks
+from runs.costing.budgets import month_start, statuses
 from runs.engine.sql import chunks
 from runs.models import Run, Task, Viewer
 
@@ -147,12 +146,6 @@ def _as_row(sums: Sums) -> dict[str, Any]:
         "tasks": sums.tasks,
         "costed": sums.costed,
     }
-
-
-def visible_budgets(user: Viewer) -> list[Budget]:
-    if is_staff(user):
-        return list(Budget.objects.select_related("user", "group").order_by("group__name", "user__username"))
-    return budgets_of(int(user.pk)) if user.pk is not None else []
 
 
 def usage_context(user: Viewer, months: int) -> dict[str, Any]:
