@@ -1,7 +1,7 @@
 """What users do to runs: create, cancel, relaunch (and wake the ticker after each).
 
-Pages, the API and the ``scripthut`` command all call these, so a rule about who may
-do what, or what happens next, is written once. The engine never calls back here.
+Pages, the API and the ``scripthut`` command all call these, so what happens next is
+written once; who may do it is asked of ``runs.access``. The engine never calls back here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from django.utils import timezone
 from backends.identity import needs_identity, refusal
 from backends.models import Backend, Environment
 from backends.registry import has_shell
-from runs.access import AccessDenied, require_backend, require_shared
+from runs.access import AccessDenied, require_backend, require_run_operator, require_shared
 from runs.audit import trail as audit
 from runs.costing import budgets
 from runs.engine import events
@@ -140,16 +140,9 @@ def require_identity(backend: Backend, owner: User) -> None:
         raise WorkflowError(refusal(backend))
 
 
-def require_operator(run: Run, user: User | None) -> None:
-    """Members of the groups a run is shared with may look at it; only its owner and staff
-    may cancel or relaunch it (``user`` None: the system itself)."""
-    if user is not None and not user.is_staff and user.pk != run.owner_id:
-        raise AccessDenied(f"run {run.pk} is shared with you to follow; only its owner or staff may change it")
-
-
 def cancel_run(run: Run, by: User | None = None) -> None:
     """Cancel pending tasks now; the next tick cancels submitted and running jobs."""
-    require_operator(run, by)
+    require_run_operator(by, run)
     with transaction.atomic():
         updated = Run.objects.filter(pk=run.pk).exclude(status__in=RUN_FINISHED).update(status=RunStatus.CANCELLED)
         if not updated:
@@ -171,7 +164,7 @@ def cancel_run(run: Run, by: User | None = None) -> None:
 
 def relaunch_run(run: Run, by: User | None = None) -> int:
     """Re-queue a finished run's failed, cancelled and dep_failed tasks; keep completed ones."""
-    require_operator(run, by)
+    require_run_operator(by, run)
     _check_access(by or run.owner, run.backend)
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, TypeAlias
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import models
-from django.db.models import Q
 from django.utils import timezone
 
 from runs.engine import states
@@ -30,25 +29,12 @@ def task_group(task_id: str) -> str:
     return head if dot else ""
 
 
-# -- who sees what: the README's rule, "Staff see every run; others their own", and runs shared with their groups
+# Who may see which runs, tasks and jobs is runs.access (visible_runs, visible_tasks, ...).
 
 Viewer: TypeAlias = AbstractBaseUser | AnonymousUser
 
 
-def sees_every_run(user: Viewer) -> bool:
-    return bool(getattr(user, "is_staff", False))
-
-
-def _seen_runs(user: Viewer) -> Q:
-    """Runs ``user`` owns or that are shared with a group of theirs (a condition on Run)."""
-    shared = Run.shared_with.through.objects.filter(group__user=user.pk).values("run_id")
-    return Q(owner_id=user.pk) | Q(pk__in=shared)
-
-
 class RunQuerySet(models.QuerySet["Run"]):
-    def visible_to(self, user: Viewer) -> RunQuerySet:
-        return self if sees_every_run(user) else self.filter(_seen_runs(user))
-
     def on(self, backend: Backend, owner: int | None = None) -> RunQuerySet:
         """Runs on ``backend``; only ``owner``'s if given (a per_user backend's tick
         works for one owner at a time)."""
@@ -57,23 +43,10 @@ class RunQuerySet(models.QuerySet["Run"]):
 
 
 class TaskQuerySet(models.QuerySet["Task"]):
-    def visible_to(self, user: Viewer) -> TaskQuerySet:
-        """Tasks of the runs ``user`` may see."""
-        return self if sees_every_run(user) else self.filter(run__in=Run.objects.filter(_seen_runs(user)))
-
     def on(self, backend: Backend, owner: int | None = None) -> TaskQuerySet:
         """Tasks of the runs on ``backend``; only of ``owner``'s runs if given."""
         tasks = self.filter(run__backend=backend)
         return tasks if owner is None else tasks.filter(run__owner_id=owner)
-
-
-class ObservedJobQuerySet(models.QuerySet["ObservedJob"]):
-    def visible_to(self, user: Viewer) -> ObservedJobQuerySet:
-        """Jobs of the tasks ``user`` may see, and every external job: the scheduler
-        itself lists those to anyone with a login on the cluster."""
-        if sees_every_run(user):
-            return self
-        return self.filter(Q(task__isnull=True) | Q(task__run__in=Run.objects.filter(_seen_runs(user))))
 
 
 class Workflow(models.Model):
@@ -285,8 +258,6 @@ class ObservedJob(models.Model):
     submitted_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(default=timezone.now)
-
-    objects = ObservedJobQuerySet.as_manager()
 
     class Meta:
         ordering = ["backend", "job_id"]

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from runs.access import require_shared, usable
+from runs.access import usable, usable_source
 from runs.engine.jobspec import resolve_working_dir
 from runs.web.page_input import first_rows, problems_message
 from runs.workflows.limits import form_max_concurrent
 from runs.workflows.parse import WorkflowError
 from sources.models import Source
 from sources.sync import UnknownWorkflowFile, dry_run_source, source_git, start_source_run, sync_source
-
-
-def _usable_source(request: HttpRequest, name: str) -> Source:
-    """The source, if the user may use it (syncing and running use its backend): else 403."""
-    source = get_object_or_404(Source.objects.select_related("backend"), name=name)
-    require_shared(request.user, source)
-    return source
 
 
 @require_GET
@@ -33,7 +26,7 @@ def source_list(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def source_sync(request: HttpRequest, name: str) -> HttpResponse:
-    source = sync_source(_usable_source(request, name))
+    source = sync_source(usable_source(request.user, name))
     if source.sync_error:
         messages.error(request, f"Sync of {source.name} failed: {source.sync_error}")
     else:
@@ -47,7 +40,7 @@ def source_sync(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_GET
 def source_workflows(request: HttpRequest, name: str) -> HttpResponse:
-    source = _usable_source(request, name)
+    source = usable_source(request.user, name)
     return render(request, "sources/workflows.html", {"source": source})
 
 
@@ -57,7 +50,7 @@ def _workflows_page(request: HttpRequest, source: Source, status: int) -> HttpRe
 
 @require_GET
 def source_dry_run(request: HttpRequest, name: str, file: str) -> HttpResponse:
-    source = _usable_source(request, name)
+    source = usable_source(request.user, name)
     context: dict[str, object] = {"source": source, "file": file, "rows": [], "error": "", "problems": []}
     status = 200
     try:
@@ -77,7 +70,7 @@ def source_dry_run(request: HttpRequest, name: str, file: str) -> HttpResponse:
 
 @require_POST
 def source_run(request: HttpRequest, name: str, file: str) -> HttpResponse:
-    source = _usable_source(request, name)
+    source = usable_source(request.user, name)
     try:
         max_concurrent = form_max_concurrent(request.POST.get("max_concurrent", ""))
     except ValueError as exc:  # what was typed is wrong: say so with the page, as a 400

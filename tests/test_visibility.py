@@ -8,6 +8,7 @@ from django.test import Client
 from django.urls import reverse
 
 from backends.models import Backend
+from runs.access import visible_observed_jobs, visible_runs, visible_tasks
 from runs.actions import create_run
 from runs.models import ApiToken, ObservedJob, Run, Task
 from tests.conftest import local_user
@@ -56,7 +57,7 @@ def test_a_superuser_who_is_not_staff_sees_only_their_own_runs(
     assert pages.get(reverse("run_detail", args=[theirs.pk])).status_code == 200
 
 
-def test_visible_to_hides_another_users_run_its_tasks_and_jobs(
+def test_the_access_module_hides_another_users_run_its_tasks_and_jobs(
     user: User, bob: User, staff: User, local_backend: Backend
 ) -> None:
     mine = _run_of(user, local_backend)
@@ -66,16 +67,16 @@ def test_visible_to_hides_another_users_run_its_tasks_and_jobs(
     ObservedJob.objects.create(backend=local_backend, job_id="2", task=their_task, state="running")
     ObservedJob.objects.create(backend=local_backend, job_id="3", user="dave", state="queued")  # not ScriptHut's
 
-    assert list(Run.objects.visible_to(user)) == [mine]
-    assert set(Task.objects.visible_to(user).values_list("run_id", flat=True)) == {mine.pk}
-    assert sorted(ObservedJob.objects.visible_to(user).values_list("job_id", flat=True)) == ["1", "3"]
+    assert list(visible_runs(user)) == [mine]
+    assert set(visible_tasks(user).values_list("run_id", flat=True)) == {mine.pk}
+    assert sorted(visible_observed_jobs(user).values_list("job_id", flat=True)) == ["1", "3"]
 
-    assert list(Run.objects.visible_to(bob)) == [theirs]
-    assert sorted(ObservedJob.objects.visible_to(bob).values_list("job_id", flat=True)) == ["2", "3"]
+    assert list(visible_runs(bob)) == [theirs]
+    assert sorted(visible_observed_jobs(bob).values_list("job_id", flat=True)) == ["2", "3"]
 
-    assert set(Run.objects.visible_to(staff)) == {mine, theirs}
-    assert Task.objects.visible_to(staff).count() == 4
-    assert ObservedJob.objects.visible_to(staff).count() == 3
+    assert set(visible_runs(staff)) == {mine, theirs}
+    assert visible_tasks(staff).count() == 4
+    assert visible_observed_jobs(staff).count() == 3
 
 
 def test_dashboard_lists_every_live_job_but_names_only_visible_runs(

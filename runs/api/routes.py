@@ -24,7 +24,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import APIKeyHeader
 
 from backends.models import Backend
-from runs.access import AccessDenied, usable, usable_backends
+from runs.access import AccessDenied, usable, usable_backends, visible_run, visible_runs
 from runs.actions import RunStateError, cancel_run, create_run, relaunch_run
 from runs.api.schemas import (
     BackendOut,
@@ -42,7 +42,7 @@ from runs.api.schemas import (
 from runs.costing.summary import run_cost
 from runs.models import Run, Task
 from runs.web.dashboard import active_tasks_per_backend
-from runs.web.pages import RunRow, run_rows, task_rows, visible_run
+from runs.web.pages import RunRow, run_rows, task_rows
 from runs.workflows.parse import WorkflowError
 from scripthut_site.input_guard import too_big_message
 from sources.models import Source
@@ -277,7 +277,7 @@ def start_run(request: HttpRequest, payload: RunCreateIn) -> Status[dict[str, An
 @api.get("/runs", response={200: RunPageOut, 400: ErrorOut, 401: ErrorOut}, tags=["runs"])
 def list_runs(request: HttpRequest, filters: Query[RunFilter]) -> dict[str, Any]:
     """The caller's runs (staff: everyone's), newest first."""
-    runs = Run.objects.visible_to(_caller(request)).select_related("backend", "owner")
+    runs = visible_runs(_caller(request)).select_related("backend", "owner")
     if filters.status:
         runs = runs.filter(status=filters.status)
     page = list(runs.order_by("-created_at", "-pk")[filters.offset : filters.offset + filters.limit])

@@ -1,7 +1,9 @@
 """The usage page's sums: cost, waste and CPU-hours of ended tasks per user, backend and month.
 
 All sums are SQL aggregates over the costs stored on the tasks. Who sees what is the
-runs' rule: staff everyone's tasks, a user their own.
+runs' rule (``runs.access.visible_tasks``): staff everyone's tasks, a user those of their own
+runs and of the runs shared with their groups; budgets (``visible_budgets``): staff every one,
+a user those that count their tasks.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from django.db.models import CharField, Count, ExpressionWrapper, F, FloatField,
 from django.db.models.functions import Cast, Substr
 from django.utils import timezone
 
-from runs.costing.budgets import budgets_of, month_start, statuses
-from runs.costing.models import Budget
+from runs.access import is_staff, visible_budgets, visible_tasks
+from runs.costing.budgets import month_start, statuses
 from runs.engine.sql import chunks
-from runs.models import Run, Task, Viewer, sees_every_run
+from runs.models import Run, Task, Viewer
 
 DEFAULT_MONTHS = 12
 MAX_MONTHS = 120
@@ -39,7 +41,7 @@ def ended_tasks(user: Viewer, months: int) -> QuerySet[Task]:
     since = month_start()
     for _ in range(months - 1):
         since = month_start(since - timedelta(days=1))
-    return Task.objects.visible_to(user).filter(finished_at__gte=since).order_by()
+    return visible_tasks(user).filter(finished_at__gte=since).order_by()
 
 
 @dataclass
@@ -146,17 +148,11 @@ def _as_row(sums: Sums) -> dict[str, Any]:
     }
 
 
-def visible_budgets(user: Viewer) -> list[Budget]:
-    if sees_every_run(user):
-        return list(Budget.objects.select_related("user", "group").order_by("group__name", "user__username"))
-    return budgets_of(int(user.pk)) if user.pk is not None else []
-
-
 def usage_context(user: Viewer, months: int) -> dict[str, Any]:
     found = Usage.of(ended_tasks(user, months))
     return {
         "months": months,
-        "everyone": sees_every_run(user),
+        "everyone": is_staff(user),
         "total": found.total(),
         "by_user": found.by("user"),
         "by_backend": found.by("backend"),

@@ -1,9 +1,9 @@
 """Websockets of the live pages: each joins the channel groups ``runs.live.push`` sends to.
 
-A socket is let in only as its user would be let into the page: the run page's through
-``visible_run`` (another user's run is refused), the runs list's and the dashboard's
-through the viewer's own groups (``runs.live.push.viewer_groups``). Nothing is read from the
-socket: pages only listen.
+A socket is let in only as its user would be let into the page, and joins the groups
+``runs.access`` names: the run page's ``run_page_groups`` (none, so refused, for a run its
+user may not see), the runs list's and the dashboard's ``viewer_groups``. Nothing is read
+from the socket: pages only listen.
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.http import Http404
 
+from runs.access import run_page_groups, viewer_groups
 from runs.live import push as live
-from runs.live.push import run_group, viewer_groups
 from runs.models import Viewer
-from runs.web.pages import visible_run
 
 REFUSED = 4403  # close code of a socket its user may not open
 RESTART = 1012  # "service restart": the page reconnects at once, and is checked again
@@ -74,12 +72,7 @@ class RunConsumer(LiveConsumer):
     """``/runs/<id>/live``: the run page's rows, counts and bars."""
 
     def groups_for(self, user: Viewer) -> list[str]:
-        run_id = self.scope["url_route"]["kwargs"]["run_id"]
-        try:
-            run = visible_run(user, run_id)
-        except Http404:
-            return []
-        return [run_group(run.pk)]
+        return run_page_groups(user, self.scope["url_route"]["kwargs"]["run_id"])
 
 
 class RunListConsumer(LiveConsumer):

@@ -1,12 +1,10 @@
 """Live push: each committed change of a run (``runs.engine.events.run_changed``) is rendered once
 and sent through the channel layer to the pages that show it.
 
-Who gets what (the same rule as ``Run.objects.visible_to``):
-
-- ``run-<id>``: the run page's sockets; a socket joins only after ``visible_run`` let it in.
-- ``user-<pk>``, ``group-<pk>``, ``staff``: the runs list, the dashboard and ``/jobs/stream``
-  of a viewer join their own group, their Django groups' and (staff) ``staff``. A change is
-  sent to its owner's group, to the groups its run is shared with, and to ``staff``.
+Who gets what is ``runs.access``'s: a change is sent to the run page's group
+(``run_page_group``) and to the run's audience (``run_audience``: its owner, the groups it is
+shared with, staff), which the runs lists, dashboards and ``/jobs/stream`` of the viewers who
+see the run have joined (``viewer_groups``).
 
 The HTML is the page's own partials (task rows, counts, bars, run rows, job rows), marked
 ``hx-swap-oob`` so htmx's ws extension swaps each in place; ``events`` are the same changes
@@ -24,16 +22,16 @@ from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.template.loader import render_to_string
 
+from runs.access import run_audience, run_page_group
 from runs.costing.summary import run_cost
 from runs.engine import states
 from runs.engine.events import RunChange, run_changed
 from runs.engine.sql import chunks
-from runs.models import Run, Task, Viewer, task_group
+from runs.models import Run, Task, task_group
 from runs.web.pages import GroupView, RunRow, group_counts, state_counts, task_rows
 
 log = logging.getLogger("runs.live.push")
 
-STAFF_GROUP = "staff"
 # Sockets and streams end after this long, so who may listen is checked again when they
 # reconnect (a run no longer shared, a user logged out); pages and EventSource reconnect.
 RECHECK_SECONDS = 300.0
@@ -41,24 +39,6 @@ MESSAGE_TYPE = "live.push"  # handled by the consumers' live_push method
 # Asks the page (scripthut.js) to fetch its live parts once.
 REFRESH = '<span id="run-refresh" hidden data-refresh-live hx-swap-oob="true"></span>'
 PUSH_ROWS = 500  # a change of more tasks than this sends counts and REFRESH instead of rows
-
-
-def run_group(run_id: str) -> str:
-    return f"run-{run_id}"
-
-
-def viewer_groups(user: Viewer) -> list[str]:
-    """The channel groups a viewer's runs list, dashboard and event stream listen on."""
-    group_ids = user.groups.values_list("pk", flat=True) if user.is_authenticated else []  # type: ignore[union-attr,attr-defined]
-    names = [f"user-{user.pk}"] + [f"group-{pk}" for pk in sorted(group_ids)]
-    if getattr(user, "is_staff", False):
-        names.append(STAFF_GROUP)
-    return names
-
-
-def _audience(run: Run) -> list[str]:
-    shared = run.shared_with.values_list("pk", flat=True)
-    return [f"user-{run.owner_id}"] + [f"group-{pk}" for pk in shared] + [STAFF_GROUP]
 
 
 # -- rendering: the pages' own partials -------------------------------------------------
@@ -145,7 +125,7 @@ def publish(change: RunChange) -> None:
     run = Run.objects.select_related("owner", "backend").filter(pk=change.run_id).first()
     if run is None:
         return
-    page_group, audience = run_group(run.pk), _audience(run)
+    page_group, audience = run_page_group(run.pk), run_audience(run)
     if not _listened(layer, [page_group, *audience]):
         return
     # A change of very many tasks (a relaunch, a big submit) is sent as counts and a request to

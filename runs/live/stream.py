@@ -1,7 +1,7 @@
 """``GET /jobs/stream``: the dashboard's changes as Server-Sent Events (the original's endpoint).
 
 The stream listens on the same channel groups as the dashboard's websocket
-(``runs.live.push.viewer_groups``), so a user hears only of runs they may see. ``?user=``
+(``runs.access.viewer_groups``), so a user hears only of runs they may see. ``?user=``
 narrows it to one owner's runs, as on the dashboard. Each change is one ``task`` event
 (or ``run`` when no task moved) whose data is JSON; a comment line every
 KEEPALIVE_SECONDS keeps proxies from closing a quiet stream. Served by the ASGI server.
@@ -21,8 +21,8 @@ from channels.layers import get_channel_layer
 from django.http import HttpRequest, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
+from runs.access import viewer_groups
 from runs.live import push as live
-from runs.live.push import viewer_groups
 
 KEEPALIVE_SECONDS = 15.0
 

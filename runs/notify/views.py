@@ -6,13 +6,13 @@ from typing import cast
 
 from django.contrib import messages
 from django.contrib.auth.models import User
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from runs.access import require_staff
 from runs.notify.forms import PreferenceForm
 from runs.notify.models import Notification, NotificationPreference
 from runs.notify.webhook_url import redacted
@@ -38,13 +38,8 @@ def notification_settings(request: HttpRequest) -> HttpResponse:
     return render(request, "runs/notify/settings.html", context, status=400 if form.errors else 200)
 
 
-def _require_staff(request: HttpRequest) -> None:
-    if not request.user.is_staff:
-        raise PermissionDenied("failed notifications are for staff")
-
-
 def failed_notifications(request: HttpRequest) -> HttpResponse:
-    _require_staff(request)
+    require_staff(request.user, "failed notifications")
     state = request.GET.get("state", Notification.State.FAILED)
     if state not in Notification.State.values:
         state = Notification.State.FAILED
@@ -58,7 +53,7 @@ def failed_notifications(request: HttpRequest) -> HttpResponse:
 @require_POST
 def retry_notification(request: HttpRequest, pk: int) -> HttpResponse:
     """Give a failed notification a fresh set of attempts (e.g. after the receiver was fixed)."""
-    _require_staff(request)
+    require_staff(request.user, "failed notifications")
     note = get_object_or_404(Notification, pk=pk, state=Notification.State.FAILED)
     Notification.objects.filter(pk=note.pk, state=Notification.State.FAILED).update(
         state=Notification.State.PENDING, attempts=0, next_attempt_at=timezone.now(), claimed_at=None

@@ -1,8 +1,8 @@
 """The jobs dashboard's data: backend cards, ScriptHut's jobs on the schedulers, other jobs.
 
-Every user sees every job that is queued or running, as the schedulers themselves show
-them, but only the runs they may see (``Run.objects.visible_to``) are linked and named:
-another user's task id and workflow name stay hidden.
+Every user sees the jobs queued or running on the backends they may use (and of the runs
+they see), as the schedulers themselves show them, but only the runs they may see are linked and named: another user's
+task id and workflow name stay hidden (the rules: ``runs.access``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from django.utils.http import urlencode
 
 from backends.base import ClusterInfo, PartitionInfo
 from backends.models import Backend
-from runs.access import usable_backends
+from runs.access import listed_jobs, usable_backends, visible_observed_jobs, visible_runs
 from runs.engine import states
-from runs.models import ObservedJob, Run, Task, Viewer
+from runs.models import ObservedJob, Task, Viewer
 from runs.web.pages import RunRow, run_rows
 
 JOB_ROWS = 500  # per jobs table
@@ -98,10 +98,10 @@ def _first_rows(jobs: QuerySet[M]) -> tuple[list[M], bool]:
 
 
 def our_jobs(user: Viewer, owner: str) -> JobTable[OurJob]:
-    """ScriptHut's queued and running jobs on the backends ``user`` may use (of ``owner`` if
-    given), first submitted runs first."""
+    """ScriptHut's queued and running jobs ``user`` is shown (of ``owner`` if given), first
+    submitted runs first."""
     live = (
-        Task.objects.filter(state__in=states.LIVE, run__backend__in=usable_backends(user))
+        listed_jobs(user)
         .select_related("run", "run__owner", "run__backend")
         .defer("script", "command", "deps", "resolved_deps", "dependents", "env_vars")
         .order_by("run__created_at", "position")
@@ -111,15 +111,14 @@ def our_jobs(user: Viewer, owner: str) -> JobTable[OurJob]:
     tasks, truncated = _first_rows(live)
     shown_runs = {t.run_id for t in tasks}
     # Linked and named only where the run page would not be a 404 for this viewer.
-    openable = set(Run.objects.visible_to(user).filter(pk__in=shown_runs).values_list("pk", flat=True))
+    openable = set(visible_runs(user).filter(pk__in=shown_runs).values_list("pk", flat=True))
     rows = [OurJob(task, task.run_id in openable) for task in tasks]
     return JobTable(rows, truncated, Counter(t.state for t in tasks))
 
 
 def other_jobs(user: Viewer, owner: str) -> JobTable[ObservedJob]:
     """Jobs on the backends that ScriptHut did not submit (of ``owner`` if given)."""
-    external = ObservedJob.objects.visible_to(user).filter(task__isnull=True, backend__in=usable_backends(user))
-    external = external.select_related("backend")
+    external = visible_observed_jobs(user).filter(task__isnull=True).select_related("backend")
     if owner:
         external = external.filter(user=owner)
     jobs, truncated = _first_rows(external.order_by("backend", "job_id"))
@@ -129,7 +128,7 @@ def other_jobs(user: Viewer, owner: str) -> JobTable[ObservedJob]:
 def recent_runs(user: Viewer, owner: str) -> list[RunRow]:
     """The runs ``user`` may see (of ``owner`` if given) that were created or finished
     last, with their outcome: a run that just finished or failed stays in view."""
-    runs = Run.objects.visible_to(user).select_related("owner", "backend")
+    runs = visible_runs(user).select_related("owner", "backend")
     if owner:
         runs = runs.filter(owner__username=owner)
     # Two short index scans rather than sorting every run on an expression at each refresh.
@@ -143,12 +142,9 @@ def recent_runs(user: Viewer, owner: str) -> list[RunRow]:
 def job_owners(user: Viewer) -> list[str]:
     """Who the jobs tables can be filtered by: owners of the runs the viewer sees and of the
     ScriptHut jobs queued or running, users of the other jobs, and the viewer."""
-    names = set(Run.objects.visible_to(user).order_by().values_list("owner__username", flat=True).distinct())
-    usable = usable_backends(user)
-    live = Task.objects.filter(state__in=states.LIVE, run__backend__in=usable).order_by()
-    names |= set(live.values_list("run__owner__username", flat=True).distinct())
-    external = ObservedJob.objects.visible_to(user).filter(task__isnull=True, backend__in=usable)
-    external = external.exclude(user="").order_by()
+    names = set(visible_runs(user).order_by().values_list("owner__username", flat=True).distinct())
+    names |= set(listed_jobs(user).order_by().values_list("run__owner__username", flat=True).distinct())
+    external = visible_observed_jobs(user).filter(task__isnull=True).exclude(user="").order_by()
     names |= set(external.values_list("user", flat=True).distinct())
     names.add(user.get_username())
     return sorted(name for name in names if name)

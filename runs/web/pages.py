@@ -1,7 +1,8 @@
 """Page data: what the run pages, their htmx partials and the JSON API show, built once.
 
-Views and API endpoints pick the objects through these functions and only shape the
-result (a template context, a JSON body), so a page and the API cannot disagree.
+Views and API endpoints pick the run through ``runs.access`` (who may see it), its data
+through these functions, and only shape the result (a template context, a JSON body), so a
+page and the API cannot disagree.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from django.http import Http404
 from django.urls import reverse
 from django.utils.http import urlencode
 
+from runs.access import visible_runs
 from runs.costing.summary import RunCost, run_cost, run_costs
 from runs.engine import states
 from runs.engine.sql import chunks
@@ -64,26 +66,6 @@ TASK_ROW_FIELDS = (
     "waste_cost",
     "priced_with",
 )
-# -- access: another user's run is a 404, not a 403: its existence is not ours to reveal --
-
-
-def visible_run(user: Viewer, run_id: str) -> Run:
-    """The run ``run_id`` if ``user`` may see it (with its owner and backend), else 404."""
-    run = Run.objects.visible_to(user).select_related("owner", "backend").filter(pk=run_id).first()
-    if run is None:
-        raise Http404(f"run {run_id!r} not found")
-    return run
-
-
-def visible_task(user: Viewer, run_id: str, task_id: str) -> Task:
-    """One task, with its run, owner and backend, if ``user`` may see its run, else 404."""
-    found = Task.objects.visible_to(user).select_related("run__owner", "run__backend")
-    task = found.filter(run_id=run_id, task_id=task_id).first()
-    if task is None:
-        raise Http404(f"task {task_id!r} of run {run_id!r} not found")
-    return task
-
-
 # -- counts and the runs list ------------------------------------------------------------
 
 
@@ -118,7 +100,7 @@ def run_rows(runs: Iterable[Run]) -> list[RunRow]:
 
 
 def run_list_context(user: Viewer, page_number: str | None) -> dict[str, Any]:
-    runs = Run.objects.visible_to(user).select_related("owner", "backend")
+    runs = visible_runs(user).select_related("owner", "backend")
     page = Paginator(runs, RUNS_PER_PAGE).get_page(page_number)
     rows = run_rows(page.object_list)
     return {

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.http import urlencode
@@ -25,7 +24,7 @@ from django_htmx.middleware import HtmxDetails
 
 from backends.base import BackendError, BackendUnavailable, FileRefused
 from backends.registry import get_adapter
-from runs.access import require_shared, usable
+from runs.access import may_change_run, require_staff, usable, usable_workflow, visible_run, visible_task
 from runs.actions import RunStateError, cancel_run, relaunch_run
 from runs.costing.summary import run_cost
 from runs.engine.jobspec import task_log
@@ -33,7 +32,7 @@ from runs.engine.states import TaskState
 from runs.models import AuditEvent, Task, Workflow, task_group
 from runs.web.dashboard import dashboard_context
 from runs.web.page_input import first_rows, problems_message
-from runs.web.pages import group_page, run_list_context, run_page, visible_run, visible_task
+from runs.web.pages import group_page, run_list_context, run_page
 from runs.web.task_notes import how_it_ended, why_it_never_ran
 from runs.web.timeline import build_group, build_timeline
 from runs.workflows.command import dry_run, start_run
@@ -104,8 +103,7 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
 def _run_page_context(request: HttpRequest, run_id: str) -> dict[str, Any]:
     run = visible_run(request.user, run_id)
     context = run_page(run, request.GET.get("group"), request.GET.get("page")).context()
-    # A run shared with the viewer's group is theirs to follow, not to change (runs.actions.require_operator).
-    context["may_change"] = request.user.is_staff or request.user.pk == run.owner_id
+    context["may_change"] = may_change_run(request.user, run)  # a shared run is there to follow
     return context
 
 
@@ -283,13 +281,6 @@ def _workflow_list_page(request: HttpRequest, status: int) -> HttpResponse:
     return render(request, "runs/workflow_list.html", {"workflows": workflows}, status=status)
 
 
-def _usable_workflow(request: HttpRequest, name: str) -> Workflow:
-    """The workflow, if the user may use it (running its command uses its backend): else 403."""
-    workflow = get_object_or_404(Workflow.objects.select_related("backend"), name=name)
-    require_shared(request.user, workflow)
-    return workflow
-
-
 def _task_json(item: ResolvedTask) -> dict[str, Any]:
     return item.definition.model_dump() | {"resolved_deps": item.resolved_deps}
 
@@ -310,7 +301,7 @@ def _dry_run_json(workflow: Workflow, tasks: list[ResolvedTask], error: Workflow
 
 @require_GET
 def workflow_dry_run(request: HttpRequest, name: str) -> HttpResponse:
-    workflow = _usable_workflow(request, name)
+    workflow = usable_workflow(request.user, name)
     tasks: list[ResolvedTask] = []
     error = None
     try:
@@ -334,7 +325,7 @@ def workflow_dry_run(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_POST
 def workflow_run(request: HttpRequest, name: str) -> HttpResponse:
-    workflow = _usable_workflow(request, name)
+    workflow = usable_workflow(request.user, name)
     try:
         max_concurrent = form_max_concurrent(request.POST.get("max_concurrent", ""))
     except ValueError as exc:  # what was typed is wrong: say so with the page, as a 400
@@ -356,8 +347,7 @@ AUDIT_PER_PAGE = 100
 
 @require_GET
 def audit_trail(request: HttpRequest) -> HttpResponse:
-    if not request.user.is_staff:
-        raise PermissionDenied("the audit trail is for staff")
+    require_staff(request.user, "the audit trail")
     action = request.GET.get("action", "")
     events = AuditEvent.objects.all()
     if action:

@@ -6,6 +6,7 @@ from typing import Any
 
 from django import template
 
+from runs.access import is_staff
 from runs.notify.models import Notification
 
 register = template.Library()
@@ -13,7 +14,6 @@ register = template.Library()
 
 @register.simple_tag(takes_context=True)
 def failed_notifications_count(context: dict[str, Any]) -> int:
-    user = context.get("user")
-    if not getattr(user, "is_staff", False):
+    if not is_staff(context.get("user")):
         return 0
     return Notification.objects.filter(state=Notification.State.FAILED).count()
