@@ -29,7 +29,7 @@ from runs.engine import states
 from runs.engine.events import RunChange, run_changed
 from runs.engine.sql import chunks
 from runs.models import Run, Task, Viewer, task_group
-from runs.web.pages import GroupView, RunRow, group_counts, state_counts, task_rows
+from runs.web.pages import GroupView, RunRow, group_counts, task_rows
 
 log = logging.getLogger("runs.live.push")
 
@@ -152,7 +152,7 @@ def publish(change: RunChange) -> None:
     # fetch the page's live part once: its rows would weigh more than the page itself.
     many = len(change.task_ids) > PUSH_ROWS
     tasks = [] if many else _changed_tasks(run, change.task_ids)
-    counts = state_counts([run.pk])[run.pk]
+    counts = Task.objects.state_counts([run.pk])[run.pk]
     message_id = uuid.uuid4().hex
     send = async_to_sync(layer.group_send)
     frames = run_page_html(run, tasks, counts)
