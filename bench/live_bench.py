@@ -44,7 +44,7 @@ from runs.actions import create_run  # noqa: E402
 from runs.engine.states import TaskState  # noqa: E402
 from runs.live.push import run_page_html  # noqa: E402
 from runs.models import Run, Task  # noqa: E402
-from runs.web.pages import state_counts, task_rows  # noqa: E402
+from runs.web.pages import task_rows  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -99,7 +99,7 @@ def bench_page(tasks: int, groups: int, repeat: int) -> None:
             f"  {size / 1024:7.1f} KB  {queries} queries"
         )
     changed = list(task_rows(run)[:10])
-    frames = run_page_html(run, changed, state_counts([run.pk])[run.pk])
+    frames = run_page_html(run, changed, Task.objects.state_counts([run.pk])[run.pk])
     print(f"  {'a pushed change of 10 tasks':38s} {sum(len(f.encode()) for f in frames) / 1024:7.1f} KB")
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeAlias
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import models
+from django.db.models import Count
 from django.utils import timezone
 
 from runs.engine import states
@@ -47,6 +49,18 @@ class TaskQuerySet(models.QuerySet["Task"]):
         """Tasks of the runs on ``backend``; only of ``owner``'s runs if given."""
         tasks = self.filter(run__backend=backend)
         return tasks if owner is None else tasks.filter(run__owner_id=owner)
+
+    def state_counts(self, run_ids: Iterable[str]) -> dict[str, dict[str, int]]:
+        """Tasks per state of each of these runs (every state, zeros included, in the states'
+        order), in one aggregate query: what pages, the API, the push, the run's status and
+        its notifications count."""
+        ids = list(run_ids)
+        counts = {run_id: dict.fromkeys(TaskState.values, 0) for run_id in ids}
+        # order_by(): Task's default ordering would join runs_run for nothing.
+        rows = self.filter(run_id__in=ids).order_by().values_list("run_id", "state").annotate(n=Count("id"))
+        for run_id, state, n in rows:
+            counts[run_id][state] = n
+        return counts
 
 
 class Workflow(models.Model):

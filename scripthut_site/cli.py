@@ -308,7 +308,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _wait(run: object) -> int:
     from django.conf import settings
-    from django.db.models import Count
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from runs.engine import states
@@ -331,10 +330,10 @@ def _wait(run: object) -> int:
             if settings.EMBEDDED:
                 tick()  # no workers in embedded mode: this process drives the run
             run.refresh_from_db()
-            counts = dict(run.tasks.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
+            counts = Task.objects.state_counts([run.pk])[run.pk]
             total = sum(counts.values())
             finished = sum(counts.get(s, 0) for s in states.FINISHED)
-            summary = " ".join(f"{state}={n}" for state, n in sorted(counts.items()))
+            summary = " ".join(f"{state}={n}" for state, n in sorted(counts.items()) if n)
             progress.update(bar, completed=finished, total=total, counts=summary)
             said = _say_why_waiting(run, said, progress.console.print)
             if run.is_finished:

@@ -1,8 +1,10 @@
-"""Sources pages: list and sync sources, browse their workflow files, dry-run and run them."""
+"""Sources pages: list and sync sources, browse their workflow files, dry-run and run them
+(the dry-run page and run form are runs.web.dry_run's, shared with configured workflows)."""
 
 from __future__ import annotations
 
 from django.contrib import messages
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -10,12 +12,37 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from runs.access import usable, usable_source
-from runs.engine.jobspec import resolve_working_dir
-from runs.web.page_input import first_rows, problems_message
-from runs.workflows.limits import form_max_concurrent
+from runs.models import Run
+from runs.web.dry_run import DryRun, WorkflowDocument, dry_run_page, run_document
 from runs.workflows.parse import WorkflowError
 from sources.models import Source
 from sources.sync import UnknownWorkflowFile, dry_run_source, source_git, start_source_run, sync_source
+
+DEFAULT_MAX_CONCURRENT = Run._meta.get_field("max_concurrent").default  # what a run gets when none is asked
+
+
+class SourceFile(WorkflowDocument):
+    """One workflow file of a source, read at its synced commit (git) or from its path."""
+
+    def __init__(self, source: Source, file: str) -> None:
+        self.source, self.file = source, file
+        self.name, self.backend = f"{source.name}/{file}", source.backend
+        self.list_url = reverse("source_workflows", args=[source.name])
+        self.crumbs = [("Sources", reverse("source_list")), (source.name, self.list_url)]
+        self.run_url = reverse("source_run", args=[source.name, file])
+        self.max_concurrent = DEFAULT_MAX_CONCURRENT
+
+    def dry_run(self) -> DryRun:
+        return DryRun(dry_run_source(self.source, self.file), source_git(self.source))
+
+    def start(self, owner: User, max_concurrent: int | None) -> Run:
+        return start_source_run(self.source, self.file, owner, max_concurrent=max_concurrent)
+
+    def list_page(self, request: HttpRequest, status: int) -> HttpResponse:
+        return _workflows_page(request, self.source, status)
+
+    def missing(self, error: WorkflowError) -> bool:
+        return isinstance(error, UnknownWorkflowFile)
 
 
 @require_GET
@@ -40,47 +67,19 @@ def source_sync(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_GET
 def source_workflows(request: HttpRequest, name: str) -> HttpResponse:
-    source = usable_source(request.user, name)
-    return render(request, "sources/workflows.html", {"source": source})
+    return _workflows_page(request, usable_source(request.user, name), status=200)
 
 
 def _workflows_page(request: HttpRequest, source: Source, status: int) -> HttpResponse:
-    return render(request, "sources/workflows.html", {"source": source}, status=status)
+    context = {"source": source, "max_concurrent": DEFAULT_MAX_CONCURRENT}
+    return render(request, "sources/workflows.html", context, status=status)
 
 
 @require_GET
 def source_dry_run(request: HttpRequest, name: str, file: str) -> HttpResponse:
-    source = usable_source(request.user, name)
-    context: dict[str, object] = {"source": source, "file": file, "rows": [], "error": "", "problems": []}
-    status = 200
-    try:
-        tasks = dry_run_source(source, file)
-    except WorkflowError as exc:
-        context.update(error=str(exc), problems=exc.problems, problem_count=exc.count)
-        status = 404 if isinstance(exc, UnknownWorkflowFile) else 200
-    else:
-        shown, counts = first_rows(tasks)
-        # Show where each task will really run: relative dirs land inside the checkout
-        # (on AWS Batch, the one each job makes in its container).
-        git = source_git(source)
-        clone_dir = git.clone_dir if git else ""
-        context.update(counts, rows=[(t, resolve_working_dir(t.definition.working_dir, clone_dir)) for t in shown])
-    return render(request, "sources/dry_run.html", context, status=status)
+    return dry_run_page(request, SourceFile(usable_source(request.user, name), file))
 
 
 @require_POST
 def source_run(request: HttpRequest, name: str, file: str) -> HttpResponse:
-    source = usable_source(request.user, name)
-    try:
-        max_concurrent = form_max_concurrent(request.POST.get("max_concurrent", ""))
-    except ValueError as exc:  # what was typed is wrong: say so with the page, as a 400
-        messages.error(request, f"Cannot run {source.name}/{file}: {exc}")
-        return _workflows_page(request, source, status=400)
-    try:
-        # LoginRequiredMiddleware guarantees a real user here.
-        run = start_source_run(source, file, request.user, max_concurrent=max_concurrent)  # type: ignore[arg-type]
-    except WorkflowError as exc:
-        messages.error(request, problems_message(f"Cannot run {source.name}/{file}", exc))
-        return redirect("source_workflows", name=source.name)
-    messages.success(request, f"Started run {run.pk} of {run.workflow_name}.")
-    return redirect("run_detail", run_id=run.pk)
+    return run_document(request, SourceFile(usable_source(request.user, name), file))

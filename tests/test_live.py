@@ -224,7 +224,8 @@ def test_jobs_stream_sends_server_sent_events_of_visible_runs_only(
     theirs = create_run(
         owner=bob, backend=local_backend, workflow_name="bobs", payload=[{"id": "x", "name": "x", "command": "true"}]
     )
-    assert _next_event(bobs) == ("run", {"run": theirs.pk, "owner": "bob", "run_status": "pending"})
+    counts = dict.fromkeys(TaskState.values, 0) | {"pending": 1}
+    assert _next_event(bobs) == ("run", {"run": theirs.pk, "owner": "bob", "run_status": "pending", "counts": counts})
     task = run.tasks.get(task_id="sim.2")
     _claim(task)
     for stream in (alice, carol):  # carol's stream is narrowed to alice: bob's new run was skipped

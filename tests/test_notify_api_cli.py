@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from runs.engine.states import TaskState
 from runs.models import Notification, Run, RunNotify
 from runs.notify.deliver import deliver_due
 from tests.notify_receivers import WebhookReceiver, webhook_server
@@ -29,7 +30,8 @@ def test_api_notify_overrides_the_preferences_for_that_run(user, local_backend, 
         deliver_due()
     (request,) = receiver.requests
     assert request["body"]["run_id"] == run.pk and request["body"]["status"] == "failed"
-    assert request["body"]["counts"] == {"failed": 1} and request["body"]["name"] == "api-wf"
+    assert request["body"]["counts"] == dict.fromkeys(TaskState.values, 0) | {"failed": 1}
+    assert request["body"]["name"] == "api-wf"
     assert Notification.objects.get().state == "sent"
 
 

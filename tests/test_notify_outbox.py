@@ -74,7 +74,8 @@ def test_a_failed_run_is_notified_with_its_payload_in_the_status_update(user, lo
     (note,) = Notification.objects.all()
     assert note.event == "run.failed" and note.channel == "email" and note.run_id == run.pk
     assert note.payload["run_id"] == run.pk and note.payload["status"] == "failed"
-    assert note.payload["counts"] == {"failed": 2} and note.payload["total"] == 2
+    # Every state, zeros included: the API's counts (runs.shapes.counts_shape).
+    assert note.payload["counts"] == dict.fromkeys(TaskState.values, 0) | {"failed": 2} and note.payload["total"] == 2
     assert note.payload["name"] == "wf" and note.payload["link"].endswith(f"/runs/{run.pk}")
     assert "cost" in note.payload
     refresh_run_status(run.pk)  # nothing changed: nothing more

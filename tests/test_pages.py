@@ -17,8 +17,7 @@ from backends.base import BackendUnavailable, TaskLog
 from backends.models import Backend
 from runs.actions import create_run
 from runs.demo import ensure_demo_setup
-from runs.models import ApiToken, ObservedJob, Run, Task, Workflow
-from runs.web import pages
+from runs.models import ApiToken, ObservedJob, Run, Task, TaskQuerySet, Workflow
 from runs.web.pages import GROUP_ROWS
 from tests.conftest import LOCAL_USERS, local_user
 
@@ -167,12 +166,12 @@ def test_run_page_its_partial_and_the_api_report_the_same_counts(
     Task.objects.filter(run=run, task_id="sim.1").update(state=Task.State.FAILED)
     counted: list[list[str]] = []
 
-    def spy(run_ids: Any) -> dict[str, dict[str, int]]:
+    def spy(tasks: TaskQuerySet, run_ids: Any) -> dict[str, dict[str, int]]:
         counted.append(list(run_ids))
-        return real(counted[-1])
+        return real(tasks, counted[-1])
 
-    real = pages.state_counts
-    monkeypatch.setattr(pages, "state_counts", spy)
+    real = TaskQuerySet.state_counts
+    monkeypatch.setattr(TaskQuerySet, "state_counts", spy)
     full = alice_client.get(reverse("run_detail", args=[run.pk]))
     partial = alice_client.get(reverse("run_items", args=[run.pk]), headers=HTMX)
     api = Client(headers={"Authorization": f"Token {ApiToken.issue(user)}"})

@@ -41,6 +41,7 @@ from runs.api.schemas import (
 )
 from runs.costing.summary import run_cost
 from runs.models import Run, Task
+from runs.shapes import counts_shape, run_shape, task_shape
 from runs.web.dashboard import active_tasks_per_backend
 from runs.web.pages import RunRow, run_rows, task_rows
 from runs.workflows.parse import WorkflowError
@@ -186,20 +187,7 @@ def _server_error(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 
 def _summary(row: RunRow) -> dict[str, Any]:
-    run = row.run
-    return {
-        "id": run.pk,
-        "workflow_name": run.workflow_name,
-        "status": run.status,
-        "backend": run.backend.name,
-        "owner": run.owner.get_username(),
-        "max_concurrent": run.max_concurrent,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "counts": row.counts,
-        "cost": row.cost.as_api() if row.cost else None,
-    }
+    return run_shape(row.run, row.cost) | {"max_concurrent": row.run.max_concurrent, "counts": counts_shape(row.counts)}
 
 
 def _detail(request: HttpRequest, run: Run, page: TaskPage) -> dict[str, Any]:
@@ -207,41 +195,13 @@ def _detail(request: HttpRequest, run: Run, page: TaskPage) -> dict[str, Any]:
     end = page.offset + page.limit
     following = f"{request.path}?{urlencode({'limit': page.limit, 'offset': end})}" if end < total else None
     cost = run_cost(run.pk)  # None when pricing is off: then no task shows a cost either
-    return {
-        "id": run.pk,
-        "status": run.status,
-        "backend": run.backend.name,
-        "workflow_name": run.workflow_name,
-        "owner": run.owner.get_username(),
+    return run_shape(run, cost) | {
         "error": run.error,
         "warnings": run.warnings,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
         "task_count": total,
         "next": following,
         # The same rows as the run page (only the columns shown: not every script), a page at a time.
-        "tasks": [_task(t, priced=cost is not None) for t in task_rows(run)[page.offset : end]],
-        "cost": cost.as_api() if cost else None,
-    }
-
-
-def _task(task: Task, priced: bool) -> dict[str, Any]:
-    return {
-        "id": task.task_id,
-        "name": task.name,
-        "state": task.state,
-        "job_id": task.job_id,
-        "exit_code": task.exit_code,
-        "reason": task.reason,
-        "warning": task.warning,
-        "submitted_at": task.submitted_at,
-        "started_at": task.started_at,
-        "finished_at": task.finished_at,
-        "elapsed_seconds": task.duration_seconds,
-        "deps": task.deps,
-        "cost": float(task.cost) if priced and task.cost is not None else None,
-        "waste_cost": float(task.waste_cost) if priced and task.waste_cost is not None else None,
+        "tasks": [task_shape(t, priced=cost is not None) for t in task_rows(run)[page.offset : end]],
     }
 
 

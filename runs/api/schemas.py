@@ -1,4 +1,7 @@
-"""Request and response schemas of the REST API (runs.api.routes); the OpenAPI document is built from them."""
+"""Request and response schemas of the REST API (runs.api.routes); the OpenAPI document is built from them.
+
+The run, task, counts and cost fields documented here are built by runs.shapes.
+"""
 
 from __future__ import annotations
 

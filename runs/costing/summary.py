@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from django.db.models import Count, Sum
 
@@ -24,17 +23,6 @@ class RunCost:
     price_type: str
     region: str
     prices_date: datetime | None
-
-    def as_api(self) -> dict[str, Any]:
-        return {
-            "total_usd": float(self.total),
-            "waste_usd": None if self.waste is None else float(self.waste),
-            "costed_tasks": self.costed,
-            "tasks": self.tasks,
-            "price_type": self.price_type,
-            "region": self.region,
-            "prices_date": self.prices_date,
-        }
 
 
 def run_costs(run_ids: Iterable[str], book: PriceBook | None = None) -> dict[str, RunCost]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count
 from django.utils import timezone
 
 from runs.engine import events
@@ -33,9 +32,7 @@ def derive_status(run: Run, counts: dict[str, int]) -> dict[str, Any]:
 
 def refresh_run_status(run_id: str) -> None:
     """Derive a run's status from its task counts and save it if it changed."""
-    counts = dict(
-        Task.objects.filter(run_id=run_id).values_list("state").annotate(n=Count("id")).values_list("state", "n")
-    )
+    counts = Task.objects.state_counts([run_id])[run_id]
     run = Run.objects.get(pk=run_id)
     fields = derive_status(run, counts)
     if not any(getattr(run, k) != v for k, v in fields.items()):

@@ -28,7 +28,8 @@ from runs.engine import states
 from runs.engine.events import RunChange, run_changed
 from runs.engine.sql import chunks
 from runs.models import Run, Task, task_group
-from runs.web.pages import GroupView, RunRow, group_counts, state_counts, task_rows
+from runs.shapes import counts_shape, task_shape
+from runs.web.pages import GroupView, RunRow, group_counts, task_rows
 
 log = logging.getLogger("runs.live.push")
 
@@ -86,25 +87,15 @@ def jobs_html(run: Run, tasks: list[Task]) -> str:
     return "".join(parts)
 
 
-def task_events(run: Run, tasks: list[Task]) -> list[dict[str, Any]]:
-    """The changes as data (``/jobs/stream``)."""
+def task_events(run: Run, tasks: list[Task], counts: dict[str, int]) -> list[dict[str, Any]]:
+    """The changes as data (``/jobs/stream``): each task's shape as the API gives it, with its
+    run, owner, run status and the run's counts (``runs.shapes``); also ``task`` (its id) and ``node``."""
     owner = run.owner.get_username()
+    about_run = {"run": run.pk, "owner": owner, "run_status": run.status, "counts": counts_shape(counts)}
     if not tasks:
-        return [{"run": run.pk, "owner": owner, "run_status": run.status}]
-    return [
-        {
-            "run": run.pk,
-            "owner": owner,
-            "run_status": run.status,
-            "task": task.task_id,
-            "state": task.state,
-            "job_id": task.job_id,
-            "reason": task.reason,
-            "exit_code": task.exit_code,
-            "node": task.node,
-        }
-        for task in tasks
-    ]
+        return [about_run]
+    priced = run_cost(run.pk) is not None
+    return [about_run | task_shape(task, priced) | {"task": task.task_id, "node": task.node} for task in tasks]
 
 
 # -- sending ------------------------------------------------------------------------------
@@ -132,14 +123,14 @@ def publish(change: RunChange) -> None:
     # fetch the page's live part once: its rows would weigh more than the page itself.
     many = len(change.task_ids) > PUSH_ROWS
     tasks = [] if many else _changed_tasks(run, change.task_ids)
-    counts = state_counts([run.pk])[run.pk]
+    counts = Task.objects.state_counts([run.pk])[run.pk]
     message_id = uuid.uuid4().hex
     send = async_to_sync(layer.group_send)
     frames = run_page_html(run, tasks, counts)
     if change.run_status or many:  # the actions (cancel, relaunch) hang on the status
         frames[0] += REFRESH
     send(page_group, {"type": MESSAGE_TYPE, "id": message_id, "frames": frames})
-    events = task_events(run, tasks)
+    events = task_events(run, tasks, counts)
     if many:
         events[0]["changed_tasks"] = len(change.task_ids)
     viewers = {

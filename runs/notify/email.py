@@ -26,7 +26,8 @@ def text(note: Notification) -> str:
         if payload.get(key) is not None:
             lines.append(f"{label}: {payload[key]}")
     for state, n in (payload.get("counts") or {}).items():
-        lines.append(f"  {state}: {n}")
+        if n:  # every state is counted; the states without tasks say nothing
+            lines.append(f"  {state}: {n}")
     if payload.get("cost") is not None:
         lines.append(f"Cost: ${payload['cost']:.2f}")
     if payload.get("link"):

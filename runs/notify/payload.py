@@ -1,13 +1,20 @@
-"""What a run notification says: run id, name, status, counts, cost, link."""
+"""What a run notification says: run id, name, status, counts, cost, link (README, *Notifications*).
+
+The fields are the run's and its counts' shapes (``runs.shapes``) under the names the
+payload has always had: ``run_id`` is the API's ``id``, ``name`` its ``workflow_name``,
+``cost`` its ``cost.total_usd``.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from django.db.models import Count, Sum
 from django.urls import reverse
 
+from runs.costing.summary import run_cost
+from runs.models import Run, Task
+from runs.shapes import counts_shape, run_shape
 from scripthut_site.deployment import public_url
 
 
@@ -16,25 +23,17 @@ def run_link(run_id: str) -> str:
     return public_url(os.environ) + reverse("run_detail", args=[run_id])
 
 
-def run_cost(run: Any) -> float | None:
-    """The run's cost so far, or None while tasks have no ``cost`` field (the cost lane adds it)."""
-    task_model = run.tasks.model
-    if not any(f.name == "cost" for f in task_model._meta.concrete_fields):
-        return None
-    total = run.tasks.aggregate(total=Sum("cost"))["total"]
-    return None if total is None else float(total)
-
-
-def run_payload(run: Any, event: str) -> dict[str, Any]:
-    counts = dict(run.tasks.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
+def run_payload(run: Run, event: str) -> dict[str, Any]:
+    counts = counts_shape(Task.objects.state_counts([run.pk])[run.pk])
+    shape = run_shape(run, run_cost(run.pk))  # cost None: pricing is off
     return {
         "event": event,
-        "run_id": run.pk,
-        "name": run.workflow_name,
-        "status": run.status,
-        "counts": {state: counts[state] for state in sorted(counts)},
+        "run_id": shape["id"],
+        "name": shape["workflow_name"],
+        "status": shape["status"],
+        "counts": counts,
         "total": sum(counts.values()),
-        "cost": run_cost(run),
+        "cost": shape["cost"]["total_usd"] if shape["cost"] else None,
         "link": run_link(run.pk),
-        "owner": run.owner.get_username(),
+        "owner": shape["owner"],
     }

@@ -26,7 +26,7 @@ def body(note: Notification) -> dict[str, Any]:
 def slack_text(note: Notification) -> str:
     payload = note.payload
     lines = [note.subject]
-    counts = payload.get("counts") or {}
+    counts = {state: n for state, n in (payload.get("counts") or {}).items() if n}  # every state is counted
     if counts:
         lines.append(", ".join(f"{n} {state}" for state, n in counts.items()))
     if payload.get("cost") is not None:

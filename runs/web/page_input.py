@@ -1,5 +1,5 @@
-"""What pages do with what users send them: every workflow problem listed, and long
-dry runs cut to a page of rows (a 10,000-task table takes seconds to render and is
+"""What pages do with what users send them: JSON for those who ask for it, every workflow
+problem listed, and long dry runs cut to a page of rows (a 10,000-task table takes seconds to render and is
 read by no one)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
+from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -15,6 +16,11 @@ from runs.workflows.parse import WorkflowError
 DRY_RUN_ROWS = 500  # task rows a dry-run page shows; the rest are counted
 
 Row = TypeVar("Row")
+
+
+def wants_json(request: HttpRequest) -> bool:
+    """Browsers send "text/html,...,*/*;q=0.8" and get HTML; API clients asking for JSON get JSON."""
+    return request.get_preferred_type(["text/html", "application/json"]) == "application/json"
 
 
 def problems_message(prefix: str, exc: WorkflowError) -> SafeString:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.paginator import Page, Paginator
-from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.http import Http404
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -23,7 +23,6 @@ from runs.access import visible_runs
 from runs.costing.summary import RunCost, run_cost, run_costs
 from runs.engine import states
 from runs.engine.sql import chunks
-from runs.engine.states import TaskState
 from runs.models import Run, Task, Viewer, task_group
 from runs.web.attempts import attempts
 
@@ -69,17 +68,6 @@ TASK_ROW_FIELDS = (
 # -- counts and the runs list ------------------------------------------------------------
 
 
-def state_counts(run_ids: Iterable[str]) -> dict[str, dict[str, int]]:
-    """Tasks per state (every state, zeros included) of many runs, in one aggregate query."""
-    ids = list(run_ids)
-    counts = {run_id: dict.fromkeys(TaskState.values, 0) for run_id in ids}
-    # order_by(): Task's default ordering would join runs_run for nothing.
-    rows = Task.objects.filter(run_id__in=ids).order_by().values_list("run_id", "state").annotate(n=Count("id"))
-    for run_id, state, n in rows:
-        counts[run_id][state] = n
-    return counts
-
-
 @dataclass(frozen=True)
 class RunRow:
     run: Run
@@ -94,7 +82,7 @@ class RunRow:
 def run_rows(runs: Iterable[Run]) -> list[RunRow]:
     """One row per run, with its counts: the runs page and ``GET /api/runs``."""
     listed = list(runs)
-    counts = state_counts(run.pk for run in listed)
+    counts = Task.objects.state_counts(run.pk for run in listed)
     costs = run_costs(run.pk for run in listed)
     return [RunRow(run, counts[run.pk], costs.get(run.pk)) for run in listed]
 
@@ -246,7 +234,7 @@ def run_page(run: Run, focus: str | None = None, page_number: str | None = None)
         page = _choose_focus_rows(groups, light, focus, page_number, GROUP_PAGE_SIZE)
         shown = [groups[focus]]
         _load_rows(run, shown, every_row=len(shown[0].pks) == len(light))
-    counts = state_counts([run.pk])[run.pk]
+    counts = Task.objects.state_counts([run.pk])[run.pk]
     return RunPage(
         run=run,
         counts=counts,

@@ -1,7 +1,8 @@
 """Server-rendered pages: the jobs dashboard, runs and their tasks, task logs, workflows.
 
 Views stay thin: their data comes from runs.web.pages (runs, the run page, task rows; the
-API calls the same functions) and runs.web.dashboard, and they hand it to templates.
+API calls the same functions) and runs.web.dashboard, and they hand it to templates; a
+workflow's dry run and run are runs.web.dry_run's, shared with the sources' workflow files.
 Live parts of a page are htmx partials: changes are pushed into them over a websocket
 (runs.live.push, runs.live.consumers), and the page fetches them again only while its socket is
 down (``data-poll-url``, left out once there is nothing left to follow).
@@ -29,15 +30,13 @@ from runs.actions import RunStateError, cancel_run, relaunch_run
 from runs.costing.summary import run_cost
 from runs.engine.jobspec import task_log
 from runs.engine.states import TaskState
-from runs.models import AuditEvent, Task, Workflow, task_group
+from runs.models import AuditEvent, Task, Workflow
 from runs.web.dashboard import dashboard_context
-from runs.web.page_input import first_rows, problems_message
+from runs.web.dry_run import ConfiguredWorkflow, dry_run_page, run_document
+from runs.web.page_input import wants_json
 from runs.web.pages import group_page, run_list_context, run_page
 from runs.web.task_notes import how_it_ended, why_it_never_ran
 from runs.web.timeline import build_group, build_timeline
-from runs.workflows.command import dry_run, start_run
-from runs.workflows.limits import form_max_concurrent
-from runs.workflows.parse import ResolvedTask, WorkflowError
 from sources.git import mask_credentials
 
 
@@ -51,11 +50,6 @@ LOG_TAIL_BYTES = 256 * 1024
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def _wants_json(request: HttpRequest) -> bool:
-    # Browsers send "text/html,...,*/*;q=0.8" and get HTML; API clients asking for JSON get JSON.
-    return request.get_preferred_type(["text/html", "application/json"]) == "application/json"
 
 
 def _htmx_aware(response: HttpResponse) -> HttpResponse:
@@ -271,73 +265,19 @@ def _workflow_json(workflow: Workflow) -> dict[str, Any]:
 @require_GET
 def workflow_list(request: HttpRequest) -> HttpResponse:
     workflows = list(usable(request.user, Workflow.objects.select_related("backend")))
-    if _wants_json(request):
+    if wants_json(request):
         return JsonResponse([_workflow_json(w) for w in workflows], safe=False)
     return render(request, "runs/workflow_list.html", {"workflows": workflows})
 
 
-def _workflow_list_page(request: HttpRequest, status: int) -> HttpResponse:
-    workflows = usable(request.user, Workflow.objects.select_related("backend"))
-    return render(request, "runs/workflow_list.html", {"workflows": workflows}, status=status)
-
-
-def _task_json(item: ResolvedTask) -> dict[str, Any]:
-    return item.definition.model_dump() | {"resolved_deps": item.resolved_deps}
-
-
-def _dry_run_json(workflow: Workflow, tasks: list[ResolvedTask], error: WorkflowError | None) -> JsonResponse:
-    if error:
-        problems = [p.as_dict() for p in error.details]
-        return JsonResponse({"workflow": workflow.name, "error": str(error), "problems": problems}, status=400)
-    return JsonResponse(
-        {
-            "workflow": workflow.name,
-            "backend": workflow.backend.name,
-            "count": len(tasks),
-            "tasks": [_task_json(t) for t in tasks],
-        }
-    )
-
-
 @require_GET
 def workflow_dry_run(request: HttpRequest, name: str) -> HttpResponse:
-    workflow = usable_workflow(request.user, name)
-    tasks: list[ResolvedTask] = []
-    error = None
-    try:
-        tasks = dry_run(workflow)
-    except WorkflowError as exc:
-        error = exc
-    if _wants_json(request):
-        return _dry_run_json(workflow, tasks, error)
-    shown, counts = first_rows(tasks)
-    context = {
-        "workflow": workflow,
-        "error": str(error or ""),
-        "problems": error.problems if error else [],
-        "problem_count": error.count if error else 0,
-        "groups": len({task_group(t.definition.id) for t in tasks}),
-        "tasks": shown,
-        **counts,
-    }
-    return render(request, "runs/workflow_dry_run.html", context)
+    return dry_run_page(request, ConfiguredWorkflow(usable_workflow(request.user, name)))
 
 
 @require_POST
 def workflow_run(request: HttpRequest, name: str) -> HttpResponse:
-    workflow = usable_workflow(request.user, name)
-    try:
-        max_concurrent = form_max_concurrent(request.POST.get("max_concurrent", ""))
-    except ValueError as exc:  # what was typed is wrong: say so with the page, as a 400
-        messages.error(request, f"Could not start {workflow.name}: {exc}")
-        return _workflow_list_page(request, status=400)
-    try:
-        run = start_run(workflow, request.user, max_concurrent)  # type: ignore[arg-type]  # never anonymous here
-    except WorkflowError as exc:
-        messages.error(request, problems_message(f"Could not start {workflow.name}", exc))
-        return redirect("workflow_list")
-    messages.success(request, f"Run {run.pk} of {workflow.name} started.")
-    return redirect("run_detail", run_id=run.pk)
+    return run_document(request, ConfiguredWorkflow(usable_workflow(request.user, name)))
 
 
 # -- audit trail (staff) -------------------------------------------------------------------

@@ -42,10 +42,11 @@ def fetch_tasks(workflow: Workflow, owner: User | None = None) -> tuple[str, Git
     return result.stdout, git
 
 
-def dry_run(workflow: Workflow) -> list[ResolvedTask]:
-    """The tasks a run of this workflow would have, validated, without creating anything."""
-    text, _ = fetch_tasks(workflow)
-    return validate(text)
+def dry_run(workflow: Workflow) -> tuple[list[ResolvedTask], GitCheckout | None]:
+    """The tasks a run of this workflow would have, validated, without creating anything,
+    and the git checkout they would run in (if the workflow has a git block)."""
+    text, git = fetch_tasks(workflow)
+    return validate(text), git
 
 
 def start_run(workflow: Workflow, owner: User, max_concurrent: int | None = None) -> Run:
