@@ -14,10 +14,11 @@ that need neither.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,6 @@ class Harness:
     unknown_id: str = "424242"  # an id of the scheduler's shape that no job has
     # Moves emulated jobs on as the real service would: (adapter, the job to finish).
     advance: Callable[[BackendAdapter, str], None] = lambda adapter, finishing: None
-    done: set[str] = field(default_factory=set)
 
 
 def backend_row(kind: str, name: str, settings: dict[str, Any]) -> Backend:
@@ -87,19 +87,20 @@ def batch_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
     aws = {"region": "us-east-1", "job_queue": world.queue, "endpoint_url": server.url}
     adapter = get_adapter(backend_row("batch", "contract-batch", {"aws": aws, "job_definition": world.job_definition}))
 
+    finished: set[str] = set()
+
     def advance(adapter: BackendAdapter, finishing: str) -> None:
         # moto runs no job: start and end the one to finish, and stop cancelled ones.
-        if finishing not in harness.done:
+        if finishing not in finished:
             start_job(server, finishing, ("contract-out",))
             finish_job(finishing, 0)
-            harness.done.add(finishing)
+            finished.add(finishing)
         for job_id in _batch_ids(server):
             job = moto_job(job_id)
             if job.stop and job.status not in ("SUCCEEDED", "FAILED"):
                 job._mark_stopped(success=False)
 
-    harness = Harness(adapter, unknown_id="00000000-0000-0000-0000-000000000000", advance=advance)
-    return harness
+    return Harness(adapter, unknown_id="00000000-0000-0000-0000-000000000000", advance=advance)
 
 
 def _batch_ids(server: MotoServer) -> list[str]:
@@ -120,8 +121,11 @@ def ec2_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
     LoopbackConnector.end = LoopbackEnd(cluster=sshd, host=emulator.host)
     request.addfinalizer(lambda: setattr(LoopbackConnector, "end", None))
     adapter = get_adapter(backend_row("ec2", "contract-ec2", emulator.backend_settings(ssh_user=sshd.user)))
-    # moto boots nothing: the instance host runs each launched instance's user data.
-    return Harness(adapter, unknown_id="i-0123456789abcdef0", advance=lambda adapter, finishing: emulator.host.boot())
+
+    def advance(adapter: BackendAdapter, finishing: str) -> None:
+        emulator.host.boot()  # moto boots nothing: run each launched instance's user data here
+
+    return Harness(adapter, unknown_id="i-0123456789abcdef0", advance=advance)
 
 
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest, Path], Harness]] = {
@@ -144,7 +148,7 @@ def harness(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Iterat
 
 def spec(harness: Harness, tag: str, command: str) -> JobSpec:
     """A job as the engine makes one (runs/engine/jobspec.py), logs where the adapter puts them."""
-    job = JobSpec(tag=tag, run_id="c1", task_id=tag.rsplit("-", 1)[-1], name="contract job", command=command)
+    job = JobSpec(tag=tag, run_id="c1", task_id=tag.split("-")[2], name="contract job", command=command)
     job.partition, job.memory, job.time_limit = harness.partition, "100M", "5:00"
     job.output_file = harness.adapter.default_log_path(job, "out")
     job.error_file = harness.adapter.default_log_path(job, "err")
@@ -170,8 +174,10 @@ def poll_until(harness: Harness, job_ids: list[str], finishing: str, ended: Call
 @pytest.mark.parametrize("kind", KINDS)
 def test_submit_poll_find_cancel_and_logs(kind: str, harness: Harness) -> None:
     adapter = harness.adapter
-    done = spec(harness, "sh-c1-1-aaaaaa", "echo contract-out; echo contract-err >&2")
-    waits = spec(harness, "sh-c1-2-bbbbbb", "sleep 600")
+    # Tags unique to this attempt, as the engine's are: the scheduler remembers earlier runs' jobs.
+    attempt = secrets.token_hex(3)
+    done = spec(harness, f"sh-c1-1-{attempt}", "echo contract-out; echo contract-err >&2")
+    waits = spec(harness, f"sh-c1-2-{attempt}", "sleep 600")
     results = adapter.submit([(job, adapter.render_script(job)) for job in (done, waits)])
     assert [(r.tag, r.error, r.retry, r.parent_gone) for r in results] == [
         (done.tag, "", False, False),
@@ -186,7 +192,8 @@ def test_submit_poll_find_cancel_and_logs(kind: str, harness: Harness) -> None:
     assert all(status.job_id == job_id for job_id, status in first.statuses.items())
     assert first.statuses[harness.unknown_id].state == JobState.UNKNOWN
     assert first.statuses[waits_id].state in (JobState.QUEUED, JobState.RUNNING)
-    assert adapter.find_submitted([done.tag, waits.tag, "sh-c1-9-nobody"]) == {done.tag: done_id, waits.tag: waits_id}
+    nobody = f"sh-c1-9-{attempt}"
+    assert adapter.find_submitted([done.tag, waits.tag, nobody]) == {done.tag: done_id, waits.tag: waits_id}
     assert adapter.find_submitted([]) == {}
 
     ended = poll_until(harness, [waits_id, done_id], done_id, lambda status: status.state.is_final)
