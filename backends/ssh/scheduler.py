@@ -126,7 +126,7 @@ class SshScheduler(FileLogs, BackendAdapter):
     # The command that cancels jobs, given their ids (scancel, qdel).
     cancel_command: str = ""
     # What the cancel command may say about a job that has finished or left: not an error.
-    cancel_benign = re.compile(r"$^")
+    cancel_benign = re.compile(r"(?!)")  # (this one matches nothing)
 
     def cancel_error_lines(self, result: CommandResult) -> list[str]:
         """The lines of the cancel script's output that may be errors (its stderr)."""
