@@ -9,10 +9,20 @@ from django.http import HttpRequest
 
 from backends.local.settings import runs_as_portal_user, sharing_problem
 from backends.models import Backend, BatchJobDefinition, ClusterIdentity, Environment
+from backends.registry import kind_choices, unknown_kind
 
 
 class BackendForm(forms.ModelForm):
     """The admin's form (ModelAdmin supplies the model and fields)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The type menu is the registry as it is now (the column has no choices).
+        self.fields["kind"] = forms.ChoiceField(
+            label="Type",
+            choices=kind_choices(),
+            error_messages={"invalid_choice": unknown_kind("%(value)s")},
+        )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

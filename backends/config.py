@@ -12,15 +12,13 @@ loading) and reported as warnings by :func:`unknown_keys`.
 
 from __future__ import annotations
 
-import functools
-import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
-from pydantic import BaseModel, Field, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic import BaseModel, ValidationError, WrapValidator
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
-from backends.registry import BACKENDS, settings_class
+from backends.registry import BACKENDS, settings_class, unknown_kind
 from backends.schema import BackendSettings
 
 # Backend columns, not settings.
@@ -29,14 +27,40 @@ ROW_FIELDS = frozenset({"name", "type", "max_concurrent", "poll_interval", "allo
 # Listed in the original product's docs as planned; say so instead of "unknown type".
 UNSUPPORTED_TYPES = {"ecs": "ecs backends are not supported yet"}
 
-BACKEND_SETTINGS: dict[str, type[BackendSettings]] = {kind: settings_class(kind) for kind in BACKENDS}
+
+def kind_problem(kind: object) -> str | None:
+    """Why ``kind`` is not a backend type one can use, or None if it is registered."""
+    if isinstance(kind, str) and kind in BACKENDS:
+        return None
+    if isinstance(kind, str) and kind in UNSUPPORTED_TYPES:
+        return UNSUPPORTED_TYPES[kind]
+    return unknown_kind(str(kind))
+
+
+def _by_type(value: Any, _handler: Any) -> BackendSettings:
+    """One item of the ``backends`` list, validated by the settings model its ``type``
+    names, looked up in the registry now (not when this module was imported)."""
+    if not isinstance(value, dict):
+        raise PydanticCustomError("model_type", "must be a mapping of keys (name, type, ...)")
+    if "type" not in value:
+        raise _type_error(value, "missing", "field required")
+    problem = kind_problem(value["type"])
+    if problem:
+        raise _type_error(value, "invalid_backend_type", problem)
+    # Its errors keep their key paths, below this item's.
+    return settings_class(value["type"]).model_validate(value)
+
+
+def _type_error(value: Any, code: str, message: str) -> ValidationError:
+    error = InitErrorDetails(type=PydanticCustomError(code, message), loc=("type",), input=value)
+    return ValidationError.from_exception_data("backend", [error])
+
 
 if TYPE_CHECKING:
     # Statically, one item of the ``backends`` list is some backend's settings.
     BackendConfig: TypeAlias = BackendSettings
 else:
-    # The ``type`` key picks the model; one union member per registered kind.
-    BackendConfig = Annotated[functools.reduce(operator.or_, BACKEND_SETTINGS.values()), Field(discriminator="type")]
+    BackendConfig = Annotated[Any, WrapValidator(_by_type)]
 
 
 def backend_settings(backend: BaseModel) -> dict[str, Any]:
@@ -51,11 +75,10 @@ def validate_backend_settings(kind: str, settings: dict[str, Any]) -> dict[str, 
     is what the admin form runs, and a typo there should not vanish silently.
     Raises ValueError with one ``key.path: message`` line per problem.
     """
-    if kind in UNSUPPORTED_TYPES:
-        raise ValueError(f"type: {UNSUPPORTED_TYPES[kind]}")
-    model = BACKEND_SETTINGS.get(kind)
-    if model is None:
-        raise ValueError(f"type: unknown backend type {kind!r}")
+    problem = kind_problem(kind)
+    if problem:
+        raise ValueError(f"type: {problem}")
+    model = settings_class(kind)
     if not isinstance(settings, dict):
         raise ValueError("settings: must be an object")
     data = {key: value for key, value in settings.items() if key not in ROW_FIELDS}

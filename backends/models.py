@@ -8,12 +8,14 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from backends.registry import BACKENDS
+from backends.registry import BACKENDS, validate_kind
 from scripthut_site.crypto import EncryptedTextField
 
 
 class Backend(models.Model):
-    # One choice per registered kind: Kind.LOCAL == "local", Kind.SLURM == "slurm", ...
+    # Names for code (Kind.LOCAL == "local", ...), one per registered kind. Not the
+    # field's choices: the column is checked against the registry when validated
+    # (validate_kind), so a new kind needs no migration.
     # (django-stubs types only the one-argument form of the functional API.)
     Kind = models.TextChoices(  # type: ignore[call-overload]
         "Kind", [(kind.upper(), (kind, entry.label)) for kind, entry in BACKENDS.items()]
@@ -25,7 +27,7 @@ class Backend(models.Model):
         UNREACHABLE = "unreachable", "Unreachable"
 
     name = models.CharField(max_length=100, unique=True)
-    kind = models.CharField("type", max_length=16, choices=Kind.choices)
+    kind = models.CharField("type", max_length=16, validators=[validate_kind])
     # Validated per-type settings (ssh block, account, queue, aws block, ...), as
     # loaded by backends.config; see each backend package's settings.py.
     settings = models.JSONField(default=dict, blank=True)
@@ -45,8 +47,9 @@ class Backend(models.Model):
     status_message = models.TextField(blank=True)
     last_polled_at = models.DateTimeField(null=True, blank=True)
     next_poll_at = models.DateTimeField(null=True, blank=True)
-    # One tick per backend at a time: a worker takes the lease with a conditional
-    # UPDATE and gives it back when done; a crashed worker's lease simply expires.
+    # Who is ticking the backend (runs/engine/lease.py). On SQLite the claim itself: a
+    # short lease renewed by a heartbeat. On PostgreSQL only a mark beside the advisory
+    # lock, so a dispatcher can tell a tick that died (mark left, lock gone).
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=64, blank=True)
     # Partitions, nodes and CPUs (sinfo/pbsnodes) and clone_dir disk usage, refreshed now and then.
@@ -59,9 +62,16 @@ class Backend(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def get_kind_display(self) -> str:
+        """The kind's label from the registry (what Django would make of choices)."""
+        entry = BACKENDS.get(self.kind)
+        return entry.label if entry else self.kind
+
     def clean(self) -> None:
         from backends.config import validate_backend_settings
 
+        if self.kind not in BACKENDS:
+            return  # validate_kind has said so, on the type field
         try:
             self.settings = validate_backend_settings(self.kind, self.settings)
         except ValueError as exc:

@@ -2,9 +2,13 @@
 ``per_user`` backend) per process: connections persist between ticks.
 
 Adding a backend is one package plus one line in :data:`BACKENDS`. The package has
-``settings.py`` exposing ``Settings`` (its part of scripthut.yaml) and, once it can run
-jobs, ``adapter.py`` exposing ``Adapter``. They are separate so that loading a config
-never imports a scheduler's client libraries (paramiko, boto3).
+``settings.py`` exposing ``Settings`` (its part of scripthut.yaml) and ``adapter.py``
+exposing ``Adapter``. They are separate so that loading a config never imports a
+scheduler's client libraries (paramiko, boto3).
+
+Everything keyed by kind asks this module, when it is asked: the config file's
+``type``, the ``Backend.kind`` column (no choices frozen in a migration), the admin's
+type menu.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
 from backends.base import BackendAdapter, BackendError, BackendUnavailable, ShellAccess
 
@@ -31,7 +36,7 @@ class BackendKind:
     label: str  # shown in the admin
 
 
-# The order is the order of the type choices, and of the types listed in config errors.
+# The order is the order of the admin's type menu, and of the types listed in errors.
 BACKENDS: dict[str, BackendKind] = {
     "local": BackendKind("backends.local", "Local processes"),
     "slurm": BackendKind("backends.slurm", "Slurm (SSH)"),
@@ -39,6 +44,22 @@ BACKENDS: dict[str, BackendKind] = {
     "batch": BackendKind("backends.batch", "AWS Batch"),
     "ec2": BackendKind("backends.ec2", "AWS EC2"),
 }
+
+
+def kind_choices() -> list[tuple[str, str]]:
+    """(kind, label) of every registered kind, for a form's menu."""
+    return [(kind, entry.label) for kind, entry in BACKENDS.items()]
+
+
+def unknown_kind(kind: str) -> str:
+    """The message for a type that is not registered, naming the ones that are."""
+    return f"unknown backend type {kind!r} (expected one of: {', '.join(BACKENDS)})"
+
+
+def validate_kind(kind: str) -> None:
+    """The ``Backend.kind`` field's validator: a registered kind, or ValidationError."""
+    if kind not in BACKENDS:
+        raise ValidationError(unknown_kind(kind), code="unknown_kind")
 
 
 def settings_class(kind: str) -> type[BackendSettings]:
@@ -50,7 +71,7 @@ def settings_class(kind: str) -> type[BackendSettings]:
 
 def adapter_class(kind: str) -> type[BackendAdapter]:
     entry = BACKENDS.get(kind)
-    # A kind whose adapter is still to come (batch, ec2) has no adapter module yet.
+    # A row whose kind was unregistered since (or a package without adapter.py).
     if entry is None or importlib.util.find_spec(f"{entry.package}.adapter") is None:
         raise BackendUnavailable(f"backend type {kind!r} is not supported by this version of ScriptHut")
     adapter: type[BackendAdapter] = importlib.import_module(f"{entry.package}.adapter").Adapter

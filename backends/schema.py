@@ -6,7 +6,8 @@ through the registry: the settings modules import this one, never that one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
@@ -33,6 +34,18 @@ class BackendSettings(ConfigModel):
     # Django groups whose members may use the backend; empty: everyone, but staff only
     # for a local backend (its tasks run on the portal host).
     allowed_groups: list[str] = Field(default_factory=list)
+
+    # The least a config of this kind needs besides name and type: the tests validate it
+    # and build a backend of every registered kind from it.
+    example: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def priced_as(cls, settings: Mapping[str, Any], partition: str, partitions: Mapping[str, str]) -> tuple[str, bool]:
+        """The instance type a task in ``partition`` on such a backend (its stored
+        ``settings``) is priced as, "" if none, and whether it had the whole instance.
+        ``partitions``: ``pricing.partitions`` of the config file. Here: its partition's
+        mapping, a share of the instance (runs/costing/estimate.py)."""
+        return partitions.get(partition, ""), False
 
     if TYPE_CHECKING:
         # Each backend declares these itself, with its own default: a field's place in a

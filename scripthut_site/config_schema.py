@@ -16,13 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from backends.config import (
-    UNSUPPORTED_TYPES,
-    BackendConfig,
-    error_line,
-    error_message,
-    unknown_keys,
-)
+from backends.config import BackendConfig, error_line, error_message, unknown_keys
 from backends.local.settings import sharing_problem
 from backends.schema import ConfigModel
 
@@ -146,7 +140,8 @@ NAMED_SECTIONS = {
     "workflows": "workflow",
 }
 # Lists of discriminated unions: pydantic puts the `type` tag in the error location.
-TAGGED_SECTIONS = {"backends", "sources"}
+# (Backends are not one: their type is looked up in the registry, backends.config.)
+TAGGED_SECTIONS = {"sources"}
 
 
 def load_config(source: str | os.PathLike[str]) -> ScriptHutConfig:
@@ -212,7 +207,7 @@ def _error_lines(exc: ValidationError) -> list[str]:
         elif tagged and error["type"] == "union_tag_invalid":
             lines.append(error_line([*loc, "type"], _bad_type(str(loc[0]), error.get("ctx", {}))))
         elif tagged and len(loc) > 2:
-            # ("backends", 0, "slurm", "ssh", "host"): drop the "slurm" tag.
+            # ("sources", 0, "git", "url"): drop the "git" tag.
             lines.append(error_line(loc[:2] + loc[3:], error_message(error)))
         else:
             lines.append(error_line(loc, error_message(error)))
@@ -221,8 +216,6 @@ def _error_lines(exc: ValidationError) -> list[str]:
 
 def _bad_type(section: str, ctx: dict[str, Any]) -> str:
     tag = str(ctx.get("tag", ""))
-    if section == "backends" and tag in UNSUPPORTED_TYPES:
-        return UNSUPPORTED_TYPES[tag]
     expected = str(ctx.get("expected_tags", "")).replace("'", "")
     return f"unknown {NAMED_SECTIONS[section]} type {tag!r} (expected one of: {expected})"
 

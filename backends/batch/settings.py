@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
@@ -26,6 +27,13 @@ class BatchSettings(BackendSettings):
     retry_attempts: int = Field(default=1, ge=1, le=10)
     log_group: str = Field(default="/aws/batch/job", min_length=1)
     max_concurrent: int = Field(default=100, ge=1)
+    example = {"aws": {"region": "eu-west-1", "job_queue": "jobs"}, "default_image": "busybox"}
+
+    @classmethod
+    def priced_as(cls, settings: Mapping[str, Any], partition: str, partitions: Mapping[str, str]) -> tuple[str, bool]:
+        # A task's partition is its job queue: when it is not mapped, the queue it was sent to.
+        queue = (settings.get("aws") or {}).get("job_queue", "")
+        return partitions.get(partition) or partitions.get(queue, ""), False
 
     @model_validator(mode="after")
     def _exactly_one_job_definition_source(self) -> BatchSettings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -26,6 +27,13 @@ class Ec2Settings(BackendSettings):
     tag_prefix: str = "scripthut"
     extra_tags: dict[str, str] = Field(default_factory=dict)
     max_concurrent: int = Field(default=20, ge=1)
+    example = {"aws": {"region": "eu-west-1"}, "ami": "ami-1", "subnet_id": "subnet-1"}
+
+    @classmethod
+    def priced_as(cls, settings: Mapping[str, Any], partition: str, partitions: Mapping[str, str]) -> tuple[str, bool]:
+        # One instance per task, of the type its partition maps to in instance_types.
+        types = settings.get("instance_types") or {"default": "c5.xlarge"}
+        return types.get(partition) or types.get("default", ""), True
 
     @model_validator(mode="before")
     @classmethod

@@ -23,27 +23,15 @@ from __future__ import annotations
 
 import logging
 import re
-import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
 
-from backends.base import (
-    BackendError,
-    ClusterInfo,
-    CommandResult,
-    JobSpec,
-    JobState,
-    JobStatus,
-    PartitionInfo,
-    PollResult,
-)
+from backends.base import BackendError, ClusterInfo, CommandResult, JobSpec, JobStatus, PartitionInfo
 from backends.pbs.parsing import parse_pbsnodes, parse_qstat_json, parse_qstat_text, parse_qsub
-from backends.pbs.rendering import QSUB_HELPERS, pbs_script, qsub_argv
-from backends.ssh.scheduler import HOLD_SUBMIT_LOCK, SUBMIT_LOCK_WAIT_SECONDS, SshScheduler
+from backends.pbs.rendering import QSUB_HELPERS, pbs_header, qsub_argv
+from backends.ssh.scheduler import SshScheduler, chunks, with_ids
 
 log = logging.getLogger("backends.pbs")
 
-IDS_PER_COMMAND = 500  # job ids per qstat/qdel invocation: keeps argv far below ARG_MAX
 RC_MARK = "SCRIPTHUT-QSTAT-RC"
 
 # qstat flavours, best first. "json" and "text" read finished jobs from the job
@@ -60,6 +48,8 @@ QDEL_STDOUT_ERROR = re.compile(r"^qdel: ", re.MULTILINE)
 
 class PbsAdapter(SshScheduler):
     _mode: str | None = None  # the qstat flavour this server speaks, once known
+    cancel_command = "qdel"
+    cancel_benign = BENIGN
     # Not from the recorded fixtures (no server was down then): the messages qsub gives when
     # it cannot reach the server, or the queue is full for now.
     transient_submit_errors = (
@@ -70,13 +60,9 @@ class PbsAdapter(SshScheduler):
 
     # -- scripts (see .rendering) ------------------------------------------------------
 
-    def render_script(self, job: JobSpec) -> str:
-        return pbs_script(
-            job,
-            queue=self.settings.get("queue") or job.partition,
-            account=self.settings.get("account") or "",
-            login_shell=bool(self.settings.get("login_shell")),
-        )
+    def header(self, job: JobSpec) -> list[str]:
+        queue = self.settings.get("queue") or job.partition
+        return pbs_header(job, queue=queue, account=self.settings.get("account") or "")
 
     def submit_argv(self, job: JobSpec) -> list[str]:
         return qsub_argv(job)
@@ -95,65 +81,42 @@ class PbsAdapter(SshScheduler):
 
     # -- polling -----------------------------------------------------------------------
 
-    def poll(self, job_ids: Sequence[str]) -> PollResult:
-        ids = list(dict.fromkeys(job_ids))
+    @property
+    def not_found_reason(self) -> str:  # type: ignore[override]
+        return "not in qstat output" if self._mode != "plain" else "gone from qstat (finished jobs not shown)"
 
+    def query_jobs(self, job_ids: Sequence[str]) -> tuple[list[JobStatus], dict[str, JobStatus]]:
         def commands(mode: str) -> list[str]:
             history = HISTORY_COMMAND[mode]
-            return [LIVE_COMMAND[mode], *(_with_ids(history, chunk) for chunk in _chunks(ids) if history)]
+            return [LIVE_COMMAND[mode], *(with_ids(history, chunk) for chunk in chunks(job_ids) if history)]
 
-        mode, listings = self._qstat(commands)
+        _, listings = self._qstat(commands)
         live = listings[0]
         history: dict[str, JobStatus] = {}
         for listing in listings[1:]:
             history.update(listing)
-        found = _by_id(history, live)
-        statuses: dict[str, JobStatus] = {}
-        for job_id in ids:
-            status = found.get(job_id) or found.get(_short_id(job_id))
-            if status is None:
-                reason = "not in qstat output" if mode != "plain" else "gone from qstat (finished jobs not shown)"
-                status = JobStatus(job_id, JobState.UNKNOWN, reason=reason)
-            statuses[job_id] = status if status.job_id == job_id else replace(status, job_id=job_id)
-        observed = [s for s in live.values() if s.state in (JobState.QUEUED, JobState.RUNNING)]
-        return PollResult(statuses=statuses, observed=observed)
+        known = _by_id(history, live)
+        found = {job_id: known.get(job_id) or known.get(_short_id(job_id)) for job_id in job_ids}
+        return list(live.values()), {job_id: status for job_id, status in found.items() if status}
 
-    def find_submitted(self, tags: Sequence[str]) -> dict[str, str]:
-        wanted = set(tags)
-        if not wanted:
-            return {}
+    def tagged_jobs(self) -> Iterator[tuple[str, str]]:
         # Everything the server remembers, finished jobs included: rare (crash recovery).
         mode, (jobs,) = self._qstat(lambda mode: [HISTORY_COMMAND[mode] or LIVE_COMMAND[mode]], under_submit_lock=True)
-        found: dict[str, str] = {}
-        for job_id, status in jobs.items():
-            if status.tag in wanted:
-                found.setdefault(status.tag, job_id)
-        if not found and jobs and not any(status.tag for status in jobs.values()):
+        if jobs and not any(status.tag for status in jobs.values()):
             # Slurm's qstat wrapper shows no Variable_List: no tag can be seen, not ours
             # nor anyone's. The engine then queues these tasks again (a job that did reach
             # the scheduler may run twice); nothing better can be known from qstat here.
             log.warning(
-                "%s: qstat (%s form) shows no job variables; %d interrupted submissions cannot be found by tag",
+                "%s: qstat (%s form) shows no job variables; interrupted submissions cannot be found by tag",
                 self.name,
                 mode,
-                len(wanted),
             )
-        return found
+        return ((job_id, status.tag) for job_id, status in jobs.items() if status.tag)
 
-    def cancel(self, job_ids: Sequence[str]) -> None:
-        ids = list(dict.fromkeys(job_ids))
-        if not ids:
-            return
-        script = "\n".join(_with_ids("qdel", chunk) for chunk in _chunks(ids)) + "\n"
-        result = self.transport.run_script(script, timeout=120)
-        # Jobs that already finished or left the server are fine: they are not running.
-        # Slurm's wrapper says nothing about those, and reports other errors on stdout.
-        lines = result.stderr.splitlines() + [
-            line for line in result.stdout.splitlines() if QDEL_STDOUT_ERROR.match(line)
-        ]
-        errors = [line for line in lines if line.strip() and not BENIGN.search(line)]
-        if errors:
-            raise BackendError(f"qdel failed: {' '.join(errors)[-500:]}")
+    def cancel_error_lines(self, result: CommandResult) -> list[str]:
+        # Slurm's qdel wrapper says nothing about finished jobs, and reports other errors on stdout.
+        stdout_errors = [line for line in result.stdout.splitlines() if QDEL_STDOUT_ERROR.match(line)]
+        return result.stderr.splitlines() + stdout_errors
 
     def cluster_info(self) -> ClusterInfo:
         result = self.transport.run(
@@ -211,12 +174,9 @@ class PbsAdapter(SshScheduler):
     def _run_qstat(self, commands: Sequence[str], under_submit_lock: bool) -> CommandResult:
         """The commands in one script, each followed by an ``RC_MARK`` line with its exit code."""
         script = "".join(f"{command}\nprintf '\\n{RC_MARK} %s\\n' \"$?\"\n" for command in commands)
-        timeout = 180
         if under_submit_lock:
-            script, timeout = HOLD_SUBMIT_LOCK + script, timeout + SUBMIT_LOCK_WAIT_SECONDS
-        result = self.transport.run_script(script, timeout=timeout)
-        self.check_submit_lock(result)
-        return result
+            return self.run_under_submit_lock(script, timeout=180)
+        return self.transport.run_script(script, timeout=180)
 
 
 def _raise_for_errors(result: CommandResult, codes: Sequence[int], count: int) -> None:
@@ -226,15 +186,6 @@ def _raise_for_errors(result: CommandResult, codes: Sequence[int], count: int) -
     errors = [line for line in result.stderr.splitlines() if line.strip() and not BENIGN.search(line)]
     if any(codes) and errors:
         raise BackendError(f"qstat failed: {' '.join(errors)[-500:]}")
-
-
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), IDS_PER_COMMAND):
-        yield items[start : start + IDS_PER_COMMAND]
-
-
-def _with_ids(command: str, ids: Sequence[str]) -> str:
-    return command + "".join(" " + shlex.quote(i) for i in ids)
 
 
 def _split_outputs(stdout: str, count: int) -> tuple[list[str], list[int]]:

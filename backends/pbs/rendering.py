@@ -22,7 +22,6 @@ from pathlib import PurePosixPath
 
 from backends.base import JobSpec
 from backends.pbs.parsing import TAG_VARIABLE
-from backends.scripts import script_body, shebang
 from backends.units import parse_duration, parse_memory_mb
 
 MAX_NAME = 236  # PBS_MAXJOBNAME in OpenPBS
@@ -64,8 +63,9 @@ MEMORY = re.compile(r"^\s*(\d+)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)
 GPUS = re.compile(r"^gpu(?::[A-Za-z0-9_.-]+)?(?::(\d+))?$")
 
 
-def pbs_script(job: JobSpec, *, queue: str, account: str, login_shell: bool) -> str:
-    """The job script: ``#PBS`` directives, then the shared body."""
+def pbs_header(job: JobSpec, *, queue: str, account: str) -> list[str]:
+    """The job script's ``#PBS`` directives (the shebang above and the shared body below
+    are :class:`backends.ssh.scheduler.SshScheduler`'s)."""
     if not SAFE_TOKEN.match(job.tag):
         raise ValueError(f"tag {job.tag!r} has characters PBS does not keep in Variable_List")
     select = f"select=1:ncpus={int(job.cpus)}:mem={pbs_memory(job.memory)}"
@@ -84,13 +84,12 @@ def pbs_script(job: JobSpec, *, queue: str, account: str, login_shell: bool) -> 
     for flag, path in (("-o", job.output_file), ("-e", job.error_file)):
         if path:
             directives.append((flag, _directive_value(flag, pbs_path(path, job.working_dir))))
-    lines = [shebang(login_shell)]
-    lines += [f"#PBS {flag} {value}" for flag, value in directives]
+    lines = [f"#PBS {flag} {value}" for flag, value in directives]
     lines.append(f"# scripthut-tag: {job.tag}")
     # qsub reads #PBS lines up to the first command: end the header here, so that no
     # later line (a task id with a newline in the body's first comment) adds one.
     lines.append("true  # end of the #PBS directives")
-    return "\n".join(lines) + "\n" + script_body(job)
+    return lines
 
 
 def qsub_argv(job: JobSpec) -> list[str]:

@@ -9,6 +9,7 @@ from backends.ssh.settings import SshSchedulerSettings
 
 class PbsSettings(SshSchedulerSettings):
     type: Literal["pbs"]
+    example = {"ssh": {"host": "login.example"}}
     queue: str | None = None
 
 

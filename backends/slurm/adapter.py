@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import PurePosixPath
 
-from backends.base import BackendError, ClusterInfo, JobSpec, JobState, JobStatus, PollResult
-from backends.scripts import script_body, shebang
+from backends.base import BackendError, ClusterInfo, JobSpec, JobStatus
 from backends.slurm.parsing import (
     SACCT_FIELDS,
     SINFO_FORMAT,
@@ -25,7 +24,7 @@ from backends.slurm.parsing import (
     parse_sinfo,
     parse_squeue,
 )
-from backends.ssh.scheduler import HOLD_SUBMIT_LOCK, SUBMIT_LOCK_WAIT_SECONDS, SshScheduler
+from backends.ssh.scheduler import SshScheduler
 from backends.units import parse_duration, parse_memory_mb
 
 ACCOUNTING_DISABLED = "accounting storage is disabled"
@@ -38,8 +37,22 @@ def safe_job_name(name: str) -> str:
     return (cleaned or "task")[:80]
 
 
+# Lists (job id|job name) under the submit lock: jobs still queued, then accounting and
+# slurmctld's memory (jobs that ended less than MinJobAge ago) for ones already gone.
+TAGGED_JOBS = (
+    "squeue --noheader --all --format='%i|%j' || exit 1\n"
+    "sacct --noheader --parsable2 --allocations --starttime=now-7days --format=JobID,JobName 2>/dev/null\n"
+    "scontrol --oneliner show job 2>/dev/null "
+    "| sed -n 's/^JobId=\\([0-9_]*\\) JobName=\\(.*\\) UserId=.*/\\1|\\2/p'\n"
+)
+
+
 class SlurmAdapter(SshScheduler):
     _home: str | None = None
+    cancel_command = "scancel"
+    # scancel on a job that left the queue, or is ending.
+    cancel_benign = re.compile("Invalid job id|already completing or completed")
+    not_found_reason = "not in squeue nor accounting"
     transient_submit_errors = (
         "Unable to contact slurm controller",
         "Socket timed out on send/recv",
@@ -68,8 +81,7 @@ class SlurmAdapter(SshScheduler):
             return path
         return str(PurePosixPath(self.absolute(working_dir, "~")) / path)
 
-    def render_script(self, job: JobSpec) -> str:
-        account = self.settings.get("account") or ""
+    def header(self, job: JobSpec) -> list[str]:
         directives = {
             "job-name": f"{safe_job_name(job.name)}@{job.tag}",
             "partition": job.partition,
@@ -80,14 +92,11 @@ class SlurmAdapter(SshScheduler):
             "error": self.absolute(job.error_file, job.working_dir),
             "comment": job.tag,
         }
-        if account:
-            directives["account"] = account
+        if self.settings.get("account"):
+            directives["account"] = self.settings["account"]
         if job.gres:
             directives["gres"] = job.gres
-        lines = [shebang(bool(self.settings.get("login_shell")))]
-        for key, value in directives.items():
-            lines.append(f"#SBATCH --{key}={_directive_value(key, value)}")
-        return "\n".join(lines) + "\n" + script_body(job)
+        return [f"#SBATCH --{key}={_directive_value(key, value)}" for key, value in directives.items()]
 
     def submit_argv(self, job: JobSpec) -> list[str]:
         return ["sbatch", "--parsable"]
@@ -100,25 +109,17 @@ class SlurmAdapter(SshScheduler):
 
     # -- polling -----------------------------------------------------------------------
 
-    def poll(self, job_ids: Sequence[str]) -> PollResult:
+    def query_jobs(self, job_ids: Sequence[str]) -> tuple[list[JobStatus], dict[str, JobStatus]]:
         result = self.transport.run(f"squeue --noheader --all --format={shlex.quote(SQUEUE_FORMAT)}", timeout=60)
         if result.exit_code != 0:
             raise BackendError(f"squeue failed: {result.stderr.strip()[-500:]}")
-        observed = parse_squeue(result.stdout)
-        in_queue = {s.job_id: s for s in observed}
-        statuses: dict[str, JobStatus] = {}
-        missing = []
-        for job_id in job_ids:
-            status = in_queue.get(job_id)
-            if status:
-                statuses[job_id] = status
-            else:
-                missing.append(job_id)
+        live = parse_squeue(result.stdout)
+        in_queue = {s.job_id: s for s in live}
+        found = {job_id: in_queue[job_id] for job_id in job_ids if job_id in in_queue}
+        missing = [job_id for job_id in job_ids if job_id not in found]
         if missing:
-            statuses.update(self.finished_jobs(missing))
-        for job_id in job_ids:
-            statuses.setdefault(job_id, JobStatus(job_id, JobState.UNKNOWN, reason="not in squeue nor accounting"))
-        return PollResult(statuses=statuses, observed=observed)
+            found.update(self.finished_jobs(missing))
+        return live, found
 
     def finished_jobs(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """Jobs that left the queue: one sacct call, or scontrol where accounting is off."""
@@ -137,35 +138,14 @@ class SlurmAdapter(SshScheduler):
             found |= {j: remembered[j] for j in job_ids if j not in found and j in remembered}
         return {j: found[j] for j in job_ids if j in found}
 
-    def find_submitted(self, tags: Sequence[str]) -> dict[str, str]:
-        # Under the submit lock: jobs still queued, then accounting and slurmctld's memory
-        # (jobs that ended less than MinJobAge ago) for ones already gone. A listing that
-        # could miss a job is an error, never "not submitted".
-        script = HOLD_SUBMIT_LOCK + (
-            "squeue --noheader --all --format='%i|%j' || exit 1\n"
-            "sacct --noheader --parsable2 --allocations --starttime=now-7days --format=JobID,JobName 2>/dev/null\n"
-            "scontrol --oneliner show job 2>/dev/null "
-            "| sed -n 's/^JobId=\\([0-9_]*\\) JobName=\\(.*\\) UserId=.*/\\1|\\2/p'\n"
-        )
-        result = self.transport.run_script(script, timeout=SUBMIT_LOCK_WAIT_SECONDS + 120)
-        self.check_submit_lock(result)
+    def tagged_jobs(self) -> Iterator[tuple[str, str]]:
+        result = self.run_under_submit_lock(TAGGED_JOBS, timeout=120)
         if result.exit_code != 0:
             raise BackendError(f"cannot list jobs to reconcile submissions: {result.stderr.strip()[-500:]}")
-        wanted = set(tags)
-        found: dict[str, str] = {}
         for line in result.stdout.splitlines():
             job_id, _, name = line.partition("|")
-            tag = name.rpartition("@")[2]
-            if tag in wanted and job_id:
-                found.setdefault(tag, job_id.split(".")[0])
-        return found
-
-    def cancel(self, job_ids: Sequence[str]) -> None:
-        if not job_ids:
-            return
-        result = self.transport.run("scancel " + " ".join(shlex.quote(j) for j in job_ids), timeout=60)
-        if result.exit_code != 0 and "Invalid job id" not in result.stderr:
-            raise BackendError(f"scancel failed: {result.stderr.strip()[-500:]}")
+            if job_id:
+                yield job_id.split(".")[0], name.rpartition("@")[2]
 
     def cluster_info(self) -> ClusterInfo:
         result = self.transport.run(

@@ -9,6 +9,7 @@ from backends.ssh.settings import SshSchedulerSettings
 
 class SlurmSettings(SshSchedulerSettings):
     type: Literal["slurm"]
+    example = {"ssh": {"host": "login.example"}}
 
 
 Settings = SlurmSettings

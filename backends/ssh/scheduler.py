@@ -1,5 +1,11 @@
-"""What the SSH schedulers (Slurm, PBS) share: the transport, commands, files, and
-batch submission in one round trip.
+"""What the SSH schedulers (Slurm, PBS) share: the transport, commands, files, the job
+script's frame, and submit, poll, cancel and find_submitted, each one round trip.
+
+A scheduler subclass adds only what differs (in the manner of dask-jobqueue, where a
+scheduler adds its header to one script template): its directive lines
+(:meth:`SshScheduler.header`), the submit command and its dependency flag, the cancel
+command and the errors it may ignore, and how to list jobs (:meth:`query_jobs`,
+:meth:`tagged_jobs`) with its parsers.
 
 A submit batch is one bash script fed to ``bash -s``: for every job it runs the
 scheduler's submit command with the job script on a quoted here-document and prints
@@ -9,10 +15,12 @@ on a job earlier in the same batch refers to that job's id through a shell varia
 
 from __future__ import annotations
 
+import re
 import secrets
 import shlex
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -26,16 +34,21 @@ from backends.base import (
     CommandResult,
     FileLogs,
     JobSpec,
+    JobState,
+    JobStatus,
+    PollResult,
     SubmitResult,
     TaskLog,
 )
 from backends.identity import adapter_as
-from backends.scripts import shell_path
+from backends.scripts import script_body, shebang, shell_path
 from backends.ssh.keys import KeyProblem, load_key
 from backends.ssh.transport import ConnectionLost, SshTransport
 
 if TYPE_CHECKING:
     from backends.models import Backend, ClusterIdentity
+
+IDS_PER_COMMAND = 500  # job ids per command (qdel, scancel, qstat): keeps argv far below ARG_MAX
 
 # A submit batch holds this lock on the login node while it runs, and reconciling takes it
 # before it lists jobs by tag. A batch that outlived its SSH session (a timeout, a dropped
@@ -85,12 +98,42 @@ class SshScheduler(FileLogs, BackendAdapter):
     # -- what each scheduler defines ---------------------------------------------------
 
     @abstractmethod
+    def header(self, job: JobSpec) -> list[str]:
+        """The directive lines (``#SBATCH ...``, ``#PBS ...``) between the shebang and
+        the shared script body; every value checked or quoted. ValueError if a value
+        cannot be written safely."""
+
+    @abstractmethod
     def submit_argv(self, job: JobSpec) -> list[str]:
         """The submit command (sbatch, qsub) for a job script read from stdin, unquoted."""
 
     @abstractmethod
     def dependency_args(self, job_ids_word: str) -> str:
         """Shell fragment adding an afterok dependency on ``job_ids_word`` (``:``-joined, shell-ready)."""
+
+    @abstractmethod
+    def query_jobs(self, job_ids: Sequence[str]) -> tuple[list[JobStatus], dict[str, JobStatus]]:
+        """One poll's listings: every live job on the scheduler (anyone's: the dashboard),
+        and the status of each of ``job_ids`` that was found, finished ones included,
+        keyed by the id as asked."""
+
+    @abstractmethod
+    def tagged_jobs(self) -> Iterable[tuple[str, str]]:
+        """(job id, tag) of every job the scheduler still knows, finished ones as far as
+        it remembers; run under the submit lock (:meth:`run_under_submit_lock`). A
+        listing that could miss a job raises BackendError, never returns less."""
+
+    # The command that cancels jobs, given their ids (scancel, qdel).
+    cancel_command: str = ""
+    # What the cancel command may say about a job that has finished or left: not an error.
+    cancel_benign = re.compile(r"(?!)")  # (this one matches nothing)
+
+    def cancel_error_lines(self, result: CommandResult) -> list[str]:
+        """The lines of the cancel script's output that may be errors (its stderr)."""
+        return result.stderr.splitlines()
+
+    # Why a job asked about in a poll was not found.
+    not_found_reason = "not known to the scheduler"
 
     # Submit errors that mean "not now" (controller unreachable, a submit limit): the task is
     # queued again instead of failed.
@@ -149,6 +192,50 @@ class SshScheduler(FileLogs, BackendAdapter):
             info.clone_dir = self.clone_dir
             info.clone_dir_mb = round(int(size[0]) / 1024, 1)
         return info
+
+    def run_under_submit_lock(self, script: str, timeout: float) -> CommandResult:
+        """Run ``script`` once no submit batch is running (see ``HOLD_SUBMIT_LOCK``)."""
+        result = self.transport.run_script(HOLD_SUBMIT_LOCK + script, timeout=timeout + SUBMIT_LOCK_WAIT_SECONDS)
+        self.check_submit_lock(result)
+        return result
+
+    # -- the adapter interface, for every SSH scheduler --------------------------------
+
+    def render_script(self, job: JobSpec) -> str:
+        lines = [shebang(bool(self.settings.get("login_shell"))), *self.header(job)]
+        return "\n".join(lines) + "\n" + script_body(job)
+
+    def poll(self, job_ids: Sequence[str]) -> PollResult:
+        ids = list(dict.fromkeys(job_ids))
+        live, found = self.query_jobs(ids)
+        statuses: dict[str, JobStatus] = {}
+        for job_id in ids:
+            status = found.get(job_id) or JobStatus(job_id, JobState.UNKNOWN, reason=self.not_found_reason)
+            statuses[job_id] = status if status.job_id == job_id else replace(status, job_id=job_id)
+        observed = [s for s in live if s.state in (JobState.QUEUED, JobState.RUNNING)]
+        return PollResult(statuses=statuses, observed=observed)
+
+    def find_submitted(self, tags: Sequence[str]) -> dict[str, str]:
+        wanted = set(tags)
+        if not wanted:
+            return {}
+        found: dict[str, str] = {}
+        for job_id, tag in self.tagged_jobs():
+            if tag in wanted:
+                found.setdefault(tag, job_id)
+        return found
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return
+        script = "\n".join(with_ids(self.cancel_command, chunk) for chunk in chunks(ids)) + "\n"
+        result = self.transport.run_script(script, timeout=120)
+        # Jobs that already finished or left the scheduler are fine: they are not running.
+        lines = self.cancel_error_lines(result)
+        errors = [line for line in lines if line.strip() and not self.cancel_benign.search(line)]
+        if errors:
+            raise BackendError(f"{self.cancel_command} failed: {' '.join(errors)[-500:]}")
 
     def submit(self, jobs: Sequence[tuple[JobSpec, str]]) -> list[SubmitResult]:
         script = self.submit_script(jobs)
@@ -218,6 +305,16 @@ class SshScheduler(FileLogs, BackendAdapter):
         missing = " || ".join(f'[ -z "${{jid_{p}}}" ]' for p in parents)
         skip = f"_sh_last=; printf 'SCRIPTHUT-SKIP %s\\n' {shlex.quote(job.tag)}"
         return [*lines, f"if {missing}; then {skip}; else", *body, "fi"]
+
+
+def chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), IDS_PER_COMMAND):
+        yield items[start : start + IDS_PER_COMMAND]
+
+
+def with_ids(command: str, ids: Sequence[str]) -> str:
+    """``command`` followed by the job ids, each quoted."""
+    return command + "".join(" " + shlex.quote(i) for i in ids)
 
 
 def _login(identity: ClusterIdentity) -> tuple[str, paramiko.PKey]:

@@ -25,6 +25,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from backends.registry import BACKENDS, settings_class
+from backends.schema import BackendSettings
 from runs.costing.efficiency import requested_mb
 from runs.costing.models import InstancePrice, PriceList
 from runs.costing.prices import refresh
@@ -114,22 +116,18 @@ class Estimate:
 def instance_of(task: Task, book: PriceBook) -> tuple[Rate | None, bool]:
     """The instance type the task is priced as, and whether it had the whole instance.
 
-    An EC2 backend task: the type it ran on (recorded by the backend), else the one its
-    partition maps to in the backend's ``instance_types``. A Batch task: its queue's
-    mapping in ``pricing.partitions``, the backend's ``aws.job_queue`` when its partition
-    is not mapped (the queue it was sent to). Others: their partition's mapping.
+    The type it ran on alone, where the backend recorded one (EC2); else what its
+    backend's settings model says (``priced_as``): by default its partition's mapping in
+    ``pricing.partitions``; an EC2 task the type its partition maps to in the backend's
+    ``instance_types``; a Batch task falls back to its ``aws.job_queue``'s mapping.
     """
     if task.instance_type:
         return book.rate(task.instance_type), True
     kind, settings = book.backend_of(task.run_id)
-    if kind == "ec2":
-        types = settings.get("instance_types") or {"default": "c5.xlarge"}
-        instance = types.get(task.partition) or types.get("default")
-        return (book.rate(instance) if instance else None), True
-    mapped = book.partitions.get(task.partition)
-    if mapped is None and kind == "batch":
-        mapped = book.partitions.get((settings.get("aws") or {}).get("job_queue", ""))
-    return (book.rate(mapped) if mapped else None), False
+    # Each backend's settings model says how its tasks are priced (backends/schema.py).
+    model = settings_class(kind) if kind in BACKENDS else BackendSettings
+    instance, whole_instance = model.priced_as(settings, task.partition, book.partitions)
+    return (book.rate(instance) if instance else None), whole_instance
 
 
 def hours_of(task: Task, whole_instance: bool) -> float | None:
