@@ -30,7 +30,7 @@ def defined_names() -> dict[str, set[str]]:
     """Every class, function, method and assigned name in the project, with the names
     defined inside each class (its methods, fields and properties)."""
     names: dict[str, set[str]] = {"": set()}
-    for package in PACKAGES[:4]:
+    for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.ClassDef):
