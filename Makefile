@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: serve test lint bench setup
+.PHONY: serve test test-fast lint bench setup
 
 # python-ldap (LDAP sign-in) is compiled on install, against the OpenLDAP and SASL headers.
 LDAP_HEADERS := /usr/include/ldap.h /usr/include/sasl/sasl.h
@@ -31,6 +31,12 @@ test: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 	$(BIN)/pytest
+
+## The inner loop: every test that needs no service beyond SQLite; nothing is started. The
+## markers that leave a test out are registered in pyproject.toml (tests/markers.py checks them).
+FAST := not (cluster or aws or browser or faults or services or slow)
+test-fast: setup
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -q -m "$(FAST)"
 
 lint: setup
 	$(BIN)/ruff check .

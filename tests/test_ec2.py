@@ -33,7 +33,7 @@ from runs.models import Run
 from tests.aws_ec2 import Emulator, LoopbackConnector, LoopbackEnd, moto_ec2  # noqa: F401  (fixture)
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.aws, pytest.mark.cluster]
 
 
 def t(task_id: str, command: str = "echo hello from $SCRIPTHUT_RUN_ID", deps: tuple[str, ...] = (), **extra: Any):

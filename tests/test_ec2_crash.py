@@ -16,11 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from moto.ec2.responses.instances import InstanceResponse
 
 from tests.aws_ec2 import Emulator, moto_ec2  # noqa: F401  (fixture)
 from tests.test_cli import SCRIPTHUT, scripthut
+
+pytestmark = [pytest.mark.aws, pytest.mark.faults]
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKER = "import time\nfrom runs.engine.tick import tick\nwhile True:\n    tick(force=True)\n    time.sleep(0.3)\n"

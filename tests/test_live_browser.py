@@ -28,6 +28,7 @@ from tests.browser import chromium_available, live_portal, login, screenshot
 pytestmark = [
     pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing (apt-get install chromium)"),
     pytest.mark.django_db(transaction=True),
+    pytest.mark.browser,
 ]
 
 # Counts the socket's openings and the page's own loads, before any of the page's scripts.

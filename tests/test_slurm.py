@@ -21,7 +21,7 @@ from runs.engine.tick import tick
 from runs.models import ObservedJob, Run, Task
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 
 def t(task_id: str, command: str = "sleep 1", deps: tuple[str, ...] = (), **extra: object) -> dict:

@@ -29,6 +29,8 @@ import redis
 from tests.services import ChildProcess, unavailable
 from tests.test_cli import SCRIPTHUT, scripthut
 
+pytestmark = pytest.mark.services
+
 ROOT = Path(__file__).parent.parent
 POSTGRES = os.environ.get("SCRIPTHUT_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("SCRIPTHUT_TEST_REDIS", "redis://127.0.0.1:6379/1")
@@ -198,6 +200,7 @@ def test_a_hung_backend_does_not_delay_another(deployment: Deployment) -> None:
     hole.refuse()
 
 
+@pytest.mark.faults
 def test_a_worker_killed_mid_tick_frees_its_backend_within_seconds(deployment: Deployment) -> None:
     hole = Blackhole()
     configure(deployment, hole.port)
