@@ -30,6 +30,7 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/python manage.py makemigrations --check --dry-run   # every model change has its migration
 	$(BIN)/pytest
 
 ## The inner loop: every test that needs no service beyond SQLite; nothing is started. The
@@ -42,6 +43,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/pytest -q tests/test_architecture.py   # no import cycles, complexity <= 15, modules <= 400 lines
 
 ## Benchmarks (figures, not pass/fail); DATABASE_URL picks the database.
