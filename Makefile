@@ -35,9 +35,10 @@ test: setup
 
 ## The inner loop: every test that needs no service beyond SQLite; nothing is started. The
 ## markers that leave a test out are registered in pyproject.toml (tests/markers.py checks them).
+## One pytest-xdist worker per core: most of these tests wait on subprocesses, not the CPU.
 FAST := not (cluster or aws or browser or faults or services or slow)
 test-fast: setup
-	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -q -m "$(FAST)"
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -q -n auto -m "$(FAST)"
 
 lint: setup
 	$(BIN)/ruff check .
