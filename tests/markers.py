@@ -28,6 +28,12 @@ FIXTURE_MARKERS = {
     "oidc_provider": "services",
 }
 
+# Under pytest-xdist (`--dist loadgroup`) the tests with one of these markers keep to one worker,
+# one at a time: some stop and restart the cluster's daemons that the others use, the fault
+# harness and the deployment tests share Redis databases, and their timings are asserted.
+SERIAL = ("cluster", "faults", "services")
+SERIAL_GROUP = "serial"
+
 _running: pytest.Item | None = None  # the test being set up, run or torn down
 
 
@@ -42,10 +48,15 @@ def unmarked_fixture_uses(items: list[pytest.Item]) -> list[str]:
     return problems
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     problems = unmarked_fixture_uses(items)
     if problems:
         raise pytest.UsageError("tests need markers (tests/markers.py):\n" + "\n".join(problems))
+    if config.pluginmanager.hasplugin("xdist"):
+        for item in items:
+            if any(item.get_closest_marker(name) for name in SERIAL):
+                item.add_marker(pytest.mark.xdist_group(SERIAL_GROUP))
 
 
 @pytest.hookimpl(wrapper=True)

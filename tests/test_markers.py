@@ -80,3 +80,33 @@ def test_a_helper_that_starts_a_service_fails_an_unmarked_test(suite: pytest.Pyt
     result = suite.runpytest()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*test_unmarked uses Chromium: mark it @pytest.mark.browser"])
+
+
+def test_the_tests_that_share_a_service_keep_to_one_worker(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the subprocess imports tests.markers
+    monkeypatch.setenv("SEEN", str(seen))
+    suite.makepyfile(
+        """
+        import os
+        from pathlib import Path
+
+        import pytest
+
+        @pytest.mark.parametrize("n", range(6))
+        @pytest.mark.cluster
+        def test_on_the_cluster(n):
+            (Path(os.environ["SEEN"]) / f"{n}-{os.environ['PYTEST_XDIST_WORKER']}").touch()
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_anywhere(n):
+            pass
+        """
+    )
+    result = suite.runpytest_subprocess("-n", "2", "--dist", "loadgroup")
+    result.assert_outcomes(passed=12)
+    runs = [path.name.split("-") for path in seen.iterdir()]
+    assert len(runs) == 6 and len({worker for _, worker in runs}) == 1, runs
