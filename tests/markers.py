@@ -28,11 +28,11 @@ FIXTURE_MARKERS = {
     "oidc_provider": "services",
 }
 
-# Under pytest-xdist (`--dist loadgroup`) the tests with one of these markers keep to one worker,
-# one at a time: some stop and restart the cluster's daemons that the others use, the fault
-# harness and the deployment tests share Redis databases, and their timings are asserted.
-SERIAL = ("cluster", "faults", "services")
-SERIAL_GROUP = "serial"
+# Under pytest-xdist (`--dist loadgroup`) the tests of each group keep to one worker, one at a
+# time: some cluster tests stop and restart the daemons the others use; the deployments of the
+# fault and service tests are many processes each, some share a Redis database, and their
+# timings are asserted. A test in both goes with the cluster.
+GROUPS = {"cluster": ("cluster",), "deployment": ("faults", "services")}
 
 _running: pytest.Item | None = None  # the test being set up, run or torn down
 
@@ -55,8 +55,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError("tests need markers (tests/markers.py):\n" + "\n".join(problems))
     if config.pluginmanager.hasplugin("xdist"):
         for item in items:
-            if any(item.get_closest_marker(name) for name in SERIAL):
-                item.add_marker(pytest.mark.xdist_group(SERIAL_GROUP))
+            group = next((g for g, marks in GROUPS.items() if any(item.get_closest_marker(m) for m in marks)), None)
+            if group:
+                item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.hookimpl(wrapper=True)

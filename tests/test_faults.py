@@ -137,7 +137,8 @@ def test_kill_the_embedded_server_during_a_local_run(tmp_path: Path) -> None:
 def test_kill_workers_during_a_slurm_run(cluster: Cluster, tmp_path: Path) -> None:
     """The same on the real Slurm over SSH: workers killed mid-submit and mid-poll."""
     name = f"scripthut_faults_{uuid.uuid4().hex[:8]}"
-    portal = Portal(tmp_path, name, slurm_config(cluster))
+    # A Redis database of its own: it runs beside the other fault tests (tests/markers.py).
+    portal = Portal(tmp_path, name, slurm_config(cluster), redis_url="redis://127.0.0.1:6379/4")
     portal.prepare()
     ledger = f"~/faults-{uuid.uuid4().hex[:8]}.ledger"
     try:
