@@ -39,6 +39,12 @@ def tasks(db: Path) -> list[tuple[str, str, str]]:
         return list(connection.execute("SELECT state, job_id, submit_tag FROM runs_task"))
 
 
+def last_polled(db: Path) -> str:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        ((polled,),) = connection.execute("SELECT last_polled_at FROM backends_backend")
+        return str(polled)
+
+
 def wait_for(what: Any, timeout: float = 60) -> Any:
     deadline = time.monotonic() + timeout
     while not (found := what()):
@@ -106,9 +112,14 @@ def test_two_portals_ticking_at_once_never_exceed_max_instances(moto_ec2: Emulat
     portals = [portal(env), portal(env)]
     try:
         wait_for(lambda: len(moto_ec2.instances("pending", "running")) == 2)
-        peak, deadline = 0, time.monotonic() + 8
-        while time.monotonic() < deadline:
+        # Each further tick of the backend, by either portal, would launch a third instance if
+        # the cap did not hold: watch until it has been ticked ten more times.
+        peak, polls = 0, {last_polled(db)}
+        deadline = time.monotonic() + 120
+        while len(polls) <= 10:
+            assert time.monotonic() < deadline, f"the backend was ticked only {len(polls) - 1} times in 120 s"
             peak = max(peak, len(moto_ec2.instances("pending", "running")))
+            polls.add(last_polled(db))
             time.sleep(0.1)
         waiting = [t for t in tasks(db) if t[0] == "pending"]
     finally:
