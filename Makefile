@@ -31,7 +31,7 @@ test: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 	$(BIN)/python manage.py makemigrations --check --dry-run   # every model change has its migration
-	$(BIN)/pytest -n auto --dist loadgroup   # the cluster, fault and service tests on one worker (tests/markers.py)
+	$(BIN)/pytest -n auto --dist loadgroup   # a worker a core; cluster tests, and deployments, each on one (tests/markers.py)
 
 ## The inner loop: every test that needs no service beyond SQLite; nothing is started. The
 ## markers that leave a test out are registered in pyproject.toml (tests/markers.py checks them).
