@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: serve test lint bench setup
+.PHONY: serve test test-fast lint bench setup
 
 # python-ldap (LDAP sign-in) is compiled on install, against the OpenLDAP and SASL headers.
 LDAP_HEADERS := /usr/include/ldap.h /usr/include/sasl/sasl.h
@@ -30,12 +30,21 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
-	$(BIN)/pytest
+	$(BIN)/python manage.py makemigrations --check --dry-run   # every model change has its migration
+	$(BIN)/pytest -n auto --dist loadgroup   # a worker a core; cluster tests, and deployments, each on one (tests/markers.py)
+
+## The inner loop: every test that needs no service beyond SQLite; nothing is started. The
+## markers that leave a test out are registered in pyproject.toml (tests/markers.py checks them).
+## One pytest-xdist worker per core: most of these tests wait on subprocesses, not the CPU.
+FAST := not (cluster or aws or browser or faults or services or slow)
+test-fast: setup
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -q -n auto -m "$(FAST)"
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/pytest -q tests/test_architecture.py   # no import cycles, complexity <= 15, modules <= 400 lines
 
 ## Benchmarks (figures, not pass/fail); DATABASE_URL picks the database.

@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group, User
 from backends.models import Backend
 from runs.engine.tick import tick
 from runs.models import Run
+from tests.markers import pytest_collection_modifyitems, pytest_runtest_protocol  # noqa: F401  (hooks)
 
 # The test users may use the test `local` backend: it is shared with this group. (A
 # config that shares a local backend must also name run_as, whose confinement is

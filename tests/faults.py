@@ -31,6 +31,7 @@ from typing import Any
 
 import psycopg
 
+from tests.markers import require
 from tests.services import ChildProcess, accepts_connections, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +51,7 @@ def celery_command(kind: str, name: str) -> list[str]:
 
 def create_database(name: str, server: str = PG) -> str:
     """A fresh PostgreSQL database ``name`` (dropped first if a failed test left it)."""
+    require("services", "PostgreSQL")
     with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -62,6 +64,7 @@ def drop_database(name: str, server: str = PG) -> None:
 
 
 def flush_redis(url: str = f"redis://127.0.0.1:6379/{REDIS_DB}") -> None:
+    require("services", "Redis")
     import redis
 
     redis.Redis.from_url(url).flushdb()
@@ -119,6 +122,7 @@ class Portal:
     token: str = ""
 
     def __post_init__(self) -> None:
+        require("faults", "the fault harness (tests/faults.py)")
         self.data_dir = self.base / "data"
         self.config_file = self.base / "scripthut.yaml"
         self.config_file.write_text(self.config)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.markers import require
 from tests.services import ChildProcess, accepts_connections, free_port
 
 
@@ -94,6 +95,7 @@ class OwnRedis:
 
 @contextmanager
 def own_servers(base: Path) -> Iterator[tuple[OwnPostgres, OwnRedis]]:
+    require("faults", "PostgreSQL and Redis servers of its own that it restarts")
     postgres = OwnPostgres()
     redis = OwnRedis(base)
     try:

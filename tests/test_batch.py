@@ -39,7 +39,7 @@ from tests.aws import (
 )
 from tests.services import free_port
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.aws]
 
 
 def t(task_id: str, deps: tuple[str, ...] = (), **extra: object) -> dict[str, Any]:

@@ -25,7 +25,11 @@ from tests.aws import (
 )
 from tests.browser import chromium_available, live_portal, login, screenshot
 
-pytestmark = pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing")
+pytestmark = [
+    pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing"),
+    pytest.mark.aws,
+    pytest.mark.browser,
+]
 
 
 def test_batch_task_pages(

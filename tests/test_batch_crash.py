@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from moto.batch import models as batch_models
 
 from tests.aws import (
@@ -29,9 +30,12 @@ from tests.aws import (
 )
 from tests.test_cli import SCRIPTHUT, scripthut
 
+pytestmark = [pytest.mark.aws, pytest.mark.faults]
+
 TASKS = 300
 AFTER_KILL = """
 import json, django
+import pytest
 django.setup()
 from backends.models import Backend
 from runs.engine.tick import tick

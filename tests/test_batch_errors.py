@@ -109,6 +109,7 @@ CASES: list[tuple[Breaker, str]] = [
 ]
 
 
+@pytest.mark.aws
 @pytest.mark.parametrize(("breaker", "message"), CASES, ids=[c[0].__name__ for c in CASES])
 def test_bad_setup_is_reported_and_tasks_wait_until_it_is_fixed(
     user: User,
@@ -166,6 +167,7 @@ def test_config_without_a_region_or_a_job_definition_names_the_keys() -> None:
         )  # noqa: E501
 
 
+@pytest.mark.aws
 def test_log_page_says_why_when_aws_cannot_be_reached(user: User, moto_server: MotoServer) -> None:
     world = batch_world(moto_server)
     settings = {

@@ -37,7 +37,7 @@ from tests.aws import (
     moto_url_fixture,  # noqa: F401  (fixture)
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.aws]
 
 
 def git(*args: str, cwd: Path) -> str:

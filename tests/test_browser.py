@@ -13,9 +13,10 @@ from runs.demo import ensure_demo_setup
 from runs.models import Run
 from tests.browser import chromium_available, live_portal, login, screenshot
 
-pytestmark = pytest.mark.skipif(
-    not chromium_available(), reason="/usr/bin/chromium is missing (apt-get install chromium)"
-)
+pytestmark = [
+    pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing (apt-get install chromium)"),
+    pytest.mark.browser,
+]
 
 
 def test_demo_run_updates_live_until_completed(

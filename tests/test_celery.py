@@ -13,6 +13,8 @@ import pytest
 
 from tests.test_cli import scripthut
 
+pytestmark = pytest.mark.services
+
 CELERY = str(Path(sys.executable).with_name("celery"))
 
 

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.cluster"]  # the session-scoped `cluster` fixture
 
+pytestmark = pytest.mark.cluster
+
 DISABLED = "accounting storage is disabled"
 
 

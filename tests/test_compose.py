@@ -151,6 +151,9 @@ def deployment(tmp_path: Path):
         drop_database(database)
 
 
+@pytest.mark.faults
+@pytest.mark.services
+@pytest.mark.browser
 @needs_redis
 @pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing (apt-get install chromium)")
 def test_compose_services_run_a_workflow_with_live_pages(deployment: Portal, tmp_path: Path) -> None:

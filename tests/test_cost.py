@@ -364,7 +364,7 @@ def test_pricing_block_problems_name_their_keys() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_job_cancelled_while_running_is_costed(
-    user: Any, local_backend: Backend, run_to_end: Callable[..., Run]
+    user: Any, local_backend: Backend, run_to_end: Callable[..., Run], time_machine: Any
 ) -> None:
     from runs.actions import cancel_run
     from runs.engine.tick import tick
@@ -382,9 +382,10 @@ def test_a_job_cancelled_while_running_is_costed(
         assert time.monotonic() < deadline, "the task never started"
         tick(force=True)
         time.sleep(0.2)
-    time.sleep(1)
+    time_machine.move_to(timezone.now() + timedelta(minutes=30), tick=True)  # the job has run for half an hour
     cancel_run(run)
     task = run_to_end(run).tasks.get()
     assert task.state == "cancelled" and task.started_at and task.finished_at, task
     hours = (task.finished_at - task.started_at).total_seconds() / 3600
+    assert 0.5 <= hours < 0.6
     assert task.cost == Decimal(hours * 0.25 * 0.17).quantize(Decimal("1e-6")) and task.cost > 0  # 1 of 4 vCPUs

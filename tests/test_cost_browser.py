@@ -23,7 +23,7 @@ from runs.models import PortalSettings, Run, Task
 from tests.browser import SCREENSHOT_DIR, PolicyWatch, chromium_available, launch, login, screenshot
 from tests.test_cost import FIXTURE, configure
 
-pytestmark = pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing")
+pytestmark = [pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing"), pytest.mark.browser]
 
 
 def thousand_tasks() -> list[dict[str, Any]]:

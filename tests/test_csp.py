@@ -34,6 +34,7 @@ def test_every_page_has_a_strict_policy(client: Client, db: None) -> None:
     assert "unsafe" not in policy
 
 
+@pytest.mark.browser
 def test_no_policy_violation_on_any_page(
     live_server: Any, transactional_db: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

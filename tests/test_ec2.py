@@ -14,12 +14,14 @@ import base64
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
 import pytest
 from django.conf import settings as django_settings
+from django.utils import timezone
 
 from backends.aws.clients import aws_errors
 from backends.base import BackendUnavailable
@@ -33,7 +35,7 @@ from runs.models import Run
 from tests.aws_ec2 import Emulator, LoopbackConnector, LoopbackEnd, moto_ec2  # noqa: F401  (fixture)
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.aws, pytest.mark.cluster]
 
 
 def t(task_id: str, command: str = "echo hello from $SCRIPTHUT_RUN_ID", deps: tuple[str, ...] = (), **extra: Any):
@@ -210,16 +212,19 @@ def test_max_instances_is_a_hard_cap_also_with_two_ticks_at_once(user, ec2, clus
     assert run.status == Run.Status.COMPLETED and peak == 2
 
 
-def test_instance_that_never_runs_fails_its_task_and_is_terminated(user, ec2, cluster):  # noqa: F811
-    backend = make_backend(ec2, cluster, startup_timeout_seconds=1)
+def test_instance_that_never_runs_fails_its_task_and_is_terminated(user, ec2, cluster, time_machine):  # noqa: F811
+    backend = make_backend(ec2, cluster, startup_timeout_seconds=60)
     run = create_run(owner=user, backend=backend, payload=[t("stuck")], workflow_name="stuck")
     tick(force=True)
     task = run.tasks.get()
     ec2.set_state(task.job_id, "pending")
-    time.sleep(1.5)
     tick(force=True)
     task.refresh_from_db()
-    assert task.state == "failed" and task.reason == "instance did not reach running within 1s"
+    assert task.state == "submitted", task.reason  # pending, within its startup time
+    time_machine.move_to(timezone.now() + timedelta(seconds=61), tick=True)
+    tick(force=True)
+    task.refresh_from_db()
+    assert task.state == "failed" and task.reason == "instance did not reach running within 60s"
     assert ec2.instances("shutting-down", "terminated")[0]["InstanceId"] == task.job_id
 
 
@@ -233,7 +238,9 @@ def test_instance_gone_before_its_task_finished_fails_it(user, backend, ec2):
     assert task.state == "failed" and "before the task finished" in task.reason
 
 
-def test_restart_adopts_a_launch_never_recorded_and_terminates_orphans(user, backend, ec2, monkeypatch, settings):
+def test_restart_adopts_a_launch_never_recorded_and_terminates_orphans(
+    user, backend, ec2, monkeypatch, settings, time_machine
+):
     settings.SCRIPTHUT_EC2_ORPHAN_GRACE_SECONDS = 60  # older ones only: another tick may be launching a young one
     run = create_run(owner=user, backend=backend, payload=[t("one", "sleep 1")], workflow_name="crash")
     real_launch = ec2_instances.Ec2Instances.launch
@@ -255,7 +262,7 @@ def test_restart_adopts_a_launch_never_recorded_and_terminates_orphans(user, bac
     close_all()  # a new process: a new adapter
     tick(force=True)
     assert {orphan, foreign} <= {i["InstanceId"] for i in ec2.instances("running")}  # too young to be orphans yet
-    settings.SCRIPTHUT_EC2_ORPHAN_GRACE_SECONDS = 0  # as if a minute had passed
+    time_machine.move_to(timezone.now() + timedelta(seconds=61), tick=True)  # a minute later
     run = drive(run, ec2)
     task = run.tasks.get()
     assert run.status == Run.Status.COMPLETED

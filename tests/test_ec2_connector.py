@@ -25,12 +25,14 @@ def connector(url: str) -> SsmConnector:
     return SsmConnector(settings, boto3.Session(region_name=REGION))
 
 
+@pytest.mark.aws
 def test_without_the_plugin_the_reason_is_named(moto_ec2: Emulator, monkeypatch):  # noqa: F811
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(BackendUnavailable, match="session-manager-plugin is not installed"):
         connector(moto_ec2.url).open("i-123")
 
 
+@pytest.mark.aws
 def test_key_is_pushed_then_the_emulator_stops_at_start_session(moto_ec2: Emulator, tmp_path: Path, monkeypatch):  # noqa: F811
     plugin = tmp_path / "session-manager-plugin"
     plugin.write_text("#!/bin/sh\nexit 1\n")
@@ -42,6 +44,7 @@ def test_key_is_pushed_then_the_emulator_stops_at_start_session(moto_ec2: Emulat
     assert ssm.calls["ec2-instance-connect:SendSSHPublicKey"] == 1 and ssm.calls["ssm:StartSession"] == 1
 
 
+@pytest.mark.aws
 def test_plugin_command_is_what_the_aws_cli_runs(moto_ec2: Emulator):  # noqa: F811
     ssm = connector(moto_ec2.url)
     started = {"SessionId": "s-1", "StreamUrl": "wss://x", "TokenValue": "t", "ResponseMetadata": {}}

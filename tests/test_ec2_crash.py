@@ -16,11 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from moto.ec2.responses.instances import InstanceResponse
 
 from tests.aws_ec2 import Emulator, moto_ec2  # noqa: F401  (fixture)
 from tests.test_cli import SCRIPTHUT, scripthut
+
+pytestmark = [pytest.mark.aws, pytest.mark.faults]
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKER = "import time\nfrom runs.engine.tick import tick\nwhile True:\n    tick(force=True)\n    time.sleep(0.3)\n"
@@ -34,6 +37,12 @@ def portal(env: dict[str, str]) -> subprocess.Popen[str]:
 def tasks(db: Path) -> list[tuple[str, str, str]]:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
         return list(connection.execute("SELECT state, job_id, submit_tag FROM runs_task"))
+
+
+def last_polled(db: Path) -> str:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        ((polled,),) = connection.execute("SELECT last_polled_at FROM backends_backend")
+        return str(polled)
 
 
 def wait_for(what: Any, timeout: float = 60) -> Any:
@@ -103,9 +112,14 @@ def test_two_portals_ticking_at_once_never_exceed_max_instances(moto_ec2: Emulat
     portals = [portal(env), portal(env)]
     try:
         wait_for(lambda: len(moto_ec2.instances("pending", "running")) == 2)
-        peak, deadline = 0, time.monotonic() + 8
-        while time.monotonic() < deadline:
+        # Each further tick of the backend, by either portal, would launch a third instance if
+        # the cap did not hold: watch until it has been ticked ten more times.
+        peak, polls = 0, {last_polled(db)}
+        deadline = time.monotonic() + 120
+        while len(polls) <= 10:
+            assert time.monotonic() < deadline, f"the backend was ticked only {len(polls) - 1} times in 120 s"
             peak = max(peak, len(moto_ec2.instances("pending", "running")))
+            polls.add(last_polled(db))
             time.sleep(0.1)
         waiting = [t for t in tasks(db) if t[0] == "pending"]
     finally:

@@ -75,6 +75,8 @@ def test_missing_region_is_named_when_the_backend_is_configured():
     assert {"aws.region", "ami", "subnet_id"} <= {line.split(":")[0] for line in str(problems.value).splitlines()}
 
 
+@pytest.mark.aws
+@pytest.mark.cluster
 def test_no_credentials_then_fixed(user, ec2, cluster, monkeypatch):  # noqa: F811
     backend = backend_with(ec2, cluster)
     run = create_run(owner=user, backend=backend, payload=TASKS, workflow_name="creds")
@@ -87,6 +89,8 @@ def test_no_credentials_then_fixed(user, ec2, cluster, monkeypatch):  # noqa: F8
     assert finish(run, ec2).status == Run.Status.COMPLETED
 
 
+@pytest.mark.aws
+@pytest.mark.cluster
 def test_endpoint_that_does_not_answer_then_fixed(user, ec2, cluster):  # noqa: F811
     dead = f"http://127.0.0.1:{free_port()}"
     backend = backend_with(ec2, cluster, endpoint_url=dead)
@@ -97,6 +101,8 @@ def test_endpoint_that_does_not_answer_then_fixed(user, ec2, cluster):  # noqa: 
     assert finish(run, ec2).status == Run.Status.COMPLETED
 
 
+@pytest.mark.aws
+@pytest.mark.cluster
 def test_malformed_region_then_fixed(user, ec2, cluster):  # noqa: F811
     backend = backend_with(ec2, cluster, region="not a region!")
     run = create_run(owner=user, backend=backend, payload=TASKS, workflow_name="region")
@@ -106,6 +112,8 @@ def test_malformed_region_then_fixed(user, ec2, cluster):  # noqa: F811
     assert finish(run, ec2).status == Run.Status.COMPLETED
 
 
+@pytest.mark.aws
+@pytest.mark.cluster
 def test_standard_aws_endpoint_url_variable_is_honoured(user, ec2, cluster, monkeypatch):  # noqa: F811
     monkeypatch.setenv("AWS_ENDPOINT_URL", ec2.url)
     backend = backend_with(ec2, cluster, endpoint_url=None)
@@ -115,6 +123,8 @@ def test_standard_aws_endpoint_url_variable_is_honoured(user, ec2, cluster, monk
     assert len(ec2.instances()) == 1
 
 
+@pytest.mark.aws
+@pytest.mark.cluster
 def test_task_without_an_image_fails_naming_both_settings(user, ec2, cluster):  # noqa: F811
     config = ec2.backend_settings(ssh_user=cluster.user)
     del config["default_image"]
@@ -131,6 +141,8 @@ def test_task_without_an_image_fails_naming_both_settings(user, ec2, cluster):  
     assert not ec2.instances()
 
 
+@pytest.mark.aws
+@pytest.mark.cluster
 def test_endpoint_from_the_scripthut_setting(user, ec2, cluster, settings):  # noqa: F811
     settings.SCRIPTHUT_AWS_ENDPOINT_URL = ec2.url
     backend = backend_with(ec2, cluster, endpoint_url=None)

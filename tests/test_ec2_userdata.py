@@ -5,6 +5,7 @@ stubs in tests/ec2stubs (the docker stub runs the mounted task script here)."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,17 @@ def run_as_instance(user_data: str, root: Path) -> subprocess.CompletedProcess[s
     return subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True, timeout=120, cwd=root)
 
 
+def shutdown_args(root: Path, timeout: float = 30) -> str:
+    """The safety timer's arguments, once the backgrounded ``shutdown`` stub has written them
+    (it may still be running when the user data script has ended)."""
+    path = root / "shutdown-args"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"shutdown was not called within {timeout}s"
+        time.sleep(0.05)
+    return path.read_text()
+
+
 def test_awkward_values_pass_through_unchanged(tmp_path):
     command = (
         'for name in QUOTES SUBST LINES SCRIPTHUT_TASK_SCRIPT; do printf "%s=[%s]\\n" "$name" "${!name}"; done; exit 7'
@@ -55,7 +67,7 @@ def test_awkward_values_pass_through_unchanged(tmp_path):
     assert not Path("/tmp/scripthut-pwned").exists()
     assert (tmp_path / "var/run/scripthut/done").read_text() == "7\n"
     # Safety timer: 5 minutes + 1800 s.
-    assert (tmp_path / "shutdown-args").read_text().startswith("-h +35 ")
+    assert shutdown_args(tmp_path).startswith("-h +35 ")
 
 
 def test_time_limit_kills_the_task_and_says_so(tmp_path):
@@ -64,7 +76,7 @@ def test_time_limit_kills_the_task_and_says_so(tmp_path):
     log = (tmp_path / "var/log/scripthut/task.log").read_text()
     assert "started" in log and "never" not in log and "time limit of 2s reached" in log
     assert (tmp_path / "var/run/scripthut/done").read_text() == "124\n"
-    assert (tmp_path / "shutdown-args").read_text().startswith("-h +31 ")
+    assert shutdown_args(tmp_path).startswith("-h +31 ")
 
 
 def test_image_that_cannot_be_pulled_writes_125(tmp_path):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from backends.ec2.wizard import Asker, attach_command
@@ -33,6 +34,7 @@ sources: []  # none yet
 """
 
 
+@pytest.mark.aws
 def test_template_deploys_with_the_policies_of_the_spec(moto_ec2: Emulator):  # noqa: F811
     cloudformation = moto_ec2.client("cloudformation")
     template = (ROOT / "cloudformation" / "scripthut-ec2-iam.yaml").read_text()
@@ -70,6 +72,7 @@ def wizard(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           stdin=subprocess.DEVNULL)  # fmt: skip
 
 
+@pytest.mark.aws
 def test_wizard_non_interactive_appends_a_complete_stanza(moto_ec2: Emulator, tmp_path: Path):  # noqa: F811
     config = tmp_path / "scripthut.yaml"
     config.write_text(EXISTING)
@@ -105,6 +108,7 @@ def test_wizard_non_interactive_appends_a_complete_stanza(moto_ec2: Emulator, tm
     assert again.returncode == 2 and "already has a backend named 'aws-ec2'" in again.stderr
 
 
+@pytest.mark.aws
 def test_wizard_says_which_flag_is_missing(moto_ec2: Emulator, tmp_path: Path):  # noqa: F811
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_DEFAULT_REGION", "AWS_REGION")}
     env |= {"PYTHONPATH": str(ROOT), "SCRIPTHUT_DATA_DIR": str(tmp_path / "data"), "AWS_CONFIG_FILE": os.devnull}

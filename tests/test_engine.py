@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
 from django.db.models import Count
+from django.utils import timezone
 
 from backends.base import JobState, JobStatus, PollResult
 from backends.models import Backend, Environment
@@ -122,9 +124,10 @@ def test_cancel_stops_pending_and_running_tasks(user, local_backend, tmp_path):
     run.refresh_from_db()
     assert run.status == Run.Status.CANCELLED and run.finished_at
     assert states(run) == {"long": "cancelled", "later": "cancelled"}
-    time.sleep(0.5)
-    status = get_adapter(local_backend).poll([job_id]).statuses[job_id]
-    assert status.state == "cancelled"
+    deadline = time.monotonic() + 10  # the job's process group gets SIGTERM; its runner records the end
+    while (status := get_adapter(local_backend).poll([job_id]).statuses[job_id]).state != "cancelled":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
     assert not marker.exists()
     with pytest.raises(actions.RunStateError):
         cancel_run(run)
@@ -343,14 +346,18 @@ def test_unreachable_backend_keeps_runs_waiting(user, db):
     assert states(run) == {"a": "pending"}
 
 
-def test_unknown_job_fails_only_after_grace(user, local_backend, settings):
+def test_unknown_job_fails_only_after_grace(user, local_backend, settings, time_machine):
+    settings.SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS = 300
     run = create_run(owner=user, backend=local_backend, payload=[t("a", "sleep 5")], workflow_name="w")
     tick(force=True)
     Task.objects.filter(run=run).update(job_id="sh-never-existed")
+    time_machine.move_to(timezone.now(), tick=False)
     tick(force=True)
     assert states(run) == {"a": "running"}  # a local job runs once submitted; now unknown, within the grace
-    settings.SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS = 0
-    time.sleep(0.01)
+    time_machine.shift(timedelta(seconds=299))
+    tick(force=True)
+    assert states(run) == {"a": "running"}  # still within the grace
+    time_machine.shift(timedelta(seconds=2))
     tick(force=True)
     task = run.tasks.get()
     assert task.state == "failed" and "unknown to the scheduler" in task.reason

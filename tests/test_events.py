@@ -3,6 +3,7 @@ after the commit, with the run, its owner and the tasks that moved."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -80,7 +81,11 @@ def test_cancel_announces_the_run_and_its_pending_tasks(
     run = create_run(owner=user, backend=local_backend, workflow_name="ev", payload=_tasks(2))
     heard.clear()
     cancel_run(run)
-    assert any(c.run_status for c in heard)
-    assert set().union(*(c.task_ids for c in heard)) == set(run.tasks.values_list("pk", flat=True))
+    assert {(c.run_id, c.owner_id) for c in heard} == {(run.pk, user.pk)}
+    assert any(c.run_status for c in heard)  # the run's cancellation
+    moved = Counter(pk for c in heard for pk in c.task_ids)
+    assert moved == Counter(run.tasks.values_list("pk", flat=True))  # each pending task, once
     assert set(run.tasks.values_list("state", flat=True)) == {TaskState.CANCELLED}
+    announced = list(heard)
     tick(force=True)  # nothing left to announce twice
+    assert heard == announced

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.cluster"]
 
+pytestmark = pytest.mark.faults
+
 # Under CI a missing Redis fails the tests (as in test_celery), it does not skip them.
 needs_redis = pytest.mark.skipif(not redis_up() and not os.environ.get("CI"), reason="no Redis on 127.0.0.1:6379")
 
@@ -55,6 +57,7 @@ def portal(tmp_path: Path):
         drop_database(name)
 
 
+@pytest.mark.services
 @needs_redis
 def test_kill_workers_beat_and_web_during_a_local_run(portal: Portal, tmp_path: Path) -> None:
     portal.start_deployment()
@@ -128,11 +131,14 @@ def test_kill_the_embedded_server_during_a_local_run(tmp_path: Path) -> None:
         portal.stop_all()
 
 
+@pytest.mark.services
+@pytest.mark.cluster
 @needs_redis
 def test_kill_workers_during_a_slurm_run(cluster: Cluster, tmp_path: Path) -> None:
     """The same on the real Slurm over SSH: workers killed mid-submit and mid-poll."""
     name = f"scripthut_faults_{uuid.uuid4().hex[:8]}"
-    portal = Portal(tmp_path, name, slurm_config(cluster))
+    # A Redis database of its own: it runs beside the other fault tests (tests/markers.py).
+    portal = Portal(tmp_path, name, slurm_config(cluster), redis_url="redis://127.0.0.1:6379/4")
     portal.prepare()
     ledger = f"~/faults-{uuid.uuid4().hex[:8]}.ledger"
     try:
@@ -201,6 +207,7 @@ class WorkerKiller:
                 self.deadline[worker] = now + self.rng.uniform(*self.life)
 
 
+@pytest.mark.services
 @pytest.mark.skipif(not shutil.which("redis-server") and not os.environ.get("CI"), reason="no redis-server")
 def test_postgresql_and_redis_restarted_mid_run(tmp_path: Path) -> None:
     """The database and the broker each go away for a few seconds (every connection cut,

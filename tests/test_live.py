@@ -263,6 +263,7 @@ TEST_REDIS = os.environ.get("SCRIPTHUT_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 REDIS_LAYER = {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [TEST_REDIS]}}
 
 
+@pytest.mark.services
 @pytest.mark.skipif(not redis_up() and not os.environ.get("CI"), reason="no Redis on 127.0.0.1:6379")
 def test_pushes_travel_through_the_redis_layer(run: Run, user: User, bob: User, settings: Any) -> None:
     """Deployment mode's layer (channels_redis): the same sockets and stream, the same refusals.

@@ -28,6 +28,7 @@ from tests.browser import chromium_available, live_portal, login, screenshot
 pytestmark = [
     pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing (apt-get install chromium)"),
     pytest.mark.django_db(transaction=True),
+    pytest.mark.browser,
 ]
 
 # Counts the socket's openings and the page's own loads, before any of the page's scripts.
@@ -75,11 +76,14 @@ def _console_errors(page: Any) -> list[str]:
     return errors
 
 
-def _note_poll(polls: list[str], request: Any) -> None:
+def _note_fetch(polls: list[str], refreshes: list[str], request: Any) -> None:
     # Only the fallback's fetches (scripthut.js marks them); a change of the run's status asks
     # for one fetch of the live part ("refresh") even with the socket up.
-    if request.headers.get("x-scripthut-fetch") == "poll":
+    fetch = request.headers.get("x-scripthut-fetch")
+    if fetch == "poll":
         polls.append(request.url)
+    elif fetch == "refresh":
+        refreshes.append(request.url)
 
 
 def _states(page: Any) -> list[str]:
@@ -96,12 +100,13 @@ def test_run_page_follows_the_run_by_push_then_by_polling_when_the_socket_is_cut
     tasks = [{"id": f"step.{i}", "name": f"step {i}", "command": "sleep 3"} for i in range(12)]
     run = create_run(owner=user, backend=local_backend, workflow_name="live", payload=tasks, max_concurrent=2)
     polls: list[str] = []
+    refreshes: list[str] = []
     cutter = SocketCutter()
 
     with asgi_server() as base, live_portal(base) as (context, watch):
         context.add_init_script(SOCKET_WATCH)
         page = context.new_page()
-        page.on("request", lambda request: _note_poll(polls, request))
+        page.on("request", lambda request: _note_fetch(polls, refreshes, request))
         page.route_web_socket(re.compile(r"/runs/[0-9a-f]+/live$"), cutter.handle)
         login(page, base, "alice", "pw-alice-123")
         page.goto(f"{base}/runs/{run.pk}")
@@ -124,9 +129,15 @@ def test_run_page_follows_the_run_by_push_then_by_polling_when_the_socket_is_cut
         screenshot(page, "live-02-run-polling")
 
         # Back: the page takes the socket again and stops polling.
+        refreshed = len(refreshes)
         cutter.restore()
         page.wait_for_function("() => window.__wsOpens >= 2", timeout=30_000)
-        time.sleep(0.5)  # a poll already under way when the socket came back
+        # Back, the page stops polling and fetches once more: that fetch comes after any poll
+        # it had started, so from then on every poll counted is one too many.
+        deadline = time.monotonic() + 30
+        while len(refreshes) == refreshed:
+            assert time.monotonic() < deadline, "no fetch of the live part once the socket was back"
+            page.wait_for_timeout(50)
         polled = len(polls)
         expect(page.locator("body")).to_have_attribute("data-socket", "up")
         expect(page.locator("#run-status")).to_have_text("running")  # what is left arrives by push

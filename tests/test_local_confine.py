@@ -73,7 +73,8 @@ def test_error_file_cannot_overwrite_the_secret_key(
         path = str(secret_key)
     elif how == "dotdot":
         allow(local_backend, tmp_path)
-        path = f"{tmp_path}/../../../../{secret_key.relative_to('/')}"
+        up_to_root = "../" * (len(tmp_path.parts) - 1)  # as deep as tmp_path is (deeper under xdist)
+        path = f"{tmp_path}/{up_to_root}{secret_key.relative_to('/')}"
     else:
         allow(local_backend, tmp_path)
         (tmp_path / "err.txt").symlink_to(secret_key)

@@ -19,6 +19,7 @@ JOBS = 1000
 BATCH = 10
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_a_thousand_instant_jobs_polled_in_a_tight_loop_none_falsely_failed(local_backend: Backend) -> None:
     adapter = get_adapter(local_backend)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from axes.models import AccessAttempt
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from time_machine import TimeMachineFixture
 
 from runs.models import ApiToken, AuditEvent
 
@@ -38,12 +38,12 @@ def fail(client: Client, username: str, times: int, address: str = "10.0.0.1") -
     return [log_in(client, username, f"wrong-{i}", address)[0] for i in range(times)]
 
 
-def end_cool_off() -> None:
-    AccessAttempt.objects.update(attempt_time=timezone.now() - timedelta(seconds=COOL_OFF + 1))
+def end_cool_off(time_machine: TimeMachineFixture) -> None:
+    time_machine.move_to(timezone.now() + timedelta(seconds=COOL_OFF + 1), tick=True)
 
 
 def test_repeated_wrong_passwords_lock_the_account_for_the_cool_off(
-    client: Client, user: User, caplog: pytest.LogCaptureFixture
+    client: Client, user: User, caplog: pytest.LogCaptureFixture, time_machine: TimeMachineFixture
 ) -> None:
     # Four failures are ordinary ones; the fifth reaches the limit and is answered with the lockout.
     assert fail(client, "alice", LIMIT) == [200] * (LIMIT - 1) + [429]
@@ -58,7 +58,7 @@ def test_repeated_wrong_passwords_lock_the_account_for_the_cool_off(
     events = AuditEvent.objects.filter(action=AuditEvent.Action.LOGIN_LOCKED_OUT)
     assert events.exists() and {e.target for e in events} == {"alice"}
 
-    end_cool_off()
+    end_cool_off(time_machine)
     assert log_in(client, "alice", ALICE_PASSWORD)[0] == 302 and logged_in(client)
 
 
@@ -89,7 +89,7 @@ def api_get(token: str, address: str) -> tuple[int, dict[str, str], str]:
     return response.status_code, response.json(), response.get("Retry-After", "")
 
 
-def test_repeated_invalid_tokens_from_one_address_get_429(user: User) -> None:
+def test_repeated_invalid_tokens_from_one_address_get_429(user: User, time_machine: TimeMachineFixture) -> None:
     good = ApiToken.issue(user)
     statuses = [api_get(f"not-a-token-{i}", "10.9.9.9")[0] for i in range(LIMIT)]
     assert statuses == [401] * (LIMIT - 1) + [429]
@@ -100,7 +100,7 @@ def test_repeated_invalid_tokens_from_one_address_get_429(user: User) -> None:
     assert api_get(good, "10.1.1.1")[0] == 200  # other addresses are not affected
     assert AuditEvent.objects.filter(action=AuditEvent.Action.LOGIN_FAILED, target="API token").exists()
 
-    end_cool_off()
+    end_cool_off(time_machine)
     assert api_get(good, "10.9.9.9")[0] == 200
 
 

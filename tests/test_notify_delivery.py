@@ -58,27 +58,31 @@ def test_email_reaches_a_real_smtp_server_with_a_message_id_from_the_key(user, s
     assert "Status: failed" in body and "Cost: $1.50" in body and "/x" in body
 
 
-def test_an_email_resent_after_a_dead_worker_has_the_same_message_id(user, smtp):
+def test_an_email_resent_after_a_dead_worker_has_the_same_message_id(user, smtp, time_machine):
     _send_to(user, email="alice@example.org")
     with real_smtp(smtp), notify_config(claim_seconds=60):
+        time_machine.move_to(timezone.now(), tick=False)
         deliver_due()
         # As a worker killed after the server took the message, before it recorded "sent", leaves it:
-        Notification.objects.update(state="sending", claimed_at=timezone.now() - timedelta(seconds=61))
+        Notification.objects.update(state="sending", claimed_at=timezone.now())
+        time_machine.shift(timedelta(seconds=59))
+        assert deliver_due() == 0  # its claim still holds
+        time_machine.shift(timedelta(seconds=2))
         assert deliver_due() == 1
     ids = [m["Message-ID"] for m in smtp.messages()]
     assert len(ids) == 2 and len(set(ids)) == 1  # one message per key: the receiver can drop the copy
 
 
-def test_a_webhook_answered_500_then_200_is_delivered_once_after_the_retry(user):
+def test_a_webhook_answered_500_then_200_is_delivered_once_after_the_retry(user, time_machine):
     receiver = WebhookReceiver(fail_first=1)
     for url in webhook_server(receiver):
         _send_to(user, webhook=url)
-        with notify_config(backoff_seconds=0.01):
+        with notify_config(backoff_seconds=60):
             assert deliver_due() == 0
             note = Notification.objects.get()
             assert note.state == "pending" and note.attempts == 1 and "HTTP 500" in note.last_error
             assert "sekrit-token" not in note.last_error  # the URL's token is never in an error
-            Notification.objects.update(next_attempt_at=timezone.now())
+            time_machine.move_to(note.next_attempt_at + timedelta(seconds=1), tick=True)
             assert deliver_due() == 1
     note.refresh_from_db()
     assert note.state == "sent" and note.attempts == 2
@@ -91,16 +95,21 @@ def test_a_webhook_answered_500_then_200_is_delivered_once_after_the_retry(user)
     assert body["counts"] == {"failed": 1}
 
 
-def test_the_retry_waits_for_its_backoff(user):
+def test_the_retry_waits_for_its_backoff(user, time_machine):
     receiver = WebhookReceiver(fail_first=1)
     for url in webhook_server(receiver):
         _send_to(user, webhook=url)
         with notify_config(backoff_seconds=600):
+            time_machine.move_to(timezone.now(), tick=False)
             deliver_due()
+            note = Notification.objects.get()
+            assert note.next_attempt_at - timezone.now() == timedelta(seconds=600)
+            time_machine.shift(timedelta(seconds=599))
             assert deliver_due() == 0  # not due yet
-    note = Notification.objects.get()
-    assert len(receiver.requests) == 1
-    assert timedelta(seconds=590) < note.next_attempt_at - timezone.now() <= timedelta(seconds=600)
+            assert len(receiver.requests) == 1
+            time_machine.shift(timedelta(seconds=2))
+            assert deliver_due() == 1
+    assert len(receiver.requests) == 2
 
 
 def test_a_delivery_that_keeps_failing_ends_failed_with_its_last_error(user):

@@ -67,6 +67,8 @@ def wait_for(condition, worker: ChildProcess, timeout: float = 60) -> None:
     raise AssertionError(f"timed out; {worker.name} log:\n{worker.log_tail()}")
 
 
+@pytest.mark.services
+@pytest.mark.faults
 @pytest.mark.skipif(not redis_up(), reason="no Redis on 127.0.0.1:6379")
 @pytest.mark.django_db(transaction=True)  # the worker process reads what this test commits
 def test_a_worker_killed_mid_send_neither_loses_nor_doubles_the_webhook(user, tmp_path):
@@ -100,6 +102,8 @@ def test_a_worker_killed_mid_send_neither_loses_nor_doubles_the_webhook(user, tm
     assert list(receiver.deliveries) == [note.idempotency_key]  # exactly one logical delivery
 
 
+@pytest.mark.services
+@pytest.mark.faults
 @pytest.mark.skipif(not redis_up(), reason="no Redis on 127.0.0.1:6379")
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_send_of_an_email_resends_it_with_the_same_message_id(user, tmp_path):

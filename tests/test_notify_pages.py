@@ -78,6 +78,7 @@ def test_the_admin_lists_failed_deliveries_without_webhook_tokens(user, staff):
     assert "HTTP 500" in page and "very-secret-token" not in page
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing")
 def test_preferences_and_deliveries_in_a_browser(live_server: Any, transactional_db: None, monkeypatch) -> None:
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

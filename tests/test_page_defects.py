@@ -27,9 +27,10 @@ from runs.actions import create_run
 from runs.models import Run
 from tests.browser import chromium_available, live_portal, login, screenshot
 
-pytestmark = pytest.mark.skipif(
-    not chromium_available(), reason="/usr/bin/chromium is missing (apt-get install chromium)"
-)
+pytestmark = [
+    pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing (apt-get install chromium)"),
+    pytest.mark.browser,
+]
 
 PASSWORD = "pw-alice-123"
 STATIC = Path(__file__).resolve().parent.parent / "runs" / "static" / "scripthut"

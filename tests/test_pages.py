@@ -77,10 +77,32 @@ def _pages(run: Run) -> list[str]:
 
 
 def test_every_page_renders_for_a_logged_in_user(alice_client: Client, run: Run) -> None:
+    """Each page, with its own title (None: an htmx part, no document) and what it is about."""
     ensure_demo_setup()
-    for url in [*_pages(run), reverse("workflow_dry_run", args=["demo"])]:
+    task_ids = ["prep.data", "sim.1", "sim.2", "final"]  # CHAIN's
+    expected: dict[str, tuple[str | None, list[str]]] = {
+        reverse("dashboard"): ("Jobs · ScriptHut", ["Recent runs", ">chain<"]),
+        reverse("jobs"): (None, ["Recent runs", ">chain<"]),
+        reverse("run_list"): ("Runs · ScriptHut", [f'href="/runs/{run.pk}"', ">chain<"]),
+        reverse("run_detail", args=[run.pk]): (f"chain · run {run.pk} · ScriptHut", task_ids),
+        reverse("run_items", args=[run.pk]): (None, task_ids),
+        reverse("task_script", args=[run.pk, "sim.1"]): (
+            f"sim.1 script · run {run.pk} · ScriptHut",
+            ["Submission script", "echo one"],
+        ),
+        reverse("task_logs", args=[run.pk, "sim.1", "output"]): (f"sim.1 output · run {run.pk} · ScriptHut", ["Sim 1"]),
+        reverse("workflow_list"): ("Workflows · ScriptHut", ['href="/workflows/demo']),
+        reverse("workflow_dry_run", args=["demo"]): ("Dry run of demo · ScriptHut", ["Dry run: demo"]),
+    }
+    assert set(expected) >= set(_pages(run))
+    for url, (title, contents) in expected.items():
         response = alice_client.get(url)
         assert response.status_code == 200, url
+        page = _text(response)
+        found = re.search(r"<title>(.*?)</title>", page, re.S)
+        assert (found.group(1).strip() if found else None) == title, url
+        for text in contents:
+            assert text in page, (url, text)
 
 
 def test_login_is_required(client: Client, run: Run) -> None:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from tests.cluster import Cluster
 
 pytest_plugins = ["tests.cluster"]  # the session-scoped `cluster` fixture
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 GRACE_SECONDS = 15
 
@@ -196,5 +196,5 @@ def test_wrapper_refuses_what_its_shell_would_change(user: User, pbs: Backend, c
     assert rejected.state == "failed" and not rejected.job_id
     assert rejected.reason.startswith("rejected by the scheduler: qsub: Slurm's qsub wrapper passes its arguments")
     assert plain.job_id.isdigit()
-    time.sleep(2)
+    accounting(cluster, [plain.job_id], "ExitCode")  # the batch's other job has ended: all it started has run
     assert cluster.run_as_user(f"ls ~/{marker} 2>/dev/null || echo absent").strip() == "absent"

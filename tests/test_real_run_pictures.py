@@ -22,6 +22,8 @@ from runs.web import timeline
 from tests.browser import SCREENSHOT_DIR, chromium_available, live_portal, login
 from tests.conftest import LOCAL_USERS, local_user
 
+pytestmark = pytest.mark.browser
+
 TASKS = 1000
 SLOTS = 100
 

@@ -22,6 +22,7 @@ ST = str(Path(sys.executable).with_name("st"))
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_api_against_its_schema(live_server: object, user: User, local_backend: Backend, tmp_path: Path) -> None:
     token = ApiToken.issue(user)

@@ -21,7 +21,7 @@ from runs.engine.tick import tick
 from runs.models import ObservedJob, Run, Task
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 
 def t(task_id: str, command: str = "sleep 1", deps: tuple[str, ...] = (), **extra: object) -> dict:
@@ -113,9 +113,11 @@ def test_cancel_reaches_scancel(user, slurm, cluster):  # noqa: F811
     cancel_run(run)
     tick(force=True)
     assert set(states(run).values()) == {"cancelled"}
-    time.sleep(2)
-    queue = cluster.run_as_user("squeue --noheader --format=%i")
-    assert not set(job_ids) & set(queue.split())
+    # scancel is asynchronous: the jobs leave the queue (after CG, completing) within seconds.
+    deadline = time.monotonic() + 60
+    while set(job_ids) & set(cluster.run_as_user("squeue --noheader --format=%i").split()):
+        assert time.monotonic() < deadline, f"jobs {job_ids} still queued 60 s after the cancel"
+        time.sleep(0.5)
 
 
 def test_external_job_is_shown(user, slurm, cluster):  # noqa: F811
@@ -193,8 +195,13 @@ def test_sshd_and_slurmctld_restarts_lose_nothing(user, slurm, cluster):  # noqa
         assert not run.tasks.filter(state__in=("failed", "dep_failed")).exists()
     finally:
         cluster.start_sshd()
-    time.sleep(1.5)  # past the reconnect backoff
-    tick(force=True)
+    # Once past the reconnect backoff, a tick reaches the cluster again.
+    deadline = time.monotonic() + 60
+    while slurm.status != Backend.Status.OK:
+        assert time.monotonic() < deadline, f"not reconnected 60 s after sshd came back: {slurm.status_message}"
+        time.sleep(0.5)
+        tick(force=True)
+        slurm.refresh_from_db()
     cluster.stop_slurmctld()
     try:
         for _ in range(3):

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from tests.cluster import Cluster
 
 pytest_plugins = ["tests.cluster"]  # the session-scoped `cluster` fixture
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
 
 def t(task_id: str, command: str) -> dict[str, str]:

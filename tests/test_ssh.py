@@ -10,6 +10,8 @@ from backends.base import BackendUnavailable, FileRefused
 from backends.ssh.transport import SshTransport
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
 
+pytestmark = pytest.mark.cluster
+
 
 def transport(cluster: Cluster, **overrides: object) -> SshTransport:  # noqa: F811
     return SshTransport.from_settings(cluster.ssh_settings() | overrides)

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.ldap_server"]
 
+pytestmark = pytest.mark.services
+
 FAILED = "Your username and password didn"  # ... 't match. Please try again.
 
 

@@ -21,9 +21,11 @@ if TYPE_CHECKING:
     from tests.oidc_server import OIDCProvider
 
 pytest_plugins = ["tests.oidc_server"]
-pytestmark = pytest.mark.skipif(
-    not chromium_available(), reason="/usr/bin/chromium is missing (apt-get install chromium)"
-)
+pytestmark = [
+    pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing (apt-get install chromium)"),
+    pytest.mark.browser,
+    pytest.mark.services,
+]
 
 
 def sign_in(base: str, provider: OIDCProvider, username: str, start: str, shots: str = "") -> None:

@@ -129,6 +129,7 @@ def test_the_run_page_loads_the_timeline_after_itself(user: User, local_backend:
     assert re.search(r'hx-get="/runs/[0-9a-f]+/timeline" hx-trigger="load"', html)
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing")
 def test_timeline_of_a_thousand_task_run_in_chromium(
     live_server: Any, transactional_db: None, monkeypatch: pytest.MonkeyPatch
@@ -192,6 +193,7 @@ def test_task_page_shows_use_against_request_with_concrete_advice(
     assert "request less (about 375 MB would do)" in html
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing")
 def test_the_timeline_follows_a_live_run_without_a_reload(
     live_server: Any, transactional_db: None, monkeypatch: pytest.MonkeyPatch

@@ -12,7 +12,7 @@ from runs.actions import cancel_run, create_run
 from runs.engine.tick import tick
 from tests.browser import chromium_available, launch, login, screenshot
 
-pytestmark = pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing")
+pytestmark = [pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing"), pytest.mark.browser]
 
 
 def test_run_page_shows_why_tasks_wait(live_server: Any, transactional_db: None, monkeypatch: Any) -> None:

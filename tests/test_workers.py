@@ -29,6 +29,8 @@ import redis
 from tests.services import ChildProcess, unavailable
 from tests.test_cli import SCRIPTHUT, scripthut
 
+pytestmark = pytest.mark.services
+
 ROOT = Path(__file__).parent.parent
 POSTGRES = os.environ.get("SCRIPTHUT_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("SCRIPTHUT_TEST_REDIS", "redis://127.0.0.1:6379/1")
@@ -198,6 +200,7 @@ def test_a_hung_backend_does_not_delay_another(deployment: Deployment) -> None:
     hole.refuse()
 
 
+@pytest.mark.faults
 def test_a_worker_killed_mid_tick_frees_its_backend_within_seconds(deployment: Deployment) -> None:
     hole = Blackhole()
     configure(deployment, hole.port)
@@ -245,6 +248,17 @@ def test_an_action_wakes_only_its_own_backend(deployment: Deployment) -> None:
         return bool(deployment.query("SELECT 1 FROM runs_task WHERE task_id = 'a' AND state <> 'pending'"))
 
     wait_for("the run's task submitted by its backend's wake-up tick", submitted, 30, worker)
-    time.sleep(2)  # a tick of every backend would have reached the hung one by now
+    # A second run's wake-up goes behind whatever the first one queued, and the solo worker takes
+    # its queue in order: once that run's task is submitted, a tick of the hung backend queued by
+    # the first wake-up would have started (and connected to the blackhole) before it.
+    two = deployment.tmp / "two.json"
+    two.write_text(json.dumps([{"id": "b", "name": "B", "command": "echo b"}]))
+    scripthut(deployment.env, "run", str(two), "--backend", "local")
+
+    def second_submitted_or_hung_ticked() -> bool:
+        b_moved = deployment.query("SELECT 1 FROM runs_task WHERE task_id = 'b' AND state <> 'pending'")
+        return bool(b_moved) or hole.accepted() > 0
+
+    wait_for("the second run's wake-up tick", second_submitted_or_hung_ticked, 30, worker)
     assert hole.accepted() == 0 and deployment.backend("hung")[2] is None, "the other backend was ticked too"
     hole.refuse()
