@@ -21,10 +21,9 @@ from runs.access import AccessDenied, require_backend, require_shared
 from runs.audit import trail as audit
 from runs.costing import budgets
 from runs.engine import events
-from runs.engine.fields import RESET_FIELDS, reset_for_submission
 from runs.engine.insert import insert_tasks
 from runs.engine.run_status import refresh_run_status
-from runs.engine.states import ACTIVE, RUN_FINISHED, UNSUCCESSFUL, RunStatus, Step, TaskState, move, move_all
+from runs.engine.states import ACTIVE, RUN_FINISHED, UNSUCCESSFUL, RunStatus, Step, TaskState, move_all, requeue
 from runs.models import AuditEvent, Run, Task, Workflow
 from runs.notify.run_events import notify_status_update
 from runs.notify.spec import NotifySpec, save_override
@@ -185,12 +184,10 @@ def relaunch_run(run: Run, by: User | None = None) -> int:
             raise RunStateError(f"run {run.pk} has nothing to relaunch: every task completed")
         record_relaunch(run, by, len(again))
         for task in again:
-            reset_for_submission(task)
             task.attempt = 0
             task.run_attempt = run.attempt
-            task.reason = "relaunched"
             task.waiting_on = sum(1 for dep in task.resolved_deps if dep not in done)
-        move(again, Step.RELAUNCH, [*RESET_FIELDS, "attempt", "run_attempt", "reason", "waiting_on"])
+        requeue(again, "relaunched", Step.RELAUNCH, also=["attempt", "run_attempt", "waiting_on"])
         run.status = RunStatus.RUNNING if done else RunStatus.PENDING
         run.finished_at = None
         run.error = ""
