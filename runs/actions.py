@@ -149,22 +149,23 @@ def require_operator(run: Run, user: User | None) -> None:
 def cancel_run(run: Run, by: User | None = None) -> None:
     """Cancel pending tasks now; the next tick cancels submitted and running jobs."""
     require_operator(run, by)
-    with transaction.atomic():
-        updated = Run.objects.filter(pk=run.pk).exclude(status__in=RUN_FINISHED).update(status=RunStatus.CANCELLED)
-        if not updated:
-            raise RunStateError(f"run {run.pk} has already finished")
-        events.announce([run.pk], run_status=True)
-        notify_status_update(run, {"status": RunStatus.CANCELLED})
-        move_all(
-            Task.objects.filter(run=run),
-            Step.CANCEL,
-            TaskState.CANCELLED,
-            (TaskState.PENDING,),
-            reason="run cancelled",
-            finished_at=timezone.now(),
-        )
-        audit.record(Action.RUN_CANCELLED, f"run {run.pk}", actor=by)
-    refresh_run_status(run.pk)
+    with events.one_announcement():  # the cancel and the status it leads to: one push
+        with transaction.atomic():
+            cancelling = Run.objects.filter(pk=run.pk).exclude(status__in=RUN_FINISHED)
+            if not cancelling.update(status=RunStatus.CANCELLED):
+                raise RunStateError(f"run {run.pk} has already finished")
+            events.announce([run.pk], run_status=True)
+            notify_status_update(run, {"status": RunStatus.CANCELLED})
+            move_all(
+                Task.objects.filter(run=run),
+                Step.CANCEL,
+                TaskState.CANCELLED,
+                (TaskState.PENDING,),
+                reason="run cancelled",
+                finished_at=timezone.now(),
+            )
+            audit.record(Action.RUN_CANCELLED, f"run {run.pk}", actor=by)
+        refresh_run_status(run.pk)
     wake(run.backend)
 
 
@@ -172,7 +173,7 @@ def relaunch_run(run: Run, by: User | None = None) -> int:
     """Re-queue a finished run's failed, cancelled and dep_failed tasks; keep completed ones."""
     require_operator(run, by)
     _check_access(by or run.owner, run.backend)
-    with transaction.atomic():
+    with events.one_announcement(), transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)
         if not run.is_finished:
             raise RunStateError(f"run {run.pk} is still {run.status}; wait for it or cancel it first")
