@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.contrib.auth.models import Group, User
 
 from backends.models import Backend
 from runs.engine.tick import tick
+from runs.live import push
 from runs.models import Run
 
 # The test users may use the test `local` backend: it is shared with this group. (A
@@ -60,3 +61,10 @@ def run_to_end() -> Callable[..., Run]:
         raise AssertionError(f"run {run.pk} still {run.status} after {timeout}s: {states}")
 
     return wait
+
+
+@pytest.fixture(autouse=True)
+def _pushed() -> Iterator[None]:
+    """What a test announced is pushed before the next test (runs.live.push renders on its own thread)."""
+    yield
+    push.flush()

@@ -1,6 +1,11 @@
 """Live push: each committed change of a run (``runs.engine.events.run_changed``) is rendered once
 and sent through the channel layer to the pages that show it.
 
+The announcement only queues the change (:func:`on_run_changed`); the rendering happens on the
+pusher's own thread (:mod:`runs.live.coalesce`), at most once per run every
+:data:`COALESCE_SECONDS`, the changes that came meanwhile merged into one. :func:`flush`
+sends what waits at once.
+
 Who gets what (the same rule as ``Run.objects.visible_to``):
 
 - ``run-<id>``: the run page's sockets; a socket joins only after ``visible_run`` let it in.
@@ -15,7 +20,6 @@ as data, for Server-Sent Events.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -28,10 +32,9 @@ from runs.costing.summary import run_cost
 from runs.engine import states
 from runs.engine.events import RunChange, run_changed
 from runs.engine.sql import chunks
+from runs.live.coalesce import Coalescer
 from runs.models import Run, Task, Viewer, task_group
 from runs.web.pages import GroupView, RunRow, group_counts, state_counts, task_rows
-
-log = logging.getLogger("runs.live.push")
 
 STAFF_GROUP = "staff"
 # Sockets and streams end after this long, so who may listen is checked again when they
@@ -174,11 +177,19 @@ def publish(change: RunChange) -> None:
         send(group, viewers)
 
 
+# -- the trigger: queued where it was committed, rendered on the pusher's thread ----------------
+
+COALESCE_SECONDS = 0.25  # a run is rendered at most this often; its changes meanwhile go as one
+pusher = Coalescer(publish, COALESCE_SECONDS)
+
+
 def on_run_changed(sender: object, change: RunChange, **kwargs: object) -> None:
-    try:
-        publish(change)
-    except Exception:  # a page missing one change must never break the engine that made it
-        log.exception("could not push the change of run %s", change.run_id)
+    pusher.add(change)  # no query, no template here: this runs in the tick (or request) that committed
+
+
+def flush(timeout: float = 10.0) -> bool:
+    """Push every change announced so far now; True once all are sent (tests wait on it)."""
+    return pusher.flush(timeout)
 
 
 def connect() -> None:
