@@ -152,7 +152,8 @@ def cancel_run(run: Run, by: User | None = None) -> None:
     with events.one_announcement():  # the cancel and the status it leads to: one push
         with transaction.atomic():
             cancelling = Run.objects.filter(pk=run.pk).exclude(status__in=RUN_FINISHED)
-            if not cancelling.update(status=RunStatus.CANCELLED):
+            # Who, on the run itself: the tick tells the schedulers that keep it (runs.engine.cancel).
+            if not cancelling.update(status=RunStatus.CANCELLED, cancelled_by=by.get_username() if by else ""):
                 raise RunStateError(f"run {run.pk} has already finished")
             events.announce([run.pk], run_status=True)
             notify_status_update(run, {"status": RunStatus.CANCELLED})
@@ -192,7 +193,8 @@ def relaunch_run(run: Run, by: User | None = None) -> int:
         run.status = RunStatus.RUNNING if done else RunStatus.PENDING
         run.finished_at = None
         run.error = ""
-        run.save(update_fields=["status", "finished_at", "error", "relaunches"])
+        run.cancelled_by = ""
+        run.save(update_fields=["status", "finished_at", "error", "cancelled_by", "relaunches"])
         events.announce([run.pk], run_status=True)
         audit.record(Action.RUN_RELAUNCHED, f"run {run.pk}", actor=by, tasks=len(again))
     wake(run.backend)
