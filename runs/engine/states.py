@@ -211,10 +211,14 @@ def requeue(tasks: Sequence[Model], reason: str | Sequence[str], step: Step, *, 
     all, or one per task): the only way a task goes back to pending. Clears
     :data:`CLEARED_ON_REQUEUE` and writes the reason, and ``also`` the fields the caller
     set (the attempt counter, a relaunch's dependencies). Returns the tasks that moved."""
+    if not tasks:
+        return []
     reasons = [reason] * len(tasks) if isinstance(reason, str) else reason
+    fields = {field.name: field for field in tasks[0]._meta.concrete_fields}
+    cleared = {name: fields[name].get_default() for name in CLEARED_ON_REQUEUE}
     for task, why in zip(tasks, reasons, strict=True):
-        for name in CLEARED_ON_REQUEUE:
-            setattr(task, name, task._meta.get_field(name).get_default())
+        for name, value in cleared.items():
+            setattr(task, name, value)
         task.state, task.reason = TaskState.PENDING, why  # type: ignore[attr-defined]
     return move(tasks, step, ["state", *CLEARED_ON_REQUEUE, "reason", *also])
 
