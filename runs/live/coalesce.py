@@ -3,8 +3,10 @@ of its own: the thread that committed a change (a tick, a request) only queues i
 
 The thread is a daemon started on first use (again in a forked child, such as a Celery
 pool worker, where the parent's thread did not come along); it closes its database
-connection whenever it runs out of work, and at process exit what waits is handed on
-within a bounded time (:data:`EXIT_SECONDS`), so exit never hangs on a push.
+connection whenever it runs out of work, and at process exit (``atexit``; a Celery pool
+child, which skips it, through ``worker_process_shutdown``: :func:`runs.live.push.connect`)
+what waits is handed on within a bounded time (:data:`EXIT_SECONDS`), so exit never hangs
+on a push.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from celery.signals import worker_process_shutdown
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.template.loader import render_to_string
 
@@ -32,7 +33,7 @@ from runs.costing.summary import run_cost
 from runs.engine import states
 from runs.engine.events import RunChange, run_changed
 from runs.engine.sql import chunks
-from runs.live.coalesce import Coalescer
+from runs.live.coalesce import EXIT_SECONDS, Coalescer
 from runs.models import Run, Task, Viewer, task_group
 from runs.web.pages import GroupView, RunRow, group_counts, state_counts, task_rows
 
@@ -192,5 +193,11 @@ def flush(timeout: float = 10.0) -> bool:
     return pusher.flush(timeout)
 
 
+def _flush_before_exit(**kwargs: object) -> None:
+    pusher.flush(EXIT_SECONDS)
+
+
 def connect() -> None:
     run_changed.connect(on_run_changed, dispatch_uid="runs.live.push")
+    # A Celery prefork child ends with os._exit, which skips the pusher's atexit flush.
+    worker_process_shutdown.connect(_flush_before_exit, dispatch_uid="runs.live.push")
