@@ -148,10 +148,10 @@ def move(
     """Save ``fields`` of the tasks whose row is still in a state from which ``step`` may
     bring it to the task's new ``state`` (set on the instance by the caller); return them.
 
-    The one conditional UPDATE every state change goes through (per new state and chunk
-    of 500: :func:`runs.engine.sql.update_each`): ``WHERE id IN (...) AND state IN (<the
-    states allowed to go there>)``, whose returned ids are what really moved, so a task
-    moved by another actor meanwhile is left alone and left out. ``from_states`` narrows
+    One conditional UPDATE per new state (and chunk of 500 tasks,
+    :func:`runs.engine.sql.update_each`): ``WHERE id IN (...) AND state IN (<the states
+    allowed to go there>)``, whose returned ids are what really moved, so a task moved by
+    another actor meanwhile is left alone and left out. ``from_states`` narrows
     the table's sources. A move the table does not allow raises :class:`IllegalTransition`.
     The tasks that moved are announced once the transaction commits.
     """
