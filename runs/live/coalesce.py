@@ -76,17 +76,15 @@ class Coalescer:
     def _work(self) -> None:
         while True:
             due = self._next_due()
-            try:
-                close_old_connections()  # one the database dropped meanwhile is opened again
-                for change in due:
-                    self._hand_on(change)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    idle = not self._waiting
-                    self._cond.notify_all()
-                if idle:
-                    connection.close()  # no connection held between bursts (a test database can be dropped)
+            self._tidy(close_old_connections)  # one the database dropped meanwhile is opened again
+            for change in due:
+                self._hand_on(change)
+            with self._cond:
+                self._busy = False
+                idle = not self._waiting
+                self._cond.notify_all()
+            if idle:
+                self._tidy(connection.close)  # none held between bursts (a test database can be dropped)
 
     def _next_due(self) -> list[RunChange]:
         """Wait until some run's window has passed; take its changes."""
@@ -105,3 +103,10 @@ class Coalescer:
             self.publish(change)
         except Exception:  # a page missing one change must never stop the pushes that follow
             log.exception("could not push the change of run %s", change.run_id)
+
+    @staticmethod
+    def _tidy(step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception:  # the thread must live on: the next burst opens a connection again
+            log.exception("the pusher could not tidy its database connection")
