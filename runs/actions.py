@@ -21,10 +21,9 @@ from runs.access import AccessDenied, require_backend, require_run_operator, req
 from runs.audit import trail as audit
 from runs.costing import budgets
 from runs.engine import events
-from runs.engine.fields import RESET_FIELDS, reset_for_submission
 from runs.engine.insert import insert_tasks
 from runs.engine.run_status import refresh_run_status
-from runs.engine.states import ACTIVE, RUN_FINISHED, UNSUCCESSFUL, RunStatus, Step, TaskState, move, move_all
+from runs.engine.states import ACTIVE, RUN_FINISHED, UNSUCCESSFUL, RunStatus, Step, TaskState, move_all, requeue
 from runs.models import AuditEvent, Run, Task, Workflow
 from runs.notify.run_events import notify_status_update
 from runs.notify.spec import NotifySpec, save_override
@@ -143,22 +142,24 @@ def require_identity(backend: Backend, owner: User) -> None:
 def cancel_run(run: Run, by: User | None = None) -> None:
     """Cancel pending tasks now; the next tick cancels submitted and running jobs."""
     require_run_operator(by, run)
-    with transaction.atomic():
-        updated = Run.objects.filter(pk=run.pk).exclude(status__in=RUN_FINISHED).update(status=RunStatus.CANCELLED)
-        if not updated:
-            raise RunStateError(f"run {run.pk} has already finished")
-        events.announce([run.pk], run_status=True)
-        notify_status_update(run, {"status": RunStatus.CANCELLED})
-        move_all(
-            Task.objects.filter(run=run),
-            Step.CANCEL,
-            TaskState.CANCELLED,
-            (TaskState.PENDING,),
-            reason="run cancelled",
-            finished_at=timezone.now(),
-        )
-        audit.record(Action.RUN_CANCELLED, f"run {run.pk}", actor=by)
-    refresh_run_status(run.pk)
+    with events.one_announcement():  # the cancel and the status it leads to: one push
+        with transaction.atomic():
+            cancelling = Run.objects.filter(pk=run.pk).exclude(status__in=RUN_FINISHED)
+            # Who, on the run itself: the tick tells the schedulers that keep it (runs.engine.cancel).
+            if not cancelling.update(status=RunStatus.CANCELLED, cancelled_by=by.get_username() if by else ""):
+                raise RunStateError(f"run {run.pk} has already finished")
+            events.announce([run.pk], run_status=True)
+            notify_status_update(run, {"status": RunStatus.CANCELLED})
+            move_all(
+                Task.objects.filter(run=run),
+                Step.CANCEL,
+                TaskState.CANCELLED,
+                (TaskState.PENDING,),
+                reason="run cancelled",
+                finished_at=timezone.now(),
+            )
+            audit.record(Action.RUN_CANCELLED, f"run {run.pk}", actor=by)
+        refresh_run_status(run.pk)
     wake(run.backend)
 
 
@@ -166,7 +167,7 @@ def relaunch_run(run: Run, by: User | None = None) -> int:
     """Re-queue a finished run's failed, cancelled and dep_failed tasks; keep completed ones."""
     require_run_operator(by, run)
     _check_access(by or run.owner, run.backend)
-    with transaction.atomic():
+    with events.one_announcement(), transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)
         if not run.is_finished:
             raise RunStateError(f"run {run.pk} is still {run.status}; wait for it or cancel it first")
@@ -178,16 +179,15 @@ def relaunch_run(run: Run, by: User | None = None) -> int:
             raise RunStateError(f"run {run.pk} has nothing to relaunch: every task completed")
         record_relaunch(run, by, len(again))
         for task in again:
-            reset_for_submission(task)
             task.attempt = 0
             task.run_attempt = run.attempt
-            task.reason = "relaunched"
             task.waiting_on = sum(1 for dep in task.resolved_deps if dep not in done)
-        move(again, Step.RELAUNCH, [*RESET_FIELDS, "attempt", "run_attempt", "reason", "waiting_on"])
+        requeue(again, "relaunched", Step.RELAUNCH, also=["attempt", "run_attempt", "waiting_on"])
         run.status = RunStatus.RUNNING if done else RunStatus.PENDING
         run.finished_at = None
         run.error = ""
-        run.save(update_fields=["status", "finished_at", "error", "relaunches"])
+        run.cancelled_by = ""
+        run.save(update_fields=["status", "finished_at", "error", "cancelled_by", "relaunches"])
         events.announce([run.pk], run_status=True)
         audit.record(Action.RUN_RELAUNCHED, f"run {run.pk}", actor=by, tasks=len(again))
     wake(run.backend)

@@ -108,6 +108,8 @@ class Run(models.Model):
     # One entry per relaunch, oldest first: {"at", "by", "tasks", "previous_seconds"} (the
     # active time of the attempt it ended), so the idle time between attempts never counts.
     relaunches = models.JSONField(default=list, blank=True)
+    # Who cancelled it (empty: not cancelled, or by the system); schedulers that keep a reason are told.
+    cancelled_by = models.CharField(max_length=150, blank=True)
 
     objects = RunQuerySet.as_manager()
 

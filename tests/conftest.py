@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.contrib.auth.models import Group, User
 
 from backends.models import Backend
 from runs.engine.tick import tick
+from runs.live import push
 from runs.models import Run
 from tests.markers import pytest_collection_modifyitems, pytest_runtest_protocol  # noqa: F401  (hooks)
 
@@ -61,3 +62,10 @@ def run_to_end() -> Callable[..., Run]:
         raise AssertionError(f"run {run.pk} still {run.status} after {timeout}s: {states}")
 
     return wait
+
+
+@pytest.fixture(autouse=True)
+def _pushed() -> Iterator[None]:
+    """What a test announced is pushed before the next test (runs.live.push renders on its own thread)."""
+    yield
+    push.flush()

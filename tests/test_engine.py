@@ -16,11 +16,11 @@ from backends.models import Backend, Environment
 from backends.registry import get_adapter
 from runs import actions
 from runs.actions import cancel_run, create_run, relaunch_run
-from runs.engine import claim, poll
+from runs.engine import cancel, claim, poll
 from runs.engine.jobspec import task_log
 from runs.engine.states import ACTIVE
 from runs.engine.tick import tick
-from runs.models import Run, Task, Workflow
+from runs.models import AuditEvent, Run, Task, Workflow
 from runs.workflows.command import dry_run, start_run
 from runs.workflows.parse import WorkflowError
 
@@ -131,6 +131,26 @@ def test_cancel_stops_pending_and_running_tasks(user, local_backend, tmp_path):
     assert not marker.exists()
     with pytest.raises(actions.RunStateError):
         cancel_run(run)
+
+
+def test_cancel_keeps_who_cancelled_on_the_run(user, local_backend):
+    run = create_run(owner=user, backend=local_backend, payload=[t("a")], workflow_name="c")
+    cancel_run(run, by=user)
+    assert Run.objects.get(pk=run.pk).cancelled_by == user.username
+
+
+def test_the_scheduler_is_told_who_cancelled_from_the_run_itself(user, local_backend, monkeypatch):
+    run = create_run(owner=user, backend=local_backend, payload=[t("long", "sleep 30")], workflow_name="c")
+    tick(force=True)
+    # Cancelled as cancel_run does it, but with no audit event: the engine reads the run only.
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.CANCELLED, cancelled_by="carol")
+    assert not AuditEvent.objects.filter(action=AuditEvent.Action.RUN_CANCELLED).exists()
+    adapter = get_adapter(local_backend)
+    told: dict[str, str] = {}
+    monkeypatch.setattr(adapter, "cancel_with_reasons", told.update)
+    cancel.cancel_requested(local_backend, adapter, set())
+    assert told == {run.tasks.get().job_id: f"run {run.pk} cancelled by carol"}
+    adapter.cancel(list(told))  # the job itself, which the recording above did not stop
 
 
 def test_time_limit_fails_the_task(user, local_backend, run_to_end):

@@ -1,7 +1,8 @@
 """Live push against a real uvicorn: who may open which socket, and what each one hears.
 
 A committed task move (``runs.engine.states.move``) is announced by ``runs.engine.events``;
-``runs.live.push`` renders it and sends it through the channel layer; the sockets
+``runs.live.push`` renders it on its own thread (changes of a run within a window merged)
+and sends it through the channel layer; the sockets
 (``runs.live.consumers``) and ``GET /jobs/stream`` (``runs.live.stream``) pass it on. Refusals are
 checked at the handshake: the server answers 403 and no socket opens.
 """
@@ -11,17 +12,20 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from channels_redis.core import RedisChannelLayer  # type: ignore[import-untyped]
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 from django.test import Client
+from django.test.signals import template_rendered
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -29,6 +33,7 @@ from backends.models import Backend
 from runs.actions import create_run
 from runs.engine.generate import append_generated
 from runs.engine.states import Step, TaskState, move
+from runs.engine.tick import tick
 from runs.live import push as live
 from runs.models import ApiToken, Run, Task
 from runs.web.pages import group_dom_id
@@ -63,7 +68,9 @@ def dave(lab: Group) -> User:
 @pytest.fixture
 def run(user: User, local_backend: Backend) -> Run:
     tasks = [{"id": f"sim.{i}", "name": f"s{i}", "command": "true"} for i in range(3)]
-    return create_run(owner=user, backend=local_backend, workflow_name="live", payload=tasks)
+    created = create_run(owner=user, backend=local_backend, workflow_name="live", payload=tasks)
+    assert live.flush()  # its creation is pushed now, not to the sockets a test opens next
+    return created
 
 
 def _open(base: str, path: str, user: User | None) -> ClientConnection:
@@ -310,6 +317,7 @@ def test_generated_tasks_are_pushed_as_new_rows_and_a_refresh(base: str, user: U
         workflow_name="gen",
         payload=[{"id": "make", "name": "make", "command": "true"}],
     )
+    assert live.flush()
     generator = gen.tasks.get()
     with _open(base, f"/runs/{gen.pk}/live", user) as page:
         made = validate([{"id": "sim.1", "name": "s", "command": "true"}], existing_ids=["make"])
@@ -334,3 +342,55 @@ def test_sockets_are_checked_again_after_a_while(
     _refused(base, f"/runs/{run.pk}/live", dave)  # ...and is refused
     _, stream = _stream(base, dave)
     stream.read()  # ends (the client reconnects: EventSource's retry)
+
+
+# -- rendering happens on the pusher's thread, once per run per window ------------------------
+
+
+@pytest.fixture
+def rendered() -> Iterator[list[tuple[str, str]]]:
+    """(template, thread) of every template rendered meanwhile."""
+    seen: list[tuple[str, str]] = []
+
+    def record(sender: Any, template: Any, **kwargs: Any) -> None:
+        seen.append((template.name, threading.current_thread().name))
+
+    template_rendered.connect(record, weak=False, dispatch_uid="test_live.rendered")
+    yield seen
+    template_rendered.disconnect(dispatch_uid="test_live.rendered")
+
+
+@pytest.fixture
+def run_page(run: Run) -> Iterator[str]:
+    """A channel in the run page's group, as an open page's socket would be (in-memory layer)."""
+    layer = get_channel_layer()
+    name = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(live.run_group(run.pk), name)
+    yield name
+    async_to_sync(layer.group_discard)(live.run_group(run.pk), name)
+
+
+def _pushed(channel: str) -> dict[str, Any]:
+    assert live.flush()  # every change announced so far is sent: the message waits in the channel
+    return dict(async_to_sync(get_channel_layer().receive)(channel))
+
+
+def test_the_tick_renders_nothing_the_pusher_renders_its_change(
+    run: Run, run_page: str, rendered: list[tuple[str, str]]
+) -> None:
+    tick(force=True)
+    frames = _pushed(run_page)["frames"]
+    assert all(f'id="task-{task.pk}"' in frames[1] for task in run.tasks.all())  # the tick's one change
+    assert rendered and {thread for _, thread in rendered} == {"scripthut-push"}
+
+
+def test_changes_of_a_run_within_the_window_are_rendered_once(
+    run: Run, run_page: str, rendered: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live.pusher, "window", 60.0)  # so the three commits surely fall in one window
+    tasks = list(run.tasks.all())
+    for task in tasks:
+        _claim(task)  # three commits, three announcements
+    frames = _pushed(run_page)["frames"]  # flush ends the window at once
+    assert [name for name, _ in rendered].count("runs/_run_summary.html") == 1
+    assert "3 submitting" in frames[0] and all(f'id="task-{task.pk}"' in frames[1] for task in tasks)

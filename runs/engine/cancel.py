@@ -15,7 +15,7 @@ from runs.costing import budgets
 from runs.costing.estimate import COST_FIELDS
 from runs.engine.finish import cost_tasks
 from runs.engine.states import LIVE, RunStatus, Step, TaskState, move
-from runs.models import AuditEvent, Task
+from runs.models import Run, Task
 
 
 def cancel_requested(backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None) -> None:
@@ -24,7 +24,7 @@ def cancel_requested(backend: Backend, adapter: BackendAdapter, changed: set[str
     tasks = list(cancelled.exclude(job_id=""))
     if not tasks:
         return
-    by_run = {run_id: cancel_reason(run_id) for run_id in {t.run_id for t in tasks}}
+    by_run = {run_id: cancel_reason(run_id, who) for run_id, who in cancelled_by(tasks).items()}
     adapter.cancel_with_reasons({t.job_id: by_run[t.run_id] for t in tasks})
     now = timezone.now()
     for task in tasks:
@@ -36,12 +36,12 @@ def cancel_requested(backend: Backend, adapter: BackendAdapter, changed: set[str
     changed.update(t.run_id for t in tasks)
 
 
-def cancel_reason(run_id: str) -> str:
+def cancelled_by(tasks: list[Task]) -> dict[str, str]:
+    """Run id -> who cancelled it (stored on the run by :func:`runs.actions.cancel_run`)."""
+    runs = Run.objects.filter(pk__in={t.run_id for t in tasks})
+    return dict(runs.values_list("pk", "cancelled_by"))
+
+
+def cancel_reason(run_id: str, who: str) -> str:
     """Who cancelled the run, for schedulers that keep a reason with the job."""
-    event = (
-        AuditEvent.objects.filter(action=AuditEvent.Action.RUN_CANCELLED, target=f"run {run_id}")
-        .order_by("-at")
-        .first()
-    )
-    who = event.actor_name if event else ""
     return f"run {run_id} cancelled by {who}" if who else f"run {run_id} cancelled"

@@ -1,18 +1,26 @@
 """The one place that announces committed changes of tasks and runs.
 
-The engine's state helper (:func:`runs.engine.states.move`) and the run status
-refresher call :func:`announce`; the announcement is sent after the transaction
-commits (``transaction.on_commit``), never for a change that was rolled back. Listen
-with ``run_changed.connect(receiver)``; each receiver gets ``change=RunChange(...)``.
+The engine's state helpers (:mod:`runs.engine.states`: ``move``, ``move_all``,
+``requeue``, ``set_reason``), the run status refresher and the user actions call
+:func:`announce`. Nothing is sent for a change that was rolled back: the announcement
+waits for the commit (``transaction.on_commit``).
+
+Inside :func:`one_announcement` (the tick of a backend, each user action) the committed
+changes are gathered and sent when the block ends, one :class:`RunChange` per run that
+carries every task that changed; outside one, each committed call is sent on its own.
+Listen with ``run_changed.connect(receiver)``; each receiver gets ``change=RunChange(...)``,
+in the thread that committed, so it must be quick: the live push (:mod:`runs.live.push`)
+only queues it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 
-from django.apps import apps
 from django.db import transaction
 from django.dispatch import Signal
 
@@ -22,17 +30,48 @@ run_changed = Signal()
 @dataclass(frozen=True)
 class RunChange:
     run_id: str
-    owner_id: int | None
-    task_ids: frozenset[int] = field(default_factory=frozenset)  # Task primary keys that changed state
+    task_ids: frozenset[int] = field(default_factory=frozenset)  # Task primary keys that changed
     run_status: bool = False  # the run's own status or times changed
+
+    def merged(self, other: RunChange) -> RunChange:
+        """This change and a later one of the same run, as one."""
+        return RunChange(self.run_id, self.task_ids | other.task_ids, self.run_status or other.run_status)
+
+
+class _Gathered(threading.local):
+    depth = 0  # how many one_announcement blocks this thread is in
+    changes: dict[str, RunChange]
+
+
+_gathered = _Gathered()
+
+
+@contextmanager
+def one_announcement() -> Iterator[None]:
+    """Gather the changes committed inside this block and announce them when it ends, one
+    :class:`RunChange` per run (also when it ends with an exception: what was committed
+    was committed). Blocks may nest; the outermost one announces."""
+    if _gathered.depth == 0:
+        _gathered.changes = {}
+    _gathered.depth += 1
+    try:
+        yield
+    finally:
+        _gathered.depth -= 1
+        if _gathered.depth == 0:
+            changes, _gathered.changes = _gathered.changes, {}
+            _send(changes.values())
 
 
 def announce(run_ids: Iterable[str], *, task_ids: dict[str, set[int]] | None = None, run_status: bool = False) -> None:
     """Announce, once committed, that these runs changed (and which of their tasks)."""
     task_ids = task_ids or {}
-    runs = sorted(set(run_ids) | set(task_ids))
-    if runs:
-        transaction.on_commit(partial(_send, runs, task_ids, run_status))
+    changes = [
+        RunChange(run_id, frozenset(task_ids.get(run_id, ())), run_status)
+        for run_id in sorted(set(run_ids) | set(task_ids))
+    ]
+    if changes:
+        transaction.on_commit(partial(_committed, changes))
 
 
 def announce_tasks(tasks: Iterable[object]) -> None:
@@ -43,12 +82,15 @@ def announce_tasks(tasks: Iterable[object]) -> None:
     announce(by_run, task_ids=by_run)
 
 
-def _send(run_ids: list[str], task_ids: dict[str, set[int]], run_status: bool) -> None:
-    if not run_changed.has_listeners():
-        return  # nobody listens: not even the owner lookup is paid for
-    # By name: runs.models imports the engine's states, which import this module.
-    run_model = apps.get_model("runs", "Run")
-    owners = dict(run_model.objects.filter(pk__in=run_ids).values_list("pk", "owner_id"))
-    for run_id in run_ids:
-        change = RunChange(run_id, owners.get(run_id), frozenset(task_ids.get(run_id, ())), run_status)
+def _committed(changes: list[RunChange]) -> None:
+    if _gathered.depth == 0:
+        _send(changes)
+        return
+    for change in changes:
+        earlier = _gathered.changes.get(change.run_id)
+        _gathered.changes[change.run_id] = earlier.merged(change) if earlier else change
+
+
+def _send(changes: Iterable[RunChange]) -> None:
+    for change in changes:
         run_changed.send(sender=RunChange, change=change)

@@ -7,7 +7,7 @@ So a small run started beside a 10,000-task run gets the next slot that frees, a
 three users with ready work get a third of the backend each.
 
 Tasks left pending for want of a slot say why (``waiting: backend full, ...`` or
-``waiting: run limit, ...``), set in one UPDATE per reason.
+``waiting: run limit, ...``), set in one UPDATE per reason (:func:`~runs.engine.states.set_reason`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from django.db.models import Count, Exists, OuterRef
 
 from backends.models import Backend, ClusterIdentity
-from runs.engine import events
-from runs.engine.states import ACTIVE, RUN_UNFINISHED, TaskState
+from runs.engine.states import ACTIVE, RUN_UNFINISHED, TaskState, set_reason
 from runs.models import Run, Task
 
 
@@ -115,9 +114,5 @@ def explain_waiting(backend: Backend, runs: Iterable[Run], load: Load, backend_f
         else:
             continue
         reasons.setdefault(reason, []).append(run.pk)
-    changed: set[str] = set()
     for reason, run_ids in reasons.items():
-        ready = Task.objects.filter(run_id__in=run_ids, state=TaskState.PENDING, waiting_on=0).exclude(reason=reason)
-        if ready.update(reason=reason):
-            changed.update(run_ids)
-    events.announce(changed)
+        set_reason(Task.objects.filter(run_id__in=run_ids, waiting_on=0), reason)

@@ -10,9 +10,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from runs.costing import budgets, estimate
-from runs.engine.fields import FINISH_FIELDS, RESET_FIELDS, reset_for_submission
+from runs.engine.fields import FINISH_FIELDS
 from runs.engine.sql import chunks
-from runs.engine.states import LIVE, UNSUCCESSFUL, Step, TaskState, move
+from runs.engine.states import LIVE, UNSUCCESSFUL, Step, TaskState, move, requeue
 from runs.models import Task
 
 S = TaskState
@@ -25,11 +25,11 @@ def finish_tasks(tasks: Sequence[Task], never_started: Collection[int] = ()) -> 
     ``never_started``: primary keys of tasks whose job the backend says ended without
     ever starting; for those held on native dependencies, see :func:`settle_held_jobs`.
     """
-    requeue, undecided = settle_held_jobs(tasks, never_started)
-    settled_apart = {t.pk for t in requeue} | {t.pk for t in undecided}
+    again, undecided = settle_held_jobs(tasks, never_started)
+    settled_apart = {t.pk for t, _ in again} | {t.pk for t in undecided}
     ending = cost_tasks([t for t in tasks if t.pk not in settled_apart])
     with transaction.atomic():
-        move(requeue, Step.POLL, [*RESET_FIELDS, "reason"])
+        requeued = requeue([t for t, _ in again], [why for _, why in again], Step.POLL)
         moved = move(ending, Step.POLL, FINISH_FIELDS, from_states=LIVE)
         budgets.check_tasks(moved)
         release_dependents([t.pk for t in moved if t.state == S.COMPLETED])
@@ -39,7 +39,7 @@ def finish_tasks(tasks: Sequence[Task], never_started: Collection[int] = ()) -> 
                 failed.setdefault(task.run_id, []).append(task.task_id)
         for run_id, task_ids in failed.items():
             mark_dep_failed(run_id, task_ids)
-    return moved + requeue
+    return moved + requeued
 
 
 def cost_tasks(tasks: list[Task]) -> list[Task]:
@@ -47,21 +47,24 @@ def cost_tasks(tasks: list[Task]) -> list[Task]:
     return estimate.apply(tasks, estimate.price_book(update=True)) if tasks else tasks
 
 
-def settle_held_jobs(tasks: Sequence[Task], never_started: Collection[int]) -> tuple[list[Task], list[Task]]:
+def settle_held_jobs(
+    tasks: Sequence[Task], never_started: Collection[int]
+) -> tuple[list[tuple[Task, str]], list[Task]]:
     """Jobs held on native dependencies that the backend dropped before they ran.
 
     If a parent failed, the task is ``dep_failed``, not failed in its own right. If
     every parent completed, the parent had left the scheduler's memory before the
     dependency was matched: the task is queued again, to go without native
     dependencies. If a parent has not visibly ended yet, nothing is decided until it
-    has. Returns the tasks to queue again and the undecided ones (left as they are);
-    the others are updated in place.
+    has. Returns the tasks to queue again (with why) and the undecided ones (left as
+    they are); the others are updated in place.
     """
     held = [t for t in tasks if t.native_deps and t.pk in never_started and not t.started_at and t.state != S.COMPLETED]
     if not held:
         return [], []
     states = _known_states(tasks, held)
-    requeue, undecided = [], []
+    again: list[tuple[Task, str]] = []
+    undecided: list[Task] = []
     for task in _parents_first(held):
         key = (task.run_id, task.task_id)
         parent_states = {d: states.get((task.run_id, d)) for d in task.resolved_deps}
@@ -73,12 +76,11 @@ def settle_held_jobs(tasks: Sequence[Task], never_started: Collection[int]) -> t
             states[key] = S.SUBMITTED  # as it stays in the database
             continue
         elif task.state == S.CANCELLED:
-            reason = f"dropped by the scheduler while held ({task.reason}); queued again"
-            reset_for_submission(task)
-            task.reason = reason
-            requeue.append(task)
+            again.append((task, f"dropped by the scheduler while held ({task.reason}); queued again"))
+            states[key] = S.PENDING  # as it will be: its held children go again with it
+            continue
         states[key] = task.state
-    return requeue, undecided
+    return again, undecided
 
 
 def _known_states(tasks: Sequence[Task], held: Sequence[Task]) -> dict[Key, str]:

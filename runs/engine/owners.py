@@ -4,11 +4,10 @@ tasks say while they cannot be submitted."""
 
 from __future__ import annotations
 
-from django.db import transaction
 from django.db.models import Min
 
 from backends.models import Backend
-from runs.engine.states import UNFINISHED, Step, TaskState, move
+from runs.engine.states import UNFINISHED, set_reason
 from runs.models import Task
 
 
@@ -27,11 +26,5 @@ def owners_with_work(backend: Backend) -> list[int]:
 
 
 def hold_pending(backend: Backend, owner: int, reason: str) -> None:
-    """Say why ``owner``'s pending tasks on ``backend`` wait; they stay pending, and
-    tasks that already say so are not written again."""
-    waiting = Task.objects.on(backend, owner).filter(state=TaskState.PENDING).exclude(reason=reason)
-    tasks = list(waiting.only("pk", "run_id", "state", "reason"))
-    for task in tasks:
-        task.reason = reason
-    with transaction.atomic():
-        move(tasks, Step.CLAIM, ["reason"])
+    """Say why ``owner``'s pending tasks on ``backend`` wait; they stay pending."""
+    set_reason(Task.objects.on(backend, owner), reason)

@@ -16,10 +16,10 @@ from django.utils import timezone
 
 from backends.base import BackendAdapter, JobState, JobStatus
 from backends.models import Backend
-from runs.engine.fields import RESET_FIELDS, record_end, reset_for_submission
+from runs.engine.fields import record_end
 from runs.engine.finish import finish_tasks
 from runs.engine.generate import complete_generator
-from runs.engine.states import LIVE, Step, TaskState, move
+from runs.engine.states import LIVE, Step, TaskState, move, requeue
 from runs.models import ObservedJob, Task
 
 
@@ -32,7 +32,7 @@ class PollOutcome:
     unknown_clock: list[Task] = field(default_factory=list)  # unknown_since started or stopped
     new_reason: list[Task] = field(default_factory=list)  # still queued, for another reason
     started: list[Task] = field(default_factory=list)
-    retrying: list[Task] = field(default_factory=list)
+    retrying: dict[Task, str] = field(default_factory=dict)  # -> why it goes again
     ended: list[Task] = field(default_factory=list)
     generators: list[tuple[Task, JobStatus]] = field(default_factory=list)
 
@@ -85,10 +85,8 @@ class PollOutcome:
 
     def _failed(self, task: Task, status: JobStatus) -> None:
         if task.attempt < task.retries:
-            reset_for_submission(task)
-            task.reason = f"attempt {task.attempt + 1} failed ({status.reason or 'failed'}); retrying"
+            self.retrying[task] = f"attempt {task.attempt + 1} failed ({status.reason or 'failed'}); retrying"
             task.attempt += 1
-            self.retrying.append(task)
         else:
             self.ended.append(record_end(task, TaskState.FAILED, status, self.now, status.reason or TaskState.FAILED))
 
@@ -114,7 +112,8 @@ def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str], *, o
         move(outcome.new_reason, Step.POLL, ["reason"], from_states=(TaskState.SUBMITTED,))
         fields = ["state", "started_at", "node", "reason", "queue_wait_seconds"]
         changed.update(t.run_id for t in move(outcome.started, Step.POLL, fields))
-        changed.update(t.run_id for t in move(outcome.retrying, Step.POLL, [*RESET_FIELDS, "attempt", "reason"]))
+        retried = requeue(list(outcome.retrying), list(outcome.retrying.values()), Step.POLL, also=["attempt"])
+        changed.update(t.run_id for t in retried)
     for task, status in outcome.generators:
         if complete_generator(task, status, adapter, now):
             changed.add(task.run_id)

@@ -6,13 +6,11 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from django.db import transaction
 from django.utils import timezone
 
 from backends.base import BackendAdapter
 from backends.models import Backend
-from runs.engine.fields import reset_for_submission
-from runs.engine.states import Step, TaskState, move
+from runs.engine.states import Step, TaskState, move, requeue
 from runs.models import Task
 
 log = logging.getLogger("runs.engine")
@@ -30,21 +28,16 @@ def reconcile_submitting(
     found = adapter.find_submitted([t.submit_tag for t in stuck])
     now = timezone.now()
     mark_submitted([(t, found[t.submit_tag]) for t in stuck if t.submit_tag in found], now, Step.RECONCILE)
-    lost = [t for t in stuck if t.submit_tag not in found]
-    for task in lost:
-        reset_for_submission(task)
-        task.reason = "submission interrupted; queued again"
-    with transaction.atomic():
-        move(lost, Step.RECONCILE, ["state", "submit_tag", "claimed_at", "reason"])
+    requeue([t for t in stuck if t.submit_tag not in found], "submission interrupted; queued again", Step.RECONCILE)
     changed.update(t.run_id for t in stuck)
     if found:
         log.info("reconciled %d interrupted submissions on %s", len(found), backend.name)
 
 
 def mark_submitted(pairs: Sequence[tuple[Task, str]], now: datetime, step: Step) -> None:
-    """Store job ids in the same UPDATE that marks the tasks submitted."""
+    """Store job ids (and what the backend said about each job, ``warning``) in the same
+    UPDATE that marks the tasks submitted."""
     for task, job_id in pairs:
         task.state, task.job_id, task.submitted_at, task.reason = TaskState.SUBMITTED, job_id, now, ""
-    with transaction.atomic():
-        # Only the lease holder moves `submitting` tasks, so the state check suffices.
-        move([task for task, _ in pairs], step, ["state", "job_id", "submitted_at", "reason"])
+    # Only the lease holder moves `submitting` tasks, so the state check suffices.
+    move([task for task, _ in pairs], step, ["state", "job_id", "submitted_at", "reason", "warning"])

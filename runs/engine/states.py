@@ -2,8 +2,10 @@
 
 A task is created ``pending``. A tick *claims* it (``submitting``, with a unique tag the
 job will carry), *submits* it (``submitted``, with the scheduler's job id) and *polls*
-it until it ends. Every move goes through :func:`move` (one conditional UPDATE per
-batch), which refuses any move that is not in :data:`TRANSITIONS`::
+it until it ends. Every move goes through :func:`move` or :func:`move_all` (one
+conditional UPDATE per batch), which refuse any move that is not in :data:`TRANSITIONS`;
+:func:`requeue` is the one way back to pending and :func:`set_reason` the one way a
+pending task is told why it waits::
 
   pending ─claim─▶ submitting ─submit/reconcile─▶ submitted ─poll─▶ running
      │                 │                              │                │
@@ -27,11 +29,11 @@ import enum
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import models, transaction
+from django.db import models
 from django.db.models import Model, QuerySet
 
 from runs.engine import events
-from runs.engine.sql import chunks, update_rows
+from runs.engine.sql import update_each, update_matching
 
 
 class TaskState(models.TextChoices):
@@ -132,9 +134,9 @@ def allowed(source: str, target: str, step: Step) -> bool:
 # -- the one way a task's state changes ----------------------------------------------------
 
 
-def _origins(target: str, step: Step, from_states: Sequence[str] | None) -> frozenset[str]:
+def _origins(target: str, step: Step, from_states: Sequence[str] | None) -> list[str]:
     candidates = from_states if from_states is not None else [src for src, _ in TRANSITIONS]
-    found = frozenset(src for src in candidates if allowed(src, target, step))
+    found = sorted({src for src in candidates if allowed(src, target, step)})
     if not found:
         raise IllegalTransition(f"{step} cannot move a task to {target} (from {', '.join(candidates)})")
     return found
@@ -146,40 +148,83 @@ def move(
     """Save ``fields`` of the tasks whose row is still in a state from which ``step`` may
     bring it to the task's new ``state`` (set on the instance by the caller); return them.
 
-    The conditional UPDATE every state change goes through: the rows are locked
-    (PostgreSQL) or the write lock is held (SQLite, IMMEDIATE), so a task moved by
-    another actor meanwhile is left alone. ``from_states`` narrows the table's sources.
-    A move the table does not allow raises :class:`IllegalTransition`. Call inside
-    ``transaction.atomic()``; the change is announced once it commits.
+    One conditional UPDATE per new state (and chunk of 500 tasks,
+    :func:`runs.engine.sql.update_each`): ``WHERE id IN (...) AND state IN (<the states
+    allowed to go there>)``, whose returned ids are what really moved, so a task moved by
+    another actor meanwhile is left alone and left out. ``from_states`` narrows
+    the table's sources. A move the table does not allow raises :class:`IllegalTransition`.
+    The tasks that moved are announced once the transaction commits.
     """
-    if not tasks:
-        return []
-    model = type(tasks[0])
-    origins = {state: _origins(state, step, from_states) for state in {t.state for t in tasks}}  # type: ignore[attr-defined]
-    every_origin = sorted(set().union(*origins.values()))
-    by_pk = {t.pk: t for t in tasks}
+    by_target: dict[str, dict[Any, Any]] = {}
+    for task in tasks:
+        by_target.setdefault(task.state, {})[task.pk] = task  # type: ignore[attr-defined]
     moved: list[Any] = []
-    for chunk in chunks(list(by_pk)):
-        locked = model._default_manager.select_for_update().filter(pk__in=chunk, state__in=every_origin)
-        for pk, state in locked.values_list("pk", "state"):
-            if state in origins[by_pk[pk].state]:  # type: ignore[attr-defined]
-                moved.append(by_pk[pk])
-    update_rows(moved, fields)
+    for target, by_pk in by_target.items():
+        changed = update_each(list(by_pk.values()), fields, _origins(target, step, from_states))
+        moved += [task for pk, task in by_pk.items() if pk in changed]
     events.announce_tasks(moved)
     return moved
 
 
 def move_all(tasks: QuerySet[Any], step: Step, target: str, from_states: Sequence[str], **values: Any) -> int:
-    """Move every task of ``tasks`` that is in ``from_states`` to ``target``, in one UPDATE."""
-    _origins(target, step, from_states)
-    if any(not allowed(src, target, step) for src in from_states):
+    """Move every task of ``tasks`` that is in ``from_states`` to ``target``, setting
+    ``values`` too: one conditional UPDATE (:func:`runs.engine.sql.update_matching`).
+    Returns how many moved; they are announced once the transaction commits."""
+    if any(not allowed(src, target, step) for src in from_states) or not from_states:
         raise IllegalTransition(f"{step} cannot move a task from one of {', '.join(from_states)} to {target}")
-    with transaction.atomic():
-        rows = list(tasks.select_for_update().filter(state__in=from_states).values_list("pk", "run_id"))
-        for chunk in chunks(rows):
-            tasks.model._default_manager.filter(pk__in=[pk for pk, _ in chunk]).update(state=target, **values)
-        by_run: dict[str, set[int]] = {}
-        for pk, run_id in rows:
-            by_run.setdefault(run_id, set()).add(pk)
-        events.announce(by_run, task_ids=by_run)
-    return len(rows)
+    by_run: dict[str, set[int]] = {}
+    # The subquery filters on the state too, so that it can use the indexes on it.
+    matching = tasks.filter(state__in=from_states)
+    for pk, run_id in update_matching(matching, {"state": target, **values}, from_states):
+        by_run.setdefault(run_id, set()).add(pk)
+    events.announce(by_run, task_ids=by_run)
+    return sum(len(pks) for pks in by_run.values())
+
+
+# What a task's last attempt left behind: cleared whenever it goes back to pending.
+CLEARED_ON_REQUEUE = (
+    "job_id",
+    "submit_tag",
+    "claimed_at",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "exit_code",
+    "elapsed_seconds",
+    "node",
+    "queue_wait_seconds",
+    "cpu_efficiency",
+    "max_rss_mb",
+    "out_of_memory",
+    "native_deps",
+    "unknown_since",
+    "warning",
+    # a new attempt is costed when it ends (runs.costing)
+    "cost",
+    "waste_cost",
+    "priced_with",
+)
+
+
+def requeue(tasks: Sequence[Model], reason: str | Sequence[str], step: Step, *, also: Sequence[str] = ()) -> list[Any]:
+    """Put tasks back to pending, as if never submitted, saying why (one ``reason`` for
+    all, or one per task): the only way a task goes back to pending. Clears
+    :data:`CLEARED_ON_REQUEUE` and writes the reason, and ``also`` the fields the caller
+    set (the attempt counter, a relaunch's dependencies). Returns the tasks that moved."""
+    if not tasks:
+        return []
+    reasons = [reason] * len(tasks) if isinstance(reason, str) else reason
+    fields = {field.name: field for field in tasks[0]._meta.concrete_fields}
+    cleared = {name: fields[name].get_default() for name in CLEARED_ON_REQUEUE}
+    for task, why in zip(tasks, reasons, strict=True):
+        for name, value in cleared.items():
+            setattr(task, name, value)
+        task.state, task.reason = TaskState.PENDING, why  # type: ignore[attr-defined]
+    return move(tasks, step, ["state", *CLEARED_ON_REQUEUE, "reason", *also])
+
+
+def set_reason(tasks: QuerySet[Any], reason: str) -> int:
+    """Say why these tasks wait while they stay pending: the only way a waiting reason is
+    written. Tasks that already say so, or are no longer pending, are left alone; returns
+    how many now say it (announced with their ids)."""
+    return move_all(tasks.exclude(reason=reason), Step.CLAIM, TaskState.PENDING, (TaskState.PENDING,), reason=reason)

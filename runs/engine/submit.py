@@ -15,10 +15,9 @@ from backends.models import Backend, Environment
 from runs.engine import events
 from runs.engine.claim import Claimed, claim_held, claim_ready
 from runs.engine.fair_share import Load, explain_waiting, owner_room, share
-from runs.engine.fields import RESET_FIELDS, reset_for_submission
 from runs.engine.finish import mark_dep_failed
 from runs.engine.reconcile import mark_submitted
-from runs.engine.states import RUN_UNFINISHED, Step, TaskState, move
+from runs.engine.states import RUN_UNFINISHED, Step, TaskState, move, requeue
 from runs.models import Run, Task
 
 
@@ -30,13 +29,9 @@ def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str], *
         return 0
     try:
         results = adapter.submit([(spec, script) for _, spec, script in batch])
-    except BackendUnavailable:
+    except BackendUnavailable as exc:
         # The adapter guarantees nothing was submitted: put the tasks back.
-        tasks = [task for task, _, _ in batch]
-        for task in tasks:
-            reset_for_submission(task)
-        with transaction.atomic():
-            move(tasks, Step.SUBMIT, ["state", "submit_tag", "claimed_at"])
+        requeue([task for task, _, _ in batch], f"submission deferred: {exc}", Step.SUBMIT)
         raise
     # Anything else that escapes leaves the tasks `submitting` for reconciliation.
     now = timezone.now()
@@ -78,18 +73,6 @@ def fill_batch(
     return batch
 
 
-def store_warnings(by_tag: dict[str, Task], results: Sequence[SubmitResult]) -> None:
-    """What the backend said about how it took each submitted job (empty: nothing to say)."""
-    by_warning: dict[str, list[int]] = {}
-    for result in results:
-        task = by_tag[result.tag]
-        if result.job_id and task.warning != result.warning:
-            task.warning = result.warning
-            by_warning.setdefault(result.warning, []).append(task.pk)
-    for warning, pks in by_warning.items():
-        Task.objects.filter(pk__in=pks).update(warning=warning)
-
-
 def count_claims(runs: list[Run], shares: dict[str, int], claimed: list[Claimed], load: Load) -> set[str]:
     """Add the claims to the load; return the runs that had fewer ready tasks than their share."""
     got = Counter(task.run_id for task, _, _ in claimed)
@@ -116,25 +99,24 @@ def claim_for(run: Run, take: int, adapter: BackendAdapter, environments: dict[s
 
 
 def apply_results(batch: Sequence[Claimed], results: Sequence[SubmitResult], now: datetime) -> None:
+    """Save what the backend answered, in one transaction (so one announcement): the job
+    ids with what the backend said about how it took each job (``warning``; empty: nothing
+    to say), the tasks to try again later, the rejected ones."""
     by_tag = {spec.tag: task for task, spec, _ in batch}
-    mark_submitted([(by_tag[r.tag], r.job_id) for r in results if r.job_id], now, Step.SUBMIT)
-    store_warnings(by_tag, results)
-    retry_later: list[Task] = []
+    submitted: list[tuple[Task, str]] = []
+    later: dict[Task, str] = {}
     rejected: list[Task] = []
     for result in results:
-        if result.job_id:
-            continue
         task = by_tag[result.tag]
-        if task.native_deps and (not result.error or result.parent_gone):
+        if result.job_id:
+            task.warning = result.warning
+            submitted.append((task, result.job_id))
+        elif task.native_deps and (not result.error or result.parent_gone):
             # Its parent was not submitted, or left the scheduler: submit it normally later.
-            reset_for_submission(task)
-            task.reason = f"held submission deferred: {result.error or 'a parent was not submitted'}"
-            retry_later.append(task)
+            later[task] = f"held submission deferred: {result.error or 'a parent was not submitted'}"
         elif result.retry or not result.error:
             # Not sent, or the scheduler cannot take it just now: a pause, not a failure.
-            reset_for_submission(task)
-            task.reason = f"submission deferred: {result.error or 'not sent'}"
-            retry_later.append(task)
+            later[task] = f"submission deferred: {result.error or 'not sent'}"
         else:
             task.state, task.reason, task.finished_at = (
                 TaskState.FAILED,
@@ -143,6 +125,7 @@ def apply_results(batch: Sequence[Claimed], results: Sequence[SubmitResult], now
             )
             rejected.append(task)
     with transaction.atomic():
-        move(retry_later, Step.SUBMIT, [*RESET_FIELDS, "reason"])
+        mark_submitted(submitted, now, Step.SUBMIT)
+        requeue(list(later), list(later.values()), Step.SUBMIT)
         for task in move(rejected, Step.SUBMIT, ["state", "reason", "finished_at"]):
             mark_dep_failed(task.run_id, [task.task_id])

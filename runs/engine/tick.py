@@ -5,7 +5,8 @@
 3. poll (:mod:`~runs.engine.poll`): one call for every job of interest;
 4. submit (:mod:`~runs.engine.submit`): ready tasks, in one batch.
 
-Then the status of every run that changed is derived again from its tasks.
+Then the status of every run that changed is derived again from its tasks, and the
+tick's changes are announced, one :class:`~runs.engine.events.RunChange` per run.
 
 A ``per_user`` backend runs the four phases once per owner with work, each for that
 owner's runs only and through that owner's own connection (their cluster identity);
@@ -23,6 +24,7 @@ from backends.base import BackendAdapter, BackendError, BackendUnavailable
 from backends.identity import identity_of, missing_identity
 from backends.models import Backend
 from backends.registry import get_adapter
+from runs.engine import events
 from runs.engine.cancel import cancel_requested
 from runs.engine.lease import backend_claim, interrupted
 from runs.engine.owners import hold_pending, owners_with_work
@@ -93,7 +95,13 @@ def poll_interval(backend: Backend) -> int:
 
 
 def tick_backend(backend: Backend) -> None:
-    """Reconcile, cancel, poll and submit for one backend; the caller holds its lease."""
+    """Reconcile, cancel, poll and submit for one backend; the caller holds its lease.
+    What the tick changed is announced when it ends, once per run."""
+    with events.one_announcement():
+        _tick_and_record(backend)
+
+
+def _tick_and_record(backend: Backend) -> None:
     changed: set[str] = set()
     status: str = Backend.Status.OK
     message = ""

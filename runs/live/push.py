@@ -1,6 +1,11 @@
 """Live push: each committed change of a run (``runs.engine.events.run_changed``) is rendered once
 and sent through the channel layer to the pages that show it.
 
+The announcement only queues the change (:func:`on_run_changed`); the rendering happens on the
+pusher's own thread (:mod:`runs.live.coalesce`), at most once per run every
+:data:`COALESCE_SECONDS`, the changes that came meanwhile merged into one. :func:`flush`
+sends what waits at once.
+
 Who gets what is ``runs.access``'s: a change is sent to the run page's group
 (``run_page_group``) and to the run's audience (``run_audience``: its owner, the groups it is
 shared with, staff), which the runs lists, dashboards and ``/jobs/stream`` of the viewers who
@@ -13,12 +18,12 @@ as data, for Server-Sent Events.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from celery.signals import worker_process_shutdown
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.template.loader import render_to_string
 
@@ -27,11 +32,10 @@ from runs.costing.summary import run_cost
 from runs.engine import states
 from runs.engine.events import RunChange, run_changed
 from runs.engine.sql import chunks
+from runs.live.coalesce import EXIT_SECONDS, Coalescer
 from runs.models import Run, Task, task_group
 from runs.shapes import counts_shape, task_shape
 from runs.web.pages import GroupView, RunRow, group_counts, task_rows
-
-log = logging.getLogger("runs.live.push")
 
 # Sockets and streams end after this long, so who may listen is checked again when they
 # reconnect (a run no longer shared, a user logged out); pages and EventSource reconnect.
@@ -145,12 +149,26 @@ def publish(change: RunChange) -> None:
         send(group, viewers)
 
 
+# -- the trigger: queued where it was committed, rendered on the pusher's thread ----------------
+
+COALESCE_SECONDS = 0.25  # a run is rendered at most this often; its changes meanwhile go as one
+pusher = Coalescer(publish, COALESCE_SECONDS)
+
+
 def on_run_changed(sender: object, change: RunChange, **kwargs: object) -> None:
-    try:
-        publish(change)
-    except Exception:  # a page missing one change must never break the engine that made it
-        log.exception("could not push the change of run %s", change.run_id)
+    pusher.add(change)  # no query, no template here: this runs in the tick (or request) that committed
+
+
+def flush(timeout: float = 10.0) -> bool:
+    """Push every change announced so far now; True once all are sent (tests wait on it)."""
+    return pusher.flush(timeout)
+
+
+def _flush_before_exit(**kwargs: object) -> None:
+    pusher.flush(EXIT_SECONDS)
 
 
 def connect() -> None:
     run_changed.connect(on_run_changed, dispatch_uid="runs.live.push")
+    # A Celery prefork child ends with os._exit, which skips the pusher's atexit flush.
+    worker_process_shutdown.connect(_flush_before_exit, dispatch_uid="runs.live.push")
