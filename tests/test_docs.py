@@ -22,6 +22,7 @@ CODE_SPAN = re.compile(r"`([^`\n]+)`")
 PATH = re.compile(r"^(?:" + "|".join(PACKAGES) + r"|templates|docs|cloudformation)/[\w/.<>-]*$")
 DOTTED = re.compile(r"^(?:" + "|".join(PACKAGES) + r")(?:\.\w+)+$")
 PATH_SYMBOL = re.compile(r"^([\w/]+\.py):(\w+)$")
+SQL_WORDS = {"VALUES", "UPDATE", "SELECT", "INSERT", "COPY", "WHERE", "IN", "RETURNING", "CASE", "BEGIN", "COMMIT"}
 SYMBOL = re.compile(r"^([A-Z]\w*)(?:\.(\w+))?(?:\(\))?$|^([a-z_]\w*)\(\)$")
 
 
@@ -77,7 +78,7 @@ def problem(span: str, *, symbols: bool = True) -> str | None:
     if match := PATH_SYMBOL.match(span):
         path = ROOT / match[1]
         return None if path.exists() and match[2] in _file_names(path) else f"no {match[2]} in {match[1]}"
-    if symbols and (match := SYMBOL.match(span)):
+    if symbols and span not in SQL_WORDS and (match := SYMBOL.match(span)):
         cls, member, function = match[1], match[2], match[3]
         names = defined_names()
         if function:

@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from backends.models import Backend
+from runs.access import run_page_group
 from runs.actions import create_run
 from runs.engine.generate import append_generated
 from runs.engine.states import Step, TaskState, move
@@ -365,9 +366,9 @@ def run_page(run: Run) -> Iterator[str]:
     """A channel in the run page's group, as an open page's socket would be (in-memory layer)."""
     layer = get_channel_layer()
     name = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(live.run_group(run.pk), name)
+    async_to_sync(layer.group_add)(run_page_group(run.pk), name)
     yield name
-    async_to_sync(layer.group_discard)(live.run_group(run.pk), name)
+    async_to_sync(layer.group_discard)(run_page_group(run.pk), name)
 
 
 def _pushed(channel: str) -> dict[str, Any]:
