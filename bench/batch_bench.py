@@ -33,7 +33,7 @@ from backends.config import validate_backend_settings  # noqa: E402
 from backends.models import Backend  # noqa: E402
 from backends.registry import get_adapter  # noqa: E402
 from runs.actions import create_run  # noqa: E402
-from runs.engine.tick import tick  # noqa: E402
+from runs.engine.tick import tick_due_backends  # noqa: E402
 from tests.aws import MotoServer, batch_world, finish_job, moto_job  # noqa: E402
 from tests.services import free_port  # noqa: E402
 
@@ -116,13 +116,13 @@ def engine_ticks(backend: Backend, n: int, ticks: int) -> None:
     assert isinstance(adapter, BatchAdapter)
     calls = count_calls(adapter.batch)
     submitted = time.perf_counter()
-    tick(force=True)
+    tick_due_backends(force=True)
     took = time.perf_counter() - submitted
     print(f"engine: submitted {run.tasks.filter(state='submitted').count()} tasks in one tick, {took:.1f} s")
     for number in range(ticks):
         calls.clear()
         began = time.perf_counter()
-        tick(force=True)
+        tick_due_backends(force=True)
         print(f"engine tick {number + 1} with {n} live jobs: {dict(calls)} in {time.perf_counter() - began:.2f} s")
 
 

@@ -35,7 +35,7 @@ from backends.ec2.adapter import Adapter as Ec2Adapter  # noqa: E402
 from backends.models import Backend  # noqa: E402
 from backends.registry import get_adapter  # noqa: E402
 from runs.actions import create_run  # noqa: E402
-from runs.engine.tick import tick  # noqa: E402
+from runs.engine.tick import tick_due_backends  # noqa: E402
 from runs.models import Run  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -50,7 +50,7 @@ def measure(emu: Emulator, backend: Backend, run: Run) -> tuple[Counter[str], in
     calls_before = Counter(adapter.calls)
     sessions_before = adapter.connector.sessions_opened
     started = time.perf_counter()
-    tick(force=True)
+    tick_due_backends(force=True)
     elapsed = time.perf_counter() - started
     emu.host.boot()
     calls = Counter(adapter.calls)

@@ -27,7 +27,7 @@ from backends import registry  # noqa: E402
 from backends.models import Backend  # noqa: E402
 from runs.actions import create_run  # noqa: E402
 from runs.engine.states import RUN_UNFINISHED  # noqa: E402
-from runs.engine.tick import tick  # noqa: E402
+from runs.engine.tick import tick_due_backends  # noqa: E402
 from runs.models import Run, Task  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def main() -> None:
         owner, _ = User.objects.update_or_create(username=f"fair{u}", defaults={"is_staff": True})
         for r in range(args.runs_per_user):
             runs.append(create_run(owner=owner, backend=backend, payload=tasks, workflow_name=f"u{u}r{r}"))
-    tick(force=True)
+    tick_due_backends(force=True)
     first = Counter(
         Task.objects.filter(run__in=runs).exclude(state="pending").values_list("run__owner__username", flat=True)
     )
@@ -61,7 +61,7 @@ def main() -> None:
     while Run.objects.filter(pk__in=[r.pk for r in runs], status__in=RUN_UNFINISHED).exists():
         reset_queries()
         t0 = time.perf_counter()
-        tick(force=True)
+        tick_due_backends(force=True)
         times.append(time.perf_counter() - t0)
         queries.append(len(connection.queries))
         ticks += 1

@@ -30,7 +30,7 @@ from backends.registry import get_adapter  # noqa: E402
 from backends.slurm.parsing import parse_sacct, parse_squeue  # noqa: E402
 from backends.ssh.transport import SshTransport  # noqa: E402
 from runs.actions import create_run  # noqa: E402
-from runs.engine.tick import tick  # noqa: E402
+from runs.engine.tick import tick_due_backends  # noqa: E402
 from runs.models import Run, Task  # noqa: E402
 
 CLUSTER_ENV = Path(os.environ.get("SCRIPTHUT_CLUSTER_DIR", "/var/tmp/scripthut-cluster")) / "cluster.env"
@@ -128,7 +128,7 @@ def bench_submit(n: int) -> None:
     before, trips = sdiag_counts(), transport.round_trips
     start = time.perf_counter()
     while Task.objects.filter(run=run, state=Task.State.PENDING).exists():
-        tick(force=True)
+        tick_due_backends(force=True)
     took = time.perf_counter() - start
     used = transport.round_trips - trips
     print(
@@ -136,7 +136,7 @@ def bench_submit(n: int) -> None:
         f"({used / n:.3f} per task), slurmctld RPCs {rpc_delta(before, sdiag_counts())}"
     )
     while not Run.objects.get(pk=run.pk).is_finished:
-        tick(force=True)
+        tick_due_backends(force=True)
         time.sleep(1)
     print(f"run {Run.objects.get(pk=run.pk).status}")
 
@@ -167,7 +167,7 @@ def bench_chain(links: int, poll: int, natives: list[bool]) -> None:
         started_at = timezone.now()
         start = time.perf_counter()
         while not Run.objects.get(pk=run.pk).is_finished:
-            tick()  # the real cadence: each backend is polled every `poll` seconds
+            tick_due_backends()  # the real cadence: each backend is polled every `poll` seconds
             time.sleep(0.5)
         seen = time.perf_counter() - start
         last = Task.objects.filter(run=run).order_by("-finished_at").first()

@@ -105,8 +105,8 @@ def visible_observed_jobs(user: Viewer) -> QuerySet[ObservedJob]:
     they may use: the scheduler itself lists those to anyone with a login on the cluster."""
     if is_staff(user):
         return ObservedJob.objects.all()
-    external = Q(task__isnull=True, backend__in=usable_backends(user))
-    return ObservedJob.objects.filter(external | Q(task__run__in=visible_runs(user)))
+    external = Q(our_task__isnull=True, backend__in=usable_backends(user))
+    return ObservedJob.objects.filter(external | Q(our_task__run__in=visible_runs(user)))
 
 
 def may_see_run(user: Viewer, run: Run) -> bool:

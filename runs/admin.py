@@ -60,7 +60,7 @@ class ObservedJobAdmin(admin.ModelAdmin):
     list_filter = ["backend", "state"]
     search_fields = ["job_id", "name", "user"]
     list_select_related = ["backend"]
-    raw_id_fields = ["task"]
+    raw_id_fields = ["our_task"]
 
 
 @admin.register(ApiToken)

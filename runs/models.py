@@ -259,11 +259,11 @@ class Task(models.Model):
 
 
 class ObservedJob(models.Model):
-    """A job seen on a backend at the last poll: ours (``task`` set) or external."""
+    """A job seen on a backend at the last poll: ours (``our_task`` set) or external."""
 
     backend = models.ForeignKey("backends.Backend", on_delete=models.CASCADE, related_name="observed_jobs")
     job_id = models.CharField(max_length=100)
-    task = models.ForeignKey(Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    our_task = models.ForeignKey(Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     name = models.CharField(max_length=255, blank=True)
     user = models.CharField(max_length=100, blank=True)
     state = models.CharField(max_length=32)

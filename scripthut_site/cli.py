@@ -311,7 +311,7 @@ def _wait(run: object) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from runs.engine import states
-    from runs.engine.tick import tick
+    from runs.engine.tick import tick_due_backends
     from runs.models import Run, Task
     from runs.notify.deliver import deliver_due
 
@@ -328,7 +328,7 @@ def _wait(run: object) -> int:
         said = ""
         while True:
             if settings.EMBEDDED:
-                tick()  # no workers in embedded mode: this process drives the run
+                tick_due_backends()  # no workers in embedded mode: this process drives the run
             run.refresh_from_db()
             counts = Task.objects.state_counts([run.pk])[run.pk]
             total = sum(counts.values())

@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 
 from backends.models import Backend
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from runs.live import push
 from runs.models import Run
 from tests.markers import pytest_collection_modifyitems, pytest_runtest_protocol  # noqa: F401  (hooks)
@@ -53,7 +53,7 @@ def run_to_end() -> Callable[..., Run]:
     def wait(run: Run, timeout: float = 60) -> Run:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            tick(force=True)
+            tick_due_backends(force=True)
             run.refresh_from_db()
             if run.is_finished:
                 return run

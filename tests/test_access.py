@@ -126,7 +126,7 @@ def test_users_see_only_backends_and_jobs_they_may_use(
     run = create_run(owner=user, backend=local_backend, payload=TASKS, workflow_name="secret-workflow")
     Task.objects.filter(run=run).update(state="running", job_id="local-77", started_at=timezone.now())
     ObservedJob.objects.create(backend=hpc, job_id="900", name="someone-elses-job", user="zoe", state="running")
-    ObservedJob.objects.create(backend=local_backend, job_id="local-77", task=run.tasks.get(), state="running")
+    ObservedJob.objects.create(backend=local_backend, job_id="local-77", our_task=run.tasks.get(), state="running")
     assert [b["name"] for b in _api(dave).get("/api/backends").json()] == []
     client = Client()
     client.force_login(dave)

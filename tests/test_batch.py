@@ -23,7 +23,7 @@ from backends.config import validate_backend_settings
 from backends.models import Backend, BatchJobDefinition
 from backends.registry import close_all, get_adapter
 from runs.actions import cancel_run, create_run
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from runs.models import ApiToken, ObservedJob, Run, Task
 from tests.aws import (
     IMAGE,
@@ -85,16 +85,16 @@ def run_through(server: MotoServer, run: Run, task_id: str, exit_code: int = 0) 
     """Start and end a submitted task's job, ticking after each step."""
     job_id = job_of(run, task_id)
     start_job(server, job_id)
-    tick(force=True)
+    tick_due_backends(force=True)
     assert run.tasks.get(task_id=task_id).state == Task.State.RUNNING
     finish_job(job_id, exit_code)
-    tick(force=True)
+    tick_due_backends(force=True)
 
 
 def test_workflow_with_dependencies_completes(user: User, moto_server: MotoServer, batch: Backend) -> None:
     tasks = [t("prep", env_vars={"SECRET_TOKEN": "s3cr3t value"}), t("sim.1", ("prep",)), t("sim.2", ("prep",)), t("final", ("sim.*",))]  # fmt: skip  # noqa: E501
     run = create_run(owner=user, backend=batch, payload=tasks, workflow_name="chain")
-    tick(force=True)
+    tick_due_backends(force=True)
     assert states(run) == {"prep": "submitted", "sim.1": "pending", "sim.2": "pending", "final": "pending"}
     prep = run.tasks.get(task_id="prep")
     job = moto_job(prep.job_id)
@@ -106,7 +106,7 @@ def test_workflow_with_dependencies_completes(user: User, moto_server: MotoServe
     assert "s3cr3t" not in prep.script and "SECRET_TOKEN" in prep.script
     assert {"type": "MEMORY", "value": "4096"} in job.container_overrides["resourceRequirements"]
     assert job.timeout == {"attemptDurationSeconds": 3600}
-    tick(force=True)
+    tick_due_backends(force=True)
     prep.refresh_from_db()
     assert prep.state == "submitted" and prep.reason == "SUBMITTED"  # queued, the Batch status as the reason
     run_through(moto_server, run, "prep")
@@ -124,11 +124,11 @@ def test_failed_job_has_its_exit_code_and_dependents_are_dep_failed(
     user: User, moto_server: MotoServer, batch: Backend
 ) -> None:
     run = create_run(owner=user, backend=batch, payload=[t("a"), t("b", ("a",))], workflow_name="fail")
-    tick(force=True)
+    tick_due_backends(force=True)
     job_id = job_of(run, "a")
     start_job(moto_server, job_id)
     finish_job(job_id, 3, reason="Essential container in task exited")
-    tick(force=True)
+    tick_due_backends(force=True)
     a = run.tasks.get(task_id="a")
     assert a.state == Task.State.FAILED and a.exit_code == 3
     assert "Essential container in task exited" in a.reason
@@ -141,12 +141,12 @@ def test_cancel_uses_cancel_job_before_start_and_terminate_job_after(
     user: User, moto_server: MotoServer, batch: Backend
 ) -> None:
     run = create_run(owner=user, backend=batch, payload=[t("queued"), t("started")], workflow_name="cancel")
-    tick(force=True)
+    tick_due_backends(force=True)
     started = job_of(run, "started")
     start_job(moto_server, started)
-    tick(force=True)
+    tick_due_backends(force=True)
     cancel_run(run, by=user)
-    tick(force=True)
+    tick_due_backends(force=True)
     assert states(run) == {"queued": "cancelled", "started": "cancelled"}
     for task_id in ("queued", "started"):
         job = moto_job(job_of(run, task_id))
@@ -157,14 +157,14 @@ def test_cancel_uses_cancel_job_before_start_and_terminate_job_after(
 
 def test_logs_follow_a_running_job(user: User, moto_server: MotoServer, batch: Backend) -> None:
     run = create_run(owner=user, backend=batch, payload=[t("talk")], workflow_name="logs")
-    tick(force=True)
+    tick_due_backends(force=True)
     task = run.tasks.get(task_id="talk")
     client = Client()
     client.force_login(user)
     before = client.get(f"/runs/{run.pk}/tasks/talk/logs/output").content.decode()
     assert "has not been written yet" in before
     stream = start_job(moto_server, task.job_id, ("line 1", "line 2"))
-    tick(force=True)
+    tick_due_backends(force=True)
     page = client.get(f"/runs/{run.pk}/tasks/talk/logs/output").content.decode()
     assert "line 1\nline 2" in page and stream in page
     write_log(moto_server, stream, ("line 3",))
@@ -176,7 +176,7 @@ def test_logs_follow_a_running_job(user: User, moto_server: MotoServer, batch: B
 
 def test_log_tail_keeps_the_last_bytes_across_pages(user: User, moto_server: MotoServer, batch: Backend) -> None:
     run = create_run(owner=user, backend=batch, payload=[t("big")], workflow_name="big")
-    tick(force=True)
+    tick_due_backends(force=True)
     task = run.tasks.get(task_id="big")
     stream = start_job(moto_server, task.job_id)
     for chunk in range(6):  # 6 x 2,000 lines of ~40 bytes: several pages, 480 KB
@@ -191,7 +191,7 @@ def test_log_tail_keeps_the_last_bytes_across_pages(user: User, moto_server: Mot
 def test_locked_definition_warns_about_a_task_image(user: User, moto_server: MotoServer, batch: Backend) -> None:
     payload = [t("same", image=IMAGE), t("other", image="python:3.13")]
     run = create_run(owner=user, backend=batch, payload=payload, workflow_name="locked")
-    tick(force=True)
+    tick_due_backends(force=True)
     other, same = run.tasks.get(task_id="other"), run.tasks.get(task_id="same")
     assert same.warning == ""
     assert "'python:3.13' ignored" in other.warning and "locked" in other.warning
@@ -213,7 +213,7 @@ def test_revisions_mode_registers_once_per_image_even_after_a_restart(
     backend = make_backend(moto_server, world, job_definition=world.job_definition, job_definition_mode="revisions")
     payload = [t("a", image="python:3.13"), t("b", image="python:3.13"), t("c")]
     run = create_run(owner=user, backend=backend, payload=payload, workflow_name="revisions")
-    tick(force=True)
+    tick_due_backends(force=True)
     batch_api = moto_server.client("batch")
     revisions = batch_api.describe_job_definitions(jobDefinitionName="scripthut-template")["jobDefinitions"]
     assert sorted(d["revision"] for d in revisions) == [1, 2]
@@ -231,7 +231,7 @@ def test_revisions_mode_registers_once_per_image_even_after_a_restart(
     close_all()  # a restart: a new adapter with an empty memory
     payload = [t("d", image="python:3.13"), t("e")]
     again = create_run(owner=user, backend=backend, payload=payload, workflow_name="again")
-    tick(force=True)
+    tick_due_backends(force=True)
     assert moto_job(job_of(again, "d")).job_definition.revision == 2
     # A task without an image still gets the template, not the newest revision.
     assert moto_job(job_of(again, "e")).job_definition.revision == 1
@@ -247,7 +247,7 @@ def test_default_image_auto_registers_one_definition_per_image(
     )
     payload = [t("a"), t("b"), t("c", image="python:3.13")]
     run = create_run(owner=user, backend=backend, payload=payload, workflow_name="auto")
-    tick(force=True)
+    tick_due_backends(force=True)
     definitions = {
         d["jobDefinitionName"]: d
         for d in moto_server.client("batch").describe_job_definitions()["jobDefinitions"]
@@ -269,12 +269,12 @@ def test_jobs_others_submitted_are_external(
         jobName="someone-elses", jobQueue=world.queue, jobDefinition=world.job_definition
     )["jobId"]
     run = create_run(owner=user, backend=batch, payload=[t("mine")], workflow_name="mine")
-    tick(force=True)
-    tick(force=True)
+    tick_due_backends(force=True)
+    tick_due_backends(force=True)
     observed = {o.job_id: o for o in ObservedJob.objects.filter(backend=batch)}
-    assert observed[other].task_id is None and observed[other].name == "someone-elses"
+    assert observed[other].our_task_id is None and observed[other].name == "someone-elses"
     assert observed[other].state == "queued" and observed[other].partition == world.queue
-    assert observed[job_of(run, "mine")].task_id == run.tasks.get(task_id="mine").pk
+    assert observed[job_of(run, "mine")].our_task_id == run.tasks.get(task_id="mine").pk
 
 
 def test_aws_endpoint_url_environment_variable_is_honoured(
@@ -284,7 +284,7 @@ def test_aws_endpoint_url_environment_variable_is_honoured(
     backend = Backend.objects.create(name="env", kind="batch", settings=validate_backend_settings("batch", settings))
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
     run = create_run(owner=user, backend=backend, payload=[t("a")], workflow_name="env")
-    tick(force=True)
+    tick_due_backends(force=True)
     assert moto_job(job_of(run, "a")).job_queue.name == world.queue
 
 
@@ -298,10 +298,10 @@ def test_interrupted_submit_is_reconciled_not_sent_twice(
 
     monkeypatch.setattr(submit, "apply_results", die)
     run = create_run(owner=user, backend=batch, payload=[t("a"), t("b")], workflow_name="crash")
-    tick(force=True)
+    tick_due_backends(force=True)
     assert set(states(run).values()) == {"submitting"}
     monkeypatch.undo()
-    tick(force=True)
+    tick_due_backends(force=True)
     assert set(states(run).values()) == {"submitted"}
     jobs = moto_server.client("batch").list_jobs(jobQueue=batch.settings["aws"]["job_queue"], jobStatus="SUBMITTED")
     assert len(jobs["jobSummaryList"]) == 2
@@ -366,14 +366,14 @@ def test_a_lost_submit_answer_is_reconciled_not_sent_twice(
     try:
         lossy = make_backend(MotoServer(f"http://127.0.0.1:{proxy.server_address[1]}"), world)
         run = create_run(owner=user, backend=lossy, payload=[t("a"), t("b")], workflow_name="lossy")
-        tick(force=True)
+        tick_due_backends(force=True)
         assert set(states(run).values()) == {"submitting"}  # sent, answers lost: neither failed nor re-queued
     finally:
         proxy.shutdown()
         proxy.server_close()
     settings = {**lossy.settings, "aws": {**lossy.settings["aws"], "endpoint_url": moto_server.url}}
     Backend.objects.filter(pk=lossy.pk).update(settings=settings)
-    tick(force=True)
+    tick_due_backends(force=True)
     assert set(states(run).values()) == {"submitted"}
     jobs = moto_server.client("batch").list_jobs(jobQueue=world.queue, jobStatus="SUBMITTED")["jobSummaryList"]
     assert sorted(j["jobId"] for j in jobs) == sorted([job_of(run, "a"), job_of(run, "b")])
@@ -385,7 +385,7 @@ def test_a_task_queue_that_does_not_exist_holds_only_that_task(
     run = create_run(
         owner=user, backend=batch, payload=[t("ok"), t("lost", partition="no-such-queue")], workflow_name="q"
     )  # noqa: E501
-    tick(force=True)
+    tick_due_backends(force=True)
     assert states(run) == {"ok": "submitted", "lost": "pending"}
     reason = run.tasks.get(task_id="lost").reason
     assert reason == "submission deferred: job queue 'no-such-queue' does not exist in us-east-1"
@@ -396,7 +396,7 @@ def test_a_task_queue_that_does_not_exist_holds_only_that_task(
 def test_dashboard_shows_the_queue_vcpus(
     user: User, moto_server: MotoServer, world: BatchWorld, batch: Backend
 ) -> None:  # noqa: E501
-    tick(force=True)
+    tick_due_backends(force=True)
     batch.refresh_from_db()
     (queue,) = batch.cluster_info["partitions"]
     assert (queue["partition"], queue["default"], queue["available"], queue["cpus_total"]) == (
@@ -422,7 +422,7 @@ def test_queued_reasons_follow_the_batch_status(user: User, moto_server: MotoSer
         seen: list[tuple[str, str]] = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (not seen or seen[-1][0] != "running"):
-            tick(force=True)
+            tick_due_backends(force=True)
             seen.append(run.tasks.values_list("state", "reason").get())
             time.sleep(0.3)
     finally:

@@ -38,11 +38,11 @@ import json, django
 import pytest
 django.setup()
 from backends.models import Backend
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from runs.models import Task
 Backend.objects.update(lease_until=None, lease_owner="")  # the killed process's lease
 for _ in range(3):
-    tick(force=True)
+    tick_due_backends(force=True)
 print(json.dumps(list(Task.objects.values_list("submit_tag", "state", "job_id"))))
 """
 

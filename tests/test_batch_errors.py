@@ -19,7 +19,7 @@ from backends.config import validate_backend_settings
 from backends.models import Backend
 from backends.registry import close_all
 from runs.actions import create_run
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from runs.models import ApiToken, Run
 from tests.aws import (
     BatchWorld,
@@ -133,7 +133,7 @@ def test_bad_setup_is_reported_and_tasks_wait_until_it_is_fixed(
         backend = Backend.objects.create(name="aws-batch", kind="batch", settings=broken)
         task = {"id": "a", "name": "a", "command": "true"}
         run = create_run(owner=user, backend=backend, payload=[task], workflow_name="w")
-        tick(force=True)
+        tick_due_backends(force=True)
         backend.refresh_from_db()
         assert backend.status == Backend.Status.UNREACHABLE
         assert message in backend.status_message
@@ -143,7 +143,7 @@ def test_bad_setup_is_reported_and_tasks_wait_until_it_is_fixed(
         run.refresh_from_db()
         assert run.status == Run.Status.PENDING
     Backend.objects.filter(pk=backend.pk).update(settings=good)
-    tick(force=True)
+    tick_due_backends(force=True)
     backend.refresh_from_db()
     assert (backend.status, backend.status_message) == (Backend.Status.OK, "")
     assert list(run.tasks.values_list("state", flat=True)) == ["submitted"]
@@ -180,7 +180,7 @@ def test_log_page_says_why_when_aws_cannot_be_reached(user: User, moto_server: M
     run = create_run(
         owner=user, backend=backend, payload=[{"id": "a", "name": "a", "command": "true"}], workflow_name="w"
     )  # noqa: E501
-    tick(force=True)
+    tick_due_backends(force=True)
     broken = {**backend.settings, "aws": {**backend.settings["aws"], "endpoint_url": f"http://127.0.0.1:{free_port()}"}}  # noqa: E501
     Backend.objects.filter(pk=backend.pk).update(settings=broken)
     client = Client()

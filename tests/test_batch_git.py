@@ -22,7 +22,7 @@ from backends.config import validate_backend_settings
 from backends.models import Backend
 from backends.registry import close_all
 from runs.actions import create_run
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from runs.models import PortalSettings, Run, Workflow
 from runs.workflows.command import start_run
 from runs.workflows.parse import WorkflowError
@@ -95,7 +95,7 @@ def test_git_source_is_cloned_on_the_portal_and_each_job_checks_out_its_commit(
     assert f"{CONTAINER_CHECKOUT}/sub" in dry_run  # where the task will run: in the job's own checkout
     run = start_source_run(source, ".hut/workflows/sim.json", user)
     assert (run.git_sha, run.clone_dir) == (sha, CONTAINER_CHECKOUT)
-    tick(force=True)
+    tick_due_backends(force=True)
     task = run.tasks.get(task_id="read")
     job = moto_job(task.job_id)
     env = {e["name"]: e["value"] for e in job.container_overrides["environment"]}
@@ -169,5 +169,5 @@ def test_endpoint_from_the_scripthut_setting(
     run = create_run(
         owner=user, backend=backend, payload=[{"id": "a", "name": "a", "command": "true"}], workflow_name="s"
     )
-    tick(force=True)
+    tick_due_backends(force=True)
     assert moto_job(run.tasks.get().job_id).job_queue.name == "other-queue"

@@ -367,7 +367,7 @@ def test_a_job_cancelled_while_running_is_costed(
     user: Any, local_backend: Backend, run_to_end: Callable[..., Run], time_machine: Any
 ) -> None:
     from runs.actions import cancel_run
-    from runs.engine.tick import tick
+    from runs.engine.tick import tick_due_backends
 
     prices.import_file(FIXTURE)
     configure()
@@ -380,7 +380,7 @@ def test_a_job_cancelled_while_running_is_costed(
     deadline = time.monotonic() + 30
     while not run.tasks.filter(state="running").exists():
         assert time.monotonic() < deadline, "the task never started"
-        tick(force=True)
+        tick_due_backends(force=True)
         time.sleep(0.2)
     time_machine.move_to(timezone.now() + timedelta(minutes=30), tick=True)  # the job has run for half an hour
     cancel_run(run)

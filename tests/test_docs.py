@@ -85,7 +85,8 @@ def problem(span: str, *, symbols: bool = True) -> str | None:
             return None if function in names[""] else f"no function {function}"
         if cls not in names:
             return None if cls in names[""] else f"no class {cls}"  # a module-level constant such as ACTIVE
-        return None if member is None or member in names[cls] else f"no {member} on {cls}"
+        inherited = {"pk", "objects", "id"}  # every Django model has them
+        return None if member is None or member in names[cls] | inherited else f"no {member} on {cls}"
     return None
 
 

@@ -30,7 +30,7 @@ from backends.ec2 import instances as ec2_instances
 from backends.models import Backend
 from backends.registry import close_all, get_adapter
 from runs.actions import cancel_run, create_run
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from runs.models import Run
 from tests.aws_ec2 import Emulator, LoopbackConnector, LoopbackEnd, moto_ec2  # noqa: F401  (fixture)
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
@@ -66,7 +66,7 @@ def drive(run: Run, ec2: Emulator, timeout: float = 60) -> Run:
     """Tick, and boot what was launched, until the run ends."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        tick(force=True)
+        tick_due_backends(force=True)
         ec2.host.boot()
         run.refresh_from_db()
         if run.is_finished:
@@ -143,7 +143,7 @@ def running(run: Run, ec2: Emulator, count: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while run.tasks.filter(state="running").count() < count:
         assert time.monotonic() < deadline, list(run.tasks.values_list("task_id", "state", "reason"))
-        tick(force=True)
+        tick_due_backends(force=True)
         ec2.host.boot()
         time.sleep(0.2)
 
@@ -153,7 +153,7 @@ def test_cancel_terminates_the_instances(user, backend, ec2):
                      workflow_name="cancel")  # fmt: skip
     running(run, ec2, 2)
     cancel_run(run)
-    tick(force=True)
+    tick_due_backends(force=True)
     assert set(states(run).values()) == {"cancelled"}
     assert not ec2.instances("pending", "running")
 
@@ -187,14 +187,14 @@ def test_max_instances_is_a_hard_cap_also_with_two_ticks_at_once(user, ec2, clus
     backend = make_backend(ec2, cluster, max_instances=2)
     run = create_run(owner=user, backend=backend, payload=[t(f"s{i}", "sleep 5") for i in range(5)],
                      workflow_name="cap")  # fmt: skip
-    threads = [threading.Thread(target=tick, kwargs={"force": True}) for _ in range(2)]
+    threads = [threading.Thread(target=tick_due_backends, kwargs={"force": True}) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     # A second portal process (its own adapter) ticking too: still two.
     close_all()
-    tick(force=True)
+    tick_due_backends(force=True)
     assert len(ec2.instances("pending", "running")) == 2
     waiting = run.tasks.filter(state="pending")
     assert waiting.count() == 3
@@ -204,7 +204,7 @@ def test_max_instances_is_a_hard_cap_also_with_two_ticks_at_once(user, ec2, clus
     peak = 0
     deadline = time.monotonic() + 90
     while not run.is_finished and time.monotonic() < deadline:
-        tick(force=True)
+        tick_due_backends(force=True)
         ec2.host.boot()
         peak = max(peak, len(ec2.instances("pending", "running")))
         run.refresh_from_db()
@@ -215,14 +215,14 @@ def test_max_instances_is_a_hard_cap_also_with_two_ticks_at_once(user, ec2, clus
 def test_instance_that_never_runs_fails_its_task_and_is_terminated(user, ec2, cluster, time_machine):  # noqa: F811
     backend = make_backend(ec2, cluster, startup_timeout_seconds=60)
     run = create_run(owner=user, backend=backend, payload=[t("stuck")], workflow_name="stuck")
-    tick(force=True)
+    tick_due_backends(force=True)
     task = run.tasks.get()
     ec2.set_state(task.job_id, "pending")
-    tick(force=True)
+    tick_due_backends(force=True)
     task.refresh_from_db()
     assert task.state == "submitted", task.reason  # pending, within its startup time
     time_machine.move_to(timezone.now() + timedelta(seconds=61), tick=True)
-    tick(force=True)
+    tick_due_backends(force=True)
     task.refresh_from_db()
     assert task.state == "failed" and task.reason == "instance did not reach running within 60s"
     assert ec2.instances("shutting-down", "terminated")[0]["InstanceId"] == task.job_id
@@ -233,7 +233,7 @@ def test_instance_gone_before_its_task_finished_fails_it(user, backend, ec2):
     running(run, ec2, 1)
     task = run.tasks.get()
     ec2.client("ec2").terminate_instances(InstanceIds=[task.job_id])
-    tick(force=True)
+    tick_due_backends(force=True)
     task.refresh_from_db()
     assert task.state == "failed" and "before the task finished" in task.reason
 
@@ -251,7 +251,7 @@ def test_restart_adopts_a_launch_never_recorded_and_terminates_orphans(
 
     monkeypatch.setattr(ec2_instances.Ec2Instances, "launch", launch_then_die)
     with pytest.raises(SystemExit):
-        tick(force=True)
+        tick_due_backends(force=True)
     monkeypatch.setattr(ec2_instances.Ec2Instances, "launch", real_launch)
     Backend.objects.update(lease_until=None, lease_owner="")  # the dead tick's lease, expired
     task = run.tasks.get()
@@ -260,7 +260,7 @@ def test_restart_adopts_a_launch_never_recorded_and_terminates_orphans(
     orphan = launch_foreign(ec2, {"scripthut:backend": "aws-ec2", "scripthut:tag": "sh-gone"})
     foreign = launch_foreign(ec2, {"scripthut:backend": "another"})
     close_all()  # a new process: a new adapter
-    tick(force=True)
+    tick_due_backends(force=True)
     assert {orphan, foreign} <= {i["InstanceId"] for i in ec2.instances("running")}  # too young to be orphans yet
     time_machine.move_to(timezone.now() + timedelta(seconds=61), tick=True)  # a minute later
     run = drive(run, ec2)
@@ -291,7 +291,7 @@ def test_launch_carries_the_backend_settings(user, ec2, cluster):  # noqa: F811
     backend = make_backend(ec2, cluster, security_group_ids=[group], instance_profile_arn=profile,
                            extra_tags={"Environment": "research", "scripthut:backend": "not-this"})  # fmt: skip
     run = create_run(owner=user, backend=backend, payload=[t("one", image="ghcr.io/org/special:2")], workflow_name="s")
-    tick(force=True)
+    tick_due_backends(force=True)
     task = run.tasks.get()
     [instance] = ec2.instances()
     assert task.job_id == instance["InstanceId"] and task.state == "submitted"
@@ -320,7 +320,7 @@ def test_log_copy_failure_keeps_the_instance_until_it_succeeds(user, backend, ec
         assert time.monotonic() < deadline
         time.sleep(0.2)
     for _ in range(4):  # the sentinel is seen, and SSH keeps failing
-        tick(force=True)
+        tick_due_backends(force=True)
     task.refresh_from_db()
     assert task.state == "running" and done.read_text() == "0\n"
     assert ec2.instances("running")  # not terminated before its log is copied
@@ -341,7 +341,7 @@ def test_lost_answer_to_run_instances_is_reconciled_not_relaunched(user, backend
         raise AssertionError("unreachable")
 
     monkeypatch.setattr(ec2_instances.Ec2Instances, "launch", launch_then_time_out)
-    tick(force=True)
+    tick_due_backends(force=True)
     monkeypatch.setattr(ec2_instances.Ec2Instances, "launch", real_launch)
     task = run.tasks.get()
     assert task.state == "submitting"
@@ -362,9 +362,9 @@ def test_instance_gone_after_its_task_finished_keeps_the_exit_code(user, backend
         time.sleep(0.2)
     # The SSH copy is too slow this time: the sentinel is read, then the instance goes.
     monkeypatch.setattr(LoopbackConnector, "open", lambda self, i: (_ for _ in ()).throw(BackendUnavailable("slow")))
-    tick(force=True)
+    tick_due_backends(force=True)
     ec2.client("ec2").terminate_instances(InstanceIds=[task.job_id])
-    tick(force=True)
+    tick_due_backends(force=True)
     task.refresh_from_db()
     assert task.state == "failed" and task.exit_code == 4
     assert task.reason == "exit code 4; log not copied: the instance was terminated first"

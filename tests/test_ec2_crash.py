@@ -26,7 +26,10 @@ from tests.test_cli import SCRIPTHUT, scripthut
 pytestmark = [pytest.mark.aws, pytest.mark.faults]
 
 ROOT = Path(__file__).resolve().parents[1]
-TICKER = "import time\nfrom runs.engine.tick import tick\nwhile True:\n    tick(force=True)\n    time.sleep(0.3)\n"
+TICKER = (
+    "import time\nfrom runs.engine.tick import tick_due_backends\n"
+    "while True:\n    tick_due_backends(force=True)\n    time.sleep(0.3)\n"
+)
 
 
 def portal(env: dict[str, str]) -> subprocess.Popen[str]:

@@ -14,7 +14,7 @@ from backends.config import validate_backend_settings
 from backends.models import Backend
 from backends.registry import close_all
 from runs.actions import create_run
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from runs.models import ApiToken, Run
 from tests.aws_ec2 import REGION, Emulator, LoopbackConnector, LoopbackEnd, free_port, moto_ec2  # noqa: F401
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
@@ -47,7 +47,7 @@ def api_backend(user: Any) -> dict[str, Any]:
 
 
 def assert_waiting(run: Run, backend: Backend, user: Any, message: str) -> None:
-    tick(force=True)
+    tick_due_backends(force=True)
     backend.refresh_from_db()
     assert backend.status == Backend.Status.UNREACHABLE and message in backend.status_message
     row = api_backend(user)
@@ -59,7 +59,7 @@ def finish(run: Run, ec2: Emulator) -> Run:
     deadline = time.monotonic() + 60
     while not run.is_finished:
         assert time.monotonic() < deadline, list(run.tasks.values_list("state", "reason"))
-        tick(force=True)
+        tick_due_backends(force=True)
         ec2.host.boot()
         run.refresh_from_db()
         time.sleep(0.3)
@@ -131,7 +131,7 @@ def test_task_without_an_image_fails_naming_both_settings(user, ec2, cluster):  
     settings = validate_backend_settings("ec2", config)
     backend = Backend.objects.create(name="aws-ec2", kind="ec2", settings=settings, max_concurrent=5, poll_interval=1)
     run = create_run(owner=user, backend=backend, payload=TASKS, workflow_name="no-image")
-    tick(force=True)
+    tick_due_backends(force=True)
     task = run.tasks.get()
     assert task.state == "failed"
     assert (

@@ -19,7 +19,7 @@ from runs.actions import cancel_run, create_run, relaunch_run
 from runs.engine import cancel, claim, poll
 from runs.engine.jobspec import task_log
 from runs.engine.states import ACTIVE
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from runs.models import AuditEvent, Run, Task, Workflow
 from runs.workflows.command import dry_run, start_run
 from runs.workflows.parse import WorkflowError
@@ -99,28 +99,28 @@ def test_concurrency_limits_per_run_and_per_backend(user, local_backend):
         workflow_name="two",
         max_concurrent=5,
     )
-    tick(force=True)
+    tick_due_backends(force=True)
     active = dict(
         Task.objects.filter(state__in=ACTIVE).values_list("run").annotate(n=Count("id")).values_list("run", "n")
     )
     assert active == {first.pk: 2, second.pk: 1}
     cancel_run(first)
     cancel_run(second)
-    tick(force=True)
+    tick_due_backends(force=True)
 
 
 def test_cancel_stops_pending_and_running_tasks(user, local_backend, tmp_path):
     marker = tmp_path / "finished"
     tasks = [t("long", f"sleep 30; touch {marker}"), t("later", deps=["long"])]
     run = create_run(owner=user, backend=local_backend, payload=tasks, workflow_name="c")
-    tick(force=True)
+    tick_due_backends(force=True)
     deadline = time.monotonic() + 10
     while run.tasks.get(task_id="long").state != "running" and time.monotonic() < deadline:
         time.sleep(0.2)
-        tick(force=True)
+        tick_due_backends(force=True)
     job_id = run.tasks.get(task_id="long").job_id
     cancel_run(run)
-    tick(force=True)
+    tick_due_backends(force=True)
     run.refresh_from_db()
     assert run.status == Run.Status.CANCELLED and run.finished_at
     assert states(run) == {"long": "cancelled", "later": "cancelled"}
@@ -141,7 +141,7 @@ def test_cancel_keeps_who_cancelled_on_the_run(user, local_backend):
 
 def test_the_scheduler_is_told_who_cancelled_from_the_run_itself(user, local_backend, monkeypatch):
     run = create_run(owner=user, backend=local_backend, payload=[t("long", "sleep 30")], workflow_name="c")
-    tick(force=True)
+    tick_due_backends(force=True)
     # Cancelled as cancel_run does it, but with no audit event: the engine reads the run only.
     Run.objects.filter(pk=run.pk).update(status=Run.Status.CANCELLED, cancelled_by="carol")
     assert not AuditEvent.objects.filter(action=AuditEvent.Action.RUN_CANCELLED).exists()
@@ -359,7 +359,7 @@ def test_unreachable_backend_keeps_runs_waiting(user, db):
         name="hpc", kind=Backend.Kind.SLURM, settings={"ssh": {"host": "127.0.0.1", "port": 1, "user": "nobody"}}
     )
     run = create_run(owner=user, backend=backend, payload=[t("a")], workflow_name="w")
-    tick(force=True)
+    tick_due_backends(force=True)
     backend.refresh_from_db()
     assert backend.status == Backend.Status.UNREACHABLE
     assert backend.status_message == "connection refused by 127.0.0.1:1"
@@ -369,16 +369,16 @@ def test_unreachable_backend_keeps_runs_waiting(user, db):
 def test_unknown_job_fails_only_after_grace(user, local_backend, settings, time_machine):
     settings.SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS = 300
     run = create_run(owner=user, backend=local_backend, payload=[t("a", "sleep 5")], workflow_name="w")
-    tick(force=True)
+    tick_due_backends(force=True)
     Task.objects.filter(run=run).update(job_id="sh-never-existed")
     time_machine.move_to(timezone.now(), tick=False)
-    tick(force=True)
+    tick_due_backends(force=True)
     assert states(run) == {"a": "running"}  # a local job runs once submitted; now unknown, within the grace
     time_machine.shift(timedelta(seconds=299))
-    tick(force=True)
+    tick_due_backends(force=True)
     assert states(run) == {"a": "running"}  # still within the grace
     time_machine.shift(timedelta(seconds=2))
-    tick(force=True)
+    tick_due_backends(force=True)
     task = run.tasks.get()
     assert task.state == "failed" and "unknown to the scheduler" in task.reason
 

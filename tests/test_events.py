@@ -21,7 +21,7 @@ from runs.engine.events import RunChange, run_changed
 from runs.engine.owners import hold_pending
 from runs.engine.states import Step, TaskState, move
 from runs.engine.submit import apply_results
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from runs.models import Run, Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -71,7 +71,7 @@ def test_a_run_through_the_engine_announces_every_task_change(
     run = run_to_end(create_run(owner=user, backend=local_backend, workflow_name="ev", payload=_tasks(3)))
     assert run.status == Run.Status.COMPLETED
     assert {c.run_id for c in heard} == {run.pk}
-    assert set().union(*(c.task_ids for c in heard)) == set(run.tasks.values_list("pk", flat=True))
+    assert set().union(*(c.task_pks for c in heard)) == set(run.tasks.values_list("pk", flat=True))
     assert heard[-1].run_status  # the run's own completion comes last
 
 
@@ -81,7 +81,7 @@ def test_a_runs_first_tick_is_one_announcement_of_all_its_tasks(
     """Claimed, submitted, polled (a local job starts at once), the run started: one change."""
     run = create_run(owner=user, backend=local_backend, workflow_name="ev", payload=_tasks(3))
     heard.clear()
-    tick(force=True)
+    tick_due_backends(force=True)
     assert heard == [RunChange(run.pk, frozenset(run.tasks.values_list("pk", flat=True)), run_status=True)]
 
 
@@ -92,10 +92,10 @@ def test_waiting_reasons_are_announced_with_their_tasks(
     local_backend.save()
     run = create_run(owner=user, backend=local_backend, workflow_name="ev", payload=_tasks(3))
     heard.clear()
-    tick(force=True)
+    tick_due_backends(force=True)
     waiting = run.tasks.filter(state=TaskState.PENDING)
     assert {task.reason for task in waiting} == {"waiting: backend full, 1 of 1 slots in use by 1 user"}
-    assert [c.task_ids for c in heard] == [frozenset(run.tasks.values_list("pk", flat=True))]
+    assert [c.task_pks for c in heard] == [frozenset(run.tasks.values_list("pk", flat=True))]
     heard.clear()
     hold_pending(local_backend, user.pk, "waiting for an identity")  # a per_user backend's owner without one
     assert heard == [RunChange(run.pk, frozenset(waiting.values_list("pk", flat=True)))]
@@ -109,7 +109,7 @@ def test_a_submit_warning_is_committed_with_the_announced_submission(
     seen: dict[int, str] = {}
 
     def warnings_when_heard(sender: Any, change: RunChange, **kwargs: Any) -> None:
-        seen.update(Task.objects.filter(pk__in=change.task_ids).values_list("pk", "warning"))
+        seen.update(Task.objects.filter(pk__in=change.task_pks).values_list("pk", "warning"))
 
     run_changed.connect(warnings_when_heard, weak=False)
     try:
@@ -134,5 +134,5 @@ def test_cancel_is_one_announcement_of_the_run_and_its_pending_tasks(
     assert heard == [RunChange(run.pk, frozenset(run.tasks.values_list("pk", flat=True)), run_status=True)]
     assert set(run.tasks.values_list("state", flat=True)) == {TaskState.CANCELLED}
     heard.clear()
-    tick(force=True)
+    tick_due_backends(force=True)
     assert heard == []  # nothing left to announce twice

@@ -12,7 +12,7 @@ from django.db.models import Count
 from backends.models import ClusterIdentity
 from runs.actions import cancel_run, create_run
 from runs.engine.states import ACTIVE
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from runs.models import Run, Task
 from tests.conftest import local_user
 from tests.test_cli import scripthut
@@ -45,10 +45,10 @@ def test_a_small_run_beside_a_big_one_gets_the_next_free_slot(user, bob, local_b
         workflow_name="big",
         max_concurrent=1000,
     )
-    tick(force=True)
+    tick_due_backends(force=True)
     assert started(big) == 4
     small = create_run(owner=bob, backend=local_backend, payload=[t(f"s{n}") for n in range(4)], workflow_name="small")
-    tick(force=True)  # nothing has freed yet: the small run says why it waits
+    tick_due_backends(force=True)  # nothing has freed yet: the small run says why it waits
     assert started(small) == 0
     waited_because = reasons(small)
     big_before = started(big)
@@ -56,13 +56,13 @@ def test_a_small_run_beside_a_big_one_gets_the_next_free_slot(user, bob, local_b
     while started(big) + started(small) == big_before:  # until a tick submits anything
         assert time.monotonic() < deadline, "nothing was submitted for 30 s"
         time.sleep(0.2)
-        tick(force=True)
+        tick_due_backends(force=True)
     assert started(small) >= 1, f"the big run took every freed slot ({started(big) - big_before})"
     assert waited_because == {"waiting: backend full, 4 of 4 slots in use by 1 user"}
     assert "waiting: backend full, 4 of 4 slots in use by 2 users" in reasons(big)
     cancel_run(big)
     cancel_run(small)
-    tick(force=True)
+    tick_due_backends(force=True)
 
 
 def test_free_slots_go_round_robin_between_users_then_their_runs(user, bob, local_backend):
@@ -74,14 +74,14 @@ def test_free_slots_go_round_robin_between_users_then_their_runs(user, bob, loca
     alice_2 = create_run(owner=user, backend=local_backend, payload=work, workflow_name="a2", max_concurrent=10)
     bobs = create_run(owner=bob, backend=local_backend, payload=work, workflow_name="b", max_concurrent=10)
     carols = create_run(owner=carol, backend=local_backend, payload=work, workflow_name="c", max_concurrent=1)
-    tick(force=True)
+    tick_due_backends(force=True)
     # Slot by slot: alice (a1), bob, carol (now at her run's limit), alice (a2), bob, alice (a1).
     assert active_by_run() == {alice_1.pk: 2, alice_2.pk: 1, bobs.pk: 2, carols.pk: 1}
     assert reasons(carols) == {"waiting: run limit, 1 of 1 running"}
     assert reasons(bobs) == {"waiting: backend full, 6 of 6 slots in use by 3 users"}
     for run in (alice_1, alice_2, bobs, carols):
         cancel_run(run)
-    tick(force=True)
+    tick_due_backends(force=True)
 
 
 def test_three_users_each_get_a_third(user, bob, local_backend):
@@ -93,11 +93,11 @@ def test_three_users_each_get_a_third(user, bob, local_backend):
         create_run(owner=owner, backend=local_backend, payload=work, workflow_name=owner.username, max_concurrent=10)
         for owner in (user, bob, carol)
     ]
-    tick(force=True)
+    tick_due_backends(force=True)
     assert active_by_run() == {run.pk: 2 for run in runs}
     for run in runs:
         cancel_run(run)
-    tick(force=True)
+    tick_due_backends(force=True)
 
 
 def test_run_wait_says_why_the_run_waits(tmp_path):

@@ -38,7 +38,7 @@ from backends.slurm.adapter import SlurmAdapter
 from backends.ssh.keys import KeyProblem, load_key
 from runs.actions import cancel_run, create_run
 from runs.engine import tick as tick_module
-from runs.engine.tick import tick_backend
+from runs.engine.tick import cycle
 from runs.models import ApiToken, AuditEvent, Run, Task, Workflow
 from runs.workflows.parse import WorkflowError
 
@@ -325,7 +325,7 @@ def test_the_tick_works_once_per_owner_as_that_owner(
     carol_run = create_run(owner=staff, backend=hpc, payload=two[:1], workflow_name="c")
     carols.delete()  # her run stays, and waits
 
-    tick_backend(hpc)
+    cycle(hpc)
     # max_concurrent (3) is the backend's: the oldest run's owner goes first.
     assert (fakes["hut"].submitted, fakes["hut2"].submitted) == (["t0", "t1"], ["t0"])
     assert list(Task.objects.filter(run=carol_run).values_list("state", "reason")) == [("pending", NO_IDENTITY)]
@@ -333,7 +333,7 @@ def test_the_tick_works_once_per_owner_as_that_owner(
     assert hpc.status == Backend.Status.OK
 
     cancel_run(alices)
-    tick_backend(hpc)
+    cycle(hpc)
     assert fakes["hut"].cancelled == ["hut-t0", "hut-t1"] and fakes["hut2"].cancelled == []
     assert fakes["hut2"].polled == ["hut2-t0"]  # bob's adapter never hears of alice's jobs
     assert fakes["hut2"].submitted == ["t0", "t1"]  # alice's cancelled jobs gave back their slots
@@ -355,12 +355,12 @@ def test_an_owner_whose_login_fails_holds_up_only_their_own_tasks(
     add_identity(user, hpc, "hut")
     one = [{"id": "t", "name": "t", "command": "true"}]
     alices = create_run(owner=user, backend=hpc, payload=one, workflow_name="a")
-    tick_backend(hpc)
+    cycle(hpc)
     hpc.refresh_from_db()
     assert hpc.status == Backend.Status.UNREACHABLE  # nobody could log in
     add_identity(bob, hpc, "hut2")
     bobs = create_run(owner=bob, backend=hpc, payload=one, workflow_name="b")
-    tick_backend(hpc)
+    cycle(hpc)
     hpc.refresh_from_db()
     assert hpc.status == Backend.Status.OK and working.submitted == ["t"]
     assert bobs.tasks.get().state == "submitted"
@@ -388,7 +388,7 @@ def test_an_owner_whose_account_cannot_work_holds_up_only_their_own_tasks(
     one = [{"id": "t", "name": "t", "command": "true"}]
     alices = create_run(owner=user, backend=hpc, payload=one, workflow_name="a")
     bobs = create_run(owner=bob, backend=hpc, payload=one, workflow_name="b")
-    tick_backend(hpc)
+    cycle(hpc)
     hpc.refresh_from_db()
     assert hpc.status == Backend.Status.OK and working.submitted == ["t"]
     assert bobs.tasks.get().state == "submitted"

@@ -34,7 +34,7 @@ from runs.access import run_page_group
 from runs.actions import create_run
 from runs.engine.generate import append_generated
 from runs.engine.states import Step, TaskState, move
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from runs.live import push as live
 from runs.models import ApiToken, Run, Task
 from runs.web.pages import group_dom_id
@@ -379,7 +379,7 @@ def _pushed(channel: str) -> dict[str, Any]:
 def test_the_tick_renders_nothing_the_pusher_renders_its_change(
     run: Run, run_page: str, rendered: list[tuple[str, str]]
 ) -> None:
-    tick(force=True)
+    tick_due_backends(force=True)
     frames = _pushed(run_page)["frames"]
     assert all(f'id="task-{task.pk}"' in frames[1] for task in run.tasks.all())  # the tick's one change
     assert rendered and {thread for _, thread in rendered} == {"scripthut-push"}

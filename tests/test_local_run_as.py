@@ -29,7 +29,7 @@ from backends.local.runas import RunAs
 from backends.models import Backend
 from backends.registry import get_adapter
 from runs.actions import cancel_run, create_run
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from runs.models import Run, Task
 from tests.conftest import LOCAL_USERS
 
@@ -163,12 +163,12 @@ def test_run_as_cancel_stops_the_users_job(user: User, confined: Backend) -> Non
     run = create_run(
         owner=user, backend=confined, payload=[{"id": "t", "name": "t", "command": "sleep 30"}], workflow_name="w"
     )
-    tick(force=True)
+    tick_due_backends(force=True)
     job_id = run.tasks.get().job_id
     adapter = get_adapter(confined)
     assert wait_for(lambda: adapter.poll([job_id]).statuses[job_id].state == "running")
     cancel_run(run)
-    tick(force=True)
+    tick_due_backends(force=True)
     assert wait_for(lambda: adapter.poll([job_id]).statuses[job_id].state == "cancelled")
     assert run.tasks.get().state == Task.State.CANCELLED
 

@@ -28,7 +28,7 @@ from backends.config import validate_backend_settings
 from backends.models import Backend
 from backends.registry import get_adapter, shell_access
 from runs.actions import cancel_run, create_run
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from runs.models import Run, Task
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def tick_until(run: Run, done: Any, timeout: float, seen: Seen | None = None) ->
     """Tick until ``done(run)``; ``seen`` collects every (state, reason, node) of each task."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        tick(force=True)
+        tick_due_backends(force=True)
         run.refresh_from_db()
         if seen is not None:
             for task_id, state, reason, node in run.tasks.values_list("task_id", "state", "reason", "node"):
@@ -167,7 +167,7 @@ def test_cancel_reaches_qdel(user: User, pbs: Backend, cluster: Cluster) -> None
     assert set(job_ids) <= set(cluster.run_as_user("squeue -h -o %i").split())
 
     cancel_run(run)
-    tick(force=True)
+    tick_due_backends(force=True)
     run.refresh_from_db()
     assert run.status == Run.Status.CANCELLED
     assert set(run.tasks.values_list("state", "reason")) == {("cancelled", "cancelled by user")}

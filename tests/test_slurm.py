@@ -17,7 +17,7 @@ from backends.models import Backend
 from backends.registry import get_adapter, shell_access
 from backends.slurm.adapter import SlurmAdapter
 from runs.actions import cancel_run, create_run
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from runs.models import ObservedJob, Run, Task
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
 
@@ -42,7 +42,7 @@ def wait_for(run: Run, timeout: float = 120, every: float = 0.5, watch: Counter 
     """Tick until the run finishes; ``watch`` counts every state each task shows on the way."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        tick(force=True)
+        tick_due_backends(force=True)
         if watch is not None:
             watch.update(run.tasks.values_list("state", flat=True))
         run.refresh_from_db()
@@ -107,11 +107,11 @@ def test_cancel_reaches_scancel(user, slurm, cluster):  # noqa: F811
     )
     deadline = time.monotonic() + 60
     while run.tasks.filter(state="running").count() < 3 and time.monotonic() < deadline:
-        tick(force=True)
+        tick_due_backends(force=True)
         time.sleep(0.5)
     job_ids = list(run.tasks.values_list("job_id", flat=True))
     cancel_run(run)
-    tick(force=True)
+    tick_due_backends(force=True)
     assert set(states(run).values()) == {"cancelled"}
     # scancel is asynchronous: the jobs leave the queue (after CG, completing) within seconds.
     deadline = time.monotonic() + 60
@@ -122,7 +122,7 @@ def test_cancel_reaches_scancel(user, slurm, cluster):  # noqa: F811
 
 def test_external_job_is_shown(user, slurm, cluster):  # noqa: F811
     external = cluster.run_as_user("sbatch --parsable --job-name=not-ours --wrap='sleep 20'").strip().split(";")[0]
-    tick(force=True)
+    tick_due_backends(force=True)
     job = ObservedJob.objects.get(job_id=external)
     assert job.task is None and job.user == cluster.user and job.name == "not-ours"
     cluster.run_as_user(f"scancel {external}")
@@ -174,7 +174,7 @@ def test_chain_of_one_second_tasks_completes(user, slurm, native):
 def test_native_dependents_of_a_failure_are_dep_failed(user, slurm):
     tasks = [t("bad", "sleep 2; exit 1"), t("held", deps=("bad",)), t("held2", deps=("held",))]
     run = create_run(owner=user, backend=slurm, payload=tasks, workflow_name="native-fail")
-    tick(force=True)
+    tick_due_backends(force=True)
     assert set(states(run).values()) == {"submitted"}  # all three on Slurm at once
     assert run.tasks.get(task_id="held2").native_deps
     run = wait_for(run)
@@ -184,11 +184,11 @@ def test_native_dependents_of_a_failure_are_dep_failed(user, slurm):
 def test_sshd_and_slurmctld_restarts_lose_nothing(user, slurm, cluster):  # noqa: F811
     tasks = [t(f"r.{n:02d}", "sleep 2") for n in range(12)]
     run = create_run(owner=user, backend=slurm, payload=tasks, workflow_name="restarts", max_concurrent=4)
-    tick(force=True)
+    tick_due_backends(force=True)
     cluster.stop_sshd()
     try:
         for _ in range(3):
-            tick(force=True)
+            tick_due_backends(force=True)
             time.sleep(0.5)
         slurm.refresh_from_db()
         assert slurm.status == Backend.Status.UNREACHABLE and "refused" in slurm.status_message
@@ -200,12 +200,12 @@ def test_sshd_and_slurmctld_restarts_lose_nothing(user, slurm, cluster):  # noqa
     while slurm.status != Backend.Status.OK:
         assert time.monotonic() < deadline, f"not reconnected 60 s after sshd came back: {slurm.status_message}"
         time.sleep(0.5)
-        tick(force=True)
+        tick_due_backends(force=True)
         slurm.refresh_from_db()
     cluster.stop_slurmctld()
     try:
         for _ in range(3):
-            tick(force=True)
+            tick_due_backends(force=True)
             time.sleep(0.5)
         assert not run.tasks.filter(state__in=("failed", "dep_failed")).exists()
     finally:
@@ -230,7 +230,7 @@ def test_cluster_without_accounting_completes_a_run(user, slurm, cluster):  # no
 
 
 def test_dashboard_cluster_info(user, slurm):
-    tick(force=True)
+    tick_due_backends(force=True)
     slurm.refresh_from_db()
     (partition,) = slurm.cluster_info["partitions"]
     assert partition["partition"] == "normal" and partition["cpus_total"] >= 1
@@ -266,7 +266,7 @@ def test_concurrent_ticks_submit_each_task_once(user, slurm, cluster):  # noqa: 
     def worker() -> None:
         try:
             for _ in range(10):
-                tick(force=True)
+                tick_due_backends(force=True)
         finally:
             connection.close()
 
@@ -301,7 +301,7 @@ def test_reconcile_waits_for_a_submit_batch_that_outlived_its_session(user, slur
         assert time.monotonic() < deadline, "the detached batch never took the submit lock"
         time.sleep(0.1)
 
-    tick(force=True)  # reconciles: waits for the batch, then finds its job by tag
+    tick_due_backends(force=True)  # reconciles: waits for the batch, then finds its job by tag
     task.refresh_from_db()
     assert task.state in ("submitted", "running", "completed"), (task.state, task.reason)
     assert task.job_id and task.submit_tag == spec.tag

@@ -23,7 +23,7 @@ from backends.models import Backend, ClusterIdentity
 from backends.slurm.adapter import SlurmAdapter
 from runs.actions import cancel_run, create_run
 from runs.engine.jobspec import task_log
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from runs.models import ObservedJob, Run, Task
 from runs.workflows.parse import WorkflowError
 
@@ -75,7 +75,7 @@ def bob(bob: User, hpc: Backend, cluster: Cluster) -> User:
 def finish(*runs: Run, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        tick(force=True)
+        tick_due_backends(force=True)
         for run in runs:
             run.refresh_from_db()
         if all(run.is_finished for run in runs):
@@ -126,7 +126,7 @@ def wait_running(*runs: Run, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while any(run.tasks.exclude(state="running").exists() for run in runs):
         assert time.monotonic() < deadline, [list(r.tasks.values_list("state", "reason")) for r in runs]
-        tick(force=True)
+        tick_due_backends(force=True)
         time.sleep(0.5)
 
 
@@ -139,8 +139,8 @@ def test_squeue_and_sacct_show_each_owner(alice: User, bob: User, hpc: Backend, 
     assert (queue[alice_job], queue[bob_job]) == (cluster.user, cluster.user2)
     # The dashboard's jobs: each linked to its own task, whichever owner's poll saw it last.
     observed = {job.job_id: job for job in ObservedJob.objects.filter(job_id__in=[alice_job, bob_job])}
-    assert (observed[alice_job].user, observed[alice_job].task_id) == (cluster.user, alices.tasks.get().pk)
-    assert (observed[bob_job].user, observed[bob_job].task_id) == (cluster.user2, bobs.tasks.get().pk)
+    assert (observed[alice_job].user, observed[alice_job].our_task_id) == (cluster.user, alices.tasks.get().pk)
+    assert (observed[bob_job].user, observed[bob_job].our_task_id) == (cluster.user2, bobs.tasks.get().pk)
 
     # Each run is cancelled as its owner (scancel of another user's job would be refused).
     cancel_run(alices)
@@ -167,7 +167,7 @@ def test_without_an_identity_runs_are_refused_and_old_ones_wait(staff: User, hpc
     client = register(staff, cluster.user, cluster.key_path)
     run = create_run(owner=staff, backend=hpc, payload=[t("x", "true")], workflow_name="waits")
     ClusterIdentity.objects.filter(user=staff).delete()  # removed before the run was ticked
-    tick(force=True)
+    tick_due_backends(force=True)
     task = run.tasks.get()
     assert (task.state, task.job_id) == ("pending", "")
     assert task.reason == "no cluster identity for hpc: add one at /settings/identities"

@@ -63,8 +63,10 @@ def test_the_access_module_hides_another_users_run_its_tasks_and_jobs(
     mine = _run_of(user, local_backend)
     theirs = _run_of(bob, local_backend)
     their_task = theirs.tasks.get(task_id="prep")
-    ObservedJob.objects.create(backend=local_backend, job_id="1", task=mine.tasks.get(task_id="prep"), state="running")
-    ObservedJob.objects.create(backend=local_backend, job_id="2", task=their_task, state="running")
+    ObservedJob.objects.create(
+        backend=local_backend, job_id="1", our_task=mine.tasks.get(task_id="prep"), state="running"
+    )
+    ObservedJob.objects.create(backend=local_backend, job_id="2", our_task=their_task, state="running")
     ObservedJob.objects.create(backend=local_backend, job_id="3", user="dave", state="queued")  # not ScriptHut's
 
     assert list(visible_runs(user)) == [mine]

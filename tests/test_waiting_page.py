@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 
 from backends.models import Backend
 from runs.actions import cancel_run, create_run
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from tests.browser import chromium_available, launch, login, screenshot
 
 pytestmark = [pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing"), pytest.mark.browser]
@@ -31,7 +31,7 @@ def test_run_page_shows_why_tasks_wait(live_server: Any, transactional_db: None,
         workflow_name="mine",
         max_concurrent=1,
     )
-    tick(force=True)  # one slot each; my run at its own limit, the other's at the backend's
+    tick_due_backends(force=True)  # one slot each; my run at its own limit, the other's at the backend's
     try:
         with sync_playwright() as playwright:
             browser = launch(playwright)
@@ -50,4 +50,4 @@ def test_run_page_shows_why_tasks_wait(live_server: Any, transactional_db: None,
     finally:
         cancel_run(big)
         cancel_run(mine)
-        tick(force=True)
+        tick_due_backends(force=True)

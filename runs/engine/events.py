@@ -30,12 +30,12 @@ run_changed = Signal()
 @dataclass(frozen=True)
 class RunChange:
     run_id: str
-    task_ids: frozenset[int] = field(default_factory=frozenset)  # Task primary keys that changed
+    task_pks: frozenset[int] = field(default_factory=frozenset)  # primary keys (Task.pk) of the tasks that changed
     run_status: bool = False  # the run's own status or times changed
 
     def merged(self, other: RunChange) -> RunChange:
         """This change and a later one of the same run, as one."""
-        return RunChange(self.run_id, self.task_ids | other.task_ids, self.run_status or other.run_status)
+        return RunChange(self.run_id, self.task_pks | other.task_pks, self.run_status or other.run_status)
 
 
 class _Gathered(threading.local):
@@ -63,12 +63,12 @@ def one_announcement() -> Iterator[None]:
             _send(changes.values())
 
 
-def announce(run_ids: Iterable[str], *, task_ids: dict[str, set[int]] | None = None, run_status: bool = False) -> None:
+def announce(run_ids: Iterable[str], *, task_pks: dict[str, set[int]] | None = None, run_status: bool = False) -> None:
     """Announce, once committed, that these runs changed (and which of their tasks)."""
-    task_ids = task_ids or {}
+    task_pks = task_pks or {}
     changes = [
-        RunChange(run_id, frozenset(task_ids.get(run_id, ())), run_status)
-        for run_id in sorted(set(run_ids) | set(task_ids))
+        RunChange(run_id, frozenset(task_pks.get(run_id, ())), run_status)
+        for run_id in sorted(set(run_ids) | set(task_pks))
     ]
     if changes:
         transaction.on_commit(partial(_committed, changes))
@@ -79,7 +79,7 @@ def announce_tasks(tasks: Iterable[object]) -> None:
     by_run: dict[str, set[int]] = {}
     for task in tasks:
         by_run.setdefault(task.run_id, set()).add(task.pk)  # type: ignore[attr-defined]
-    announce(by_run, task_ids=by_run)
+    announce(by_run, task_pks=by_run)
 
 
 def _committed(changes: list[RunChange]) -> None:

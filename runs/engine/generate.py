@@ -67,7 +67,7 @@ def append_generated(generator: Task, generated: Sequence[ResolvedTask]) -> None
     insert_tasks(Run(pk=run_id), generated, first_position=(last or 0) + 1, done=done, generated_by=generator.task_id)
     # New tasks: the run's total and maybe its groups changed, so run_status too (pages fetch their live part once).
     added = set(Task.objects.filter(run_id=run_id, task_id__in=list(new_ids)).values_list("pk", flat=True))
-    events.announce([run_id], task_ids={run_id: added}, run_status=True)
+    events.announce([run_id], task_pks={run_id: added}, run_status=True)
     # Existing tasks learn their new dependents, so that their completion releases them.
     parents = list(Task.objects.filter(run_id=run_id, task_id__in=list(children)).only("pk", "task_id", "dependents"))
     for parent in parents:

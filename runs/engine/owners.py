@@ -1,5 +1,5 @@
 """Owners on a per_user backend, whose tick works for one owner at a time (see
-:func:`runs.engine.tick.tick_each_owner`): who has work there, and what their pending
+:func:`runs.engine.tick.run_phases_per_owner`): who has work there, and what their pending
 tasks say while they cannot be submitted."""
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def store_observed(backend: Backend, observed: Sequence[JobStatus], ours: dict[s
                 ObservedJob(
                     backend=backend,
                     job_id=s.job_id,
-                    task_id=ours.get(s.job_id),
+                    our_task_id=ours.get(s.job_id),
                     name=s.name[:255],
                     user=s.user,
                     state=s.state.value,

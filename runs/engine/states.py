@@ -177,7 +177,7 @@ def move_all(tasks: QuerySet[Any], step: Step, target: str, from_states: Sequenc
     matching = tasks.filter(state__in=from_states)
     for pk, run_id in update_matching(matching, {"state": target, **values}, from_states):
         by_run.setdefault(run_id, set()).add(pk)
-    events.announce(by_run, task_ids=by_run)
+    events.announce(by_run, task_pks=by_run)
     return sum(len(pks) for pks in by_run.values())
 
 

@@ -39,11 +39,11 @@ log = logging.getLogger("runs.engine")
 CLUSTER_INFO_EVERY = timedelta(minutes=5)
 
 
-def tick(*, force: bool = False) -> None:
+def tick_due_backends(*, force: bool = False) -> None:
     """One cycle over every enabled backend that is due (or all, with ``force``)."""
     backends = Backend.objects.filter(enabled=True)
     for backend in backends if force else due_backends():
-        tick_if_free(backend)
+        tick_backend(backend)
 
 
 def due_backends() -> list[Backend]:
@@ -59,18 +59,19 @@ def due_and_dead() -> tuple[list[Backend], set[int]]:
     return [b for b in backends if b.pk in died or not b.next_poll_at or b.next_poll_at <= now], died
 
 
-def tick_if_free(backend: Backend) -> bool:
-    """Tick ``backend`` unless another ticker holds it; True if this call ticked it."""
+def tick_backend(backend: Backend) -> bool:
+    """Claim ``backend`` and run one cycle on it, unless another ticker holds it; True if
+    this call ran the cycle."""
     with backend_claim(backend) as held:
         if held:
-            tick_backend(backend)
+            cycle(backend)
         return held
 
 
-def tick_one(backend_id: int) -> bool:
+def tick_backend_by_id(backend_id: int) -> bool:
     """A Celery worker's tick of one backend (due or woken); False if gone, disabled or held."""
     backend = Backend.objects.filter(pk=backend_id, enabled=True).first()
-    return backend is not None and tick_if_free(backend)
+    return backend is not None and tick_backend(backend)
 
 
 def queue_due_backends() -> list[int]:
@@ -94,20 +95,20 @@ def poll_interval(backend: Backend) -> int:
     return backend.poll_interval or PortalSettings.load().poll_interval
 
 
-def tick_backend(backend: Backend) -> None:
+def cycle(backend: Backend) -> None:
     """Reconcile, cancel, poll and submit for one backend; the caller holds its lease.
     What the tick changed is announced when it ends, once per run."""
     with events.one_announcement():
-        _tick_and_record(backend)
+        _cycle_and_record_status(backend)
 
 
-def _tick_and_record(backend: Backend) -> None:
+def _cycle_and_record_status(backend: Backend) -> None:
     changed: set[str] = set()
     status: str = Backend.Status.OK
     message = ""
     try:
         if backend.per_user:
-            reached = tick_each_owner(backend, changed)
+            reached = run_phases_per_owner(backend, changed)
         else:
             reached = get_adapter(backend)
             run_phases(backend, reached, changed)
@@ -142,7 +143,7 @@ def run_phases(backend: Backend, adapter: BackendAdapter, changed: set[str], own
         poll_jobs(backend, adapter, changed, owner=owner)
 
 
-def tick_each_owner(backend: Backend, changed: set[str]) -> BackendAdapter | None:
+def run_phases_per_owner(backend: Backend, changed: set[str]) -> BackendAdapter | None:
     """The phases once per owner with work, each as that owner's cluster identity.
 
     An owner without one, whose login fails, or whose account cannot do its work (a

@@ -49,9 +49,9 @@ PUSH_ROWS = 500  # a change of more tasks than this sends counts and REFRESH ins
 # -- rendering: the pages' own partials -------------------------------------------------
 
 
-def _changed_tasks(run: Run, task_ids: Iterable[int]) -> list[Task]:
+def _changed_tasks(run: Run, task_pks: Iterable[int]) -> list[Task]:
     query = task_rows(run)
-    return [task for chunk in chunks(sorted(task_ids)) for task in query.filter(pk__in=chunk)]
+    return [task for chunk in chunks(sorted(task_pks)) for task in query.filter(pk__in=chunk)]
 
 
 def run_page_html(run: Run, tasks: list[Task], counts: dict[str, int]) -> list[str]:
@@ -125,8 +125,8 @@ def publish(change: RunChange) -> None:
         return
     # A change of very many tasks (a relaunch, a big submit) is sent as counts and a request to
     # fetch the page's live part once: its rows would weigh more than the page itself.
-    many = len(change.task_ids) > PUSH_ROWS
-    tasks = [] if many else _changed_tasks(run, change.task_ids)
+    many = len(change.task_pks) > PUSH_ROWS
+    tasks = [] if many else _changed_tasks(run, change.task_pks)
     counts = Task.objects.state_counts([run.pk])[run.pk]
     message_id = uuid.uuid4().hex
     send = async_to_sync(layer.group_send)
@@ -136,7 +136,7 @@ def publish(change: RunChange) -> None:
     send(page_group, {"type": MESSAGE_TYPE, "id": message_id, "frames": frames})
     events = task_events(run, tasks, counts)
     if many:
-        events[0]["changed_tasks"] = len(change.task_ids)
+        events[0]["changed_tasks"] = len(change.task_pks)
     viewers = {
         "type": MESSAGE_TYPE,
         "id": message_id,

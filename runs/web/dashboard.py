@@ -118,7 +118,7 @@ def our_jobs(user: Viewer, owner: str) -> JobTable[OurJob]:
 
 def other_jobs(user: Viewer, owner: str) -> JobTable[ObservedJob]:
     """Jobs on the backends that ScriptHut did not submit (of ``owner`` if given)."""
-    external = visible_observed_jobs(user).filter(task__isnull=True).select_related("backend")
+    external = visible_observed_jobs(user).filter(our_task__isnull=True).select_related("backend")
     if owner:
         external = external.filter(user=owner)
     jobs, truncated = _first_rows(external.order_by("backend", "job_id"))
@@ -144,7 +144,7 @@ def job_owners(user: Viewer) -> list[str]:
     ScriptHut jobs queued or running, users of the other jobs, and the viewer."""
     names = set(visible_runs(user).order_by().values_list("owner__username", flat=True).distinct())
     names |= set(listed_jobs(user).order_by().values_list("run__owner__username", flat=True).distinct())
-    external = visible_observed_jobs(user).filter(task__isnull=True).exclude(user="").order_by()
+    external = visible_observed_jobs(user).filter(our_task__isnull=True).exclude(user="").order_by()
     names |= set(external.values_list("user", flat=True).distinct())
     names.add(user.get_username())
     return sorted(name for name in names if name)

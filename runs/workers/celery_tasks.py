@@ -10,7 +10,7 @@ queues every backend again at its next poll time whatever became of the last mes
 
 from celery import shared_task
 
-from runs.engine.tick import queue_due_backends, tick, tick_one
+from runs.engine.tick import queue_due_backends, tick_backend_by_id
 
 
 @shared_task(ignore_result=True)
@@ -22,10 +22,4 @@ def dispatch_ticks() -> None:
 
 @shared_task(ignore_result=True)
 def tick_backend_task(backend_id: int) -> None:
-    tick_one(backend_id)
-
-
-@shared_task(ignore_result=True)
-def tick_task() -> None:
-    """Every due backend in turn (kept for callers of the old single-tick task)."""
-    tick()
+    tick_backend_by_id(backend_id)

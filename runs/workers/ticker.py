@@ -16,7 +16,7 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from backends.models import Backend
-from runs.engine.tick import tick
+from runs.engine.tick import tick_due_backends
 from runs.notify.background import EmbeddedNotifier
 from runs.workers.celery_tasks import tick_backend_task
 
@@ -53,7 +53,7 @@ class EmbeddedTicker(threading.Thread):
         try:
             while not self.stopping.is_set():
                 try:
-                    tick()
+                    tick_due_backends()
                 except Exception:
                     log.exception("tick failed")
                 finally:

@@ -114,8 +114,8 @@ def progress_bar(counts: Mapping[str, int], size: str = "") -> dict[str, Any]:
     }
 
 
-@register.inclusion_tag("runs/_counts.html")
-def state_counts(counts: Mapping[str, int]) -> dict[str, Any]:
+@register.inclusion_tag("runs/_count_chips.html")
+def count_chips(counts: Mapping[str, int]) -> dict[str, Any]:
     """Small ``3 running · 2 completed`` chips, in progress-bar order, non-zero only."""
     return {"segments": progress_segments(counts)}
 
