@@ -71,13 +71,12 @@ def problem(span: str, *, symbols: bool = True) -> str | None:
     """What is wrong with one code span of the docs, or None. Without ``symbols`` only
     paths and module paths are checked (the README also names settings and config keys)."""
     if PATH.match(span):
-        path = span.replace("<kind>", "slurm")
-        return None if (ROOT / path).exists() else f"no file {span}"
+        return None if (ROOT / span.replace("<kind>", "slurm")).exists() else f"no file {span}"
     if DOTTED.match(span):
         return None if _resolves(span) else f"{span} does not import"
     if match := PATH_SYMBOL.match(span):
-        path = ROOT / match[1]
-        return None if path.exists() and match[2] in _file_names(path) else f"no {match[2]} in {match[1]}"
+        source = ROOT / match[1]
+        return None if source.exists() and match[2] in _file_names(source) else f"no {match[2]} in {match[1]}"
     if symbols and span not in SQL_WORDS and (match := SYMBOL.match(span)):
         cls, member, function = match[1], match[2], match[3]
         names = defined_names()

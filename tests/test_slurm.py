@@ -124,7 +124,7 @@ def test_external_job_is_shown(user, slurm, cluster):  # noqa: F811
     external = cluster.run_as_user("sbatch --parsable --job-name=not-ours --wrap='sleep 20'").strip().split(";")[0]
     tick_due_backends(force=True)
     job = ObservedJob.objects.get(job_id=external)
-    assert job.task is None and job.user == cluster.user and job.name == "not-ours"
+    assert job.our_task is None and job.user == cluster.user and job.name == "not-ours"
     cluster.run_as_user(f"scancel {external}")
 
 
