@@ -336,11 +336,8 @@ class PortalSettings(models.Model):
         return obj
 
 
-# The audit trail: its own module (append-only models), registered here with the app's models.
+# One Django app, its models kept with the packages that use them (the audit trail, cost,
+# notifications): Django finds an app's models through ``runs.models``, so they are imported here.
 from runs.audit.models import AppendOnly, AuditEvent  # noqa: E402,F401
-
-# Stored prices and budgets live with the cost code; imported here to register them with this app.
 from runs.costing.models import Budget, BudgetAlert, InstancePrice, PriceList  # noqa: E402,F401
-
-# Notification preferences and the outbox: in their own module, registered here with the app's models.
 from runs.notify.models import Notification, NotificationPreference, RunNotify  # noqa: E402,F401

@@ -80,7 +80,7 @@ class ConfiguredWorkflow(WorkflowDocument):
 
     def list_page(self, request: HttpRequest, status: int) -> HttpResponse:
         workflows = usable(request.user, Workflow.objects.select_related("backend"))
-        return render(request, "runs/workflow_list.html", {"workflows": workflows}, status=status)
+        return render(request, "workflows/list.html", {"workflows": workflows}, status=status)
 
 
 def _task_json(item: ResolvedTask) -> dict[str, Any]:

@@ -267,7 +267,7 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
     workflows = list(usable(request.user, Workflow.objects.select_related("backend")))
     if wants_json(request):
         return JsonResponse([_workflow_json(w) for w in workflows], safe=False)
-    return render(request, "runs/workflow_list.html", {"workflows": workflows})
+    return render(request, "workflows/list.html", {"workflows": workflows})
 
 
 @require_GET
