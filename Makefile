@@ -31,7 +31,7 @@ test: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 	$(BIN)/python manage.py makemigrations --check --dry-run   # every model change has its migration
-	$(BIN)/pytest -n auto --dist loadgroup   # a worker a core; cluster tests, and deployments, each on one (tests/markers.py)
+	$(BIN)/pytest -n 3 --dist loadgroup --durations=25   # cluster tests, and deployments, each on one worker (tests/markers.py); a third for the rest
 
 ## The inner loop: every test that needs no service beyond SQLite; nothing is started. The
 ## markers that leave a test out are registered in pyproject.toml (tests/markers.py checks them).
