@@ -6,6 +6,7 @@ class RunsConfig(AppConfig):
     verbose_name = "Runs"
 
     def ready(self) -> None:
+        from runs import checks  # noqa: F401  (registers them)
         from runs.audit import trail  # models are loaded only now
         from runs.live import push
 

@@ -11,16 +11,24 @@ from pathlib import Path
 PROCESS = """
 import sys, time
 import django
+from asgiref.sync import async_to_sync
 
 django.setup()
 from runs.engine.events import RunChange
 from runs.live.coalesce import Coalescer
 
+async def write(run_id):
+    with open(sys.argv[1], "a") as out:
+        out.write(run_id + "\\n")
+
 def publish(change):
     if change.run_id == "hangs":
         time.sleep(600)
-    with open(sys.argv[1], "a") as out:
-        out.write(change.run_id + "\\n")
+    if change.run_id.startswith("async"):
+        async_to_sync(write)(change.run_id)  # as the real push sends: through the channel layer's async API
+    else:
+        with open(sys.argv[1], "a") as out:
+            out.write(change.run_id + "\\n")
 
 pusher = Coalescer(publish, 600.0)  # a window nobody waits for: only the exit sends
 for run_id in sys.argv[2:]:
@@ -39,6 +47,12 @@ def _exit_with_waiting(tmp_path: Path, *run_ids: str) -> list[str]:
 
 def test_changes_waiting_at_exit_are_pushed(tmp_path: Path) -> None:
     assert _exit_with_waiting(tmp_path, "r1", "r2") == ["r1", "r2"]
+
+
+def test_changes_waiting_at_exit_are_pushed_through_async_code(tmp_path: Path) -> None:
+    """The real push sends with async_to_sync: the exit flush must run before the interpreter
+    stops taking new work for its thread pools (a plain atexit hook is too late)."""
+    assert _exit_with_waiting(tmp_path, "async1", "async2") == ["async1", "async2"]
 
 
 def test_a_push_that_hangs_does_not_hold_the_exit(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@ of its own: the thread that committed a change (a tick, a request) only queues i
 
 The thread is a daemon started on first use (again in a forked child, such as a Celery
 pool worker, where the parent's thread did not come along); it closes its database
-connection whenever it runs out of work, and at process exit (``atexit``; a Celery pool
+connection whenever it runs out of work, and at process exit (:func:`at_exit`; a Celery pool
 child, which skips it, through ``worker_process_shutdown``: :func:`runs.live.push.connect`)
 what waits is handed on within a bounded time (:data:`EXIT_SECONDS`), so exit never hangs
 on a push.
@@ -25,6 +25,15 @@ from runs.engine.events import RunChange
 log = logging.getLogger("runs.live.coalesce")
 
 EXIT_SECONDS = 2.0
+
+
+def at_exit(callback: Callable[[], object]) -> None:
+    """Call ``callback`` when the interpreter exits, while it still runs thread pools: the push
+    sends through ``async_to_sync``, whose executor refuses new work once the ``atexit`` hooks
+    run. Threading's own exit hooks run before that (``concurrent.futures`` registers its
+    shutdown there too; the hooks run last-registered first)."""
+    register = getattr(threading, "_register_atexit", None)  # CPython 3.9+; private, hence the fallback
+    (register or atexit.register)(callback)
 
 
 class Coalescer:
@@ -56,12 +65,14 @@ class Coalescer:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, name="scripthut-push", daemon=True)
                 self._thread.start()
-                atexit.register(self.flush, EXIT_SECONDS)
+                at_exit(lambda: self.flush(EXIT_SECONDS))
             self._cond.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Hand on what waits now, without waiting for its window, and return once every
         change queued so far is handed on; False if that took longer than ``timeout``."""
+        if self._pid != os.getpid():
+            self._reset()  # a forked child that queued nothing: its parent's lock may be held for ever
         deadline = time.monotonic() + timeout
         with self._cond:
             self._waiting = {run_id: (0.0, change) for run_id, (_, change) in self._waiting.items()}
