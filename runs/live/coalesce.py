@@ -91,11 +91,13 @@ class Coalescer:
             for change in due:
                 self._hand_on(change)
             with self._cond:
-                self._busy = False
                 idle = not self._waiting
-                self._cond.notify_all()
             if idle:
-                self._tidy(connection.close)  # none held between bursts (a test database can be dropped)
+                # None held between bursts, closed before a flush returns (a test database can be dropped).
+                self._tidy(connection.close)
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
 
     def _next_due(self) -> list[RunChange]:
         """Wait until some run's window has passed; take its changes."""
