@@ -82,7 +82,9 @@ def test_a_workflow_page_refuses_with_the_reason(dave: User, builtin_local: Back
     Workflow.objects.create(name="wf", backend=builtin_local, command="echo '[]'")
     client = Client()
     client.force_login(dave)
-    assert "wf" not in client.get(reverse("workflow_list")).content.decode()
+    listed = client.get(reverse("workflow_list")).content.decode()
+    # Not listed: no row, no link to it (a bare "wf" would also match the page's random CSRF token).
+    assert "No workflows configured." in listed and reverse("workflow_dry_run", args=["wf"]) not in listed
     for response in (
         client.post(reverse("workflow_run", args=["wf"])),
         client.get(reverse("workflow_dry_run", args=["wf"])),  # a dry run runs the command there too
