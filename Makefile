@@ -20,8 +20,9 @@ $(BIN)/scripthut: pyproject.toml | $(LDAP_HEADERS)
 setup: $(BIN)/scripthut
 
 ## Set up and start the portal on the embedded default (SQLite, in-process ticker).
+## `make serve PORT=8811 HOST=0.0.0.0` picks where it listens.
 serve: setup
-	$(BIN)/scripthut serve
+	$(BIN)/scripthut serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 ## Run the whole test suite against the real components it needs (started if missing).
 test: setup

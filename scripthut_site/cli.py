@@ -35,11 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             return _django_command(argv)
     args = _parser().parse_args(argv)
-    if getattr(args, "config", None):
-        config = Path(args.config).expanduser()
+    # Only a config nobody named means the built-in demo; one named by --config or by
+    # SCRIPTHUT_CONFIG must exist, and both say so the same way.
+    named = (args.config or os.environ.get("SCRIPTHUT_CONFIG")) if hasattr(args, "config") else None
+    if named:
+        config = Path(named).expanduser()
         if not config.is_file():
-            # Only a config nobody named means the built-in demo; a named one must exist.
-            print(f"config file {args.config} does not exist (as {config.resolve()})", file=sys.stderr)
+            print(f"config file {named} does not exist (as {config.resolve()})", file=sys.stderr)
             return 2
         os.environ["SCRIPTHUT_CONFIG"] = str(config.resolve())
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scripthut_site.settings")
@@ -65,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config file (default: $SCRIPTHUT_CONFIG or ./scripthut.yaml)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--strict", action="store_true", help="refuse a config with warnings (unknown keys)")
     p = sub.add_parser("run", help="create a run from a workflow JSON file")
     p.add_argument("workflow", help='workflow JSON file (an array of tasks or {"tasks": [...]}), - for stdin')
     p.add_argument("--backend", required=True)
@@ -78,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p = sub.add_parser("import-config", help="load a scripthut.yaml into the database")
     p.add_argument("file")
+    p.add_argument("--strict", action="store_true", help="refuse a config with warnings (unknown keys)")
     p = sub.add_parser("createtoken", help="print a new API token for a user")
     p.add_argument("username")
     p = sub.add_parser("worker", help="run backend ticks queued by `scripthut beat` and by user actions")
@@ -110,18 +114,65 @@ def _django_command(argv: list[str]) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from django.conf import settings
+
+    from scripthut_site import deployment
+
+    host, port = _address(args)
+    try:
+        # Bound first: a start that cannot serve changes nothing (no migration, no import,
+        # no admin whose password would be printed by a start that then fails).
+        sock = _listen(host, port)
+    except OSError as exc:
+        print(f"cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    with sock:
+        deployment.allow_host(host)
+        if (prepared := _prepare(args)) != 0:
+            return prepared
+        print(f"ScriptHut is at http://{host}:{port}/  (data: {settings.DATA_DIR})", flush=True)
+        return _serve_on(sock, host, port)
+
+
+def _address(args: argparse.Namespace) -> tuple[str, int]:
+    """Where to listen: the command line, else the config file's settings, else what the
+    database holds (a portal configured before), else 127.0.0.1:8000. Nothing is migrated."""
+    from scripthut_site.paths import config_setting
+
+    host, port = args.host or config_setting("server_host"), args.port or config_setting("server_port")
+    if not (host and port):
+        stored = _stored_address()
+        host, port = host or stored[0], port or stored[1]
+    return host, int(port)
+
+
+def _stored_address() -> tuple[str, int]:
+    from django.db import DatabaseError, connection
+
+    from runs.models import PortalSettings
+
+    if connection.vendor == "sqlite" and not _has_data(Path(connection.settings_dict["NAME"])):
+        return "127.0.0.1", 8000  # a first start: reading it would write a journal in it
+    try:
+        row = PortalSettings.objects.filter(pk=1).values_list("server_host", "server_port").first()
+    except DatabaseError:  # a database not migrated yet
+        row = None
+    return row or ("127.0.0.1", 8000)
+
+
+def _has_data(database: Path) -> bool:
+    return database.is_file() and database.stat().st_size > 0  # settings make it empty, mode 600
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    """Migrate, import the config (or set up the demo) and make the first admin."""
     from django.conf import settings
     from django.core.management import call_command
-
-    from backends.models import Backend
-    from runs.models import PortalSettings
-    from scripthut_site import deployment
 
     call_command("migrate", interactive=False, verbosity=0)
     config = Path(settings.SCRIPTHUT_CONFIG)
     if config.is_file():
-        if _import(config) != 0:
+        if _import(config, strict=args.strict) != 0:
             return 1
     else:
         from runs.demo import ensure_demo_setup
@@ -129,16 +180,15 @@ def serve(args: argparse.Namespace) -> int:
         ensure_demo_setup()
         print(f"No config file at {config.resolve()}: using the built-in 'local' backend and the 'demo' workflow.")
     _ensure_admin()
-    portal = PortalSettings.load()
-    host = args.host or portal.server_host
-    port = args.port or portal.server_port
-    deployment.allow_host(host)
-    try:
-        # Bound here, before saying where the portal is: a taken port is an error, not a false address.
-        sock = _listen(host, port)
-    except OSError as exc:
-        print(f"cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    return 0
+
+
+def _serve_on(sock: socket.socket, host: str, port: int) -> int:
+    import uvicorn
+    from django.conf import settings
+
+    from backends.models import Backend
+
     ticker = None
     if settings.EMBEDDED:
         # Only this process ticks in embedded mode: leases left by a killed server are stale.
@@ -147,7 +197,6 @@ def serve(args: argparse.Namespace) -> int:
 
         ticker = EmbeddedTicker()
         ticker.start()
-    print(f"ScriptHut is at http://{host}:{port}/  (data: {settings.DATA_DIR})", flush=True)
     app = "scripthut_site.asgi:application"
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
     try:
@@ -217,20 +266,24 @@ def import_config(args: argparse.Namespace) -> int:
     from django.core.management import call_command
 
     call_command("migrate", interactive=False, verbosity=0)
-    return _import(Path(args.file))
+    return _import(Path(args.file), strict=args.strict)
 
 
-def _import(path: Path) -> int:
+def _import(path: Path, *, strict: bool = False) -> int:
+    """Warnings first (a summary scrolls them away), then what changed. ``strict``: any
+    warning is an error and nothing is changed."""
     from scripthut_site.config import ConfigError
     from scripthut_site.config import import_config as do_import
 
     try:
-        report = do_import(path)
+        report = do_import(path, strict=strict)
     except ConfigError as exc:
         print(f"{path}: the config has errors, nothing was changed:", file=sys.stderr)
         print(str(exc), file=sys.stderr)
         return 1
-    print(f"Imported {path}: {report}")
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"Imported {path}: {report.summary()}")
     return 0
 
 

@@ -42,7 +42,7 @@ class ImportReport:
     deleted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     warnings: list[str] = field(default_factory=list)
 
-    def lines(self) -> list[str]:
+    def summary(self) -> str:
         lines = []
         for kind in KINDS:
             counts = [
@@ -53,20 +53,28 @@ class ImportReport:
             if kind == "backends":
                 counts.insert(2, f"{self.disabled[kind]} disabled")
             lines.append(f"{kind}: {', '.join(counts)}")
-        lines += [f"warning: {warning}" for warning in self.warnings]
-        return lines
+        return "\n".join(lines)
+
+    def lines(self) -> list[str]:
+        """The warnings first (a summary would scroll them away), then what changed."""
+        return [f"warning: {warning}" for warning in self.warnings] + self.summary().splitlines()
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
 
 
-def import_config(source: str | os.PathLike[str], *, stdout: _Writer | None = None) -> ImportReport:
+def import_config(
+    source: str | os.PathLike[str], *, stdout: _Writer | None = None, strict: bool = False
+) -> ImportReport:
     """Validate a config file (or text) and make the database match it.
 
-    Raises ConfigError, having changed nothing, if the config has errors.
+    Raises ConfigError, having changed nothing, if the config has errors, or with
+    ``strict`` if it has warnings (unknown keys).
     """
     config = load_config(source)
     report = ImportReport(warnings=config.warnings())
+    if strict and report.warnings:
+        raise ConfigError([f"{warning} (an error with --strict)" for warning in report.warnings])
     with transaction.atomic():
         backends = _import_backends(config, report)
         _import_environments(config, report)

@@ -127,7 +127,7 @@ class ScriptHutConfig(ConfigModel):
         return value
 
     def warnings(self) -> list[str]:
-        return [f"{path}: unknown key, ignored" for path in unknown_keys(self)]
+        return [f"{path}: unknown key, ignored{hint}" for path, hint in unknown_keys(self)]
 
 
 # Loading.

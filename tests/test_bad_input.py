@@ -264,28 +264,72 @@ def test_serve_with_a_missing_named_config_is_an_error(tmp_path: Path, capsys: A
     assert cli.main(["serve", "--config", str(missing)]) == 2
     err = capsys.readouterr().err
     assert "missing.yaml does not exist" in err
-    assert os.environ["SCRIPTHUT_CONFIG"] != str(missing)  # nothing was started with it
+    assert os.environ.get("SCRIPTHUT_CONFIG") != str(missing)  # nothing was started with it
 
 
-def test_serve_on_a_taken_port_says_so_and_nothing_else(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
-    env |= {"SCRIPTHUT_DATA_DIR": str(tmp_path / "data"), "SCRIPTHUT_CONFIG": str(tmp_path / "none.yaml")}
+def serve_env(tmp_path: Path) -> dict[str, str]:
+    """A fresh embedded portal's environment: this checkout's code, its own data dir, no config."""
+    skip = ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "SCRIPTHUT_CONFIG")
+    env = {k: v for k, v in os.environ.items() if k not in skip}
+    root = Path(__file__).resolve().parent.parent
+    return env | {"SCRIPTHUT_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(root)}
+
+
+def never_migrated(database: Path) -> bool:
+    """The settings make an empty database file (mode 600); migrating fills it."""
+    return not database.exists() or database.stat().st_size == 0
+
+
+def cli_process(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "scripthut_site.cli", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_serve_on_a_taken_port_says_so_and_changes_nothing(tmp_path: Path) -> None:
+    """A taken port used to be reported after the database was migrated, the config imported
+    and the admin created (its password printed by the start that failed, never again)."""
+    env = serve_env(tmp_path)
     port = free_port()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        # This checkout's command, whichever one the venv has installed.
-        proc = subprocess.run(
-            [sys.executable, "-m", "scripthut_site.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=Path(__file__).resolve().parent.parent,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert proc.returncode != 0
-    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in proc.stderr
-    assert "ScriptHut is at" not in proc.stdout + proc.stderr
+        proc = cli_process(env, tmp_path, "serve", "--host", "127.0.0.1", "--port", str(port))
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert proc.stdout == ""  # no admin password, no demo, no address
+    assert never_migrated(tmp_path / "data" / "scripthut.sqlite3")
+
+
+def test_a_second_start_on_a_taken_port_leaves_the_running_portals_data_alone(tmp_path: Path) -> None:
+    env = serve_env(tmp_path)
+    count = "from runs.models import AuditEvent; print(AuditEvent.objects.count())"
+    cli_process(env, tmp_path, "migrate")
+    cli_process(env, tmp_path, "shell", "-c", "from runs.demo import ensure_demo_setup; ensure_demo_setup()")
+    before = cli_process(env, tmp_path, "shell", "-c", count).stdout
+    # Setting the demo up again with nothing changed is not a change (it was audited as one).
+    cli_process(env, tmp_path, "shell", "-c", "from runs.demo import ensure_demo_setup; ensure_demo_setup()")
+    assert cli_process(env, tmp_path, "shell", "-c", count).stdout == before
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        assert cli_process(env, tmp_path, "serve", "--port", str(port)).returncode == 1
+    assert cli_process(env, tmp_path, "shell", "-c", count).stdout == before
+    admins = "from django.contrib.auth.models import User; print(User.objects.count())"
+    assert cli_process(env, tmp_path, "shell", "-c", admins).stdout.strip() == "0"
+
+
+def test_serve_with_a_missing_config_in_the_environment_is_the_same_error(tmp_path: Path) -> None:
+    """SCRIPTHUT_CONFIG naming no file used to start the demo silently, adding a `local`
+    backend, a `demo` workflow and `admin` to whatever the database held."""
+    env = serve_env(tmp_path) | {"SCRIPTHUT_CONFIG": str(tmp_path / "missing.yaml")}
+    by_env = cli_process(env, tmp_path, "serve", "--port", str(free_port()))
+    del env["SCRIPTHUT_CONFIG"]
+    by_option = cli_process(env, tmp_path, "serve", "--config", str(tmp_path / "missing.yaml"))
+    assert by_env.returncode == by_option.returncode == 2
+    assert by_env.stderr == by_option.stderr
+    assert by_env.stderr.startswith(f"config file {tmp_path / 'missing.yaml'} does not exist")
+    assert never_migrated(tmp_path / "data" / "scripthut.sqlite3")
 
 
 # -- large runs and dry runs: a page at a time ---------------------------------------------

@@ -360,7 +360,7 @@ def test_validate_backend_settings() -> None:
 
     with pytest.raises(ValueError, match=r"^ssh\.host: field required$"):
         validate_backend_settings("slurm", {"ssh": {}})
-    with pytest.raises(ValueError, match=r"^ssh\.hots: unknown key$"):
+    with pytest.raises(ValueError, match=r"^ssh\.hots: unknown key \(did you mean 'host'\?\)$"):
         validate_backend_settings("slurm", {"ssh": {"host": "h", "hots": "h"}})
     with pytest.raises(ValueError, match="not supported yet"):
         validate_backend_settings("ecs", {})
