@@ -9,7 +9,9 @@ environments missing from it are deleted.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from django.db import models, transaction
@@ -85,6 +87,22 @@ def import_config(
         for line in report.lines():
             stdout.write(line + "\n")
     return report
+
+
+def import_file(path: Path, *, strict: bool = False) -> int:
+    """Import a config file for the command line (``import-config``, ``serve``): the
+    warnings first (a summary would scroll them away), then what changed; the exit code.
+    ``strict``: any warning is an error and nothing is changed."""
+    try:
+        report = import_config(path, strict=strict)
+    except ConfigError as exc:
+        print(f"{path}: the config has errors, nothing was changed:", file=sys.stderr)
+        print(str(exc), file=sys.stderr)
+        return 1
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"Imported {path}: {report.summary()}")
+    return 0
 
 
 def _upsert(model: type[models.Model], lookup: dict[str, Any], values: dict[str, Any]) -> tuple[Any, str]:

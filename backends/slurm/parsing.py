@@ -72,22 +72,7 @@ def parse_sacct(text: str) -> dict[str, JobStatus]:
         parts = line.split("|", 13)
         if len(parts) < 14:
             continue
-        (
-            job_id,
-            state,
-            exit_code,
-            elapsed,
-            total_cpu,
-            alloc_cpus,
-            rss,
-            req_mem,
-            submitted,
-            started,
-            ended,
-            nodes,
-            reason,
-            name,
-        ) = parts
+        job_id, exit_code, rss = parts[0], parts[2], parts[6]
         main_id, _, step = job_id.partition(".")
         if rss:
             max_rss[main_id] = max(max_rss.get(main_id, 0.0), size_mb(rss) or 0.0)
@@ -95,22 +80,7 @@ def parse_sacct(text: str) -> dict[str, JobStatus]:
             if step == "batch":
                 batch_exit[main_id] = _exit_code(exit_code)
             continue
-        word = state.split()[0] if state else ""
-        ran = nodes not in NO_NODES
-        status = JobStatus(job_id=main_id, state=_state_from_slurm(word), name=name, node=nodes if ran else "")
-        status.out_of_memory = word == OUT_OF_MEMORY
-        status.exit_code = _exit_code(exit_code)
-        status.elapsed_seconds = clock_seconds(elapsed)
-        status.submitted_at = _time(submitted)
-        status.started_at = _time(started) if ran else None
-        status.finished_at = _time(ended)
-        status.requested_mem_mb = size_mb(req_mem)
-        cpus = int(alloc_cpus) if alloc_cpus.isdigit() else 0
-        used = clock_seconds(total_cpu)
-        if status.elapsed_seconds and cpus and used is not None:
-            status.cpu_efficiency = min(1.0, used / (status.elapsed_seconds * cpus))
-        status.reason = _reason(word, state, reason)
-        jobs[main_id] = status
+        jobs[main_id] = _sacct_job(main_id, parts)
     for job_id, status in jobs.items():
         if job_id in batch_exit:
             status.exit_code = batch_exit[job_id]  # the batch step knows the script's own exit code
@@ -118,6 +88,42 @@ def parse_sacct(text: str) -> dict[str, JobStatus]:
             status.max_rss_mb = max_rss[job_id]
         _settle(status)
     return jobs
+
+
+def _sacct_job(job_id: str, parts: list[str]) -> JobStatus:
+    """A job's main sacct row (its steps are read by :func:`parse_sacct`)."""
+    (
+        _,
+        state,
+        exit_code,
+        elapsed,
+        total_cpu,
+        alloc_cpus,
+        _,
+        req_mem,
+        submitted,
+        started,
+        ended,
+        nodes,
+        reason,
+        name,
+    ) = parts
+    word = state.split()[0] if state else ""
+    ran = nodes not in NO_NODES
+    status = JobStatus(job_id=job_id, state=_state_from_slurm(word), name=name, node=nodes if ran else "")
+    status.out_of_memory = word == OUT_OF_MEMORY
+    status.exit_code = _exit_code(exit_code)
+    status.elapsed_seconds = clock_seconds(elapsed)
+    status.submitted_at = _time(submitted)
+    status.started_at = _time(started) if ran else None
+    status.finished_at = _time(ended)
+    status.requested_mem_mb = size_mb(req_mem)
+    cpus = int(alloc_cpus) if alloc_cpus.isdigit() else 0
+    used = clock_seconds(total_cpu)
+    if status.elapsed_seconds and cpus and used is not None:
+        status.cpu_efficiency = min(1.0, used / (status.elapsed_seconds * cpus))
+    status.reason = _reason(word, state, reason)
+    return status
 
 
 def parse_scontrol(text: str) -> dict[str, JobStatus]:
