@@ -50,6 +50,7 @@ lint: setup
 
 ## Benchmarks (figures, not pass/fail); DATABASE_URL picks the database.
 bench: setup
+	bash tests/setup/services.sh
 	bash tests/setup/cluster.sh start
 	$(BIN)/python bench/engine_bench.py
 	$(BIN)/python bench/slurm_bench.py parse
@@ -60,3 +61,9 @@ bench: setup
 	$(BIN)/python bench/batch_bench.py --n 2000
 	$(BIN)/python bench/cost_bench.py
 	$(BIN)/python bench/fair_share_bench.py
+	$(BIN)/python bench/ec2_bench.py --instances 20
+	$(BIN)/python bench/live_bench.py page
+	$(BIN)/python bench/local_start_bench.py
+	$(BIN)/python bench/faults_bench.py embedded
+	$(BIN)/python bench/faults_bench.py slurm
+	$(BIN)/python bench/faults_bench.py celery

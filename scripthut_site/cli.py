@@ -23,6 +23,11 @@ from pathlib import Path
 
 COMMANDS = ("serve", "run", "import-config", "createtoken", "worker", "beat", "setup-aws-ec2")
 DASHED_COMMANDS = ("rotate-keys",)  # Django commands spelled with a dash on our command line
+DJANGO_COMMANDS_SHOWN = {
+    "rotate-keys": "re-encrypt stored secrets with the newest key [--new-key]",
+    "pricing": "EC2 prices for cost: import FILE | refresh | recompute [--run ID]",
+    "migrate": "bring the database up to date (any other Django command works too: shell, ...)",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     from backends.ec2 import wizard
 
     wizard.add_arguments(sub.add_parser("setup-aws-ec2", help="set up an AWS EC2 backend (IAM stack, config stanza)"))
+    # Django management commands that main() hands to Django; listed so that --help names them.
+    for name, text in DJANGO_COMMANDS_SHOWN.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
