@@ -32,6 +32,7 @@ from runs.engine.poll import poll_jobs
 from runs.engine.reconcile import reconcile_submitting
 from runs.engine.run_status import refresh_run_status
 from runs.engine.submit import submit_ready
+from runs.metrics import ticks
 from runs.models import PortalSettings
 
 log = logging.getLogger("runs.engine")
@@ -103,6 +104,12 @@ def cycle(backend: Backend) -> None:
 
 
 def _cycle_and_record_status(backend: Backend) -> None:
+    with ticks.timing_tick(backend.pk) as timer:
+        status, message = _cycle_and_record_status_timed(backend)
+        timer.failed = bool(message)
+
+
+def _cycle_and_record_status_timed(backend: Backend) -> tuple[str, str]:
     changed: set[str] = set()
     status: str = Backend.Status.OK
     message = ""
@@ -131,14 +138,18 @@ def _cycle_and_record_status(backend: Backend) -> None:
             last_polled_at=now,
             next_poll_at=now + timedelta(seconds=poll_interval(backend)),
         )
+    return status, message
 
 
 def run_phases(backend: Backend, adapter: BackendAdapter, changed: set[str], owner: int | None = None) -> None:
     """The four phases, for every run on the backend, or for ``owner``'s runs only."""
     reconcile_submitting(backend, adapter, changed, owner=owner)
     cancel_requested(backend, adapter, changed, owner=owner)
-    poll_jobs(backend, adapter, changed, owner=owner)
-    if submit_ready(backend, adapter, changed, owner=owner) and adapter.starts_jobs_at_submit:
+    with ticks.timed("poll"):
+        poll_jobs(backend, adapter, changed, owner=owner)
+    with ticks.timed("submit"):
+        submitted = submit_ready(backend, adapter, changed, owner=owner)
+    if submitted and adapter.starts_jobs_at_submit:
         # Local jobs run as soon as they are submitted: show them running now, not a poll interval later.
         poll_jobs(backend, adapter, changed, owner=owner)
 
