@@ -358,3 +358,30 @@ def _handlers(name: str) -> list[logging.Handler]:
         found += logger.handlers
         logger = logger.parent if logger.propagate else None
     return found
+
+
+# -- numbers in the query strings of pages ---------------------------------------------------
+
+
+def test_no_numeric_query_parameter_of_a_page_is_a_500(staff: User, local_backend: Backend) -> None:
+    # The timeline's start was a 500 with 5,000 digits (tests/test_timeline.py); the other numbers
+    # pages read are page numbers (Django's get_page: anything not a page number is the first
+    # or last page) and the usage page's months (a 400 naming it).
+    run = create_run(owner=staff, backend=local_backend, payload=[task("sim.1"), task("sim.2")], workflow_name="w")
+    client = Client()
+    client.force_login(staff)
+    huge = "9" * 5000
+    paged = [
+        (reverse("run_list"), {"page": huge}),
+        (reverse("run_detail", args=[run.pk]), {"group": "sim", "page": huge}),
+        (reverse("run_group", args=[run.pk]), {"group": "sim", "page": huge}),
+        (reverse("audit_trail"), {"page": huge}),
+        (reverse("failed_notifications"), {"page": huge}),
+    ]
+    for url, query in paged:
+        assert client.get(url, query).status_code == 200, url
+    for months in (huge, "-1", "x"):
+        response = client.get(reverse("usage"), {"months": months})
+        assert response.status_code == 400 and "months must be a whole number" in response.content.decode()
+    response = client.get(reverse("run_timeline", args=[run.pk]), {"group": "sim", "start": huge})
+    assert response.status_code == 400 and "start must be a whole number" in response.content.decode()
