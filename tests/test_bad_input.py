@@ -234,7 +234,7 @@ def test_every_problem_on_the_pages(logged_in: Client, local_backend: Backend, t
         name="files", kind="path", path=str(tmp_path), backend=local_backend, workflow_files=["w.json"]
     )
     pages = [
-        logged_in.get(reverse("workflow_dry_run", args=["mistakes"])),
+        logged_in.post(reverse("workflow_dry_run", args=["mistakes"])),
         logged_in.get(reverse("source_dry_run", args=["files", "w.json"])),
         logged_in.post(reverse("workflow_run", args=["mistakes"]), follow=True),
         logged_in.post(reverse("source_run", args=["files", "w.json"]), follow=True),
@@ -244,7 +244,7 @@ def test_every_problem_on_the_pages(logged_in: Client, local_backend: Backend, t
         assert "4 problems" in text
         for problem in EXPECTED:
             assert f">{escape(problem)}</li>" in text, problem
-    data = logged_in.get(reverse("workflow_dry_run", args=["mistakes"]), headers={"Accept": "application/json"})
+    data = logged_in.post(reverse("workflow_dry_run", args=["mistakes"]), headers={"Accept": "application/json"})
     assert data.status_code == 400 and len(data.json()["problems"]) == 4
     assert Run.objects.count() == 0
 
@@ -317,7 +317,7 @@ def test_dry_run_pages_list_the_first_rows_and_count_the_rest(
         name="files", kind="path", path=str(tmp_path), backend=local_backend, workflow_files=["w.json"]
     )
     for url in (reverse("workflow_dry_run", args=["wide"]), reverse("source_dry_run", args=["files", "w.json"])):
-        text = logged_in.get(url).content.decode()
+        text = logged_in.post(url).content.decode()
         assert text.count('<td class="mono">t.') == DRY_RUN_ROWS, url
         assert f"Run {total} tasks" in text and "and 123 more tasks, not listed" in text
 

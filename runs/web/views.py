@@ -20,7 +20,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.http import urlencode
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from backends.base import BackendError, BackendUnavailable, FileRefused
@@ -274,7 +274,7 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
     return render(request, "workflows/list.html", {"workflows": workflows})
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])  # GET: the page with the button; POST runs the command
 def workflow_dry_run(request: HttpRequest, name: str) -> HttpResponse:
     return dry_run_page(request, ConfiguredWorkflow(usable_workflow(request.user, name)))
 
