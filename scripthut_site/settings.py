@@ -69,6 +69,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "scripthut_site.urls"
+CSRF_FAILURE_VIEW = "runs.audit.trail.csrf_failure"  # Django's 403 page, recorded in the audit trail
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
