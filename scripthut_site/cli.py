@@ -149,7 +149,8 @@ def serve(args: argparse.Namespace) -> int:
         ticker.start()
     print(f"ScriptHut is at http://{host}:{port}/  (data: {settings.DATA_DIR})", flush=True)
     app = "scripthut_site.asgi:application"
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    options = deployment.server_proxy_options()  # X-Forwarded-For only from SCRIPTHUT_TRUSTED_PROXIES
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", **options))
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # Ctrl+C: a normal stop, as with uvicorn.run

@@ -32,6 +32,7 @@ from django.views import csrf
 
 from backends.models import Backend, ClusterIdentity
 from runs.models import AuditEvent, NotificationPreference, Workflow
+from scripthut_site.deployment import client_address
 from sources.models import Source
 
 _request: ContextVar[HttpRequest | None] = ContextVar("audit_request", default=None)
@@ -59,7 +60,7 @@ def record(action: str, target: str = "", *, actor: Any = None, **detail: Any) -
 
 
 def _address(request: HttpRequest | None) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None if request is not None else None
+    return client_address(request) if request is not None else None
 
 
 def _user_of(request: HttpRequest) -> Any:
