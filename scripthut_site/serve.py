@@ -102,7 +102,10 @@ def _serve_on(sock: socket.socket, host: str, port: int) -> int:
         ticker = EmbeddedTicker()
         ticker.start()
     app = "scripthut_site.asgi:application"
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    from scripthut_site import deployment
+
+    options = deployment.server_proxy_options()  # X-Forwarded-For only from SCRIPTHUT_TRUSTED_PROXIES
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", **options))
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # Ctrl+C: a normal stop, as with uvicorn.run

@@ -30,6 +30,8 @@ DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
 ALLOWED_HOSTS = deployment.allowed_hosts(os.environ, paths.config_setting("server_host"))
 CSRF_TRUSTED_ORIGINS = deployment.csrf_trusted_origins(os.environ)
 globals().update(deployment.tls_settings(os.environ))  # behind a TLS proxy: secure cookies, HSTS
+# Whose X-Forwarded-For the server believes (scripthut serve's uvicorn); empty: nobody's.
+SCRIPTHUT_TRUSTED_PROXIES = deployment.trusted_proxies(os.environ)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -69,6 +71,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "scripthut_site.urls"
+CSRF_FAILURE_VIEW = "runs.audit.trail.csrf_failure"  # Django's 403 page, recorded in the audit trail
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
