@@ -161,7 +161,7 @@ def test_https_to_the_pinned_address_checks_the_certificate_of_the_host_name(
     def sni(_socket: ssl.SSLObject, name: str | None, _context: ssl.SSLContext) -> None:
         names.append(name or "")
 
-    context.sni_callback = sni  # type: ignore[assignment]
+    context.sni_callback = sni
     with receiver_at("127.0.0.1", tls=context) as (receiver, port):
         fake_dns(monkeypatch, "hooks.pinned.test", ["127.0.0.1"])
         _send_to(user, webhook=f"https://hooks.pinned.test:{port}/hooks/T0/sekrit-token")
