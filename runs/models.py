@@ -340,4 +340,4 @@ class PortalSettings(models.Model):
 # notifications): Django finds an app's models through ``runs.models``, so they are imported here.
 from runs.audit.models import AppendOnly, AuditEvent  # noqa: E402,F401
 from runs.costing.models import Budget, BudgetAlert, InstancePrice, PriceList  # noqa: E402,F401
-from runs.notify.models import Notification, NotificationPreference, RunNotify  # noqa: E402,F401
+from runs.notify.models import Notification, NotificationPreference, RunNotify, VerifiedEmail  # noqa: E402,F401

@@ -7,6 +7,8 @@
   died is tried again), ``SCRIPTHUT_NOTIFY_EVERY_SECONDS`` (5: how often Celery beat sends what is due).
 - ``SCRIPTHUT_WEBHOOK_ALLOW_PRIVATE`` (0): 1 lets webhooks reach loopback and private addresses; a
   comma-separated list of networks (``10.20.0.0/16,fd00:1::/64``) lets them reach those only.
+- ``SCRIPTHUT_NOTIFY_EMAIL_DOMAINS`` (empty): comma-separated domains (each with its subdomains) and
+  addresses that any user may have notifications mailed to, beside their own (``runs.notify.trust``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class NotifyConfig:
     claim_seconds: float = 300.0
     allow_private_webhooks: bool = False
     webhook_networks: tuple[str, ...] = ()  # non-public networks webhooks may reach all the same
+    email_domains: tuple[str, ...] = ()  # lower case; an entry with "@" is one address
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> NotifyConfig:
@@ -53,6 +56,11 @@ class NotifyConfig:
             claim_seconds=float(env.get("SCRIPTHUT_NOTIFY_CLAIM_SECONDS") or 300),
             allow_private_webhooks=_flag(env, "SCRIPTHUT_WEBHOOK_ALLOW_PRIVATE"),
             webhook_networks=_networks(env.get("SCRIPTHUT_WEBHOOK_ALLOW_PRIVATE", "")),
+            email_domains=tuple(
+                entry.strip().lower().lstrip("*.@")
+                for entry in env.get("SCRIPTHUT_NOTIFY_EMAIL_DOMAINS", "").split(",")
+                if entry.strip()
+            ),
         )
 
 
