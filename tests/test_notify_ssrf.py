@@ -166,6 +166,12 @@ def test_https_to_the_pinned_address_checks_the_certificate_of_the_host_name(
         fake_dns(monkeypatch, "hooks.pinned.test", ["127.0.0.1"])
         _send_to(user, webhook=f"https://hooks.pinned.test:{port}/hooks/T0/sekrit-token")
         assert deliver_due() == 1
-    assert names == ["hooks.pinned.test"]  # SNI names the host, not the address
+        # A name the certificate does not cover, pinned to the same server: the check still fails it.
+        fake_dns(monkeypatch, "other.pinned.test", ["127.0.0.1"])
+        _send_to(user, webhook=f"https://other.pinned.test:{port}/hook", key="other")
+        assert deliver_due() == 0
+    assert names[0] == "hooks.pinned.test"  # SNI names the host, not the address
     (request,) = receiver.requests
     assert request["headers"]["Host"] == f"hooks.pinned.test:{port}"
+    other = Notification.objects.get(dedupe_key="other")
+    assert other.state == "pending" and "SSLError" in other.last_error

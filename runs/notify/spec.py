@@ -29,7 +29,12 @@ class NotifySpec(BaseModel):
     webhook: str | None = Field(
         default=None, max_length=2000, description="http(s) URL to POST JSON to (Slack incoming webhooks work)."
     )
-    email: str | None = Field(default=None, max_length=254, description="Address to email instead of yours.")
+    email: str | None = Field(
+        default=None,
+        max_length=254,
+        description="Address to email instead of your account's: one you confirmed "
+        "(/settings/notifications) or in a domain staff allow; any other is a 400.",
+    )
 
     @field_validator("webhook")
     @classmethod
