@@ -341,4 +341,4 @@ class PortalSettings(models.Model):
 from runs.audit.models import AppendOnly, AuditEvent  # noqa: E402,F401
 from runs.costing.models import Budget, BudgetAlert, InstancePrice, PriceList  # noqa: E402,F401
 from runs.metrics.models import TickCounters  # noqa: E402,F401
-from runs.notify.models import Notification, NotificationPreference, RunNotify  # noqa: E402,F401
+from runs.notify.models import Notification, NotificationPreference, RunNotify, VerifiedEmail  # noqa: E402,F401

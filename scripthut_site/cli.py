@@ -80,7 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="show progress; exit 0 only if the run completes")
     p.add_argument("--notify", choices=("always", "failure", "never"), help="notify when the run ends (default: prefs)")
     p.add_argument("--notify-webhook", metavar="URL", help="webhook for this run's notifications")
-    p.add_argument("--notify-email", metavar="ADDRESS", help="email address for this run's notifications")
+    p.add_argument(
+        "--notify-email",
+        metavar="ADDRESS",
+        help="email address for this run's notifications (one the portal trusts for you)",
+    )
     p.add_argument("--config")
     p = sub.add_parser("import-config", help="load a scripthut.yaml into the database")
     p.add_argument("file")
@@ -201,8 +205,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     name = args.name or Path(args.workflow).stem
     try:
-        options = (getattr(args, name, None) for name in ("notify", "notify_webhook", "notify_email"))
-        notify = spec_from_options(*options)
+        on, webhook, email = (getattr(args, key, None) for key in ("notify", "notify_webhook", "notify_email"))
+        notify = spec_from_options(on, webhook, email, owner=owner)
     except NotifyError as exc:
         print(f"invalid notification options: {exc}; nothing was submitted", file=sys.stderr)
         return 2
