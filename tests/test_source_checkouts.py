@@ -218,7 +218,7 @@ def shared_clone_dir() -> Iterator[str]:
     """A world-writable sticky directory (like /tmp), where the runner could have cloned
     before: its own entries there are its own, the portal's are not."""
     path = tempfile.mkdtemp(prefix="scripthut-git-test-", dir="/var/tmp")  # noqa: S108
-    os.chmod(path, 0o1777)
+    os.chmod(path, 0o1777)  # noqa: S103  (a sticky shared directory, on purpose)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
