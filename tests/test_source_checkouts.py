@@ -22,13 +22,16 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client, override_settings
 
+from backends.config import validate_backend_settings
 from backends.models import Backend
+from backends.registry import get_adapter, shell_access
 from runs.actions import create_run
 from runs.models import Run, Task, Workflow
 from runs.workflows.command import start_run
 from scripthut_site import crypto
 from sources.models import Source
-from sources.sync import start_source_run, sync_source
+from sources.sync import dry_run_source, start_source_run, sync_source
+from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
 from tests.conftest import LOCAL_USERS
 from tests.git_server import GitServer, git, git_server
 from tests.test_local_run_as import runner_user  # noqa: F401  (fixture)
@@ -88,6 +91,7 @@ def test_sync_and_runs_authenticate_through_the_credential_helper_only(
     run = run_to_end(start_source_run(source, WORKFLOW_FILE, staff))
     assert output_of(run) == "hello from the repository\n"
     assert PASSWORD not in run.git_repo
+    assert not list((tmp_path / "clones").glob(".replaced-*"))  # verified and reused, not cloned again
 
     # A configured workflow's git block too: its command runs in the checkout.
     workflow = Workflow.objects.create(
@@ -208,6 +212,7 @@ def test_a_changed_checkout_is_cloned_again_before_the_next_run(
     assert output_of(run) == "hello from the repository\n"
     assert git("-C", str(checkout), "rev-parse", "HEAD") == source.synced_sha
     assert json.loads(hello.read_text()) == HELLO
+    assert len(list((tmp_path / "clones").glob(".replaced-*"))) == 2  # moved aside, not deleted
 
 
 # -- (a) a task cannot change the checkout nor read the credentials ---------------------------
@@ -298,3 +303,31 @@ def test_the_migrations_encrypt_the_urls_stored_in_clear() -> None:
     assert json.loads(raw_column("SELECT git FROM runs_workflow WHERE name = 'gen'")) == {"repo": url, "branch": "dev"}
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+# -- over SSH: the backend's own account clones, with the same helper ------------------------
+
+
+@pytest.mark.cluster
+@pytest.mark.django_db(transaction=True)
+def test_a_slurm_source_clones_over_ssh_through_the_credential_helper(
+    server: GitServer,
+    cluster: Cluster,  # noqa: F811  (fixture)
+) -> None:
+    settings = validate_backend_settings("slurm", {"ssh": cluster.ssh_settings(), "account": cluster.account})
+    slurm = Backend.objects.create(name="slurm", kind="slurm", settings=settings, poll_interval=1)
+    clone_dir = f"~/scripthut-git-test-{server.port}"
+    source = Source.objects.create(
+        name="lab", kind="git", backend=slurm, url=server.url("lab.git"), clone_dir=clone_dir
+    )
+    sync_source(source)
+    source.refresh_from_db()
+    assert source.sync_error == "" and source.workflow_files == [WORKFLOW_FILE]
+    assert source.root.startswith("/") and source.root.endswith(source.synced_sha)
+    shell = shell_access(get_adapter(slurm))
+    assert PASSWORD not in shell.read_file(f"{source.root}/.git/config")
+    assert server.exposed == [] and server.authorized >= 2
+    (task,) = dry_run_source(source, WORKFLOW_FILE)  # verified before it is read
+    assert task.definition.command == "echo hello from the repository"
+    assert ".replaced-" not in shell.run_command(f"ls -a {clone_dir}").stdout  # reused, not cloned again
+    shell.run_command(f"chmod -R u+w {clone_dir} && rm -rf {clone_dir}")
