@@ -20,7 +20,8 @@ class WorkflowForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.initial["git"] = masked_git(self.instance.git)
-        self.fields["git"].help_text = MASKED_HELP
+        if "git" in self.fields:  # not when the page only shows the workflow
+            self.fields["git"].help_text = MASKED_HELP
 
     def clean_git(self) -> Any:
         git = self.cleaned_data.get("git")

@@ -52,9 +52,12 @@ umask 022
 IFS= read -r git_user || true
 IFS= read -r git_password || true
 opts=(@OPTIONS@)
-git_() {
+git_() {  # a git command that may talk to the remote: the helper answers it
     SCRIPTHUT_GIT_USERNAME=$git_user SCRIPTHUT_GIT_PASSWORD=$git_password GIT_TERMINAL_PROMPT=0 \
         GIT_ASKPASS= SSH_ASKPASS= git "${opts[@]}" "$@"
+}
+local_git() {  # one that never does (nothing of a checkout's own config gets the credentials)
+    GIT_TERMINAL_PROMPT=0 git "${opts[@]}" "$@"
 }
 die() { printf '%s\n' "$*" >&2; exit 1; }
 """
@@ -90,9 +93,10 @@ target=$parent/$sha
 verified() {
     [ -d "$target/.git" ] && [ ! -L "$target" ] && [ -f "$target/.git/@STATUS@" ] || return 1
     [ -z "$(find "$target" ! -type l \( ! -user "$me" -o -perm /022 \) -print -quit)" ] || return 1
-    [ "$(git_ -C "$target" rev-parse HEAD)" = "$sha" ] || return 1
-    [ -z "$(git_ -C "$target" ls-files -v | grep -v '^H ')" ] || return 1
-    [ "$(git_ -C "$target" status --porcelain --untracked-files=all --ignored)" = "$(cat "$target/.git/@STATUS@")" ]
+    [ "$(local_git -C "$target" rev-parse HEAD)" = "$sha" ] || return 1
+    [ -z "$(local_git -C "$target" ls-files -v | grep -v '^H ')" ] || return 1
+    status=$(local_git -C "$target" status --porcelain --untracked-files=all --ignored) || return 1
+    [ "$status" = "$(cat "$target/.git/@STATUS@")" ]
 }
 if verified 2>/dev/null; then echo "reused $target"; exit 0; fi
 done=cloned
@@ -106,8 +110,8 @@ rm -rf -- "$tmp"
 git_ clone --quiet --no-checkout --branch "$branch" -- "$url" "$tmp" || exit 1
 git_ -C "$tmp" checkout --quiet "$sha" -- || exit 1
 if [ -n "$postclone" ]; then (cd "$tmp" && bash -c "$postclone" </dev/null) || die "postclone failed"; fi
-git_ -C "$tmp" status --porcelain --untracked-files=all --ignored > "$tmp/.git/@STATUS@" || exit 1
-chmod -R go-w -- "$tmp" && mv -- "$tmp" "$target" || die "cannot move the clone to $target"
+local_git -C "$tmp" status --porcelain --untracked-files=all --ignored > "$tmp/.git/@STATUS@" || exit 1
+chmod -R go-w -- "$tmp" && mv -T -- "$tmp" "$target" || die "cannot move the clone to $target"
 echo "$done $target"
 """
 

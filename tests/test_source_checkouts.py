@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
 from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
@@ -133,6 +133,14 @@ def test_the_password_is_encrypted_at_rest_and_write_only_on_the_admin(
     for page in (f"/admin/sources/source/{source.pk}/change/", f"/admin/runs/workflow/{workflow.pk}/change/"):
         text = client.get(page).content.decode()
         assert PASSWORD not in text and masked in text, page
+
+    viewer = User.objects.create_user("viewer", password="pw-viewer-123", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename__in=["view_source", "view_workflow"]))
+    client.force_login(viewer)  # may only look: every field is shown as text
+    for page in (f"/admin/sources/source/{source.pk}/change/", f"/admin/runs/workflow/{workflow.pk}/change/"):
+        text = client.get(page).content.decode()
+        assert PASSWORD not in text and masked in text, page
+    client.force_login(admin)
 
     # Saved as shown, the password stays; typed anew, it replaces the old one.
     form = {
