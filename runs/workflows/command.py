@@ -6,7 +6,7 @@ from django.contrib.auth.models import User
 
 from backends.base import BackendError, BackendUnavailable
 from backends.identity import adapter_as
-from backends.registry import get_adapter, has_shell, shell_access
+from backends.registry import has_shell, shell_access
 from runs.actions import GitCheckout, create_run, require_identity
 from runs.models import Run, Workflow
 from runs.workflows.parse import ResolvedTask, WorkflowError, validate
@@ -15,8 +15,9 @@ from sources.git import GitError, checkout, git_ssh_env, resolve_branch
 
 def fetch_tasks(workflow: Workflow, owner: User | None = None) -> tuple[str, GitCheckout | None]:
     """Run the workflow's command (in a verified git checkout if it has a git block); as
-    ``owner`` on a per_user backend. The checkout is made by the backend's own account
-    (``sources.git``): the command and the tasks may read it, not change it."""
+    ``owner`` on a per_user backend. The checkout is made by the account that clones
+    (``sources.git.cloning_shell``: on ``local`` the portal's, never a task's; on a
+    per_user SSH backend the owner's own, in their own ``clone_dir``)."""
     git: GitCheckout | None = None
     cwd = None
     if not has_shell(workflow.backend.kind):
@@ -30,10 +31,9 @@ def fetch_tasks(workflow: Workflow, owner: User | None = None) -> tuple[str, Git
             repo = workflow.git["repo"]
             branch = workflow.git.get("branch") or "main"
             parent = workflow.git.get("clone_dir") or "~/scripthut-repos"
-            cloner = get_adapter(workflow.backend)
-            with git_ssh_env(cloner, workflow.git.get("deploy_key")) as ssh:
-                sha = resolve_branch(cloner, repo, branch, ssh)
-                cwd = checkout(cloner, repo, branch, sha, parent, ssh)
+            with git_ssh_env(adapter, workflow.git.get("deploy_key")) as ssh:
+                sha = resolve_branch(adapter, repo, branch, ssh)
+                cwd = checkout(adapter, repo, branch, sha, parent, ssh)
             git = GitCheckout(repo=repo, branch=branch, sha=sha, clone_dir=cwd)
         result = shell_access(adapter).run_command(workflow.command, cwd=cwd)
     except (GitError, BackendUnavailable, BackendError) as exc:
