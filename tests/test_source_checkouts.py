@@ -26,7 +26,7 @@ from backends.config import validate_backend_settings
 from backends.models import Backend
 from backends.registry import get_adapter, shell_access
 from runs.actions import create_run
-from runs.models import Run, Task, Workflow
+from runs.models import AuditEvent, PortalSettings, Run, Task, Workflow
 from runs.workflows.command import start_run
 from scripthut_site import crypto
 from sources.models import Source
@@ -79,6 +79,9 @@ def test_sync_and_runs_authenticate_through_the_credential_helper_only(
     source.refresh_from_db()
     assert source.sync_error == ""
     assert source.workflow_files == [WORKFLOW_FILE]
+    assert (
+        AuditEvent.objects.filter(action=AuditEvent.Action.SOURCE_CHANGED).count() == 1
+    )  # created; a sync is no change
     # git asked without credentials first, then with those the helper gave it.
     assert server.refused >= 1 and server.authorized >= 2
     assert server.exposed == []  # never on a command line, while git talked to the server
@@ -112,6 +115,23 @@ def test_sync_and_runs_authenticate_through_the_credential_helper_only(
     source.refresh_from_db()
     assert "Authentication failed" in source.sync_error
     assert "Wr0ng-Passw0rd" not in source.sync_error and PASSWORD not in source.sync_error
+
+
+@pytest.mark.django_db
+def test_a_source_of_a_backend_without_a_shell_clones_on_the_portal_through_the_helper(
+    server: GitServer, tmp_path: Path
+) -> None:
+    portal = PortalSettings.load()
+    portal.sources_cache_dir = str(tmp_path / "cache")
+    portal.save()
+    batch = Backend.objects.create(name="aws-batch", kind="batch", settings={})  # AWS itself is never asked
+    source = Source.objects.create(name="lab", kind="git", backend=batch, url=server.url("lab.git"))
+    sync_source(source)
+    source.refresh_from_db()
+    assert source.sync_error == "" and source.workflow_files == [WORKFLOW_FILE]
+    assert server.exposed == [] and server.authorized >= 2
+    (config,) = (tmp_path / "cache").glob("*/*/.git/config")
+    assert PASSWORD not in config.read_text()
 
 
 # -- (c) the password at rest, on the admin pages, and through rotate-keys ------------------
