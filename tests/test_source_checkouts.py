@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -359,3 +360,38 @@ def test_a_slurm_source_clones_over_ssh_through_the_credential_helper(
     assert task.definition.command == "echo hello from the repository"
     assert ".replaced-" not in shell.run_command(f"ls -a {clone_dir}").stdout  # reused, not cloned again
     shell.run_command(f"chmod -R u+w {clone_dir} && rm -rf {clone_dir}")
+
+
+@pytest.mark.cluster
+@pytest.mark.django_db
+def test_a_deploy_key_reaches_an_ssh_remote(
+    cluster: Cluster,  # noqa: F811  (fixture)
+    local_backend: Backend,
+    tmp_path: Path,
+) -> None:
+    served = Path(tempfile.mkdtemp(prefix="scripthut-git-served-", dir="/var/tmp"))  # noqa: S108
+    try:
+        os.chmod(served, 0o755)  # noqa: S103  (the cluster's user reads it)
+        work = tmp_path / "work"
+        work.mkdir()
+        git("init", "-q", "-b", "main", cwd=work)
+        (work / ".hut" / "workflows").mkdir(parents=True)
+        (work / WORKFLOW_FILE).write_text(json.dumps(HELLO))
+        git("add", "-A", cwd=work)
+        git("commit", "-q", "-m", "init", cwd=work)
+        git("clone", "-q", "--bare", str(work), str(served / "lab.git"))
+        subprocess.run(["chown", "-R", cluster.user, str(served)], check=True)  # its repository
+        url = f"ssh://{cluster.user}@{cluster.host}:{cluster.port}{served}/lab.git"
+        source = Source.objects.create(
+            name="lab",
+            kind="git",
+            backend=local_backend,
+            url=url,
+            deploy_key=cluster.key_path,
+            clone_dir=str(tmp_path / "clones"),
+        )
+        sync_source(source)
+        source.refresh_from_db()
+        assert source.sync_error == "" and source.workflow_files == [WORKFLOW_FILE]
+    finally:
+        shutil.rmtree(served, ignore_errors=True)
