@@ -105,13 +105,15 @@ if [ -e "$target" ] || [ -L "$target" ]; then
     mv -- "$target" "$parent/.replaced-$sha-$(date +%s)-$$" || die "cannot move the changed checkout $target aside"
     done=replaced
 fi
-tmp=$target.partial
-rm -rf -- "$tmp"
+# A fresh name nobody else can have made (clone_dir may be a sticky shared directory).
+tmp=$(mktemp -d -- "$parent/.$sha.partial.XXXXXX") && chmod 755 -- "$tmp" || die "cannot write in $parent"
+trap 'rm -rf -- "$tmp"' EXIT
 git_ clone --quiet --no-checkout --branch "$branch" -- "$url" "$tmp" || exit 1
 git_ -C "$tmp" checkout --quiet "$sha" -- || exit 1
 if [ -n "$postclone" ]; then (cd "$tmp" && bash -c "$postclone" </dev/null) || die "postclone failed"; fi
 local_git -C "$tmp" status --porcelain --untracked-files=all --ignored > "$tmp/.git/@STATUS@" || exit 1
 chmod -R go-w -- "$tmp" && mv -T -- "$tmp" "$target" || die "cannot move the clone to $target"
+trap - EXIT
 echo "$done $target"
 """
 
