@@ -15,8 +15,15 @@ import subprocess
 
 from backends.base import CommandResult
 
-# Passed on from the portal's environment: how to reach a repository, nothing secret.
-PASSED_ON = ("PATH", "LANG", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+# Passed on from the portal's environment: how to reach a repository (proxies, CA files,
+# the portal account's SSH agent), nothing of the portal's own secrets.
+PASSED_ON = (
+    "PATH",
+    "LANG",
+    *("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"),
+    *("SSL_CERT_FILE", "SSL_CERT_DIR", "GIT_SSL_CAINFO", "GIT_SSL_CAPATH"),
+    "SSH_AUTH_SOCK",
+)
 
 
 class PortalShell:
