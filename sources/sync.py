@@ -80,10 +80,10 @@ def sync_source(source: Source) -> Source:
         # Checked before any git command, so a bad glob runs nothing at all.
         pattern = check_glob(source.workflows_glob or DEFAULT_GLOB)
         if has_shell(source.backend.kind):
-            sha, files = _sync_on_backend(source, pattern)
+            sha, checkout_dir, files = _sync_on_backend(source, pattern)
         else:
-            sha, checkout_dir = portal.sync(source)
-            files = portal.list_workflow_files(checkout_dir, pattern)
+            sha, portal_checkout = portal.sync(source)
+            checkout_dir, files = "", portal.list_workflow_files(portal_checkout, pattern)
     except (SourceError, PortalSourceError, *SYNC_ERRORS) as exc:
         source.synced_at = now
         source.sync_error = str(exc) or type(exc).__name__
@@ -93,27 +93,46 @@ def sync_source(source: Source) -> Source:
     source.synced_sha = sha
     source.sync_error = ""
     source.workflow_files = files
-    source.save(update_fields=["synced_at", "synced_sha", "sync_error", "workflow_files"])
+    source.checkout_dir = checkout_dir
+    source.save(update_fields=["synced_at", "synced_sha", "sync_error", "workflow_files", "checkout_dir"])
     return source
 
 
-def _sync_on_backend(source: Source, pattern: str) -> tuple[str, list[str]]:
-    """Check out (git) on the source's backend and list its workflow files there: (sha, files)."""
+def _sync_on_backend(source: Source, pattern: str) -> tuple[str, str, list[str]]:
+    """Check out (git) on the source's backend and list its workflow files there:
+    (sha, the checkout, files); path sources have no sha and no checkout."""
     adapter = get_adapter(source.backend)
-    sha = ""
     if source.kind == Source.Kind.GIT:
         if not source.url:
             raise SourceError("git source has no url")
-        with git_ssh_env(adapter, source.deploy_key) as ssh_env:
-            sha = resolve_branch(adapter, source.url, source.branch, ssh_env)
-            root = checkout(adapter, source.url, source.branch, sha, source.clone_dir, ssh_env, source.postclone)
-    elif source.kind == Source.Kind.PATH:
+        with git_ssh_env(adapter, source.deploy_key) as ssh:
+            sha = resolve_branch(adapter, source.url, source.branch, ssh)
+            root = checkout(adapter, source.url, source.branch, sha, source.clone_dir, ssh, source.postclone)
+        return sha, root, list_workflow_files(adapter, root, pattern)
+    if source.kind == Source.Kind.PATH:
         if not source.path:
             raise SourceError("path source has no path")
-        root = source.path
     else:
         raise SourceError(f"unknown source type {source.kind!r}")
-    return sha, list_workflow_files(adapter, root, pattern)
+    return "", "", list_workflow_files(adapter, source.path, pattern)
+
+
+def verify_checkout(source: Source) -> None:
+    """Before a run or dry run reads the synced checkout: reuse it only if it is still
+    exactly as cloned, else clone the same commit again (``sources.git.checkout``)."""
+    if source.kind != Source.Kind.GIT or not source.synced_sha or not has_shell(source.backend.kind):
+        return
+    adapter = get_adapter(source.backend)
+    try:
+        with git_ssh_env(adapter, source.deploy_key) as ssh:
+            root = checkout(
+                adapter, source.url, source.branch, source.synced_sha, source.clone_dir, ssh, source.postclone
+            )
+    except SYNC_ERRORS as exc:
+        raise WorkflowError(f"source {source.name!r}: {exc}") from exc
+    if root != source.checkout_dir:
+        source.checkout_dir = root
+        source.save(update_fields=["checkout_dir"])
 
 
 def _read_source_file(source: Source, path: str, file: str) -> str:
@@ -147,6 +166,7 @@ def source_tasks(source: Source, file: str) -> str:
 
 def dry_run_source(source: Source, file: str) -> list[ResolvedTask]:
     """The tasks a run of this workflow file would have, validated, without creating anything."""
+    verify_checkout(source)
     return validate(source_tasks(source, file))
 
 
@@ -160,6 +180,7 @@ def source_git(source: Source) -> GitCheckout | None:
 
 
 def start_source_run(source: Source, file: str, owner: User, max_concurrent: int | None = None) -> Run:
+    verify_checkout(source)
     text = source_tasks(source, file)
     return create_run(
         owner=owner,

@@ -50,6 +50,7 @@ from backends.base import (
 )
 from backends.local.confine import DISCARD, Confinement, make_private_dirs, open_for_task, read_tail
 from backends.local.jobfiles import JobFiles
+from backends.local.portal_shell import PortalShell
 from backends.local.runas import RunAs
 from backends.local.runner import CANCEL, LAUNCHER, RUNNER
 from backends.local.status import has_started, job_status
@@ -306,6 +307,11 @@ class LocalAdapter(FileLogs, BackendAdapter):
             proc.stdout.decode("utf-8", errors="replace"),
             proc.stderr.decode("utf-8", errors="replace"),
         )
+
+    def checkout_shell(self) -> PortalShell:
+        """Git checkouts are made by the portal's own account, never a task's: tasks may
+        read them, not change them (``sources.git``)."""
+        return PortalShell(self.name)
 
     # -- helpers ---------------------------------------------------------------------
 

@@ -249,7 +249,7 @@ def connect() -> None:
         lambda b: f"backend {b}",
         frozenset(backend_state | {"cluster_info", "cluster_info_at"}),
     )
-    source_state = frozenset({"synced_at", "synced_sha", "sync_error", "workflow_files"})
+    source_state = frozenset({"synced_at", "synced_sha", "sync_error", "workflow_files", "checkout_dir"})
     watch(Source, Action.SOURCE_CHANGED, lambda s: f"source {s}", source_state)
     watch(Workflow, Action.WORKFLOW_CHANGED, lambda w: f"workflow {w}")
     watch(ClusterIdentity, Action.IDENTITY_CHANGED, lambda i: f"cluster identity of {i.user} on {i.backend}")  # type: ignore[attr-defined]
