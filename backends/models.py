@@ -82,7 +82,13 @@ class Backend(models.Model):
 
     @property
     def per_user(self) -> bool:
-        """Jobs run under each portal user's own cluster account (``ssh.identity: per_user``)."""
+        """Jobs run under each portal user's own account: their cluster identity
+        (``ssh.identity: per_user``) or their OS account (local, ``run_as: per_user``)."""
+        return self.takes_identities or (self.kind == self.Kind.LOCAL and self.settings.get("run_as") == "per_user")
+
+    @property
+    def takes_identities(self) -> bool:
+        """Users register their own cluster login and key for it (``ssh.identity: per_user``)."""
         return (self.settings.get("ssh") or {}).get("identity") == "per_user"
 
 

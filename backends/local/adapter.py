@@ -48,10 +48,12 @@ from backends.base import (
     refuse_special,
     safe_filename,
 )
+from backends.identity import adapter_as
 from backends.local.confine import DISCARD, Confinement, make_private_dirs, open_for_task, read_tail
 from backends.local.jobfiles import JobFiles
 from backends.local.runas import RunAs
 from backends.local.runner import CANCEL, LAUNCHER, RUNNER
+from backends.local.settings import PER_USER, network_of
 from backends.local.status import has_started, job_status
 from backends.scripts import script_body, shebang
 from backends.status import settle_flags
@@ -59,6 +61,7 @@ from backends.units import parse_duration
 from scripthut_site.paths import config_path
 
 if TYPE_CHECKING:
+    from backends.base import Identity
     from backends.models import Backend
 
 ALREADY_STARTED, ROOT_UNUSABLE, NOT_TAKEN = 3, 4, 5  # exit codes of the launcher
@@ -76,18 +79,27 @@ class LocalAdapter(FileLogs, BackendAdapter):
 
     starts_jobs_at_submit = True  # submit returns once the runners have started
 
-    def __init__(self, backend: Backend, data_dir: Path) -> None:
-        super().__init__(backend, data_dir)
+    def __init__(self, backend: Backend, data_dir: Path, identity: Identity | None = None) -> None:
+        super().__init__(backend, data_dir, identity)
         user = self.settings.get("run_as")
+        # run_as: per_user: as the identity's OS account; without one, this adapter runs nothing.
+        self.per_user = user == PER_USER
+        if self.per_user:
+            user = identity.username if identity else None
         try:
             self.run_as = RunAs.lookup(user) if user else None
         except KeyError:
             raise BackendUnavailable(f"run_as user {user!r} does not exist on this host") from None
+        self.network = network_of(self.settings)
         name = safe_filename(self.name)
         # run_as must reach it (the data dir's parents may be private); squatting another
         # user's directory there is refused by the launcher's ownership check.
         default = f"/var/tmp/scripthut-{name}" if self.run_as else f"{data_dir}-work/{name}"  # noqa: S108
-        self.work_root = Path(self.settings.get("work_dir") or default)
+        if self.per_user:  # each account its own work root, made by that account
+            default = f"/var/tmp/scripthut-{name}-{safe_filename(user or '')}"  # noqa: S108
+            if self.settings.get("work_dir"):
+                default = f"{self.settings['work_dir']}/{safe_filename(user or '')}"
+        self.work_root = Path(default if self.per_user else self.settings.get("work_dir") or default)
 
     # -- where files are -------------------------------------------------------------
 
@@ -169,6 +181,7 @@ class LocalAdapter(FileLogs, BackendAdapter):
             job_ids = [job_id for job_id in job_ids if not has_started(self.work_root, job_id)]
 
     def _submit_one(self, job: JobSpec, script: str) -> SubmitResult:
+        self._require_account()
         with JobFiles(self.work_root, job.tag) as files:
             if files.present:  # started by an interrupted earlier submit: never start it twice
                 return SubmitResult(tag=job.tag, job_id=job.tag)
@@ -185,10 +198,10 @@ class LocalAdapter(FileLogs, BackendAdapter):
 
     def _launch(self, job: JobSpec, script: str, files: list[str], fds: list[int]) -> SubmitResult:
         """Run the launcher; ``files`` are the runner's out, err, and fds to use instead."""
-        umask, mode = ("027", "750") if self.run_as and self.run_as.with_sudo else ("077", "700")
+        umask, mode = ("027", "750") if self.run_as and self.run_as.with_sudo and not self.per_user else ("077", "700")
         args = [umask, mode, str(self.work_root), job.tag, job.run_id, job.name, RUNNER]
         args += [str(parse_duration(job.time_limit)), *files]
-        command = self._as_user(["bash", "-c", LAUNCHER, "launcher", *args])
+        command = self._as_user(["bash", "-c", LAUNCHER, "launcher", *args], self.network)
         proc = subprocess.run(command, input=script.encode(), capture_output=True, timeout=30, pass_fds=fds, cwd="/")
         problem = proc.stderr.decode("utf-8", errors="replace").strip()
         if proc.returncode == ROOT_UNUSABLE:
@@ -259,6 +272,9 @@ class LocalAdapter(FileLogs, BackendAdapter):
     # -- files and commands ------------------------------------------------------------
 
     def read_log(self, log: TaskLog, max_bytes: int = 256 * 1024) -> str:
+        if self.per_user and (self.identity is None or self.identity.user_id != log.owner_id):
+            # Read as the run's owner: their work root, their account's rights.
+            return adapter_as(self.backend, log.owner_id).read_log(log, max_bytes)
         location = self.log_location(log)
         if not location:
             raise FileNotFoundError(f"task has no {log.stream} file")
@@ -273,6 +289,7 @@ class LocalAdapter(FileLogs, BackendAdapter):
         return self._read(self._expand(path), max_bytes, Confinement.of(["/"], self._portal_files()))
 
     def _read(self, path: str, max_bytes: int, confinement: Confinement) -> str:
+        self._require_account()
         if self.run_as is None:
             return read_tail(path, max_bytes, confinement)
         # Read as the tasks' user: root could read files that user may not.
@@ -309,8 +326,18 @@ class LocalAdapter(FileLogs, BackendAdapter):
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _as_user(self, argv: list[str]) -> list[str]:
-        return self.run_as.command(argv) if self.run_as else argv
+    def _as_user(self, argv: list[str], network: str = "host") -> list[str]:
+        self._require_account()
+        if self.run_as:
+            return self.run_as.command(argv, network)
+        return argv
+
+    def _require_account(self) -> None:
+        """On a per_user backend only an owner's adapter (their OS account) runs anything."""
+        if self.per_user and self.run_as is None:
+            raise BackendUnavailable(
+                f"backend {self.name!r} runs tasks as each user's own OS account: nothing runs without one"
+            )
 
     def _expand(self, path: str) -> str:
         if path == "~" or path.startswith("~/"):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import pwd
 from collections.abc import Mapping
+from string import Formatter
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from backends.schema import BackendSettings
 
@@ -19,8 +20,17 @@ class LocalSettings(BackendSettings):
     max_concurrent: int = Field(default=4, ge=1)
     poll_interval: int = Field(default=2, ge=1)
     log_dir: str | None = None
-    # An unprivileged OS user every task runs as; unset, tasks run as the portal's own user.
+    # Whose OS account tasks run as: PER_USER (each portal user's own, see os_user and
+    # os_users), one unprivileged account shared by everyone on the backend, or unset: the
+    # portal's own user (staff only).
     run_as: str | None = None
+    # With run_as: per_user, the account of a portal user: a template of {username}
+    # (the LDAP uid when LDAP is on), unless os_users names theirs explicitly.
+    os_user: str = "{username}"
+    os_users: dict[str, str] = Field(default_factory=dict)
+    # none: the tasks see only their own loopback (a network namespace), not the portal's
+    # database, Redis or web server; host: the host's network. Default: none with run_as.
+    network: Literal["none", "host"] | None = None
     # Where job files, scripts and default logs go (see backends.local.adapter).
     work_dir: str | None = None
     # Directories, besides the run's own, that a task's output/error/generated files may be in.
@@ -29,9 +39,25 @@ class LocalSettings(BackendSettings):
     @field_validator("run_as")
     @classmethod
     def _unprivileged_user(cls, user: str | None) -> str | None:
-        if user is None:
-            return None
+        if user is None or user == PER_USER:
+            return user
         return check_run_as(user)
+
+    @field_validator("os_user")
+    @classmethod
+    def _template(cls, template: str) -> str:
+        fields = {name for _, name, _, _ in Formatter().parse(template) if name is not None}
+        if fields - {"username"}:
+            raise ValueError(f"may only use {{username}}, not {', '.join(sorted(fields - {'username'}))}")
+        return template
+
+    @model_validator(mode="after")
+    def _network_needs_run_as(self) -> LocalSettings:
+        if self.network == "none" and self.run_as is None:
+            raise ValueError(
+                "network: none needs run_as (tasks that run as the portal's own user can read its secrets anyway)"
+            )
+        return self
 
     @field_validator("work_dir")
     @classmethod
@@ -65,6 +91,32 @@ def check_run_as(user: str) -> str:
     if entry.pw_uid == os.geteuid():
         raise ValueError(f"{user!r} is the portal's own user, which can read its secret key and database")
     return user
+
+
+PER_USER = "per_user"  # run_as: each portal user's tasks run as their own OS account
+SHARED_ACCOUNT_WARNING = (
+    "every user of a local backend with one shared run_as account runs as that account: they can "
+    "read and change each other's jobs, scripts and logs; run_as: per_user gives each their own account"
+)
+
+
+def network_of(settings: Mapping[str, Any]) -> str:
+    """``none`` or ``host``: the network a ``local`` Backend's tasks see (``settings``:
+    its stored settings). Unset: none when tasks run as another account than the portal's."""
+    return str(settings.get("network") or ("none" if settings.get("run_as") else "host"))
+
+
+def shared_account(settings: Mapping[str, Any]) -> str:
+    """The one account every user's tasks of a ``local`` backend run as, or "" (per_user, or none)."""
+    run_as = settings.get("run_as")
+    return "" if not run_as or run_as == PER_USER else str(run_as)
+
+
+def account_warning(item: Mapping[str, Any]) -> str:
+    """A warning for a ``local`` backend of the config file that runs everyone as one account, or ""."""
+    if item.get("type") != "local" or not shared_account(item):
+        return ""
+    return f"run_as: {item['run_as']!r}: {SHARED_ACCOUNT_WARNING}"
 
 
 def runs_as_portal_user(settings: Mapping[str, Any]) -> bool:
