@@ -39,7 +39,7 @@ def ensure_account(name: str, *, allowed: bool = True, home: str | None = None) 
         command = ["useradd", "--system", "--create-home", "--home-dir", home, "--shell", "/usr/sbin/nologin", name]
         proc = subprocess.run(command, capture_output=True, text=True)
         if proc.returncode not in (0, 9):  # 9: made meanwhile by another test worker
-            raise RuntimeError(proc.stderr)
+            raise RuntimeError(proc.stderr) from None
     ensure_group(TASKS_GROUP)
     members = grp.getgrnam(TASKS_GROUP).gr_mem
     if allowed and name not in members:

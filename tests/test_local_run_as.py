@@ -7,7 +7,6 @@ machine (``useradd``) and kept.
 from __future__ import annotations
 
 import html
-import os
 import pwd
 import stat
 import time
