@@ -49,12 +49,13 @@ from backends.base import (
     safe_filename,
 )
 from backends.identity import adapter_as
+from backends.local.account_reads import READ, SNAPSHOT, parse_read, parse_snapshot
 from backends.local.confine import DISCARD, Confinement, make_private_dirs, open_for_task, read_tail
 from backends.local.jobfiles import JobFiles
 from backends.local.runas import RunAs
 from backends.local.runner import CANCEL, LAUNCHER, RUNNER
 from backends.local.settings import PER_USER, network_of
-from backends.local.status import has_started, job_status
+from backends.local.status import has_started, status_of
 from backends.scripts import script_body, shebang
 from backends.status import settle_flags
 from backends.units import parse_duration
@@ -175,6 +176,8 @@ class LocalAdapter(FileLogs, BackendAdapter):
     def _wait_for_start(self, job_ids: list[str]) -> None:
         """Until the runners just launched have written their start markers (all at once,
         START_WAIT seconds at most): a poll right after the submit then finds them running."""
+        if self._reads_as_account:
+            return  # the poll right after the submit reads them as their account
         deadline = time.monotonic() + START_WAIT
         while job_ids and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -240,7 +243,7 @@ class LocalAdapter(FileLogs, BackendAdapter):
         os.chmod(self.work_root, 0o700)
 
     def poll(self, job_ids: Sequence[str]) -> PollResult:
-        statuses = {job_id: settle_flags(self._status(job_id)) for job_id in job_ids}
+        statuses = {job_id: settle_flags(status) for job_id, status in self._statuses(job_ids).items()}
         observed = [s for s in statuses.values() if s.state in (JobState.QUEUED, JobState.RUNNING)]
         return PollResult(statuses=statuses, observed=observed)
 
@@ -249,8 +252,9 @@ class LocalAdapter(FileLogs, BackendAdapter):
         died half-way (the caller holds the backend's lock: no launch is under way): we
         take its claim, so that a runner started after all exits without running it."""
         found = {}
+        job_files = self._job_files(tags)
         for tag in tags:
-            with JobFiles(self.work_root, tag) as files:
+            with job_files[tag] as files:
                 if not files.present:
                     continue
                 if files.exists("claim") or not self._take_claim(tag):
@@ -292,6 +296,9 @@ class LocalAdapter(FileLogs, BackendAdapter):
         self._require_account()
         if self.run_as is None:
             return read_tail(path, max_bytes, confinement)
+        if self._reads_as_account:  # the portal cannot even look at the path
+            proc = self._run_as_account(["bash", "-c", READ, "read", path, str(max_bytes)])
+            return parse_read(path, proc.returncode, proc.stdout, proc.stderr, confinement)
         # Read as the tasks' user: root could read files that user may not.
         real = os.path.realpath(path)
         confinement.check(real)
@@ -350,9 +357,40 @@ class LocalAdapter(FileLogs, BackendAdapter):
             return path
         return os.path.join(self._expand(working_dir), path)
 
-    def _status(self, job_id: str) -> JobStatus:
+    @property
+    def _reads_as_account(self) -> bool:
+        """An unprivileged portal reads a per_user account's job files (0700) as that account."""
+        return self.per_user and self.run_as is not None and self.run_as.with_sudo
+
+    def _job_files(self, tags: Sequence[str]) -> dict[str, JobFiles]:
+        """Each job's runner files: opened by the portal, or read as the jobs' account."""
+        if not self._reads_as_account:
+            return {tag: JobFiles(self.work_root, tag) for tag in tags}
+        dirs = [str(self.jobs_dir / safe_filename(tag)) for tag in tags]
+        proc = self._run_as_account(["bash", "-c", SNAPSHOT, "snapshot", *dirs])
+        if proc.returncode != 0:
+            raise BackendError(f"cannot read the jobs of {self.work_root}: {proc.stderr.decode(errors='replace')}")
+        return dict(parse_snapshot(proc.stdout, list(tags)))
+
+    def _run_as_account(self, argv: list[str]) -> subprocess.CompletedProcess[bytes]:
+        try:
+            return subprocess.run(self._as_user(argv), capture_output=True, timeout=READ_TIMEOUT, cwd="/")
+        except subprocess.TimeoutExpired:
+            raise FileRefused(f"reading as the tasks' account did not finish in {READ_TIMEOUT}s") from None
+
+    def _statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         user = self.run_as.user if self.run_as else getpass.getuser()
-        return job_status(self.work_root, job_id, user)
+        statuses = {}
+        for job_id, files in self._job_files(job_ids).items():
+            with files as opened:
+                statuses[job_id] = status_of(opened, job_id, user)
+        # A runner that ended after the snapshot was read: its exit code is there now.
+        lost = (JobState.FAILED, JobState.CANCELLED)
+        ended = [j for j, s in statuses.items() if s.exit_code is None and s.state in lost]
+        if ended and self._reads_as_account:
+            for job_id, files in self._job_files(ended).items():
+                statuses[job_id] = status_of(files, job_id, user)
+        return statuses
 
 
 Adapter = LocalAdapter
