@@ -95,3 +95,15 @@ def test_the_privilege_step_refuses_everything_else(sudo_rule: str) -> None:
     assert refusal("setpriv", f"--reuid={TASKS}", "id")
     # Run directly (not through sudo) the helper refuses too.
     assert "must run as root" in refusal(sudo_rule, TASKS, "host", "id")
+
+
+def test_the_image_runs_as_scripthut_with_one_sudoers_rule_for_the_helper() -> None:
+    lines = (REPO / "Dockerfile").read_text().splitlines()
+    users = [line for line in lines if line.startswith("USER ")]
+    assert users == ["USER scripthut"] and lines.index(users[0]) > max(
+        i for i, line in enumerate(lines) if line.startswith("RUN ")
+    ), "the last RUN and everything after it (CMD) as scripthut"
+    text = "\n".join(lines)
+    assert "echo 'scripthut ALL=(root) NOPASSWD: /usr/local/libexec/scripthut-runas' > /etc/sudoers.d/" in text
+    assert "install -o root -g root -m 0755 backends/local/scripthut-runas /usr/local/libexec/scripthut-runas" in text
+    assert text.count("NOPASSWD") == 1
