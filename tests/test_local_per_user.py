@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -19,11 +20,15 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.test import Client
+from django.urls import reverse
 
+from backends.config import validate_backend_settings
 from backends.identity import adapter_as
 from backends.local.adapter import LocalAdapter
+from backends.local.settings import network_of
 from backends.models import Backend
-from runs.actions import create_run
+from runs.actions import cancel_run, create_run
 from runs.engine.tick import tick_due_backends
 from runs.models import Run, Task
 from runs.workflows.parse import WorkflowError
@@ -167,10 +172,8 @@ def test_a_user_without_an_account_is_refused_with_the_reason(user: User, per_us
 
 @pytest.mark.django_db(transaction=True)
 def test_the_portal_reads_a_users_log_as_that_user(
-    client: Any, user: User, bob: User, per_user: Backend, run_to_end: Runner
+    client: Client, user: User, bob: User, per_user: Backend, run_to_end: Runner
 ) -> None:
-    from django.urls import reverse
-
     done = run_to_end(start(bob, per_user, "echo bobs-log-line"))
     client.force_login(bob)
     page = client.get(reverse("task_logs", args=[done.pk, "t", "output"]))
@@ -193,8 +196,6 @@ done
 def test_network_none_keeps_tasks_from_the_portals_redis_and_postgresql(
     user: User, per_user: Backend, run_to_end: Runner
 ) -> None:
-    import socket
-
     require("services", "Redis and PostgreSQL")
     with socket.create_server(("127.0.0.1", 0)) as portal:  # stands for the portal's own port
         probe = PROBE.format(port=portal.getsockname()[1])
@@ -211,10 +212,24 @@ def test_network_none_keeps_tasks_from_the_portals_redis_and_postgresql(
 
 
 def test_network_defaults_to_none_with_run_as_and_needs_run_as() -> None:
-    from backends.config import validate_backend_settings
-    from backends.local.settings import network_of
-
     assert network_of({"run_as": "per_user"}) == "none" and network_of({"run_as": "x"}) == "none"
     assert network_of({}) == "host" and network_of({"run_as": "per_user", "network": "host"}) == "host"
     with pytest.raises(ValueError, match="network: none needs run_as"):
         validate_backend_settings("local", {"network": "none"})
+
+
+def test_os_user_and_os_users_are_checked_on_import() -> None:
+    with pytest.raises(ValueError, match=r"os_user: .*may only use \{username\}, not username.__class__"):
+        validate_backend_settings("local", {"run_as": "per_user", "os_user": "{username.__class__}"})
+    with pytest.raises(ValueError, match="not valid account names: alice: '../root'"):
+        validate_backend_settings("local", {"run_as": "per_user", "os_users": {"alice": "../root"}})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_per_user_cancel_stops_the_owners_job(user: User, per_user: Backend, run_to_end: Runner) -> None:
+    run = start(user, per_user, "sleep 30")
+    job_id = running_job(run).job_id
+    cancel_run(run)
+    done = run_to_end(run).tasks.get()
+    assert done.state == Task.State.CANCELLED
+    assert adapter_of(per_user, user).poll([job_id]).statuses[job_id].state == "cancelled"

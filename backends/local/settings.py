@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from backends.local.accounts import ACCOUNT_NAME
 from backends.schema import BackendSettings
 
 
@@ -50,6 +51,14 @@ class LocalSettings(BackendSettings):
         if fields - {"username"}:
             raise ValueError(f"may only use {{username}}, not {', '.join(sorted(fields - {'username'}))}")
         return template
+
+    @field_validator("os_users")
+    @classmethod
+    def _account_names(cls, accounts: dict[str, str]) -> dict[str, str]:
+        bad = [f"{user}: {account!r}" for user, account in accounts.items() if not ACCOUNT_NAME.fullmatch(account)]
+        if bad:
+            raise ValueError(f"not valid account names: {', '.join(bad)}")
+        return accounts
 
     @model_validator(mode="after")
     def _network_needs_run_as(self) -> LocalSettings:
