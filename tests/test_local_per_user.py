@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import socket
 import stat
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,17 @@ def per_user(db: None, accounts: dict[str, Any]) -> Backend:
     )
     backend.allowed_groups.add(Group.objects.get_or_create(name=LOCAL_USERS)[0])
     return backend
+
+
+@pytest.fixture
+def gate() -> Iterator[Path]:
+    """A directory where only root can make ``go``: the victims' jobs run until the test
+    makes it, so that alice's attacks certainly meet running jobs."""
+    directory = Path(tempfile.mkdtemp(prefix="per-user-gate-", dir="/tmp"))
+    directory.chmod(0o755)
+    yield directory
+    (directory / "go").touch()
+    shutil.rmtree(directory)
 
 
 def start(owner: User, backend: Backend, command: str, **fields: Any) -> Run:
@@ -101,11 +114,12 @@ def attacks(label: str, backend: Backend, victim: User, task: Task) -> str:
 
 @pytest.mark.django_db(transaction=True)
 def test_users_of_a_per_user_backend_cannot_touch_each_others_jobs(
-    user: User, bob: User, staff: User, per_user: Backend, run_to_end: Runner, accounts: dict[str, Any]
+    user: User, bob: User, staff: User, per_user: Backend, run_to_end: Runner, accounts: dict[str, Any], gate: Path
 ) -> None:
+    wait = f"for _ in $(seq 600); do [ -e {gate}/go ] && break; sleep 0.1; done"
     marker = "echo carol-secret-SCRIPT-LINE"
-    carol_run = start(staff, per_user, f"{marker}; echo carol-start; sleep 6; echo carol-end")
-    bob_run = start(bob, per_user, "echo bob-start; sleep 6; echo bob-end")
+    carol_run = start(staff, per_user, f"{marker}; echo carol-start; {wait}; echo carol-end")
+    bob_run = start(bob, per_user, f"echo bob-start; {wait}; echo bob-end")
     carol_task, bob_task = running_job(carol_run), running_job(bob_run)
 
     script = attacks("carol", per_user, staff, carol_task) + "\n" + attacks("bob", per_user, bob, bob_task)
@@ -116,6 +130,9 @@ def test_users_of_a_per_user_backend_cannot_touch_each_others_jobs(
     assert [line for line in lines if line.endswith(": done")] == []
     assert len([line for line in lines if line.endswith(": refused")]) == 14, report
 
+    tick_due_backends(force=True)
+    assert [carol_run.tasks.get().state, bob_run.tasks.get().state] == [Task.State.RUNNING] * 2
+    (gate / "go").touch()
     carol_done = run_to_end(carol_run).tasks.get()
     bob_done = run_to_end(bob_run).tasks.get()
     assert (carol_done.state, carol_done.exit_code) == (Task.State.COMPLETED, 0), carol_done.reason
