@@ -54,7 +54,7 @@ from backends.local.confine import DISCARD, Confinement, make_private_dirs, open
 from backends.local.jobfiles import JobFiles
 from backends.local.runas import RunAs
 from backends.local.runner import CANCEL, LAUNCHER, RUNNER
-from backends.local.settings import PER_USER, network_of
+from backends.local.settings import PER_USER, network_of, work_root
 from backends.local.status import has_started, status_of
 from backends.scripts import script_body, shebang
 from backends.status import settle_flags
@@ -92,15 +92,7 @@ class LocalAdapter(FileLogs, BackendAdapter):
         except KeyError:
             raise BackendUnavailable(f"run_as user {user!r} does not exist on this host") from None
         self.network = network_of(self.settings)
-        name = safe_filename(self.name)
-        # run_as must reach it (the data dir's parents may be private); squatting another
-        # user's directory there is refused by the launcher's ownership check.
-        default = f"/var/tmp/scripthut-{name}" if self.run_as else f"{data_dir}-work/{name}"  # noqa: S108
-        if self.per_user:  # each account its own work root, made by that account
-            default = f"/var/tmp/scripthut-{name}-{safe_filename(user or '')}"  # noqa: S108
-            if self.settings.get("work_dir"):
-                default = f"{self.settings['work_dir']}/{safe_filename(user or '')}"
-        self.work_root = Path(default if self.per_user else self.settings.get("work_dir") or default)
+        self.work_root = work_root(self.settings, self.name, data_dir, user)
 
     # -- where files are -------------------------------------------------------------
 

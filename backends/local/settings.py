@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import pwd
 from collections.abc import Mapping
+from pathlib import Path
 from string import Formatter
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from backends.base import safe_filename
 from backends.local.accounts import ACCOUNT_NAME
 from backends.schema import BackendSettings
 
@@ -126,6 +128,19 @@ def account_warning(item: Mapping[str, Any]) -> str:
     if item.get("type") != "local" or not shared_account(item):
         return ""
     return f"run_as: {item['run_as']!r}: {SHARED_ACCOUNT_WARNING}"
+
+
+def work_root(settings: Mapping[str, Any], backend: str, data_dir: Path, account: str | None) -> Path:
+    """The work root of a ``local`` backend's tasks that run as ``account`` (None: the portal's user)."""
+    name = safe_filename(backend)
+    if settings.get("run_as") == PER_USER:  # each account its own, made by that account
+        if settings.get("work_dir"):
+            return Path(settings["work_dir"]) / safe_filename(account or "")
+        return Path(f"/var/tmp/scripthut-{name}-{safe_filename(account or '')}")  # noqa: S108
+    # run_as must reach it (the data dir's parents may be private); squatting another
+    # user's directory there is refused by the launcher's ownership check.
+    default = f"/var/tmp/scripthut-{name}" if account else f"{data_dir}-work/{name}"  # noqa: S108
+    return Path(settings.get("work_dir") or default)
 
 
 def runs_as_portal_user(settings: Mapping[str, Any]) -> bool:
