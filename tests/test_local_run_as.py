@@ -178,6 +178,6 @@ def test_without_root_the_switch_is_sudo_of_the_helper_only(
     runner_user: pwd.struct_passwd, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_as = RunAs.lookup(RUNNER_USER)
-    assert run_as.command(["id"]) == [helper(), RUNNER_USER, "host", "id"]
+    assert run_as.command(["id"]) == ["/bin/bash", helper(), RUNNER_USER, "host", "id"]
     monkeypatch.setattr("backends.local.runas.os.geteuid", lambda: 1000)
     assert run_as.command(["id"], "none") == ["sudo", "-n", helper(), RUNNER_USER, "none", "id"]

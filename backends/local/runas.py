@@ -57,5 +57,7 @@ class RunAs:
     def command(self, argv: list[str], network: str = "host") -> list[str]:
         """``argv`` as this user, in a clean environment, with the host's network or
         (``none``) only a loopback of its own."""
-        switch = ["sudo", "-n", helper()] if self.with_sudo else [helper()]
+        # sudo runs the installed helper itself (its rule names that file); root needs no
+        # executable bit on the packaged copy.
+        switch = ["sudo", "-n", helper()] if self.with_sudo else ["/bin/bash", helper()]
         return [*switch, self.user, network, *argv]
