@@ -86,6 +86,7 @@ def test_the_privilege_step_refuses_everything_else(sudo_rule: str) -> None:
     assert "is root" in refusal("sudo", "-n", sudo_rule, "root", "host", "id")
     assert "the portal's own account" in refusal("sudo", "-n", sudo_rule, PORTAL, "host", "id")
     assert f"not in the group '{TASKS_GROUP}'" in refusal("sudo", "-n", sudo_rule, OUTSIDER, "host", "id")
+    assert "a name, not a uid" in refusal("sudo", "-n", sudo_rule, "0", "host", "id")
     assert "no such account" in refusal("sudo", "-n", sudo_rule, "no-such-account-t", "host", "id")
     assert "network must be none or host" in refusal("sudo", "-n", sudo_rule, TASKS, "bridge", "id")
     # sudo: nothing but the helper, as root only; and no switching without it.
