@@ -250,3 +250,15 @@ def test_a_per_user_cancel_stops_the_owners_job(user: User, per_user: Backend, r
     done = run_to_end(run).tasks.get()
     assert done.state == Task.State.CANCELLED
     assert adapter_of(per_user, user).poll([job_id]).statuses[job_id].state == "cancelled"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_account_the_helper_refuses_makes_the_tasks_wait_saying_why(user: User, per_user: Backend) -> None:
+    ensure_account("sh-outsider-t", allowed=False)
+    per_user.settings = {**per_user.settings, "os_users": {"alice": "sh-outsider-t"}}
+    per_user.save()
+    run = start(user, per_user, "true")
+    tick_due_backends(force=True)
+    task = run.tasks.get()
+    assert task.state == Task.State.PENDING
+    assert "as sh-outsider-t: scripthut-runas: 'sh-outsider-t' is not in the group 'scripthut-tasks'" in task.reason

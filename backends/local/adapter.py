@@ -66,13 +66,15 @@ if TYPE_CHECKING:
     from backends.models import Backend
 
 ALREADY_STARTED, ROOT_UNUSABLE, NOT_TAKEN = 3, 4, 5  # exit codes of the launcher
+REFUSED = 126  # the root helper refused the account (backends/local/scripthut-runas)
 START_WAIT = 2.0  # seconds submit waits for the runners it launched to start
 READ_TIMEOUT = 15  # seconds for reading a file as run_as: a FIFO swapped in must not hang a page
 TASK_FILES = ("output_file", "error_file", "generates_source")
 
 
 class WorkRootUnusable(BackendError):
-    """The work root is not a private directory of the tasks' user."""
+    """The work root is not a private directory of the tasks' user, or the tasks' account
+    may not be used (the helper refused it): nothing can start, the tasks wait."""
 
 
 class LocalAdapter(FileLogs, BackendAdapter):
@@ -199,7 +201,7 @@ class LocalAdapter(FileLogs, BackendAdapter):
         command = self._as_user(["bash", "-c", LAUNCHER, "launcher", *args], self.network)
         proc = subprocess.run(command, input=script.encode(), capture_output=True, timeout=30, pass_fds=fds, cwd="/")
         problem = proc.stderr.decode("utf-8", errors="replace").strip()
-        if proc.returncode == ROOT_UNUSABLE:
+        if proc.returncode in (ROOT_UNUSABLE, REFUSED):
             raise WorkRootUnusable(problem or f"work_dir {self.work_root} is unusable")
         if proc.returncode == NOT_TAKEN:
             return SubmitResult(tag=job.tag, retry=True, error=problem)
