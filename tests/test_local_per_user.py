@@ -25,11 +25,13 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
 
+from backends.base import BackendUnavailable, TaskLog
 from backends.config import validate_backend_settings
 from backends.identity import adapter_as
 from backends.local.adapter import LocalAdapter
 from backends.local.settings import network_of
 from backends.models import Backend
+from backends.registry import get_adapter
 from runs.actions import cancel_run, create_run
 from runs.engine.tick import tick_due_backends
 from runs.models import Run, Task
@@ -262,3 +264,14 @@ def test_an_account_the_helper_refuses_makes_the_tasks_wait_saying_why(user: Use
     task = run.tasks.get()
     assert task.state == Task.State.PENDING
     assert "as sh-outsider-t: scripthut-runas: 'sh-outsider-t' is not in the group 'scripthut-tasks'" in task.reason
+
+
+@pytest.mark.django_db
+def test_without_an_owner_a_per_user_backend_runs_nothing(per_user: Backend) -> None:
+    """Not as the portal's own user either: only an owner's adapter runs or reads anything."""
+    adapter = get_adapter(per_user)
+    assert isinstance(adapter, LocalAdapter)
+    with pytest.raises(BackendUnavailable, match="runs tasks as each user's own OS account"):
+        adapter.run_command("id -un")
+    with pytest.raises(BackendUnavailable, match="runs tasks as each user's own OS account"):
+        adapter.read_log(TaskLog(job_id="j", stream="output", path="/etc/hostname", working_dir="~", run_id="r"))

@@ -270,7 +270,7 @@ class LocalAdapter(FileLogs, BackendAdapter):
     # -- files and commands ------------------------------------------------------------
 
     def read_log(self, log: TaskLog, max_bytes: int = 256 * 1024) -> str:
-        if self.per_user and (self.identity is None or self.identity.user_id != log.owner_id):
+        if self.per_user and log.owner_id is not None and getattr(self.identity, "user_id", None) != log.owner_id:
             # Read as the run's owner: their work root, their account's rights.
             return adapter_as(self.backend, log.owner_id).read_log(log, max_bytes)
         location = self.log_location(log)
@@ -360,6 +360,8 @@ class LocalAdapter(FileLogs, BackendAdapter):
         """Each job's runner files: opened by the portal, or read as the jobs' account."""
         if not self._reads_as_account:
             return {tag: JobFiles(self.work_root, tag) for tag in tags}
+        if not tags:
+            return {}
         dirs = [str(self.jobs_dir / safe_filename(tag)) for tag in tags]
         proc = self._run_as_account(["bash", "-c", SNAPSHOT, "snapshot", *dirs])
         if proc.returncode != 0:
