@@ -2,7 +2,8 @@
 
 Every job's files live in the backend's work root (``work_dir``; by default
 ``/var/tmp/scripthut-<backend>`` with ``run_as``, else ``<data dir>-work/<backend>``:
-never inside the data dir, which holds the secret key and the database)::
+never inside the data dir, which holds the secret key and the database; with ``run_as:
+per_user`` one per account, :func:`backends.local.settings.work_root`)::
 
     <work root>/            0700, owned by the tasks' user (run_as, else the portal's)
         jobs/<tag>/         one per job, the job id is the tag: script.sh, name, and the
@@ -14,7 +15,8 @@ never inside the data dir, which holds the secret key and the database)::
 The runner records pid, times and exit code there, so any process (web server,
 embedded ticker, Celery worker, a restarted portal) can poll, cancel and reconcile jobs
 without sharing memory. Task files are confined by :mod:`backends.local.confine`; with
-``run_as`` every task and shell command runs as that user (:mod:`backends.local.runas`).
+``run_as`` every task and shell command runs as that user, or as the run's owner's own
+account with ``per_user`` (an adapter per owner; :mod:`backends.local.runas`).
 """
 
 from __future__ import annotations
