@@ -70,6 +70,9 @@ def test_an_unprivileged_portal_runs_a_per_user_task_through_the_helper(sudo_rul
     assert seen["euid"] == seen["uid"] == portal_uid != 0
     assert seen["error"] == "" and seen["state"] == "completed" and seen["exit_code"] == 0, seen
     assert seen["log"].split() == [TASKS, f"/var/lib/{TASKS}"]
+    assert seen["found"] == {seen["job_id"]: seen["job_id"]}  # reconciling reads the account's jobs too
+    cancelled = seen["cancelled"]
+    assert (cancelled["state"], cancelled["log"]) == ("cancelled", "started\n"), cancelled
     work_root = Path(str(seen["work_root"]))
     assert work_root.stat().st_uid != portal_uid and oct(work_root.stat().st_mode & 0o777) == "0o700"
 

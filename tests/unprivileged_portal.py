@@ -36,7 +36,8 @@ def become(account: str) -> None:
     os.setresuid(entry.pw_uid, entry.pw_uid, entry.pw_uid)
 
 
-def start_and_follow(adapter: LocalAdapter, command: str) -> dict[str, object]:
+def start_and_follow(adapter: LocalAdapter, command: str, *, cancel: bool = False) -> dict[str, object]:
+    """Submit ``command``, follow it to its end (cancelling it once it runs, with ``cancel``)."""
     run_id = uuid.uuid4().hex[:12]
     job = JobSpec(tag=f"unpriv-{run_id}", run_id=run_id, task_id="t", name="t", command=command)
     (result,) = adapter.submit([(job, adapter.render_script(job))])
@@ -46,10 +47,13 @@ def start_and_follow(adapter: LocalAdapter, command: str) -> dict[str, object]:
     deadline = time.monotonic() + 30
     status = adapter.poll([result.job_id]).statuses[result.job_id]
     while status.state in (JobState.QUEUED, JobState.RUNNING) and time.monotonic() < deadline:
+        if cancel and status.state == JobState.RUNNING:
+            adapter.cancel([result.job_id])
         time.sleep(0.1)
         status = adapter.poll([result.job_id]).statuses[result.job_id]
     log = adapter.read_file(str(adapter.run_dir(run_id) / "t.out"))
-    return {**seen, "state": str(status.state), "exit_code": status.exit_code, "log": log}
+    found = adapter.find_submitted([job.tag, "unpriv-never-submitted"])
+    return {**seen, "state": str(status.state), "exit_code": status.exit_code, "log": log, "found": found}
 
 
 def main() -> None:
@@ -58,7 +62,8 @@ def main() -> None:
     backend = Backend(name="unpriv", kind="local", settings={"run_as": "per_user", "os_user": task_account})
     adapter = LocalAdapter(backend, Path(data_dir), OsAccount(user_id=1, username=task_account))
     seen = start_and_follow(adapter, "id -un; echo $HOME")
-    print(json.dumps({"euid": os.geteuid(), "uid": os.getuid(), **seen}))
+    cancelled = start_and_follow(adapter, "echo started; sleep 30", cancel=True)
+    print(json.dumps({"euid": os.geteuid(), "uid": os.getuid(), **seen, "cancelled": cancelled}))
 
 
 if __name__ == "__main__":

@@ -8,11 +8,16 @@ helper, :mod:`.runas`), and checks what they found as it would have itself.
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from backends.base import FileRefused
+from backends.base import BackendError, FileRefused, safe_filename
 from backends.local.confine import Confinement
 from backends.local.jobfiles import MAX_STATE_BYTES, JobFiles
+
+# Runs argv as the jobs' account (LocalAdapter._run_as_account).
+Run = Callable[[list[str]], subprocess.CompletedProcess[bytes]]
 
 
 class JobSnapshot(JobFiles):
@@ -52,6 +57,16 @@ done
 """
 
 
+def snapshots(run: Run, jobs_dir: Path, tags: Sequence[str]) -> dict[str, JobFiles]:
+    """The runner files of the jobs ``tags`` in ``jobs_dir``, read by :data:`SNAPSHOT` as the account."""
+    if not tags:
+        return {}
+    proc = run(["bash", "-c", SNAPSHOT, "snapshot", *(str(jobs_dir / safe_filename(tag)) for tag in tags)])
+    if proc.returncode != 0:
+        raise BackendError(f"cannot read the jobs in {jobs_dir}: {proc.stderr.decode(errors='replace').strip()}")
+    return dict(parse_snapshot(proc.stdout, list(tags)))
+
+
 def parse_snapshot(output: bytes, tags: list[str]) -> dict[str, JobSnapshot]:
     """:data:`SNAPSHOT`'s output: a snapshot per tag (absent jobs: not present)."""
     found: dict[str, dict[str, str]] = {}
@@ -75,13 +90,15 @@ exec tail -c "$2" -- "$real"
 """
 
 
-def parse_read(path: str, returncode: int, stdout: bytes, stderr: bytes, confinement: Confinement) -> str:
-    """:data:`READ`'s result: the text, FileNotFoundError or FileRefused (outside ``confinement``)."""
-    problem = stderr.decode("utf-8", errors="replace").strip()
-    if returncode == 2:
+def read_as_account(run: Run, path: str, max_bytes: int, confinement: Confinement) -> str:
+    """The tail of ``path`` read by :data:`READ` as the account; FileNotFoundError, or
+    FileRefused if it is not a regular file or not inside ``confinement``."""
+    proc = run(["bash", "-c", READ, "read", path, str(max_bytes)])
+    problem = proc.stderr.decode("utf-8", errors="replace").strip()
+    if proc.returncode == 2:
         raise FileNotFoundError(f"{path}: {problem}")
-    if returncode != 0:
+    if proc.returncode != 0:
         raise FileRefused(f"{path} cannot be read: {problem}")
-    real, _, data = stdout.partition(b"\0")
+    real, _, data = proc.stdout.partition(b"\0")
     confinement.check(real.decode("utf-8", errors="replace"))
     return data.decode("utf-8", errors="replace")

@@ -51,7 +51,7 @@ from backends.base import (
     safe_filename,
 )
 from backends.identity import adapter_as
-from backends.local.account_reads import READ, SNAPSHOT, parse_read, parse_snapshot
+from backends.local.account_reads import read_as_account, snapshots
 from backends.local.confine import DISCARD, Confinement, make_private_dirs, open_for_task, read_tail
 from backends.local.jobfiles import JobFiles
 from backends.local.runas import RunAs
@@ -293,8 +293,7 @@ class LocalAdapter(FileLogs, BackendAdapter):
         if self.run_as is None:
             return read_tail(path, max_bytes, confinement)
         if self._reads_as_account:  # the portal cannot even look at the path
-            proc = self._run_as_account(["bash", "-c", READ, "read", path, str(max_bytes)])
-            return parse_read(path, proc.returncode, proc.stdout, proc.stderr, confinement)
+            return read_as_account(self._run_as_account, path, max_bytes, confinement)
         # Read as the tasks' user: root could read files that user may not.
         real = os.path.realpath(path)
         confinement.check(real)
@@ -362,13 +361,7 @@ class LocalAdapter(FileLogs, BackendAdapter):
         """Each job's runner files: opened by the portal, or read as the jobs' account."""
         if not self._reads_as_account:
             return {tag: JobFiles(self.work_root, tag) for tag in tags}
-        if not tags:
-            return {}
-        dirs = [str(self.jobs_dir / safe_filename(tag)) for tag in tags]
-        proc = self._run_as_account(["bash", "-c", SNAPSHOT, "snapshot", *dirs])
-        if proc.returncode != 0:
-            raise BackendError(f"cannot read the jobs of {self.work_root}: {proc.stderr.decode(errors='replace')}")
-        return dict(parse_snapshot(proc.stdout, list(tags)))
+        return snapshots(self._run_as_account, self.jobs_dir, tags)
 
     def _run_as_account(self, argv: list[str]) -> subprocess.CompletedProcess[bytes]:
         try:
