@@ -10,6 +10,7 @@ scripts, append to their logs and kill their jobs through their pid files; on a 
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -34,7 +35,7 @@ from backends.models import Backend
 from backends.registry import get_adapter
 from runs.actions import cancel_run, create_run
 from runs.engine.tick import tick_due_backends
-from runs.models import Run, Task
+from runs.models import ApiToken, Run, Task
 from runs.workflows.parse import WorkflowError
 from tests.conftest import LOCAL_USERS
 from tests.markers import require
@@ -177,6 +178,10 @@ def test_a_user_without_an_account_is_refused_with_the_reason(user: User, per_us
     erin.groups.add(Group.objects.get(name=LOCAL_USERS))
     with pytest.raises(WorkflowError, match="erin's OS account 'sh-erin-t' does not exist on this host"):
         start(erin, per_user, "true")
+    api = Client(headers={"Authorization": f"Token {ApiToken.issue(erin)}"})
+    body = {"backend": per_user.name, "workflow": {"tasks": [{"id": "t", "name": "t", "command": "true"}]}}
+    response = api.post("/api/runs", data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 400 and "'sh-erin-t' does not exist on this host" in response.json()["error"]
     assert not Run.objects.filter(owner=erin).exists()
 
     # An account removed from the mapping after the run was made: its tasks wait, saying why.
