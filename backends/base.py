@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 if TYPE_CHECKING:
     from backends.models import Backend, ClusterIdentity
@@ -248,6 +248,21 @@ class CommandResult:
     stderr: str
 
 
+@dataclass(frozen=True)
+class OsAccount:
+    """A portal user's OS account on a ``local`` backend with ``run_as: per_user``: their
+    tasks run as it (read from the config, not stored; see backends.local.accounts)."""
+
+    user_id: int
+    username: str  # the OS account
+    pk: None = None
+    updated_at: None = None
+
+
+if TYPE_CHECKING:
+    Identity: TypeAlias = ClusterIdentity | OsAccount
+
+
 class BackendAdapter(ABC):
     """Talks to one configured backend. Instances are cached per process (see registry).
 
@@ -262,12 +277,13 @@ class BackendAdapter(ABC):
     # processes): the tick polls again right after submitting.
     starts_jobs_at_submit = False
 
-    def __init__(self, backend: Backend, data_dir: Path, identity: ClusterIdentity | None = None):
+    def __init__(self, backend: Backend, data_dir: Path, identity: Identity | None = None):
         self.backend = backend
         self.name = backend.name
         self.settings = backend.settings
         self.data_dir = data_dir
         # The user account this adapter acts as, on a per_user backend; None: the config's.
+        # (A ClusterIdentity on SSH backends; an OsAccount on local ones.)
         self.identity = identity
 
     def default_log_path(self, job: JobSpec, stream: str) -> str:

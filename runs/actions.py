@@ -137,7 +137,7 @@ def refuse_generators_without_files(backend: Backend, resolved: list[ResolvedTas
 def require_identity(backend: Backend, owner: User) -> None:
     """Refuse a run that could never be submitted: a per_user backend, and no identity on it."""
     if needs_identity(backend, owner.pk):
-        raise WorkflowError(refusal(backend))
+        raise WorkflowError(refusal(backend, owner.pk))
 
 
 def cancel_run(run: Run, by: User | None = None) -> None:

@@ -206,6 +206,8 @@ SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS = int(os.environ.get("SCRIPTHUT_UNKNOWN_JOB_
 # SQLite only (PostgreSQL uses an advisory lock): renewed every third of it while a tick runs.
 SCRIPTHUT_BACKEND_LEASE_SECONDS = int(os.environ.get("SCRIPTHUT_BACKEND_LEASE_SECONDS", "15"))
 # The AWS backends talk to this endpoint when set (an emulator, LocalStack); else to AWS.
+# The root helper that runs local tasks as other accounts (backends.local.runas).
+SCRIPTHUT_RUNAS_HELPER = os.environ.get("SCRIPTHUT_RUNAS_HELPER", "")
 SCRIPTHUT_AWS_ENDPOINT_URL = os.environ.get("SCRIPTHUT_AWS_ENDPOINT_URL") or None
 # Where EC2 prices come from when the config's pricing block names no source (runs.costing.prices).
 SCRIPTHUT_PRICING_URL = os.environ.get("SCRIPTHUT_PRICING_URL", "https://instances.vantage.sh/instances.json")

@@ -15,14 +15,14 @@ import subprocess
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from backends.base import BackendAdapter, BackendError, BackendUnavailable
+from backends.base import BackendError, BackendUnavailable, ShellAccess
 from backends.batch.rendering import CONTAINER_CHECKOUT
 from backends.registry import get_adapter, has_shell, shell_access
 from runs.actions import GitCheckout, create_run
 from runs.models import Run
 from runs.workflows.parse import ResolvedTask, WorkflowError, validate
 from sources import portal
-from sources.git import GitError, checkout, git_ssh_env, resolve_branch
+from sources.git import GitError, checkout, cloning_shell, git_ssh_env, resolve_branch
 from sources.models import Source
 from sources.portal import PortalSourceError
 
@@ -54,14 +54,14 @@ def check_glob(pattern: str) -> str:
     return pattern
 
 
-def list_workflow_files(adapter: BackendAdapter, root: str, pattern: str) -> list[str]:
+def list_workflow_files(shell: ShellAccess, root: str, pattern: str) -> list[str]:
     """Regular files under ``root`` matching ``pattern``, as sorted relative paths (one command)."""
     check_glob(pattern)  # the one value that goes into the shell unquoted
     script = (
         f'shopt -s globstar nullglob\nfor f in {pattern}; do if [ -f "$f" ]; then printf \'%s\\0\' "$f"; fi; done\n'
     )
     # One simple command (not a list), so an adapter's `cd <cwd> && ...` guards all of it.
-    result = shell_access(adapter).run_command(f"bash -c {shlex.quote(script)}", cwd=root, timeout=60)
+    result = shell.run_command(f"bash -c {shlex.quote(script)}", cwd=root, timeout=60)
     if result.exit_code != 0:
         detail = result.stderr.strip()[-500:] or f"exit code {result.exit_code}"
         raise SourceError(f"cannot list workflow files in {root}: {detail}")
@@ -108,13 +108,14 @@ def _sync_on_backend(source: Source, pattern: str) -> tuple[str, str, list[str]]
         with git_ssh_env(adapter, source.deploy_key) as ssh:
             sha = resolve_branch(adapter, source.url, source.branch, ssh)
             root = checkout(adapter, source.url, source.branch, sha, source.clone_dir, ssh, source.postclone)
-        return sha, root, list_workflow_files(adapter, root, pattern)
+        # The checkout is the cloning account's (on a per_user local backend: no task's).
+        return sha, root, list_workflow_files(cloning_shell(adapter), root, pattern)
     if source.kind == Source.Kind.PATH:
         if not source.path:
             raise SourceError("path source has no path")
     else:
         raise SourceError(f"unknown source type {source.kind!r}")
-    return "", "", list_workflow_files(adapter, source.path, pattern)
+    return "", "", list_workflow_files(shell_access(adapter), source.path, pattern)
 
 
 def verify_checkout(source: Source) -> None:
@@ -139,7 +140,9 @@ def _read_source_file(source: Source, path: str, file: str) -> str:
     """One byte over the limit tells a too-big file from one that just fits."""
     if not has_shell(source.backend.kind):
         return portal.read_workflow(source, file, MAX_WORKFLOW_BYTES + 1)
-    return shell_access(get_adapter(source.backend)).read_file(path, max_bytes=MAX_WORKFLOW_BYTES + 1)
+    adapter = get_adapter(source.backend)
+    shell = cloning_shell(adapter) if source.kind == Source.Kind.GIT else shell_access(adapter)
+    return shell.read_file(path, max_bytes=MAX_WORKFLOW_BYTES + 1)
 
 
 def source_tasks(source: Source, file: str) -> str:

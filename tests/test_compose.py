@@ -143,7 +143,8 @@ def test_compose_file_declares_the_deployment() -> None:
         assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
     for name in PROCESSES:
         volumes = services[name]["volumes"]
-        assert "~/.ssh:/root/.ssh:ro" in volumes, "SSH keys mounted read-only, as in the original's docker run"
+        assert "~/.ssh:/home/scripthut/.ssh:ro" in volumes, "SSH keys mounted read-only, as in the original's"
+        assert services[name]["user"] == "scripthut", "the portal is not root"
         assert any(v.endswith(":/data") for v in volumes), "the data dir is a volume"
         assert any(v.endswith("/app/scripthut.yaml:ro") for v in volumes)
     assert services["web"]["command"][:2] == ["scripthut", "serve"]

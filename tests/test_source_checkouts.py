@@ -395,3 +395,45 @@ def test_a_deploy_key_reaches_an_ssh_remote(
         assert source.sync_error == "" and source.workflow_files == [WORKFLOW_FILE]
     finally:
         shutil.rmtree(served, ignore_errors=True)
+
+
+# -- a per_user local backend: the portal clones, each user's account reads --------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_git_source_on_a_per_user_backend_syncs_and_runs_as_its_user(
+    server: GitServer, user: User, staff: User, run_to_end: Runner
+) -> None:
+    """Sync lists and reads the checkout as the account that made it (the portal's): a
+    per_user backend has no task account to do it as, and its adapter runs nothing without one."""
+    import shutil
+    import uuid
+
+    from django.contrib.auth.models import Group
+
+    from tests.os_accounts import ensure_account
+    from tests.test_local_per_user import ACCOUNT
+
+    for name in ("alice", "carol"):
+        ensure_account(ACCOUNT.format(username=name))
+    backend = Backend.objects.create(
+        name="peruser-git",
+        kind=Backend.Kind.LOCAL,
+        settings={"run_as": "per_user", "os_user": ACCOUNT},
+        poll_interval=1,
+    )
+    backend.allowed_groups.add(Group.objects.get_or_create(name=LOCAL_USERS)[0])
+    clones = Path(f"/var/tmp/scripthut-test-clones-{uuid.uuid4().hex[:8]}")  # noqa: S108 (readable by the accounts)
+    clones.mkdir(mode=0o755)
+    try:
+        source = Source.objects.create(
+            name="lab", kind="git", backend=backend, url=server.url("lab.git"), clone_dir=str(clones)
+        )
+        sync_source(source)
+        source.refresh_from_db()
+        assert (source.sync_error, source.workflow_files) == ("", [WORKFLOW_FILE])
+        for owner in (user, staff):
+            run = run_to_end(start_source_run(source, WORKFLOW_FILE, owner))
+            assert output_of(run) == "hello from the repository\n"
+    finally:
+        shutil.rmtree(clones, ignore_errors=True)

@@ -166,7 +166,7 @@ def run_phases_per_owner(backend: Backend, changed: set[str]) -> BackendAdapter 
     for owner in owners_with_work(backend):
         identity = identity_of(backend, owner)
         if identity is None:
-            hold_pending(backend, owner, missing_identity(backend))
+            hold_pending(backend, owner, missing_identity(backend, owner))
             continue
         try:
             adapter = get_adapter(backend, identity)
