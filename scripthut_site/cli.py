@@ -9,6 +9,7 @@ scripthut beat                                     (deployment: queues each back
 scripthut setup-aws-ec2 [--region R --yes ...]     (guided set-up of an ec2 backend; every prompt is a flag)
 scripthut rotate-keys [--new-key]                  (re-encrypt stored secrets with the newest key)
 scripthut pricing import FILE | refresh | recompute (EC2 prices for cost: runs.costing)
+scripthut backup FILE | restore FILE                 (the embedded SQLite database: scripthut_site.backup)
 scripthut migrate | createsuperuser | shell | ...   (any manage.py command)
 """
 
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-COMMANDS = ("serve", "run", "import-config", "createtoken", "worker", "beat", "setup-aws-ec2")
+COMMANDS = ("serve", "run", "import-config", "createtoken", "worker", "beat", "setup-aws-ec2", "backup", "restore")
 DASHED_COMMANDS = ("rotate-keys",)  # Django commands spelled with a dash on our command line
 DJANGO_COMMANDS_SHOWN = {
     "rotate-keys": "re-encrypt stored secrets with the newest key [--new-key]",
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         "worker": worker,
         "beat": beat,
         "setup-aws-ec2": setup_aws_ec2,
+        "backup": backup,
+        "restore": restore,
     }[args.command]
     return handler(args)
 
@@ -101,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
     from backends.ec2 import wizard
 
     wizard.add_arguments(sub.add_parser("setup-aws-ec2", help="set up an AWS EC2 backend (IAM stack, config stanza)"))
+    p = sub.add_parser("backup", help="copy the embedded SQLite database to FILE, also while the portal runs")
+    p.add_argument("file")
+    p = sub.add_parser("restore", help="replace the embedded SQLite database by a backup (stop the portal first)")
+    p.add_argument("file")
     # Django management commands that main() hands to Django; listed so that --help names them.
     for name, text in DJANGO_COMMANDS_SHOWN.items():
         sub.add_parser(name, help=text, add_help=False)
@@ -127,6 +134,18 @@ def serve(args: argparse.Namespace) -> int:
     from scripthut_site import serve
 
     return serve.serve(host=args.host, port=args.port, strict=args.strict)
+
+
+def backup(args: argparse.Namespace) -> int:
+    from scripthut_site import backup
+
+    return backup.backup(Path(args.file).expanduser())
+
+
+def restore(args: argparse.Namespace) -> int:
+    from scripthut_site import backup
+
+    return backup.restore(Path(args.file).expanduser())
 
 
 def worker(args: argparse.Namespace) -> int:

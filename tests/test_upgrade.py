@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import uuid
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,80 @@ def test_a_previous_release_postgresql_database_upgrades_with_nothing_lost(tmp_p
     finally:
         with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- scripthut backup / restore (embedded SQLite) ------------------------------------------------
+
+
+def run_count(env: dict[str, str]) -> str:
+    return scripthut(env, "shell", "-c", "from runs.models import Run; print(Run.objects.count())").split()[-1]
+
+
+def test_backup_while_a_writer_holds_the_database_then_restore(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir(mode=0o700)
+    database = tmp_path / "data" / "scripthut.sqlite3"
+    with sqlite3.connect(database) as db:
+        db.executescript((FIXTURES / "previous-release.sqlite.sql").read_text())
+    env = environment(tmp_path, None)
+    scripthut(env, "migrate", "--no-input")
+    assert run_count(env) == "1"
+
+    # Online: another connection is in the middle of a write transaction (WAL, as the portal).
+    writer = sqlite3.connect(database, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE runs_run SET workflow_name = 'uncommitted'")
+    saved = tmp_path / "saved.sqlite3"
+    out = scripthut(env, "backup", str(saved))
+    writer.execute("ROLLBACK")
+    writer.close()
+    assert out.startswith(f"backed up {database} to {saved}")
+    assert oct(saved.stat().st_mode & 0o777) == "0o600"
+    with closing(sqlite3.connect(saved)) as copy:
+        assert copy.execute("SELECT workflow_name FROM runs_run").fetchall() == [("sweep",)]  # committed data only
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "scripthut_site.cli", "backup", str(saved)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "never overwrites" in refused.stderr
+
+    scripthut(env, "shell", "-c", "from runs.models import Run; Run.objects.all().delete()")
+    assert run_count(env) == "0"
+    assert scripthut(env, "restore", str(saved)).startswith(f"restored {database} from {saved}")
+    assert run_count(env) == "1"
+
+
+def test_restore_refuses_what_is_not_a_scripthut_backup_and_postgresql_is_pointed_to_its_tools(tmp_path: Path) -> None:
+    env = environment(tmp_path, None)
+    not_sqlite = tmp_path / "notes.txt"
+    not_sqlite.write_text("hello")
+    other = tmp_path / "other.sqlite3"
+    with closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE t (x)")
+    for path, reason in (
+        (not_sqlite, "not an SQLite database"),
+        (other, "not a ScriptHut database"),
+        (tmp_path / "none", "no such file"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "scripthut_site.cli", "restore", str(path)],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 2 and reason in proc.stderr and "nothing was changed" in proc.stderr, proc.stderr
+    env["DATABASE_URL"] = f"{POSTGRES}/postgres"
+    for command in ("backup", "restore"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "scripthut_site.cli", command, str(tmp_path / "x")],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 2 and "pg_dump" in proc.stderr
