@@ -79,7 +79,9 @@ def test_failure_marks_downstream_dep_failed_transitively(user, local_backend, r
     assert states(run) == {"a": "failed", "b": "dep_failed", "c": "dep_failed", "side": "completed"}
     a = run.tasks.get(task_id="a")
     assert a.exit_code == 3 and a.reason == "exit code 3"
-    assert run.tasks.get(task_id="c").reason == "dependency 'b' failed"
+    assert run.tasks.get(task_id="b").reason == "dependency 'a' failed"
+    # The root cause, not the parent (issue 21 #10).
+    assert run.tasks.get(task_id="c").reason == "dependency 'a' failed (via b)"
 
 
 def test_concurrency_limits_per_run_and_per_backend(user, local_backend):
@@ -423,7 +425,7 @@ def test_held_jobs_dropped_before_their_parent_ends_wait_for_its_fate(user, loca
     monkeypatch.setattr(adapter, "poll", lambda ids: _scripted_poll({"j-bad": (JobState.FAILED, 3), **dropped}))
     poll.poll_jobs(local_backend, adapter, set())
     assert states(run) == {"bad": "failed", "child": "dep_failed", "grandchild": "dep_failed"}
-    assert run.tasks.get(task_id="grandchild").reason == "dependency 'child' failed"
+    assert run.tasks.get(task_id="grandchild").reason == "dependency 'bad' failed (via child)"
 
 
 def test_held_chain_dropped_after_its_parent_completed_is_queued_again(user, local_backend, monkeypatch):
