@@ -205,6 +205,8 @@ def _import_settings(config: ScriptHutConfig, report: ImportReport) -> None:
         "server_host": settings.server_host,
         "server_port": settings.server_port,
         "sources_cache_dir": settings.sources_cache_dir or "",
+        "filter_user": settings.filter_user or "",
+        "strict_workflows": settings.strict_workflows,
         "pricing": config.pricing.model_dump(mode="json") if config.pricing else None,
     }
     _, outcome = _upsert(PortalSettings, {"pk": 1}, values)

@@ -83,7 +83,7 @@ class WorkflowConfig(ConfigModel):
     name: str = Field(min_length=1)
     backend: str
     command: str = Field(min_length=1)
-    max_concurrent: int = Field(default=5, ge=1)
+    max_concurrent: int | None = Field(default=None, ge=1)  # None: the backend's
     description: str | None = None
     git: WorkflowGitConfig | None = None
     allowed_groups: list[str] = Field(default_factory=list)
@@ -108,6 +108,10 @@ class SettingsConfig(ConfigModel):
     server_host: str = "127.0.0.1"
     server_port: int = Field(default=8000, ge=1, le=65535)
     sources_cache_dir: str | None = None
+    # The dashboard's user filter until a viewer picks one (empty: everyone).
+    filter_user: str | None = Field(default=None, max_length=150)
+    # Workflow documents with fields that are not ours are refused (else: warnings).
+    strict_workflows: bool = False
 
 
 class ScriptHutConfig(ConfigModel):

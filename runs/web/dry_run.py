@@ -69,7 +69,7 @@ class ConfiguredWorkflow(WorkflowDocument):
         self.name, self.backend, self.command = workflow.name, workflow.backend, workflow.command
         self.crumbs = [("Workflows", reverse("workflow_list"))]
         self.run_url = reverse("workflow_run", args=[workflow.name])
-        self.max_concurrent = workflow.max_concurrent
+        self.max_concurrent = workflow.effective_max_concurrent
         self.list_url = reverse("workflow_list")
 
     def dry_run(self) -> DryRun:

@@ -30,7 +30,7 @@ from runs.actions import RunStateError, cancel_run, relaunch_run
 from runs.costing.summary import run_cost
 from runs.engine.jobspec import task_log
 from runs.engine.states import TaskState
-from runs.models import AuditEvent, Task, Workflow
+from runs.models import AuditEvent, PortalSettings, Task, Workflow
 from runs.web.dashboard import dashboard_context
 from runs.web.dry_run import ConfiguredWorkflow, dry_run_page, run_document
 from runs.web.page_input import wants_json
@@ -63,7 +63,9 @@ def _htmx_aware(response: HttpResponse) -> HttpResponse:
 
 def _jobs_context(request: HttpRequest) -> dict[str, Any]:
     only_mine = bool(request.session.get("only_mine"))
-    selected = request.user.get_username() if only_mine else request.GET.get("user", "").strip()
+    # No choice made yet: the site's default (settings.filter_user); "everyone" is user=.
+    default = PortalSettings.load().filter_user
+    selected = request.user.get_username() if only_mine else request.GET.get("user", default).strip()
     return dashboard_context(request.user, selected, only_mine)
 
 
@@ -256,7 +258,7 @@ def _workflow_json(workflow: Workflow) -> dict[str, Any]:
         "name": workflow.name,
         "backend": workflow.backend.name,
         "command": workflow.command,
-        "max_concurrent": workflow.max_concurrent,
+        "max_concurrent": workflow.effective_max_concurrent,
         "description": workflow.description,
         "git": git,
     }
