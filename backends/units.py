@@ -82,15 +82,6 @@ def format_duration(seconds: float | None) -> str:
     return f"{s}s"
 
 
-# A time limit of none at all, as Slurm writes it (it also reads "infinite"); only a
-# scheduler that has such a limit takes it (BackendAdapter.unlimited_time).
-UNLIMITED = "UNLIMITED"
-
-
-def is_unlimited(value: str) -> bool:
-    return value.strip().lower() in {"unlimited", "infinite"}
-
-
 @lru_cache(maxsize=1024)
 def parse_memory_mb(value: str) -> int:
     """Megabytes in ``4G``, ``512M``, ``2GB``, ``1024`` (plain numbers are MB, as in Slurm)."""

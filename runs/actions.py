@@ -30,7 +30,7 @@ from runs.notify.run_events import notify_status_update
 from runs.notify.spec import NotifySpec, save_override
 from runs.workers.ticker import request_tick
 from runs.workflows.limits import PG_INT_MAX
-from runs.workflows.parse import Problem, ResolvedTask, WorkflowError, check
+from runs.workflows.parse import Checked, Problem, ResolvedTask, WorkflowError, check
 from sources.git import mask_credentials
 
 log = logging.getLogger("runs.actions")
@@ -67,7 +67,7 @@ def create_run(
         raise WorkflowError(f"backend {backend.name!r} is disabled")
     _check_access(owner, backend, workflow)
     require_identity(backend, owner)
-    checked = check(payload, strict=PortalSettings.load().strict_workflows)
+    checked = check_document(payload)
     resolved = checked.tasks
     refuse_generators_without_files(backend, resolved)
     refuse_unlimited_time(backend, resolved)
@@ -102,6 +102,12 @@ def create_run(
         budgets.check_owners([owner.pk], run=run)  # started anyway, but the owner hears of a spent budget
     wake(backend)
     return run
+
+
+def check_document(payload: Any) -> Checked:
+    """A workflow document checked as every way in checks it (the dry runs too): its
+    unknown fields are refused where the site sets ``strict_workflows``."""
+    return check(payload, strict=PortalSettings.load().strict_workflows)
 
 
 def _check_access(user: User, backend: Backend, workflow: Any = None) -> None:

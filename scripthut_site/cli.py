@@ -298,6 +298,8 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    for warning in run.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"Created run {run.pk} with {run.tasks.count()} tasks on {backend.name}.")
     if not args.wait:
         if settings.EMBEDDED:

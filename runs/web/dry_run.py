@@ -8,7 +8,7 @@ and offer the same run form (``templates/workflows/``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib import messages
@@ -32,6 +32,7 @@ from runs.workflows.parse import ResolvedTask, WorkflowError
 class DryRun:
     tasks: list[ResolvedTask]
     git: GitCheckout | None  # the checkout relative working dirs land in, if any
+    warnings: list[str] = field(default_factory=list)  # what in the document is ignored
 
 
 class WorkflowDocument(ABC):
@@ -73,7 +74,8 @@ class ConfiguredWorkflow(WorkflowDocument):
         self.list_url = reverse("workflow_list")
 
     def dry_run(self) -> DryRun:
-        return DryRun(*dry_run(self.workflow))
+        checked, git = dry_run(self.workflow)
+        return DryRun(checked.tasks, git, checked.warnings)
 
     def start(self, owner: User, max_concurrent: int | None) -> Run:
         return start_run(self.workflow, owner, max_concurrent)
@@ -93,7 +95,8 @@ def _dry_run_json(document: WorkflowDocument, result: DryRun, error: WorkflowErr
         body |= {"error": str(error), "problems": [p.as_dict() for p in error.details]}
         return JsonResponse(body, status=max(status, 400))
     tasks = [_task_json(t) for t in result.tasks]
-    return JsonResponse(body | {"backend": document.backend.name, "count": len(tasks), "tasks": tasks})
+    summary = {"backend": document.backend.name, "count": len(tasks), "warnings": result.warnings}
+    return JsonResponse(body | summary | {"tasks": tasks})
 
 
 def _problems(error: WorkflowError | None) -> dict[str, Any]:
@@ -117,6 +120,7 @@ def dry_run_page(request: HttpRequest, document: WorkflowDocument) -> HttpRespon
     context = {
         "doc": document,
         "git": result.git,
+        "warnings": result.warnings,
         "groups": len({task_group(t.definition.id) for t in result.tasks}),
         # Where each task will really run: relative dirs land inside the checkout
         # (on AWS Batch, the one each job makes in its container).

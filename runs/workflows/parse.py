@@ -126,7 +126,9 @@ def _load(payload: str | bytes | list[Any] | dict[str, Any]) -> _Document:
             raise WorkflowError('workflow JSON object has no "tasks" list')
         strict = payload.get("strict", False)
         if not isinstance(strict, bool):
-            raise WorkflowError(Problem(f'"strict" must be true or false, not {json.dumps(strict)[:40]}', field="strict"))
+            raise WorkflowError(
+                Problem(f'"strict" must be true or false, not {json.dumps(strict)[:40]}', field="strict")
+            )
         unknown = [str(key) for key in payload if key not in DOCUMENT_FIELDS]
         items = payload["tasks"]
     else:
