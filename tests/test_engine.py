@@ -292,8 +292,8 @@ def test_rejected_generated_batch_fails_the_generator(user, local_backend, run_t
 def test_workflow_command_and_dry_run(user, local_backend, run_to_end, tmp_path):
     source = write_json(tmp_path / "wf.json", [t("one", "echo hi"), t("two", deps=["one"])])
     workflow = Workflow.objects.create(name="wf", backend=local_backend, command=f"cat {source}", max_concurrent=1)
-    tasks, git = dry_run(workflow)
-    assert [r.definition.id for r in tasks] == ["one", "two"] and git is None
+    checked, git = dry_run(workflow)
+    assert [r.definition.id for r in checked.tasks] == ["one", "two"] and git is None
     run = run_to_end(start_run(workflow, user))
     assert run.status == Run.Status.COMPLETED and run.max_concurrent == 1 and run.workflow == workflow
     broken = Workflow.objects.create(name="broken", backend=local_backend, command="echo oops >&2; exit 4")
