@@ -76,8 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--notify-webhook", metavar="URL", help="webhook for this run's notifications")
     p.add_argument("--notify-email", metavar="ADDRESS", help="email address for this run's notifications")
     p.add_argument("--config")
-    p = sub.add_parser("import-config", help="load a scripthut.yaml into the database")
-    p.add_argument("file")
+    p = sub.add_parser("import-config", help="load a scripthut.yaml (or several, read as one) into the database")
+    p.add_argument("file", nargs="+")
     p = sub.add_parser("createtoken", help="print a new API token for a user")
     p.add_argument("username")
     p = sub.add_parser("worker", help="run backend ticks queued by `scripthut beat` and by user actions")
@@ -217,20 +217,21 @@ def import_config(args: argparse.Namespace) -> int:
     from django.core.management import call_command
 
     call_command("migrate", interactive=False, verbosity=0)
-    return _import(Path(args.file))
+    return _import(*[Path(name) for name in args.file])
 
 
-def _import(path: Path) -> int:
+def _import(*paths: Path) -> int:
     from scripthut_site.config import ConfigError
     from scripthut_site.config import import_config as do_import
 
+    named = ", ".join(map(str, paths))
     try:
-        report = do_import(path)
+        report = do_import(list(paths))
     except ConfigError as exc:
-        print(f"{path}: the config has errors, nothing was changed:", file=sys.stderr)
+        print(f"{named}: the config has errors, nothing was changed:", file=sys.stderr)
         print(str(exc), file=sys.stderr)
         return 1
-    print(f"Imported {path}: {report}")
+    print(f"Imported {named}: {report}")
     return 0
 
 

@@ -9,6 +9,7 @@ environments missing from it are deleted.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -16,7 +17,7 @@ from django.db import models, transaction
 
 from backends.config import backend_settings
 from backends.local.settings import LocalSettings
-from scripthut_site.config_schema import ConfigError, GitSourceConfig, ScriptHutConfig, load_config
+from scripthut_site.config_schema import ConfigError, GitSourceConfig, ScriptHutConfig, load_config, load_configs
 
 if TYPE_CHECKING:
     from backends.models import Backend
@@ -60,12 +61,15 @@ class ImportReport:
         return "\n".join(self.lines())
 
 
-def import_config(source: str | os.PathLike[str], *, stdout: _Writer | None = None) -> ImportReport:
-    """Validate a config file (or text) and make the database match it.
+def import_config(
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, stdout: _Writer | None = None
+) -> ImportReport:
+    """Validate a config file (or text, or several files read as one) and make the
+    database match it.
 
     Raises ConfigError, having changed nothing, if the config has errors.
     """
-    config = load_config(source)
+    config = load_configs([source] if isinstance(source, str | os.PathLike) else source)
     report = ImportReport(warnings=config.warnings())
     with transaction.atomic():
         backends = _import_backends(config, report)
