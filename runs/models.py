@@ -334,6 +334,8 @@ class PortalSettings(models.Model):
     strict_workflows = models.BooleanField(default=False)
     # The original's dashboard filter: the user whose jobs the dashboard shows at first.
     filter_user = models.CharField(max_length=150, blank=True)
+    # Whom users ask for access (empty: the staff's email addresses; runs.web.no_access).
+    contact = models.CharField(max_length=500, blank=True)
 
     class Meta:
         verbose_name_plural = "portal settings"

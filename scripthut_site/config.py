@@ -211,6 +211,7 @@ def _import_settings(config: ScriptHutConfig, report: ImportReport) -> None:
         "sources_cache_dir": settings.sources_cache_dir or "",
         "filter_user": settings.filter_user or "",
         "strict_workflows": settings.strict_workflows,
+        "contact": settings.contact or "",
         "pricing": config.pricing.model_dump(mode="json") if config.pricing else None,
     }
     _, outcome = _upsert(PortalSettings, {"pk": 1}, values)

@@ -112,6 +112,8 @@ class SettingsConfig(ConfigModel):
     filter_user: str | None = Field(default=None, max_length=150)
     # Workflow documents with fields that are not ours are refused (else: warnings).
     strict_workflows: bool = False
+    # Whom users without access are told to ask (default: the staff's email addresses).
+    contact: str | None = Field(default=None, max_length=500)
 
 
 class ScriptHutConfig(ConfigModel):

@@ -71,9 +71,7 @@ def settle_held_jobs(
         parent_states = {d: states.get((task.run_id, d)) for d in task.resolved_deps}
         failed_parent = next((d for d, st in parent_states.items() if st in UNSUCCESSFUL), None)
         if failed_parent:
-            via = failed_parent if (task.run_id, failed_parent) in roots else None
-            roots[key] = roots.get((task.run_id, failed_parent), failed_parent)
-            task.state, task.reason = S.DEP_FAILED, dep_failed_reason(roots[key], via)
+            _held_dep_failed(task, failed_parent, roots)
         elif any(st != S.COMPLETED for st in parent_states.values()):
             undecided.append(task)
             states[key] = S.SUBMITTED  # as it stays in the database
@@ -84,6 +82,15 @@ def settle_held_jobs(
             continue
         states[key] = task.state
     return again, undecided
+
+
+def _held_dep_failed(task: Task, failed_parent: str, roots: dict[Key, str]) -> None:
+    """A held task is dep_failed: named after the root failure when its parent was itself
+    dep_failed here (``roots``: such tasks -> their root failure)."""
+    parent = (task.run_id, failed_parent)
+    via = failed_parent if parent in roots else None
+    roots[(task.run_id, task.task_id)] = roots.get(parent, failed_parent)
+    task.state, task.reason = S.DEP_FAILED, dep_failed_reason(roots[(task.run_id, task.task_id)], via)
 
 
 def _known_states(tasks: Sequence[Task], held: Sequence[Task]) -> dict[Key, str]:

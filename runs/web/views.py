@@ -33,6 +33,7 @@ from runs.engine.states import TaskState
 from runs.models import AuditEvent, PortalSettings, Task, Workflow
 from runs.web.dashboard import dashboard_context
 from runs.web.dry_run import ConfiguredWorkflow, dry_run_page, run_document
+from runs.web.no_access import no_access
 from runs.web.page_input import wants_json
 from runs.web.pages import group_page, run_list_context, run_page
 from runs.web.task_notes import how_it_ended, why_it_never_ran
@@ -269,7 +270,8 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
     workflows = list(usable(request.user, Workflow.objects.select_related("backend")))
     if wants_json(request):
         return JsonResponse([_workflow_json(w) for w in workflows], safe=False)
-    return render(request, "workflows/list.html", {"workflows": workflows})
+    context = {"workflows": workflows, "no_access": None if workflows else no_access(request.user)}
+    return render(request, "workflows/list.html", context)
 
 
 @require_GET
