@@ -121,11 +121,12 @@ def test_times_are_in_order_whatever_clock_the_backend_has(kind: str, user: User
     sent = T0 + timedelta(microseconds=700_000)
     Task.objects.filter(run=run).update(state="submitted", job_id="j1", submitted_at=sent)
 
-    def answer(state: JobState, **times: datetime) -> SimpleNamespace:
-        return SimpleNamespace(poll=lambda ids: PollResult({"j1": JobStatus("j1", state, exit_code=0, **times)}))
+    def answer(state: JobState, finished: datetime | None = None) -> SimpleNamespace:
+        status = JobStatus("j1", state, exit_code=0, started_at=T0, finished_at=finished)
+        return SimpleNamespace(poll=lambda ids: PollResult({"j1": status}))
 
-    poll.poll_jobs(backend, answer(JobState.RUNNING, started_at=T0), set())  # type: ignore[arg-type]
-    poll.poll_jobs(backend, answer(JobState.COMPLETED, started_at=T0, finished_at=T0), set())  # type: ignore[arg-type]
+    poll.poll_jobs(backend, answer(JobState.RUNNING), set())  # type: ignore[arg-type]
+    poll.poll_jobs(backend, answer(JobState.COMPLETED, T0), set())  # type: ignore[arg-type]
     task = Task.objects.get(run=run)
     assert task.state == "completed"
     assert task.submitted_at and task.started_at and task.finished_at
