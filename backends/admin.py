@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
-from backends.local.settings import SHARED_ACCOUNT_WARNING, runs_as_portal_user, sharing_problem
+from backends.local.settings import SHARED_ACCOUNT_WARNING, check_run_as, runs_as_portal_user, sharing_problem
 from backends.models import Backend, BatchJobDefinition, ClusterIdentity, Environment
 from backends.registry import kind_choices, unknown_kind
 
@@ -21,6 +21,16 @@ SETTINGS_HELP = (
 class BackendForm(forms.ModelForm):
     """The admin's form (ModelAdmin supplies the model and fields)."""
 
+    # A local backend's settings["run_as"], as a field of its own rather than a key to
+    # type into the settings' JSON.
+    run_as = forms.CharField(
+        label="Run tasks as",
+        required=False,
+        max_length=32,
+        help_text="Local backends: the unprivileged user account the tasks run as (through sudo). "
+        "Empty: the portal's own user, and the backend stays staff only.",
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The type menu is the registry as it is now (the column has no choices).
@@ -29,17 +39,37 @@ class BackendForm(forms.ModelForm):
             choices=kind_choices(),
             error_messages={"invalid_choice": unknown_kind("%(value)s")},
         )
+        self.fields["run_as"].initial = (self.instance.settings or {}).get("run_as") or ""
 
         self.fields["settings"].help_text = SETTINGS_HELP
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        self._merge_run_as(data)
         # The same rule as the config import: a local backend whose tasks run as the
         # portal's user stays staff only.
         settings = data.get("settings") or {}
         if data.get("kind") == Backend.Kind.LOCAL and data.get("allowed_groups") and runs_as_portal_user(settings):
             self.add_error("allowed_groups", sharing_problem({"type": "local", "allowed_groups": [1]}))
         return data
+
+    def _merge_run_as(self, data: dict[str, Any]) -> None:
+        """The run_as field into the settings (it wins over a run_as typed in the JSON)."""
+        if "settings" not in data:
+            return  # the JSON itself is invalid: its error is shown
+        user = (data.get("run_as") or "").strip()
+        settings = dict(data["settings"] or {})
+        if user and data.get("kind") != Backend.Kind.LOCAL:
+            self.add_error("run_as", "only local backends run tasks as another user")
+            return
+        try:
+            settings["run_as"] = check_run_as(user) if user else None
+        except ValueError as exc:
+            self.add_error("run_as", str(exc))
+            return
+        if settings["run_as"] is None:
+            del settings["run_as"]
+        data["settings"] = settings
 
 
 @admin.register(Backend)

@@ -276,6 +276,9 @@ class BackendAdapter(ABC):
     # True where a job is running once submit returns and a poll is cheap (local
     # processes): the tick polls again right after submitting.
     starts_jobs_at_submit = False
+    # True where the scheduler runs a job with no time limit at all (a task's
+    # time_limit "UNLIMITED"); elsewhere such a task is refused when the run is created.
+    unlimited_time = False
 
     def __init__(self, backend: Backend, data_dir: Path, identity: Identity | None = None):
         self.backend = backend

@@ -79,6 +79,14 @@ def adapter_class(kind: str) -> type[BackendAdapter]:
     return adapter
 
 
+def has_unlimited_time(kind: str) -> bool:
+    """Whether backends of this kind run jobs with no time limit (``time_limit: UNLIMITED``)."""
+    try:
+        return adapter_class(kind).unlimited_time
+    except BackendUnavailable:
+        return False
+
+
 _lock = threading.Lock()
 # (backend name, identity's user id or "shared") -> (what it was built from, the adapter)
 _adapters: dict[tuple[str, int | str], tuple[str, BackendAdapter]] = {}

@@ -14,6 +14,15 @@ MAX_DURATION_SECONDS = 365 * 86400
 MAX_MEMORY_MB = 1024**3  # 1 PiB: far above any node, and well inside a 64-bit integer
 
 
+# A time limit of none at all, as Slurm writes it (it also reads "infinite"); only a
+# scheduler that has such a limit takes it (BackendAdapter.unlimited_time).
+UNLIMITED = "UNLIMITED"
+
+
+def is_unlimited(value: str) -> bool:
+    return value.strip().lower() in {"unlimited", "infinite"}
+
+
 @lru_cache(maxsize=1024)  # a workflow repeats a few values over thousands of tasks
 def parse_duration(value: str) -> int:
     """Seconds in a Slurm-style time limit: ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``.

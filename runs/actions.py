@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from backends.identity import needs_identity, refusal
 from backends.models import Backend, Environment
-from backends.registry import has_shell
+from backends.registry import has_shell, has_unlimited_time
+from backends.units import UNLIMITED
 from runs.access import AccessDenied, require_backend, require_run_operator, require_shared
 from runs.audit import trail as audit
 from runs.costing import budgets
@@ -24,12 +25,12 @@ from runs.engine import events
 from runs.engine.insert import insert_tasks
 from runs.engine.run_status import refresh_run_status
 from runs.engine.states import ACTIVE, RUN_FINISHED, UNSUCCESSFUL, RunStatus, Step, TaskState, move_all, requeue
-from runs.models import AuditEvent, Run, Task, Workflow
+from runs.models import AuditEvent, PortalSettings, Run, Task, Workflow
 from runs.notify.run_events import notify_status_update
 from runs.notify.spec import NotifySpec, refuse_untrusted_email, save_override
 from runs.workers.ticker import request_tick
 from runs.workflows.limits import PG_INT_MAX
-from runs.workflows.parse import Problem, ResolvedTask, WorkflowError, validate
+from runs.workflows.parse import Checked, Problem, ResolvedTask, WorkflowError, check
 from sources.git import mask_credentials
 
 log = logging.getLogger("runs.actions")
@@ -67,10 +68,12 @@ def create_run(
     _check_access(owner, backend, workflow)
     require_identity(backend, owner)
     refuse_untrusted_email(owner, notify)
-    resolved = validate(payload)
+    checked = check_document(payload)
+    resolved = checked.tasks
     refuse_generators_without_files(backend, resolved)
+    refuse_unlimited_time(backend, resolved)
     known_envs = set(Environment.objects.values_list("name", flat=True))
-    warnings = sorted(
+    warnings = checked.warnings + sorted(
         {
             f"task {r.definition.id!r}: unknown environment {r.definition.environment!r}; "
             "its script has no environment setup"
@@ -86,7 +89,7 @@ def create_run(
             backend=backend,
             workflow=workflow,
             workflow_name=workflow_name,
-            max_concurrent=max_concurrent or getattr(workflow, "max_concurrent", None) or 10,
+            max_concurrent=max_concurrent or effective_max_concurrent(workflow, backend),
             warnings=warnings,
             git_repo=mask_credentials(git.repo) if git else "",  # shown on pages and in job scripts
             git_branch=git.branch if git else "",
@@ -100,6 +103,12 @@ def create_run(
         budgets.check_owners([owner.pk], run=run)  # started anyway, but the owner hears of a spent budget
     wake(backend)
     return run
+
+
+def check_document(payload: Any) -> Checked:
+    """A workflow document checked as every way in checks it (the dry runs too): its
+    unknown fields are refused where the site sets ``strict_workflows``."""
+    return check(payload, strict=PortalSettings.load().strict_workflows)
 
 
 def _check_access(user: User, backend: Backend, workflow: Any = None) -> None:
@@ -129,6 +138,34 @@ def refuse_generators_without_files(backend: Backend, resolved: list[ResolvedTas
         )
         for index, r in enumerate(resolved)
         if r.definition.generates_source
+    ]
+    if problems:
+        raise WorkflowError(problems)
+
+
+def effective_max_concurrent(workflow: Workflow | None, backend: Backend) -> int:
+    """A run's limit when its starter gives none: its configured workflow's (which is its
+    backend's when the config sets none, as in the original); else the runs' default."""
+    if isinstance(workflow, Workflow):
+        return workflow.effective_max_concurrent
+    default: int = Run._meta.get_field("max_concurrent").default
+    return default
+
+
+def refuse_unlimited_time(backend: Backend, resolved: list[ResolvedTask]) -> None:
+    """``time_limit: UNLIMITED`` only where the scheduler has no-limit jobs (Slurm, local)."""
+    if has_unlimited_time(backend.kind):
+        return
+    problems = [
+        Problem(
+            f"task {r.definition.id!r}: time_limit UNLIMITED is not available on backend {backend.name!r} "
+            f"({backend.kind}): give a limit such as 24:00:00",
+            task=r.definition.id,
+            field="time_limit",
+            index=index,
+        )
+        for index, r in enumerate(resolved)
+        if r.definition.time_limit == UNLIMITED
     ]
     if problems:
         raise WorkflowError(problems)

@@ -70,7 +70,8 @@ class Workflow(models.Model):
     name = models.CharField(max_length=200, unique=True)
     backend = models.ForeignKey("backends.Backend", on_delete=models.PROTECT, related_name="workflows")
     command = models.TextField()
-    max_concurrent = models.PositiveIntegerField(default=10)
+    # Empty: its backend's max_concurrent (effective_max_concurrent).
+    max_concurrent = models.PositiveIntegerField(null=True, blank=True)
     description = models.TextField(blank=True)
     # {"repo", "branch", "deploy_key", "clone_dir"} or null; encrypted at rest, as the
     # repository URL may carry a password or token.
@@ -84,6 +85,12 @@ class Workflow(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def effective_max_concurrent(self) -> int:
+        """The limit its runs get when their starter gives none."""
+        limit: int = self.max_concurrent or self.backend.max_concurrent
+        return limit
 
 
 class Run(models.Model):
@@ -325,6 +332,12 @@ class PortalSettings(models.Model):
     server_port = models.PositiveIntegerField(default=8000)
     sources_cache_dir = models.CharField(max_length=500, blank=True)
     pricing = models.JSONField(null=True, blank=True)
+    # Refuse workflow documents with fields that are not ours (else they are warnings).
+    strict_workflows = models.BooleanField(default=False)
+    # The original's dashboard filter: the user whose jobs the dashboard shows at first.
+    filter_user = models.CharField(max_length=150, blank=True)
+    # Whom users ask for access (empty: the staff's email addresses; runs.web.no_access).
+    contact = models.CharField(max_length=500, blank=True)
 
     class Meta:
         verbose_name_plural = "portal settings"

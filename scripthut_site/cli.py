@@ -89,8 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         help="email address for this run's notifications (one the portal trusts for you)",
     )
     p.add_argument("--config")
-    p = sub.add_parser("import-config", help="load a scripthut.yaml into the database")
-    p.add_argument("file")
+    p = sub.add_parser("import-config", help="load a scripthut.yaml (or several, read as one) into the database")
+    p.add_argument("file", nargs="+")
     p.add_argument("--strict", action="store_true", help="refuse a config with warnings (unknown keys)")
     p = sub.add_parser("createtoken", help="print a new API token for a user")
     p.add_argument("username")
@@ -179,7 +179,7 @@ def import_config(args: argparse.Namespace) -> int:
     call_command("migrate", interactive=False, verbosity=0)
     from scripthut_site.config import import_file
 
-    return import_file(Path(args.file), strict=args.strict)
+    return import_file(*[Path(name) for name in args.file], strict=args.strict)
 
 
 def createtoken(args: argparse.Namespace) -> int:
@@ -246,6 +246,8 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    for warning in run.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"Created run {run.pk} with {run.tasks.count()} tasks on {backend.name}.")
     if not args.wait:
         if settings.EMBEDDED:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -18,7 +19,7 @@ from django.db import models, transaction
 
 from backends.config import backend_settings
 from backends.local.settings import LocalSettings
-from scripthut_site.config_schema import ConfigError, GitSourceConfig, ScriptHutConfig, load_config
+from scripthut_site.config_schema import ConfigError, GitSourceConfig, ScriptHutConfig, load_config, load_configs
 
 if TYPE_CHECKING:
     from backends.models import Backend
@@ -66,14 +67,18 @@ class ImportReport:
 
 
 def import_config(
-    source: str | os.PathLike[str], *, stdout: _Writer | None = None, strict: bool = False
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    stdout: _Writer | None = None,
+    strict: bool = False,
 ) -> ImportReport:
-    """Validate a config file (or text) and make the database match it.
+    """Validate a config file (or text, or several files read as one) and make the
+    database match it.
 
     Raises ConfigError, having changed nothing, if the config has errors, or with
     ``strict`` if it has warnings (unknown keys).
     """
-    config = load_config(source)
+    config = load_configs([source] if isinstance(source, str | os.PathLike) else source)
     report = ImportReport(warnings=config.warnings())
     if strict and report.warnings:
         raise ConfigError([f"{warning} (an error with --strict)" for warning in report.warnings])
@@ -89,19 +94,20 @@ def import_config(
     return report
 
 
-def import_file(path: Path, *, strict: bool = False) -> int:
-    """Import a config file for the command line (``import-config``, ``serve``): the
-    warnings first (a summary would scroll them away), then what changed; the exit code.
-    ``strict``: any warning is an error and nothing is changed."""
+def import_file(*paths: Path, strict: bool = False) -> int:
+    """Import config files (read as one) for the command line (``import-config``,
+    ``serve``): the warnings first (a summary would scroll them away), then what changed;
+    the exit code. ``strict``: any warning is an error and nothing is changed."""
+    named = ", ".join(map(str, paths))
     try:
-        report = import_config(path, strict=strict)
+        report = import_config(list(paths), strict=strict)
     except ConfigError as exc:
-        print(f"{path}: the config has errors, nothing was changed:", file=sys.stderr)
+        print(f"{named}: the config has errors, nothing was changed:", file=sys.stderr)
         print(str(exc), file=sys.stderr)
         return 1
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"Imported {path}: {report.summary()}")
+    print(f"Imported {named}: {report.summary()}")
     return 0
 
 
@@ -231,6 +237,9 @@ def _import_settings(config: ScriptHutConfig, report: ImportReport) -> None:
         "server_host": settings.server_host,
         "server_port": settings.server_port,
         "sources_cache_dir": settings.sources_cache_dir or "",
+        "filter_user": settings.filter_user or "",
+        "strict_workflows": settings.strict_workflows,
+        "contact": settings.contact or "",
         "pricing": config.pricing.model_dump(mode="json") if config.pricing else None,
     }
     _, outcome = _upsert(PortalSettings, {"pk": 1}, values)

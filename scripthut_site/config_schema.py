@@ -9,12 +9,12 @@ per line as ``key.path: message`` (``backends[1].ssh.host: field required``).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 
 from backends.config import BackendConfig, error_line, error_message, unknown_keys
 from backends.local.settings import account_warning, sharing_problem
@@ -83,7 +83,7 @@ class WorkflowConfig(ConfigModel):
     name: str = Field(min_length=1)
     backend: str
     command: str = Field(min_length=1)
-    max_concurrent: int = Field(default=5, ge=1)
+    max_concurrent: int | None = Field(default=None, ge=1)  # None: the backend's
     description: str | None = None
     git: WorkflowGitConfig | None = None
     allowed_groups: list[str] = Field(default_factory=list)
@@ -108,6 +108,12 @@ class SettingsConfig(ConfigModel):
     server_host: str = "127.0.0.1"
     server_port: int = Field(default=8000, ge=1, le=65535)
     sources_cache_dir: str | None = None
+    # The dashboard's user filter until a viewer picks one (empty: everyone).
+    filter_user: str | None = Field(default=None, max_length=150)
+    # Workflow documents with fields that are not ours are refused (else: warnings).
+    strict_workflows: bool = False
+    # Whom users without access are told to ask (default: the staff's email addresses).
+    contact: str | None = Field(default=None, max_length=500)
 
 
 class ScriptHutConfig(ConfigModel):
@@ -117,6 +123,8 @@ class ScriptHutConfig(ConfigModel):
     workflows: list[WorkflowConfig] = Field(default_factory=list)
     pricing: PricingConfig | None = None
     settings: SettingsConfig = Field(default_factory=SettingsConfig)
+    # Several files read as one (load_configs): their warnings, each naming its file.
+    _file_warnings: list[str] | None = PrivateAttr(default=None)
 
     @field_validator("backends", "sources", "environments", "workflows", "settings", mode="before")
     @classmethod
@@ -127,6 +135,8 @@ class ScriptHutConfig(ConfigModel):
         return value
 
     def warnings(self) -> list[str]:
+        if self._file_warnings is not None:  # several files: each warning says which
+            return self._file_warnings
         found = [f"{path}: unknown key, ignored{hint}" for path, hint in unknown_keys(self)]
         for index, backend in enumerate(self.backends):
             warning = account_warning(backend.model_dump())
@@ -155,21 +165,58 @@ def load_config(source: str | os.PathLike[str]) -> ScriptHutConfig:
     A ``str`` is taken as a path when it is one line naming a file or ending in
     .yaml/.yml, otherwise as YAML text. Pass a Path to always mean a file.
     """
+    return load_configs([source])
+
+
+def load_configs(sources: Sequence[str | os.PathLike[str]]) -> ScriptHutConfig:
+    """Several config files read as one unit, in order: their sections are joined, a name
+    may be used in any of them (a workflow in the first file on a backend of the second),
+    ``settings`` and ``pricing`` are the last file's that has them. Every problem of every
+    file is raised together, each line naming its file when there are several."""
+    errors: list[str] = []
+    parts: list[tuple[str, dict[str, Any], ScriptHutConfig | None]] = []
+    for source in sources:
+        label = f"{source}: " if len(sources) > 1 else ""
+        try:
+            raw = _load_raw(source)
+        except ConfigError as exc:
+            errors += [label + line for line in exc.errors]
+            continue
+        config = None
+        try:
+            config = ScriptHutConfig.model_validate(raw)
+        except ValidationError as exc:
+            errors += [label + line for line in _error_lines(exc)]
+        parts.append((label, raw, config))
+    errors += _cross_check([(label, raw) for label, raw, _ in parts])
+    configs = [config for _, _, config in parts if config is not None]
+    if errors or len(configs) != len(sources):
+        raise ConfigError(errors)
+    if len(configs) == 1:
+        return configs[0]
+    return _joined([(label, raw, config) for (label, raw, _), config in zip(parts, configs, strict=True)])
+
+
+def _load_raw(source: str | os.PathLike[str]) -> dict[str, Any]:
     raw = _parse_yaml(_read(source))
     if raw is None:
-        raw = {}  # an empty file is a valid, empty config
+        return {}  # an empty file is a valid, empty config
     if not isinstance(raw, dict):
         raise ConfigError(["config: must be a mapping of sections (backends, sources, ...)"])
-    errors: list[str] = []
-    config = None
-    try:
-        config = ScriptHutConfig.model_validate(raw)
-    except ValidationError as exc:
-        errors += _error_lines(exc)
-    errors += _cross_check(raw)
-    if errors or config is None:
-        raise ConfigError(errors)
-    return config
+    return raw
+
+
+def _joined(parts: list[tuple[str, dict[str, Any], ScriptHutConfig]]) -> ScriptHutConfig:
+    joined = ScriptHutConfig()
+    for section in NAMED_SECTIONS:
+        setattr(joined, section, [item for _, _, config in parts for item in getattr(config, section)])
+    for _, raw, config in parts:
+        if raw.get("settings") is not None:
+            joined.settings = config.settings
+        if config.pricing is not None:
+            joined.pricing = config.pricing
+    joined._file_warnings = [label + warning for label, _, config in parts for warning in config.warnings()]
+    return joined
 
 
 def _read(source: str | os.PathLike[str]) -> str:
@@ -233,8 +280,9 @@ def _named_items(raw: dict[str, Any], section: str) -> Iterator[tuple[int, dict[
                 yield index, item
 
 
-def _cross_check(raw: dict[str, Any]) -> list[str]:
-    """Duplicate names, references to unknown backends, local backends shared without run_as.
+def _cross_check(files: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Duplicate names, references to unknown backends, local backends shared without run_as,
+    over every file (``(label, raw data)``) at once: a name is looked up once all are read.
 
     Done on the raw data so that these are reported together with schema errors.
     """
@@ -242,20 +290,22 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
     names: dict[str, set[str]] = {}
     for section, noun in NAMED_SECTIONS.items():
         seen = names[section] = set()
-        for index, item in _named_items(raw, section):
-            if item.get("name") is None:
-                continue  # reported as missing by the schema
-            name = str(item["name"])
-            if name in seen:
-                errors.append(f"{section}[{index}].name: duplicate {noun} name {name!r}")
-            seen.add(name)
-    for section in ("sources", "workflows"):
-        for index, item in _named_items(raw, section):
-            backend = item.get("backend")
-            if backend is not None and str(backend) not in names["backends"]:
-                errors.append(f"{section}[{index}].backend: unknown backend {str(backend)!r}")
-    for index, item in _named_items(raw, "backends"):
-        problem = sharing_problem(item)
-        if problem:
-            errors.append(f"backends[{index}].allowed_groups: {problem}")
+        for label, raw in files:
+            for index, item in _named_items(raw, section):
+                if item.get("name") is None:
+                    continue  # reported as missing by the schema
+                name = str(item["name"])
+                if name in seen:
+                    errors.append(f"{label}{section}[{index}].name: duplicate {noun} name {name!r}")
+                seen.add(name)
+    for label, raw in files:
+        for section in ("sources", "workflows"):
+            for index, item in _named_items(raw, section):
+                backend = item.get("backend")
+                if backend is not None and str(backend) not in names["backends"]:
+                    errors.append(f"{label}{section}[{index}].backend: unknown backend {str(backend)!r}")
+        for index, item in _named_items(raw, "backends"):
+            problem = sharing_problem(item)
+            if problem:
+                errors.append(f"{label}backends[{index}].allowed_groups: {problem}")
     return errors

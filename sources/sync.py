@@ -18,9 +18,9 @@ from django.utils import timezone
 from backends.base import BackendError, BackendUnavailable, ShellAccess
 from backends.batch.rendering import CONTAINER_CHECKOUT
 from backends.registry import get_adapter, has_shell, shell_access
-from runs.actions import GitCheckout, create_run
+from runs.actions import GitCheckout, check_document, create_run
 from runs.models import Run
-from runs.workflows.parse import ResolvedTask, WorkflowError, validate
+from runs.workflows.parse import Checked, WorkflowError
 from sources import portal
 from sources.git import GitError, checkout, cloning_shell, git_ssh_env, resolve_branch
 from sources.models import Source
@@ -167,10 +167,11 @@ def source_tasks(source: Source, file: str) -> str:
     return text
 
 
-def dry_run_source(source: Source, file: str) -> list[ResolvedTask]:
-    """The tasks a run of this workflow file would have, validated, without creating anything."""
+def dry_run_source(source: Source, file: str) -> Checked:
+    """The tasks a run of this workflow file would have, validated, without creating
+    anything, and what in it is ignored."""
     verify_checkout(source)
-    return validate(source_tasks(source, file))
+    return check_document(source_tasks(source, file))
 
 
 def source_git(source: Source) -> GitCheckout | None:

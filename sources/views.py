@@ -33,7 +33,8 @@ class SourceFile(WorkflowDocument):
         self.max_concurrent = DEFAULT_MAX_CONCURRENT
 
     def dry_run(self) -> DryRun:
-        return DryRun(dry_run_source(self.source, self.file), source_git(self.source))
+        checked = dry_run_source(self.source, self.file)
+        return DryRun(checked.tasks, source_git(self.source), checked.warnings)
 
     def start(self, owner: User, max_concurrent: int | None) -> Run:
         return start_source_run(self.source, self.file, owner, max_concurrent=max_concurrent)

@@ -84,7 +84,8 @@ def test_a_workflow_page_refuses_with_the_reason(dave: User, builtin_local: Back
     client.force_login(dave)
     listed = client.get(reverse("workflow_list")).content.decode()
     # Not listed: no row, no link to it (a bare "wf" would also match the page's random CSRF token).
-    assert "No workflows configured." in listed and reverse("workflow_dry_run", args=["wf"]) not in listed
+    assert "You have no access to any backend yet." in listed and "This portal has 1 backend and 1 workflow" in listed
+    assert reverse("workflow_dry_run", args=["wf"]) not in listed
     for response in (
         client.post(reverse("workflow_run", args=["wf"])),
         client.get(reverse("workflow_dry_run", args=["wf"])),

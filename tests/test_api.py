@@ -105,7 +105,7 @@ def test_create_stores_run_and_tasks(client: Client, user: User, local_backend: 
     )
     assert response.status_code == 201, response.content
     body = response.json()
-    assert body.keys() == {"id", "status"}
+    assert body.keys() == {"id", "status", "warnings"} and body["warnings"] == []
     assert body["status"] == "pending"
     run = Run.objects.get(pk=body["id"])
     assert (run.owner, run.backend, run.workflow_name, run.max_concurrent) == (user, local_backend, "chain", 2)

@@ -118,9 +118,11 @@ UNACCEPTABLE = [
     ("isolate in name", task("a", name="x\u2066y\u2069"), "name", "bidirectional"),
     ("left-to-right mark in id", task("a\u200e", name="A"), "id", "bidirectional"),
     ("C1 control in name", task("a", name="x\x85"), "name", "control"),
-    ("retries false", task("a", retries=False), "retries", "valid integer"),
-    ("cpus true", task("a", cpus=True), "cpus", "valid integer"),
-    ("cpus 2.0", task("a", cpus=2.0), "cpus", "valid integer"),
+    ("retries false", task("a", retries=False), "retries", "must be a whole number, not false"),
+    ("cpus true", task("a", cpus=True), "cpus", "must be a whole number, not true"),
+    ("cpus 2.5", task("a", cpus=2.5), "cpus", "must be a whole number, not 2.5"),
+    ("cpus four", task("a", cpus="four"), "cpus", "must be a whole number, not 'four'"),
+    ("time_limit forever", task("a", time_limit="forever"), "time_limit", "invalid time limit 'forever'"),
     ("cpus over the maximum", task("a", cpus=70_000), "cpus", "less than or equal to 65535"),
 ]
 

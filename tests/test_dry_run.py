@@ -29,7 +29,9 @@ DOCUMENT = [
 def _both(local_backend: Backend, tmp_path: Path, document: object) -> tuple[str, str]:
     """The dry-run URLs of one document: as a configured workflow's command output and as a source's file."""
     (tmp_path / "w.json").write_text(json.dumps(document))
-    Workflow.objects.create(name="w.json", backend=local_backend, command=f"cat {tmp_path / 'w.json'}")
+    Workflow.objects.create(
+        name="w.json", backend=local_backend, command=f"cat {tmp_path / 'w.json'}", max_concurrent=10
+    )
     Source.objects.create(
         name="files", kind="path", path=str(tmp_path), backend=local_backend, workflow_files=["w.json"]
     )

@@ -79,7 +79,9 @@ def test_failure_marks_downstream_dep_failed_transitively(user, local_backend, r
     assert states(run) == {"a": "failed", "b": "dep_failed", "c": "dep_failed", "side": "completed"}
     a = run.tasks.get(task_id="a")
     assert a.exit_code == 3 and a.reason == "exit code 3"
-    assert run.tasks.get(task_id="c").reason == "dependency 'b' failed"
+    assert run.tasks.get(task_id="b").reason == "dependency 'a' failed"
+    # The root cause, not the parent (issue 21 #10).
+    assert run.tasks.get(task_id="c").reason == "dependency 'a' failed (via b)"
 
 
 def test_concurrency_limits_per_run_and_per_backend(user, local_backend):
@@ -290,8 +292,8 @@ def test_rejected_generated_batch_fails_the_generator(user, local_backend, run_t
 def test_workflow_command_and_dry_run(user, local_backend, run_to_end, tmp_path):
     source = write_json(tmp_path / "wf.json", [t("one", "echo hi"), t("two", deps=["one"])])
     workflow = Workflow.objects.create(name="wf", backend=local_backend, command=f"cat {source}", max_concurrent=1)
-    tasks, git = dry_run(workflow)
-    assert [r.definition.id for r in tasks] == ["one", "two"] and git is None
+    checked, git = dry_run(workflow)
+    assert [r.definition.id for r in checked.tasks] == ["one", "two"] and git is None
     run = run_to_end(start_run(workflow, user))
     assert run.status == Run.Status.COMPLETED and run.max_concurrent == 1 and run.workflow == workflow
     broken = Workflow.objects.create(name="broken", backend=local_backend, command="echo oops >&2; exit 4")
@@ -423,7 +425,7 @@ def test_held_jobs_dropped_before_their_parent_ends_wait_for_its_fate(user, loca
     monkeypatch.setattr(adapter, "poll", lambda ids: _scripted_poll({"j-bad": (JobState.FAILED, 3), **dropped}))
     poll.poll_jobs(local_backend, adapter, set())
     assert states(run) == {"bad": "failed", "child": "dep_failed", "grandchild": "dep_failed"}
-    assert run.tasks.get(task_id="grandchild").reason == "dependency 'child' failed"
+    assert run.tasks.get(task_id="grandchild").reason == "dependency 'bad' failed (via child)"
 
 
 def test_held_chain_dropped_after_its_parent_completed_is_queued_again(user, local_backend, monkeypatch):

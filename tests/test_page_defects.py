@@ -219,7 +219,7 @@ def test_relaunch_is_visible_and_its_idle_time_not_counted(
     )
     flag.write_text("")
     page.reload()
-    page.click("button:has-text('Relaunch failed')")
+    page.click("button:has-text('Relaunch unsuccessful tasks')")
     expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
     run.refresh_from_db()
     second = (run.finished_at - datetime.fromisoformat(run.relaunches[0]["at"])).total_seconds()

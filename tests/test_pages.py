@@ -213,7 +213,7 @@ def test_cancel_and_relaunch(alice_client: Client, run: Run) -> None:
     assert run.status == Run.Status.CANCELLED
     assert set(run.tasks.values_list("state", flat=True)) == {Task.State.CANCELLED}
     page = _text(response)
-    assert "cancelled" in page and "Relaunch failed" in page and "Cancel run" not in page
+    assert "cancelled" in page and "Relaunch unsuccessful tasks" in page and "Cancel run" not in page
 
     again = alice_client.post(reverse("run_cancel", args=[run.pk]), follow=True)
     assert "already finished" in _text(again) and "alert error" in _text(again)
@@ -457,7 +457,7 @@ def test_script_and_logs_of_a_finished_local_task(
     page = _text(client.get(reverse("run_detail", args=[finished.pk])))
     assert "1 completed" in page and "1 failed" in page and "1 dep failed" in page
     assert (
-        "Relaunch failed" in page and "every 2s" not in page and "every 30s" not in page
+        "Relaunch unsuccessful tasks" in page and "every 2s" not in page and "every 30s" not in page
     )  # nothing polls once finished
 
 

@@ -153,6 +153,12 @@ def test_instant_tasks_never_show_failed_nor_run_twice(user, slurm, cluster):  #
     assert seen["failed"] == 0 and seen["dep_failed"] == 0
     per_task = job_ids_by_tag_prefix(cluster, run)
     assert len(per_task) == 200 and set(per_task.values()) == {1}
+    # Slurm's times are whole seconds: a job started in the second it was sent still reads
+    # as started after its submission, with a queue wait (issue 21 #9).
+    for task in Task.objects.filter(run=run):
+        assert task.submitted_at and task.started_at and task.finished_at
+        assert task.submitted_at <= task.started_at <= task.finished_at, task.task_id
+        assert task.queue_wait_seconds is not None and task.queue_wait_seconds >= 0
 
 
 @pytest.mark.parametrize("native", [True, False])

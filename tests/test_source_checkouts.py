@@ -356,7 +356,7 @@ def test_a_slurm_source_clones_over_ssh_through_the_credential_helper(
     shell = shell_access(get_adapter(slurm))
     assert PASSWORD not in shell.read_file(f"{source.root}/.git/config")
     assert server.exposed == [] and server.authorized >= 2
-    (task,) = dry_run_source(source, WORKFLOW_FILE)  # verified before it is read
+    (task,) = dry_run_source(source, WORKFLOW_FILE).tasks  # verified before it is read
     assert task.definition.command == "echo hello from the repository"
     assert ".replaced-" not in shell.run_command(f"ls -a {clone_dir}").stdout  # reused, not cloned again
     shell.run_command(f"chmod -R u+w {clone_dir} && rm -rf {clone_dir}")

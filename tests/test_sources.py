@@ -161,7 +161,7 @@ def test_path_source(tmp_path: Path, local_backend: Backend) -> None:
     assert source.synced_sha == ""
     assert source.root == str(root)
     assert source.workflow_files == [".hut/workflows/p.json"]
-    assert [t.definition.id for t in dry_run_source(source, ".hut/workflows/p.json")] == ["where", "after"]
+    assert [t.definition.id for t in dry_run_source(source, ".hut/workflows/p.json").tasks] == ["where", "after"]
 
 
 @pytest.mark.django_db

@@ -61,7 +61,7 @@ from backends.local.settings import PER_USER, network_of, work_root
 from backends.local.status import has_started, status_of
 from backends.scripts import script_body, shebang
 from backends.status import settle_flags
-from backends.units import parse_duration
+from backends.units import is_unlimited, parse_duration
 from scripthut_site.paths import config_path
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class LocalAdapter(FileLogs, BackendAdapter):
     """Jobs are processes on this host; also a :class:`~backends.base.ShellAccess`."""
 
     starts_jobs_at_submit = True  # submit returns once the runners have started
+    unlimited_time = True  # `timeout 0` never fires
 
     def __init__(self, backend: Backend, data_dir: Path, identity: Identity | None = None) -> None:
         super().__init__(backend, data_dir, identity)
@@ -200,7 +201,7 @@ class LocalAdapter(FileLogs, BackendAdapter):
         """Run the launcher; ``files`` are the runner's out, err, and fds to use instead."""
         umask, mode = ("027", "750") if self.run_as and self.run_as.with_sudo and not self.per_user else ("077", "700")
         args = [umask, mode, str(self.work_root), job.tag, job.run_id, job.name, RUNNER]
-        args += [str(parse_duration(job.time_limit)), *files]
+        args += [str(0 if is_unlimited(job.time_limit) else parse_duration(job.time_limit)), *files]
         command = self._as_user(["bash", "-c", LAUNCHER, "launcher", *args], self.network)
         proc = subprocess.run(command, input=script.encode(), capture_output=True, timeout=30, pass_fds=fds, cwd="/")
         problem = proc.stderr.decode("utf-8", errors="replace").strip()

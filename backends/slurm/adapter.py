@@ -25,7 +25,7 @@ from backends.slurm.parsing import (
     parse_squeue,
 )
 from backends.ssh.scheduler import SshScheduler
-from backends.units import parse_duration, parse_memory_mb
+from backends.units import UNLIMITED, is_unlimited, parse_duration, parse_memory_mb
 
 ACCOUNTING_DISABLED = "accounting storage is disabled"
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.,:=+@%/-]+$")
@@ -87,7 +87,7 @@ class SlurmAdapter(SshScheduler):
             "partition": job.partition,
             "cpus-per-task": str(job.cpus),
             "mem": f"{parse_memory_mb(job.memory)}M",
-            "time": _slurm_time(parse_duration(job.time_limit)),
+            "time": UNLIMITED if is_unlimited(job.time_limit) else _slurm_time(parse_duration(job.time_limit)),
             "output": self.absolute(job.output_file, job.working_dir),
             "error": self.absolute(job.error_file, job.working_dir),
             "comment": job.tag,

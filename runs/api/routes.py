@@ -30,6 +30,7 @@ from runs.api.schemas import (
     BackendOut,
     ErrorOut,
     RelaunchOut,
+    RunCreatedOut,
     RunCreateIn,
     RunDetailOut,
     RunFilter,
@@ -210,7 +211,7 @@ def _detail(request: HttpRequest, run: Run, page: TaskPage) -> dict[str, Any]:
 
 @api.post(
     "/runs",
-    response={201: RunStatusOut, 400: WorkflowErrorOut, 401: ErrorOut, 403: ErrorOut, 413: ErrorOut},
+    response={201: RunCreatedOut, 400: WorkflowErrorOut, 401: ErrorOut, 403: ErrorOut, 413: ErrorOut},
     tags=["runs"],
 )
 def start_run(request: HttpRequest, payload: RunCreateIn) -> Status[dict[str, Any]]:
@@ -218,7 +219,8 @@ def start_run(request: HttpRequest, payload: RunCreateIn) -> Status[dict[str, An
     backend the caller may not use is 403 with the reason.
 
     An invalid workflow is a 400 listing every problem in `problems` (task, field,
-    message). A body over the portal's size limit (SCRIPTHUT_MAX_BODY_MB) is a 413."""
+    message); what the run starts without (unknown fields) is in `warnings`. A body
+    over the portal's size limit (SCRIPTHUT_MAX_BODY_MB) is a 413."""
     backend = Backend.objects.filter(name=payload.backend).first()
     if backend is None:
         known = ", ".join(usable_backends(_caller(request)).values_list("name", flat=True)) or "none"
@@ -231,7 +233,7 @@ def start_run(request: HttpRequest, payload: RunCreateIn) -> Status[dict[str, An
         max_concurrent=payload.max_concurrent,
         notify=payload.notify,
     )
-    return Status(201, {"id": run.pk, "status": run.status})
+    return Status(201, {"id": run.pk, "status": run.status, "warnings": run.warnings})
 
 
 @api.get("/runs", response={200: RunPageOut, 400: ErrorOut, 401: ErrorOut}, tags=["runs"])

@@ -96,6 +96,14 @@ class RunStatusOut(Schema):
     status: RunStatus
 
 
+class RunCreatedOut(RunStatusOut):
+    warnings: list[str] = Field(
+        description="What the run starts without: fields of the workflow that are not ScriptHut's "
+        '(e.g. "dependencies" for "deps"; refused instead when the document says "strict": true '
+        "or the site sets strict_workflows), environments that do not exist."
+    )
+
+
 class RelaunchOut(RunStatusOut):
     requeued: int
 

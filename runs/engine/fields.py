@@ -39,4 +39,23 @@ def record_end(task: Task, state: str, status: JobStatus, now: datetime, reason:
     task.cpu_efficiency = status.cpu_efficiency
     task.max_rss_mb = status.max_rss_mb
     task.out_of_memory = status.out_of_memory
+    return keep_times_in_order(task)
+
+
+def keep_times_in_order(task: Task) -> Task:
+    """``submitted_at <= started_at <= finished_at`` on every backend, and the queue wait
+    known wherever both ends are.
+
+    The portal stamps the submission; the start and end come from the scheduler's clock,
+    which may be coarser (Slurm's whole seconds: a job that starts in the second it was
+    sent seems to start before it) or a little behind. A time before the one it follows
+    is taken as that one; a backend that gives no queue wait (local) gets the portal's.
+    """
+    if task.submitted_at and task.started_at and task.started_at < task.submitted_at:
+        task.started_at = task.submitted_at
+    floor = task.started_at or task.submitted_at
+    if floor and task.finished_at and task.finished_at < floor:
+        task.finished_at = floor
+    if task.queue_wait_seconds is None and task.submitted_at and task.started_at:
+        task.queue_wait_seconds = (task.started_at - task.submitted_at).total_seconds()
     return task

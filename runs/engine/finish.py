@@ -65,12 +65,13 @@ def settle_held_jobs(
     states = _known_states(tasks, held)
     again: list[tuple[Task, str]] = []
     undecided: list[Task] = []
+    roots: dict[Key, str] = {}  # held tasks found dep_failed here -> the failure that caused it
     for task in _parents_first(held):
         key = (task.run_id, task.task_id)
         parent_states = {d: states.get((task.run_id, d)) for d in task.resolved_deps}
         failed_parent = next((d for d, st in parent_states.items() if st in UNSUCCESSFUL), None)
         if failed_parent:
-            task.state, task.reason = S.DEP_FAILED, f"dependency {failed_parent!r} failed"
+            _held_dep_failed(task, failed_parent, roots)
         elif any(st != S.COMPLETED for st in parent_states.values()):
             undecided.append(task)
             states[key] = S.SUBMITTED  # as it stays in the database
@@ -81,6 +82,15 @@ def settle_held_jobs(
             continue
         states[key] = task.state
     return again, undecided
+
+
+def _held_dep_failed(task: Task, failed_parent: str, roots: dict[Key, str]) -> None:
+    """A held task is dep_failed: named after the root failure when its parent was itself
+    dep_failed here (``roots``: such tasks -> their root failure)."""
+    parent = (task.run_id, failed_parent)
+    via = failed_parent if parent in roots else None
+    roots[(task.run_id, task.task_id)] = roots.get(parent, failed_parent)
+    task.state, task.reason = S.DEP_FAILED, dep_failed_reason(roots[(task.run_id, task.task_id)], via)
 
 
 def _known_states(tasks: Sequence[Task], held: Sequence[Task]) -> dict[Key, str]:
@@ -133,13 +143,21 @@ def release_dependents(completed_pks: Sequence[int]) -> None:
             )
 
 
+def dep_failed_reason(root: str, via: str | None = None) -> str:
+    """Why a task is dep_failed, naming the task that really failed: "dependency 'bad'
+    failed", or "dependency 'bad' failed (via child.5)" when its own dependency
+    ``child.5`` is dep_failed because of ``bad``."""
+    return f"dependency {root!r} failed" + (f" (via {via})" if via else "")
+
+
 def mark_dep_failed(run_id: str, failed_task_ids: Iterable[str]) -> int:
     """Mark every task downstream of these (final) failures that has not run as dep_failed."""
-    frontier: dict[str, str] = {}  # task id -> the failed dependency that blocks it
+    # task id -> (the failure at the root, the dep_failed dependency it comes through, if any)
+    frontier: dict[str, tuple[str, str | None]] = {}
     for task_id, dependents in Task.objects.filter(run_id=run_id, task_id__in=list(failed_task_ids)).values_list(
         "task_id", "dependents"
     ):
-        frontier.update(dict.fromkeys(dependents, task_id))
+        frontier.update(dict.fromkeys(dependents, (task_id, None)))
     marked = 0
     now = timezone.now()
     while frontier:
@@ -154,10 +172,10 @@ def mark_dep_failed(run_id: str, failed_task_ids: Iterable[str]) -> int:
         for task in blocked:
             task.state, task.reason, task.finished_at = (
                 S.DEP_FAILED,
-                f"dependency {frontier[task.task_id]!r} failed",
+                dep_failed_reason(*frontier[task.task_id]),
                 now,
             )
         moved = move(blocked, Step.DEPENDENCY, ["state", "reason", "finished_at"])
         marked += len(moved)
-        frontier = {child: task.task_id for task in moved for child in task.dependents}
+        frontier = {child: (frontier[task.task_id][0], task.task_id) for task in moved for child in task.dependents}
     return marked

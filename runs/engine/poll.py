@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from backends.base import BackendAdapter, JobState, JobStatus
 from backends.models import Backend
-from runs.engine.fields import record_end
+from runs.engine.fields import keep_times_in_order, record_end
 from runs.engine.finish import finish_tasks
 from runs.engine.generate import complete_generator
 from runs.engine.states import LIVE, Step, TaskState, move, requeue
@@ -64,7 +64,7 @@ class PollOutcome:
                 "",
             )
             task.queue_wait_seconds = status.queue_wait_seconds
-            self.started.append(task)
+            self.started.append(keep_times_in_order(task))
 
     def _unknown(self, task: Task, status: JobStatus) -> None:
         # Never fail a job merely because it is absent from one poll: only once the

@@ -27,6 +27,9 @@ def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str], *
     batch = fill_batch(backend, adapter, changed, owner=owner)
     if not batch:
         return 0
+    # Stamped as the jobs are sent: a backend that starts them at once (local) reports a
+    # start before submit returns, which must not come before the submission.
+    now = timezone.now()
     try:
         results = adapter.submit([(spec, script) for _, spec, script in batch])
     except BackendUnavailable as exc:
@@ -34,7 +37,6 @@ def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str], *
         requeue([task for task, _, _ in batch], f"submission deferred: {exc}", Step.SUBMIT)
         raise
     # Anything else that escapes leaves the tasks `submitting` for reconciliation.
-    now = timezone.now()
     apply_results(batch, results, now)
     started = {task.run_id for task, _, _ in batch}
     if Run.objects.filter(pk__in=started, started_at__isnull=True).update(started_at=now):

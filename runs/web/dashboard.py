@@ -20,6 +20,7 @@ from backends.models import Backend
 from runs.access import listed_jobs, usable_backends, visible_observed_jobs, visible_runs
 from runs.engine import states
 from runs.models import ObservedJob, Task, Viewer
+from runs.web.no_access import no_access
 from runs.web.pages import RunRow, run_rows
 
 JOB_ROWS = 500  # per jobs table
@@ -162,10 +163,11 @@ def dashboard_context(user: Viewer, selected: str, only_mine: bool) -> dict[str,
         "external_counts": others.counts,
         "external_jobs_truncated": others.truncated,
         "job_rows": JOB_ROWS,
-        "users": job_owners(user),
+        "users": sorted({*job_owners(user), selected} - {""}),
         "selected_user": selected,
         "only_mine": only_mine,
         "backends": backend_cards(user),
+        "no_access": no_access(user),
         "recent_runs": recent_runs(user, selected),
         "jobs_url": reverse("jobs") + (f"?{urlencode({'user': selected})}" if selected and not only_mine else ""),
     }

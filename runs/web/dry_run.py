@@ -12,7 +12,7 @@ make the portal run a command. A source's file is only read, so its dry run is a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib import messages
@@ -36,6 +36,7 @@ from runs.workflows.parse import ResolvedTask, WorkflowError
 class DryRun:
     tasks: list[ResolvedTask]
     git: GitCheckout | None  # the checkout relative working dirs land in, if any
+    warnings: list[str] = field(default_factory=list)  # what in the document is ignored
 
 
 class WorkflowDocument(ABC):
@@ -73,11 +74,12 @@ class ConfiguredWorkflow(WorkflowDocument):
         self.name, self.backend, self.command = workflow.name, workflow.backend, workflow.command
         self.crumbs = [("Workflows", reverse("workflow_list"))]
         self.run_url = reverse("workflow_run", args=[workflow.name])
-        self.max_concurrent = workflow.max_concurrent
+        self.max_concurrent = workflow.effective_max_concurrent
         self.list_url = reverse("workflow_list")
 
     def dry_run(self) -> DryRun:
-        return DryRun(*dry_run(self.workflow))
+        checked, git = dry_run(self.workflow)
+        return DryRun(checked.tasks, git, checked.warnings)
 
     def start(self, owner: User, max_concurrent: int | None) -> Run:
         return start_run(self.workflow, owner, max_concurrent)
@@ -97,7 +99,8 @@ def _dry_run_json(document: WorkflowDocument, result: DryRun, error: WorkflowErr
         body |= {"error": str(error), "problems": [p.as_dict() for p in error.details]}
         return JsonResponse(body, status=max(status, 400))
     tasks = [_task_json(t) for t in result.tasks]
-    return JsonResponse(body | {"backend": document.backend.name, "count": len(tasks), "tasks": tasks})
+    summary = {"backend": document.backend.name, "count": len(tasks), "warnings": result.warnings}
+    return JsonResponse(body | summary | {"tasks": tasks})
 
 
 def _problems(error: WorkflowError | None) -> dict[str, Any]:
@@ -133,6 +136,7 @@ def dry_run_page(request: HttpRequest, document: WorkflowDocument) -> HttpRespon
     context = {
         "doc": document,
         "git": result.git,
+        "warnings": result.warnings,
         "groups": len({task_group(t.definition.id) for t in result.tasks}),
         # Where each task will really run: relative dirs land inside the checkout
         # (on AWS Batch, the one each job makes in its container).

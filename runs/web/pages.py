@@ -25,6 +25,7 @@ from runs.engine import states
 from runs.engine.sql import chunks
 from runs.models import Run, Task, Viewer, task_group
 from runs.web.attempts import attempts
+from runs.web.no_access import no_access
 
 RUNS_PER_PAGE = 50
 EXPAND_ROWS = 300  # a run with at most this many tasks shows every row; a bigger one starts with groups collapsed
@@ -96,6 +97,7 @@ def run_list_context(user: Viewer, page_number: str | None) -> dict[str, Any]:
         "page": page,
         "poll": any(not row.run.is_settled for row in rows),
         "show_owner": True,
+        "no_access": None if rows else no_access(user),
     }
 
 

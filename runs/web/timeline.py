@@ -48,11 +48,32 @@ class Span:
         """Position of ``moment`` in percent of the span, clamped to it."""
         return min(100.0, max(0.0, (moment - self.start).total_seconds() * 100.0 / self.seconds))
 
-    def ticks(self, count: int = 6) -> list[tuple[float, str]]:
-        """Axis labels: (percent, time since the start)."""
-        return [
-            (i * 100.0 / (count - 1), format_duration(self.seconds * i / (count - 1)) or "0s") for i in range(count)
-        ]
+    def ticks(self, most: int = 7) -> list[tuple[float, str]]:
+        """Axis labels at round times since the start (at most ``most``, the start's
+        included): every 1, 2 or 5 seconds (× 10ⁿ), then minutes, then hours, then days."""
+        largest = TICK_STEPS[-1] * -(-self.seconds // (TICK_STEPS[-1] * (most - 1)))  # years: scaled
+        step = next((s for s in TICK_STEPS if self.seconds / s <= most - 1), largest)
+        count = int(self.seconds // step) + 1
+        return [(i * step * 100.0 / self.seconds, tick_label(i * step)) for i in range(count)]
+
+
+MINUTE, HOUR, DAY = 60, 3600, 86400
+TICK_STEPS = (
+    *(1, 2, 5, 10, 20, 30),
+    *(m * MINUTE for m in (1, 2, 5, 10, 20, 30)),
+    *(h * HOUR for h in (1, 2, 3, 6, 12)),
+    *(d * DAY for d in (1, 2, 5, 10, 20, 50, 100)),
+)
+
+
+def tick_label(seconds: float) -> str:
+    """A round time as the axis shows it: ``0s``, ``20s``, ``1m 30s``, ``5m``, ``2h``, ``1h 30m``, ``3d``."""
+    s = int(seconds)
+    for unit, name, smaller, small_name in ((DAY, "d", HOUR, "h"), (HOUR, "h", MINUTE, "m"), (MINUTE, "m", 1, "s")):
+        if s >= unit:
+            rest = s % unit // smaller
+            return f"{s // unit}{name}" + (f" {rest:02d}{small_name}" if rest else "")
+    return f"{s}s"
 
 
 @dataclass(frozen=True)

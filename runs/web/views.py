@@ -30,9 +30,10 @@ from runs.actions import RunStateError, cancel_run, relaunch_run
 from runs.costing.summary import run_cost
 from runs.engine.jobspec import task_log
 from runs.engine.states import TaskState
-from runs.models import AuditEvent, Task, Workflow
+from runs.models import AuditEvent, PortalSettings, Task, Workflow
 from runs.web.dashboard import dashboard_context
 from runs.web.dry_run import ConfiguredWorkflow, dry_run_page, run_document
+from runs.web.no_access import no_access
 from runs.web.page_input import wants_json
 from runs.web.pages import group_page, run_list_context, run_page
 from runs.web.task_notes import how_it_ended, why_it_never_ran
@@ -64,7 +65,9 @@ def _htmx_aware(response: HttpResponse) -> HttpResponse:
 
 def _jobs_context(request: HttpRequest) -> dict[str, Any]:
     only_mine = bool(request.session.get("only_mine"))
-    selected = request.user.get_username() if only_mine else request.GET.get("user", "").strip()
+    # No choice made yet: the site's default (settings.filter_user); "everyone" is user=.
+    default = PortalSettings.load().filter_user
+    selected = request.user.get_username() if only_mine else request.GET.get("user", default).strip()
     return dashboard_context(request.user, selected, only_mine)
 
 
@@ -260,7 +263,7 @@ def _workflow_json(workflow: Workflow) -> dict[str, Any]:
         "name": workflow.name,
         "backend": workflow.backend.name,
         "command": workflow.command,
-        "max_concurrent": workflow.max_concurrent,
+        "max_concurrent": workflow.effective_max_concurrent,
         "description": workflow.description,
         "git": git,
     }
@@ -271,7 +274,8 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
     workflows = list(usable(request.user, Workflow.objects.select_related("backend")))
     if wants_json(request):
         return JsonResponse([_workflow_json(w) for w in workflows], safe=False)
-    return render(request, "workflows/list.html", {"workflows": workflows})
+    context = {"workflows": workflows, "no_access": None if workflows else no_access(request.user)}
+    return render(request, "workflows/list.html", context)
 
 
 @require_http_methods(["GET", "POST"])  # GET: the page with the button; POST runs the command

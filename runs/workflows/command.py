@@ -7,9 +7,9 @@ from django.contrib.auth.models import User
 from backends.base import BackendError, BackendUnavailable
 from backends.identity import adapter_as
 from backends.registry import has_shell, shell_access
-from runs.actions import GitCheckout, create_run, require_identity
+from runs.actions import GitCheckout, check_document, create_run, require_identity
 from runs.models import Run, Workflow
-from runs.workflows.parse import ResolvedTask, WorkflowError, validate
+from runs.workflows.parse import Checked, WorkflowError
 from sources.git import GitError, checkout, git_ssh_env, resolve_branch
 
 
@@ -44,11 +44,12 @@ def fetch_tasks(workflow: Workflow, owner: User | None = None) -> tuple[str, Git
     return result.stdout, git
 
 
-def dry_run(workflow: Workflow) -> tuple[list[ResolvedTask], GitCheckout | None]:
-    """The tasks a run of this workflow would have, validated, without creating anything,
-    and the git checkout they would run in (if the workflow has a git block)."""
+def dry_run(workflow: Workflow) -> tuple[Checked, GitCheckout | None]:
+    """The tasks a run of this workflow would have, validated, without creating anything
+    (with what in them is ignored), and the git checkout they would run in (if the
+    workflow has a git block)."""
     text, git = fetch_tasks(workflow)
-    return validate(text), git
+    return check_document(text), git
 
 
 def start_run(workflow: Workflow, owner: User, max_concurrent: int | None = None) -> Run:

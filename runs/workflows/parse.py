@@ -9,6 +9,7 @@ and a cycle among the otherwise valid tasks), so one submission shows them all.
 from __future__ import annotations
 
 import bisect
+import difflib
 import json
 import re
 from collections import Counter
@@ -21,7 +22,17 @@ from pydantic import ValidationError
 
 from runs.workflows.task_definition import TaskDefinition
 
-__all__ = ["Problem", "ResolvedTask", "TaskDefinition", "WorkflowError", "parse_tasks", "resolve", "validate"]
+__all__ = [
+    "Checked",
+    "Problem",
+    "ResolvedTask",
+    "TaskDefinition",
+    "WorkflowError",
+    "check",
+    "parse_tasks",
+    "resolve",
+    "validate",
+]
 
 WILDCARD_CHARS = frozenset("*?[")
 MAX_PROBLEMS = 100  # shown; the rest are counted
@@ -71,13 +82,40 @@ class ResolvedTask:
 def parse_tasks(payload: str | bytes | list[Any] | dict[str, Any]) -> list[TaskDefinition]:
     """Parse workflow JSON (an array of tasks or ``{"tasks": [...]}``); every task's field
     errors are raised together."""
-    parsed = _parse(_load(payload))
+    parsed = _parse(_load(payload).items)
     if parsed.problems:
         raise WorkflowError(parsed.problems)
     return parsed.tasks
 
 
-def _load(payload: str | bytes | list[Any] | dict[str, Any]) -> list[Any]:
+# The keys of a workflow object: its tasks, and whether unknown fields are refused.
+DOCUMENT_FIELDS = ("tasks", "strict")
+# Fields other tools write for ours (the original's generators among them).
+FIELD_SYNONYMS = {
+    "dependencies": "deps",
+    "depends_on": "deps",
+    "dependson": "deps",
+    "env": "env_vars",
+    "environment_variables": "env_vars",
+    "cwd": "working_dir",
+    "workdir": "working_dir",
+    "queue": "partition",
+    "mem": "memory",
+    "walltime": "time_limit",
+    "time": "time_limit",
+    "ncpus": "cpus",
+    "cpus_per_task": "cpus",
+}
+
+
+@dataclass
+class _Document:
+    items: list[Any]
+    unknown: list[str] = field(default_factory=list)  # top-level keys that are not ours
+    strict: bool = False  # the document's own "strict": true
+
+
+def _load(payload: str | bytes | list[Any] | dict[str, Any]) -> _Document:
     if isinstance(payload, str | bytes):
         try:
             payload = json.loads(payload)
@@ -86,10 +124,45 @@ def _load(payload: str | bytes | list[Any] | dict[str, Any]) -> list[Any]:
     if isinstance(payload, dict):
         if "tasks" not in payload:
             raise WorkflowError('workflow JSON object has no "tasks" list')
-        payload = payload["tasks"]
-    if not isinstance(payload, list):
+        strict = payload.get("strict", False)
+        if not isinstance(strict, bool):
+            raise WorkflowError(
+                Problem(f'"strict" must be true or false, not {json.dumps(strict)[:40]}', field="strict")
+            )
+        unknown = [str(key) for key in payload if key not in DOCUMENT_FIELDS]
+        items = payload["tasks"]
+    else:
+        items, unknown, strict = payload, [], False
+    if not isinstance(items, list):
         raise WorkflowError('workflow JSON must be an array of tasks or an object with a "tasks" array')
-    return payload
+    return _Document(items, unknown, strict)
+
+
+def unknown_field_notes(document: _Document) -> list[Problem]:
+    """One note per field that is not ours: ignored (a warning), or refused when strict."""
+    notes = [
+        Problem(f"unknown top-level field {key!r}, ignored{_did_you_mean(key, DOCUMENT_FIELDS)}", field=key)
+        for key in document.unknown
+    ]
+    known = set(TaskDefinition.model_fields)
+    seen: dict[str, list[str]] = {}  # unknown field -> the tasks (ids or positions) that have it
+    for index, raw in enumerate(document.items):
+        if isinstance(raw, dict):
+            label = raw["id"] if isinstance(raw.get("id"), str) else f"tasks[{index}]"
+            for key in raw:
+                if key not in known:
+                    seen.setdefault(str(key), []).append(_short(label))
+    for key, tasks in seen.items():
+        named = ", ".join(repr(t) for t in tasks[:3]) + (f" and {len(tasks) - 3} more" if len(tasks) > 3 else "")
+        suggestion = _did_you_mean(key, sorted(known))
+        message = f"unknown task field {key!r} (task{'s' if len(tasks) > 1 else ''} {named}), ignored{suggestion}"
+        notes.append(Problem(message, field=key))
+    return notes
+
+
+def _did_you_mean(key: str, known: Sequence[str]) -> str:
+    close = FIELD_SYNONYMS.get(key.lower()) or next(iter(difflib.get_close_matches(key, known, n=1, cutoff=0.7)), None)
+    return f" (did you mean {close!r}?)" if close and close in known else ""
 
 
 @dataclass
@@ -277,14 +350,37 @@ def find_cycle(graph: Mapping[str, ResolvedTask]) -> list[str] | None:
     return None
 
 
-def validate(payload: str | bytes | list[Any] | dict[str, Any], existing_ids: Iterable[str] = ()) -> list[ResolvedTask]:
-    """Parse and resolve in one go; raises WorkflowError naming every problem."""
-    items = _load(payload)
-    if not items:
+@dataclass
+class Checked:
+    """A valid workflow's tasks, and what in it was ignored (unknown fields)."""
+
+    tasks: list[ResolvedTask]
+    warnings: list[str]
+
+
+def check(
+    payload: str | bytes | list[Any] | dict[str, Any], existing_ids: Iterable[str] = (), *, strict: bool = False
+) -> Checked:
+    """Parse and resolve in one go; raises WorkflowError naming every problem.
+
+    Fields that are not ours (``"dependencies"`` for ``deps``) are warnings, or problems
+    when ``strict`` (the site's ``strict_workflows``) or the document says ``"strict": true``.
+    """
+    document = _load(payload)
+    if not document.items:
         raise WorkflowError("workflow has no tasks")
-    parsed = _parse(items)
+    notes = unknown_field_notes(document)
+    parsed = _parse(document.items)
     problems = parsed.problems
+    if notes and (strict or document.strict):
+        problems += [Problem(n.message.replace(", ignored", ", refused (strict)"), field=n.field) for n in notes]
+        notes = []
     resolved = _resolve(parsed.tasks, parsed.positions, parsed.ids, set(existing_ids), problems)
     if problems:
         raise WorkflowError(problems)
-    return resolved
+    return Checked(resolved, [str(n) for n in notes])
+
+
+def validate(payload: str | bytes | list[Any] | dict[str, Any], existing_ids: Iterable[str] = ()) -> list[ResolvedTask]:
+    """:func:`check` without the warnings."""
+    return check(payload, existing_ids).tasks

@@ -14,9 +14,18 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
-from backends.units import parse_duration, parse_memory_mb
+from backends.units import UNLIMITED, is_unlimited, parse_duration, parse_memory_mb
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_CPUS = 65_535  # Slurm's --cpus-per-task is a 16-bit number
@@ -32,7 +41,7 @@ SINGLE_LINE_PATTERN = f"^[^{_FORBIDDEN}]*$"
 NOT_BLANK_LINE_PATTERN = f"^[^{_FORBIDDEN}]*[^\\s{_FORBIDDEN}][^{_FORBIDDEN}]*$"
 NO_NUL_PATTERN = r"^[^\x00]*$"
 MEMORY_PATTERN = r"^\s*\d+(\.\d+)?\s*[KMGTPkmgtp]?([iI]?[bB])?\s*$"
-TIME_LIMIT_PATTERN = r"^\s*(\d+-)?\d+(:\d+){0,2}\s*$"
+TIME_LIMIT_PATTERN = r"^\s*((\d+-)?\d+(:\d+){0,2}|UNLIMITED|unlimited|infinite|INFINITE)\s*$"
 
 
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
@@ -58,8 +67,33 @@ def _not_blank(value: str) -> str:
 
 
 def _time_limit(value: str) -> str:
+    if is_unlimited(value):
+        return UNLIMITED  # refused on a backend whose scheduler has no such limit (runs.actions)
     parse_duration(value)  # raises ValueError with the reason
     return value
+
+
+def _whole_number(value: Any) -> Any:
+    """A count as the original accepted it: ``4``, ``"4"`` and ``4.0`` are 4; ``true``,
+    ``2.5`` and ``"four"`` are refused with the reason."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a whole number, not {json.dumps(value)}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"must be a whole number, not {value}")
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= 10):
+            raise ValueError(f"must be a whole number, not {value[:40]!r}")
+        return int(text)
+    return value
+
+
+def _number_as_text(value: Any) -> Any:
+    """A memory or time limit written as a bare number (``4096``: MB; ``90``: minutes, as
+    the schedulers read them); booleans are refused by the string type."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def _memory(value: str) -> str:
@@ -92,7 +126,7 @@ class TaskDefinition(BaseModel):
     deps: list[Annotated[str, _size(1000, 1), SINGLE_LINE]] = Field(default_factory=list)
     working_dir: Annotated[str, _size(1000, 1, NOT_BLANK_LINE_PATTERN), SINGLE_LINE, NOT_BLANK] = "~"
     partition: Annotated[str, _size(100, 1, NOT_BLANK_LINE_PATTERN), SINGLE_LINE, NOT_BLANK] = "normal"
-    cpus: int = Field(default=1, ge=1, le=MAX_CPUS, strict=True)  # strict: true and 2.0 are not counts
+    cpus: Annotated[int, BeforeValidator(_whole_number)] = Field(default=1, ge=1, le=MAX_CPUS, strict=True)
     memory: Annotated[str, _size(32, 1, MEMORY_PATTERN), AfterValidator(_memory)] = "4G"
     time_limit: Annotated[str, _size(32, 1, TIME_LIMIT_PATTERN), AfterValidator(_time_limit)] = "1:00:00"
     output_file: Annotated[str, _size(1000), SINGLE_LINE] = ""
@@ -102,7 +136,21 @@ class TaskDefinition(BaseModel):
     generates_source: Annotated[str, _size(1000), SINGLE_LINE] = ""
     gres: Annotated[str, _size(100), SINGLE_LINE] = ""
     image: Annotated[str, _size(500), SINGLE_LINE] = ""
-    retries: int = Field(default=0, ge=0, le=MAX_RETRIES, strict=True)
+    retries: Annotated[int, BeforeValidator(_whole_number)] = Field(default=0, ge=0, le=MAX_RETRIES, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        # The original reads `null` for an optional field as the field left out.
+        if isinstance(data, Mapping):
+            optional = {name for name, f in cls.model_fields.items() if not f.is_required()}
+            return {k: v for k, v in data.items() if not (v is None and k in optional)}
+        return data
+
+    @field_validator("memory", "time_limit", mode="before")
+    @classmethod
+    def _bare_numbers(cls, value: Any) -> Any:
+        return _number_as_text(value)
 
     @field_validator("env_vars", mode="before")
     @classmethod

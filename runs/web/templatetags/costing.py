@@ -15,6 +15,21 @@ WASTE_HELP = (
 
 
 @register.filter
+def hours(value: float | None) -> str:
+    """CPU-hours: ``1,234.5``; under 10, 2 significant digits (``0.0043``: short tasks do
+    not all read ``0.0``); ``0`` only for nothing at all."""
+    if value is None:
+        return ""
+    if value == 0:
+        return "0"
+    if value < 0.0001:
+        return "<0.0001"
+    if value < 10:
+        return f"{value:.2g}" if "e" not in f"{value:.2g}" else f"{value:.4f}"
+    return f"{value:,.1f}"
+
+
+@register.filter
 def usd(value: Decimal | float | None) -> str:
     """``$12.34``; under a dollar 2 significant digits (``$0.0043``, ``$0.085``), large ones drop cents."""
     if value is None:
