@@ -119,6 +119,8 @@ class Run(models.Model):
     relaunches = models.JSONField(default=list, blank=True)
     # Who cancelled it (empty: not cancelled, or by the system); schedulers that keep a reason are told.
     cancelled_by = models.CharField(max_length=150, blank=True)
+    # When retention removed its job files from the backend (runs.retention); null: still there.
+    files_removed_at = models.DateTimeField(null=True, blank=True)
 
     objects = RunQuerySet.as_manager()
 
@@ -338,6 +340,11 @@ class PortalSettings(models.Model):
     filter_user = models.CharField(max_length=150, blank=True)
     # Whom users ask for access (empty: the staff's email addresses; runs.web.no_access).
     contact = models.CharField(max_length=500, blank=True)
+    # Retention (runs.retention): job files of runs finished this many days ago are removed
+    # (0: kept); database rows of runs finished keep_runs_days ago are deleted (null: kept).
+    retention_days = models.PositiveIntegerField(default=30)
+    keep_runs_days = models.PositiveIntegerField(null=True, blank=True)
+    last_cleanup_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "portal settings"

@@ -10,6 +10,7 @@ scripthut setup-aws-ec2 [--region R --yes ...]     (guided set-up of an ec2 back
 scripthut rotate-keys [--new-key]                  (re-encrypt stored secrets with the newest key)
 scripthut pricing import FILE | refresh | recompute (EC2 prices for cost: runs.costing)
 scripthut backup FILE | restore FILE                 (the embedded SQLite database: scripthut_site.backup)
+scripthut cleanup [--dry-run]                        (retention: finished runs' job files, old runs)
 scripthut migrate | createsuperuser | shell | ...   (any manage.py command)
 """
 
@@ -22,7 +23,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-COMMANDS = ("serve", "run", "import-config", "createtoken", "worker", "beat", "setup-aws-ec2", "backup", "restore")
+COMMANDS = (
+    "serve",
+    "run",
+    "import-config",
+    "createtoken",
+    "worker",
+    "beat",
+    "setup-aws-ec2",
+    "backup",
+    "restore",
+    "cleanup",
+)
 DASHED_COMMANDS = ("rotate-keys",)  # Django commands spelled with a dash on our command line
 DJANGO_COMMANDS_SHOWN = {
     "rotate-keys": "re-encrypt stored secrets with the newest key [--new-key]",
@@ -62,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         "setup-aws-ec2": setup_aws_ec2,
         "backup": backup,
         "restore": restore,
+        "cleanup": cleanup,
     }[args.command]
     return handler(args)
 
@@ -108,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p = sub.add_parser("restore", help="replace the embedded SQLite database by a backup (stop the portal first)")
     p.add_argument("file")
+    p = sub.add_parser("cleanup", help="remove finished runs' job files (retention_days) and old runs (keep_runs_days)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     # Django management commands that main() hands to Django; listed so that --help names them.
     for name, text in DJANGO_COMMANDS_SHOWN.items():
         sub.add_parser(name, help=text, add_help=False)
@@ -146,6 +161,15 @@ def restore(args: argparse.Namespace) -> int:
     from scripthut_site import backup
 
     return backup.restore(Path(args.file).expanduser())
+
+
+def cleanup(args: argparse.Namespace) -> int:
+    from runs import retention
+
+    report = retention.cleanup(dry_run=args.dry_run)
+    for line in report.lines(args.dry_run):
+        print(line)
+    return 1 if report.problems else 0
 
 
 def worker(args: argparse.Namespace) -> int:

@@ -240,6 +240,8 @@ def _import_settings(config: ScriptHutConfig, report: ImportReport) -> None:
         "filter_user": settings.filter_user or "",
         "strict_workflows": settings.strict_workflows,
         "contact": settings.contact or "",
+        "retention_days": settings.retention_days,
+        "keep_runs_days": settings.keep_runs_days,
         "pricing": config.pricing.model_dump(mode="json") if config.pricing else None,
     }
     _, outcome = _upsert(PortalSettings, {"pk": 1}, values)

@@ -114,6 +114,9 @@ class SettingsConfig(ConfigModel):
     strict_workflows: bool = False
     # Whom users without access are told to ask (default: the staff's email addresses).
     contact: str | None = Field(default=None, max_length=500)
+    # Retention (runs.retention): finished runs' job files (0: kept), then their rows (null: kept).
+    retention_days: int = Field(default=30, ge=0)
+    keep_runs_days: int | None = Field(default=None, ge=1)
 
 
 class ScriptHutConfig(ConfigModel):

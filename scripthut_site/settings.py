@@ -193,6 +193,7 @@ CELERY_BEAT_SCHEDULE = {
         # A dispatch nobody ran in time is replaced by the next one.
         "options": {"expires": max(5.0, 5 * SCRIPTHUT_DISPATCH_SECONDS)},
     },
+    "scripthut-cleanup": {"task": "runs.workers.celery_tasks.cleanup", "schedule": 24 * 3600.0},
 }
 # Notifications (runs.notify): SMTP, retries, webhook address policy; beat sends what is due.
 globals().update(notify_settings.notify_settings(os.environ))

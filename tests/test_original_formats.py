@@ -65,8 +65,8 @@ def test_unknown_fields_are_warnings_on_the_dry_run(user: User, local_backend: B
     page = Client()
     page.force_login(user)
     url = reverse("workflow_dry_run", args=["old"])
-    assert page.get(url, HTTP_ACCEPT="application/json").json()["warnings"] == [TOP_WARNING, TASK_WARNING]
-    assert "did you mean &#x27;deps&#x27;?" in page.get(url).content.decode()
+    assert page.post(url, HTTP_ACCEPT="application/json").json()["warnings"] == [TOP_WARNING, TASK_WARNING]
+    assert "did you mean &#x27;deps&#x27;?" in page.post(url).content.decode()
 
 
 def test_unknown_fields_are_warnings_in_scripthut_run(

@@ -110,6 +110,10 @@ class LocalAdapter(FileLogs, BackendAdapter):
         """The run's directory (all runs' directories for an unknown run)."""
         return self.work_root / "runs" / safe_filename(run_id) if run_id else self.work_root / "runs"
 
+    def job_file_paths(self, run_ids: Sequence[str], job_ids: Sequence[str]) -> list[str]:
+        """What retention removes (``runs.retention``): the runs' directories and their jobs'."""
+        return [str(self.run_dir(r)) for r in run_ids] + [str(self.jobs_dir / safe_filename(j)) for j in job_ids]
+
     @property
     def home(self) -> str:
         """What ``~`` means for the tasks."""

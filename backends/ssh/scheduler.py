@@ -256,6 +256,12 @@ class SshScheduler(FileLogs, BackendAdapter):
         # Jobs missing from the output stay `submitting` and are reconciled by tag.
         return [outcomes[job.tag] for job, _ in jobs if job.tag in outcomes]
 
+    def job_file_paths(self, run_ids: Sequence[str], job_ids: Sequence[str]) -> list[str]:
+        """What retention removes (``runs.retention``): the runs' default log directories
+        (scripts go to the scheduler on stdin; a task's own output paths are the user's)."""
+        log_dir = (self.settings.get("log_dir") or "~/.cache/scripthut/logs").rstrip("/")
+        return [f"{log_dir}/{run_id}" for run_id in run_ids]
+
     def submit_outcome(self, line: str, held: set[str]) -> SubmitResult | None:
         """One line of the batch's output; ``held``: tags of jobs with native dependencies."""
         kind, _, rest = line.partition(" ")

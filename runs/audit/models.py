@@ -40,6 +40,8 @@ class AuditEvent(models.Model):
         USER_CHANGED = "user_changed"  # is_staff, is_superuser or is_active of a user
         PREFERENCES_CHANGED = "preferences_changed"  # a user's notification settings
         CONFIG_IMPORTED = "config_imported"
+        FILES_REMOVED = "files_removed"  # retention: finished runs' job files on a backend
+        RUNS_DELETED = "runs_deleted"  # retention: finished runs' rows
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(

@@ -10,6 +10,7 @@ queues every backend again at its next poll time whatever became of the last mes
 
 from celery import shared_task
 
+from runs import retention
 from runs.engine.tick import queue_due_backends, tick_backend_by_id
 
 
@@ -23,3 +24,9 @@ def dispatch_ticks() -> None:
 @shared_task(ignore_result=True)
 def tick_backend_task(backend_id: int) -> None:
     tick_backend_by_id(backend_id)
+
+
+@shared_task(ignore_result=True)
+def cleanup() -> None:
+    """Daily (beat): finished runs' job files and old rows (runs.retention)."""
+    retention.cleanup()

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from backends.models import Backend
+from runs import retention
 from runs.engine.tick import tick_due_backends
 from runs.notify.background import EmbeddedNotifier
 from runs.workers.celery_tasks import tick_backend_task
@@ -50,10 +52,14 @@ class EmbeddedTicker(threading.Thread):
         _embedded_running.set()
         notifier = EmbeddedNotifier(self.interval)  # sends the notifications outbox beside the ticks
         notifier.start()
+        next_cleanup_check = time.monotonic() + 60  # not in the way of a start
         try:
             while not self.stopping.is_set():
                 try:
                     tick_due_backends()
+                    if time.monotonic() >= next_cleanup_check:  # daily; looked at once a minute
+                        next_cleanup_check = time.monotonic() + 60
+                        retention.cleanup_if_due()
                 except Exception:
                     log.exception("tick failed")
                 finally:
