@@ -207,6 +207,9 @@ class Task(models.Model):
         default=False, help_text="Submitted before its dependencies finished, held by the scheduler (afterok)."
     )
     script = models.TextField(blank=True)
+    cancel_requested_by = models.CharField(
+        max_length=150, blank=True, help_text="Who cancelled this one task; the next tick cancels its job."
+    )
     # Cost (runs.costing), set when the task ends; null: not costed (no pricing, no timing, unmapped partition).
     cost = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True, help_text="Estimated USD.")
     waste_cost = models.DecimalField(
@@ -338,6 +341,7 @@ class PortalSettings(models.Model):
 
 # One Django app, its models kept with the packages that use them (the audit trail, cost,
 # notifications): Django finds an app's models through ``runs.models``, so they are imported here.
+from runs.api.models import IdempotencyKey  # noqa: E402,F401
 from runs.audit.models import AppendOnly, AuditEvent  # noqa: E402,F401
 from runs.costing.models import Budget, BudgetAlert, InstancePrice, PriceList  # noqa: E402,F401
 from runs.notify.models import Notification, NotificationPreference, RunNotify  # noqa: E402,F401

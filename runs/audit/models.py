@@ -30,6 +30,7 @@ class AuditEvent(models.Model):
         RUN_CREATED = "run_created"
         RUN_CANCELLED = "run_cancelled"
         RUN_RELAUNCHED = "run_relaunched"
+        TASK_CANCELLED = "task_cancelled"
         SUBMISSION_REFUSED = "submission_refused"
         BACKEND_CHANGED = "backend_changed"
         SOURCE_CHANGED = "source_changed"
