@@ -237,14 +237,18 @@ def _import(path: Path) -> int:
 def createtoken(args: argparse.Namespace) -> int:
     from django.contrib.auth.models import User
 
-    from runs.models import ApiToken
+    from runs.audit import trail as audit
+    from runs.models import ApiToken, AuditEvent
 
     try:
         user = User.objects.get(username=args.username)
     except User.DoesNotExist:
         print(f"no user named {args.username!r}", file=sys.stderr)
         return 1
-    print(ApiToken.issue(user))
+    key = ApiToken.issue(user, name="scripthut createtoken")
+    audit.record(AuditEvent.Action.TOKEN_CREATED, f"token {key[: ApiToken.PREFIX_LENGTH]}… of {user.username}",
+                 name="scripthut createtoken", scope=ApiToken.Scope.WRITE, expires_at=None)  # fmt: skip
+    print(key)
     return 0
 
 

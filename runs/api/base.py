@@ -28,6 +28,7 @@ from ninja.operation import Operation
 from ninja.security import APIKeyHeader
 
 from runs.actions import RunStateError
+from runs.api.token_auth import refusal, require_write
 from runs.workflows.parse import WorkflowError
 from scripthut_site.input_guard import too_big_message
 
@@ -50,7 +51,8 @@ class TokenAuth(APIKeyHeader):
         # runs.api.token_auth.ApiTokenBackend, behind django-axes' lockout check (429 when locked out).
         user = authenticate(request, api_token=raw)
         if not isinstance(user, User):
-            raise AuthenticationError(message="invalid API token")
+            raise AuthenticationError(message=refusal(request) or "invalid API token")
+        require_write(request)  # a read-scoped token: 403 on every operation that changes something
         return user
 
 

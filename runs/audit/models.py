@@ -31,6 +31,8 @@ class AuditEvent(models.Model):
         RUN_CANCELLED = "run_cancelled"
         RUN_RELAUNCHED = "run_relaunched"
         TASK_CANCELLED = "task_cancelled"
+        TOKEN_CREATED = "token_created"  # noqa: S105  (an action's name)
+        TOKEN_REVOKED = "token_revoked"  # noqa: S105
         SUBMISSION_REFUSED = "submission_refused"
         BACKEND_CHANGED = "backend_changed"
         SOURCE_CHANGED = "source_changed"
