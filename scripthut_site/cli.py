@@ -10,6 +10,11 @@ scripthut setup-aws-ec2 [--region R --yes ...]     (guided set-up of an ec2 back
 scripthut rotate-keys [--new-key]                  (re-encrypt stored secrets with the newest key)
 scripthut pricing import FILE | refresh | recompute (EC2 prices for cost: runs.costing)
 scripthut migrate | createsuperuser | shell | ...   (any manage.py command)
+
+Against a portal, from anywhere (scripthut_site.remote, over its JSON API): ``scripthut login URL``,
+then run, runs, status, logs, cancel, relaunch, sources, sync, backends, workflows, whoami. With
+``SCRIPTHUT_URL`` set or after ``login``, ``scripthut run`` goes to the portal too; without
+either it works on the portal's host, straight against its database, as above.
 """
 
 from __future__ import annotations
@@ -23,12 +28,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from scripthut_site import remote
+
 COMMANDS = ("serve", "run", "import-config", "createtoken", "worker", "beat", "setup-aws-ec2")
 DASHED_COMMANDS = ("rotate-keys",)  # Django commands spelled with a dash on our command line
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and (argv[0] in remote.REMOTE_COMMANDS or (argv[0] == "run" and remote.configured())):
+        return remote.main(argv)  # no Django, no database: the portal's API
     if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
         if not argv or argv[0].startswith("-"):
             argv = ["serve", *argv]  # `scripthut --config F` works as in the original

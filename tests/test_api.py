@@ -289,6 +289,7 @@ def test_detail_shape(client: Client, user: User, local_backend: Backend) -> Non
         "started_at",
         "finished_at",
         "task_count",
+        "counts",
         "next",
         "tasks",
         "cost",  # null: no pricing configured

@@ -65,6 +65,7 @@ def _detail(request: HttpRequest, run: Run, page: TaskPage) -> dict[str, Any]:
         "error": run.error,
         "warnings": run.warnings,
         "task_count": total,
+        "counts": counts_shape(Task.objects.state_counts([run.pk])[run.pk]),
         "next": following,
         # The same rows as the run page (only the columns shown: not every script), a page at a time.
         "tasks": [task_shape(t, priced=cost is not None) for t in task_rows(run)[page.offset : end]],

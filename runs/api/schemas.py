@@ -167,6 +167,7 @@ class RunDetailOut(Schema):
     started_at: datetime | None
     finished_at: datetime | None
     task_count: int = Field(description="Tasks in the run, over all pages.")
+    counts: dict[str, int] = Field(description="Number of tasks in each state (every state, zeros included).")
     next: str | None = Field(description="URL of the next page of tasks; null on the last page.")
     tasks: list[TaskOut] = Field(description="One page of the tasks, in workflow order (see limit and offset).")
     cost: CostOut | None
