@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import time_machine
 from django.contrib.auth.models import Group, User
 from django.test import Client
+from django.utils import timezone
 
 from backends.models import Backend
 from runs.actions import create_run
@@ -219,3 +222,15 @@ def test_cancel_one_running_task_stops_its_job(
     states = dict(run.tasks.values_list("task_id", "state"))
     assert states == {"long.1": "cancelled", "after": "dep_failed", "other": "completed"}
     assert run.status == "failed"
+
+
+def test_an_idempotency_key_is_kept_24_hours(client: Client, local_backend: Backend) -> None:
+    body = {"backend": "local", "workflow": TASKS}
+    first = post_json(client, "/api/runs", body, **{"Idempotency-Key": "nightly-2026-12-05"}).json()
+    with time_machine.travel(timezone.now() + timedelta(hours=23, minutes=59)):
+        assert post_json(client, "/api/runs", body, **{"Idempotency-Key": "nightly-2026-12-05"}).json()["replayed"]
+    with time_machine.travel(timezone.now() + timedelta(hours=24, minutes=1)):
+        later = post_json(client, "/api/runs", body, **{"Idempotency-Key": "nightly-2026-12-05"}).json()
+    assert later["replayed"] is False and later["id"] != first["id"] and Run.objects.count() == 2
+    bad = post_json(client, "/api/runs", body, **{"Idempotency-Key": "x" * 256})
+    assert bad.status_code == 400 and "Idempotency-Key" in bad.json()["error"] and Run.objects.count() == 2

@@ -14,18 +14,24 @@ import os
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from scripthut_site.client import Client
+from tests.markers import require
 from tests.test_cli import SCRIPTHUT, free_port, http
+
+REDIS_DB = 7  # this suite's own Redis database (the Celery deployment's broker)
 
 pytestmark = pytest.mark.slow
 
+CELERY = str(Path(sys.executable).with_name("celery"))
 GOOD = [
     {"id": "prep", "name": "Prep", "command": "echo prepared"},
     {"id": "sim/1.a", "name": "S1", "command": "echo one; echo warn >&2", "deps": ["prep"]},
@@ -43,15 +49,16 @@ def _host(env: dict[str, str], *args: str) -> str:
     return proc.stdout.strip()
 
 
-@pytest.fixture(scope="module")
-def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
-    base_dir = tmp_path_factory.mktemp("portal")
+@contextmanager
+def running_portal(base_dir: Path, redis_url: str = "") -> Iterator[Portal]:
+    """``scripthut serve`` with a local backend, a path source and a configured workflow: embedded,
+    or with ``redis_url`` the Celery deployment (a worker with beat runs the ticks)."""
     flows = base_dir / "flows" / "sims"
     flows.mkdir(parents=True)
     (flows / "two.json").write_text(json.dumps(GOOD))
     config = base_dir / "scripthut.yaml"
     config.write_text(
-        "backends:\n  - name: local\n    type: local\n    max_concurrent: 4\n"
+        "backends:\n  - name: local\n    type: local\n    max_concurrent: 4\n    poll_interval: 1\n"
         f"sources:\n  - name: flows\n    type: path\n    path: {base_dir / 'flows'}\n    backend: local\n"
         "    workflows_glob: '*/*.json'\n"
         f"workflows:\n  - name: nightly\n    backend: local\n    command: cat {flows / 'two.json'}\n"
@@ -61,11 +68,17 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
         "SCRIPTHUT_DATA_DIR": str(base_dir / "data"),
         "SCRIPTHUT_CONFIG": str(config),
         "SCRIPTHUT_ADMIN_PASSWORD": "admin-pw-123",
-    }
+    } | ({"REDIS_URL": redis_url} if redis_url else {})
     port = free_port()
-    server = subprocess.Popen(
-        [SCRIPTHUT, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    children = [
+        subprocess.Popen(
+            [SCRIPTHUT, "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    ]
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -74,17 +87,27 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
                 http(f"{base}/health")
                 break
             except OSError:
-                assert server.poll() is None, server.stdout.read() if server.stdout else ""
+                assert children[0].poll() is None, children[0].stdout.read() if children[0].stdout else ""
                 assert time.monotonic() < deadline, "portal did not start"
                 time.sleep(0.3)
-        create_bob = (
-            "from django.contrib.auth.models import User; User.objects.create_user('bob', password='pw-bob-1234')"
-        )
+        if redis_url:
+            schedule = str(base_dir / "beat-schedule")
+            worker = [CELERY, "-A", "scripthut_site", "worker", "--beat", "--pool", "solo", "--schedule", schedule]
+            log = (base_dir / "worker.log").open("w")
+            children.append(subprocess.Popen(worker, env=env, stdout=log, stderr=subprocess.STDOUT, text=True))
+        create_bob = "from django.contrib.auth.models import User; User.objects.create_user('bob', password='pw-b-123')"
         _host(env, "shell", "-c", create_bob)
         yield Portal(base, env, _host(env, "createtoken", "admin"), _host(env, "createtoken", "bob"))
     finally:
-        server.terminate()
-        server.communicate(timeout=20)
+        for child in reversed(children):
+            child.terminate()
+            child.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
+    with running_portal(tmp_path_factory.mktemp("portal")) as embedded:
+        yield embedded
 
 
 @pytest.fixture
@@ -269,3 +292,19 @@ def test_an_idempotent_post_retried_after_a_drop_starts_one_run(portal: Portal) 
         assert after["items"][0]["id"] == created["id"]
     finally:
         proxy.close()
+
+
+@pytest.mark.services
+def test_the_command_against_a_celery_deployment(laptop: dict[str, str], tmp_path: Path) -> None:
+    require("services", "the shared Redis")
+    with running_portal(tmp_path / "portal", redis_url=f"redis://127.0.0.1:6379/{REDIS_DB}") as celery:
+        env = laptop | {"SCRIPTHUT_URL": celery.base, "SCRIPTHUT_TOKEN": celery.admin}
+        good = tmp_path / "good.json"
+        good.write_text(json.dumps(GOOD))
+        done = cli(env, "run", str(good), "--backend", "local", "--wait")
+        assert done.returncode == 0, done.stdout + done.stderr
+        run_id = done.stdout.split("Created run ", 1)[1].split()[0]
+        assert cli(env, "logs", run_id, "sim/1.a", "--follow").stdout == "one\n"
+        refused = cli(laptop | {"SCRIPTHUT_URL": celery.base, "SCRIPTHUT_TOKEN": celery.bob}, "run", str(good),
+                      "--backend", "local")  # fmt: skip
+        assert refused.returncode == 3 and "only staff may use it" in one_line(refused)
