@@ -147,7 +147,7 @@ class Client:
             return body
         if isinstance(body, dict) and "error" in body:
             raise ClientError(str(body["error"]), _exit_code(response.status_code), _problem_lines(body))
-        if response.status_code in (404, 405) or (response.is_success and body is None):
+        if response.status_code in (404, 405) or response.is_redirect or (response.is_success and body is None):
             raise ClientError(
                 f"{self.url} does not look like a ScriptHut portal (HTTP {response.status_code} from "
                 f"{response.request.url.path})",

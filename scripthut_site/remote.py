@@ -115,6 +115,8 @@ def main(argv: list[str]) -> int:
         where = configured()
         if where is None:
             raise ClientError("not logged in: run `scripthut login URL`, or set SCRIPTHUT_URL and SCRIPTHUT_TOKEN")
+        if not where[1]:
+            raise ClientError(f"no API token for {where[0]}: set SCRIPTHUT_TOKEN, or run `scripthut login {where[0]}`")
         with Client(*where) as client:
             return int(COMMANDS[args.command](client, args))
     except ClientError as exc:

@@ -214,6 +214,8 @@ def test_bad_places_and_tokens_are_one_line(portal: Portal, laptop: dict[str, st
         proc = cli(laptop | {"SCRIPTHUT_URL": url, "SCRIPTHUT_TOKEN": portal.admin}, "runs")
         assert proc.returncode == code, (url, proc.stderr)
         assert fragment in one_line(proc), url
+    tokenless = cli(laptop | {"SCRIPTHUT_URL": portal.base}, "whoami")
+    assert tokenless.returncode == 2 and "no API token for" in one_line(tokenless)
     wrong = cli(laptop | {"SCRIPTHUT_URL": portal.base, "SCRIPTHUT_TOKEN": "nope"}, "whoami")
     assert wrong.returncode == 3 and one_line(wrong) == "scripthut: invalid API token"
     expire = (
