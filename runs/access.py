@@ -28,6 +28,8 @@ Backends, and the sources and workflows on them, are shared with Django groups
 - A source or workflow is usable by whoever may use its backend, narrowed to its own
   ``allowed_groups`` when it names any.
 
+API tokens: a user sees and revokes their own; staff see and revoke anyone's.
+
 Staff see every budget on the usage page, anyone else the budgets that count their tasks.
 The audit trail and the failed notifications are for staff only. A refusal carries the
 reason shown to the user.
@@ -46,7 +48,7 @@ from backends.models import Backend
 from runs.costing.budgets import budgets_of
 from runs.costing.models import Budget
 from runs.engine import states
-from runs.models import ObservedJob, Run, Task, Viewer, Workflow
+from runs.models import ApiToken, ObservedJob, Run, Task, Viewer, Workflow
 from sources.models import Source
 
 Shared = Workflow | Source
@@ -135,6 +137,13 @@ def visible_budgets(user: Viewer) -> list[Budget]:
     if is_staff(user):
         return list(Budget.objects.select_related("user", "group").order_by("group__name", "user__username"))
     return budgets_of(int(user.pk)) if user.is_authenticated else []
+
+
+def visible_tokens(user: Viewer) -> QuerySet[ApiToken]:
+    """The API tokens ``user`` may see and revoke: their own; staff, everyone's."""
+    if is_staff(user):
+        return ApiToken.objects.all()
+    return ApiToken.objects.filter(user_id=user.pk) if user.is_authenticated else ApiToken.objects.none()
 
 
 # -- runs: who changes them ----------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""What users do to runs: create, cancel, relaunch (and wake the ticker after each).
+"""What users do to runs: check (dry run), create, cancel, relaunch, cancel one task (and wake
+the ticker after each).
 
 Pages, the API and the ``scripthut`` command all call these, so what happens next is
 written once; who may do it is asked of ``runs.access``. The engine never calls back here.
@@ -22,9 +23,20 @@ from runs.access import AccessDenied, require_backend, require_run_operator, req
 from runs.audit import trail as audit
 from runs.costing import budgets
 from runs.engine import events
+from runs.engine.finish import mark_dep_failed
 from runs.engine.insert import insert_tasks
 from runs.engine.run_status import refresh_run_status
-from runs.engine.states import ACTIVE, RUN_FINISHED, UNSUCCESSFUL, RunStatus, Step, TaskState, move_all, requeue
+from runs.engine.states import (
+    ACTIVE,
+    RUN_FINISHED,
+    UNSUCCESSFUL,
+    RunStatus,
+    Step,
+    TaskState,
+    move,
+    move_all,
+    requeue,
+)
 from runs.models import AuditEvent, PortalSettings, Run, Task, Workflow
 from runs.notify.run_events import notify_status_update
 from runs.notify.spec import NotifySpec, refuse_untrusted_email, save_override
@@ -61,25 +73,9 @@ def create_run(
     notify: NotifySpec | None = None,
 ) -> Run:
     """Validate a workflow and store it as a new run; nothing is stored if it is invalid."""
-    if max_concurrent is not None and not 1 <= max_concurrent <= PG_INT_MAX:
-        raise WorkflowError(Problem(f"max_concurrent must be from 1 to {PG_INT_MAX:,}", field="max_concurrent"))
-    if not backend.enabled:
-        raise WorkflowError(f"backend {backend.name!r} is disabled")
-    _check_access(owner, backend, workflow)
-    require_identity(backend, owner)
     refuse_untrusted_email(owner, notify)
-    checked = check_document(payload)
-    resolved = checked.tasks
-    refuse_generators_without_files(backend, resolved)
-    refuse_unlimited_time(backend, resolved)
-    known_envs = set(Environment.objects.values_list("name", flat=True))
-    warnings = checked.warnings + sorted(
-        {
-            f"task {r.definition.id!r}: unknown environment {r.definition.environment!r}; "
-            "its script has no environment setup"
-            for r in resolved
-            if r.definition.environment and r.definition.environment not in known_envs
-        }
+    resolved, warnings = check_run(
+        owner=owner, backend=backend, payload=payload, max_concurrent=max_concurrent, workflow=workflow
     )
     for warning in warnings:
         log.warning("run of %s: %s", workflow_name, warning)
@@ -109,6 +105,34 @@ def check_document(payload: Any) -> Checked:
     """A workflow document checked as every way in checks it (the dry runs too): its
     unknown fields are refused where the site sets ``strict_workflows``."""
     return check(payload, strict=PortalSettings.load().strict_workflows)
+
+
+def check_run(
+    *, owner: User, backend: Backend, payload: Any, max_concurrent: int | None = None, workflow: Any = None
+) -> tuple[list[ResolvedTask], list[str]]:
+    """What :func:`create_run` checks, without storing anything (a dry run): the tasks the run
+    would have and its warnings (fields it ignores, environments that do not exist);
+    WorkflowError names every problem, AccessDenied the refusal."""
+    if max_concurrent is not None and not 1 <= max_concurrent <= PG_INT_MAX:
+        raise WorkflowError(Problem(f"max_concurrent must be from 1 to {PG_INT_MAX:,}", field="max_concurrent"))
+    if not backend.enabled:
+        raise WorkflowError(f"backend {backend.name!r} is disabled")
+    _check_access(owner, backend, workflow)
+    require_identity(backend, owner)
+    checked = check_document(payload)
+    resolved = checked.tasks
+    refuse_generators_without_files(backend, resolved)
+    refuse_unlimited_time(backend, resolved)
+    known_envs = set(Environment.objects.values_list("name", flat=True))
+    warnings = checked.warnings + sorted(
+        {
+            f"task {r.definition.id!r}: unknown environment {r.definition.environment!r}; "
+            "its script has no environment setup"
+            for r in resolved
+            if r.definition.environment and r.definition.environment not in known_envs
+        }
+    )
+    return resolved, warnings
 
 
 def _check_access(user: User, backend: Backend, workflow: Any = None) -> None:
@@ -199,6 +223,31 @@ def cancel_run(run: Run, by: User | None = None) -> None:
             audit.record(Action.RUN_CANCELLED, f"run {run.pk}", actor=by)
         refresh_run_status(run.pk)
     wake(run.backend)
+
+
+def cancel_task(task: Task, by: User | None = None) -> str:
+    """Cancel one task: a pending one at once (the tasks that need it become dep_failed), a
+    submitted or running one's job on the next tick. Returns the task's state after it."""
+    run = task.run
+    require_run_operator(by, run)
+    who = by.get_username() if by else ""
+    with events.one_announcement():
+        with transaction.atomic():
+            task = Task.objects.select_for_update().get(pk=task.pk)
+            if task.is_finished:
+                raise RunStateError(f"task {task.task_id!r} of run {run.pk} has already ended ({task.state})")
+            if task.state == TaskState.PENDING:
+                task.state, task.finished_at = TaskState.CANCELLED, timezone.now()
+                task.reason = f"cancelled by {who}" if who else "cancelled"
+                if move([task], Step.CANCEL, ["state", "reason", "finished_at"], from_states=(TaskState.PENDING,)):
+                    mark_dep_failed(run.pk, [task.task_id])
+            else:  # its job is cancelled by the next tick (runs.engine.cancel)
+                task.cancel_requested_by = who or "-"
+                task.save(update_fields=["cancel_requested_by"])
+            audit.record(Action.TASK_CANCELLED, f"run {run.pk} task {task.task_id}", actor=by)
+        refresh_run_status(run.pk)
+    wake(run.backend)
+    return task.state
 
 
 def relaunch_run(run: Run, by: User | None = None) -> int:

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -218,6 +218,9 @@ class Task(models.Model):
         default=False, help_text="Submitted before its dependencies finished, held by the scheduler (afterok)."
     )
     script = models.TextField(blank=True)
+    cancel_requested_by = models.CharField(
+        max_length=150, blank=True, help_text="Who cancelled this one task; the next tick cancels its job."
+    )
     # Cost (runs.costing), set when the task ends; null: not costed (no pricing, no timing, unmapped partition).
     cost = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True, help_text="Estimated USD.")
     waste_cost = models.DecimalField(
@@ -299,18 +302,30 @@ class ApiToken(models.Model):
     """An API token; only a SHA-256 of the key is stored (the row is found by it), the key is shown once.
 
     ``prefix`` keeps the key's first 4 characters (of 43, 256 random bits), only to tell tokens
-    apart in the admin: far too few to guess the rest.
+    apart in the admin: far too few to guess the rest. A token made on ``/settings/tokens``
+    has a name, a scope (``read``: no operation that changes something) and an expiry;
+    ``scripthut createtoken`` makes write tokens that never expire. A revoked or expired
+    token is refused with a 401 saying so (runs.api.token_auth).
     """
 
     PREFIX_LENGTH = 4
+
+    class Scope(models.TextChoices):
+        READ = "read", "read: look, never change"
+        WRITE = "write", "write: everything you may do"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     prefix = models.CharField(
         max_length=PREFIX_LENGTH, editable=False, help_text="First 4 characters of the key, to tell tokens apart."
     )
+    name = models.CharField(max_length=100, blank=True)
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.WRITE)
     created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never.")
+    revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_from = models.GenericIPAddressField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.user} {self.prefix}…"
@@ -320,10 +335,18 @@ class ApiToken(models.Model):
         return hashlib.sha256(key.encode()).hexdigest()
 
     @classmethod
-    def issue(cls, user: models.Model) -> str:
+    def issue(cls, user: models.Model, **fields: Any) -> str:
         key = secrets.token_urlsafe(32)
-        cls.objects.create(user=user, key_hash=cls.hash_key(key), prefix=key[: cls.PREFIX_LENGTH])
+        cls.objects.create(user=user, key_hash=cls.hash_key(key), prefix=key[: cls.PREFIX_LENGTH], **fields)
         return key
+
+    def refusal(self, now: datetime) -> str:
+        """Why this token may not be used at ``now``; empty when it may."""
+        if self.revoked_at is not None:
+            return f"API token {self.prefix}… was revoked on {self.revoked_at:%Y-%m-%d %H:%M} UTC"
+        if self.expires_at is not None and self.expires_at <= now:
+            return f"API token {self.prefix}… expired on {self.expires_at:%Y-%m-%d %H:%M} UTC"
+        return ""
 
 
 class PortalSettings(models.Model):
@@ -345,6 +368,9 @@ class PortalSettings(models.Model):
     retention_days = models.PositiveIntegerField(default=30)
     keep_runs_days = models.PositiveIntegerField(null=True, blank=True)
     last_cleanup_at = models.DateTimeField(null=True, blank=True)
+    token_max_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Longest expiry of the tokens users make (staff set it); empty: no limit."
+    )
 
     class Meta:
         verbose_name_plural = "portal settings"
@@ -360,6 +386,7 @@ class PortalSettings(models.Model):
 
 # One Django app, its models kept with the packages that use them (the audit trail, cost,
 # notifications): Django finds an app's models through ``runs.models``, so they are imported here.
+from runs.api.models import IdempotencyKey  # noqa: E402,F401
 from runs.audit.models import AppendOnly, AuditEvent  # noqa: E402,F401
 from runs.costing.models import Budget, BudgetAlert, InstancePrice, PriceList  # noqa: E402,F401
 from runs.metrics.models import TickCounters  # noqa: E402,F401

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
+from runs.costing.efficiency import efficiency_of
 from runs.costing.summary import RunCost
 from runs.engine.states import TaskState
 from runs.models import Run, Task
@@ -80,4 +81,42 @@ def task_shape(task: Task, priced: bool) -> dict[str, Any]:
         "deps": task.deps,
         "cost": float(task.cost) if priced and task.cost is not None else None,
         "waste_cost": float(task.waste_cost) if priced and task.waste_cost is not None else None,
+    }
+
+
+def task_detail_shape(task: Task, priced: bool) -> dict[str, Any]:
+    """One task in full (the API's ``GET .../tasks/{task_id}``): its row, what it asked for,
+    its tries, where it ran, how much of what it asked for it used, what it cost."""
+    efficiency = efficiency_of(task)
+    return task_shape(task, priced) | {
+        "run_id": task.run_id,
+        "command": task.command,
+        "resolved_deps": task.resolved_deps,
+        "generated_by": task.generated_by,
+        "resources": {
+            "partition": task.partition,
+            "cpus": task.cpus,
+            "memory": task.memory,
+            "time_limit": task.time_limit,
+            "gres": task.gres,
+            "image": task.image,
+            "working_dir": task.working_dir,
+            "environment": task.environment,
+        },
+        "attempt": task.attempt + 1,
+        "retries": task.retries,
+        "run_attempt": task.run_attempt,
+        "node": task.node,
+        "queue_wait_seconds": task.queue_wait_seconds,
+        "efficiency": None
+        if efficiency is None
+        else {
+            "cpu": efficiency.cpu,
+            "used_mb": efficiency.used_mb,
+            "requested_mb": efficiency.requested_mb,
+            "out_of_memory": efficiency.oom,
+        },
+        "priced_with": task.priced_with if priced else "",
+        "instance_type": task.instance_type,
+        "cancel_requested_by": task.cancel_requested_by,
     }

@@ -12,6 +12,11 @@ scripthut pricing import FILE | refresh | recompute (EC2 prices for cost: runs.c
 scripthut backup FILE | restore FILE                 (the embedded SQLite database: scripthut_site.backup)
 scripthut cleanup [--dry-run]                        (retention: finished runs' job files, old runs)
 scripthut migrate | createsuperuser | shell | ...   (any manage.py command)
+
+Against a portal, from anywhere (scripthut_site.remote, over its JSON API): ``scripthut login URL``,
+then run, runs, status, logs, cancel, relaunch, sources, sync, backends, workflows, whoami. With
+``SCRIPTHUT_URL`` set or after ``login``, ``scripthut run`` goes to the portal too; without
+either it works on the portal's host, straight against its database, as above.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from scripthut_site import remote
 
 COMMANDS = (
     "serve",
@@ -45,6 +52,8 @@ DJANGO_COMMANDS_SHOWN = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and (argv[0] in remote.REMOTE_COMMANDS or (argv[0] == "run" and remote.configured())):
+        return remote.main(argv)  # no Django, no database: the portal's API
     if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
         if not argv or argv[0].startswith("-"):
             argv = ["serve", *argv]  # `scripthut --config F` works as in the original
@@ -209,14 +218,18 @@ def import_config(args: argparse.Namespace) -> int:
 def createtoken(args: argparse.Namespace) -> int:
     from django.contrib.auth.models import User
 
-    from runs.models import ApiToken
+    from runs.audit import trail as audit
+    from runs.models import ApiToken, AuditEvent
 
     try:
         user = User.objects.get(username=args.username)
     except User.DoesNotExist:
         print(f"no user named {args.username!r}", file=sys.stderr)
         return 1
-    print(ApiToken.issue(user))
+    key = ApiToken.issue(user, name="scripthut createtoken")
+    audit.record(AuditEvent.Action.TOKEN_CREATED, f"token {key[: ApiToken.PREFIX_LENGTH]}… of {user.username}",
+                 name="scripthut createtoken", scope=ApiToken.Scope.WRITE, expires_at=None)  # fmt: skip
+    print(key)
     return 0
 
 

@@ -20,6 +20,7 @@ from backends.batch.rendering import CONTAINER_CHECKOUT
 from backends.registry import get_adapter, has_shell, shell_access
 from runs.actions import GitCheckout, check_document, create_run
 from runs.models import Run
+from runs.notify.spec import NotifySpec
 from runs.workflows.parse import Checked, WorkflowError
 from sources import portal
 from sources.git import GitError, checkout, cloning_shell, git_ssh_env, resolve_branch
@@ -183,7 +184,9 @@ def source_git(source: Source) -> GitCheckout | None:
     return GitCheckout(repo=source.url, branch=source.branch, sha=source.synced_sha, clone_dir=clone_dir)
 
 
-def start_source_run(source: Source, file: str, owner: User, max_concurrent: int | None = None) -> Run:
+def start_source_run(
+    source: Source, file: str, owner: User, max_concurrent: int | None = None, notify: NotifySpec | None = None
+) -> Run:
     verify_checkout(source)
     text = source_tasks(source, file)
     return create_run(
@@ -193,4 +196,5 @@ def start_source_run(source: Source, file: str, owner: User, max_concurrent: int
         workflow_name=f"{source.name}/{file}",
         max_concurrent=max_concurrent,
         git=source_git(source),
+        notify=notify,
     )

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from runs.access import usable, usable_source
 from runs.models import Run
+from runs.notify.spec import NotifySpec
 from runs.web.dry_run import DryRun, WorkflowDocument, dry_run_page, run_document
 from runs.workflows.parse import WorkflowError
 from sources.models import Source
@@ -36,8 +37,8 @@ class SourceFile(WorkflowDocument):
         checked = dry_run_source(self.source, self.file)
         return DryRun(checked.tasks, source_git(self.source), checked.warnings)
 
-    def start(self, owner: User, max_concurrent: int | None) -> Run:
-        return start_source_run(self.source, self.file, owner, max_concurrent=max_concurrent)
+    def start(self, owner: User, max_concurrent: int | None, notify: NotifySpec | None = None) -> Run:
+        return start_source_run(self.source, self.file, owner, max_concurrent=max_concurrent, notify=notify)
 
     def list_page(self, request: HttpRequest, status: int) -> HttpResponse:
         return _workflows_page(request, self.source, status)

@@ -488,7 +488,7 @@ def test_logs_messages_for_unsubmitted_missing_and_unreachable(
         def read_log(self, log: TaskLog, max_bytes: int = 0) -> str:
             raise BackendUnavailable("ssh: connection refused")
 
-    monkeypatch.setattr("runs.web.views.get_adapter", lambda backend: UnreachableBackend())
+    monkeypatch.setattr("runs.web.task_logs.get_adapter", lambda backend: UnreachableBackend())
     page = _text(alice_client.get(url))
     assert "unreachable" in page and "ssh: connection refused" in page and "alert error" in page
 

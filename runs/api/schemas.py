@@ -12,6 +12,7 @@ from ninja import Field, Schema
 from pydantic import BeforeValidator, ConfigDict, WithJsonSchema
 from pydantic.config import JsonDict
 
+from runs.costing.usage import DEFAULT_MONTHS, MAX_MONTHS
 from runs.engine.states import RunStatus, TaskState
 from runs.notify.spec import NotifySpec
 from runs.workflows.limits import PG_INT_MAX
@@ -102,6 +103,9 @@ class RunCreatedOut(RunStatusOut):
         '(e.g. "dependencies" for "deps"; refused instead when the document says "strict": true '
         "or the site sets strict_workflows), environments that do not exist."
     )
+    replayed: bool = Field(
+        default=False, description="True when an earlier request with the same Idempotency-Key created this run."
+    )
 
 
 class RelaunchOut(RunStatusOut):
@@ -168,6 +172,7 @@ class RunDetailOut(Schema):
     started_at: datetime | None
     finished_at: datetime | None
     task_count: int = Field(description="Tasks in the run, over all pages.")
+    counts: dict[str, int] = Field(description="Number of tasks in each state (every state, zeros included).")
     next: str | None = Field(description="URL of the next page of tasks; null on the last page.")
     tasks: list[TaskOut] = Field(description="One page of the tasks, in workflow order (see limit and offset).")
     cost: CostOut | None
@@ -204,3 +209,141 @@ class RunFilter(Schema):
 class TaskPage(Schema):
     limit: int = Field(default=TASK_PAGE_DEFAULT, ge=1, le=TASK_PAGE_MAX, description="Tasks per page.")
     offset: int = Field(default=0, ge=0, le=PG_INT_MAX, description="Tasks to skip, in workflow order.")
+
+
+TASK_ID_DOC = "A task id as the workflow wrote it; it may contain dots and slashes (py.pricing.0, a/b)."
+FILE_DOC = "A workflow file of the source, as listed by list_source_workflows; it may contain slashes."
+
+
+class ResourcesOut(Schema):
+    partition: str
+    cpus: int
+    memory: str
+    time_limit: str
+    gres: str
+    image: str
+    working_dir: str
+    environment: str
+
+
+class EfficiencyOut(Schema):
+    cpu: float | None = Field(description="CPU time used / (elapsed x CPUs), 0 to 1.")
+    used_mb: float | None = Field(description="Peak memory used.")
+    requested_mb: int | None
+    out_of_memory: bool
+
+
+class TaskDetailOut(TaskOut):
+    run_id: str
+    command: str
+    resolved_deps: list[str] = Field(description="Task ids after wildcard expansion.")
+    generated_by: str = Field(description="The task whose generates_source file added this one, if any.")
+    resources: ResourcesOut
+    attempt: int = Field(description="Which try this is: 1 for the first, then 2, 3, ... (retries).")
+    retries: int
+    run_attempt: int = Field(description="The run's attempt it last ran in (relaunches).")
+    node: str
+    queue_wait_seconds: float | None
+    efficiency: EfficiencyOut | None = Field(description="Of a finished task; null when nothing was measured.")
+    priced_with: str
+    instance_type: str
+    cancel_requested_by: str = Field(description="Who cancelled this task alone; its job is cancelled next tick.")
+
+
+class TaskStateOut(Schema):
+    run_id: str
+    task_id: str
+    state: TaskState
+
+
+class TaskScriptOut(Schema):
+    run_id: str
+    task_id: str
+    script: str = Field(description="The job script ScriptHut submitted; empty until it is.")
+    output_path: str = Field(description="Where the task's output log is written, on its backend.")
+    error_path: str
+
+
+class LogTail(Schema):
+    tail: int | None = Field(default=None, ge=1, le=100_000, description="Only the last N lines.")
+
+
+class DocumentRunIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    max_concurrent: int | None = Field(default=None, ge=1, le=PG_INT_MAX, strict=True)
+    notify: NotifySpec | None = Field(default=None, description="This run's notifications; default: your preferences.")
+
+
+class SourceRunIn(DocumentRunIn):
+    file: Annotated[str, SINGLE_LINE] = Field(min_length=1, max_length=1000, description=FILE_DOC)
+
+
+class SourceFileIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    file: Annotated[str, SINGLE_LINE] = Field(min_length=1, max_length=1000, description=FILE_DOC)
+
+
+class DryRunTaskOut(Schema):
+    id: str
+    name: str
+    command: str
+    deps: list[str]
+    resolved_deps: list[str]
+
+
+class DryRunOut(Schema):
+    workflow: str
+    backend: str
+    count: int = Field(description="Tasks a run would have; nothing was stored.")
+    warnings: list[str] = Field(default_factory=list)
+    tasks: list[dict[str, Any]] = Field(description="Each task as it would be created, with its resolved_deps.")
+
+
+class SyncOut(Schema):
+    name: str
+    synced_at: datetime | None
+    synced_sha: str
+    sync_error: str = Field(description="Why the last sync failed; empty when it worked.")
+    workflow_files: list[Any]
+
+
+class WorkflowOut(Schema):
+    name: str
+    backend: str
+    command: str
+    max_concurrent: int
+    description: str
+    git: dict[str, Any] | None
+
+
+class UsageRowOut(Schema):
+    label: str
+    cost: float | None
+    waste: float | None
+    cpu_hours: float
+    tasks: int
+    costed: int
+
+
+class UsageOut(Schema):
+    months: int
+    everyone: bool = Field(description="Everyone's usage (staff); else the caller's own.")
+    total: UsageRowOut
+    by_user: list[UsageRowOut]
+    by_backend: list[UsageRowOut]
+    by_month: list[UsageRowOut]
+
+
+class UsageQuery(Schema):
+    months: int = Field(default=DEFAULT_MONTHS, ge=1, le=MAX_MONTHS, description="Months back, this one included.")
+
+
+class MeOut(Schema):
+    username: str
+    email: str
+    is_staff: bool
+    groups: list[str]
+    backends: list[str] = Field(description="Backends the caller may use.")
+    token_scope: str = Field(description="read or write: what the token used for this request may do.")

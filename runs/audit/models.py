@@ -30,6 +30,9 @@ class AuditEvent(models.Model):
         RUN_CREATED = "run_created"
         RUN_CANCELLED = "run_cancelled"
         RUN_RELAUNCHED = "run_relaunched"
+        TASK_CANCELLED = "task_cancelled"
+        TOKEN_CREATED = "token_created"  # noqa: S105  (an action's name)
+        TOKEN_REVOKED = "token_revoked"  # noqa: S105
         SUBMISSION_REFUSED = "submission_refused"
         ACCESS_REFUSED = "access_refused"  # any other 403, page or API, with the reason given
         BACKEND_CHANGED = "backend_changed"

@@ -26,6 +26,7 @@ from runs.access import usable
 from runs.actions import GitCheckout
 from runs.engine.jobspec import resolve_working_dir
 from runs.models import Run, Workflow, task_group
+from runs.notify.spec import NotifySpec
 from runs.web.page_input import first_rows, problems_message, wants_json
 from runs.workflows.command import dry_run, start_run
 from runs.workflows.limits import form_max_concurrent
@@ -55,7 +56,7 @@ class WorkflowDocument(ABC):
         """The validated tasks (WorkflowError names every problem); nothing is created."""
 
     @abstractmethod
-    def start(self, owner: User, max_concurrent: int | None) -> Run: ...
+    def start(self, owner: User, max_concurrent: int | None, notify: NotifySpec | None = None) -> Run: ...
 
     @abstractmethod
     def list_page(self, request: HttpRequest, status: int) -> HttpResponse:
@@ -81,15 +82,15 @@ class ConfiguredWorkflow(WorkflowDocument):
         checked, git = dry_run(self.workflow)
         return DryRun(checked.tasks, git, checked.warnings)
 
-    def start(self, owner: User, max_concurrent: int | None) -> Run:
-        return start_run(self.workflow, owner, max_concurrent)
+    def start(self, owner: User, max_concurrent: int | None, notify: NotifySpec | None = None) -> Run:
+        return start_run(self.workflow, owner, max_concurrent, notify=notify)
 
     def list_page(self, request: HttpRequest, status: int) -> HttpResponse:
         workflows = usable(request.user, Workflow.objects.select_related("backend"))
         return render(request, "workflows/list.html", {"workflows": workflows}, status=status)
 
 
-def _task_json(item: ResolvedTask) -> dict[str, Any]:
+def task_json(item: ResolvedTask) -> dict[str, Any]:
     return item.definition.model_dump() | {"resolved_deps": item.resolved_deps}
 
 
@@ -98,7 +99,7 @@ def _dry_run_json(document: WorkflowDocument, result: DryRun, error: WorkflowErr
     if error:
         body |= {"error": str(error), "problems": [p.as_dict() for p in error.details]}
         return JsonResponse(body, status=max(status, 400))
-    tasks = [_task_json(t) for t in result.tasks]
+    tasks = [task_json(t) for t in result.tasks]
     summary = {"backend": document.backend.name, "count": len(tasks), "warnings": result.warnings}
     return JsonResponse(body | summary | {"tasks": tasks})
 

@@ -4,7 +4,7 @@ from django.urls import path
 
 from runs.costing import views as costing
 from runs.live import stream
-from runs.web import views
+from runs.web import tokens, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -26,6 +26,9 @@ urlpatterns = [
     path("audit", views.audit_trail, name="audit_trail"),
     path("usage", costing.usage, name="usage"),
     path("usage.csv", costing.usage_download, name="usage_csv"),
+    path("settings/tokens", tokens.token_settings, name="token_settings"),
+    path("settings/tokens/<int:pk>/revoke", tokens.revoke_token, name="revoke_token"),
+    path("settings/tokens/max-days", tokens.token_max_days, name="token_max_days"),
     path("workflows/<path:name>/dry-run", views.workflow_dry_run, name="workflow_dry_run"),
     path("workflows/<path:name>/run", views.workflow_run, name="workflow_run"),
 ]

@@ -10,7 +10,6 @@ down (``data-poll-url``, left out once there is nothing left to follow).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
@@ -23,19 +22,16 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
-from backends.base import BackendError, BackendUnavailable, FileRefused
-from backends.registry import get_adapter
 from runs.access import may_change_run, require_staff, usable, usable_workflow, visible_run, visible_task
 from runs.actions import RunStateError, cancel_run, relaunch_run
 from runs.costing.summary import run_cost
-from runs.engine.jobspec import task_log
-from runs.engine.states import TaskState
-from runs.models import AuditEvent, PortalSettings, Task, Workflow
+from runs.models import AuditEvent, PortalSettings, Workflow
 from runs.web.dashboard import dashboard_context
 from runs.web.dry_run import ConfiguredWorkflow, dry_run_page, run_document
 from runs.web.no_access import no_access
 from runs.web.page_input import wants_json
 from runs.web.pages import group_page, run_list_context, run_page
+from runs.web.task_logs import LOG_TAIL_BYTES, log_location, read_log
 from runs.web.task_notes import how_it_ended, why_it_never_ran
 from runs.web.timeline import build_group, build_timeline
 from runs.workflows.limits import whole_number
@@ -46,9 +42,6 @@ class HtmxHttpRequest(HttpRequest):
     """What HtmxMiddleware makes of every request (django-htmx's typing recipe)."""
 
     htmx: HtmxDetails
-
-
-LOG_TAIL_BYTES = 256 * 1024
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -173,56 +166,17 @@ def run_relaunch(request: HttpRequest, run_id: str) -> HttpResponse:
 # -- tasks -----------------------------------------------------------------------------
 
 
-def _log_location(task: Task, stream: str) -> str:
-    try:
-        return get_adapter(task.run.backend).log_location(task_log(task, stream))
-    except BackendUnavailable:
-        return task.output_file if stream == "output" else task.error_file
-
-
 @require_GET
 def task_script(request: HttpRequest, run_id: str, task_id: str) -> HttpResponse:
     task = visible_task(request.user, run_id, task_id)
     context = {
         "run": task.run,
         "task": task,
-        "output_path": _log_location(task, "output"),
-        "error_path": _log_location(task, "error"),
+        "output_path": log_location(task, "output"),
+        "error_path": log_location(task, "error"),
         "never_ran": why_it_never_ran(task),
     }
     return render(request, "runs/task_script.html", context)
-
-
-@dataclass(frozen=True)
-class LogRead:
-    text: str = ""
-    problem: str = ""  # why there is no text to show
-    level: str = "info"  # of the problem: "error" when something is broken
-
-
-def _read_log(task: Task, stream: str, path: str) -> LogRead:
-    """The tail of a task's log, or why it cannot be shown."""
-    if task.state == TaskState.PENDING or not task.job_id:
-        if task.is_finished:
-            return LogRead(problem=f"This task never ran, so it has no log: {why_it_never_ran(task)}.")
-        return LogRead(problem="This task has not been submitted yet, so it has no log.")
-    if not path:
-        return LogRead(problem="No log file is recorded for this task.")
-    backend = task.run.backend
-    try:
-        return LogRead(text=get_adapter(backend).read_log(task_log(task, stream), LOG_TAIL_BYTES))
-    except FileRefused as exc:
-        return LogRead(problem=f"ScriptHut will not show this file: {exc}", level="error")
-    except FileNotFoundError:
-        if task.is_finished:
-            return LogRead(problem=f"{path} does not exist on backend {backend.name}.")
-        return LogRead(problem=f"{path} has not been written yet.")
-    except BackendUnavailable as exc:
-        return LogRead(problem=f"Backend {backend.name} is unreachable: {exc}", level="error")
-    except OSError as exc:
-        return LogRead(problem=f"Cannot read {path}: {exc.strerror or exc}", level="error")
-    except BackendError as exc:
-        return LogRead(problem=f"Cannot read {path}: {exc}", level="error")
 
 
 @require_GET
@@ -230,8 +184,8 @@ def task_logs(request: HtmxHttpRequest, run_id: str, task_id: str, stream: str) 
     if stream not in ("output", "error"):
         raise Http404("log type must be output or error")
     task = visible_task(request.user, run_id, task_id)
-    path = _log_location(task, stream)
-    log = _read_log(task, stream, path)
+    path = log_location(task, stream)
+    log = read_log(task, stream, path)
     context = {
         "run": task.run,
         "task": task,
@@ -254,7 +208,7 @@ def task_logs(request: HtmxHttpRequest, run_id: str, task_id: str, stream: str) 
 # -- workflows -------------------------------------------------------------------------
 
 
-def _workflow_json(workflow: Workflow) -> dict[str, Any]:
+def workflow_json(workflow: Workflow) -> dict[str, Any]:
     git = workflow.git
     if git:
         # The deploy key's path says where a secret lives; the API does not need it.
@@ -273,7 +227,7 @@ def _workflow_json(workflow: Workflow) -> dict[str, Any]:
 def workflow_list(request: HttpRequest) -> HttpResponse:
     workflows = list(usable(request.user, Workflow.objects.select_related("backend")))
     if wants_json(request):
-        return JsonResponse([_workflow_json(w) for w in workflows], safe=False)
+        return JsonResponse([workflow_json(w) for w in workflows], safe=False)
     context = {"workflows": workflows, "no_access": None if workflows else no_access(request.user)}
     return render(request, "workflows/list.html", context)
 

@@ -9,6 +9,7 @@ from backends.identity import adapter_as
 from backends.registry import has_shell, shell_access
 from runs.actions import GitCheckout, check_document, create_run, require_identity
 from runs.models import Run, Workflow
+from runs.notify.spec import NotifySpec
 from runs.workflows.parse import Checked, WorkflowError
 from sources.git import GitError, checkout, git_ssh_env, resolve_branch
 
@@ -52,7 +53,9 @@ def dry_run(workflow: Workflow) -> tuple[Checked, GitCheckout | None]:
     return check_document(text), git
 
 
-def start_run(workflow: Workflow, owner: User, max_concurrent: int | None = None) -> Run:
+def start_run(
+    workflow: Workflow, owner: User, max_concurrent: int | None = None, notify: NotifySpec | None = None
+) -> Run:
     require_identity(workflow.backend, owner)  # before the command runs, not after
     text, git = fetch_tasks(workflow, owner)
     return create_run(
@@ -63,4 +66,5 @@ def start_run(workflow: Workflow, owner: User, max_concurrent: int | None = None
         max_concurrent=max_concurrent or workflow.max_concurrent,
         workflow=workflow,
         git=git,
+        notify=notify,
     )
