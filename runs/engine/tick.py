@@ -30,7 +30,7 @@ from runs.engine.lease import backend_claim, interrupted
 from runs.engine.owners import hold_pending, owners_with_work
 from runs.engine.poll import poll_jobs
 from runs.engine.reconcile import reconcile_submitting
-from runs.engine.run_status import refresh_run_status
+from runs.engine.run_status import refresh_runs_status
 from runs.engine.submit import submit_ready
 from runs.models import PortalSettings
 
@@ -122,8 +122,7 @@ def _cycle_and_record_status(backend: Backend) -> None:
         status, message = backend.status, f"tick failed: {exc}"
         log.exception("tick of backend %s failed", backend.name)
     finally:
-        for run_id in changed:
-            refresh_run_status(run_id)
+        refresh_runs_status(changed)
         now = timezone.now()
         Backend.objects.filter(pk=backend.pk).update(
             status=status,
