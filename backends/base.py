@@ -16,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from django.dispatch import Signal
+
 if TYPE_CHECKING:
     from backends.models import Backend, ClusterIdentity
 
@@ -248,6 +250,11 @@ class CommandResult:
     stderr: str
 
 
+# Sent (keyword ``backend_id``) by an adapter that learns of a job's end between ticks
+# (the local backend: its runner exited); the ticker ticks that backend at once.
+job_ended = Signal()
+
+
 class BackendAdapter(ABC):
     """Talks to one configured backend. Instances are cached per process (see registry).
 
@@ -289,6 +296,16 @@ class BackendAdapter(ABC):
     @abstractmethod
     def poll(self, job_ids: Sequence[str]) -> PollResult:
         """States of the given jobs, plus every job seen on the backend."""
+
+    # Seconds between two end-marker reads (:meth:`read_ends`); 0: this backend has none,
+    # every end is learnt from :meth:`poll`.
+    read_ends_every = 0.0
+
+    def read_ends(self, job_ids: Sequence[str]) -> PollResult:
+        """The jobs among ``job_ids`` that left an end marker (their job script wrote its exit
+        code): a cheap read, no scheduler query. Jobs without a marker are left out (not
+        unknown: the scheduler's own poll, every ``poll_interval``, decides about them)."""
+        return PollResult(statuses={}, observed=[])
 
     @abstractmethod
     def find_submitted(self, tags: Sequence[str]) -> dict[str, str]:

@@ -27,6 +27,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,14 +46,16 @@ from backends.base import (
     PollResult,
     SubmitResult,
     TaskLog,
+    job_ended,
     refuse_special,
     safe_filename,
 )
 from backends.local.confine import DISCARD, Confinement, make_private_dirs, open_for_task, read_tail
+from backends.local.ends import watcher
 from backends.local.jobfiles import JobFiles
 from backends.local.runas import RunAs
 from backends.local.runner import CANCEL, LAUNCHER, RUNNER
-from backends.local.status import has_started, job_status
+from backends.local.status import has_ended, has_started, job_status, runner_pid
 from backends.scripts import script_body, shebang
 from backends.status import settle_flags
 from backends.units import parse_duration
@@ -63,6 +66,7 @@ if TYPE_CHECKING:
 
 ALREADY_STARTED, ROOT_UNUSABLE, NOT_TAKEN = 3, 4, 5  # exit codes of the launcher
 START_WAIT = 2.0  # seconds submit waits for the runners it launched to start
+LAUNCHES_AT_ONCE = 8  # launchers a submit runs side by side
 READ_TIMEOUT = 15  # seconds for reading a file as run_as: a FIFO swapped in must not hang a page
 TASK_FILES = ("output_file", "error_file", "generates_source")
 
@@ -88,6 +92,7 @@ class LocalAdapter(FileLogs, BackendAdapter):
         # user's directory there is refused by the launcher's ownership check.
         default = f"/var/tmp/scripthut-{name}" if self.run_as else f"{data_dir}-work/{name}"  # noqa: S108
         self.work_root = Path(self.settings.get("work_dir") or default)
+        self._watched: set[str] = set()  # jobs whose runner's exit wakes the engine
 
     # -- where files are -------------------------------------------------------------
 
@@ -147,26 +152,48 @@ class LocalAdapter(FileLogs, BackendAdapter):
                 raise ValueError(f"{field}: {problem}")
 
     def submit(self, jobs: Sequence[tuple[JobSpec, str]]) -> list[SubmitResult]:
-        results: list[SubmitResult] = []
-        for job, script in jobs:
-            try:
-                results.append(self._submit_one(job, script))
-            except WorkRootUnusable as exc:
-                if not results:
-                    raise BackendUnavailable(str(exc)) from exc
-                results.append(SubmitResult(tag=job.tag, error=str(exc)))
-            except OSError as exc:  # FileRefused, or a task file that cannot be opened
-                results.append(SubmitResult(tag=job.tag, error=str(exc)))
+        if not jobs:
+            return []
+        try:  # the first alone: an unusable work root then means that nothing was submitted
+            first = self._try_submit(*jobs[0])
+        except WorkRootUnusable as exc:
+            raise BackendUnavailable(str(exc)) from exc
+        # The others side by side: each launcher mostly waits for its runner to start.
+        with ThreadPoolExecutor(max_workers=LAUNCHES_AT_ONCE) as pool:
+            results = [first, *pool.map(lambda pair: self._try_submit(*pair, unusable_ok=True), jobs[1:])]
         self._wait_for_start([r.job_id for r in results if r.job_id])
         return results
+
+    def _try_submit(self, job: JobSpec, script: str, *, unusable_ok: bool = False) -> SubmitResult:
+        try:
+            return self._submit_one(job, script)
+        except WorkRootUnusable as exc:
+            if not unusable_ok:
+                raise
+            return SubmitResult(tag=job.tag, error=str(exc))
+        except OSError as exc:  # FileRefused, or a task file that cannot be opened
+            return SubmitResult(tag=job.tag, error=str(exc))
 
     def _wait_for_start(self, job_ids: list[str]) -> None:
         """Until the runners just launched have written their start markers (all at once,
         START_WAIT seconds at most): a poll right after the submit then finds them running."""
         deadline = time.monotonic() + START_WAIT
-        while job_ids and time.monotonic() < deadline:
-            time.sleep(0.01)
-            job_ids = [job_id for job_id in job_ids if not has_started(self.work_root, job_id)]
+        waiting = list(job_ids)
+        while waiting and time.monotonic() < deadline:
+            time.sleep(0.002)
+            waiting = [job_id for job_id in waiting if not has_started(self.work_root, job_id)]
+        self.watch_ends(job_ids)
+
+    def watch_ends(self, job_ids: Sequence[str]) -> None:
+        """Wake the engine when these jobs' runners exit (:mod:`backends.local.ends`)."""
+        for job_id in job_ids:
+            if job_id in self._watched:
+                continue
+            self._watched.add(job_id)
+            pid = runner_pid(self.work_root, job_id)
+            if pid is None or not watcher().watch(self.backend.pk, pid) or has_ended(self.work_root, job_id):
+                # Not watchable, or it ended before it was watched: tell the engine now.
+                job_ended.send(sender=type(self), backend_id=self.backend.pk)
 
     def _submit_one(self, job: JobSpec, script: str) -> SubmitResult:
         with JobFiles(self.work_root, job.tag) as files:
@@ -228,6 +255,10 @@ class LocalAdapter(FileLogs, BackendAdapter):
 
     def poll(self, job_ids: Sequence[str]) -> PollResult:
         statuses = {job_id: settle_flags(self._status(job_id)) for job_id in job_ids}
+        # Jobs started by another process (a restarted portal) are watched from now on.
+        running = [job_id for job_id, s in statuses.items() if s.state == JobState.RUNNING]
+        self._watched &= set(running)
+        self.watch_ends(running)
         observed = [s for s in statuses.values() if s.state in (JobState.QUEUED, JobState.RUNNING)]
         return PollResult(statuses=statuses, observed=observed)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Case, F, QuerySet, Value, When, Window
@@ -42,7 +43,7 @@ def claim_ready_of(
         return claim_tasks(by_run, ready, adapter, environments, {})
 
 
-def _first_ready(shares: dict[str, int]) -> QuerySet[Task]:
+def _first_ready(shares: dict[str, int]) -> QuerySet[Task, dict[str, Any]]:
     """The keys of each run's first ``shares[run id]`` ready tasks (a window over the runs)."""
     rank = Window(RowNumber(), partition_by=[F("run_id")], order_by=F("position").asc())
     take = Case(*(When(run_id=run_id, then=Value(n)) for run_id, n in shares.items()), default=Value(0))

@@ -39,10 +39,17 @@ log = logging.getLogger("runs.engine")
 CLUSTER_INFO_EVERY = timedelta(minutes=5)
 
 
-def tick_due_backends(*, force: bool = False) -> None:
-    """One cycle over every enabled backend that is due (or all, with ``force``)."""
-    backends = Backend.objects.filter(enabled=True)
-    for backend in backends if force else due_backends():
+def tick_due_backends(*, force: bool = False, also: set[int] | frozenset[int] = frozenset()) -> None:
+    """One cycle over every enabled backend that is due (or all, with ``force``), and the
+    backends in ``also`` (ids: a job of theirs just ended) even if not due."""
+    if force:
+        backends = list(Backend.objects.filter(enabled=True))
+    else:
+        backends = due_backends()
+        if also:
+            due = {b.pk for b in backends}
+            backends += Backend.objects.filter(enabled=True, pk__in=also - due)
+    for backend in backends:
         tick_backend(backend)
 
 

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
+from backends.base import job_ended
 from backends.models import Backend
 from runs.engine.tick import tick_due_backends
 from runs.notify.background import EmbeddedNotifier
@@ -24,6 +25,31 @@ log = logging.getLogger("runs.workers.ticker")
 
 _wakeup = threading.Event()
 _embedded_running = threading.Event()
+_woken: set[int] = set()  # backends whose job ended since the embedded ticker last looked
+_woken_lock = threading.Lock()
+
+
+def connect() -> None:
+    """Listen for jobs that end between ticks (:data:`backends.base.job_ended`)."""
+    job_ended.connect(_on_job_end, dispatch_uid="scripthut-job-ended")
+
+
+def _on_job_end(sender: object, backend_id: int, **kwargs: object) -> None:
+    """A job ended: tick its backend now. The embedded ticker is only woken (no query
+    here, in the thread that saw the end); a Celery deployment queues that backend's tick."""
+    if _embedded_running.is_set():
+        with _woken_lock:
+            _woken.add(backend_id)
+        _wakeup.set()
+    elif not settings.EMBEDDED:
+        request_tick(backend_id)
+
+
+def _take_woken() -> set[int]:
+    with _woken_lock:
+        woken = set(_woken)
+        _woken.clear()
+        return woken
 
 
 def request_tick(backend_id: int) -> None:
@@ -52,14 +78,14 @@ class EmbeddedTicker(threading.Thread):
         notifier.start()
         try:
             while not self.stopping.is_set():
+                _wakeup.clear()  # before the tick: a wake during the tick ticks again at once
                 try:
-                    tick_due_backends()
+                    tick_due_backends(also=_take_woken())
                 except Exception:
                     log.exception("tick failed")
                 finally:
                     close_old_connections()
                 _wakeup.wait(self.interval)
-                _wakeup.clear()
         finally:
             notifier.stop()
             notifier.join()
