@@ -301,10 +301,11 @@ class BackendAdapter(ABC):
     # every end is learnt from :meth:`poll`.
     read_ends_every = 0.0
 
-    def read_ends(self, job_ids: Sequence[str]) -> PollResult:
-        """The jobs among ``job_ids`` that left an end marker (their job script wrote its exit
-        code): a cheap read, no scheduler query. Jobs without a marker are left out (not
-        unknown: the scheduler's own poll, every ``poll_interval``, decides about them)."""
+    def read_ends(self, jobs: Mapping[str, tuple[str, str]]) -> PollResult:
+        """Of these jobs (job id -> (run id, tag)), those that left an end marker (their
+        job script wrote its exit code), or a start marker: a cheap read, no scheduler
+        query. Jobs without a marker are left out (not unknown: the scheduler's own poll,
+        every ``poll_interval``, decides about them)."""
         return PollResult(statuses={}, observed=[])
 
     @abstractmethod

@@ -95,10 +95,18 @@ class PollOutcome:
         self.ended.append(record_end(task, TaskState.CANCELLED, status, self.now, reason))
 
 
-def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None) -> None:
-    """``owner``: only that user's runs (a per_user backend, ``adapter`` acting as them)."""
+def poll_jobs(
+    backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None, ends_only: bool = False
+) -> None:
+    """``owner``: only that user's runs (a per_user backend, ``adapter`` acting as them).
+    ``ends_only``: read the jobs' end markers (:meth:`~backends.base.BackendAdapter.read_ends`)
+    instead of asking the scheduler; jobs without one are left as they are."""
     tasks = list(Task.objects.on(backend, owner).filter(state__in=LIVE).exclude(job_id="").select_related("run"))
-    result = adapter.poll([t.job_id for t in tasks])
+    if ends_only:
+        result = adapter.read_ends({t.job_id: (t.run_id, t.submit_tag) for t in tasks})
+        tasks = [t for t in tasks if t.job_id in result.statuses]
+    else:
+        result = adapter.poll([t.job_id for t in tasks])
     now = timezone.now()
     outcome = PollOutcome(now=now, grace=timedelta(seconds=settings.SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS))
     never_started: set[int] = set()
@@ -118,6 +126,8 @@ def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str], *, o
         if complete_generator(task, status, adapter, now):
             changed.add(task.run_id)
     changed.update(t.run_id for t in finish_tasks(outcome.ended, never_started))
+    if ends_only:
+        return  # the jobs seen on the scheduler stay as its last poll listed them
     ours = {t.job_id: t.pk for t in tasks}
     if owner is not None:
         # The scheduler lists every owner's jobs: link the other owners' tasks to theirs too.

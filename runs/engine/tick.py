@@ -113,12 +113,15 @@ def _cycle_and_record_status(backend: Backend) -> None:
     changed: set[str] = set()
     status: str = Backend.Status.OK
     message = ""
+    reached: BackendAdapter | None = None
+    markers_only = False
     try:
         if backend.per_user:
             reached = run_phases_per_owner(backend, changed)
         else:
             reached = get_adapter(backend)
-            run_phases(backend, reached, changed)
+            markers_only = ends_only(backend, reached)
+            run_phases(backend, reached, changed, ends_only=markers_only)
         if reached is not None:
             refresh_cluster_info(backend, reached)
     except BackendUnavailable as exc:
@@ -131,19 +134,37 @@ def _cycle_and_record_status(backend: Backend) -> None:
     finally:
         refresh_runs_status(changed)
         now = timezone.now()
+        values: dict[str, object] = {"status": status, "status_message": message}
+        if not markers_only:
+            values["last_polled_at"] = now  # the scheduler's own poll ran
         Backend.objects.filter(pk=backend.pk).update(
-            status=status,
-            status_message=message,
-            last_polled_at=now,
-            next_poll_at=now + timedelta(seconds=poll_interval(backend)),
+            **values, next_poll_at=now + timedelta(seconds=tick_every(backend, reached))
         )
 
 
-def run_phases(backend: Backend, adapter: BackendAdapter, changed: set[str], owner: int | None = None) -> None:
-    """The four phases, for every run on the backend, or for ``owner``'s runs only."""
+def ends_only(backend: Backend, adapter: BackendAdapter) -> bool:
+    """True when this tick reads the jobs' end markers only: the adapter has them and the
+    scheduler's own poll (every ``poll_interval``) is not due yet."""
+    if not adapter.read_ends_every or backend.per_user or backend.last_polled_at is None:
+        return False
+    return timezone.now() - backend.last_polled_at < timedelta(seconds=poll_interval(backend))
+
+
+def tick_every(backend: Backend, adapter: BackendAdapter | None) -> float:
+    """Seconds to the backend's next tick: its poll interval, or sooner to read end markers."""
+    interval = poll_interval(backend)
+    every = adapter.read_ends_every if adapter is not None and not backend.per_user else 0
+    return min(interval, every) if every else interval
+
+
+def run_phases(
+    backend: Backend, adapter: BackendAdapter, changed: set[str], owner: int | None = None, *, ends_only: bool = False
+) -> None:
+    """The four phases, for every run on the backend, or for ``owner``'s runs only;
+    ``ends_only``: the poll reads the jobs' end markers instead of asking the scheduler."""
     reconcile_submitting(backend, adapter, changed, owner=owner)
     cancel_requested(backend, adapter, changed, owner=owner)
-    poll_jobs(backend, adapter, changed, owner=owner)
+    poll_jobs(backend, adapter, changed, owner=owner, ends_only=ends_only)
     if submit_ready(backend, adapter, changed, owner=owner) and adapter.starts_jobs_at_submit:
         # Local jobs run as soon as they are submitted: show them running now, not a poll interval later.
         poll_jobs(backend, adapter, changed, owner=owner)
