@@ -73,4 +73,5 @@ def test_a_job_killed_without_a_marker_is_caught_by_the_scheduler_poll(user, clu
     run = tick_until_finished(run, timeout=120)
     task = Task.objects.get(run=run)
     assert task.state == "failed", task.reason
-    assert Backend.objects.get(pk=backend.pk).last_polled_at > polled, "ended without a scheduler poll"
+    last = Backend.objects.get(pk=backend.pk).last_polled_at
+    assert polled and last and last > polled, "ended without a scheduler poll"

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from backends.base import BackendAdapter, JobState, JobStatus
+from backends.base import BackendAdapter, JobState, JobStatus, PollResult
 from backends.models import Backend
 from runs.engine.fields import record_end
 from runs.engine.finish import finish_tasks
@@ -102,11 +102,7 @@ def poll_jobs(
     ``ends_only``: read the jobs' end markers (:meth:`~backends.base.BackendAdapter.read_ends`)
     instead of asking the scheduler; jobs without one are left as they are."""
     tasks = list(Task.objects.on(backend, owner).filter(state__in=LIVE).exclude(job_id="").select_related("run"))
-    if ends_only:
-        result = adapter.read_ends({t.job_id: (t.run_id, t.submit_tag) for t in tasks})
-        tasks = [t for t in tasks if t.job_id in result.statuses]
-    else:
-        result = adapter.poll([t.job_id for t in tasks])
+    tasks, result = _ask(adapter, tasks, ends_only)
     now = timezone.now()
     outcome = PollOutcome(now=now, grace=timedelta(seconds=settings.SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS))
     never_started: set[int] = set()
@@ -126,8 +122,19 @@ def poll_jobs(
         if complete_generator(task, status, adapter, now):
             changed.add(task.run_id)
     changed.update(t.run_id for t in finish_tasks(outcome.ended, never_started))
-    if ends_only:
-        return  # the jobs seen on the scheduler stay as its last poll listed them
+    if not ends_only:  # else the jobs seen on the scheduler stay as its last poll listed them
+        _store_seen(backend, tasks, result, owner, now)
+
+
+def _ask(adapter: BackendAdapter, tasks: list[Task], ends_only: bool) -> tuple[list[Task], PollResult]:
+    """The scheduler's poll of these tasks' jobs; or their end markers, and only the tasks that have one."""
+    if not ends_only:
+        return tasks, adapter.poll([t.job_id for t in tasks])
+    result = adapter.read_ends({t.job_id: (t.run_id, t.submit_tag) for t in tasks})
+    return [t for t in tasks if t.job_id in result.statuses], result
+
+
+def _store_seen(backend: Backend, tasks: list[Task], result: PollResult, owner: int | None, now: datetime) -> None:
     ours = {t.job_id: t.pk for t in tasks}
     if owner is not None:
         # The scheduler lists every owner's jobs: link the other owners' tasks to theirs too.
