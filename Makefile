@@ -59,3 +59,6 @@ bench: setup
 	$(BIN)/python bench/batch_bench.py --n 2000
 	$(BIN)/python bench/cost_bench.py
 	$(BIN)/python bench/fair_share_bench.py
+	$(BIN)/python bench/fair_share_bench.py --users 50
+	$(BIN)/python bench/local_bench.py --tasks 1000 --slots 4,16
+	$(BIN)/python bench/slurm_bench.py chain --links 20 --poll 60 --native off --markers-every 1

@@ -2,7 +2,7 @@
 
     python bench/slurm_bench.py parse            # 50,000 lines of squeue and sacct output
     python bench/slurm_bench.py submit [--n 500] # 500 one-second tasks vs 500 plain sbatch calls
-    python bench/slurm_bench.py chain [--poll 60] [--links 20] [--native on,off]
+    python bench/slurm_bench.py chain [--poll 60] [--links 20] [--native on,off] [--markers-every 5]
 
 Uses a temporary SQLite data dir unless DATABASE_URL is set.
 """
@@ -89,10 +89,14 @@ def _timed(fn, arg) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - start
 
 
-def setup_backend(native: bool = True, poll: int = 1, max_concurrent: int = 1000) -> tuple[Backend, User]:
+def setup_backend(
+    native: bool = True, poll: int = 1, max_concurrent: int = 1000, markers_every: float = 5
+) -> tuple[Backend, User]:
     call_command("migrate", verbosity=0)
     owner, _ = User.objects.get_or_create(username="bench")
-    settings = validate_backend_settings("slurm", {"ssh": cluster_ssh(), "native_dependencies": native})
+    settings = validate_backend_settings(
+        "slurm", {"ssh": cluster_ssh(), "native_dependencies": native, "end_markers_every": markers_every}
+    )
     backend, _ = Backend.objects.update_or_create(
         name="bench-slurm",
         defaults={"kind": "slurm", "settings": settings, "max_concurrent": max_concurrent, "poll_interval": poll},
@@ -141,8 +145,9 @@ def bench_submit(n: int) -> None:
     print(f"run {Run.objects.get(pk=run.pk).status}")
 
 
-def bench_chain(links: int, poll: int, natives: list[bool]) -> None:
-    backend, owner = setup_backend(poll=poll)
+def bench_chain(links: int, poll: int, natives: list[bool], markers_every: float) -> None:
+    backend, owner = setup_backend(poll=poll, markers_every=markers_every)
+    print(f"end markers read every {markers_every} s (0: off)")
     transport = get_adapter(backend).transport  # type: ignore[attr-defined]
     wait_queue_empty(transport)
     # Reference: the chain straight to Slurm with afterok, in one SSH session.
@@ -187,13 +192,14 @@ def main() -> None:
     parser.add_argument("--links", type=int, default=20)
     parser.add_argument("--poll", type=int, default=60)
     parser.add_argument("--native", default="on,off")
+    parser.add_argument("--markers-every", type=float, default=5, help="end_markers_every (0: no markers)")
     args = parser.parse_args()
     if args.what == "parse":
         bench_parse()
     elif args.what == "submit":
         bench_submit(args.n)
     else:
-        bench_chain(args.links, args.poll, [v == "on" for v in args.native.split(",")])
+        bench_chain(args.links, args.poll, [v == "on" for v in args.native.split(",")], args.markers_every)
 
 
 if __name__ == "__main__":
