@@ -57,12 +57,12 @@ def end_marker_lines(job: JobSpec) -> list[str]:
     marker = f'"$HOME"/{MARKERS_DIR}/{shlex.quote(job.run_id)}/{shlex.quote(job.tag)}'
     end = (
         '_scripthut_rc=$?; [ "$_scripthut_rc" -lt 128 ] && '
-        'printf "%s %s\\n" "$_scripthut_rc" "$(date +%s)" > "$_scripthut_end.tmp" && '
+        'printf "%s %s\\n" "$_scripthut_rc" "$(date +%s.%N)" > "$_scripthut_end.tmp" && '
         'mv -f -- "$_scripthut_end.tmp" "$_scripthut_end.end"'
     )
     return [
         "# ScriptHut sees this job's end from these markers within seconds",
         f"_scripthut_end={marker}",
-        'mkdir -p -- "${_scripthut_end%/*}" && echo "$(date +%s) $HOSTNAME" > "$_scripthut_end.start"',
+        'mkdir -p -- "${_scripthut_end%/*}" && echo "$(date +%s.%N) $HOSTNAME" > "$_scripthut_end.start"',
         f"trap {shlex.quote(end)} EXIT",
     ]

@@ -60,6 +60,13 @@ def test_an_end_is_seen_from_its_marker_long_before_the_poll_interval(user, clus
     assert (b.state, b.exit_code, b.reason) == ("failed", 3, "exit code 3")
     assert a.started_at and a.finished_at and a.node
     assert Backend.objects.get(pk=backend.pk).last_polled_at == polled, "the scheduler was polled again"
+    # The scheduler's next poll adds what only its accounting knows to the tasks ended by markers.
+    Backend.objects.filter(pk=backend.pk).update(poll_interval=1, next_poll_at=None)
+    deadline = time.monotonic() + 60
+    while Task.objects.get(pk=a.pk).cpu_efficiency is None:
+        assert time.monotonic() < deadline, "no CPU efficiency from sacct in 60 s"
+        tick_due_backends()
+        time.sleep(0.5)
 
 
 def test_a_job_killed_without_a_marker_is_caught_by_the_scheduler_poll(user, cluster):  # noqa: F811

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from backends.base import BackendAdapter, JobState, JobStatus, PollResult
 from backends.models import Backend
+from runs.engine.accounting import fill_measurements, unmeasured
 from runs.engine.fields import record_end
 from runs.engine.finish import finish_tasks
 from runs.engine.generate import complete_generator
@@ -102,7 +103,9 @@ def poll_jobs(
     ``ends_only``: read the jobs' end markers (:meth:`~backends.base.BackendAdapter.read_ends`)
     instead of asking the scheduler; jobs without one are left as they are."""
     tasks = list(Task.objects.on(backend, owner).filter(state__in=LIVE).exclude(job_id="").select_related("run"))
-    tasks, result = _ask(adapter, tasks, ends_only)
+    ended_by_marker = [] if ends_only else unmeasured(backend, adapter, owner)
+    tasks, result = _ask(adapter, tasks, ends_only, [t.job_id for t in ended_by_marker])
+    fill_measurements(ended_by_marker, result.statuses)
     now = timezone.now()
     outcome = PollOutcome(now=now, grace=timedelta(seconds=settings.SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS))
     never_started: set[int] = set()
@@ -126,10 +129,11 @@ def poll_jobs(
         _store_seen(backend, tasks, result, owner, now)
 
 
-def _ask(adapter: BackendAdapter, tasks: list[Task], ends_only: bool) -> tuple[list[Task], PollResult]:
-    """The scheduler's poll of these tasks' jobs; or their end markers, and only the tasks that have one."""
+def _ask(adapter: BackendAdapter, tasks: list[Task], ends_only: bool, also: list[str]) -> tuple[list[Task], PollResult]:
+    """The scheduler's poll of these tasks' jobs (and of the ended jobs ``also``); or their
+    end markers, and only the tasks that have one."""
     if not ends_only:
-        return tasks, adapter.poll([t.job_id for t in tasks])
+        return tasks, adapter.poll([t.job_id for t in tasks] + also)
     result = adapter.read_ends({t.job_id: (t.run_id, t.submit_tag) for t in tasks})
     return [t for t in tasks if t.job_id in result.statuses], result
 
