@@ -152,25 +152,23 @@ class LocalAdapter(FileLogs, BackendAdapter):
                 raise ValueError(f"{field}: {problem}")
 
     def submit(self, jobs: Sequence[tuple[JobSpec, str]]) -> list[SubmitResult]:
-        if not jobs:
-            return []
-        try:  # the first alone: an unusable work root then means that nothing was submitted
-            first = self._try_submit(*jobs[0])
-        except WorkRootUnusable as exc:
-            raise BackendUnavailable(str(exc)) from exc
-        # The others side by side: each launcher mostly waits for its runner to start.
+        # Side by side: each launcher mostly waits for its runner to start.
         with ThreadPoolExecutor(max_workers=LAUNCHES_AT_ONCE) as pool:
-            results = [first, *pool.map(lambda pair: self._try_submit(*pair, unusable_ok=True), jobs[1:])]
+            outcomes = list(pool.map(lambda pair: self._try_submit(*pair), jobs))
+        if outcomes and all(isinstance(o, WorkRootUnusable) for o in outcomes):
+            raise BackendUnavailable(str(outcomes[0]))  # nothing was submitted
+        results = [
+            SubmitResult(tag=job.tag, error=str(o)) if isinstance(o, WorkRootUnusable) else o
+            for (job, _), o in zip(jobs, outcomes, strict=True)
+        ]
         self._wait_for_start([r.job_id for r in results if r.job_id])
         return results
 
-    def _try_submit(self, job: JobSpec, script: str, *, unusable_ok: bool = False) -> SubmitResult:
+    def _try_submit(self, job: JobSpec, script: str) -> SubmitResult | WorkRootUnusable:
         try:
             return self._submit_one(job, script)
         except WorkRootUnusable as exc:
-            if not unusable_ok:
-                raise
-            return SubmitResult(tag=job.tag, error=str(exc))
+            return exc
         except OSError as exc:  # FileRefused, or a task file that cannot be opened
             return SubmitResult(tag=job.tag, error=str(exc))
 

@@ -16,6 +16,7 @@ the backend's ``max_concurrent`` still counts everyone's tasks.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from django.utils import timezone
@@ -37,6 +38,9 @@ from runs.models import PortalSettings
 log = logging.getLogger("runs.engine")
 
 CLUSTER_INFO_EVERY = timedelta(minutes=5)
+# A backend whose jobs run at submit (local) submits again in the same tick while slots
+# free up, for at most this long (then the tick ends: statuses, cancels, other backends).
+AGAIN_FOR_SECONDS = 1.0
 
 
 def tick_due_backends(*, force: bool = False, also: set[int] | frozenset[int] = frozenset()) -> None:
@@ -165,9 +169,13 @@ def run_phases(
     reconcile_submitting(backend, adapter, changed, owner=owner)
     cancel_requested(backend, adapter, changed, owner=owner)
     poll_jobs(backend, adapter, changed, owner=owner, ends_only=ends_only)
-    if submit_ready(backend, adapter, changed, owner=owner) and adapter.starts_jobs_at_submit:
-        # Local jobs run as soon as they are submitted: show them running now, not a poll interval later.
+    deadline = time.monotonic() + AGAIN_FOR_SECONDS
+    while submit_ready(backend, adapter, changed, owner=owner) and adapter.starts_jobs_at_submit:
+        # Local jobs run as soon as they are submitted: show them running now, not a poll
+        # interval later; those that ended already free their slots for another round.
         poll_jobs(backend, adapter, changed, owner=owner)
+        if time.monotonic() > deadline:
+            break
 
 
 def run_phases_per_owner(backend: Backend, changed: set[str]) -> BackendAdapter | None:
