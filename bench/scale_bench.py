@@ -50,7 +50,8 @@ def pct(values: list[float], p: float) -> float:
 def one_size(user: User, backend: Backend, size: int, seconds: float) -> None:
     payload = [{"id": f"t{i:06d}", "name": "t", "command": "true"} for i in range(size)]
     run = create_run(owner=user, backend=backend, payload=payload, workflow_name=f"scale-{size}", max_concurrent=size)
-    page, api = Client(), Client(headers={"Authorization": f"Token {ApiToken.issue(user)}"})
+    token = {"Authorization": f"Token {ApiToken.issue(user)}"}
+    page, api = Client(SERVER_NAME="localhost"), Client(SERVER_NAME="localhost", headers=token)
     page.force_login(user)
     pages: list[float] = []
     apis: list[float] = []
@@ -64,7 +65,7 @@ def one_size(user: User, backend: Backend, size: int, seconds: float) -> None:
                 t0 = time.perf_counter()
                 response = client.get(url)
                 into.append(time.perf_counter() - t0)
-                assert response.status_code == 200, response.status_code
+                assert response.status_code == 200, (url, response.status_code, response.content[:300])
             time.sleep(0.2)
     finally:
         ticker.stop()
