@@ -208,8 +208,12 @@ def bench_ends(n: int, poll: int, markers: list[float]) -> None:
             time.sleep(0.2)
         minutes = (time.perf_counter() - start) / 60
         after = sdiag_counts()
-        ended = dict(Task.objects.filter(run=run, state="completed").values_list("pk", "finished_at"))
-        lags = sorted(seen[pk] - ended[pk].timestamp() for pk in seen if ended.get(pk))
+        ended = {
+            pk: at.timestamp()
+            for pk, at in Task.objects.filter(run=run, state="completed").values_list("pk", "finished_at")
+            if at
+        }
+        lags = sorted(seen[pk] - ended[pk] for pk in seen if pk in ended)
         info = sum(
             after.get(k, 0) - before.get(k, 0)
             for k in ("REQUEST_JOB_INFO", "REQUEST_JOB_INFO_SINGLE", "REQUEST_JOB_USER_INFO")
