@@ -20,8 +20,9 @@ $(BIN)/scripthut: pyproject.toml | $(LDAP_HEADERS)
 setup: $(BIN)/scripthut
 
 ## Set up and start the portal on the embedded default (SQLite, in-process ticker).
+## `make serve PORT=8811 HOST=0.0.0.0` picks where it listens.
 serve: setup
-	$(BIN)/scripthut serve
+	$(BIN)/scripthut serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 ## Run the whole test suite against the real components it needs (started if missing).
 test: setup
@@ -49,6 +50,7 @@ lint: setup
 
 ## Benchmarks (figures, not pass/fail); DATABASE_URL picks the database.
 bench: setup
+	bash tests/setup/services.sh
 	bash tests/setup/cluster.sh start
 	$(BIN)/python bench/engine_bench.py
 	$(BIN)/python bench/slurm_bench.py parse
@@ -59,6 +61,12 @@ bench: setup
 	$(BIN)/python bench/batch_bench.py --n 2000
 	$(BIN)/python bench/cost_bench.py
 	$(BIN)/python bench/fair_share_bench.py
+	$(BIN)/python bench/ec2_bench.py --instances 20
+	$(BIN)/python bench/live_bench.py page
+	$(BIN)/python bench/local_start_bench.py
+	$(BIN)/python bench/faults_bench.py embedded
+	$(BIN)/python bench/faults_bench.py slurm
+	$(BIN)/python bench/faults_bench.py celery
 	$(BIN)/python bench/fair_share_bench.py --users 50
 	$(BIN)/python bench/local_bench.py --tasks 1000 --slots 4,16
 	$(BIN)/python bench/scale_bench.py --sizes 1000,100000

@@ -3,13 +3,19 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
-from backends.local.settings import runs_as_portal_user, sharing_problem
+from backends.local.settings import SHARED_ACCOUNT_WARNING, runs_as_portal_user, sharing_problem
 from backends.models import Backend, BatchJobDefinition, ClusterIdentity, Environment
 from backends.registry import kind_choices, unknown_kind
+
+SETTINGS_HELP = (
+    "The backend's own keys (README). A local backend: run_as: per_user runs each user's tasks as "
+    "their own OS account (os_user, os_users); run_as: <account> runs everyone's as that one account, "
+    "so that everyone on the backend can read and change each other's jobs."
+)
 
 
 class BackendForm(forms.ModelForm):
@@ -23,6 +29,8 @@ class BackendForm(forms.ModelForm):
             choices=kind_choices(),
             error_messages={"invalid_choice": unknown_kind("%(value)s")},
         )
+
+        self.fields["settings"].help_text = SETTINGS_HELP
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -49,6 +57,25 @@ class BackendAdmin(admin.ModelAdmin):
         "lease_until",
         "lease_owner",
     ]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        backend = self.get_object(request, object_id)
+        if request.method == "GET" and backend is not None:
+            _warn_shared_account(request, backend)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request: HttpRequest, obj: Backend, form: forms.ModelForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        _warn_shared_account(request, obj)
+
+
+def _warn_shared_account(request: HttpRequest, backend: Backend) -> None:
+    if backend.shared_account:
+        messages.warning(
+            request, f"Backend {backend.name!r}, run_as: {backend.shared_account!r}: {SHARED_ACCOUNT_WARNING}."
+        )
 
 
 @admin.register(Environment)

@@ -14,9 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-
-from django.dispatch import Signal
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 if TYPE_CHECKING:
     from backends.models import Backend, ClusterIdentity
@@ -250,9 +248,19 @@ class CommandResult:
     stderr: str
 
 
-# Sent (keyword ``backend_id``) by an adapter that learns of a job's end between ticks
-# (the local backend: its runner exited); the ticker ticks that backend at once.
-job_ended = Signal()
+@dataclass(frozen=True)
+class OsAccount:
+    """A portal user's OS account on a ``local`` backend with ``run_as: per_user``: their
+    tasks run as it (read from the config, not stored; see backends.local.accounts)."""
+
+    user_id: int
+    username: str  # the OS account
+    pk: None = None
+    updated_at: None = None
+
+
+if TYPE_CHECKING:
+    Identity: TypeAlias = ClusterIdentity | OsAccount
 
 
 class BackendAdapter(ABC):
@@ -269,12 +277,13 @@ class BackendAdapter(ABC):
     # processes): the tick polls again right after submitting.
     starts_jobs_at_submit = False
 
-    def __init__(self, backend: Backend, data_dir: Path, identity: ClusterIdentity | None = None):
+    def __init__(self, backend: Backend, data_dir: Path, identity: Identity | None = None):
         self.backend = backend
         self.name = backend.name
         self.settings = backend.settings
         self.data_dir = data_dir
         # The user account this adapter acts as, on a per_user backend; None: the config's.
+        # (A ClusterIdentity on SSH backends; an OsAccount on local ones.)
         self.identity = identity
 
     def default_log_path(self, job: JobSpec, stream: str) -> str:
@@ -297,15 +306,10 @@ class BackendAdapter(ABC):
     def poll(self, job_ids: Sequence[str]) -> PollResult:
         """States of the given jobs, plus every job seen on the backend."""
 
-    # Seconds between two end-marker reads (:meth:`read_ends`); 0: this backend has none,
-    # every end is learnt from :meth:`poll`.
-    read_ends_every = 0.0
+    read_ends_every = 0.0  # seconds between two end-marker reads (:meth:`read_ends`); 0: none
 
     def read_ends(self, jobs: Mapping[str, tuple[str, str]]) -> PollResult:
-        """Of these jobs (job id -> (run id, tag)), those that left an end marker (their
-        job script wrote its exit code), or a start marker: a cheap read, no scheduler
-        query. Jobs without a marker are left out (not unknown: the scheduler's own poll,
-        every ``poll_interval``, decides about them)."""
+        """Those of these jobs (id -> (run id, tag)) with an end/start marker: no scheduler query."""
         return PollResult(statuses={}, observed=[])
 
     @abstractmethod

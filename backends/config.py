@@ -12,6 +12,7 @@ loading) and reported as warnings by :func:`unknown_keys`.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
@@ -89,7 +90,7 @@ def validate_backend_settings(kind: str, settings: dict[str, Any]) -> dict[str, 
         raise ValueError("\n".join(error_lines(exc))) from None
     unknown = unknown_keys(parsed)
     if unknown:
-        raise ValueError("\n".join(f"{path}: unknown key" for path in unknown))
+        raise ValueError("\n".join(f"{path}: unknown key{hint}" for path, hint in unknown))
     return backend_settings(parsed)
 
 
@@ -124,16 +125,20 @@ def error_lines(exc: ValidationError) -> list[str]:
     return [error_line(error["loc"], error_message(error)) for error in exc.errors()]
 
 
-def unknown_keys(value: object, path: str = "") -> list[str]:
-    """Key paths of the keys a validated config model tree did not know."""
+def unknown_keys(value: object, path: str = "") -> list[tuple[str, str]]:
+    """The keys a validated config model tree did not know: ``(key.path, hint)``, the hint
+    naming the closest known key where one is close (`` (did you mean 'workflows'?)``)."""
 
     def join(key: str) -> str:
         return f"{path}.{key}" if path else key
 
-    found: list[str] = []
+    found: list[tuple[str, str]] = []
     if isinstance(value, BaseModel):
-        found += [join(str(key)) for key in value.model_extra or {}]
-        for name in type(value).model_fields:
+        known = list(type(value).model_fields)
+        for key in value.model_extra or {}:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.7)
+            found.append((join(str(key)), f" (did you mean {close[0]!r}?)" if close else ""))
+        for name in known:
             found += unknown_keys(getattr(value, name), join(name))
     elif isinstance(value, list):
         for index, item in enumerate(value):

@@ -1,7 +1,8 @@
 """The form a user registers their cluster identity with.
 
 The private key and its passphrase are write-only: they are checked (paramiko must be
-able to load the key) and stored encrypted, and no page ever renders them back, not even
+able to load the key, in a child process with a CPU-time limit: ``backends.ssh.key_check``)
+and stored encrypted, and no page ever renders them back, not even
 a form redisplayed with errors.
 """
 
@@ -14,7 +15,8 @@ from django.contrib.auth.models import User
 from django.core.validators import RegexValidator
 
 from backends.models import Backend, ClusterIdentity
-from backends.ssh.keys import KeyProblem, attach_certificate, load_key
+from backends.ssh.key_check import checked_fingerprint
+from backends.ssh.keys import KeyProblem
 
 
 class WriteOnlyTextarea(forms.Textarea):
@@ -60,14 +62,18 @@ class IdentityForm(forms.Form):
         data = super().clean() or {}
         try:
             if data.get("private_key", "").strip():
-                pkey = load_key(data["private_key"], data.get("passphrase", ""), data.get("certificate", ""))
-                self.fingerprint = pkey.fingerprint
+                key, passphrase, certificate = (
+                    data["private_key"],
+                    data.get("passphrase", ""),
+                    data.get("certificate", ""),
+                )
+                self.fingerprint = checked_fingerprint(key, passphrase, certificate)
             elif self.existing is None:
                 self.add_error("private_key", "paste the private key the cluster knows you by")
             elif data.get("certificate"):
                 # A new certificate for the key already stored (certificates expire).
                 kept = self.existing
-                attach_certificate(load_key(kept.private_key, kept.passphrase), data["certificate"])
+                checked_fingerprint(kept.private_key, kept.passphrase, data["certificate"])
         except KeyProblem as problem:
             self.add_error(problem.field, str(problem))
         return data

@@ -8,6 +8,7 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from backends.local.settings import shared_account
 from backends.registry import BACKENDS, validate_kind
 from scripthut_site.crypto import EncryptedTextField
 
@@ -82,7 +83,19 @@ class Backend(models.Model):
 
     @property
     def per_user(self) -> bool:
-        """Jobs run under each portal user's own cluster account (``ssh.identity: per_user``)."""
+        """Jobs run under each portal user's own account: their cluster identity
+        (``ssh.identity: per_user``) or their OS account (local, ``run_as: per_user``)."""
+        return self.takes_identities or (self.kind == self.Kind.LOCAL and self.settings.get("run_as") == "per_user")
+
+    @property
+    def shared_account(self) -> str:
+        """The one OS account every user's tasks run as (a local backend with a shared
+        ``run_as``), or "": shown with a warning on its card and in the admin."""
+        return shared_account(self.settings) if self.kind == self.Kind.LOCAL else ""
+
+    @property
+    def takes_identities(self) -> bool:
+        """Users register their own cluster login and key for it (``ssh.identity: per_user``)."""
         return (self.settings.get("ssh") or {}).get("identity") == "per_user"
 
 

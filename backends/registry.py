@@ -26,7 +26,8 @@ from django.core.exceptions import ValidationError
 from backends.base import BackendAdapter, BackendError, BackendUnavailable, ShellAccess
 
 if TYPE_CHECKING:
-    from backends.models import Backend, ClusterIdentity
+    from backends.base import Identity
+    from backends.models import Backend
     from backends.schema import BackendSettings
 
 
@@ -83,11 +84,12 @@ _lock = threading.Lock()
 _adapters: dict[tuple[str, int | str], tuple[str, BackendAdapter]] = {}
 
 
-def get_adapter(backend: Backend, identity: ClusterIdentity | None = None) -> BackendAdapter:
+def get_adapter(backend: Backend, identity: Identity | None = None) -> BackendAdapter:
     """The cached adapter for a backend, acting as ``identity`` if given (else the account
     of the config); rebuilt when the backend's type or settings, or the identity, change."""
     key = (backend.name, identity.user_id if identity else "shared")
-    version = [identity.pk, identity.username, identity.updated_at.isoformat()] if identity else None
+    updated = identity.updated_at.isoformat() if identity and identity.updated_at else None
+    version = [identity.pk, identity.username, updated] if identity else None
     fingerprint = json.dumps([backend.kind, backend.settings, version], sort_keys=True)
     with _lock:
         cached = _adapters.get(key)

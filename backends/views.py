@@ -29,7 +29,7 @@ class IdentityRow:
 
 def _per_user_backend(name: str) -> Backend:
     backend = get_object_or_404(Backend, name=name)
-    if not backend.per_user:
+    if not backend.takes_identities:
         # Its jobs run as the account of the config: there is nothing of the user's to store.
         raise Http404(f"backend {name!r} does not take user identities")
     return backend
@@ -55,7 +55,7 @@ def _form(backend: Backend, existing: ClusterIdentity | None, data: QueryDict | 
 def _page(request: HttpRequest, bound: IdentityForm | None = None, bound_to: Backend | None = None) -> HttpResponse:
     mine = _mine(request)
     rows = []
-    for backend in (b for b in usable_backends(request.user) if b.per_user):
+    for backend in (b for b in usable_backends(request.user) if b.takes_identities):
         identity = mine.get(backend.pk)
         form = bound if bound is not None and backend == bound_to else _form(backend, identity)
         rows.append(IdentityRow(backend, identity, form))

@@ -26,7 +26,7 @@ from runs.engine.run_status import refresh_run_status
 from runs.engine.states import ACTIVE, RUN_FINISHED, UNSUCCESSFUL, RunStatus, Step, TaskState, move_all, requeue
 from runs.models import AuditEvent, Run, Task, Workflow
 from runs.notify.run_events import notify_status_update
-from runs.notify.spec import NotifySpec, save_override
+from runs.notify.spec import NotifySpec, refuse_untrusted_email, save_override
 from runs.workers.ticker import request_tick
 from runs.workflows.limits import PG_INT_MAX
 from runs.workflows.parse import Problem, ResolvedTask, WorkflowError, validate
@@ -66,6 +66,7 @@ def create_run(
         raise WorkflowError(f"backend {backend.name!r} is disabled")
     _check_access(owner, backend, workflow)
     require_identity(backend, owner)
+    refuse_untrusted_email(owner, notify)
     resolved = validate(payload)
     refuse_generators_without_files(backend, resolved)
     known_envs = set(Environment.objects.values_list("name", flat=True))
@@ -136,7 +137,7 @@ def refuse_generators_without_files(backend: Backend, resolved: list[ResolvedTas
 def require_identity(backend: Backend, owner: User) -> None:
     """Refuse a run that could never be submitted: a per_user backend, and no identity on it."""
     if needs_identity(backend, owner.pk):
-        raise WorkflowError(refusal(backend))
+        raise WorkflowError(refusal(backend, owner.pk))
 
 
 def cancel_run(run: Run, by: User | None = None) -> None:

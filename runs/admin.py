@@ -1,20 +1,64 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
 from runs.costing import admin as costing_admin  # noqa: F401  (registers budgets and prices)
 from runs.models import ApiToken, AuditEvent, ObservedJob, PortalSettings, Run, Task, Workflow
+from sources.admin import MASKED_HELP
+from sources.git import GitError, keep_credentials, mask_credentials
+
+
+class WorkflowForm(forms.ModelForm):
+    """The git block's repository URL: its password or token is write-only (shown as ***,
+    kept when left so), as on the source admin."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial["git"] = masked_git(self.instance.git)
+        if "git" in self.fields:  # not when the page only shows the workflow
+            self.fields["git"].help_text = MASKED_HELP
+
+    def clean_git(self) -> Any:
+        git = self.cleaned_data.get("git")
+        if isinstance(git, dict) and isinstance(git.get("repo"), str):
+            stored = self.instance.git if isinstance(self.instance.git, dict) else {}
+            try:
+                git = {**git, "repo": keep_credentials(git["repo"], str(stored.get("repo") or ""))}
+            except GitError as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return git
+
+
+def masked_git(git: Any) -> Any:
+    if isinstance(git, dict) and isinstance(git.get("repo"), str):
+        return {**git, "repo": mask_credentials(git["repo"])}
+    return git
 
 
 @admin.register(Workflow)
 class WorkflowAdmin(admin.ModelAdmin):
+    form = WorkflowForm
     list_display = ["name", "backend", "max_concurrent", "description"]
     list_filter = ["backend"]
     search_fields = ["name", "command", "description"]
     list_select_related = ["backend"]
+    readonly_fields = ["masked_git"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # Without the change permission every field is shown as text: git only masked.
+        fields = [name for name in super().get_fields(request, obj) if name != "masked_git"]
+        if self.has_change_permission(request, obj):
+            return fields
+        return ["masked_git" if name == "git" else name for name in fields]
+
+    @admin.display(description="Git")
+    def masked_git(self, obj: Workflow) -> str:
+        return json.dumps(masked_git(obj.git))
 
 
 TASK_COLUMNS = ("task_id", "name", "state", "job_id", "attempt", "exit_code", "started_at", "finished_at")

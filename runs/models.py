@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from runs.engine import states
 from runs.engine.states import RunStatus, TaskState
+from scripthut_site.crypto import EncryptedJSONField
 
 if TYPE_CHECKING:
     from backends.models import Backend
@@ -71,8 +72,9 @@ class Workflow(models.Model):
     command = models.TextField()
     max_concurrent = models.PositiveIntegerField(default=10)
     description = models.TextField(blank=True)
-    # {"repo", "branch", "deploy_key", "clone_dir"} or null.
-    git = models.JSONField(null=True, blank=True)
+    # {"repo", "branch", "deploy_key", "clone_dir"} or null; encrypted at rest, as the
+    # repository URL may carry a password or token.
+    git = EncryptedJSONField(null=True, blank=True)
     allowed_groups = models.ManyToManyField(
         "auth.Group", blank=True, related_name="workflows", help_text="Empty: everyone who may use its backend."
     )
@@ -340,4 +342,5 @@ class PortalSettings(models.Model):
 # notifications): Django finds an app's models through ``runs.models``, so they are imported here.
 from runs.audit.models import AppendOnly, AuditEvent  # noqa: E402,F401
 from runs.costing.models import Budget, BudgetAlert, InstancePrice, PriceList  # noqa: E402,F401
-from runs.notify.models import Notification, NotificationPreference, RunNotify  # noqa: E402,F401
+from runs.metrics.models import TickCounters  # noqa: E402,F401
+from runs.notify.models import Notification, NotificationPreference, RunNotify, VerifiedEmail  # noqa: E402,F401

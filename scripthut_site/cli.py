@@ -9,6 +9,7 @@ scripthut beat                                     (deployment: queues each back
 scripthut setup-aws-ec2 [--region R --yes ...]     (guided set-up of an ec2 backend; every prompt is a flag)
 scripthut rotate-keys [--new-key]                  (re-encrypt stored secrets with the newest key)
 scripthut pricing import FILE | refresh | recompute (EC2 prices for cost: runs.costing)
+scripthut backup FILE | restore FILE                 (the embedded SQLite database: scripthut_site.backup)
 scripthut migrate | createsuperuser | shell | ...   (any manage.py command)
 """
 
@@ -16,15 +17,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
-import socket
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-COMMANDS = ("serve", "run", "import-config", "createtoken", "worker", "beat", "setup-aws-ec2")
+COMMANDS = ("serve", "run", "import-config", "createtoken", "worker", "beat", "setup-aws-ec2", "backup", "restore")
 DASHED_COMMANDS = ("rotate-keys",)  # Django commands spelled with a dash on our command line
+DJANGO_COMMANDS_SHOWN = {
+    "rotate-keys": "re-encrypt stored secrets with the newest key [--new-key]",
+    "pricing": "EC2 prices for cost: import FILE | refresh | recompute [--run ID]",
+    "migrate": "bring the database up to date (any other Django command works too: shell, ...)",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,11 +39,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             return _django_command(argv)
     args = _parser().parse_args(argv)
-    if getattr(args, "config", None):
-        config = Path(args.config).expanduser()
+    # Only a config nobody named means the built-in demo; one named by --config or by
+    # SCRIPTHUT_CONFIG must exist, and both say so the same way.
+    named = (args.config or os.environ.get("SCRIPTHUT_CONFIG")) if hasattr(args, "config") else None
+    if named:
+        config = Path(named).expanduser()
         if not config.is_file():
-            # Only a config nobody named means the built-in demo; a named one must exist.
-            print(f"config file {args.config} does not exist (as {config.resolve()})", file=sys.stderr)
+            print(f"config file {named} does not exist (as {config.resolve()})", file=sys.stderr)
             return 2
         os.environ["SCRIPTHUT_CONFIG"] = str(config.resolve())
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scripthut_site.settings")
@@ -54,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         "worker": worker,
         "beat": beat,
         "setup-aws-ec2": setup_aws_ec2,
+        "backup": backup,
+        "restore": restore,
     }[args.command]
     return handler(args)
 
@@ -65,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config file (default: $SCRIPTHUT_CONFIG or ./scripthut.yaml)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--strict", action="store_true", help="refuse a config with warnings (unknown keys)")
     p = sub.add_parser("run", help="create a run from a workflow JSON file")
     p.add_argument("workflow", help='workflow JSON file (an array of tasks or {"tasks": [...]}), - for stdin')
     p.add_argument("--backend", required=True)
@@ -74,10 +83,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="show progress; exit 0 only if the run completes")
     p.add_argument("--notify", choices=("always", "failure", "never"), help="notify when the run ends (default: prefs)")
     p.add_argument("--notify-webhook", metavar="URL", help="webhook for this run's notifications")
-    p.add_argument("--notify-email", metavar="ADDRESS", help="email address for this run's notifications")
+    p.add_argument(
+        "--notify-email",
+        metavar="ADDRESS",
+        help="email address for this run's notifications (one the portal trusts for you)",
+    )
     p.add_argument("--config")
     p = sub.add_parser("import-config", help="load a scripthut.yaml into the database")
     p.add_argument("file")
+    p.add_argument("--strict", action="store_true", help="refuse a config with warnings (unknown keys)")
     p = sub.add_parser("createtoken", help="print a new API token for a user")
     p.add_argument("username")
     p = sub.add_parser("worker", help="run backend ticks queued by `scripthut beat` and by user actions")
@@ -90,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     from backends.ec2 import wizard
 
     wizard.add_arguments(sub.add_parser("setup-aws-ec2", help="set up an AWS EC2 backend (IAM stack, config stanza)"))
+    p = sub.add_parser("backup", help="copy the embedded SQLite database to FILE, also while the portal runs")
+    p.add_argument("file")
+    p = sub.add_parser("restore", help="replace the embedded SQLite database by a backup (stop the portal first)")
+    p.add_argument("file")
+    # Django management commands that main() hands to Django; listed so that --help names them.
+    for name, text in DJANGO_COMMANDS_SHOWN.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
@@ -110,54 +131,21 @@ def _django_command(argv: list[str]) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-    from django.conf import settings
-    from django.core.management import call_command
+    from scripthut_site import serve
 
-    from backends.models import Backend
-    from runs.models import PortalSettings
-    from scripthut_site import deployment
+    return serve.serve(host=args.host, port=args.port, strict=args.strict)
 
-    call_command("migrate", interactive=False, verbosity=0)
-    config = Path(settings.SCRIPTHUT_CONFIG)
-    if config.is_file():
-        if _import(config) != 0:
-            return 1
-    else:
-        from runs.demo import ensure_demo_setup
 
-        ensure_demo_setup()
-        print(f"No config file at {config.resolve()}: using the built-in 'local' backend and the 'demo' workflow.")
-    _ensure_admin()
-    portal = PortalSettings.load()
-    host = args.host or portal.server_host
-    port = args.port or portal.server_port
-    deployment.allow_host(host)
-    try:
-        # Bound here, before saying where the portal is: a taken port is an error, not a false address.
-        sock = _listen(host, port)
-    except OSError as exc:
-        print(f"cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    ticker = None
-    if settings.EMBEDDED:
-        # Only this process ticks in embedded mode: leases left by a killed server are stale.
-        Backend.objects.update(lease_until=None, lease_owner="")
-        from runs.workers.ticker import EmbeddedTicker
+def backup(args: argparse.Namespace) -> int:
+    from scripthut_site import backup
 
-        ticker = EmbeddedTicker()
-        ticker.start()
-    print(f"ScriptHut is at http://{host}:{port}/  (data: {settings.DATA_DIR})", flush=True)
-    app = "scripthut_site.asgi:application"
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:  # Ctrl+C: a normal stop, as with uvicorn.run
-        pass
-    finally:
-        if ticker:
-            ticker.stop()
-    return 0 if server.started else 1
+    return backup.backup(Path(args.file).expanduser())
+
+
+def restore(args: argparse.Namespace) -> int:
+    from scripthut_site import backup
+
+    return backup.restore(Path(args.file).expanduser())
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -185,53 +173,13 @@ def _celery(argv: list[str]) -> int:
     return int(app.start(argv=argv) or 0)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port as uvicorn would bind it (which then serves on it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart over TIME_WAIT
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _ensure_admin() -> None:
-    from django.contrib.auth.models import User
-
-    if User.objects.exists():
-        return
-    password = os.environ.get("SCRIPTHUT_ADMIN_PASSWORD")
-    generated = not password
-    password = password or secrets.token_urlsafe(12)
-    User.objects.create_superuser("admin", email="", password=password)
-    if generated:
-        print(f"Created user 'admin' with password: {password}  (shown once; change it in the admin)")
-    else:
-        print("Created user 'admin' with the password from SCRIPTHUT_ADMIN_PASSWORD.")
-
-
 def import_config(args: argparse.Namespace) -> int:
     from django.core.management import call_command
 
     call_command("migrate", interactive=False, verbosity=0)
-    return _import(Path(args.file))
+    from scripthut_site.config import import_file
 
-
-def _import(path: Path) -> int:
-    from scripthut_site.config import ConfigError
-    from scripthut_site.config import import_config as do_import
-
-    try:
-        report = do_import(path)
-    except ConfigError as exc:
-        print(f"{path}: the config has errors, nothing was changed:", file=sys.stderr)
-        print(str(exc), file=sys.stderr)
-        return 1
-    print(f"Imported {path}: {report}")
-    return 0
+    return import_file(Path(args.file), strict=args.strict)
 
 
 def createtoken(args: argparse.Namespace) -> int:
@@ -276,8 +224,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     name = args.name or Path(args.workflow).stem
     try:
-        options = (getattr(args, name, None) for name in ("notify", "notify_webhook", "notify_email"))
-        notify = spec_from_options(*options)
+        on, webhook, email = (getattr(args, key, None) for key in ("notify", "notify_webhook", "notify_email"))
+        notify = spec_from_options(on, webhook, email, owner=owner)
     except NotifyError as exc:
         print(f"invalid notification options: {exc}; nothing was submitted", file=sys.stderr)
         return 2

@@ -9,7 +9,9 @@ environments missing from it are deleted.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from django.db import models, transaction
@@ -42,7 +44,7 @@ class ImportReport:
     deleted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     warnings: list[str] = field(default_factory=list)
 
-    def lines(self) -> list[str]:
+    def summary(self) -> str:
         lines = []
         for kind in KINDS:
             counts = [
@@ -53,20 +55,28 @@ class ImportReport:
             if kind == "backends":
                 counts.insert(2, f"{self.disabled[kind]} disabled")
             lines.append(f"{kind}: {', '.join(counts)}")
-        lines += [f"warning: {warning}" for warning in self.warnings]
-        return lines
+        return "\n".join(lines)
+
+    def lines(self) -> list[str]:
+        """The warnings first (a summary would scroll them away), then what changed."""
+        return [f"warning: {warning}" for warning in self.warnings] + self.summary().splitlines()
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
 
 
-def import_config(source: str | os.PathLike[str], *, stdout: _Writer | None = None) -> ImportReport:
+def import_config(
+    source: str | os.PathLike[str], *, stdout: _Writer | None = None, strict: bool = False
+) -> ImportReport:
     """Validate a config file (or text) and make the database match it.
 
-    Raises ConfigError, having changed nothing, if the config has errors.
+    Raises ConfigError, having changed nothing, if the config has errors, or with
+    ``strict`` if it has warnings (unknown keys).
     """
     config = load_config(source)
     report = ImportReport(warnings=config.warnings())
+    if strict and report.warnings:
+        raise ConfigError([f"{warning} (an error with --strict)" for warning in report.warnings])
     with transaction.atomic():
         backends = _import_backends(config, report)
         _import_environments(config, report)
@@ -77,6 +87,22 @@ def import_config(source: str | os.PathLike[str], *, stdout: _Writer | None = No
         for line in report.lines():
             stdout.write(line + "\n")
     return report
+
+
+def import_file(path: Path, *, strict: bool = False) -> int:
+    """Import a config file for the command line (``import-config``, ``serve``): the
+    warnings first (a summary would scroll them away), then what changed; the exit code.
+    ``strict``: any warning is an error and nothing is changed."""
+    try:
+        report = import_config(path, strict=strict)
+    except ConfigError as exc:
+        print(f"{path}: the config has errors, nothing was changed:", file=sys.stderr)
+        print(str(exc), file=sys.stderr)
+        return 1
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"Imported {path}: {report.summary()}")
+    return 0
 
 
 def _upsert(model: type[models.Model], lookup: dict[str, Any], values: dict[str, Any]) -> tuple[Any, str]:

@@ -17,7 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from backends.config import BackendConfig, error_line, error_message, unknown_keys
-from backends.local.settings import sharing_problem
+from backends.local.settings import account_warning, sharing_problem
 from backends.schema import ConfigModel
 
 
@@ -127,7 +127,12 @@ class ScriptHutConfig(ConfigModel):
         return value
 
     def warnings(self) -> list[str]:
-        return [f"{path}: unknown key, ignored" for path in unknown_keys(self)]
+        found = [f"{path}: unknown key, ignored{hint}" for path, hint in unknown_keys(self)]
+        for index, backend in enumerate(self.backends):
+            warning = account_warning(backend.model_dump())
+            if warning:
+                found.append(f"backends[{index}].{warning}")
+        return found
 
 
 # Loading.

@@ -8,10 +8,14 @@ and the tests build the same settings. README "Deployment hardening".
   proxy": the proxy's ``X-Forwarded-Proto`` is trusted, cookies are secure-only and HSTS is on.
 - ``ALLOWED_HOSTS``: overrides the derived list (comma-separated; ``*`` allows any).
 - ``SCRIPTHUT_LOGIN_FAILURE_LIMIT``, ``SCRIPTHUT_LOGIN_COOLOFF_MINUTES``: login throttling.
+- ``SCRIPTHUT_TRUSTED_PROXIES``: the only peers whose ``X-Forwarded-For``/``-Proto`` the server
+  believes (empty: none). Everything that reads a client's address (the lockout, the audit
+  trail) reads :func:`client_address`: the real peer, or what a trusted proxy forwarded.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -22,6 +26,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +108,34 @@ def tls_settings(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def trusted_proxies(env: Mapping[str, str]) -> list[str]:
+    """``SCRIPTHUT_TRUSTED_PROXIES``: addresses or networks (``10.0.0.5``, ``10.1.0.0/16``), comma-separated."""
+    proxies = _list(env.get("SCRIPTHUT_TRUSTED_PROXIES", ""))
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"SCRIPTHUT_TRUSTED_PROXIES: {proxy!r} is not an IP address or network (e.g. 10.0.0.5, 10.1.0.0/16)"
+            ) from None
+    return proxies
+
+
+def server_proxy_options() -> dict[str, Any]:
+    """uvicorn's options for forwarded headers (``scripthut serve``): believed only from the
+    trusted proxies; uvicorn's own default (``FORWARDED_ALLOW_IPS``, else 127.0.0.1) is never used,
+    so a process on the portal's machine cannot pose as any address."""
+    proxies = list(settings.SCRIPTHUT_TRUSTED_PROXIES)
+    return {"proxy_headers": bool(proxies), "forwarded_allow_ips": proxies}
+
+
+def client_address(request: HttpRequest) -> str | None:
+    """The client's address: the server puts the real peer's in REMOTE_ADDR, or the forwarded
+    one when the peer is a trusted proxy (:func:`server_proxy_options`). django-axes
+    (``AXES_CLIENT_IP_CALLABLE``) and the audit trail read it here, never a header."""
+    return request.META.get("REMOTE_ADDR") or None
+
+
 def throttle_settings(env: Mapping[str, str]) -> dict[str, Any]:
     """django-axes: N failures per username and per address in the cool-off time lock them for that time."""
     return {
@@ -112,6 +145,7 @@ def throttle_settings(env: Mapping[str, str]) -> dict[str, Any]:
         ),
         "AXES_LOCKOUT_PARAMETERS": "scripthut_site.lockout.lockout_parameters",
         "AXES_LOCKOUT_CALLABLE": "scripthut_site.lockout.lockout_response",
+        "AXES_CLIENT_IP_CALLABLE": "scripthut_site.deployment.client_address",
         # Refused attempts during a lockout do not extend it: the Retry-After given stays true.
         "AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT": False,
         # The log names the username and address (as the audit trail does); passwords are always masked.

@@ -30,6 +30,8 @@ DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
 ALLOWED_HOSTS = deployment.allowed_hosts(os.environ, paths.config_setting("server_host"))
 CSRF_TRUSTED_ORIGINS = deployment.csrf_trusted_origins(os.environ)
 globals().update(deployment.tls_settings(os.environ))  # behind a TLS proxy: secure cookies, HSTS
+# Whose X-Forwarded-For the server believes (scripthut serve's uvicorn); empty: nobody's.
+SCRIPTHUT_TRUSTED_PROXIES = deployment.trusted_proxies(os.environ)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -69,6 +71,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "scripthut_site.urls"
+CSRF_FAILURE_VIEW = "runs.audit.trail.csrf_failure"  # Django's 403 page, recorded in the audit trail
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
@@ -203,6 +206,8 @@ SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS = int(os.environ.get("SCRIPTHUT_UNKNOWN_JOB_
 # SQLite only (PostgreSQL uses an advisory lock): renewed every third of it while a tick runs.
 SCRIPTHUT_BACKEND_LEASE_SECONDS = int(os.environ.get("SCRIPTHUT_BACKEND_LEASE_SECONDS", "15"))
 # The AWS backends talk to this endpoint when set (an emulator, LocalStack); else to AWS.
+# The root helper that runs local tasks as other accounts (backends.local.runas).
+SCRIPTHUT_RUNAS_HELPER = os.environ.get("SCRIPTHUT_RUNAS_HELPER", "")
 SCRIPTHUT_AWS_ENDPOINT_URL = os.environ.get("SCRIPTHUT_AWS_ENDPOINT_URL") or None
 # Where EC2 prices come from when the config's pricing block names no source (runs.costing.prices).
 SCRIPTHUT_PRICING_URL = os.environ.get("SCRIPTHUT_PRICING_URL", "https://instances.vantage.sh/instances.json")

@@ -8,6 +8,7 @@ urlpatterns = [
     path("accounts/", include("scripthut_site.sso.urls")),
     path("api/", api.urls),
     path("health", include("runs.web.health")),
+    path("metrics", include("runs.metrics.views")),
     path("", include("runs.web.urls")),
     path("", include("runs.notify.urls")),
     path("", include("sources.urls")),

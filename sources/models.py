@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from scripthut_site.crypto import EncryptedTextField
+
 
 class Source(models.Model):
     class Kind(models.TextChoices):
@@ -15,7 +17,10 @@ class Source(models.Model):
     backend = models.ForeignKey("backends.Backend", on_delete=models.PROTECT, related_name="sources")
     workflows_glob = models.CharField(max_length=255, default=".hut/workflows/*.json")
     # git
-    url = models.CharField(max_length=500, blank=True)
+    # Encrypted at rest: a URL may carry a password or token (https://user:token@host/...).
+    # Shown only through sources.git.mask_credentials; git gets the secret from its
+    # environment, never in a URL or on a command line (sources.git).
+    url = EncryptedTextField(blank=True)
     branch = models.CharField(max_length=200, default="main")
     deploy_key = models.CharField(max_length=500, blank=True, help_text="Path to a key on the portal host.")
     clone_dir = models.CharField(max_length=500, default="~/scripthut-repos")
@@ -30,6 +35,8 @@ class Source(models.Model):
     # Sync state.
     synced_at = models.DateTimeField(null=True, blank=True)
     synced_sha = models.CharField(max_length=64, blank=True)
+    # Where the sync's checkout of synced_sha is, as an absolute path on the backend.
+    checkout_dir = models.CharField(max_length=1000, blank=True)
     sync_error = models.TextField(blank=True)
     workflow_files = models.JSONField(default=list, blank=True)
 
@@ -50,4 +57,4 @@ class Source(models.Model):
             return self.path
         if not self.synced_sha:
             return ""
-        return f"{self.clone_dir.rstrip('/')}/{self.synced_sha}"
+        return self.checkout_dir or f"{self.clone_dir.rstrip('/')}/{self.synced_sha}"

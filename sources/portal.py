@@ -5,7 +5,9 @@ There is no filesystem on the backend to clone into, so the branch is resolved w
 ``<data_dir>/sources``), to list and read workflow files. Each job then clones the same
 commit inside its container (see ``backends.batch.rendering``), with
 ``SCRIPTHUT_GIT_REPO/BRANCH/SHA`` set. git gets its arguments as a list (no shell),
-after ``--``, so a URL or branch is never read as an option.
+after ``--``, so a URL or branch is never read as an option; a password or token in the
+URL goes to git's credential helper through the environment (``sources.git.Remote``),
+never on its command line or into the clone's ``.git/config``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from django.conf import settings
 
 from backends.base import safe_filename
 from runs.models import PortalSettings
-from sources.git import GitError
+from sources.git import GitError, Remote, git_options
 from sources.models import Source
 
 GIT_TIMEOUT_SECONDS = 600
@@ -40,16 +42,15 @@ def checkout_path(source: Source, sha: str) -> Path:
     return cache_dir() / safe_filename(source.name) / sha
 
 
-def _git(args: list[str], deploy_key: str = "", cwd: Path | None = None) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+def _git(args: list[str], deploy_key: str = "", remote: Remote | None = None) -> str:
+    env = {**os.environ, **(remote or Remote("")).env()}
     if deploy_key:
         key = str(Path(deploy_key).expanduser())
         env["GIT_SSH_COMMAND"] = f"ssh -i {shlex.quote(key)} -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new"
     try:
         # An argument list: no shell.
         result = subprocess.run(  # noqa: S603
-            ["git", "-c", "protocol.ext.allow=never", *args],
-            cwd=cwd,
+            ["git", *git_options(), *args],
             env=env,
             capture_output=True,
             text=True,
@@ -73,7 +74,8 @@ def sync(source: Source) -> tuple[str, Path]:
         raise PortalSourceError(f"postclone is not supported on backend {source.backend.name!r} (no shell)")
     if not source.url:
         raise PortalSourceError("git source has no url")
-    found = _git(["ls-remote", "--", source.url, f"refs/heads/{source.branch}"], source.deploy_key).split()
+    remote = Remote.of(source.url)
+    found = _git(["ls-remote", "--", remote.url, f"refs/heads/{source.branch}"], source.deploy_key, remote).split()
     if not found:
         raise GitError(f"branch {source.branch!r} not found in {source.url}")
     sha = found[0]
@@ -82,7 +84,8 @@ def sync(source: Source) -> tuple[str, Path]:
         partial = target.with_name(f"{sha}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.parent.mkdir(parents=True, exist_ok=True)
-        _git(["clone", "--quiet", "--branch", source.branch, "--", source.url, str(partial)], source.deploy_key)
+        clone = ["clone", "--quiet", "--branch", source.branch, "--", remote.url, str(partial)]
+        _git(clone, source.deploy_key, remote)
         _git(["-C", str(partial), "checkout", "--quiet", sha])
         partial.rename(target)  # complete clones only under their final name
     return sha, target

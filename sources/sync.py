@@ -15,14 +15,14 @@ import subprocess
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from backends.base import BackendAdapter, BackendError, BackendUnavailable
+from backends.base import BackendError, BackendUnavailable, ShellAccess
 from backends.batch.rendering import CONTAINER_CHECKOUT
 from backends.registry import get_adapter, has_shell, shell_access
 from runs.actions import GitCheckout, create_run
 from runs.models import Run
 from runs.workflows.parse import ResolvedTask, WorkflowError, validate
 from sources import portal
-from sources.git import GitError, checkout, git_ssh_env, resolve_branch
+from sources.git import GitError, checkout, cloning_shell, git_ssh_env, resolve_branch
 from sources.models import Source
 from sources.portal import PortalSourceError
 
@@ -54,14 +54,14 @@ def check_glob(pattern: str) -> str:
     return pattern
 
 
-def list_workflow_files(adapter: BackendAdapter, root: str, pattern: str) -> list[str]:
+def list_workflow_files(shell: ShellAccess, root: str, pattern: str) -> list[str]:
     """Regular files under ``root`` matching ``pattern``, as sorted relative paths (one command)."""
     check_glob(pattern)  # the one value that goes into the shell unquoted
     script = (
         f'shopt -s globstar nullglob\nfor f in {pattern}; do if [ -f "$f" ]; then printf \'%s\\0\' "$f"; fi; done\n'
     )
     # One simple command (not a list), so an adapter's `cd <cwd> && ...` guards all of it.
-    result = shell_access(adapter).run_command(f"bash -c {shlex.quote(script)}", cwd=root, timeout=60)
+    result = shell.run_command(f"bash -c {shlex.quote(script)}", cwd=root, timeout=60)
     if result.exit_code != 0:
         detail = result.stderr.strip()[-500:] or f"exit code {result.exit_code}"
         raise SourceError(f"cannot list workflow files in {root}: {detail}")
@@ -80,10 +80,10 @@ def sync_source(source: Source) -> Source:
         # Checked before any git command, so a bad glob runs nothing at all.
         pattern = check_glob(source.workflows_glob or DEFAULT_GLOB)
         if has_shell(source.backend.kind):
-            sha, files = _sync_on_backend(source, pattern)
+            sha, checkout_dir, files = _sync_on_backend(source, pattern)
         else:
-            sha, checkout_dir = portal.sync(source)
-            files = portal.list_workflow_files(checkout_dir, pattern)
+            sha, portal_checkout = portal.sync(source)
+            checkout_dir, files = "", portal.list_workflow_files(portal_checkout, pattern)
     except (SourceError, PortalSourceError, *SYNC_ERRORS) as exc:
         source.synced_at = now
         source.sync_error = str(exc) or type(exc).__name__
@@ -93,34 +93,56 @@ def sync_source(source: Source) -> Source:
     source.synced_sha = sha
     source.sync_error = ""
     source.workflow_files = files
-    source.save(update_fields=["synced_at", "synced_sha", "sync_error", "workflow_files"])
+    source.checkout_dir = checkout_dir
+    source.save(update_fields=["synced_at", "synced_sha", "sync_error", "workflow_files", "checkout_dir"])
     return source
 
 
-def _sync_on_backend(source: Source, pattern: str) -> tuple[str, list[str]]:
-    """Check out (git) on the source's backend and list its workflow files there: (sha, files)."""
+def _sync_on_backend(source: Source, pattern: str) -> tuple[str, str, list[str]]:
+    """Check out (git) on the source's backend and list its workflow files there:
+    (sha, the checkout, files); path sources have no sha and no checkout."""
     adapter = get_adapter(source.backend)
-    sha = ""
     if source.kind == Source.Kind.GIT:
         if not source.url:
             raise SourceError("git source has no url")
-        with git_ssh_env(adapter, source.deploy_key) as ssh_env:
-            sha = resolve_branch(adapter, source.url, source.branch, ssh_env)
-            root = checkout(adapter, source.url, source.branch, sha, source.clone_dir, ssh_env, source.postclone)
-    elif source.kind == Source.Kind.PATH:
+        with git_ssh_env(adapter, source.deploy_key) as ssh:
+            sha = resolve_branch(adapter, source.url, source.branch, ssh)
+            root = checkout(adapter, source.url, source.branch, sha, source.clone_dir, ssh, source.postclone)
+        # The checkout is the cloning account's (on a per_user local backend: no task's).
+        return sha, root, list_workflow_files(cloning_shell(adapter), root, pattern)
+    if source.kind == Source.Kind.PATH:
         if not source.path:
             raise SourceError("path source has no path")
-        root = source.path
     else:
         raise SourceError(f"unknown source type {source.kind!r}")
-    return sha, list_workflow_files(adapter, root, pattern)
+    return "", "", list_workflow_files(shell_access(adapter), source.path, pattern)
+
+
+def verify_checkout(source: Source) -> None:
+    """Before a run or dry run reads the synced checkout: reuse it only if it is still
+    exactly as cloned, else clone the same commit again (``sources.git.checkout``)."""
+    if source.kind != Source.Kind.GIT or not source.synced_sha or not has_shell(source.backend.kind):
+        return
+    adapter = get_adapter(source.backend)
+    try:
+        with git_ssh_env(adapter, source.deploy_key) as ssh:
+            root = checkout(
+                adapter, source.url, source.branch, source.synced_sha, source.clone_dir, ssh, source.postclone
+            )
+    except SYNC_ERRORS as exc:
+        raise WorkflowError(f"source {source.name!r}: {exc}") from exc
+    if root != source.checkout_dir:
+        source.checkout_dir = root
+        source.save(update_fields=["checkout_dir"])
 
 
 def _read_source_file(source: Source, path: str, file: str) -> str:
     """One byte over the limit tells a too-big file from one that just fits."""
     if not has_shell(source.backend.kind):
         return portal.read_workflow(source, file, MAX_WORKFLOW_BYTES + 1)
-    return shell_access(get_adapter(source.backend)).read_file(path, max_bytes=MAX_WORKFLOW_BYTES + 1)
+    adapter = get_adapter(source.backend)
+    shell = cloning_shell(adapter) if source.kind == Source.Kind.GIT else shell_access(adapter)
+    return shell.read_file(path, max_bytes=MAX_WORKFLOW_BYTES + 1)
 
 
 def source_tasks(source: Source, file: str) -> str:
@@ -147,6 +169,7 @@ def source_tasks(source: Source, file: str) -> str:
 
 def dry_run_source(source: Source, file: str) -> list[ResolvedTask]:
     """The tasks a run of this workflow file would have, validated, without creating anything."""
+    verify_checkout(source)
     return validate(source_tasks(source, file))
 
 
@@ -160,6 +183,7 @@ def source_git(source: Source) -> GitCheckout | None:
 
 
 def start_source_run(source: Source, file: str, owner: User, max_concurrent: int | None = None) -> Run:
+    verify_checkout(source)
     text = source_tasks(source, file)
     return create_run(
         owner=owner,

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from runs.access import usable, usable_source
 from runs.models import Run
@@ -75,7 +75,7 @@ def _workflows_page(request: HttpRequest, source: Source, status: int) -> HttpRe
     return render(request, "sources/workflows.html", context, status=status)
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])  # only reads the file: a GET does; POST as a workflow's dry run
 def source_dry_run(request: HttpRequest, name: str, file: str) -> HttpResponse:
     return dry_run_page(request, SourceFile(usable_source(request.user, name), file))
 

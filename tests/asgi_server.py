@@ -22,11 +22,15 @@ def asgi_server() -> Iterator[str]:
     import uvicorn
 
     from scripthut_site.asgi import application
+    from scripthut_site.deployment import server_proxy_options
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(application, log_level="warning", lifespan="off", ws="websockets-sansio"))
+    config = uvicorn.Config(
+        application, log_level="warning", lifespan="off", ws="websockets-sansio", **server_proxy_options()
+    )  # forwarded headers as `scripthut serve` takes them
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -87,7 +87,8 @@ def test_a_workflow_page_refuses_with_the_reason(dave: User, builtin_local: Back
     assert "No workflows configured." in listed and reverse("workflow_dry_run", args=["wf"]) not in listed
     for response in (
         client.post(reverse("workflow_run", args=["wf"])),
-        client.get(reverse("workflow_dry_run", args=["wf"])),  # a dry run runs the command there too
+        client.get(reverse("workflow_dry_run", args=["wf"])),
+        client.post(reverse("workflow_dry_run", args=["wf"])),  # a dry run runs the command there too
     ):
         assert response.status_code == 403
         assert "backend 'here' runs tasks on the portal host: only staff may use it" in html.unescape(

@@ -425,12 +425,26 @@ def test_sources_and_backends(client: Client, user: User, local_backend: Backend
     }
 
 
-def test_health(local_backend: Backend) -> None:
+def test_health_tells_anonymous_callers_ok_only(local_backend: Backend) -> None:
     Backend.objects.create(name="off", kind=Backend.Kind.LOCAL, enabled=False)
     Backend.objects.filter(pk=local_backend.pk).update(status=Backend.Status.OK)
     response = Client().get("/health")  # anonymous: no login, no token
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "backends": {"local": "ok", "off": "disabled"}}
+    assert response.json() == {"status": "ok"}  # no backend names, no states
+
+
+def test_health_details_are_for_staff_and_token_holders(local_backend: Backend, user: User, staff: User) -> None:
+    Backend.objects.create(name="off", kind=Backend.Kind.LOCAL, enabled=False)
+    Backend.objects.filter(pk=local_backend.pk).update(status=Backend.Status.OK)
+    everything = {"status": "ok", "database": "ok", "backends": {"local": "ok", "off": "disabled"}}
+    assert token_client(staff).get("/health").json() == everything
+    signed_in = Client()
+    signed_in.force_login(staff)
+    assert signed_in.get("/health").json() == everything
+    # A user's token: the backends they may use (alice is in the group the local backend is shared with).
+    assert token_client(user).get("/health").json() == everything | {"backends": {"local": "ok"}}
+    refused = Client(headers={"Authorization": "Token not-a-token"}).get("/health")
+    assert refused.status_code == 401 and "backends" not in refused.json()
 
 
 def test_health_without_database(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -441,8 +455,7 @@ def test_health_without_database(db: None, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr("runs.web.health.connection", DownDatabase())
     response = Client().get("/health")
     assert response.status_code == 503
-    assert response.json()["status"] == "error"
-    assert response.json()["database"] == "error"
+    assert response.json() == {"status": "error"}
 
 
 # -- OpenAPI ---------------------------------------------------------------------------

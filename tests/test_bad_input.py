@@ -234,7 +234,7 @@ def test_every_problem_on_the_pages(logged_in: Client, local_backend: Backend, t
         name="files", kind="path", path=str(tmp_path), backend=local_backend, workflow_files=["w.json"]
     )
     pages = [
-        logged_in.get(reverse("workflow_dry_run", args=["mistakes"])),
+        logged_in.post(reverse("workflow_dry_run", args=["mistakes"])),
         logged_in.get(reverse("source_dry_run", args=["files", "w.json"])),
         logged_in.post(reverse("workflow_run", args=["mistakes"]), follow=True),
         logged_in.post(reverse("source_run", args=["files", "w.json"]), follow=True),
@@ -244,7 +244,7 @@ def test_every_problem_on_the_pages(logged_in: Client, local_backend: Backend, t
         assert "4 problems" in text
         for problem in EXPECTED:
             assert f">{escape(problem)}</li>" in text, problem
-    data = logged_in.get(reverse("workflow_dry_run", args=["mistakes"]), headers={"Accept": "application/json"})
+    data = logged_in.post(reverse("workflow_dry_run", args=["mistakes"]), headers={"Accept": "application/json"})
     assert data.status_code == 400 and len(data.json()["problems"]) == 4
     assert Run.objects.count() == 0
 
@@ -264,28 +264,73 @@ def test_serve_with_a_missing_named_config_is_an_error(tmp_path: Path, capsys: A
     assert cli.main(["serve", "--config", str(missing)]) == 2
     err = capsys.readouterr().err
     assert "missing.yaml does not exist" in err
-    assert os.environ["SCRIPTHUT_CONFIG"] != str(missing)  # nothing was started with it
+    assert os.environ.get("SCRIPTHUT_CONFIG") != str(missing)  # nothing was started with it
 
 
-def test_serve_on_a_taken_port_says_so_and_nothing_else(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
-    env |= {"SCRIPTHUT_DATA_DIR": str(tmp_path / "data"), "SCRIPTHUT_CONFIG": str(tmp_path / "none.yaml")}
+def serve_env(tmp_path: Path) -> dict[str, str]:
+    """A fresh embedded portal's environment: this checkout's code, its own data dir, no config."""
+    skip = ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "SCRIPTHUT_CONFIG")
+    env = {k: v for k, v in os.environ.items() if k not in skip}
+    root = Path(__file__).resolve().parent.parent
+    return env | {"SCRIPTHUT_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(root)}
+
+
+def never_migrated(database: Path) -> bool:
+    """The settings make an empty database file (mode 600); migrating fills it."""
+    return not database.exists() or database.stat().st_size == 0
+
+
+def cli_process(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "scripthut_site.cli", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_serve_on_a_taken_port_says_so_and_changes_nothing(tmp_path: Path) -> None:
+    """A taken port used to be reported after the database was migrated, the config imported
+    and the admin created (its password printed by the start that failed, never again)."""
+    env = serve_env(tmp_path)
     port = free_port()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        # This checkout's command, whichever one the venv has installed.
-        proc = subprocess.run(
-            [sys.executable, "-m", "scripthut_site.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=Path(__file__).resolve().parent.parent,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert proc.returncode != 0
-    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in proc.stderr
-    assert "ScriptHut is at" not in proc.stdout + proc.stderr
+        proc = cli_process(env, tmp_path, "serve", "--host", "127.0.0.1", "--port", str(port))
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert proc.stdout == ""  # no admin password, no demo, no address
+    assert never_migrated(tmp_path / "data" / "scripthut.sqlite3")
+
+
+def test_a_second_start_on_a_taken_port_leaves_the_running_portals_data_alone(tmp_path: Path) -> None:
+    env = serve_env(tmp_path)
+    count = "from runs.models import AuditEvent; print(AuditEvent.objects.count())"
+    cli_process(env, tmp_path, "migrate")
+    cli_process(env, tmp_path, "shell", "-c", "from runs.demo import ensure_demo_setup; ensure_demo_setup()")
+    before = cli_process(env, tmp_path, "shell", "-c", count).stdout
+    assert before.split()[-1].isdigit()
+    # Setting the demo up again with nothing changed is not a change (it was audited as one).
+    cli_process(env, tmp_path, "shell", "-c", "from runs.demo import ensure_demo_setup; ensure_demo_setup()")
+    assert cli_process(env, tmp_path, "shell", "-c", count).stdout == before
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        assert cli_process(env, tmp_path, "serve", "--port", str(port)).returncode == 1
+    assert cli_process(env, tmp_path, "shell", "-c", count).stdout == before
+    admins = "from django.contrib.auth.models import User; print(User.objects.count())"
+    assert cli_process(env, tmp_path, "shell", "-c", admins).stdout.split()[-1] == "0"
+
+
+def test_serve_with_a_missing_config_in_the_environment_is_the_same_error(tmp_path: Path) -> None:
+    """SCRIPTHUT_CONFIG naming no file used to start the demo silently, adding a `local`
+    backend, a `demo` workflow and `admin` to whatever the database held."""
+    env = serve_env(tmp_path) | {"SCRIPTHUT_CONFIG": str(tmp_path / "missing.yaml")}
+    by_env = cli_process(env, tmp_path, "serve", "--port", str(free_port()))
+    del env["SCRIPTHUT_CONFIG"]
+    by_option = cli_process(env, tmp_path, "serve", "--config", str(tmp_path / "missing.yaml"))
+    assert by_env.returncode == by_option.returncode == 2
+    assert by_env.stderr == by_option.stderr
+    assert by_env.stderr.startswith(f"config file {tmp_path / 'missing.yaml'} does not exist")
+    assert never_migrated(tmp_path / "data" / "scripthut.sqlite3")
 
 
 # -- large runs and dry runs: a page at a time ---------------------------------------------
@@ -317,7 +362,7 @@ def test_dry_run_pages_list_the_first_rows_and_count_the_rest(
         name="files", kind="path", path=str(tmp_path), backend=local_backend, workflow_files=["w.json"]
     )
     for url in (reverse("workflow_dry_run", args=["wide"]), reverse("source_dry_run", args=["files", "w.json"])):
-        text = logged_in.get(url).content.decode()
+        text = logged_in.post(url).content.decode()
         assert text.count('<td class="mono">t.') == DRY_RUN_ROWS, url
         assert f"Run {total} tasks" in text and "and 123 more tasks, not listed" in text
 
@@ -358,3 +403,30 @@ def _handlers(name: str) -> list[logging.Handler]:
         found += logger.handlers
         logger = logger.parent if logger.propagate else None
     return found
+
+
+# -- numbers in the query strings of pages ---------------------------------------------------
+
+
+def test_no_numeric_query_parameter_of_a_page_is_a_500(staff: User, local_backend: Backend) -> None:
+    # The timeline's start was a 500 with 5,000 digits (tests/test_timeline.py); the other numbers
+    # pages read are page numbers (Django's get_page: anything not a page number is the first
+    # or last page) and the usage page's months (a 400 naming it).
+    run = create_run(owner=staff, backend=local_backend, payload=[task("sim.1"), task("sim.2")], workflow_name="w")
+    client = Client()
+    client.force_login(staff)
+    huge = "9" * 5000
+    paged = [
+        (reverse("run_list"), {"page": huge}),
+        (reverse("run_detail", args=[run.pk]), {"group": "sim", "page": huge}),
+        (reverse("run_group", args=[run.pk]), {"group": "sim", "page": huge}),
+        (reverse("audit_trail"), {"page": huge}),
+        (reverse("failed_notifications"), {"page": huge}),
+    ]
+    for url, query in paged:
+        assert client.get(url, query).status_code == 200, url
+    for months in (huge, "-1", "x"):
+        response = client.get(reverse("usage"), {"months": months})
+        assert response.status_code == 400 and "months must be a whole number" in response.content.decode()
+    response = client.get(reverse("run_timeline", args=[run.pk]), {"group": "sim", "start": huge})
+    assert response.status_code == 400 and "start must be a whole number" in response.content.decode()

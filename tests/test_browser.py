@@ -46,7 +46,7 @@ def test_demo_run_updates_live_until_completed(
         expect(page.locator("h1")).to_have_text("Workflows")
         screenshot(page, "02-workflows")
 
-        page.click("a:has-text('Dry run')")
+        page.click("button[data-dry-run='demo']")  # a POST: a dry run runs the workflow's command
         expect(page.locator("table.grid tbody tr")).to_have_count(6)
         screenshot(page, "03-dry-run")
         page.go_back()

@@ -79,6 +79,41 @@ def test_import_config_error_names_the_key_path(home):
     assert "backends[0].ssh.host: field required" in proc.stderr
 
 
+def test_config_typos_are_warned_first_with_the_closest_key_and_strict_refuses_them(home):
+    """Typos used to be warnings printed after the summary, with exit 0 and no hint; a
+    top-level `workflow:` (for `workflows:`) imported 0 workflows without a word."""
+    config = Path(home["SCRIPTHUT_CONFIG"])
+    config.write_text(
+        "backends:\n  - name: local\n    type: local\n    max_concurent: 2\n"
+        "workflow:\n  - name: w\n    backend: local\n    command: echo []\n"
+    )
+    strict = scripthut(home, "import-config", "--strict", str(config), check=False)
+    assert strict.returncode == 1 and "nothing was changed" in strict.stderr
+    assert "workflow: unknown key, ignored (did you mean 'workflows'?) (an error with --strict)" in strict.stderr
+    assert "Imported" not in strict.stdout
+    listed = "from backends.models import Backend; print(Backend.objects.count())"
+    assert scripthut(home, "shell", "-c", listed).stdout.split()[-1] == "0"  # nothing imported
+
+    loose = scripthut(home, "import-config", str(config))
+    assert loose.stderr.splitlines() == [
+        "warning: workflow: unknown key, ignored (did you mean 'workflows'?)",
+        "warning: backends[0].max_concurent: unknown key, ignored (did you mean 'max_concurrent'?)",
+    ]
+    assert loose.stdout.startswith(f"Imported {config}: backends: 1 created")
+    assert "warning" not in loose.stdout  # the summary is the last thing printed, warnings before it
+
+
+def test_make_serve_takes_a_port_and_the_readme_says_where_scripthut_lives():
+    root = Path(__file__).resolve().parent.parent
+    dry = subprocess.run(["make", "-n", "serve", "PORT=8811", "HOST=0.0.0.0"], cwd=root, capture_output=True, text=True)
+    assert "scripthut serve --host 0.0.0.0 --port 8811" in dry.stdout, dry.stdout + dry.stderr
+    plain = subprocess.run(["make", "-n", "serve"], cwd=root, capture_output=True, text=True)
+    assert plain.stdout.rstrip().endswith("scripthut serve"), plain.stdout
+    readme = (root / "README.md").read_text()
+    quick_start = readme[readme.index("## Quick start") : readme.index("## Settings")]
+    assert ".venv/bin/scripthut" in quick_start and "apt-get" in quick_start
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -100,9 +135,15 @@ def http(url: str, data: dict | None = None, token: str = "") -> tuple[int, dict
 def test_serve_with_no_config_runs_the_demo(home):
     """`scripthut serve` on a fresh machine: admin created, demo set up, ticker running."""
     home.pop("DJANGO_SUPERUSER_PASSWORD")
+    home.pop("SCRIPTHUT_CONFIG")  # no config anywhere: none named, none in the working directory
     port = free_port()
     server = subprocess.Popen(
-        [SCRIPTHUT, "serve", "--port", str(port)], env=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [SCRIPTHUT, "serve", "--port", str(port)],
+        env=home,
+        cwd=Path(home["SCRIPTHUT_DATA_DIR"]).parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -11,8 +11,10 @@ browser on its run page receives the rows pushed over the websocket.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import secrets
 import shlex
 import socket
 import subprocess
@@ -38,13 +40,14 @@ from tests.faults import (
     flush_redis,
     ledger_workflow,
 )
-from tests.services import free_port
+from tests.services import ChildProcess, ServiceError, accepts_connections, free_port, unavailable
 from tests.test_celery import redis_up
 
 needs_redis = pytest.mark.skipif(not redis_up() and not os.environ.get("CI"), reason="no Redis on 127.0.0.1:6379")
 
 COMPOSE = ROOT / "docker-compose.yml"
 PROCESSES = ("web", "worker", "beat")
+SHELL_OPERATORS = ("|", "||", "&&", ";")
 CONFIG = "backends:\n  - name: local\n    type: local\n    max_concurrent: 4\n    poll_interval: 1\n"
 
 
@@ -79,8 +82,11 @@ class Machine:
 
     def env(self, service: dict[str, Any], variables: dict[str, str]) -> dict[str, str]:
         declared = {k: interpolate(str(v), variables) for k, v in service["environment"].items()}
-        assert declared["DATABASE_URL"].startswith("postgres://") and "@postgres:5432/" in declared["DATABASE_URL"]
-        assert declared["REDIS_URL"].startswith("redis://redis:6379/")
+        # The passwords of the postgres and redis services (test_postgres_and_redis_need_passwords...).
+        assert (
+            declared["DATABASE_URL"] == f"postgres://scripthut:{variables['POSTGRES_PASSWORD']}@postgres:5432/scripthut"
+        )
+        assert declared["REDIS_URL"] == f"redis://:{variables['REDIS_PASSWORD']}@redis:6379/0"
         assert declared["SCRIPTHUT_DATA_DIR"] == "/data"
         declared |= {
             "DATABASE_URL": self.database_url,
@@ -106,7 +112,13 @@ class Machine:
             return self.argv(test[1:])
         assert test[0] == "CMD-SHELL"
         words = shlex.split(test[1].replace("$$", "$"))
-        return ["sh", "-c", shlex.join(self.argv(words)).replace("'celery@$HOSTNAME'", '"celery@$HOSTNAME"')]
+        line = " ".join(w if w in SHELL_OPERATORS else shlex.quote(w) for w in self.argv(words))
+        return ["sh", "-c", line.replace("'celery@$HOSTNAME'", '"celery@$HOSTNAME"')]
+
+
+def secrets_of_env_file() -> dict[str, str]:
+    """The variables README "Deployment" puts into .env, generated the same way."""
+    return {name: secrets.token_urlsafe(32) for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")}
 
 
 def healthy(command: list[str], env: dict[str, str]) -> bool:
@@ -131,13 +143,73 @@ def test_compose_file_declares_the_deployment() -> None:
         assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
     for name in PROCESSES:
         volumes = services[name]["volumes"]
-        assert "~/.ssh:/root/.ssh:ro" in volumes, "SSH keys mounted read-only, as in the original's docker run"
+        assert "~/.ssh:/home/scripthut/.ssh:ro" in volumes, "SSH keys mounted read-only, as in the original's"
+        assert services[name]["user"] == "scripthut", "the portal is not root"
         assert any(v.endswith(":/data") for v in volumes), "the data dir is a volume"
         assert any(v.endswith("/app/scripthut.yaml:ro") for v in volumes)
     assert services["web"]["command"][:2] == ["scripthut", "serve"]
     assert services["worker"]["command"][:2] == ["scripthut", "worker"]
     assert services["beat"]["command"][:2] == ["scripthut", "beat"]
     assert services["postgres"]["volumes"] == ["postgres-data:/var/lib/postgresql/data"]
+
+
+def test_postgres_and_redis_need_passwords_from_the_environment_and_publish_no_port() -> None:
+    # They had none (Redis) or "scripthut" (PostgreSQL), on the network the worker's local tasks share.
+    services = compose_services()
+    variables = secrets_of_env_file()
+    for name in ("postgres", "redis"):
+        assert "ports" not in services[name] and "network_mode" not in services[name], f"{name} is published"
+    # No password is committed: without them, compose refuses to start any service that needs one.
+    for missing in ("POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+        given = {k: v for k, v in variables.items() if k != missing}
+        needing = [name for name, service in services.items() if missing in json.dumps(service.get("environment", {}))]
+        assert set(needing) == {"redis" if missing == "REDIS_PASSWORD" else "postgres", *PROCESSES}
+        for name in needing:
+            with pytest.raises(AssertionError, match=f"compose would refuse to start: {missing}"):
+                [interpolate(str(v), given) for v in services[name]["environment"].values()]
+    postgres = {k: interpolate(str(v), variables) for k, v in services["postgres"]["environment"].items()}
+    # The image then asks every connection over the network for it (scram-sha-256), unless told to trust.
+    assert postgres["POSTGRES_PASSWORD"] == variables["POSTGRES_PASSWORD"]
+    assert "POSTGRES_HOST_AUTH_METHOD" not in postgres
+    redis = {k: interpolate(str(v), variables) for k, v in services["redis"]["environment"].items()}
+    assert redis == {"REDIS_PASSWORD": variables["REDIS_PASSWORD"], "REDISCLI_AUTH": variables["REDIS_PASSWORD"]}
+    assert variables["REDIS_PASSWORD"] not in json.dumps(services["redis"]["command"])  # not on its command line
+
+
+@pytest.mark.services
+def test_the_redis_service_as_written_refuses_clients_without_its_password(tmp_path: Path) -> None:
+    """The redis service's own command and health check, run here: only the port is this machine's."""
+    import redis as redis_client
+
+    service = compose_services()["redis"]
+    variables = secrets_of_env_file()
+    env = {k: interpolate(str(v), variables) for k, v in service["environment"].items()}
+    port = free_port()
+    assert service["command"][:2] == ["sh", "-c"]
+    script = service["command"][2].replace("$$", "$")
+    # What the image provides: its entrypoint (it only drops root for the redis user) and a network of its own.
+    here = script.replace(
+        "docker-entrypoint.sh redis-server -", f"env redis-server - --port {port} --bind 127.0.0.1 --save ''"
+    )
+    assert here != script
+    try:
+        server = ChildProcess.start("redis (compose)", ["sh", "-c", here], tmp_path / "redis.log", env=os.environ | env)
+        server.wait_until(lambda: accepts_connections(port), timeout=30)
+    except (ServiceError, OSError) as exc:
+        unavailable("redis-server", exc)
+    try:
+        anyone = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+        check = ["sh", "-c", service["healthcheck"]["test"][1].replace("redis-cli", f"redis-cli -p {port}")]
+        assert subprocess.run(check, env=anyone | env, timeout=30).returncode == 0  # the service's own check
+        assert subprocess.run(check, env=anyone, timeout=30).returncode != 0  # without the password
+        unasked = subprocess.run(["redis-cli", "-p", str(port), "ping"], env=anyone, capture_output=True, text=True)
+        assert "NOAUTH" in unasked.stdout
+        with pytest.raises(redis_client.exceptions.RedisError, match="Authentication required"):
+            redis_client.Redis(port=port).ping()
+        url = interpolate(str(compose_services()["worker"]["environment"]["REDIS_URL"]), variables)
+        assert redis_client.Redis.from_url(url.replace("@redis:6379/", f"@127.0.0.1:{port}/")).ping()
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -159,12 +231,14 @@ def deployment(tmp_path: Path):
 def test_compose_services_run_a_workflow_with_live_pages(deployment: Portal, tmp_path: Path) -> None:
     services = compose_services()
     machine = Machine(tmp_path, deployment.database)
-    variables = {"SECRET_KEY": "compose-test-" + uuid.uuid4().hex, "SCRIPTHUT_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    variables = secrets_of_env_file() | {"SCRIPTHUT_ADMIN_PASSWORD": ADMIN_PASSWORD}
     create_database(deployment.database)
     flush_redis()
-    # What the postgres and redis services' own checks say about this machine's servers.
+    # What the postgres and redis services' own checks say about this machine's servers (the
+    # shared test Redis has no password: its check passes without one).
     for name in ("postgres", "redis"):
-        assert healthy(machine.healthcheck(services[name]), {**os.environ, "PGHOST": "127.0.0.1"}), name
+        env = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"} | {"PGHOST": "127.0.0.1"}
+        assert healthy(machine.healthcheck(services[name]), env), name
 
     envs = {name: machine.env(services[name], variables) for name in PROCESSES}
     deployment.env = envs["web"]

@@ -206,7 +206,15 @@ def test_local_backend_keeps_its_poll_interval() -> None:
     import_config(config_text(backends=[{**LOCAL, "poll_interval": 5, "log_dir": "/tmp/logs"}]))
     here = Backend.objects.get(name="here")
     assert (here.max_concurrent, here.poll_interval) == (4, 5)
-    assert here.settings == {"log_dir": "/tmp/logs", "run_as": None, "work_dir": None, "allowed_paths": []}
+    assert here.settings == {
+        "log_dir": "/tmp/logs",
+        "run_as": None,
+        "os_user": "{username}",
+        "os_users": {},
+        "network": None,
+        "work_dir": None,
+        "allowed_paths": [],
+    }
 
 
 # Errors: exact key paths, and nothing changes in the database.
@@ -360,7 +368,7 @@ def test_validate_backend_settings() -> None:
 
     with pytest.raises(ValueError, match=r"^ssh\.host: field required$"):
         validate_backend_settings("slurm", {"ssh": {}})
-    with pytest.raises(ValueError, match=r"^ssh\.hots: unknown key$"):
+    with pytest.raises(ValueError, match=r"^ssh\.hots: unknown key \(did you mean 'host'\?\)$"):
         validate_backend_settings("slurm", {"ssh": {"host": "h", "hots": "h"}})
     with pytest.raises(ValueError, match="not supported yet"):
         validate_backend_settings("ecs", {})

@@ -103,9 +103,11 @@ def get(port: int, path: str, host: str, **headers: str) -> http.client.HTTPResp
 def test_serve_answers_its_host_and_the_public_url_and_nothing_else(env: dict[str, str]) -> None:
     port = free_port()
     env |= {"SCRIPTHUT_PUBLIC_URL": PUBLIC, "SCRIPTHUT_ADMIN_PASSWORD": "admin-pw-123"}
+    env.pop("SCRIPTHUT_CONFIG")  # the demo: no config named, none in the working directory
     server = subprocess.Popen(
         [SCRIPTHUT, "serve", "--host", "127.0.0.2", "--port", str(port)],
         env=env,
+        cwd=Path(env["SCRIPTHUT_DATA_DIR"]).parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

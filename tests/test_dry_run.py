@@ -55,7 +55,7 @@ def test_a_document_dry_runs_the_same_as_a_workflow_and_as_a_source_file(
     tmp_path: Path,
 ) -> None:
     workflow_url, source_url = _both(local_backend, tmp_path, DOCUMENT)
-    pages = [logged_in.get(url) for url in (workflow_url, source_url)]
+    pages = [logged_in.post(url) for url in (workflow_url, source_url)]
     assert [page.status_code for page in pages] == [200, 200]
     workflow_page, source_page = (page.content.decode() for page in pages)
 
@@ -70,7 +70,7 @@ def test_a_document_dry_runs_the_same_as_a_workflow_and_as_a_source_file(
     assert workflow_form == _run_form(source_page, reverse("source_run", args=["files", "w.json"]))
     assert "Run 3 tasks" in workflow_form and 'placeholder="10"' in workflow_form
 
-    as_json = [logged_in.get(url, headers={"Accept": "application/json"}).json() for url in (workflow_url, source_url)]
+    as_json = [logged_in.post(url, headers={"Accept": "application/json"}).json() for url in (workflow_url, source_url)]
     assert [data["workflow"] for data in as_json] == ["w.json", "files/w.json"]
     assert as_json[0] | {"workflow": ""} == as_json[1] | {"workflow": ""}
     assert as_json[0]["tasks"][2]["resolved_deps"] == ["prep.a", "prep.b"]
@@ -83,11 +83,11 @@ def test_a_broken_document_shows_the_same_problems_both_ways(
     tmp_path: Path,
 ) -> None:
     urls = _both(local_backend, tmp_path, MISTAKES)
-    pages = [logged_in.get(url).content.decode() for url in urls]
+    pages = [logged_in.post(url).content.decode() for url in urls]
     problems = [_part(page, r'<div class="alert error">.*?</div>') for page in pages]
     assert problems[0] == problems[1] and "4 problems" in problems[0]
     assert not any("run-form" in page for page in pages)
-    answers = [logged_in.get(url, headers={"Accept": "application/json"}) for url in urls]
+    answers = [logged_in.post(url, headers={"Accept": "application/json"}) for url in urls]
     assert [a.status_code for a in answers] == [400, 400]
     assert answers[0].json()["problems"] == answers[1].json()["problems"]
 
@@ -110,3 +110,34 @@ def test_the_run_form_on_both_list_pages_is_the_same(
         run = Run.objects.latest("created_at")
         assert started["Location"] == reverse("run_detail", args=[run.pk])
         assert (run.owner, run.max_concurrent, run.tasks.count()) == (user, 2, 3)
+
+
+def test_a_dry_run_runs_the_workflows_command_only_when_posted_with_the_csrf_token(
+    user: User, local_backend: Backend, tmp_path: Path
+) -> None:
+    # A GET ran the command: a link on any other site made a signed-in user's browser run it.
+    (tmp_path / "w.json").write_text(json.dumps(DOCUMENT))
+    ran = tmp_path / "ran"
+    Workflow.objects.create(name="w", backend=local_backend, command=f"touch {ran}; cat {tmp_path / 'w.json'}")
+    url = reverse("workflow_dry_run", args=["w"])
+    browser = Client(enforce_csrf_checks=True)  # as a browser: CSRF is checked
+    browser.force_login(user)
+
+    page = browser.get(url)  # the page, with the button; nothing is run
+    assert not ran.exists(), "a GET ran the workflow's command"
+    assert page.status_code == 200 and "Dry run: w" in page.content.decode()
+    button = _part(page.content.decode(), r'<form method="post" action="[^"]*" class="inline">.*?</form>')
+    assert f'action="{url}"' in button and 'name="csrfmiddlewaretoken"' in button and "Dry run</button>" in button
+    as_json = browser.get(url, headers={"Accept": "application/json"})
+    assert as_json.status_code == 405 and as_json["Allow"] == "POST" and "POST" in as_json.json()["error"]
+    assert browser.post(url).status_code == 403  # from another site: no CSRF token
+    assert not ran.exists()
+    listed = browser.get(reverse("workflow_list")).content.decode()
+    assert f'<form method="post" action="{url}" class="inline">' in listed  # the list's button posts too
+
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', button)
+    assert token
+    done = browser.post(url, {"csrfmiddlewaretoken": token.group(1)})
+    assert done.status_code == 200 and "<strong>3</strong> tasks" in done.content.decode()
+    assert ran.exists()  # the command ran, for the POST
+    assert Run.objects.count() == 0

@@ -51,7 +51,11 @@ def test_a_small_run_beside_a_big_one_gets_the_next_free_slot(user, bob, local_b
     )
     tick_due_backends(force=True)
     assert started(big) == 4
-    small = create_run(owner=bob, backend=local_backend, payload=[t(f"s{n}") for n in range(4)], workflow_name="small")
+    # Its tasks run a while too: a local tick submits again as slots free, and the reasons
+    # asserted below are those of the tick's last round.
+    small = create_run(
+        owner=bob, backend=local_backend, payload=[t(f"s{n}", "sleep 3") for n in range(4)], workflow_name="small"
+    )
     tick_due_backends(force=True)  # nothing has freed yet: the small run says why it waits
     assert started(small) == 0
     waited_because = reasons(small)

@@ -7,11 +7,8 @@ machine (``useradd``) and kept.
 from __future__ import annotations
 
 import html
-import os
 import pwd
-import shutil
 import stat
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,13 +22,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from backends.base import FileRefused
-from backends.local.runas import RunAs
+from backends.local.runas import RunAs, helper
 from backends.models import Backend
 from backends.registry import get_adapter
 from runs.actions import cancel_run, create_run
 from runs.engine.tick import tick_due_backends
 from runs.models import Run, Task
 from tests.conftest import LOCAL_USERS
+from tests.os_accounts import ensure_account
 
 RUNNER_USER = "scripthut-runner"
 Runner = Callable[..., Run]
@@ -40,16 +38,7 @@ Runner = Callable[..., Run]
 @pytest.fixture(scope="session")
 def runner_user() -> pwd.struct_passwd:
     """An unprivileged user with a home, created if missing (idempotent)."""
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("run_as tests need root and setpriv")
-    try:
-        return pwd.getpwnam(RUNNER_USER)
-    except KeyError:
-        pass
-    home = f"/var/lib/{RUNNER_USER}"
-    command = ["useradd", "--system", "--create-home", "--home-dir", home, "--shell", "/usr/sbin/nologin", RUNNER_USER]
-    subprocess.run(command, check=True, capture_output=True)
-    return pwd.getpwnam(RUNNER_USER)
+    return ensure_account(RUNNER_USER)
 
 
 @pytest.fixture
@@ -185,9 +174,10 @@ def wait_for(condition: Callable[[], bool], seconds: float = 10) -> bool:
 # -- switching users -------------------------------------------------------------------
 
 
-def test_without_root_the_switch_is_sudo(runner_user: pwd.struct_passwd, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_root_the_switch_is_sudo_of_the_helper_only(
+    runner_user: pwd.struct_passwd, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_as = RunAs.lookup(RUNNER_USER)
-    assert run_as.command(["id"])[:3] == ["setpriv", f"--reuid={runner_user.pw_uid}", f"--regid={runner_user.pw_gid}"]
+    assert run_as.command(["id"]) == ["/bin/bash", helper(), RUNNER_USER, "host", "id"]
     monkeypatch.setattr("backends.local.runas.os.geteuid", lambda: 1000)
-    argv = run_as.command(["id"])
-    assert argv[:5] == ["sudo", "-n", "-u", RUNNER_USER, "--"] and argv[5:7] == ["env", "-i"] and argv[-1] == "id"
+    assert run_as.command(["id"], "none") == ["sudo", "-n", helper(), RUNNER_USER, "none", "id"]

@@ -91,7 +91,7 @@ def test_every_page_renders_for_a_logged_in_user(alice_client: Client, run: Run)
             ["Submission script", "echo one"],
         ),
         reverse("task_logs", args=[run.pk, "sim.1", "output"]): (f"sim.1 output · run {run.pk} · ScriptHut", ["Sim 1"]),
-        reverse("workflow_list"): ("Workflows · ScriptHut", ['href="/workflows/demo']),
+        reverse("workflow_list"): ("Workflows · ScriptHut", ['action="/workflows/demo/dry-run"']),
         reverse("workflow_dry_run", args=["demo"]): ("Dry run of demo · ScriptHut", ["Dry run: demo"]),
     }
     assert set(expected) >= set(_pages(run))
@@ -631,26 +631,26 @@ def test_workflows_page_and_json_negotiation(alice_client: Client) -> None:
 def test_dry_run_of_demo_lists_its_six_tasks(alice_client: Client) -> None:
     share_demo()
     url = reverse("workflow_dry_run", args=["demo"])
-    page = _text(alice_client.get(url))
+    page = _text(alice_client.post(url))
     for task_id in ("prepare.data", "sim.1", "sim.2", "sim.3", "sim.4", "report.summary"):
         assert f'<td class="mono">{task_id}</td>' in page
     assert "<strong>6</strong> tasks" in page and "Run 6 tasks" in page
     assert "as written: prepare.*" in page  # wildcard deps are shown resolved and as written
     assert Run.objects.count() == 0  # nothing created
 
-    data = alice_client.get(url, headers=JSON).json()
+    data = alice_client.post(url, headers=JSON).json()
     assert data["count"] == 6 and [t["id"] for t in data["tasks"]][0] == "prepare.data"
     assert data["tasks"][-1]["resolved_deps"] == ["sim.1", "sim.2", "sim.3", "sim.4"]
-    assert alice_client.get(reverse("workflow_dry_run", args=["nope"])).status_code == 404
+    assert alice_client.post(reverse("workflow_dry_run", args=["nope"])).status_code == 404
 
 
 def test_dry_run_of_invalid_json_shows_the_error(alice_client: Client, local_backend: Backend) -> None:
     Workflow.objects.create(name="broken", backend=local_backend, command="echo '{\"tasks\": [oops'")
     url = reverse("workflow_dry_run", args=["broken"])
-    page = _text(alice_client.get(url))
+    page = _text(alice_client.post(url))
     assert "alert error" in page and "invalid workflow JSON" in page
     assert "Run 0" not in page
-    response = alice_client.get(url, headers=JSON)
+    response = alice_client.post(url, headers=JSON)
     assert response.status_code == 400 and "invalid workflow JSON" in response.json()["error"]
 
 

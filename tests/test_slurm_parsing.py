@@ -114,6 +114,34 @@ def test_out_of_memory_and_never_started_flags():
     assert not pending.never_started and not running.never_started  # not final yet
 
 
+# Recorded on the test cluster (Slurm 22.05): a parent that failed, and two jobs held on it
+# with --kill-on-invalid-dep=yes. Slurm gives the dropped jobs a Start (= End) although they
+# never ran; only "None assigned" / an empty NodeList says so.
+SACCT_DROPPED_WHILE_HELD = """\
+4|FAILED|1:0|00:00:01|0|1|||2026-12-05T22:47:51|2026-12-05T22:47:51|2026-12-05T22:47:52|vm|None|Solve@sh-a
+4.batch|FAILED|1:0|00:00:01|0|1|||2026-12-05T22:47:51|2026-12-05T22:47:51|2026-12-05T22:47:52|vm||batch
+5|CANCELLED|0:0|00:00:00|0|0|||2026-12-05T22:47:51|2026-12-05T22:47:54|2026-12-05T22:47:54|None assigned|Dependency|H@b
+6|CANCELLED|0:0|00:00:00|0|0|||2026-12-05T22:47:51|2026-12-05T22:47:54|2026-12-05T22:47:54|None assigned|None|H@c
+"""
+SCONTROL_DROPPED_WHILE_HELD = (
+    "JobId=5 JobName=Held@sh-b UserId=hut(1001) JobState=CANCELLED Reason=DependencyNeverSatisfied "
+    "ExitCode=0:0 RunTime=00:00:00 SubmitTime=2026-12-05T22:47:51 StartTime=2026-12-05T22:47:54 "
+    "EndTime=2026-12-05T22:47:54 ReqNodeList=(null) ExcNodeList=(null) NodeList=\n"
+)
+
+
+def test_a_job_dropped_while_held_never_started_although_slurm_gives_it_a_start():
+    """CI once saw dependents of a failure end "cancelled", not "dep_failed": one poll read
+    the parent's failure and the held jobs' drop together, and the Start Slurm gives a
+    dropped job hid that it never ran."""
+    jobs = parse_sacct(SACCT_DROPPED_WHILE_HELD)
+    assert not jobs["4"].never_started and jobs["4"].started_at is not None
+    assert jobs["5"].never_started and jobs["6"].never_started
+    assert (jobs["5"].started_at, jobs["5"].node) == (None, "")
+    remembered = parse_scontrol(SCONTROL_DROPPED_WHILE_HELD)["5"]
+    assert remembered.never_started and remembered.started_at is None
+
+
 def submit_with_answer(adapter: SlurmAdapter, jobs: list[JobSpec], stdout: str) -> list[SubmitResult]:
     def run_script(script: str, timeout: float = 300) -> CommandResult:
         return CommandResult(0, stdout, "")

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.messages import get_messages
@@ -70,15 +71,19 @@ def git_source(repo: Path, tmp_path: Path, local_backend: Backend) -> Source:
 
 @pytest.fixture
 def commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every command the local backend runs (and still runs it)."""
+    """Every command the local backend runs, as its tasks' user or (git checkouts) as the
+    portal's own (and still runs it)."""
+    from backends.local.portal_shell import PortalShell
+
     seen: list[str] = []
-    real = LocalAdapter.run_command
+    for shell in (LocalAdapter, PortalShell):
+        real = shell.run_command
 
-    def spy(self: LocalAdapter, command: str, **kwargs: object) -> object:
-        seen.append(command)
-        return real(self, command, **kwargs)  # type: ignore[arg-type]
+        def spy(self: object, command: str, _real: Any = real, **kwargs: object) -> object:
+            seen.append(command)
+            return _real(self, command, **kwargs)
 
-    monkeypatch.setattr(LocalAdapter, "run_command", spy)
+        monkeypatch.setattr(shell, "run_command", spy)
     return seen
 
 

@@ -116,3 +116,52 @@ def test_openssh_certificate_login(cluster, tmp_path):  # noqa: F811
         transport(cluster, key_path=other_key, cert_path=other_cert).run("true")
     with pytest.raises(BackendUnavailable, match="cannot load ssh certificate"):
         transport(cluster, key_path=key, cert_path=f"{key}.pub").run("true")
+
+
+@pytest.fixture
+def sshd_without_sftp(cluster: Cluster, tmp_path):  # noqa: F811
+    """A second sshd like the cluster's, on its own port, with no SFTP subsystem."""
+    import socket
+    import time
+    from pathlib import Path
+
+    from tests.services import free_port
+
+    port = free_port()
+    lines = (Path(cluster.dir) / "sshd_config").read_text().splitlines()
+    kept = [line for line in lines if not line.startswith(("Port ", "PidFile ", "Subsystem "))]
+    config = tmp_path / "sshd_config"
+    config.write_text("\n".join([f"Port {port}", f"PidFile {tmp_path / 'sshd.pid'}", *kept]) + "\n")
+    known_hosts = tmp_path / "known_hosts"
+    host_key = (Path(cluster.dir) / "ssh_host_ed25519_key.pub").read_text().split()
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    server = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        assert server.poll() is None and time.monotonic() < deadline, "the second sshd did not start"
+        time.sleep(0.05)
+    try:
+        yield {"port": port, "known_hosts": str(known_hosts)}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_a_server_without_sftp_is_named_as_such(cluster, sshd_without_sftp):  # noqa: F811
+    """It used to fail with "connection lost: Channel closed" (and drop the connection)."""
+    from backends.base import BackendError
+
+    ssh = transport(cluster, **sshd_without_sftp)
+    assert ssh.run("echo on the exec channel").stdout == "on the exec channel\n"
+    with pytest.raises(BackendError) as refused:
+        ssh.read_file("~/.profile")
+    assert str(refused.value) == (
+        f"ssh {cluster.user}@127.0.0.1:{sshd_without_sftp['port']}: the SSH server offers no SFTP subsystem "
+        "(needed to read files: logs, scripts, generated workflows)"
+    )
+    assert not isinstance(refused.value, BackendUnavailable)  # the backend is reachable: commands work
+    assert ssh.run("true").exit_code == 0
+    ssh.close()

@@ -222,3 +222,18 @@ def test_the_timeline_follows_a_live_run_without_a_reload(
         )  # before the 30 s fallback
         assert page.evaluate("window.__noReload") is True
         assert watch.problems == []
+
+
+@pytest.mark.parametrize("start", ["9" * 5000, "2147483648", "-1", "abc", "1.5", "²", ""])
+def test_a_bad_start_is_a_400_naming_it(
+    start: str, user: User, local_backend: Backend, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 5,000 digits were a 500 (Python refuses int() of so long a string); words were read as 0.
+    run = finished_run(user, local_backend, count=4)
+    client.force_login(user)
+    response = client.get(reverse("run_timeline", args=[run.pk]), {"group": "sim", "start": start})
+    assert response.status_code == 400
+    assert "start must be a whole number from 0 to 2,147,483,647" in response.content.decode()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    good = client.get(reverse("run_timeline", args=[run.pk]), {"group": "sim", "start": "2147483647"})
+    assert good.status_code == 200  # the largest start is the last page

@@ -2,7 +2,8 @@
 
 Every job's files live in the backend's work root (``work_dir``; by default
 ``/var/tmp/scripthut-<backend>`` with ``run_as``, else ``<data dir>-work/<backend>``:
-never inside the data dir, which holds the secret key and the database)::
+never inside the data dir, which holds the secret key and the database; with ``run_as:
+per_user`` one per account, :func:`backends.local.settings.work_root`)::
 
     <work root>/            0700, owned by the tasks' user (run_as, else the portal's)
         jobs/<tag>/         one per job, the job id is the tag: script.sh, name, and the
@@ -14,7 +15,8 @@ never inside the data dir, which holds the secret key and the database)::
 The runner records pid, times and exit code there, so any process (web server,
 embedded ticker, Celery worker, a restarted portal) can poll, cancel and reconcile jobs
 without sharing memory. Task files are confined by :mod:`backends.local.confine`; with
-``run_as`` every task and shell command runs as that user (:mod:`backends.local.runas`).
+``run_as`` every task and shell command runs as that user, or as the run's owner's own
+account with ``per_user`` (an adapter per owner; :mod:`backends.local.runas`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import stat
 import subprocess
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,33 +47,39 @@ from backends.base import (
     PollResult,
     SubmitResult,
     TaskLog,
-    job_ended,
     refuse_special,
     safe_filename,
 )
+from backends.identity import adapter_as
+from backends.local.account_reads import read_as_account, snapshots
 from backends.local.confine import DISCARD, Confinement, make_private_dirs, open_for_task, read_tail
-from backends.local.ends import watcher
+from backends.local.ends import running_ids, watch_runners
 from backends.local.jobfiles import JobFiles
+from backends.local.launches import side_by_side
+from backends.local.portal_shell import PortalShell
 from backends.local.runas import RunAs
 from backends.local.runner import CANCEL, LAUNCHER, RUNNER
-from backends.local.status import has_ended, has_started, job_status, runner_pid
+from backends.local.settings import PER_USER, network_of, work_root
+from backends.local.status import has_started, status_of
 from backends.scripts import script_body, shebang
 from backends.status import settle_flags
 from backends.units import parse_duration
 from scripthut_site.paths import config_path
 
 if TYPE_CHECKING:
+    from backends.base import Identity
     from backends.models import Backend
 
 ALREADY_STARTED, ROOT_UNUSABLE, NOT_TAKEN = 3, 4, 5  # exit codes of the launcher
+REFUSED = 126  # the root helper refused the account (backends/local/scripthut-runas)
 START_WAIT = 2.0  # seconds submit waits for the runners it launched to start
-LAUNCHES_AT_ONCE = 8  # launchers a submit runs side by side
 READ_TIMEOUT = 15  # seconds for reading a file as run_as: a FIFO swapped in must not hang a page
 TASK_FILES = ("output_file", "error_file", "generates_source")
 
 
 class WorkRootUnusable(BackendError):
-    """The work root is not a private directory of the tasks' user."""
+    """The work root is not a private directory of the tasks' user, or the tasks' account
+    may not be used (the helper refused it): nothing can start, the tasks wait."""
 
 
 class LocalAdapter(FileLogs, BackendAdapter):
@@ -80,18 +87,19 @@ class LocalAdapter(FileLogs, BackendAdapter):
 
     starts_jobs_at_submit = True  # submit returns once the runners have started
 
-    def __init__(self, backend: Backend, data_dir: Path) -> None:
-        super().__init__(backend, data_dir)
+    def __init__(self, backend: Backend, data_dir: Path, identity: Identity | None = None) -> None:
+        super().__init__(backend, data_dir, identity)
         user = self.settings.get("run_as")
+        # run_as: per_user: as the identity's OS account; without one, this adapter runs nothing.
+        self.per_user = user == PER_USER
+        if self.per_user:
+            user = identity.username if identity else None
         try:
             self.run_as = RunAs.lookup(user) if user else None
         except KeyError:
             raise BackendUnavailable(f"run_as user {user!r} does not exist on this host") from None
-        name = safe_filename(self.name)
-        # run_as must reach it (the data dir's parents may be private); squatting another
-        # user's directory there is refused by the launcher's ownership check.
-        default = f"/var/tmp/scripthut-{name}" if self.run_as else f"{data_dir}-work/{name}"  # noqa: S108
-        self.work_root = Path(self.settings.get("work_dir") or default)
+        self.network = network_of(self.settings)
+        self.work_root = work_root(self.settings, self.name, data_dir, user)
         self._watched: set[str] = set()  # jobs whose runner's exit wakes the engine
 
     # -- where files are -------------------------------------------------------------
@@ -152,48 +160,24 @@ class LocalAdapter(FileLogs, BackendAdapter):
                 raise ValueError(f"{field}: {problem}")
 
     def submit(self, jobs: Sequence[tuple[JobSpec, str]]) -> list[SubmitResult]:
-        # Side by side: each launcher mostly waits for its runner to start.
-        with ThreadPoolExecutor(max_workers=LAUNCHES_AT_ONCE) as pool:
-            outcomes = list(pool.map(lambda pair: self._try_submit(*pair), jobs))
-        if outcomes and all(isinstance(o, WorkRootUnusable) for o in outcomes):
-            raise BackendUnavailable(str(outcomes[0]))  # nothing was submitted
-        results = [
-            SubmitResult(tag=job.tag, error=str(o)) if isinstance(o, WorkRootUnusable) else o
-            for (job, _), o in zip(jobs, outcomes, strict=True)
-        ]
+        results = side_by_side(self._submit_one, jobs, WorkRootUnusable)
         self._wait_for_start([r.job_id for r in results if r.job_id])
         return results
-
-    def _try_submit(self, job: JobSpec, script: str) -> SubmitResult | WorkRootUnusable:
-        try:
-            return self._submit_one(job, script)
-        except WorkRootUnusable as exc:
-            return exc
-        except OSError as exc:  # FileRefused, or a task file that cannot be opened
-            return SubmitResult(tag=job.tag, error=str(exc))
 
     def _wait_for_start(self, job_ids: list[str]) -> None:
         """Until the runners just launched have written their start markers (all at once,
         START_WAIT seconds at most): a poll right after the submit then finds them running."""
+        if self._reads_as_account:
+            return  # the poll right after the submit reads them as their account
         deadline = time.monotonic() + START_WAIT
         waiting = list(job_ids)
         while waiting and time.monotonic() < deadline:
             time.sleep(0.002)
             waiting = [job_id for job_id in waiting if not has_started(self.work_root, job_id)]
-        self.watch_ends(job_ids)
-
-    def watch_ends(self, job_ids: Sequence[str]) -> None:
-        """Wake the engine when these jobs' runners exit (:mod:`backends.local.ends`)."""
-        for job_id in job_ids:
-            if job_id in self._watched:
-                continue
-            self._watched.add(job_id)
-            pid = runner_pid(self.work_root, job_id)
-            if pid is None or not watcher().watch(self.backend.pk, pid) or has_ended(self.work_root, job_id):
-                # Not watchable, or it ended before it was watched: tell the engine now.
-                job_ended.send(sender=type(self), backend_id=self.backend.pk)
+        watch_runners(self.work_root, self.backend.pk, job_ids, self._watched)
 
     def _submit_one(self, job: JobSpec, script: str) -> SubmitResult:
+        self._require_account()
         with JobFiles(self.work_root, job.tag) as files:
             if files.present:  # started by an interrupted earlier submit: never start it twice
                 return SubmitResult(tag=job.tag, job_id=job.tag)
@@ -210,13 +194,13 @@ class LocalAdapter(FileLogs, BackendAdapter):
 
     def _launch(self, job: JobSpec, script: str, files: list[str], fds: list[int]) -> SubmitResult:
         """Run the launcher; ``files`` are the runner's out, err, and fds to use instead."""
-        umask, mode = ("027", "750") if self.run_as and self.run_as.with_sudo else ("077", "700")
+        umask, mode = ("027", "750") if self.run_as and self.run_as.with_sudo and not self.per_user else ("077", "700")
         args = [umask, mode, str(self.work_root), job.tag, job.run_id, job.name, RUNNER]
         args += [str(parse_duration(job.time_limit)), *files]
-        command = self._as_user(["bash", "-c", LAUNCHER, "launcher", *args])
+        command = self._as_user(["bash", "-c", LAUNCHER, "launcher", *args], self.network)
         proc = subprocess.run(command, input=script.encode(), capture_output=True, timeout=30, pass_fds=fds, cwd="/")
         problem = proc.stderr.decode("utf-8", errors="replace").strip()
-        if proc.returncode == ROOT_UNUSABLE:
+        if proc.returncode in (ROOT_UNUSABLE, REFUSED):
             raise WorkRootUnusable(problem or f"work_dir {self.work_root} is unusable")
         if proc.returncode == NOT_TAKEN:
             return SubmitResult(tag=job.tag, retry=True, error=problem)
@@ -252,11 +236,10 @@ class LocalAdapter(FileLogs, BackendAdapter):
         os.chmod(self.work_root, 0o700)
 
     def poll(self, job_ids: Sequence[str]) -> PollResult:
-        statuses = {job_id: settle_flags(self._status(job_id)) for job_id in job_ids}
-        # Jobs started by another process (a restarted portal) are watched from now on.
-        running = [job_id for job_id, s in statuses.items() if s.state == JobState.RUNNING]
-        self._watched &= set(running)
-        self.watch_ends(running)
+        statuses = {job_id: settle_flags(status) for job_id, status in self._statuses(job_ids).items()}
+        running = running_ids(statuses)  # those started by another process (a restarted portal) too
+        self._watched &= running
+        watch_runners(self.work_root, self.backend.pk, sorted(running), self._watched)
         observed = [s for s in statuses.values() if s.state in (JobState.QUEUED, JobState.RUNNING)]
         return PollResult(statuses=statuses, observed=observed)
 
@@ -265,8 +248,9 @@ class LocalAdapter(FileLogs, BackendAdapter):
         died half-way (the caller holds the backend's lock: no launch is under way): we
         take its claim, so that a runner started after all exits without running it."""
         found = {}
+        job_files = self._job_files(tags)
         for tag in tags:
-            with JobFiles(self.work_root, tag) as files:
+            with job_files[tag] as files:
                 if not files.present:
                     continue
                 if files.exists("claim") or not self._take_claim(tag):
@@ -288,6 +272,9 @@ class LocalAdapter(FileLogs, BackendAdapter):
     # -- files and commands ------------------------------------------------------------
 
     def read_log(self, log: TaskLog, max_bytes: int = 256 * 1024) -> str:
+        if self.per_user and log.owner_id is not None and getattr(self.identity, "user_id", None) != log.owner_id:
+            # Read as the run's owner: their work root, their account's rights.
+            return adapter_as(self.backend, log.owner_id).read_log(log, max_bytes)
         location = self.log_location(log)
         if not location:
             raise FileNotFoundError(f"task has no {log.stream} file")
@@ -302,8 +289,11 @@ class LocalAdapter(FileLogs, BackendAdapter):
         return self._read(self._expand(path), max_bytes, Confinement.of(["/"], self._portal_files()))
 
     def _read(self, path: str, max_bytes: int, confinement: Confinement) -> str:
+        self._require_account()
         if self.run_as is None:
             return read_tail(path, max_bytes, confinement)
+        if self._reads_as_account:  # the portal cannot even look at the path
+            return read_as_account(self._run_as_account, path, max_bytes, confinement)
         # Read as the tasks' user: root could read files that user may not.
         real = os.path.realpath(path)
         confinement.check(real)
@@ -336,10 +326,25 @@ class LocalAdapter(FileLogs, BackendAdapter):
             proc.stderr.decode("utf-8", errors="replace"),
         )
 
+    def checkout_shell(self) -> PortalShell:
+        """Git checkouts are made by the portal's own account, never a task's: tasks may
+        read them, not change them (``sources.git``)."""
+        return PortalShell(self.name)
+
     # -- helpers ---------------------------------------------------------------------
 
-    def _as_user(self, argv: list[str]) -> list[str]:
-        return self.run_as.command(argv) if self.run_as else argv
+    def _as_user(self, argv: list[str], network: str = "host") -> list[str]:
+        self._require_account()
+        if self.run_as:
+            return self.run_as.command(argv, network)
+        return argv
+
+    def _require_account(self) -> None:
+        """On a per_user backend only an owner's adapter (their OS account) runs anything."""
+        if self.per_user and self.run_as is None:
+            raise BackendUnavailable(
+                f"backend {self.name!r} runs tasks as each user's own OS account: nothing runs without one"
+            )
 
     def _expand(self, path: str) -> str:
         if path == "~" or path.startswith("~/"):
@@ -352,9 +357,36 @@ class LocalAdapter(FileLogs, BackendAdapter):
             return path
         return os.path.join(self._expand(working_dir), path)
 
-    def _status(self, job_id: str) -> JobStatus:
+    @property
+    def _reads_as_account(self) -> bool:
+        """An unprivileged portal reads a per_user account's job files (0700) as that account."""
+        return self.per_user and self.run_as is not None and self.run_as.with_sudo
+
+    def _job_files(self, tags: Sequence[str]) -> dict[str, JobFiles]:
+        """Each job's runner files: opened by the portal, or read as the jobs' account."""
+        if not self._reads_as_account:
+            return {tag: JobFiles(self.work_root, tag) for tag in tags}
+        return snapshots(self._run_as_account, self.jobs_dir, tags)
+
+    def _run_as_account(self, argv: list[str]) -> subprocess.CompletedProcess[bytes]:
+        try:
+            return subprocess.run(self._as_user(argv), capture_output=True, timeout=READ_TIMEOUT, cwd="/")
+        except subprocess.TimeoutExpired:
+            raise FileRefused(f"reading as the tasks' account did not finish in {READ_TIMEOUT}s") from None
+
+    def _statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         user = self.run_as.user if self.run_as else getpass.getuser()
-        return job_status(self.work_root, job_id, user)
+        statuses = {}
+        for job_id, files in self._job_files(job_ids).items():
+            with files as opened:
+                statuses[job_id] = status_of(opened, job_id, user)
+        # A runner that ended after the snapshot was read: its exit code is there now.
+        lost = (JobState.FAILED, JobState.CANCELLED)
+        ended = [j for j, s in statuses.items() if s.exit_code is None and s.state in lost]
+        if ended and self._reads_as_account:
+            for job_id, files in self._job_files(ended).items():
+                statuses[job_id] = status_of(files, job_id, user)
+        return statuses
 
 
 Adapter = LocalAdapter

@@ -3,7 +3,7 @@
 The runner is detached (``setsid``), so it is not the portal's child: its end is watched
 through a pidfd (``os.pidfd_open``, Linux 5.3+), which becomes readable when the process
 exits. One daemon thread per portal process waits on every watched pidfd at once
-(``selectors``) and sends :data:`backends.base.job_ended` with the backend's id; the
+(``selectors``) and sends :data:`backends.signals.job_ended` with the backend's id; the
 ticker (embedded or Celery, ``runs/workers/ticker.py``) listens and ticks that backend.
 
 The runner writes the job's exit code and then exits, so by the time the pidfd fires the
@@ -17,8 +17,12 @@ import logging
 import os
 import selectors
 import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
-from backends.base import job_ended
+from backends.base import JobState, JobStatus
+from backends.local.status import has_ended, runner_pid
+from backends.signals import job_ended
 
 log = logging.getLogger("backends.local")
 
@@ -79,3 +83,23 @@ def watcher() -> EndWatcher:
     if pid not in _watchers:
         _watchers[pid] = EndWatcher()
     return _watchers[pid]
+
+
+def watch_runners(work_root: Path, backend_id: int, job_ids: Iterable[str], watched: set[str]) -> None:
+    """Wake the engine when these jobs' runners exit; ``watched`` (the adapter's) is updated.
+    A runner whose pid cannot be read (a job of an account the portal cannot read as) is
+    left to the ticks."""
+    for job_id in job_ids:
+        if job_id in watched:
+            continue
+        watched.add(job_id)
+        pid = runner_pid(work_root, job_id)
+        if pid is None:
+            continue
+        if not watcher().watch(backend_id, pid) or has_ended(work_root, job_id):
+            # Not watchable, or it ended before it was watched: tell the engine now.
+            job_ended.send(sender=EndWatcher, backend_id=backend_id)
+
+
+def running_ids(statuses: Mapping[str, JobStatus]) -> set[str]:
+    return {job_id for job_id, status in statuses.items() if status.state == JobState.RUNNING}

@@ -15,16 +15,21 @@ TIMEOUT_EXIT_CODES = (124, 137)
 def job_status(work_root: Path, job_id: str, user: str) -> JobStatus:
     """What a local job's runner files say: its state, exit code and times."""
     with JobFiles(work_root, job_id) as files:
-        if not files.present:
-            return JobStatus(job_id, JobState.UNKNOWN, reason="no such local job")
-        status = JobStatus(job_id, JobState.QUEUED, name=files.read("name"), tag=job_id, user=user)
-        _settle(status, files)
-        # After the state: the runner writes its times before its exit code.
-        status.started_at = _timestamp(files.timestamp("started"))
-        status.finished_at = _timestamp(files.timestamp("finished"))
-        if status.started_at and status.finished_at:
-            status.elapsed_seconds = (status.finished_at - status.started_at).total_seconds()
-        return status
+        return status_of(files, job_id, user)
+
+
+def status_of(files: JobFiles, job_id: str, user: str) -> JobStatus:
+    """The state, exit code and times of a job whose runner files are ``files``."""
+    if not files.present:
+        return JobStatus(job_id, JobState.UNKNOWN, reason="no such local job")
+    status = JobStatus(job_id, JobState.QUEUED, name=files.read("name"), tag=job_id, user=user)
+    _settle(status, files)
+    # After the state: the runner writes its times before its exit code.
+    status.started_at = _timestamp(files.timestamp("started"))
+    status.finished_at = _timestamp(files.timestamp("finished"))
+    if status.started_at and status.finished_at:
+        status.elapsed_seconds = (status.finished_at - status.started_at).total_seconds()
+    return status
 
 
 def has_started(work_root: Path, job_id: str) -> bool:

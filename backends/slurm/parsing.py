@@ -19,6 +19,9 @@ from backends.units import clock_seconds, size_mb
 SQUEUE_FORMAT = "%i|%u|%T|%r|%P|%C|%N|%V|%S|%j"
 SACCT_FIELDS = "JobID,State,ExitCode,Elapsed,TotalCPU,AllocCPUS,MaxRSS,ReqMem,Submit,Start,End,NodeList,Reason,JobName"
 SINFO_FORMAT = "%P|%a|%D|%t|%C"
+# What sacct and scontrol say in place of a node list for a job that never got one. Such a
+# job never ran, although Slurm gives a job dropped while pending a Start equal to its End.
+NO_NODES = {"", "None assigned", "(null)"}
 
 QUEUED_STATES = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "SUSPENDED", "STOPPED", "RESIZING"}
@@ -69,22 +72,7 @@ def parse_sacct(text: str) -> dict[str, JobStatus]:
         parts = line.split("|", 13)
         if len(parts) < 14:
             continue
-        (
-            job_id,
-            state,
-            exit_code,
-            elapsed,
-            total_cpu,
-            alloc_cpus,
-            rss,
-            req_mem,
-            submitted,
-            started,
-            ended,
-            nodes,
-            reason,
-            name,
-        ) = parts
+        job_id, exit_code, rss = parts[0], parts[2], parts[6]
         main_id, _, step = job_id.partition(".")
         if rss:
             max_rss[main_id] = max(max_rss.get(main_id, 0.0), size_mb(rss) or 0.0)
@@ -92,21 +80,7 @@ def parse_sacct(text: str) -> dict[str, JobStatus]:
             if step == "batch":
                 batch_exit[main_id] = _exit_code(exit_code)
             continue
-        word = state.split()[0] if state else ""
-        status = JobStatus(job_id=main_id, state=_state_from_slurm(word), name=name, node=nodes)
-        status.out_of_memory = word == OUT_OF_MEMORY
-        status.exit_code = _exit_code(exit_code)
-        status.elapsed_seconds = clock_seconds(elapsed)
-        status.submitted_at = _time(submitted)
-        status.started_at = _time(started)
-        status.finished_at = _time(ended)
-        status.requested_mem_mb = size_mb(req_mem)
-        cpus = int(alloc_cpus) if alloc_cpus.isdigit() else 0
-        used = clock_seconds(total_cpu)
-        if status.elapsed_seconds and cpus and used is not None:
-            status.cpu_efficiency = min(1.0, used / (status.elapsed_seconds * cpus))
-        status.reason = _reason(word, state, reason)
-        jobs[main_id] = status
+        jobs[main_id] = _sacct_job(main_id, parts)
     for job_id, status in jobs.items():
         if job_id in batch_exit:
             status.exit_code = batch_exit[job_id]  # the batch step knows the script's own exit code
@@ -114,6 +88,42 @@ def parse_sacct(text: str) -> dict[str, JobStatus]:
             status.max_rss_mb = max_rss[job_id]
         _settle(status)
     return jobs
+
+
+def _sacct_job(job_id: str, parts: list[str]) -> JobStatus:
+    """A job's main sacct row (its steps are read by :func:`parse_sacct`)."""
+    (
+        _,
+        state,
+        exit_code,
+        elapsed,
+        total_cpu,
+        alloc_cpus,
+        _,
+        req_mem,
+        submitted,
+        started,
+        ended,
+        nodes,
+        reason,
+        name,
+    ) = parts
+    word = state.split()[0] if state else ""
+    ran = nodes not in NO_NODES
+    status = JobStatus(job_id=job_id, state=_state_from_slurm(word), name=name, node=nodes if ran else "")
+    status.out_of_memory = word == OUT_OF_MEMORY
+    status.exit_code = _exit_code(exit_code)
+    status.elapsed_seconds = clock_seconds(elapsed)
+    status.submitted_at = _time(submitted)
+    status.started_at = _time(started) if ran else None
+    status.finished_at = _time(ended)
+    status.requested_mem_mb = size_mb(req_mem)
+    cpus = int(alloc_cpus) if alloc_cpus.isdigit() else 0
+    used = clock_seconds(total_cpu)
+    if status.elapsed_seconds and cpus and used is not None:
+        status.cpu_efficiency = min(1.0, used / (status.elapsed_seconds * cpus))
+    status.reason = _reason(word, state, reason)
+    return status
 
 
 def parse_scontrol(text: str) -> dict[str, JobStatus]:
@@ -131,9 +141,10 @@ def parse_scontrol(text: str) -> dict[str, JobStatus]:
         status.exit_code = _exit_code(fields.get("ExitCode", ""))
         status.elapsed_seconds = clock_seconds(fields.get("RunTime", ""))
         status.submitted_at = _time(fields.get("SubmitTime", ""))
-        status.started_at = _time(fields.get("StartTime", "")) if word not in QUEUED_STATES else None
+        ran = word not in QUEUED_STATES and fields.get("NodeList", "") not in NO_NODES
+        status.started_at = _time(fields.get("StartTime", "")) if ran else None
         status.finished_at = _time(fields.get("EndTime", "")) if status.state.is_final else None
-        status.node = fields.get("NodeList", "") if fields.get("NodeList") != "(null)" else ""
+        status.node = fields.get("NodeList", "") if ran else ""
         status.reason = _reason(word, word, fields.get("Reason", "None"))
         _settle(status)
         jobs[job_id] = status

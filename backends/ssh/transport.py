@@ -268,15 +268,34 @@ class SshTransport:
             raise ConnectionLost(f"ssh {self.where}: connection lost before the command finished")
         return CommandResult(code, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"))
 
+    def _sftp_session(self) -> paramiko.SFTPClient:
+        """The connection's SFTP session, opened once. A server without the subsystem
+        refuses the channel: said so, and the connection is kept (commands still work)."""
+        client = self._connected()
+        with self._lock:
+            if self._sftp is None:
+                try:
+                    self._sftp = client.open_sftp()
+                except (paramiko.SSHException, EOFError) as exc:
+                    if not self._transport_alive(client):
+                        self.close()
+                        raise BackendUnavailable(f"ssh {self.where}: connection lost: {exc}") from exc
+                    raise BackendError(
+                        f"ssh {self.where}: the SSH server offers no SFTP subsystem "
+                        "(needed to read files: logs, scripts, generated workflows)"
+                    ) from exc
+            return self._sftp
+
+    @staticmethod
+    def _transport_alive(client: paramiko.SSHClient) -> bool:
+        transport = client.get_transport()
+        return transport is not None and transport.is_active()
+
     def read_file(self, path: str, max_bytes: int = 256 * 1024) -> str:
         """The last ``max_bytes`` of a remote file (``~/`` is the login's home)."""
-        client = self._connected()
+        sftp = self._sftp_session()
         self.round_trips += 1
         try:
-            with self._lock:
-                if self._sftp is None:
-                    self._sftp = client.open_sftp()
-                sftp = self._sftp
             remote = path[2:] if path.startswith("~/") else path  # SFTP paths are relative to home
             # Before opening: a FIFO would hang the SFTP session, /proc shows the server's secrets.
             refuse_special(sftp.normalize(remote), sftp.stat(remote).st_mode or 0)

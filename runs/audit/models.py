@@ -31,11 +31,14 @@ class AuditEvent(models.Model):
         RUN_CANCELLED = "run_cancelled"
         RUN_RELAUNCHED = "run_relaunched"
         SUBMISSION_REFUSED = "submission_refused"
+        ACCESS_REFUSED = "access_refused"  # any other 403, page or API, with the reason given
         BACKEND_CHANGED = "backend_changed"
         SOURCE_CHANGED = "source_changed"
         WORKFLOW_CHANGED = "workflow_changed"
         IDENTITY_CHANGED = "identity_changed"
         ACCESS_CHANGED = "access_changed"  # which groups may use what, who is in which group
+        USER_CHANGED = "user_changed"  # is_staff, is_superuser or is_active of a user
+        PREFERENCES_CHANGED = "preferences_changed"  # a user's notification settings
         CONFIG_IMPORTED = "config_imported"
 
     at = models.DateTimeField(default=timezone.now, db_index=True)

@@ -16,13 +16,16 @@ def ensure_demo_setup() -> Workflow:
         name="local",
         defaults={"kind": Backend.Kind.LOCAL, "max_concurrent": 4, "poll_interval": 2, "settings": {}},
     )
-    workflow, _ = Workflow.objects.update_or_create(
-        name="demo",
-        defaults={
-            "backend": backend,
-            "command": f"cat {shlex.quote(str(DEMO_WORKFLOW_FILE))}",
-            "max_concurrent": 3,
-            "description": "A small demo: prepare, four simulations in parallel, then a summary.",
-        },
-    )
+    wanted = {
+        "backend": backend,
+        "command": f"cat {shlex.quote(str(DEMO_WORKFLOW_FILE))}",
+        "max_concurrent": 3,
+        "description": "A small demo: prepare, four simulations in parallel, then a summary.",
+    }
+    workflow, created = Workflow.objects.get_or_create(name="demo", defaults=wanted)
+    changed = [name for name, value in wanted.items() if getattr(workflow, name) != value]
+    if changed and not created:  # saved only when it differs: every save is an audited change
+        for name in changed:
+            setattr(workflow, name, wanted[name])
+        workflow.save(update_fields=changed)
     return workflow

@@ -33,6 +33,7 @@ from runs.engine.poll import poll_jobs
 from runs.engine.reconcile import reconcile_submitting
 from runs.engine.run_status import refresh_runs_status
 from runs.engine.submit import submit_ready
+from runs.metrics import ticks
 from runs.models import PortalSettings
 
 log = logging.getLogger("runs.engine")
@@ -114,6 +115,12 @@ def cycle(backend: Backend) -> None:
 
 
 def _cycle_and_record_status(backend: Backend) -> None:
+    with ticks.timing_tick(backend.pk) as timer:
+        status, message = _cycle_and_record_status_timed(backend)
+        timer.failed = bool(message)
+
+
+def _cycle_and_record_status_timed(backend: Backend) -> tuple[str, str]:
     changed: set[str] = set()
     status: str = Backend.Status.OK
     message = ""
@@ -144,6 +151,7 @@ def _cycle_and_record_status(backend: Backend) -> None:
         Backend.objects.filter(pk=backend.pk).update(
             **values, next_poll_at=now + timedelta(seconds=tick_every(backend, reached))
         )
+    return status, message
 
 
 def ends_only(backend: Backend, adapter: BackendAdapter) -> bool:
@@ -168,9 +176,14 @@ def run_phases(
     ``ends_only``: the poll reads the jobs' end markers instead of asking the scheduler."""
     reconcile_submitting(backend, adapter, changed, owner=owner)
     cancel_requested(backend, adapter, changed, owner=owner)
-    poll_jobs(backend, adapter, changed, owner=owner, ends_only=ends_only)
+    with ticks.timed("poll"):
+        poll_jobs(backend, adapter, changed, owner=owner, ends_only=ends_only)
     deadline = time.monotonic() + AGAIN_FOR_SECONDS
-    while submit_ready(backend, adapter, changed, owner=owner) and adapter.starts_jobs_at_submit:
+    while True:
+        with ticks.timed("submit"):
+            submitted = submit_ready(backend, adapter, changed, owner=owner)
+        if not (submitted and adapter.starts_jobs_at_submit):
+            break
         # Local jobs run as soon as they are submitted: show them running now, not a poll
         # interval later; those that ended already free their slots for another round.
         poll_jobs(backend, adapter, changed, owner=owner)
@@ -190,7 +203,7 @@ def run_phases_per_owner(backend: Backend, changed: set[str]) -> BackendAdapter 
     for owner in owners_with_work(backend):
         identity = identity_of(backend, owner)
         if identity is None:
-            hold_pending(backend, owner, missing_identity(backend))
+            hold_pending(backend, owner, missing_identity(backend, owner))
             continue
         try:
             adapter = get_adapter(backend, identity)

@@ -18,6 +18,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from runs.access import run_page_groups, viewer_groups
 from runs.live import push as live
+from runs.metrics import websockets
 from runs.models import Viewer
 
 REFUSED = 4403  # close code of a socket its user may not open
@@ -42,12 +43,17 @@ class LiveConsumer(AsyncWebsocketConsumer):
         for group in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
+        websockets.opened()
+        self.counted = True
         self.recheck = asyncio.get_running_loop().call_later(live.RECHECK_SECONDS, self._expire)
 
     def _expire(self) -> None:
         self.expiry = asyncio.ensure_future(self.close(code=RESTART))
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            websockets.closed()
+            self.counted = False
         if hasattr(self, "recheck"):
             self.recheck.cancel()
         for group in getattr(self, "joined", []):

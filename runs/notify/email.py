@@ -13,6 +13,9 @@ from django.core.mail import EmailMessage
 
 from runs.notify.errors import DeliveryError, PermanentDeliveryError
 from runs.notify.models import Notification
+from runs.notify.quoting import quoted
+
+NAME_IN_BODY = 120  # characters of a run's name in an email's body
 
 
 def message_id(note: Notification) -> str:
@@ -22,9 +25,12 @@ def message_id(note: Notification) -> str:
 def text(note: Notification) -> str:
     payload = note.payload
     lines = [note.subject, ""]
+    if payload.get("note"):
+        lines += [payload["note"], ""]
     for label, key in (("Run", "run_id"), ("Name", "name"), ("Status", "status"), ("Tasks", "total")):
         if payload.get(key) is not None:
-            lines.append(f"{label}: {payload[key]}")
+            value = quoted(str(payload[key]), NAME_IN_BODY) if key == "name" else payload[key]
+            lines.append(f"{label}: {value}")
     for state, n in (payload.get("counts") or {}).items():
         if n:  # every state is counted; the states without tasks say nothing
             lines.append(f"  {state}: {n}")

@@ -1,4 +1,5 @@
-"""The preferences form: the webhook URL is write-only (it may hold a token), like other secrets."""
+"""The preferences form: the webhook URL is write-only (it may hold a token), like other secrets;
+the email address must be one the portal trusts for the user (``runs.notify.trust``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from django import forms
 
 from runs.notify.models import NotificationPreference
+from runs.notify.trust import untrusted_reason
 from runs.notify.webhook_url import url_problem
 
 
@@ -32,6 +34,13 @@ class PreferenceForm(forms.ModelForm):  # type: ignore[type-arg]
         }
         widgets = {"on": forms.RadioSelect}
 
+    def clean_email(self) -> str:
+        email = str(self.cleaned_data["email"]).strip()
+        reason = untrusted_reason(self.instance.user, email)
+        if reason:
+            raise forms.ValidationError(reason)
+        return email
+
     def clean_new_webhook_url(self) -> str:
         url = self.cleaned_data["new_webhook_url"].strip()
         problem = url_problem(url) if url else None
@@ -48,3 +57,11 @@ class PreferenceForm(forms.ModelForm):  # type: ignore[type-arg]
         if commit:
             pref.save()
         return pref
+
+
+class ConfirmAddressForm(forms.Form):
+    address = forms.EmailField(
+        label="Confirm another address",
+        max_length=254,
+        help_text="A link is emailed to it; open it while signed in and the address can receive your notifications.",
+    )

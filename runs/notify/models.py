@@ -51,6 +51,20 @@ class RunNotify(models.Model):
         return f"run {self.run_id}: {self.on}"
 
 
+class VerifiedEmail(models.Model):
+    """An address a user proved is theirs: they opened the link the portal emailed to it (``runs.notify.trust``)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="verified_emails")
+    address = models.EmailField(help_text="Stored in lower case.")
+    verified_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "address"], name="one_verified_email_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.address} (verified by user {self.user_id})"
+
+
 def new_idempotency_key() -> str:
     return uuid.uuid4().hex
 

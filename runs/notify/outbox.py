@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from django.contrib.auth.models import AbstractBaseUser
 
 from runs.notify.models import Notification, NotificationPreference, RunNotify, When
+from runs.notify.trust import first_trusted
 
 SLACK_HOSTS = ("hooks.slack.com",)
 
@@ -36,21 +37,24 @@ def is_slack(url: str, flagged: bool = False) -> bool:
 
 
 def channels_for(user: AbstractBaseUser, run: Any = None) -> Channels:
-    """The user's preferences, overridden by the run's own ``notify`` settings where it has them."""
+    """The user's preferences, overridden by the run's own ``notify`` settings where it has them.
+
+    The email is the first address the portal trusts for the user (``runs.notify.trust``) of:
+    the run's, the preference's, the account's."""
     pref = NotificationPreference.objects.filter(user_id=user.pk).first() or NotificationPreference()
-    email = pref.email or getattr(user, "email", "")
+    account = getattr(user, "email", "")
     slack = is_slack(pref.webhook_url, pref.webhook_slack)
-    channels = Channels(pref.on, email, pref.webhook_url, slack, pref.first_task_started)
     override = RunNotify.objects.filter(run_id=run.pk).first() if run is not None else None
     if override is None:
-        return channels
-    webhook = override.webhook_url or channels.webhook
+        email = first_trusted(user, pref.email, account)
+        return Channels(pref.on, email, pref.webhook_url, slack, pref.first_task_started)
+    webhook = override.webhook_url or pref.webhook_url
     return Channels(
-        on=override.on or channels.on,
-        email=override.email or channels.email,
+        on=override.on or pref.on,
+        email=first_trusted(user, override.email, pref.email, account),
         webhook=webhook,
         slack=is_slack(webhook, pref.webhook_slack and webhook == pref.webhook_url),
-        first_task_started=channels.first_task_started,
+        first_task_started=pref.first_task_started,
     )
 
 

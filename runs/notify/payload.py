@@ -14,8 +14,14 @@ from django.urls import reverse
 
 from runs.costing.summary import run_cost
 from runs.models import Run, Task
+from runs.notify.quoting import quoted
 from runs.shapes import counts_shape, run_shape
 from scripthut_site.deployment import public_url
+
+
+def run_subject(run: Run, event: str) -> str:
+    """``ScriptHut: run "<name>" (<id>) failed``: the portal's words first, the name quoted and cut."""
+    return f"ScriptHut: run {quoted(run.workflow_name)} ({run.pk}) {event.removeprefix('run.')}"
 
 
 def run_link(run_id: str) -> str:

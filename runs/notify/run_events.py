@@ -13,7 +13,7 @@ from django.utils import timezone
 from runs.engine.states import RunStatus
 from runs.notify.models import When
 from runs.notify.outbox import channels_for, write
-from runs.notify.payload import run_payload
+from runs.notify.payload import run_payload, run_subject
 
 EVENTS = {
     RunStatus.RUNNING: "run.started",
@@ -58,7 +58,7 @@ def run_status_changed(run: Any, old_status: str) -> None:
         channels,
         user=run.owner,
         event=event,
-        subject=f"ScriptHut: run {run.workflow_name} ({run.pk}) {event.removeprefix('run.')}",
+        subject=run_subject(run, event),
         payload=run_payload(run, event),
         dedupe_key=f"run:{run.pk}:{event}:{ending}",
         run=run,

@@ -3,6 +3,10 @@ a configured workflow's command (:class:`ConfiguredWorkflow`, ``/workflows``) or
 workflow file (``sources.views.SourceFile``, ``/sources``). Both list every problem, cut a
 long dry run to a page of rows, resolve working dirs in the checkout, answer JSON when asked
 and offer the same run form (``templates/workflows/``).
+
+A dry run that runs a command (a configured workflow's) is a POST with the CSRF token: a GET
+of its URL only shows the page with the "Dry run" button, so no link from another site can
+make the portal run a command. A source's file is only read, so its dry run is a GET.
 """
 
 from __future__ import annotations
@@ -102,8 +106,20 @@ def _problems(error: WorkflowError | None) -> dict[str, Any]:
     return {"error": str(error), "problems": error.problems, "problem_count": error.count}
 
 
+def _dry_run_button(request: HttpRequest, document: WorkflowDocument) -> HttpResponse:
+    """What a GET of a command's dry run gets: the page with the button that POSTs it, nothing run."""
+    if wants_json(request):
+        message = f"a dry run of {document.name} runs its command: POST to this URL (with the CSRF token)"
+        response = JsonResponse({"error": message}, status=405)
+        response["Allow"] = "POST"
+        return response
+    return render(request, "workflows/dry_run.html", {"doc": document, "ask": True})
+
+
 def dry_run_page(request: HttpRequest, document: WorkflowDocument) -> HttpResponse:
     """The tasks a run of ``document`` would have, or every problem it has; JSON when asked."""
+    if document.command and request.method != "POST":
+        return _dry_run_button(request, document)
     result, error = DryRun([], None), None
     try:
         result = document.dry_run()

@@ -20,7 +20,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.http import urlencode
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from backends.base import BackendError, BackendUnavailable, FileRefused
@@ -37,6 +37,7 @@ from runs.web.page_input import wants_json
 from runs.web.pages import group_page, run_list_context, run_page
 from runs.web.task_notes import how_it_ended, why_it_never_ran
 from runs.web.timeline import build_group, build_timeline
+from runs.workflows.limits import whole_number
 from sources.git import mask_credentials
 
 
@@ -132,8 +133,11 @@ def run_timeline(request: HttpRequest, run_id: str) -> HttpResponse:
     name = request.GET.get("group")
     if name is None:
         return render(request, "runs/_timeline.html", {"run": run, "timeline": build_timeline(run)})
-    start = request.GET.get("start", "0")
-    group = build_group(run, name, int(start) if start.isdigit() else 0)
+    try:
+        start = whole_number(request.GET.get("start", "0"), "start", 0)
+    except ValueError as exc:  # as the API: 400 naming the parameter, never a 500
+        return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
+    group = build_group(run, name, start)
     if group is None:
         raise Http404("no such group in this run")
     return render(request, "runs/_timeline_bars.html", {"run": run, "g": group})
@@ -270,7 +274,7 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
     return render(request, "workflows/list.html", {"workflows": workflows})
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])  # GET: the page with the button; POST runs the command
 def workflow_dry_run(request: HttpRequest, name: str) -> HttpResponse:
     return dry_run_page(request, ConfiguredWorkflow(usable_workflow(request.user, name)))
 

@@ -15,8 +15,8 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from backends.base import job_ended
 from backends.models import Backend
+from backends.signals import job_ended
 from runs.engine.tick import tick_due_backends
 from runs.notify.background import EmbeddedNotifier
 from runs.workers.celery_tasks import tick_backend_task
@@ -30,7 +30,7 @@ _woken_lock = threading.Lock()
 
 
 def connect() -> None:
-    """Listen for jobs that end between ticks (:data:`backends.base.job_ended`)."""
+    """Listen for jobs that end between ticks (:data:`backends.signals.job_ended`)."""
     job_ended.connect(_on_job_end, dispatch_uid="scripthut-job-ended")
 
 

@@ -14,8 +14,10 @@ from sources.git import GitError, checkout, git_ssh_env, resolve_branch
 
 
 def fetch_tasks(workflow: Workflow, owner: User | None = None) -> tuple[str, GitCheckout | None]:
-    """Run the workflow's command (in a fresh git checkout if it has a git block); as
-    ``owner`` on a per_user backend, so that the checkout is theirs to run tasks in."""
+    """Run the workflow's command (in a verified git checkout if it has a git block); as
+    ``owner`` on a per_user backend. The checkout is made by the account that clones
+    (``sources.git.cloning_shell``: on ``local`` the portal's, never a task's; on a
+    per_user SSH backend the owner's own, in their own ``clone_dir``)."""
     git: GitCheckout | None = None
     cwd = None
     if not has_shell(workflow.backend.kind):
@@ -29,9 +31,9 @@ def fetch_tasks(workflow: Workflow, owner: User | None = None) -> tuple[str, Git
             repo = workflow.git["repo"]
             branch = workflow.git.get("branch") or "main"
             parent = workflow.git.get("clone_dir") or "~/scripthut-repos"
-            with git_ssh_env(adapter, workflow.git.get("deploy_key")) as ssh_env:
-                sha = resolve_branch(adapter, repo, branch, ssh_env)
-                cwd = checkout(adapter, repo, branch, sha, parent, ssh_env)
+            with git_ssh_env(adapter, workflow.git.get("deploy_key")) as ssh:
+                sha = resolve_branch(adapter, repo, branch, ssh)
+                cwd = checkout(adapter, repo, branch, sha, parent, ssh)
             git = GitCheckout(repo=repo, branch=branch, sha=sha, clone_dir=cwd)
         result = shell_access(adapter).run_command(workflow.command, cwd=cwd)
     except (GitError, BackendUnavailable, BackendError) as exc:

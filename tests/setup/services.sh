@@ -12,6 +12,7 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v pg_ctlcluster >/dev/null || need_apt+=(postgresql)
 [ -x /usr/sbin/slapd ] || need_apt+=(slapd)
 command -v ldapsearch >/dev/null || need_apt+=(ldap-utils)
+command -v sudo >/dev/null || need_apt+=(sudo)  # the local backend's privilege step (tests/test_local_runas_helper.py)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing ${need_apt[*]}"
