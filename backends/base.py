@@ -309,6 +309,12 @@ class BackendAdapter(ABC):
     def poll(self, job_ids: Sequence[str]) -> PollResult:
         """States of the given jobs, plus every job seen on the backend."""
 
+    read_ends_every = 0.0  # seconds between two end-marker reads (:meth:`read_ends`); 0: none
+
+    def read_ends(self, jobs: Mapping[str, tuple[str, str]]) -> PollResult:
+        """Those of these jobs (id -> (run id, tag)) with an end/start marker: no scheduler query."""
+        return PollResult(statuses={}, observed=[])
+
     @abstractmethod
     def find_submitted(self, tags: Sequence[str]) -> dict[str, str]:
         """Job ids of jobs carrying these tags, for reconciling an interrupted submit."""

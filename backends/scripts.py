@@ -41,3 +41,28 @@ def script_body(job: JobSpec) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# Where a job script leaves its start and end markers (in the home of the account it runs
+# as, which the login node shares): <dir>/<run id>/<tag>.start and .end.
+MARKERS_DIR = ".cache/scripthut/ends"
+
+
+def end_marker_lines(job: JobSpec) -> list[str]:
+    """Lines that make the job write ``<tag>.start`` (a timestamp and the node) now and, when the script
+    exits normally, ``<tag>.end`` (exit code and timestamp), the way Nextflow leaves
+    ``.exitcode``: the portal reads them every few seconds instead of asking the scheduler.
+    A job killed by a signal (cancel, time limit, out of memory) leaves no end marker:
+    the scheduler's own poll says what happened to it."""
+    marker = f'"$HOME"/{MARKERS_DIR}/{shlex.quote(job.run_id)}/{shlex.quote(job.tag)}'
+    end = (
+        '_scripthut_rc=$?; [ "$_scripthut_rc" -lt 128 ] && '
+        'printf "%s %s\\n" "$_scripthut_rc" "$(date +%s.%N)" > "$_scripthut_end.tmp" && '
+        'mv -f -- "$_scripthut_end.tmp" "$_scripthut_end.end"'
+    )
+    return [
+        "# ScriptHut sees this job's end from these markers within seconds",
+        f"_scripthut_end={marker}",
+        'mkdir -p -- "${_scripthut_end%/*}" && echo "$(date +%s.%N) $HOSTNAME" > "$_scripthut_end.start"',
+        f"trap {shlex.quote(end)} EXIT",
+    ]

@@ -2,7 +2,8 @@
 
     python bench/slurm_bench.py parse            # 50,000 lines of squeue and sacct output
     python bench/slurm_bench.py submit [--n 500] # 500 one-second tasks vs 500 plain sbatch calls
-    python bench/slurm_bench.py chain [--poll 60] [--links 20] [--native on,off]
+    python bench/slurm_bench.py ends [--n 40] [--poll 60] [--markers 5,0]  # task end -> shown, RPCs/min
+    python bench/slurm_bench.py chain [--poll 60] [--links 20] [--native on,off] [--markers-every 5]
 
 Uses a temporary SQLite data dir unless DATABASE_URL is set.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -89,10 +91,14 @@ def _timed(fn, arg) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - start
 
 
-def setup_backend(native: bool = True, poll: int = 1, max_concurrent: int = 1000) -> tuple[Backend, User]:
+def setup_backend(
+    native: bool = True, poll: int = 1, max_concurrent: int = 1000, markers_every: float = 5
+) -> tuple[Backend, User]:
     call_command("migrate", verbosity=0)
     owner, _ = User.objects.get_or_create(username="bench")
-    settings = validate_backend_settings("slurm", {"ssh": cluster_ssh(), "native_dependencies": native})
+    settings = validate_backend_settings(
+        "slurm", {"ssh": cluster_ssh(), "native_dependencies": native, "end_markers_every": markers_every}
+    )
     backend, _ = Backend.objects.update_or_create(
         name="bench-slurm",
         defaults={"kind": "slurm", "settings": settings, "max_concurrent": max_concurrent, "poll_interval": poll},
@@ -141,8 +147,9 @@ def bench_submit(n: int) -> None:
     print(f"run {Run.objects.get(pk=run.pk).status}")
 
 
-def bench_chain(links: int, poll: int, natives: list[bool]) -> None:
-    backend, owner = setup_backend(poll=poll)
+def bench_chain(links: int, poll: int, natives: list[bool], markers_every: float) -> None:
+    backend, owner = setup_backend(poll=poll, markers_every=markers_every)
+    print(f"end markers read every {markers_every} s (0: off)")
     transport = get_adapter(backend).transport  # type: ignore[attr-defined]
     wait_queue_empty(transport)
     # Reference: the chain straight to Slurm with afterok, in one SSH session.
@@ -180,20 +187,63 @@ def bench_chain(links: int, poll: int, natives: list[bool]) -> None:
         )
 
 
+def bench_ends(n: int, poll: int, markers: list[float]) -> None:
+    """Task end -> shown completed (what the API reads), p50/p95, and slurmctld job-info RPCs
+    per minute, with end markers read every ``m`` seconds (0: the scheduler's poll only)."""
+    for every in markers:
+        backend, owner = setup_backend(poll=poll, markers_every=every)
+        transport = get_adapter(backend).transport  # type: ignore[attr-defined]
+        wait_queue_empty(transport)
+        tasks = [{"id": f"e.{i:03d}", "name": "e", "command": f"sleep {1 + i % 10}"} for i in range(n)]
+        run = create_run(owner=owner, backend=backend, payload=tasks, workflow_name=f"ends-{every}", max_concurrent=n)
+        seen: dict[int, float] = {}
+        before, start = sdiag_counts(), time.perf_counter()
+        while not Run.objects.get(pk=run.pk).is_finished:
+            tick_due_backends()  # the embedded ticker's cadence: only backends that are due
+            now = time.time()
+            for pk in (
+                Task.objects.filter(run=run, state="completed").exclude(pk__in=list(seen)).values_list("pk", flat=True)
+            ):
+                seen[pk] = now
+            time.sleep(0.2)
+        minutes = (time.perf_counter() - start) / 60
+        after = sdiag_counts()
+        ended = {
+            pk: at.timestamp()
+            for pk, at in Task.objects.filter(run=run, state="completed").values_list("pk", "finished_at")
+            if at
+        }
+        lags = sorted(seen[pk] - ended[pk] for pk in seen if pk in ended)
+        info = sum(
+            after.get(k, 0) - before.get(k, 0)
+            for k in ("REQUEST_JOB_INFO", "REQUEST_JOB_INFO_SINGLE", "REQUEST_JOB_USER_INFO")
+        )
+        p95 = lags[int(0.95 * (len(lags) - 1))] if lags else float("nan")
+        print(
+            f"end markers every {every} s, poll_interval {poll} s: {len(lags)} tasks, end -> shown"
+            f" p50 {statistics.median(lags):.1f} s p95 {p95:.1f} s max {lags[-1]:.1f} s;"
+            f" slurmctld job-info RPCs {info / minutes:.1f}/min (cluster-wide: {rpc_delta(before, after)})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["parse", "submit", "chain"])
+    parser.add_argument("what", choices=["parse", "submit", "chain", "ends"])
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--links", type=int, default=20)
     parser.add_argument("--poll", type=int, default=60)
     parser.add_argument("--native", default="on,off")
+    parser.add_argument("--markers", default="5,0", help="ends: end_markers_every values to compare")
+    parser.add_argument("--markers-every", type=float, default=5, help="end_markers_every (0: no markers)")
     args = parser.parse_args()
     if args.what == "parse":
         bench_parse()
     elif args.what == "submit":
         bench_submit(args.n)
+    elif args.what == "ends":
+        bench_ends(args.n, args.poll, [float(m) for m in args.markers.split(",")])
     else:
-        bench_chain(args.links, args.poll, [v == "on" for v in args.native.split(",")])
+        bench_chain(args.links, args.poll, [v == "on" for v in args.native.split(",")], args.markers_every)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ class RunsConfig(AppConfig):
         from runs import checks  # noqa: F401  (registers them)
         from runs.audit import trail  # models are loaded only now
         from runs.live import push
+        from runs.workers import ticker
 
         trail.connect()
         push.connect()
+        ticker.connect()

@@ -10,9 +10,11 @@ answers with job ids, qstat shows the jobs queued and running, and qdel removes 
 How a run ends here, and why: the wrapper's ``qstat -f`` prints ``job_state = C`` for every
 end (completed, failed, cancelled, timeout) and no exit status, so a finished job is
 UNKNOWN to the adapter, and the engine ends it as FAILED ("unknown to the scheduler") once
-``SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS`` have passed since it was submitted. A run on these
-wrappers therefore ends ``failed`` even when every job succeeded; the tests check that the
-jobs really ran (their output files, written where ``-o`` said) instead.
+``SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS`` have passed since it was submitted. Without end
+markers (``end_markers_every: 0``, as most tests here run) a run on these wrappers therefore
+ends ``failed`` even when every job succeeded; those tests check that the jobs really ran
+(their output files, written where ``-o`` said) instead. With end markers the job scripts
+tell their own exit codes (the last test).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def t(task_id: str, command: str, deps: tuple[str, ...] = ()) -> dict[str, Any]:
 @pytest.fixture
 def pbs(cluster: Cluster, settings: Any) -> Iterator[Backend]:
     settings.SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS = GRACE_SECONDS
-    values = validate_backend_settings("pbs", {"ssh": cluster.ssh_settings()})
+    values = validate_backend_settings("pbs", {"ssh": cluster.ssh_settings(), "end_markers_every": 0})
     backend = Backend.objects.create(name="pbs-smoke", kind="pbs", settings=values, max_concurrent=10, poll_interval=1)
     yield backend
     # Leave nothing of ours on the shared cluster, whatever the test did.
@@ -198,3 +200,17 @@ def test_wrapper_refuses_what_its_shell_would_change(user: User, pbs: Backend, c
     assert plain.job_id.isdigit()
     accounting(cluster, [plain.job_id], "ExitCode")  # the batch's other job has ended: all it started has run
     assert cluster.run_as_user(f"ls ~/{marker} 2>/dev/null || echo absent").strip() == "absent"
+
+
+def test_end_markers_give_the_exit_codes_the_wrapper_cannot(user: User, pbs: Backend, cluster: Cluster) -> None:
+    """With end markers on, the jobs' own markers settle them (no qstat exit status needed),
+    long before the poll interval: one completed with 0, one failed with 3."""
+    pbs.settings = pbs.settings | {"end_markers_every": 1}
+    pbs.poll_interval = 600
+    pbs.save()
+    payload = [t("ok", "sleep 1"), t("bad", "exit 3")]
+    run = create_run(owner=user, backend=pbs, payload=payload, workflow_name="pbs-markers")
+    run = tick_until(run, lambda r: r.is_finished, timeout=120)
+    ok, bad = run.tasks.get(task_id="ok"), run.tasks.get(task_id="bad")
+    assert (ok.state, ok.exit_code) == ("completed", 0), ok.reason
+    assert (bad.state, bad.exit_code, bad.reason) == ("failed", 3, "exit code 3")

@@ -53,7 +53,9 @@ from backends.base import (
 from backends.identity import adapter_as
 from backends.local.account_reads import read_as_account, snapshots
 from backends.local.confine import DISCARD, Confinement, make_private_dirs, open_for_task, read_tail
+from backends.local.ends import running_ids, watch_runners
 from backends.local.jobfiles import JobFiles
+from backends.local.launches import side_by_side
 from backends.local.portal_shell import PortalShell
 from backends.local.runas import RunAs
 from backends.local.runner import CANCEL, LAUNCHER, RUNNER
@@ -99,6 +101,7 @@ class LocalAdapter(FileLogs, BackendAdapter):
             raise BackendUnavailable(f"run_as user {user!r} does not exist on this host") from None
         self.network = network_of(self.settings)
         self.work_root = work_root(self.settings, self.name, data_dir, user)
+        self._watched: set[str] = set()  # jobs whose runner's exit wakes the engine
 
     # -- where files are -------------------------------------------------------------
 
@@ -162,16 +165,7 @@ class LocalAdapter(FileLogs, BackendAdapter):
                 raise ValueError(f"{field}: {problem}")
 
     def submit(self, jobs: Sequence[tuple[JobSpec, str]]) -> list[SubmitResult]:
-        results: list[SubmitResult] = []
-        for job, script in jobs:
-            try:
-                results.append(self._submit_one(job, script))
-            except WorkRootUnusable as exc:
-                if not results:
-                    raise BackendUnavailable(str(exc)) from exc
-                results.append(SubmitResult(tag=job.tag, error=str(exc)))
-            except OSError as exc:  # FileRefused, or a task file that cannot be opened
-                results.append(SubmitResult(tag=job.tag, error=str(exc)))
+        results = side_by_side(self._submit_one, jobs, WorkRootUnusable)
         self._wait_for_start([r.job_id for r in results if r.job_id])
         return results
 
@@ -181,9 +175,11 @@ class LocalAdapter(FileLogs, BackendAdapter):
         if self._reads_as_account:
             return  # the poll right after the submit reads them as their account
         deadline = time.monotonic() + START_WAIT
-        while job_ids and time.monotonic() < deadline:
-            time.sleep(0.01)
-            job_ids = [job_id for job_id in job_ids if not has_started(self.work_root, job_id)]
+        waiting = list(job_ids)
+        while waiting and time.monotonic() < deadline:
+            time.sleep(0.002)
+            waiting = [job_id for job_id in waiting if not has_started(self.work_root, job_id)]
+        watch_runners(self.work_root, self.backend.pk, job_ids, self._watched)
 
     def _submit_one(self, job: JobSpec, script: str) -> SubmitResult:
         self._require_account()
@@ -246,6 +242,9 @@ class LocalAdapter(FileLogs, BackendAdapter):
 
     def poll(self, job_ids: Sequence[str]) -> PollResult:
         statuses = {job_id: settle_flags(status) for job_id, status in self._statuses(job_ids).items()}
+        running = running_ids(statuses)  # those started by another process (a restarted portal) too
+        self._watched &= running
+        watch_runners(self.work_root, self.backend.pk, sorted(running), self._watched)
         observed = [s for s in statuses.values() if s.state in (JobState.QUEUED, JobState.RUNNING)]
         return PollResult(statuses=statuses, observed=observed)
 

@@ -37,6 +37,16 @@ def has_started(work_root: Path, job_id: str) -> bool:
         return files.exists("started")
 
 
+def has_ended(work_root: Path, job_id: str) -> bool:
+    with JobFiles(work_root, job_id) as files:
+        return files.exists("exit_code")
+
+
+def runner_pid(work_root: Path, job_id: str) -> int | None:
+    with JobFiles(work_root, job_id) as files:
+        return files.number("pid")
+
+
 def _settle(status: JobStatus, files: JobFiles) -> None:
     """The state of a job from its runner's files."""
     code = files.number("exit_code")

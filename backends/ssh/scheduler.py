@@ -19,7 +19,7 @@ import re
 import secrets
 import shlex
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -41,8 +41,9 @@ from backends.base import (
     TaskLog,
 )
 from backends.identity import adapter_as
-from backends.scripts import script_body, shebang, shell_path
+from backends.scripts import end_marker_lines, script_body, shebang, shell_path
 from backends.ssh.keys import KeyProblem, load_key
+from backends.ssh.markers import READ_MARKERS, parse_markers
 from backends.ssh.transport import ConnectionLost, SshTransport
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class SshScheduler(FileLogs, BackendAdapter):
         super().__init__(backend, data_dir, identity)
         self.transport = SshTransport.from_settings(self.settings["ssh"], _login(identity) if identity else None)
         self.supports_native_dependencies = bool(self.settings.get("native_dependencies", True))
+        self.read_ends_every = float(self.settings.get("end_markers_every", 5))
 
     # -- what each scheduler defines ---------------------------------------------------
 
@@ -203,7 +205,24 @@ class SshScheduler(FileLogs, BackendAdapter):
 
     def render_script(self, job: JobSpec) -> str:
         lines = [shebang(bool(self.settings.get("login_shell"))), *self.header(job)]
+        if self.read_ends_every:
+            lines += end_marker_lines(job)
         return "\n".join(lines) + "\n" + script_body(job)
+
+    def read_ends(self, jobs: Mapping[str, tuple[str, str]]) -> PollResult:
+        """One command on the open connection: the end markers of these jobs (job id ->
+        (run id, tag)), removed once printed (a read lost with the portal's crash leaves
+        the end to the scheduler's poll). Start markers of jobs that have not ended say
+        they run."""
+        keys = {f"{run_id}/{tag}": job_id for job_id, (run_id, tag) in jobs.items()}
+        if not keys:
+            return PollResult(statuses={})
+        script = READ_MARKERS + "".join(f"m {shlex.quote(key)}\n" for key in keys)
+        result = self.transport.run_script(script, timeout=60)
+        if result.exit_code != 0:
+            raise BackendError(f"reading the end markers failed: {result.stderr.strip()[:300]}")
+        statuses = parse_markers(result.stdout, keys)
+        return PollResult(statuses=statuses)
 
     def poll(self, job_ids: Sequence[str]) -> PollResult:
         ids = list(dict.fromkeys(job_ids))

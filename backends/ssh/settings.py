@@ -35,3 +35,6 @@ class SshSchedulerSettings(BackendSettings):
     log_dir: str = "~/.cache/scripthut/logs"
     # Let the scheduler hold dependent jobs (afterok) instead of waiting in the portal.
     native_dependencies: bool = True
+    # Seconds between two reads of the jobs' end markers (one cheap command on the open
+    # connection, no scheduler query); 0: ends are seen only at the scheduler's poll.
+    end_markers_every: float = Field(default=5, ge=0)

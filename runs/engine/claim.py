@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from django.db import transaction
+from django.db.models import Case, F, QuerySet, Value, When, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from backends.base import BackendAdapter, JobSpec
@@ -21,30 +24,47 @@ Claimed = tuple[Task, JobSpec, str]  # the task, its job, the job's script
 
 
 def claim_ready(run: Run, limit: int, adapter: BackendAdapter, environments: dict[str, Environment]) -> list[Claimed]:
-    """Move up to ``limit`` ready tasks to ``submitting``, each with its tag and script."""
+    """Move up to ``limit`` ready tasks of ``run`` to ``submitting``, each with its tag and script."""
+    return claim_ready_of([run], {run.pk: limit}, adapter, environments)
+
+
+def claim_ready_of(
+    runs: Sequence[Run], shares: dict[str, int], adapter: BackendAdapter, environments: dict[str, Environment]
+) -> list[Claimed]:
+    """Up to ``shares[run id]`` ready tasks of each run, first in position order, moved to
+    ``submitting``: one SELECT and one UPDATE for all the runs, however many they are."""
+    if not shares:
+        return []
     # No savepoint: inside the submit step's one transaction for every run's claims.
     with transaction.atomic(savepoint=False):
-        ready = list(
-            Task.objects.select_for_update(skip_locked=True)
-            .filter(run=run, state=TaskState.PENDING, waiting_on=0)
-            .order_by("position")[:limit]
-        )
-        return claim_tasks(run, ready, adapter, environments, {})
+        ready = list(Task.objects.select_for_update(skip_locked=True).filter(pk__in=_first_ready(shares)))
+        by_run = {run.pk: run for run in runs}
+        ready.sort(key=lambda t: (t.run_id, t.position))
+        return claim_tasks(by_run, ready, adapter, environments, {})
+
+
+def _first_ready(shares: dict[str, int]) -> QuerySet[Task, dict[str, Any]]:
+    """The keys of each run's first ``shares[run id]`` ready tasks (a window over the runs)."""
+    rank = Window(RowNumber(), partition_by=[F("run_id")], order_by=F("position").asc())
+    take = Case(*(When(run_id=run_id, then=Value(n)) for run_id, n in shares.items()), default=Value(0))
+    ready = Task.objects.filter(run_id__in=list(shares), state=TaskState.PENDING, waiting_on=0).order_by()
+    return ready.annotate(rank=rank, take=take).filter(rank__lte=F("take")).values("pk")
 
 
 def claim_tasks(
-    run: Run,
+    runs: dict[str, Run],
     tasks: Sequence[Task],
     adapter: BackendAdapter,
     environments: dict[str, Environment],
     parents: dict[str, list[tuple[str, str]]],
 ) -> list[Claimed]:
-    """Render and move these pending tasks to ``submitting``; ``parents`` maps a task id to
-    the (job id, batch tag) pairs it waits on inside the scheduler."""
+    """Render and move these pending tasks (of ``runs``, by id) to ``submitting``;
+    ``parents`` maps a task id to the (job id, batch tag) pairs it waits on inside the scheduler."""
     claimed: list[Claimed] = []
     unrenderable: list[Task] = []
     now = timezone.now()
     for task in tasks:
+        run = runs[task.run_id]
         # Unique per submission (relaunch restarts attempts), stored before the backend sees it.
         tag = f"sh-{run.pk}-{task.pk}-{secrets.token_hex(3)}"
         try:
@@ -71,7 +91,7 @@ def claim_tasks(
         fields = ["state", "submit_tag", "claimed_at", "script", "output_file", "error_file", "reason", "native_deps"]
         moved = {t.pk for t in move([c[0] for c in claimed], Step.CLAIM, fields)}
         for task in move(unrenderable, Step.CLAIM, ["state", "reason", "finished_at"]):
-            mark_dep_failed(run.pk, [task.task_id])
+            mark_dep_failed(task.run_id, [task.task_id])
     return [c for c in claimed if c[0].pk in moved]
 
 
@@ -98,7 +118,7 @@ def claim_held(
     while frontier and len(result) < limit:
         ready = _ready_if_held(run, frontier, live)[: limit - len(result)]
         held_on = {t.task_id: [live[d] for d in t.resolved_deps if d in live] for t in ready}
-        newly = claim_tasks(run, ready, adapter, environments, held_on)
+        newly = claim_tasks({run.pk: run}, ready, adapter, environments, held_on)
         result += newly
         live.update(_parents_in(newly))
         frontier = {child for t, _, _ in newly for child in t.dependents}

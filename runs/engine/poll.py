@@ -14,8 +14,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from backends.base import BackendAdapter, JobState, JobStatus
+from backends.base import BackendAdapter, JobState, JobStatus, PollResult
 from backends.models import Backend
+from runs.engine.accounting import fill_measurements, unmeasured
 from runs.engine.fields import keep_times_in_order, record_end
 from runs.engine.finish import finish_tasks
 from runs.engine.generate import complete_generator
@@ -95,10 +96,16 @@ class PollOutcome:
         self.ended.append(record_end(task, TaskState.CANCELLED, status, self.now, reason))
 
 
-def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None) -> None:
-    """``owner``: only that user's runs (a per_user backend, ``adapter`` acting as them)."""
+def poll_jobs(
+    backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None, ends_only: bool = False
+) -> None:
+    """``owner``: only that user's runs (a per_user backend, ``adapter`` acting as them).
+    ``ends_only``: read the jobs' end markers (:meth:`~backends.base.BackendAdapter.read_ends`)
+    instead of asking the scheduler; jobs without one are left as they are."""
     tasks = list(Task.objects.on(backend, owner).filter(state__in=LIVE).exclude(job_id="").select_related("run"))
-    result = adapter.poll([t.job_id for t in tasks])
+    ended_by_marker = [] if ends_only else unmeasured(backend, adapter, owner)
+    tasks, result = _ask(adapter, tasks, ends_only, [t.job_id for t in ended_by_marker])
+    fill_measurements(ended_by_marker, result.statuses)
     now = timezone.now()
     outcome = PollOutcome(now=now, grace=timedelta(seconds=settings.SCRIPTHUT_UNKNOWN_JOB_GRACE_SECONDS))
     never_started: set[int] = set()
@@ -118,6 +125,20 @@ def poll_jobs(backend: Backend, adapter: BackendAdapter, changed: set[str], *, o
         if complete_generator(task, status, adapter, now):
             changed.add(task.run_id)
     changed.update(t.run_id for t in finish_tasks(outcome.ended, never_started))
+    if not ends_only:  # else the jobs seen on the scheduler stay as its last poll listed them
+        _store_seen(backend, tasks, result, owner, now)
+
+
+def _ask(adapter: BackendAdapter, tasks: list[Task], ends_only: bool, also: list[str]) -> tuple[list[Task], PollResult]:
+    """The scheduler's poll of these tasks' jobs (and of the ended jobs ``also``); or their
+    end markers, and only the tasks that have one."""
+    if not ends_only:
+        return tasks, adapter.poll([t.job_id for t in tasks] + also)
+    result = adapter.read_ends({t.job_id: (t.run_id, t.submit_tag) for t in tasks})
+    return [t for t in tasks if t.job_id in result.statuses], result
+
+
+def _store_seen(backend: Backend, tasks: list[Task], result: PollResult, owner: int | None, now: datetime) -> None:
     ours = {t.job_id: t.pk for t in tasks}
     if owner is not None:
         # The scheduler lists every owner's jobs: link the other owners' tasks to theirs too.

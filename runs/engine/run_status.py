@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
@@ -32,11 +33,24 @@ def derive_status(run: Run, counts: dict[str, int]) -> dict[str, Any]:
 
 def refresh_run_status(run_id: str) -> None:
     """Derive a run's status from its task counts and save it if it changed."""
-    counts = Task.objects.state_counts([run_id])[run_id]
-    run = Run.objects.get(pk=run_id)
-    fields = derive_status(run, counts)
-    if not any(getattr(run, k) != v for k, v in fields.items()):
+    refresh_runs_status([run_id])
+
+
+def refresh_runs_status(run_ids: Iterable[str]) -> None:
+    """:func:`refresh_run_status` of many runs: two queries for all of them (their counts,
+    the runs), then one UPDATE per run whose status changed."""
+    ids = list(run_ids)
+    if not ids:
         return
+    counts = Task.objects.state_counts(ids)
+    for run in Run.objects.filter(pk__in=ids).order_by():
+        fields = derive_status(run, counts[run.pk])
+        if any(getattr(run, k) != v for k, v in fields.items()):
+            _save_status(run, fields)
+
+
+def _save_status(run: Run, fields: dict[str, Any]) -> None:
+    run_id = run.pk
     runs = Run.objects.filter(pk=run_id)
     if "status" in fields:
         runs = runs.exclude(status=RunStatus.CANCELLED)  # never overwrite a cancellation made meanwhile

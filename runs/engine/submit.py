@@ -13,7 +13,7 @@ from django.utils import timezone
 from backends.base import BackendAdapter, BackendUnavailable, SubmitResult
 from backends.models import Backend, Environment
 from runs.engine import events
-from runs.engine.claim import Claimed, claim_held, claim_ready
+from runs.engine.claim import Claimed, claim_held, claim_ready_of
 from runs.engine.fair_share import Load, explain_waiting, owner_room, share
 from runs.engine.finish import mark_dep_failed
 from runs.engine.reconcile import mark_submitted
@@ -86,18 +86,19 @@ def count_claims(runs: list[Run], shares: dict[str, int], claimed: list[Claimed]
 def claim_shares(
     runs: list[Run], shares: dict[str, int], adapter: BackendAdapter, environments: dict[str, Environment]
 ) -> list[Claimed]:
-    """Each run's share of ready tasks, in one transaction for all the runs, not one each."""
+    """Each run's share of ready tasks, in one transaction and one claim statement for all
+    the runs; then, on a scheduler that can hold a job until its parents end, tasks whose
+    parents are live, for the runs that had fewer ready tasks than their share."""
     with transaction.atomic():
-        return [claimed for run in runs for claimed in claim_for(run, shares[run.pk], adapter, environments)]
-
-
-def claim_for(run: Run, take: int, adapter: BackendAdapter, environments: dict[str, Environment]) -> list[Claimed]:
-    """Up to ``take`` ready tasks of ``run``; then, on a scheduler that can hold a job
-    until its parents end, tasks whose parents are live."""
-    claimed = claim_ready(run, take, adapter, environments)
-    if adapter.supports_native_dependencies and len(claimed) < take:
-        claimed += claim_held(run, take - len(claimed), adapter, environments, claimed)
-    return claimed
+        claimed = claim_ready_of(runs, shares, adapter, environments)
+        if not adapter.supports_native_dependencies:
+            return claimed
+        got = Counter(task.run_id for task, _, _ in claimed)
+        for run in runs:
+            if got[run.pk] < shares[run.pk]:
+                mine = [c for c in claimed if c[0].run_id == run.pk]
+                claimed += claim_held(run, shares[run.pk] - got[run.pk], adapter, environments, mine)
+        return claimed
 
 
 def apply_results(batch: Sequence[Claimed], results: Sequence[SubmitResult], now: datetime) -> None:

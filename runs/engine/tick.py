@@ -16,6 +16,7 @@ the backend's ``max_concurrent`` still counts everyone's tasks.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from django.utils import timezone
@@ -30,7 +31,7 @@ from runs.engine.lease import backend_claim, interrupted
 from runs.engine.owners import hold_pending, owners_with_work
 from runs.engine.poll import poll_jobs
 from runs.engine.reconcile import reconcile_submitting
-from runs.engine.run_status import refresh_run_status
+from runs.engine.run_status import refresh_runs_status
 from runs.engine.submit import submit_ready
 from runs.metrics import ticks
 from runs.models import PortalSettings
@@ -38,12 +39,22 @@ from runs.models import PortalSettings
 log = logging.getLogger("runs.engine")
 
 CLUSTER_INFO_EVERY = timedelta(minutes=5)
+# A backend whose jobs run at submit (local) submits again in the same tick while slots
+# free up, for at most this long (then the tick ends: statuses, cancels, other backends).
+AGAIN_FOR_SECONDS = 1.0
 
 
-def tick_due_backends(*, force: bool = False) -> None:
-    """One cycle over every enabled backend that is due (or all, with ``force``)."""
-    backends = Backend.objects.filter(enabled=True)
-    for backend in backends if force else due_backends():
+def tick_due_backends(*, force: bool = False, also: set[int] | frozenset[int] = frozenset()) -> None:
+    """One cycle over every enabled backend that is due (or all, with ``force``), and the
+    backends in ``also`` (ids: a job of theirs just ended) even if not due."""
+    if force:
+        backends = list(Backend.objects.filter(enabled=True))
+    else:
+        backends = due_backends()
+        if also:
+            due = {b.pk for b in backends}
+            backends += Backend.objects.filter(enabled=True, pk__in=also - due)
+    for backend in backends:
         tick_backend(backend)
 
 
@@ -113,12 +124,15 @@ def _cycle_and_record_status_timed(backend: Backend) -> tuple[str, str]:
     changed: set[str] = set()
     status: str = Backend.Status.OK
     message = ""
+    reached: BackendAdapter | None = None
+    markers_only = False
     try:
         if backend.per_user:
             reached = run_phases_per_owner(backend, changed)
         else:
             reached = get_adapter(backend)
-            run_phases(backend, reached, changed)
+            markers_only = ends_only(backend, reached)
+            run_phases(backend, reached, changed, ends_only=markers_only)
         if reached is not None:
             refresh_cluster_info(backend, reached)
     except BackendUnavailable as exc:
@@ -129,29 +143,52 @@ def _cycle_and_record_status_timed(backend: Backend) -> tuple[str, str]:
         status, message = backend.status, f"tick failed: {exc}"
         log.exception("tick of backend %s failed", backend.name)
     finally:
-        for run_id in changed:
-            refresh_run_status(run_id)
+        refresh_runs_status(changed)
         now = timezone.now()
+        values: dict[str, object] = {"status": status, "status_message": message}
+        if not markers_only:
+            values["last_polled_at"] = now  # the scheduler's own poll ran
         Backend.objects.filter(pk=backend.pk).update(
-            status=status,
-            status_message=message,
-            last_polled_at=now,
-            next_poll_at=now + timedelta(seconds=poll_interval(backend)),
+            **values, next_poll_at=now + timedelta(seconds=tick_every(backend, reached))
         )
     return status, message
 
 
-def run_phases(backend: Backend, adapter: BackendAdapter, changed: set[str], owner: int | None = None) -> None:
-    """The four phases, for every run on the backend, or for ``owner``'s runs only."""
+def ends_only(backend: Backend, adapter: BackendAdapter) -> bool:
+    """True when this tick reads the jobs' end markers only: the adapter has them and the
+    scheduler's own poll (every ``poll_interval``) is not due yet."""
+    if not adapter.read_ends_every or backend.per_user or backend.last_polled_at is None:
+        return False
+    return timezone.now() - backend.last_polled_at < timedelta(seconds=poll_interval(backend))
+
+
+def tick_every(backend: Backend, adapter: BackendAdapter | None) -> float:
+    """Seconds to the backend's next tick: its poll interval, or sooner to read end markers."""
+    interval = poll_interval(backend)
+    every = adapter.read_ends_every if adapter is not None and not backend.per_user else 0
+    return min(interval, every) if every else interval
+
+
+def run_phases(
+    backend: Backend, adapter: BackendAdapter, changed: set[str], owner: int | None = None, *, ends_only: bool = False
+) -> None:
+    """The four phases, for every run on the backend, or for ``owner``'s runs only;
+    ``ends_only``: the poll reads the jobs' end markers instead of asking the scheduler."""
     reconcile_submitting(backend, adapter, changed, owner=owner)
     cancel_requested(backend, adapter, changed, owner=owner)
     with ticks.timed("poll"):
+        poll_jobs(backend, adapter, changed, owner=owner, ends_only=ends_only)
+    deadline = time.monotonic() + AGAIN_FOR_SECONDS
+    while True:
+        with ticks.timed("submit"):
+            submitted = submit_ready(backend, adapter, changed, owner=owner)
+        if not (submitted and adapter.starts_jobs_at_submit):
+            break
+        # Local jobs run as soon as they are submitted: show them running now, not a poll
+        # interval later; those that ended already free their slots for another round.
         poll_jobs(backend, adapter, changed, owner=owner)
-    with ticks.timed("submit"):
-        submitted = submit_ready(backend, adapter, changed, owner=owner)
-    if submitted and adapter.starts_jobs_at_submit:
-        # Local jobs run as soon as they are submitted: show them running now, not a poll interval later.
-        poll_jobs(backend, adapter, changed, owner=owner)
+        if time.monotonic() > deadline:
+            break
 
 
 def run_phases_per_owner(backend: Backend, changed: set[str]) -> BackendAdapter | None:

@@ -17,6 +17,7 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from backends.models import Backend
+from backends.signals import job_ended
 from runs import retention
 from runs.engine.tick import tick_due_backends
 from runs.notify.background import EmbeddedNotifier
@@ -26,6 +27,31 @@ log = logging.getLogger("runs.workers.ticker")
 
 _wakeup = threading.Event()
 _embedded_running = threading.Event()
+_woken: set[int] = set()  # backends whose job ended since the embedded ticker last looked
+_woken_lock = threading.Lock()
+
+
+def connect() -> None:
+    """Listen for jobs that end between ticks (:data:`backends.signals.job_ended`)."""
+    job_ended.connect(_on_job_end, dispatch_uid="scripthut-job-ended")
+
+
+def _on_job_end(sender: object, backend_id: int, **kwargs: object) -> None:
+    """A job ended: tick its backend now. The embedded ticker is only woken (no query
+    here, in the thread that saw the end); a Celery deployment queues that backend's tick."""
+    if _embedded_running.is_set():
+        with _woken_lock:
+            _woken.add(backend_id)
+        _wakeup.set()
+    elif not settings.EMBEDDED:
+        request_tick(backend_id)
+
+
+def _take_woken() -> set[int]:
+    with _woken_lock:
+        woken = set(_woken)
+        _woken.clear()
+        return woken
 
 
 def request_tick(backend_id: int) -> None:
@@ -55,8 +81,9 @@ class EmbeddedTicker(threading.Thread):
         next_cleanup_check = time.monotonic() + 60  # not in the way of a start
         try:
             while not self.stopping.is_set():
+                _wakeup.clear()  # before the tick: a wake during the tick ticks again at once
                 try:
-                    tick_due_backends()
+                    tick_due_backends(also=_take_woken())
                     if time.monotonic() >= next_cleanup_check:  # daily; looked at once a minute
                         next_cleanup_check = time.monotonic() + 60
                         retention.cleanup_if_due()
@@ -65,7 +92,6 @@ class EmbeddedTicker(threading.Thread):
                 finally:
                     close_old_connections()
                 _wakeup.wait(self.interval)
-                _wakeup.clear()
         finally:
             notifier.stop()
             notifier.join()

@@ -1,0 +1,84 @@
+"""Task ends seen in seconds on the real Slurm: each job script leaves start and end markers,
+which the tick reads with one command on the open SSH connection between two scheduler
+polls (no slurmctld query); a job that dies without a marker is still caught by the poll."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from backends.config import validate_backend_settings
+from backends.models import Backend
+from runs.actions import create_run
+from runs.engine.tick import tick_due_backends
+from runs.models import Run, Task
+from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
+
+
+def slurm_backend(cluster: Cluster, poll_interval: int) -> Backend:  # noqa: F811
+    settings = validate_backend_settings(
+        "slurm", {"ssh": cluster.ssh_settings(), "account": cluster.account, "end_markers_every": 1}
+    )
+    return Backend.objects.create(
+        name="slurm", kind="slurm", settings=settings, max_concurrent=100, poll_interval=poll_interval
+    )
+
+
+def tick_until_finished(run: Run, timeout: float) -> Run:
+    """Tick as the embedded ticker does (only backends that are due) until the run ends."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tick_due_backends()
+        run.refresh_from_db()
+        if run.is_finished:
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run still {run.status} after {timeout}s: {list(run.tasks.values_list('state', 'reason'))}")
+
+
+def test_an_end_is_seen_from_its_marker_long_before_the_poll_interval(user, cluster):  # noqa: F811
+    """Tried as a user would: a task's end showed only at the next poll (up to poll_interval,
+    60 s by default on clusters). With poll_interval 3600 a chain of two short tasks
+    (native dependencies off: the portal releases the second) ends, and the
+    scheduler was polled only at the first tick."""
+    backend = slurm_backend(cluster, poll_interval=3600)
+    backend.settings["native_dependencies"] = False
+    backend.save()
+    chain = [
+        {"id": "a", "name": "a", "command": "sleep 1", "time_limit": "5:00"},
+        {"id": "b", "name": "b", "command": "exit 3", "time_limit": "5:00", "deps": ["a"]},
+    ]
+    run = create_run(owner=user, backend=backend, payload=chain, workflow_name="markers")
+    tick_due_backends(force=True)  # submits a; the scheduler's poll runs once
+    polled = Backend.objects.get(pk=backend.pk).last_polled_at
+    run = tick_until_finished(run, timeout=600)  # a busy shared cluster may queue the jobs a while
+    a, b = Task.objects.filter(run=run).order_by("task_id")
+    assert (a.state, a.exit_code) == ("completed", 0)
+    assert (b.state, b.exit_code, b.reason) == ("failed", 3, "exit code 3")
+    assert a.started_at and a.finished_at and a.node
+    assert Backend.objects.get(pk=backend.pk).last_polled_at == polled, "the scheduler was polled again"
+    # The scheduler's next poll adds what only its accounting knows to the tasks ended by markers.
+    Backend.objects.filter(pk=backend.pk).update(poll_interval=1, next_poll_at=None)
+    deadline = time.monotonic() + 60
+    while Task.objects.get(pk=a.pk).cpu_efficiency is None:
+        assert time.monotonic() < deadline, "no CPU efficiency from sacct in 60 s"
+        tick_due_backends()
+        time.sleep(0.5)
+
+
+def test_a_job_killed_without_a_marker_is_caught_by_the_scheduler_poll(user, cluster):  # noqa: F811
+    """The job script is killed (SIGKILL: no end marker): the marker reads never see it end,
+    the scheduler's own poll does."""
+    backend = slurm_backend(cluster, poll_interval=4)
+    killed = [{"id": "k", "name": "k", "command": "kill -9 $$", "time_limit": "5:00"}]
+    run = create_run(owner=user, backend=backend, payload=killed, workflow_name="killed")
+    tick_due_backends(force=True)
+    polled = Backend.objects.get(pk=backend.pk).last_polled_at
+    run = tick_until_finished(run, timeout=120)
+    task = Task.objects.get(run=run)
+    assert task.state == "failed", task.reason
+    last = Backend.objects.get(pk=backend.pk).last_polled_at
+    assert polled and last and last > polled, "ended without a scheduler poll"
