@@ -6,6 +6,7 @@ return has its flags set by :func:`backends.status.settle_flags`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
@@ -124,6 +125,8 @@ def parse_scontrol(text: str) -> dict[str, JobStatus]:
             continue
         fields = dict(_key_values(line))
         job_id = fields.get("JobId", "")
+        if fields.get("ArrayTaskId", "").isdigit():
+            job_id = f"{fields.get('ArrayJobId', job_id)}_{fields['ArrayTaskId']}"  # as squeue and sacct name it
         word = fields.get("JobState", "")
         status = JobStatus(job_id=job_id, state=_state_from_slurm(word), name=fields.get("JobName", ""))
         status.out_of_memory = word == OUT_OF_MEMORY
@@ -165,6 +168,44 @@ def parse_sinfo(text: str) -> list[PartitionInfo]:
     return partitions
 
 
+@dataclass(frozen=True)
+class SiteLimits:
+    """What the site allows one user (None: no limit, or not enforced)."""
+
+    max_array_size: int | None = None
+    max_submit_jobs: int | None = None
+
+
+# AccountingStorageEnforce values under which MaxSubmitJobs is enforced ("safe" implies "limits").
+ENFORCING = {"limits", "safe"}
+
+
+def parse_site_limits(text: str, account: str = "") -> SiteLimits:
+    """The output of the adapter's SITE_LIMITS: ``scontrol show config`` lines, then
+    ``--assoc--`` and this user's associations (Account|MaxSubmit|QOS|DefaultQOS), then
+    ``--qos--`` and every QOS (Name|MaxSubmitPU). MaxSubmitJobs is the smallest of the
+    user's association (in ``account``, if given) and its default QOS, and counts only
+    where slurm.conf enforces limits."""
+    config, _, rest = text.partition("--assoc--")
+    assoc, _, qos = rest.partition("--qos--")
+    settings = {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in config.splitlines())}
+    size = settings.get("MaxArraySize", "")
+    max_array_size = int(size) if size.isdigit() and int(size) > 0 else None
+    enforced = ENFORCING & set(settings.get("AccountingStorageEnforce", "").lower().split(","))
+    if not enforced:
+        return SiteLimits(max_array_size=max_array_size)
+    qos_limit = {name: limit for name, _, limit in (line.partition("|") for line in qos.splitlines())}
+    limits: list[int] = []
+    for line in assoc.splitlines():
+        parts = line.split("|")
+        if len(parts) < 4 or (account and parts[0] != account):
+            continue
+        own, qos_list, default_qos = parts[1], parts[2].split(","), parts[3]
+        used = default_qos or (qos_list[0] if len(qos_list) == 1 else "")
+        limits += [int(x) for x in (own, qos_limit.get(used, "")) if x.isdigit()]
+    return SiteLimits(max_array_size=max_array_size, max_submit_jobs=min(limits) if limits else None)
+
+
 def _settle(status: JobStatus) -> None:
     """Final states: a non-zero exit code is a failure even if Slurm says COMPLETED."""
     if status.state == JobState.COMPLETED and status.exit_code:
@@ -181,7 +222,8 @@ def _reason(word: str, state: str, reason: str) -> str:
         return state
     if word in FAILURE_REASONS and word != "FAILED":
         return FAILURE_REASONS[word]
-    return "" if reason in ("None", "", "(null)") else reason
+    # NonZeroExitCode: what Slurm says of a failed array element; the exit code says more.
+    return "" if reason in ("None", "", "(null)", "NonZeroExitCode") else reason
 
 
 @lru_cache(maxsize=4096)

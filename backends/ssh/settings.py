@@ -35,3 +35,6 @@ class SshSchedulerSettings(BackendSettings):
     log_dir: str = "~/.cache/scripthut/logs"
     # Let the scheduler hold dependent jobs (afterok) instead of waiting in the portal.
     native_dependencies: bool = True
+    # Submit a run's ready tasks of one shape as one array job (false: one job each, for
+    # sites that forbid arrays).
+    arrays: bool = True

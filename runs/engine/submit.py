@@ -10,9 +10,10 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from backends.base import BackendAdapter, BackendUnavailable, SubmitResult
+from backends.base import BackendAdapter, BackendUnavailable, SubmitLimits, SubmitResult
 from backends.models import Backend, Environment
 from runs.engine import events
+from runs.engine.arrays import form_arrays
 from runs.engine.claim import Claimed, claim_held, claim_ready
 from runs.engine.fair_share import Load, explain_waiting, owner_room, share
 from runs.engine.finish import mark_dep_failed
@@ -24,9 +25,11 @@ from runs.models import Run, Task
 def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None) -> int:
     """``owner``: only that user's runs (a per_user backend, ``adapter`` acting as them).
     Returns how many jobs were sent to the backend."""
-    batch = fill_batch(backend, adapter, changed, owner=owner)
+    limits = SubmitLimits()
+    batch = fill_batch(backend, adapter, changed, owner=owner, limits=limits)
     if not batch:
         return 0
+    batch = form_arrays(batch, adapter, limits.max_array_size)
     try:
         results = adapter.submit([(spec, script) for _, spec, script in batch])
     except BackendUnavailable as exc:
@@ -43,11 +46,17 @@ def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str], *
 
 
 def fill_batch(
-    backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None
+    backend: Backend,
+    adapter: BackendAdapter,
+    changed: set[str],
+    *,
+    owner: int | None = None,
+    limits: SubmitLimits | None = None,
 ) -> list[Claimed]:
     """Claim ready tasks, the backend's free slots shared between users and their runs
-    (:mod:`~runs.engine.fair_share`; only ``owner``'s runs, if given), and say why the
-    ready tasks left over wait.
+    (:mod:`~runs.engine.fair_share`; only ``owner``'s runs, if given), within the site's
+    limits (``adapter.submit_limits``, copied to ``limits``), and say why the ready tasks
+    left over wait.
 
     Claiming may fail tasks whose script cannot be rendered: every run it looked at is
     added to ``changed``."""
@@ -56,6 +65,9 @@ def fill_batch(
     room = backend.max_concurrent - load.total
     runs = list(Run.objects.on(backend, owner).filter(status__in=RUN_UNFINISHED))
     mine = room if owner is None else owner_room(backend, owner, runs, room, load)
+    site = site_limits(adapter, limits) if mine > 0 and runs else SubmitLimits()
+    site_full = site.room is not None and site.room < mine
+    mine = min(mine, site.room) if site.room is not None else mine
     environments: dict[str, Environment] | None = None
     batch: list[Claimed] = []
     drained: set[str] = set()  # runs with no ready task left
@@ -69,8 +81,17 @@ def fill_batch(
         batch += claimed
         room, mine = room - len(claimed), mine - len(claimed)
         changed.update(shares)
-    explain_waiting(backend, [r for r in runs if r.pk not in drained], load, backend_full=room <= 0)
+    site_limit = site.reason if site_full and mine <= 0 else ""
+    explain_waiting(backend, [r for r in runs if r.pk not in drained], load, backend_full=room <= 0, site=site_limit)
     return batch
+
+
+def site_limits(adapter: BackendAdapter, into: SubmitLimits | None) -> SubmitLimits:
+    """The site's limits now (one call to the backend), also copied ``into`` the caller's."""
+    limits = adapter.submit_limits()
+    if into is not None:
+        into.max_array_size, into.room, into.reason = limits.max_array_size, limits.room, limits.reason
+    return limits
 
 
 def count_claims(runs: list[Run], shares: dict[str, int], claimed: list[Claimed], load: Load) -> set[str]:
