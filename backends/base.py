@@ -104,12 +104,20 @@ class JobSpec:
 
 @dataclass
 class SubmitLimits:
-    """What the site lets this account submit now (:meth:`BackendAdapter.submit_limits`);
-    None: no such limit."""
+    """What the site lets this account submit now (:meth:`BackendAdapter.submit_limits`)."""
 
-    max_array_size: int | None = None  # elements per array job (indices 0..n-1)
-    room: int | None = None  # jobs that may still be queued (MaxSubmitJobs minus the queued ones)
-    reason: str = ""  # why ``room`` is what it is, shown on tasks that wait for it
+    max_array_size: int | None = None  # elements per array job (indices 0..n-1); None: no limit
+    max_queued: int | None = None  # jobs the account may have queued (MaxSubmitJobs); None: no limit
+    queued: int = 0  # jobs it has queued now (array elements count one each)
+    limit_name: str = "the site's limit"  # how the site calls max_queued, for waiting reasons
+
+    @property
+    def room(self) -> int | None:
+        return None if self.max_queued is None else max(0, self.max_queued - self.queued)
+
+    def waiting_reason(self, submitted: int) -> str:
+        """Why tasks wait once ``submitted`` more jobs went: "1,000 jobs queued of MaxSubmitJobs 1,000"."""
+        return f"{self.queued + submitted:,} jobs queued of {self.limit_name} {self.max_queued or 0:,}"
 
 
 @dataclass

@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Iterator, Sequence
 from pathlib import PurePosixPath
 
-from backends.base import BackendError, ClusterInfo, JobSpec, JobStatus, SubmitLimits, TaskLog
+from backends.base import BackendError, ClusterInfo, JobSpec, JobStatus, SubmitLimits, SubmitResult, TaskLog
 from backends.slurm.parsing import (
     SACCT_FIELDS,
     SINFO_FORMAT,
@@ -154,12 +154,18 @@ class SlurmAdapter(SshScheduler):
         result = self.transport.run("squeue --noheader --array --me --format=%i | wc -l", timeout=60)
         if result.exit_code != 0 or not result.stdout.strip().isdigit():
             raise BackendError(f"squeue failed: {result.stderr.strip()[-500:]}")
-        queued = int(result.stdout.strip())
         return SubmitLimits(
             max_array_size=limits.max_array_size,
-            room=max(0, limits.max_submit_jobs - queued),
-            reason=f"{queued:,} jobs queued of MaxSubmitJobs {limits.max_submit_jobs:,}",
+            max_queued=limits.max_submit_jobs,
+            queued=int(result.stdout.strip()),
+            limit_name="MaxSubmitJobs",
         )
+
+    def submit(self, jobs: Sequence[tuple[JobSpec, str]]) -> list[SubmitResult]:
+        results = super().submit(jobs)
+        if any(r.retry and _mentions_limit(r.error) for r in results):
+            self._limits = None  # refused for a limit: the site's limits changed, read them again
+        return results
 
     def site_limits(self, refresh: bool = False) -> SiteLimits:
         """MaxArraySize and the enforced MaxSubmitJobs, read once (and with the cluster info)."""
@@ -221,6 +227,10 @@ class SlurmAdapter(SshScheduler):
         limits = self.site_limits(refresh=True)
         info.max_array_size, info.max_submit_jobs = limits.max_array_size, limits.max_submit_jobs
         return info
+
+
+def _mentions_limit(error: str) -> bool:
+    return "MaxSubmitJob" in error or "job array" in error
 
 
 def _slurm_time(seconds: int) -> str:

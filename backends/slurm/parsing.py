@@ -99,7 +99,7 @@ def parse_sacct(text: str) -> dict[str, JobStatus]:
         status.exit_code = _exit_code(exit_code)
         status.elapsed_seconds = clock_seconds(elapsed)
         status.submitted_at = _time(submitted)
-        status.started_at = _time(started)
+        status.started_at = None if _dropped_on_dependency(word, reason) else _time(started)
         status.finished_at = _time(ended)
         status.requested_mem_mb = size_mb(req_mem)
         cpus = int(alloc_cpus) if alloc_cpus.isdigit() else 0
@@ -134,7 +134,8 @@ def parse_scontrol(text: str) -> dict[str, JobStatus]:
         status.exit_code = _exit_code(fields.get("ExitCode", ""))
         status.elapsed_seconds = clock_seconds(fields.get("RunTime", ""))
         status.submitted_at = _time(fields.get("SubmitTime", ""))
-        status.started_at = _time(fields.get("StartTime", "")) if word not in QUEUED_STATES else None
+        started = word not in QUEUED_STATES and not _dropped_on_dependency(word, fields.get("Reason", ""))
+        status.started_at = _time(fields.get("StartTime", "")) if started else None
         status.finished_at = _time(fields.get("EndTime", "")) if status.state.is_final else None
         status.node = fields.get("NodeList", "") if fields.get("NodeList") != "(null)" else ""
         status.reason = _reason(word, word, fields.get("Reason", "None"))
@@ -204,6 +205,12 @@ def parse_site_limits(text: str, account: str = "") -> SiteLimits:
         used = default_qos or (qos_list[0] if len(qos_list) == 1 else "")
         limits += [int(x) for x in (own, qos_limit.get(used, "")) if x.isdigit()]
     return SiteLimits(max_array_size=max_array_size, max_submit_jobs=min(limits) if limits else None)
+
+
+def _dropped_on_dependency(word: str, reason: str) -> bool:
+    """A held job Slurm cancelled because a dependency failed: it never ran, though Slurm
+    may give it a start time (equal to its end) when it cancels it in a scheduling pass."""
+    return word == "CANCELLED" and reason.startswith("Dependency")
 
 
 def _settle(status: JobStatus) -> None:

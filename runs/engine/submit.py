@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import fields
 from datetime import datetime
 
 from django.db import transaction
@@ -81,7 +82,7 @@ def fill_batch(
         batch += claimed
         room, mine = room - len(claimed), mine - len(claimed)
         changed.update(shares)
-    site_limit = site.reason if site_full and mine <= 0 else ""
+    site_limit = site.waiting_reason(len(batch)) if site_full and mine <= 0 else ""
     explain_waiting(backend, [r for r in runs if r.pk not in drained], load, backend_full=room <= 0, site=site_limit)
     return batch
 
@@ -90,7 +91,8 @@ def site_limits(adapter: BackendAdapter, into: SubmitLimits | None) -> SubmitLim
     """The site's limits now (one call to the backend), also copied ``into`` the caller's."""
     limits = adapter.submit_limits()
     if into is not None:
-        into.max_array_size, into.room, into.reason = limits.max_array_size, limits.room, limits.reason
+        for name in (f.name for f in fields(limits)):
+            setattr(into, name, getattr(limits, name))
     return limits
 
 
