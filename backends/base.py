@@ -216,17 +216,18 @@ class BackendAdapter(ABC):
         # The user account this adapter acts as, on a per_user backend; None: the config's.
         self.identity = identity
 
-    # How an array element's default log file is named, in the scheduler's own placeholders
-    # for the array's job id and the element's index (Slurm: ``%A_%a``).
-    array_log_name = ""
-
     def default_log_path(self, job: JobSpec, stream: str) -> str:
         """Where a job's output (``out``) or error (``err``) goes when the task does not say."""
         log_dir = self.settings.get("log_dir") or "~/.cache/scripthut/logs"
-        name = self.array_log_name if job.array_tag else safe_filename(job.task_id)
+        name = self.array_log_name(job) if job.array_tag else safe_filename(job.task_id)
         return f"{log_dir.rstrip('/')}/{job.run_id}/{name}.{stream}"
 
     # -- job arrays (optional): the engine groups a run's ready jobs by shape ----------
+
+    def array_log_name(self, job: JobSpec) -> str:
+        """How an array element's default log file is named, in the scheduler's own
+        placeholders for the array's job id and the element's index (Slurm: ``%A_%a``)."""
+        return f"{job.array_tag}_{job.array_index}"
 
     def array_shape(self, job: JobSpec) -> Hashable | None:
         """What a job shares with the other elements of an array it may go in (resources,

@@ -232,7 +232,8 @@ def bench_sweep(n: int, max_submit: int) -> None:
     print(
         f"sweep: {n} tasks, MaxSubmitJobs={max_submit} enforced: run {Run.objects.get(pk=run.pk).status} in "
         f"{took:.0f} s ({ticks} ticks); tasks {dict(counts)}; {len(set(job_ids))} distinct job ids; "
-        f"Slurm accounted {sum(elements.values())} job elements for the run ({twice} twice); queue at most {most} of {max_submit}; slurmctld RPCs {rpcs}"
+        f"Slurm accounted {sum(elements.values())} job elements for the run ({twice} twice); "
+        f"queue at most {most} of {max_submit}; slurmctld RPCs {rpcs}"
     )
 
 

@@ -24,9 +24,18 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 
-from backends.base import BackendError, ClusterInfo, CommandResult, JobSpec, JobStatus, PartitionInfo
-from backends.pbs.parsing import parse_pbsnodes, parse_qstat_json, parse_qstat_text, parse_qsub
+from backends.base import BackendError, ClusterInfo, CommandResult, JobSpec, JobStatus, PartitionInfo, TaskLog
+from backends.pbs.parsing import (
+    array_element_id,
+    array_index,
+    array_parent_id,
+    parse_pbsnodes,
+    parse_qstat_json,
+    parse_qstat_text,
+    parse_qsub,
+)
 from backends.pbs.rendering import QSUB_HELPERS, pbs_header, qsub_argv
 from backends.ssh.scheduler import SshScheduler, chunks, with_ids
 
@@ -62,7 +71,35 @@ class PbsAdapter(SshScheduler):
 
     def header(self, job: JobSpec) -> list[str]:
         queue = self.settings.get("queue") or job.partition
-        return pbs_header(job, queue=queue, account=self.settings.get("account") or "")
+        # An array's elements carry the array's tag (its Variable_List has that one).
+        tagged = replace(job, tag=job.array_tag) if job.array_tag else job
+        return pbs_header(tagged, queue=queue, account=self.settings.get("account") or "")
+
+    # -- arrays (OpenPBS, PBS Professional: qsub -J; fixtures 07-array.*) ---------------
+
+    array_index_variable = "PBS_ARRAY_INDEX"
+
+    def array_log_name(self, job: JobSpec) -> str:
+        # PBS puts the element's index in place of ^array_index^; the array's tag keeps
+        # the files of two arrays of one run apart.
+        return f"{job.array_tag}.^array_index^"
+
+    def array_args(self, count: int) -> list[str]:
+        return ["-J", f"0-{count - 1}"]
+
+    def element_job_id(self, array_job_id: str, index: int) -> str:
+        return array_element_id(array_job_id, index)
+
+    def element_id_shell(self, index: int) -> str:
+        return f"${{_sh_last/\\[\\]/[{index}]}}"
+
+    def array_job_id(self, job_id: str) -> str:
+        return array_parent_id(job_id)
+
+    def log_location(self, log: TaskLog) -> str:
+        location = super().log_location(log)
+        index = array_index(log.job_id)
+        return location.replace("^array_index^", index) if index else location
 
     def submit_argv(self, job: JobSpec) -> list[str]:
         return qsub_argv(job)

@@ -76,7 +76,6 @@ class SlurmAdapter(SshScheduler):
         "Invalid job array specification",
     )
     array_index_variable = "SLURM_ARRAY_TASK_ID"
-    array_log_name = "%A_%a"
 
     # -- scripts -----------------------------------------------------------------------
 
@@ -125,6 +124,9 @@ class SlurmAdapter(SshScheduler):
         return output.strip().split(";")[0]
 
     # -- arrays ------------------------------------------------------------------------
+
+    def array_log_name(self, job: JobSpec) -> str:
+        return "%A_%a"  # the array's job id, the element's index
 
     def array_args(self, count: int) -> list[str]:
         # Every element may run at once: the engine claimed no more than the free slots.
