@@ -182,7 +182,9 @@ def test_the_engine_groups_a_runs_tasks_and_stores_each_element_before_submittin
     settings = validate_backend_settings("slurm", {"ssh": {"host": "login.example"}, "log_dir": "/logs"})
     backend = Backend.objects.create(name="s", kind="slurm", settings=settings, max_concurrent=10)
     adapter = SlurmAdapter(backend, tmp_path)
-    payload = [{"id": f"t{i}", "name": f"t{i}", "command": "true", "working_dir": "/tmp"} for i in range(5)]
+    payload: list[dict[str, object]] = [
+        {"id": f"t{i}", "name": f"t{i}", "command": "true", "working_dir": "/tmp"} for i in range(5)
+    ]
     payload.append({"id": "big", "name": "big", "command": "true", "working_dir": "/tmp", "cpus": 4})
     run = create_run(owner=user, backend=backend, payload=payload, workflow_name="w")
     claimed = claim_ready(run, 10, adapter, {})

@@ -27,15 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 
 from backends.base import BackendError, ClusterInfo, CommandResult, JobSpec, JobStatus, PartitionInfo, TaskLog
-from backends.pbs.parsing import (
-    array_element_id,
-    array_index,
-    array_parent_id,
-    parse_pbsnodes,
-    parse_qstat_json,
-    parse_qstat_text,
-    parse_qsub,
-)
+from backends.pbs.parsing import parse_pbsnodes, parse_qstat_json, parse_qstat_text, parse_qsub
 from backends.pbs.rendering import QSUB_HELPERS, pbs_header, qsub_argv
 from backends.ssh.scheduler import SshScheduler, chunks, with_ids
 
@@ -214,6 +206,25 @@ class PbsAdapter(SshScheduler):
         if under_submit_lock:
             return self.run_under_submit_lock(script, timeout=180)
         return self.transport.run_script(script, timeout=180)
+
+
+ARRAY_INDEX = re.compile(r"\[(\d*)\]")
+
+
+def array_element_id(array_job_id: str, index: int) -> str:
+    """Subjob ``index`` of the array ``9[].vm``: ``9[3].vm`` (fixture 07-array)."""
+    return ARRAY_INDEX.sub(f"[{index}]", array_job_id, count=1)
+
+
+def array_parent_id(job_id: str) -> str:
+    """The array job of a subjob: ``9[3].vm`` -> ``9[].vm``."""
+    return ARRAY_INDEX.sub("[]", job_id, count=1)
+
+
+def array_index(job_id: str) -> str:
+    """A subjob's index (``9[3].vm`` -> ``3``); empty for any other job."""
+    match = ARRAY_INDEX.search(job_id)
+    return match.group(1) if match else ""
 
 
 def _raise_for_errors(result: CommandResult, codes: Sequence[int], count: int) -> None:

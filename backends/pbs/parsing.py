@@ -57,25 +57,6 @@ DEAD_NODE_STATES = {"down", "offline", "state-unknown", "stale", "unresolvable",
 MONTHS = {m: n for n, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), start=1)}
 
 
-ARRAY_INDEX = re.compile(r"\[(\d*)\]")
-
-
-def array_element_id(array_job_id: str, index: int) -> str:
-    """Subjob ``index`` of the array ``9[].vm``: ``9[3].vm`` (fixture 07-array)."""
-    return ARRAY_INDEX.sub(f"[{index}]", array_job_id, count=1)
-
-
-def array_parent_id(job_id: str) -> str:
-    """The array job of a subjob: ``9[3].vm`` -> ``9[].vm``."""
-    return ARRAY_INDEX.sub("[]", job_id, count=1)
-
-
-def array_index(job_id: str) -> str:
-    """A subjob's index (``9[3].vm`` -> ``3``); empty for any other job."""
-    match = ARRAY_INDEX.search(job_id)
-    return match.group(1) if match else ""
-
-
 def parse_qsub(output: str) -> str:
     """The job id qsub printed: ``2.vm``, ``9[].vm`` (fixtures ``*.qsub.txt``), or a plain
     number from Slurm's qsub wrapper (``2042``, its sbatch's last word)."""

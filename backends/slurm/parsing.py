@@ -99,7 +99,7 @@ def parse_sacct(text: str) -> dict[str, JobStatus]:
         status.exit_code = _exit_code(exit_code)
         status.elapsed_seconds = clock_seconds(elapsed)
         status.submitted_at = _time(submitted)
-        status.started_at = None if _dropped_on_dependency(word, reason) else _time(started)
+        status.started_at = _start(word, reason, started)
         status.finished_at = _time(ended)
         status.requested_mem_mb = size_mb(req_mem)
         cpus = int(alloc_cpus) if alloc_cpus.isdigit() else 0
@@ -196,6 +196,12 @@ def parse_site_limits(text: str, account: str = "") -> SiteLimits:
     if not enforced:
         return SiteLimits(max_array_size=max_array_size)
     qos_limit = {name: limit for name, _, limit in (line.partition("|") for line in qos.splitlines())}
+    limits = _association_limits(assoc, qos_limit, account)
+    return SiteLimits(max_array_size=max_array_size, max_submit_jobs=min(limits) if limits else None)
+
+
+def _association_limits(assoc: str, qos_limit: dict[str, str], account: str) -> list[int]:
+    """MaxSubmit of each association (Account|MaxSubmit|QOS|DefaultQOS) and of its default QOS."""
     limits: list[int] = []
     for line in assoc.splitlines():
         parts = line.split("|")
@@ -204,7 +210,11 @@ def parse_site_limits(text: str, account: str = "") -> SiteLimits:
         own, qos_list, default_qos = parts[1], parts[2].split(","), parts[3]
         used = default_qos or (qos_list[0] if len(qos_list) == 1 else "")
         limits += [int(x) for x in (own, qos_limit.get(used, "")) if x.isdigit()]
-    return SiteLimits(max_array_size=max_array_size, max_submit_jobs=min(limits) if limits else None)
+    return limits
+
+
+def _start(word: str, reason: str, started: str) -> datetime | None:
+    return None if _dropped_on_dependency(word, reason) else _time(started)
 
 
 def _dropped_on_dependency(word: str, reason: str) -> bool:

@@ -207,25 +207,28 @@ class SshScheduler(FileLogs, SubmitBatch):
             # Sent, maybe partly run: the engine reconciles these tasks by tag.
             raise BackendError(f"connection lost while submitting; reconciling later ({exc})") from exc
         self.check_submit_lock(result)
-        held = {job.tag for job, _ in jobs if job.after_job_ids or job.after_tags}
-        arrays: dict[str, list[JobSpec]] = {}
-        for job, _ in jobs:
-            if job.array_tag:
-                arrays.setdefault(job.array_tag, []).append(job)
-        outcomes = {}
-        for line in result.stdout.splitlines():
-            outcome = self.submit_outcome(line, held)
-            if outcome and outcome.tag in arrays:
-                # One answer for the whole array: each element gets its own job id.
-                for element in arrays[outcome.tag]:
-                    job_id = self.element_job_id(outcome.job_id, element.array_index) if outcome.job_id else ""
-                    outcomes[element.tag] = replace(outcome, tag=element.tag, job_id=job_id)
-            elif outcome:
-                outcomes[outcome.tag] = outcome
+        outcomes = self.submit_outcomes(result.stdout, [job for job, _ in jobs])
         if not outcomes and result.exit_code != 0:
             raise BackendError(f"submit batch failed (exit {result.exit_code}): {result.stderr.strip()[-500:]}")
         # Jobs missing from the output stay `submitting` and are reconciled by tag.
         return [outcomes[job.tag] for job, _ in jobs if job.tag in outcomes]
+
+    def submit_outcomes(self, stdout: str, jobs: Sequence[JobSpec]) -> dict[str, SubmitResult]:
+        """Each job's outcome by tag, from the batch's output; an array's one line answers
+        for each of its elements, with the element's own job id."""
+        held = {job.tag for job in jobs if job.after_job_ids or job.after_tags}
+        arrays: dict[str, list[JobSpec]] = {}
+        for job in jobs:
+            if job.array_tag:
+                arrays.setdefault(job.array_tag, []).append(job)
+        outcomes: dict[str, SubmitResult] = {}
+        for outcome in filter(None, (self.submit_outcome(line, held) for line in stdout.splitlines())):
+            for element in arrays.get(outcome.tag, []):
+                job_id = self.element_job_id(outcome.job_id, element.array_index) if outcome.job_id else ""
+                outcomes[element.tag] = replace(outcome, tag=element.tag, job_id=job_id)
+            if outcome.tag not in arrays:
+                outcomes[outcome.tag] = outcome
+        return outcomes
 
     def submit_outcome(self, line: str, held: set[str]) -> SubmitResult | None:
         """One line of the batch's output; ``held``: tags of jobs with native dependencies."""

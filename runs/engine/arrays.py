@@ -33,28 +33,32 @@ def form_arrays(batch: Sequence[Claimed], adapter: BackendAdapter, max_array_siz
     backend submits them: each array where its first task was, plain jobs as they were
     (so a job held on a parent in the batch still comes after it)."""
     batch_tags = {task.pk: spec.tag for task, spec, _ in batch}
-    groups: dict[tuple[str, Hashable], list[int]] = {}
-    for n, (task, spec, _) in enumerate(batch):
-        shape = adapter.array_shape(spec)
-        if shape is not None:
-            groups.setdefault((task.run_id, shape), []).append(n)
     placed: dict[int, list[Claimed]] = {n: [claimed] for n, claimed in enumerate(batch)}
     elements: list[Claimed] = []
-    for members in groups.values():
+    for members in _shapes(batch, adapter).values():
         for chunk in chunks(members, max_array_size or len(members)):
             if len(chunk) < 2:
                 continue
             array = _as_array([batch[n] for n in chunk], adapter)
             elements += array
+            placed.update({n: [] for n in chunk})
             placed[chunk[0]] = array
-            for n in chunk[1:]:
-                placed[n] = []
     _store(elements)
     # A job held on a task of the batch names it by its tag: by its element's tag now.
     renamed = {batch_tags[task.pk]: spec.tag for task, spec, _ in elements}
     for _, spec, _ in batch:
         spec.after_tags = [renamed.get(tag, tag) for tag in spec.after_tags]
     return [claimed for n in range(len(batch)) for claimed in placed[n]]
+
+
+def _shapes(batch: Sequence[Claimed], adapter: BackendAdapter) -> dict[tuple[str, Hashable], list[int]]:
+    """Batch positions of the jobs that may go in an array, by run and shape."""
+    groups: dict[tuple[str, Hashable], list[int]] = {}
+    for n, (task, spec, _) in enumerate(batch):
+        shape = adapter.array_shape(spec)
+        if shape is not None:
+            groups.setdefault((task.run_id, shape), []).append(n)
+    return groups
 
 
 def _as_array(members: Sequence[Claimed], adapter: BackendAdapter) -> list[Claimed]:

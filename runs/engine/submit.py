@@ -66,9 +66,8 @@ def fill_batch(
     room = backend.max_concurrent - load.total
     runs = list(Run.objects.on(backend, owner).filter(status__in=RUN_UNFINISHED))
     mine = room if owner is None else owner_room(backend, owner, runs, room, load)
-    site = site_limits(adapter, limits) if mine > 0 and runs else SubmitLimits()
-    site_full = site.room is not None and site.room < mine
-    mine = min(mine, site.room) if site.room is not None else mine
+    site = site_limits(adapter, limits, asked=mine > 0 and bool(runs))
+    site_full, mine = within(site, mine)
     environments: dict[str, Environment] | None = None
     batch: list[Claimed] = []
     drained: set[str] = set()  # runs with no ready task left
@@ -82,14 +81,23 @@ def fill_batch(
         batch += claimed
         room, mine = room - len(claimed), mine - len(claimed)
         changed.update(shares)
-    site_limit = site.waiting_reason(len(batch)) if site_full and mine <= 0 else ""
-    explain_waiting(backend, [r for r in runs if r.pk not in drained], load, backend_full=room <= 0, site=site_limit)
+    site_limit = site_full and mine <= 0
+    reason = site.waiting_reason(len(batch)) if site_limit else ""
+    explain_waiting(backend, [r for r in runs if r.pk not in drained], load, backend_full=room <= 0, site=reason)
     return batch
 
 
-def site_limits(adapter: BackendAdapter, into: SubmitLimits | None) -> SubmitLimits:
-    """The site's limits now (one call to the backend), also copied ``into`` the caller's."""
-    limits = adapter.submit_limits()
+def within(site: SubmitLimits, room: int) -> tuple[bool, int]:
+    """Whether the site's limit is smaller than ``room``, and the room it leaves."""
+    if site.room is None or site.room >= room:
+        return False, room
+    return True, site.room
+
+
+def site_limits(adapter: BackendAdapter, into: SubmitLimits | None, asked: bool) -> SubmitLimits:
+    """The site's limits now (one call to the backend; none unless ``asked``: nothing to
+    submit), also copied ``into`` the caller's."""
+    limits = adapter.submit_limits() if asked else SubmitLimits()
     if into is not None:
         for name in (f.name for f in fields(limits)):
             setattr(into, name, getattr(limits, name))
