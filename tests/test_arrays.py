@@ -199,3 +199,24 @@ def test_the_engine_groups_a_runs_tasks_and_stores_each_element_before_submittin
     first = Task.objects.get(run=run, task_id="t0")
     assert first.output_file == f"/logs/{run.pk}/%A_%a.out" and "--job-name=t0@" in first.script
     assert "%A_%a" not in Task.objects.get(run=run, task_id="t4").output_file  # a shape of one stays plain
+
+
+def test_a_job_dropped_on_a_failed_elements_dependency_never_started():
+    """Seen on the test cluster: a job held on afterok:<array>_<index> whose element failed is
+    cancelled by Slurm with a start time equal to its end (sacct, scontrol, squeue alike); it
+    never ran, so its task is dep_failed, not cancelled."""
+    from backends.slurm.parsing import parse_sacct, parse_squeue
+
+    sacct = (
+        "270|CANCELLED|0:0|00:00:00|00:00:00|0||4G|2026-12-05T22:58:33|2026-12-05T22:58:34|"
+        "2026-12-05T22:58:34|None assigned|Dependency|child@sh-5ac2ec7e-6-4c518c"
+    )
+    scontrol = (
+        "JobId=8700 JobName=child@sh-42dc81fd-8-541245 UserId=hut(1001) JobState=CANCELLED "
+        "Reason=DependencyNeverSatisfied Dependency=afterok:8699_0(failed) ExitCode=0:0 RunTime=00:00:00 "
+        "SubmitTime=2026-12-05T23:44:24 StartTime=2026-12-05T23:44:26 EndTime=2026-12-05T23:44:26"
+    )
+    squeue = "8700|hut|CANCELLED|DependencyNeverSatisfied|normal|1||2026-12-05T23:44:24|2026-12-05T23:44:26|child@x"
+    assert parse_sacct(sacct)["270"].never_started
+    assert parse_scontrol(scontrol)["8700"].never_started
+    assert parse_squeue(squeue)[0].never_started

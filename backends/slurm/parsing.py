@@ -54,7 +54,7 @@ def parse_squeue(text: str) -> list[JobStatus]:
             node=nodes if nodes not in ("", "(null)") else "",
             tag=name.rpartition("@")[2] if "@" in name else "",
             submitted_at=_time(submitted),
-            started_at=_time(started) if state not in QUEUED_STATES else None,
+            started_at=_start(state, reason, started) if state not in QUEUED_STATES else None,
             out_of_memory=state == OUT_OF_MEMORY,
         )
         jobs.append(settle_flags(status))
