@@ -10,11 +10,14 @@ from __future__ import annotations
 import enum
 import stat
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
+
+from backends.cluster_info import ClusterInfo as ClusterInfo
+from backends.cluster_info import PartitionInfo as PartitionInfo
 
 if TYPE_CHECKING:
     from backends.models import Backend, ClusterIdentity
@@ -92,6 +95,29 @@ class JobSpec:
     # jobs earlier in the same submit batch whose ids are not known yet.
     after_job_ids: list[str] = field(default_factory=list)
     after_tags: list[str] = field(default_factory=list)
+    # An element of a job array (:meth:`BackendAdapter.as_array_element`): the array's tag,
+    # which the scheduler's job carries, and this job's index in it. ``tag`` is then
+    # ``<array_tag>_<index>``.
+    array_tag: str = ""
+    array_index: int = 0
+
+
+@dataclass
+class SubmitLimits:
+    """What the site lets this account submit now (:meth:`BackendAdapter.submit_limits`)."""
+
+    max_array_size: int | None = None  # elements per array job (indices 0..n-1); None: no limit
+    max_queued: int | None = None  # jobs the account may have queued (MaxSubmitJobs); None: no limit
+    queued: int = 0  # jobs it has queued now (array elements count one each)
+    limit_name: str = "the site's limit"  # how the site calls max_queued, for waiting reasons
+
+    @property
+    def room(self) -> int | None:
+        return None if self.max_queued is None else max(0, self.max_queued - self.queued)
+
+    def waiting_reason(self, submitted: int) -> str:
+        """Why tasks wait once ``submitted`` more jobs went: "1,000 jobs queued of MaxSubmitJobs 1,000"."""
+        return f"{self.queued + submitted:,} jobs queued of {self.limit_name} {self.max_queued or 0:,}"
 
 
 @dataclass
@@ -162,86 +188,6 @@ class TaskLog:
 
 
 @dataclass
-class PartitionInfo:
-    """Nodes and CPUs of one partition (queue) of a cluster, for the dashboard."""
-
-    partition: str
-    default: bool = False
-    available: str = "up"
-    nodes: int = 0
-    state: str = ""
-    cpus_allocated: int = 0
-    cpus_idle: int = 0
-    cpus_other: int = 0
-    cpus_total: int = 0
-
-    @property
-    def up(self) -> bool:
-        return self.available.lower() in ("up", "")
-
-    def _percent(self, part: int) -> float:
-        return part * 100.0 / self.cpus_total if self.cpus_total else 0.0
-
-    @property
-    def allocated_percent(self) -> float:
-        return self._percent(self.cpus_allocated)
-
-    @property
-    def other_percent(self) -> float:
-        return self._percent(self.cpus_other)
-
-    @property
-    def idle_percent(self) -> float:
-        return self._percent(self.cpus_idle)
-
-
-@dataclass
-class ClusterInfo:
-    """What a backend says about its capacity; stored as JSON in ``Backend.cluster_info``."""
-
-    partitions: list[PartitionInfo] = field(default_factory=list)
-    clone_dir: str = ""
-    clone_dir_mb: float | None = None
-    job_history: bool | None = None  # PBS: whether finished jobs can be read back (qstat -x)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None) -> ClusterInfo:
-        """Tolerant of missing or malformed keys (rows written by older versions)."""
-        data = data or {}
-        partitions = [_partition(row) for row in data.get("partitions") or [] if isinstance(row, Mapping)]
-        size = data.get("clone_dir_mb")
-        return cls(
-            partitions=partitions,
-            clone_dir=str(data.get("clone_dir") or ""),
-            clone_dir_mb=float(size) if isinstance(size, int | float) else None,
-            job_history=data.get("job_history") if isinstance(data.get("job_history"), bool) else None,
-        )
-
-
-def _partition(row: Mapping[str, Any]) -> PartitionInfo:
-    def count(key: str) -> int:
-        try:
-            return max(int(row.get(key) or 0), 0)
-        except (TypeError, ValueError):
-            return 0
-
-    return PartitionInfo(
-        partition=str(row.get("partition", "?")),
-        default=bool(row.get("default")),
-        available=str(row.get("available", "up") or "up"),
-        nodes=count("nodes"),
-        state=str(row.get("state", "")),
-        cpus_allocated=count("cpus_allocated"),
-        cpus_idle=count("cpus_idle"),
-        cpus_other=count("cpus_other"),
-        cpus_total=count("cpus_total"),
-    )
-
-
-@dataclass
 class CommandResult:
     exit_code: int
     stdout: str
@@ -292,7 +238,35 @@ class BackendAdapter(ABC):
     def default_log_path(self, job: JobSpec, stream: str) -> str:
         """Where a job's output (``out``) or error (``err``) goes when the task does not say."""
         log_dir = self.settings.get("log_dir") or "~/.cache/scripthut/logs"
-        return f"{log_dir.rstrip('/')}/{job.run_id}/{safe_filename(job.task_id)}.{stream}"
+        name = self.array_log_name(job) if job.array_tag else safe_filename(job.task_id)
+        return f"{log_dir.rstrip('/')}/{job.run_id}/{name}.{stream}"
+
+    # -- job arrays (optional): the engine groups a run's ready jobs by shape ----------
+
+    def array_log_name(self, job: JobSpec) -> str:
+        """How an array element's default log file is named, in the scheduler's own
+        placeholders for the array's job id and the element's index (Slurm: ``%A_%a``)."""
+        return f"{job.array_tag}_{job.array_index}"
+
+    def array_shape(self, job: JobSpec) -> Hashable | None:
+        """What a job shares with the other elements of an array it may go in (resources,
+        environment init, log naming); None: it goes as a plain job. Jobs of one run with
+        equal shapes are submitted as one array job."""
+        return None
+
+    def as_array_element(self, job: JobSpec, array_tag: str, index: int) -> JobSpec:
+        """``job`` as element ``index`` of the array tagged ``array_tag``: its own tag
+        ``<array_tag>_<index>``, default log files named per element."""
+        element = replace(job, tag=f"{array_tag}_{index}", array_tag=array_tag, array_index=index)
+        if job.output_file == self.default_log_path(job, "out"):
+            element.output_file = self.default_log_path(element, "out")
+        if job.error_file == self.default_log_path(job, "err"):
+            element.error_file = self.default_log_path(element, "err")
+        return element
+
+    def submit_limits(self) -> SubmitLimits:
+        """The site's limits on what may be submitted now (array size, queued jobs)."""
+        return SubmitLimits()
 
     @abstractmethod
     def render_script(self, job: JobSpec) -> str:

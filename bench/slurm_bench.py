@@ -4,6 +4,9 @@
     python bench/slurm_bench.py submit [--n 500] # 500 one-second tasks vs 500 plain sbatch calls
     python bench/slurm_bench.py ends [--n 40] [--poll 60] [--markers 5,0]  # task end -> shown, RPCs/min
     python bench/slurm_bench.py chain [--poll 60] [--links 20] [--native on,off] [--markers-every 5]
+    python bench/slurm_bench.py sweep [--n 10000] [--max-submit 1000]
+                                                 # `sleep 1` tasks under an enforced MaxSubmitJobs (as the
+                                                 # second test user; run as root: turns limits on, then off)
 
 Uses a temporary SQLite data dir unless DATABASE_URL is set.
 """
@@ -16,6 +19,7 @@ import re
 import statistics
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import bootstrap  # noqa: E402  (sets up Django for this script)
@@ -38,16 +42,20 @@ from runs.models import Run, Task  # noqa: E402
 CLUSTER_ENV = Path(os.environ.get("SCRIPTHUT_CLUSTER_DIR", "/var/tmp/scripthut-cluster")) / "cluster.env"
 
 
-def cluster_ssh() -> dict[str, object]:
+def cluster_env() -> dict[str, str]:
     values = dict(
         line.split("=", 1) for line in CLUSTER_ENV.read_text().splitlines() if "=" in line and not line.startswith("#")
     )
-    values = {k: v.strip().strip("'\"") for k, v in values.items()}
+    return {k: v.strip().strip("'\"") for k, v in values.items()}
+
+
+def cluster_ssh(second_user: bool = False) -> dict[str, object]:
+    values = cluster_env()
     return {
         "host": values["SSH_HOST"],
         "port": int(values["SSH_PORT"]),
-        "user": values["SSH_USER"],
-        "key_path": values["SSH_KEY"],
+        "user": values["SSH_USER2" if second_user else "SSH_USER"],
+        "key_path": values["SSH_KEY2" if second_user else "SSH_KEY"],
         "known_hosts": values["SSH_KNOWN_HOSTS"],
     }
 
@@ -92,15 +100,20 @@ def _timed(fn, arg) -> float:  # type: ignore[no-untyped-def]
 
 
 def setup_backend(
-    native: bool = True, poll: int = 1, max_concurrent: int = 1000, markers_every: float = 5
+    native: bool = True,
+    poll: int = 1,
+    max_concurrent: int = 1000,
+    markers_every: float = 5,
+    second_user: bool = False,
+    name: str = "bench-slurm",
 ) -> tuple[Backend, User]:
     call_command("migrate", verbosity=0)
     owner, _ = User.objects.get_or_create(username="bench")
     settings = validate_backend_settings(
-        "slurm", {"ssh": cluster_ssh(), "native_dependencies": native, "end_markers_every": markers_every}
+        "slurm", {"ssh": cluster_ssh(second_user), "native_dependencies": native, "end_markers_every": markers_every}
     )
     backend, _ = Backend.objects.update_or_create(
-        name="bench-slurm",
+        name=name,
         defaults={"kind": "slurm", "settings": settings, "max_concurrent": max_concurrent, "poll_interval": poll},
     )
     return backend, owner
@@ -226,9 +239,57 @@ def bench_ends(n: int, poll: int, markers: list[float]) -> None:
         )
 
 
+def bench_sweep(n: int, max_submit: int) -> None:
+    """``n`` one-second tasks with MaxSubmitJobs=``max_submit`` enforced: all complete, none
+    twice, and the user's queue never holds more than the limit."""
+    user = cluster_env()["SSH_USER2"]  # a limit on the second test user leaves the others' jobs alone
+    backend, owner = setup_backend(max_concurrent=n, second_user=True, name="bench-sweep")
+    transport = get_adapter(backend).transport  # type: ignore[attr-defined]
+    wait_queue_empty(transport)
+    cluster_sh = ["bash", str(Path(__file__).resolve().parent.parent / "tests" / "setup" / "cluster.sh")]
+    subprocess.run([*cluster_sh, "limits", "on"], check=True, capture_output=True)
+    try:
+        sacctmgr = ["sacctmgr", "-i", "modify", "user", user, "set"]
+        subprocess.run([*sacctmgr, f"MaxSubmitJobs={max_submit}"], check=True, capture_output=True)
+        tasks = [
+            {"id": f"s.{i:05d}", "name": "sweep", "command": "sleep 1", "memory": "100M", "time_limit": "5:00"}
+            for i in range(n)
+        ]
+        run = create_run(owner=owner, backend=backend, payload=tasks, workflow_name="bench-sweep", max_concurrent=n)
+        before, most, ticks = sdiag_counts(), 0, 0
+        start = time.perf_counter()
+        while not Run.objects.get(pk=run.pk).is_finished:
+            tick_due_backends(force=True)
+            ticks += 1
+            queued = subprocess.run(["squeue", "-h", "-r", "-u", user, "-o", "%i"], capture_output=True, text=True)
+            most = max(most, len(queued.stdout.split()))
+            time.sleep(1)
+        took = time.perf_counter() - start
+        rpcs = rpc_delta(before, sdiag_counts())
+    finally:
+        subprocess.run([*sacctmgr, "MaxSubmitJobs=-1"], capture_output=True)
+        subprocess.run([*cluster_sh, "limits", "off"], capture_output=True)
+    counts = Counter(Task.objects.filter(run=run).values_list("state", flat=True))
+    job_ids = list(Task.objects.filter(run=run).values_list("job_id", flat=True))
+    accounted = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-u", user, "--starttime=now-3hours", "--format=JobID,JobName"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    elements = Counter(line.split("|")[0] for line in accounted.splitlines() if f"@sh-{run.pk}-" in line)
+    twice = sum(1 for c in elements.values() if c > 1)
+    print(
+        f"sweep: {n} tasks, MaxSubmitJobs={max_submit} enforced: run {Run.objects.get(pk=run.pk).status} in "
+        f"{took:.0f} s ({ticks} ticks); tasks {dict(counts)}; {len(set(job_ids))} distinct job ids; "
+        f"Slurm accounted {sum(elements.values())} job elements for the run ({twice} twice); "
+        f"queue at most {most} of {max_submit}; slurmctld RPCs {rpcs}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["parse", "submit", "chain", "ends"])
+    parser.add_argument("what", choices=["parse", "submit", "chain", "ends", "sweep"])
+    parser.add_argument("--max-submit", type=int, default=1000)
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--links", type=int, default=20)
     parser.add_argument("--poll", type=int, default=60)
@@ -242,6 +303,8 @@ def main() -> None:
         bench_submit(args.n)
     elif args.what == "ends":
         bench_ends(args.n, args.poll, [float(m) for m in args.markers.split(",")])
+    elif args.what == "sweep":
+        bench_sweep(args.n, args.max_submit)
     else:
         bench_chain(args.links, args.poll, [v == "on" for v in args.native.split(",")], args.markers_every)
 

@@ -144,6 +144,11 @@ class Cluster:
         """
         _script("accounting", "on" if on else "off")
 
+    def limits(self, on: bool) -> None:
+        """Enforce sacctmgr limits (``AccountingStorageEnforce=associations,limits,qos``) or
+        not; restarts slurmctld (its jobs are kept). ``start`` turns enforcement off."""
+        _script("limits", "on" if on else "off")
+
     def status(self) -> str:
         return _script("status", check=False).stdout
 
@@ -175,14 +180,37 @@ class Cluster:
         finally:
             self.accounting(True)
 
+    @contextmanager
+    def max_submit_jobs(self, user: str, limit: int) -> Iterator[None]:
+        """``user`` may have at most ``limit`` jobs queued (array elements count one each),
+        enforced; everything as it was afterwards (other tests share the cluster: give the
+        limit to ``user2``, whom only a few tests use)."""
+        self.limits(True)
+        try:
+            subprocess.run(
+                ["sacctmgr", "-i", "modify", "user", user, "set", f"MaxSubmitJobs={limit}"],
+                check=True,
+                capture_output=True,
+                timeout=COMMAND_TIMEOUT,
+            )
+            yield
+        finally:
+            subprocess.run(
+                ["sacctmgr", "-i", "modify", "user", user, "set", "MaxSubmitJobs=-1"],
+                capture_output=True,
+                timeout=COMMAND_TIMEOUT,
+            )
+            self.limits(False)
+
     # --- use -------------------------------------------------------------------------------------
-    def ssh_settings(self) -> dict[str, Any]:
-        """The ``ssh:`` block of a backend config that reaches this cluster."""
+    def ssh_settings(self, second_user: bool = False) -> dict[str, Any]:
+        """The ``ssh:`` block of a backend config that reaches this cluster (as ``user2``
+        if ``second_user``)."""
         return {
             "host": self.host,
             "port": self.port,
-            "user": self.user,
-            "key_path": self.key_path,
+            "user": self.user2 if second_user else self.user,
+            "key_path": self.key_path2 if second_user else self.key_path,
             "known_hosts": self.known_hosts,
         }
 

@@ -9,9 +9,11 @@ database: every task ran exactly once, none is lost, none is shown failed.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
+import sys
 import time
 import uuid
 from collections import Counter
@@ -167,6 +169,76 @@ def test_kill_workers_during_a_slurm_run(cluster: Cluster, tmp_path: Path) -> No
         drop_database(name)
         cluster.run_as_user(f"rm -f {ledger}", check=False)
         Path(f"/tmp/{name}.gate").unlink(missing_ok=True)  # noqa: S108
+
+
+# The submitting process of the test below: it creates the run, then ticks once; the real
+# submit runs (sbatch of the array), then the process hangs before the results are recorded
+# and the test kill -9s it there. (The hang is the kill's seam; nothing else is replaced.)
+SUBMIT_THEN_HANG = """
+import json, sys, time
+import django
+django.setup()
+from django.contrib.auth.models import User
+from backends.models import Backend
+from backends.slurm.adapter import SlurmAdapter
+from runs.actions import create_run
+from runs.engine.tick import tick_due_backends
+
+real_submit = SlurmAdapter.submit
+
+def submit_then_hang(self, jobs):
+    results = real_submit(self, jobs)
+    print("SUBMITTED", len(results), flush=True)
+    time.sleep(600)
+
+SlurmAdapter.submit = submit_then_hang
+owner = User.objects.get(username="admin")
+backend = Backend.objects.get(name="slurm")
+run = create_run(owner=owner, backend=backend, payload=json.loads(sys.argv[1]), workflow_name="kill-mid-array")
+print("RUN", run.pk, flush=True)
+tick_due_backends(force=True)
+"""
+
+
+@pytest.mark.cluster
+def test_kill_between_array_sbatch_and_its_record(cluster: Cluster, tmp_path: Path) -> None:
+    """kill -9 of the submitting process after ``sbatch --array`` returned, before the job
+    ids were stored: the next tick finds the array by its tag, maps each element back to
+    its task, and every task runs exactly once (one job element each)."""
+    portal = Portal(tmp_path, "", slurm_config(cluster), redis=False)
+    portal.prepare()
+    ledger = f"~/faults-{uuid.uuid4().hex[:8]}.ledger"
+    workflow = ledger_workflow(ledger, 8, width=100)  # eight independent tasks: one array
+    try:
+        submitter = portal.start("submitter", [sys.executable, "-c", SUBMIT_THEN_HANG, json.dumps(workflow)])
+        submitter.wait_until(lambda: "SUBMITTED 8" in submitter.log.read_text(), timeout=120)
+        portal.kill9("submitter")
+        run_id = submitter.log.read_text().split("RUN ", 1)[1].split()[0]
+        rows = portal.sql("SELECT state, submit_tag, job_id FROM runs_task WHERE run_id = %s", run_id)
+        assert {(state, job_id) for state, _, job_id in rows} == {("submitting", "")}, rows
+        array_tags = {tag.rpartition("_")[0] for _, tag, _ in rows}
+        assert len(array_tags) == 1 and sorted(int(tag.rpartition("_")[2]) for _, tag, _ in rows) == list(range(8))
+
+        portal.start_serve()  # the embedded ticker: reconciles, then runs the run to its end
+        seconds = drive(lambda: portal.finished(run_id), lambda elapsed: None, timeout=180)
+        outcome = judge(workflow, cluster.run_as_user(f"cat {ledger}"), portal.task_states(run_id), Counter(), seconds)
+        assert (outcome.duplicates, outcome.lost, outcome.failed) == ({}, [], {})
+        job_ids = {
+            tag: job_id
+            for _, tag, job_id in portal.sql(
+                "SELECT state, submit_tag, job_id FROM runs_task WHERE run_id = %s", run_id
+            )
+        }
+        array_id = next(iter(job_ids.values())).partition("_")[0]
+        assert job_ids == {tag: f"{array_id}_{tag.rpartition('_')[2]}" for tag in job_ids}
+        accounted = cluster.run_as_user(
+            "sacct --noheader --parsable2 --allocations --starttime=now-1hour --format=JobID,JobName"
+        )
+        ours = Counter(line.split("|")[0] for line in accounted.splitlines() if f"@sh-{run_id}-" in line)
+        assert ours == Counter(job_ids.values())  # one job element per task, no other job
+    finally:
+        portal.stop_all()
+        cluster.run_as_user(f"rm -f {ledger}", check=False)
 
 
 def slurm_config(cluster: Cluster) -> str:

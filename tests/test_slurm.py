@@ -55,21 +55,32 @@ def wait_for(run: Run, timeout: float = 120, every: float = 0.5, watch: Counter 
 
 
 def job_ids_by_tag_prefix(cluster: Cluster, run: Run) -> Counter:  # noqa: F811
-    """How many Slurm jobs each task got: job names end in @sh-<run>-<task pk>-<random>.
+    """How many Slurm jobs each task got: a plain job's name ends in @sh-<run>-<task pk>-<random>;
+    an array's in @<array tag>, and its element <array>_<index> is the task tagged
+    <array tag>_<index> (an element no task is tagged with counts under its own job id).
 
     Waits (up to 30 s) until accounting has every task of the run: slurmdbd lags behind
     slurmctld, more so just after slurmctld restarted.
     """
     prefix = f"@sh-{run.pk}-"
+    elements = {tag: str(pk) for tag, pk in run.tasks.values_list("submit_tag", "pk")}
     deadline = time.monotonic() + 30
     while True:
         out = cluster.run_as_user(
             "sacct --noheader --parsable2 --allocations --starttime=now-1hour --format=JobID,JobName"
         )
-        jobs = Counter(line.split(prefix, 1)[1].rsplit("-", 1)[0] for line in out.splitlines() if prefix in line)
+        jobs: Counter = Counter()
+        for line in out.splitlines():
+            if prefix not in line:
+                continue
+            job_id, tag = line.split("|")[0], line.rpartition("@")[2]
+            array_id, _, index = job_id.partition("_")
+            if index:
+                jobs[elements.get(f"{tag}_{index}", job_id)] += 1
+            else:
+                jobs[tag.removeprefix(prefix[1:]).rsplit("-", 1)[0]] += 1
         if len(jobs) >= run.tasks.count() or time.monotonic() > deadline:
             return jobs
-        time.sleep(1)
 
 
 def test_wildcard_workflow_completes(user, slurm):

@@ -24,8 +24,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 
-from backends.base import BackendError, ClusterInfo, CommandResult, JobSpec, JobStatus, PartitionInfo
+from backends.base import BackendError, ClusterInfo, CommandResult, JobSpec, JobStatus, PartitionInfo, TaskLog
 from backends.pbs.parsing import parse_pbsnodes, parse_qstat_json, parse_qstat_text, parse_qsub
 from backends.pbs.rendering import QSUB_HELPERS, pbs_header, qsub_argv
 from backends.ssh.scheduler import SshScheduler, chunks, with_ids
@@ -62,7 +63,35 @@ class PbsAdapter(SshScheduler):
 
     def header(self, job: JobSpec) -> list[str]:
         queue = self.settings.get("queue") or job.partition
-        return pbs_header(job, queue=queue, account=self.settings.get("account") or "")
+        # An array's elements carry the array's tag (its Variable_List has that one).
+        tagged = replace(job, tag=job.array_tag) if job.array_tag else job
+        return pbs_header(tagged, queue=queue, account=self.settings.get("account") or "")
+
+    # -- arrays (OpenPBS, PBS Professional: qsub -J; fixtures 07-array.*) ---------------
+
+    array_index_variable = "PBS_ARRAY_INDEX"
+
+    def array_log_name(self, job: JobSpec) -> str:
+        # PBS puts the element's index in place of ^array_index^; the array's tag keeps
+        # the files of two arrays of one run apart.
+        return f"{job.array_tag}.^array_index^"
+
+    def array_args(self, count: int) -> list[str]:
+        return ["-J", f"0-{count - 1}"]
+
+    def element_job_id(self, array_job_id: str, index: int) -> str:
+        return array_element_id(array_job_id, index)
+
+    def element_id_shell(self, index: int) -> str:
+        return f"${{_sh_last/\\[\\]/[{index}]}}"
+
+    def array_job_id(self, job_id: str) -> str:
+        return array_parent_id(job_id)
+
+    def log_location(self, log: TaskLog) -> str:
+        location = super().log_location(log)
+        index = array_index(log.job_id)
+        return location.replace("^array_index^", index) if index else location
 
     def submit_argv(self, job: JobSpec) -> list[str]:
         return qsub_argv(job)
@@ -177,6 +206,25 @@ class PbsAdapter(SshScheduler):
         if under_submit_lock:
             return self.run_under_submit_lock(script, timeout=180)
         return self.transport.run_script(script, timeout=180)
+
+
+ARRAY_INDEX = re.compile(r"\[(\d*)\]")
+
+
+def array_element_id(array_job_id: str, index: int) -> str:
+    """Subjob ``index`` of the array ``9[].vm``: ``9[3].vm`` (fixture 07-array)."""
+    return ARRAY_INDEX.sub(f"[{index}]", array_job_id, count=1)
+
+
+def array_parent_id(job_id: str) -> str:
+    """The array job of a subjob: ``9[3].vm`` -> ``9[].vm``."""
+    return ARRAY_INDEX.sub("[]", job_id, count=1)
+
+
+def array_index(job_id: str) -> str:
+    """A subjob's index (``9[3].vm`` -> ``3``); empty for any other job."""
+    match = ARRAY_INDEX.search(job_id)
+    return match.group(1) if match else ""
 
 
 def _raise_for_errors(result: CommandResult, codes: Sequence[int], count: int) -> None:

@@ -14,14 +14,16 @@ import shlex
 from collections.abc import Iterator, Sequence
 from pathlib import PurePosixPath
 
-from backends.base import BackendError, ClusterInfo, JobSpec, JobStatus
+from backends.base import BackendError, ClusterInfo, JobSpec, JobStatus, SubmitLimits, SubmitResult, TaskLog
 from backends.slurm.parsing import (
     SACCT_FIELDS,
     SINFO_FORMAT,
     SQUEUE_FORMAT,
+    SiteLimits,
     parse_sacct,
     parse_scontrol,
     parse_sinfo,
+    parse_site_limits,
     parse_squeue,
 )
 from backends.ssh.scheduler import SshScheduler
@@ -38,17 +40,27 @@ def safe_job_name(name: str) -> str:
 
 
 # Lists (job id|job name) under the submit lock: jobs still queued, then accounting and
-# slurmctld's memory (jobs that ended less than MinJobAge ago) for ones already gone.
+# slurmctld's memory (jobs that ended less than MinJobAge ago) for ones already gone. An
+# array's elements show as <array id>_<index> (or _[<indices>] while pending).
 TAGGED_JOBS = (
     "squeue --noheader --all --format='%i|%j' || exit 1\n"
     "sacct --noheader --parsable2 --allocations --starttime=now-7days --format=JobID,JobName 2>/dev/null\n"
     "scontrol --oneliner show job 2>/dev/null "
-    "| sed -n 's/^JobId=\\([0-9_]*\\) JobName=\\(.*\\) UserId=.*/\\1|\\2/p'\n"
+    "| sed -n -e 's/^JobId=[0-9]* ArrayJobId=\\([0-9]*\\) .* JobName=\\(.*\\) UserId=.*/\\1|\\2/p' "
+    "-e 's/^JobId=\\([0-9]*\\) JobName=\\(.*\\) UserId=.*/\\1|\\2/p'\n"
+)
+# The site's limits: MaxArraySize and whether limits are enforced (slurm.conf), then the
+# MaxSubmitJobs of this user's associations and of the QOS (sacctmgr).
+SITE_LIMITS = (
+    "scontrol show config | grep -E '^(MaxArraySize|AccountingStorageEnforce) '; echo '--assoc--'; "
+    'sacctmgr --noheader --parsable2 show assoc where user="$USER" format=Account,MaxSubmit,QOS,DefaultQOS; '
+    "echo '--qos--'; sacctmgr --noheader --parsable2 show qos format=Name,MaxSubmitPU"
 )
 
 
 class SlurmAdapter(SshScheduler):
     _home: str | None = None
+    _limits: SiteLimits | None = None  # read once, again with the cluster info
     cancel_command = "scancel"
     # scancel on a job that left the queue, or is ending.
     cancel_benign = re.compile("Invalid job id|already completing or completed")
@@ -60,7 +72,10 @@ class SlurmAdapter(SshScheduler):
         "Communication connection failure",
         "Slurm temporarily unable to accept job",
         "MaxSubmitJob",  # AssocMaxSubmitJobLimit, QOSMaxSubmitJobPerUserLimit: wait for room
+        # An array larger than MaxArraySize (ours follow the limit read last; it changed).
+        "Invalid job array specification",
     )
+    array_index_variable = "SLURM_ARRAY_TASK_ID"
 
     # -- scripts -----------------------------------------------------------------------
 
@@ -82,15 +97,16 @@ class SlurmAdapter(SshScheduler):
         return str(PurePosixPath(self.absolute(working_dir, "~")) / path)
 
     def header(self, job: JobSpec) -> list[str]:
+        tag = job.array_tag or job.tag
         directives = {
-            "job-name": f"{safe_job_name(job.name)}@{job.tag}",
+            "job-name": f"{safe_job_name(job.name)}@{tag}",
             "partition": job.partition,
             "cpus-per-task": str(job.cpus),
             "mem": f"{parse_memory_mb(job.memory)}M",
             "time": UNLIMITED if is_unlimited(job.time_limit) else _slurm_time(parse_duration(job.time_limit)),
             "output": self.absolute(job.output_file, job.working_dir),
             "error": self.absolute(job.error_file, job.working_dir),
-            "comment": job.tag,
+            "comment": tag,
         }
         if self.settings.get("account"):
             directives["account"] = self.settings["account"]
@@ -107,10 +123,66 @@ class SlurmAdapter(SshScheduler):
     def parse_job_id(self, output: str) -> str:
         return output.strip().split(";")[0]
 
+    # -- arrays ------------------------------------------------------------------------
+
+    def array_log_name(self, job: JobSpec) -> str:
+        return "%A_%a"  # the array's job id, the element's index
+
+    def array_args(self, count: int) -> list[str]:
+        # Every element may run at once: the engine claimed no more than the free slots.
+        return [f"--array=0-{count - 1}%{count}"]
+
+    def element_job_id(self, array_job_id: str, index: int) -> str:
+        return f"{array_job_id}_{index}"
+
+    def element_id_shell(self, index: int) -> str:
+        return f"${{_sh_last%%;*}}_{index}"
+
+    def array_job_id(self, job_id: str) -> str:
+        return job_id.partition("_")[0]
+
+    def log_location(self, log: TaskLog) -> str:
+        """An array element's log names its array job and index (``%A_%a``)."""
+        location = super().log_location(log)
+        array_id, _, index = log.job_id.partition("_")
+        if index and "%" in location:
+            location = location.replace("%A", array_id).replace("%a", index)
+        return location
+
+    def submit_limits(self) -> SubmitLimits:
+        limits = self.site_limits()
+        if limits.max_submit_jobs is None:
+            return SubmitLimits(max_array_size=limits.max_array_size)
+        result = self.transport.run("squeue --noheader --array --me --format=%i | wc -l", timeout=60)
+        if result.exit_code != 0 or not result.stdout.strip().isdigit():
+            raise BackendError(f"squeue failed: {result.stderr.strip()[-500:]}")
+        return SubmitLimits(
+            max_array_size=limits.max_array_size,
+            max_queued=limits.max_submit_jobs,
+            queued=int(result.stdout.strip()),
+            limit_name="MaxSubmitJobs",
+        )
+
+    def submit(self, jobs: Sequence[tuple[JobSpec, str]]) -> list[SubmitResult]:
+        results = super().submit(jobs)
+        if any(r.retry and _mentions_limit(r.error) for r in results):
+            self._limits = None  # refused for a limit: the site's limits changed, read them again
+        return results
+
+    def site_limits(self, refresh: bool = False) -> SiteLimits:
+        """MaxArraySize and the enforced MaxSubmitJobs, read once (and with the cluster info)."""
+        if self._limits is None or refresh:
+            result = self.transport.run(SITE_LIMITS, timeout=60)
+            self._limits = parse_site_limits(result.stdout, self.settings.get("account") or "")
+        return self._limits
+
     # -- polling -----------------------------------------------------------------------
 
     def query_jobs(self, job_ids: Sequence[str]) -> tuple[list[JobStatus], dict[str, JobStatus]]:
-        result = self.transport.run(f"squeue --noheader --all --format={shlex.quote(SQUEUE_FORMAT)}", timeout=60)
+        # --array: one line per array element, pending ones too (id <array>_<index>).
+        result = self.transport.run(
+            f"squeue --noheader --all --array --format={shlex.quote(SQUEUE_FORMAT)}", timeout=60
+        )
         if result.exit_code != 0:
             raise BackendError(f"squeue failed: {result.stderr.strip()[-500:]}")
         live = parse_squeue(result.stdout)
@@ -153,7 +225,14 @@ class SlurmAdapter(SshScheduler):
             timeout=60,
         )
         sinfo, _, du = result.stdout.partition("--du--")
-        return self.with_clone_dir_usage(ClusterInfo(partitions=parse_sinfo(sinfo)), du)
+        info = self.with_clone_dir_usage(ClusterInfo(partitions=parse_sinfo(sinfo)), du)
+        limits = self.site_limits(refresh=True)
+        info.max_array_size, info.max_submit_jobs = limits.max_array_size, limits.max_submit_jobs
+        return info
+
+
+def _mentions_limit(error: str) -> bool:
+    return "MaxSubmitJob" in error or "job array" in error
 
 
 def _slurm_time(seconds: int) -> str:

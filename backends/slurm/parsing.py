@@ -6,6 +6,7 @@ return has its flags set by :func:`backends.status.settle_flags`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
@@ -56,7 +57,7 @@ def parse_squeue(text: str) -> list[JobStatus]:
             node=nodes if nodes not in ("", "(null)") else "",
             tag=name.rpartition("@")[2] if "@" in name else "",
             submitted_at=_time(submitted),
-            started_at=_time(started) if state not in QUEUED_STATES else None,
+            started_at=_start(state, reason, started) if state not in QUEUED_STATES else None,
             out_of_memory=state == OUT_OF_MEMORY,
         )
         jobs.append(settle_flags(status))
@@ -115,7 +116,7 @@ def _sacct_job(job_id: str, parts: list[str]) -> JobStatus:
     status.exit_code = _exit_code(exit_code)
     status.elapsed_seconds = clock_seconds(elapsed)
     status.submitted_at = _time(submitted)
-    status.started_at = _time(started) if ran else None
+    status.started_at = _start(word, reason, started) if ran else None
     status.finished_at = _time(ended)
     status.requested_mem_mb = size_mb(req_mem)
     cpus = int(alloc_cpus) if alloc_cpus.isdigit() else 0
@@ -134,6 +135,8 @@ def parse_scontrol(text: str) -> dict[str, JobStatus]:
             continue
         fields = dict(_key_values(line))
         job_id = fields.get("JobId", "")
+        if fields.get("ArrayTaskId", "").isdigit():
+            job_id = f"{fields.get('ArrayJobId', job_id)}_{fields['ArrayTaskId']}"  # as squeue and sacct name it
         word = fields.get("JobState", "")
         status = JobStatus(job_id=job_id, state=_state_from_slurm(word), name=fields.get("JobName", ""))
         status.out_of_memory = word == OUT_OF_MEMORY
@@ -142,6 +145,7 @@ def parse_scontrol(text: str) -> dict[str, JobStatus]:
         status.elapsed_seconds = clock_seconds(fields.get("RunTime", ""))
         status.submitted_at = _time(fields.get("SubmitTime", ""))
         ran = word not in QUEUED_STATES and fields.get("NodeList", "") not in NO_NODES
+        ran = ran and not _dropped_on_dependency(word, fields.get("Reason", ""))
         status.started_at = _time(fields.get("StartTime", "")) if ran else None
         status.finished_at = _time(fields.get("EndTime", "")) if status.state.is_final else None
         status.node = fields.get("NodeList", "") if ran else ""
@@ -176,6 +180,60 @@ def parse_sinfo(text: str) -> list[PartitionInfo]:
     return partitions
 
 
+@dataclass(frozen=True)
+class SiteLimits:
+    """What the site allows one user (None: no limit, or not enforced)."""
+
+    max_array_size: int | None = None
+    max_submit_jobs: int | None = None
+
+
+# AccountingStorageEnforce values under which MaxSubmitJobs is enforced ("safe" implies "limits").
+ENFORCING = {"limits", "safe"}
+
+
+def parse_site_limits(text: str, account: str = "") -> SiteLimits:
+    """The output of the adapter's SITE_LIMITS: ``scontrol show config`` lines, then
+    ``--assoc--`` and this user's associations (Account|MaxSubmit|QOS|DefaultQOS), then
+    ``--qos--`` and every QOS (Name|MaxSubmitPU). MaxSubmitJobs is the smallest of the
+    user's association (in ``account``, if given) and its default QOS, and counts only
+    where slurm.conf enforces limits."""
+    config, _, rest = text.partition("--assoc--")
+    assoc, _, qos = rest.partition("--qos--")
+    settings = {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in config.splitlines())}
+    size = settings.get("MaxArraySize", "")
+    max_array_size = int(size) if size.isdigit() and int(size) > 0 else None
+    enforced = ENFORCING & set(settings.get("AccountingStorageEnforce", "").lower().split(","))
+    if not enforced:
+        return SiteLimits(max_array_size=max_array_size)
+    qos_limit = {name: limit for name, _, limit in (line.partition("|") for line in qos.splitlines())}
+    limits = _association_limits(assoc, qos_limit, account)
+    return SiteLimits(max_array_size=max_array_size, max_submit_jobs=min(limits) if limits else None)
+
+
+def _association_limits(assoc: str, qos_limit: dict[str, str], account: str) -> list[int]:
+    """MaxSubmit of each association (Account|MaxSubmit|QOS|DefaultQOS) and of its default QOS."""
+    limits: list[int] = []
+    for line in assoc.splitlines():
+        parts = line.split("|")
+        if len(parts) < 4 or (account and parts[0] != account):
+            continue
+        own, qos_list, default_qos = parts[1], parts[2].split(","), parts[3]
+        used = default_qos or (qos_list[0] if len(qos_list) == 1 else "")
+        limits += [int(x) for x in (own, qos_limit.get(used, "")) if x.isdigit()]
+    return limits
+
+
+def _start(word: str, reason: str, started: str) -> datetime | None:
+    return None if _dropped_on_dependency(word, reason) else _time(started)
+
+
+def _dropped_on_dependency(word: str, reason: str) -> bool:
+    """A held job Slurm cancelled because a dependency failed: it never ran, though Slurm
+    may give it a start time (equal to its end) when it cancels it in a scheduling pass."""
+    return word == "CANCELLED" and reason.startswith("Dependency")
+
+
 def _settle(status: JobStatus) -> None:
     """Final states: a non-zero exit code is a failure even if Slurm says COMPLETED."""
     if status.state == JobState.COMPLETED and status.exit_code:
@@ -192,7 +250,8 @@ def _reason(word: str, state: str, reason: str) -> str:
         return state
     if word in FAILURE_REASONS and word != "FAILED":
         return FAILURE_REASONS[word]
-    return "" if reason in ("None", "", "(null)") else reason
+    # NonZeroExitCode: what Slurm says of a failed array element; the exit code says more.
+    return "" if reason in ("None", "", "(null)", "NonZeroExitCode") else reason
 
 
 @lru_cache(maxsize=4096)

@@ -7,27 +7,23 @@ scheduler adds its header to one script template): its directive lines
 command and the errors it may ignore, and how to list jobs (:meth:`query_jobs`,
 :meth:`tagged_jobs`) with its parsers.
 
-A submit batch is one bash script fed to ``bash -s``: for every job it runs the
-scheduler's submit command with the job script on a quoted here-document and prints
-``SCRIPTHUT-OK <tag> <output>`` or ``SCRIPTHUT-ERR <tag> <message>``. A job that waits
-on a job earlier in the same batch refers to that job's id through a shell variable.
+A submit batch is one bash script fed to ``bash -s`` (:mod:`backends.ssh.batch`: the
+job script's frame, job arrays, the batch script).
 """
 
 from __future__ import annotations
 
 import re
-import secrets
 import shlex
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import paramiko
 
 from backends.base import (
-    BackendAdapter,
     BackendError,
     BackendUnavailable,
     ClusterInfo,
@@ -41,7 +37,14 @@ from backends.base import (
     TaskLog,
 )
 from backends.identity import adapter_as
-from backends.scripts import end_marker_lines, script_body, shebang, shell_path
+from backends.scripts import shell_path
+from backends.ssh.batch import (
+    HOLD_SUBMIT_LOCK,
+    SUBMIT_LOCK_BUSY,
+    SUBMIT_LOCK_FILE,
+    SUBMIT_LOCK_WAIT_SECONDS,
+    SubmitBatch,
+)
 from backends.ssh.keys import KeyProblem, load_key
 from backends.ssh.markers import READ_MARKERS, parse_markers
 from backends.ssh.transport import ConnectionLost, SshTransport
@@ -51,44 +54,8 @@ if TYPE_CHECKING:
 
 IDS_PER_COMMAND = 500  # job ids per command (qdel, scancel, qstat): keeps argv far below ARG_MAX
 
-# A submit batch holds this lock on the login node while it runs, and reconciling takes it
-# before it lists jobs by tag. A batch that outlived its SSH session (a timeout, a dropped
-# connection) may still be calling sbatch: reconciling waits for it to end instead of
-# deciding that its jobs never reached the scheduler and submitting them again.
-SUBMIT_LOCK_FILE = ".cache/scripthut/submit.lock"  # in the login's home
-SUBMIT_LOCK_WAIT_SECONDS = 240
-SUBMIT_LOCK_BUSY = 75  # exit status of a script that could not take the lock
-HOLD_SUBMIT_LOCK = f"""
-mkdir -p "$HOME/{PurePosixPath(SUBMIT_LOCK_FILE).parent}" || exit {SUBMIT_LOCK_BUSY}
-exec 9>>"$HOME/{SUBMIT_LOCK_FILE}" || exit {SUBMIT_LOCK_BUSY}
-if command -v flock >/dev/null && ! flock -w {SUBMIT_LOCK_WAIT_SECONDS} 9; then
-    echo "an earlier ScriptHut submission is still running on this host" >&2
-    exit {SUBMIT_LOCK_BUSY}
-fi
-"""
 
-SUBMIT_HELPERS = r"""
-set -u
-_sh_last=
-_sh_submit() {
-    local tag=$1 out rc
-    shift
-    # fd 9 holds the submit lock: the submit command must not keep it after this script ends.
-    out=$("$@" 2>&1 9>&-)
-    rc=$?
-    # Parameter expansion, not pipes: no extra processes per job.
-    if [ "$rc" -eq 0 ]; then
-        _sh_last=${out##*$'\n'}
-        printf 'SCRIPTHUT-OK %s %s\n' "$tag" "$_sh_last"
-    else
-        _sh_last=
-        printf 'SCRIPTHUT-ERR %s %s\n' "$tag" "${out//$'\n'/ }"
-    fi
-}
-"""
-
-
-class SshScheduler(FileLogs, BackendAdapter):
+class SshScheduler(FileLogs, SubmitBatch):
     """Base of the schedulers reached over SSH; also a :class:`~backends.base.ShellAccess`."""
 
     def __init__(self, backend: Backend, data_dir: Path, identity: ClusterIdentity | None = None):
@@ -98,20 +65,6 @@ class SshScheduler(FileLogs, BackendAdapter):
         self.read_ends_every = float(self.settings.get("end_markers_every", 5))
 
     # -- what each scheduler defines ---------------------------------------------------
-
-    @abstractmethod
-    def header(self, job: JobSpec) -> list[str]:
-        """The directive lines (``#SBATCH ...``, ``#PBS ...``) between the shebang and
-        the shared script body; every value checked or quoted. ValueError if a value
-        cannot be written safely."""
-
-    @abstractmethod
-    def submit_argv(self, job: JobSpec) -> list[str]:
-        """The submit command (sbatch, qsub) for a job script read from stdin, unquoted."""
-
-    @abstractmethod
-    def dependency_args(self, job_ids_word: str) -> str:
-        """Shell fragment adding an afterok dependency on ``job_ids_word`` (``:``-joined, shell-ready)."""
 
     @abstractmethod
     def query_jobs(self, job_ids: Sequence[str]) -> tuple[list[JobStatus], dict[str, JobStatus]]:
@@ -203,12 +156,6 @@ class SshScheduler(FileLogs, BackendAdapter):
 
     # -- the adapter interface, for every SSH scheduler --------------------------------
 
-    def render_script(self, job: JobSpec) -> str:
-        lines = [shebang(bool(self.settings.get("login_shell"))), *self.header(job)]
-        if self.read_ends_every:
-            lines += end_marker_lines(job)
-        return "\n".join(lines) + "\n" + script_body(job)
-
     def read_ends(self, jobs: Mapping[str, tuple[str, str]]) -> PollResult:
         """One command on the open connection: the end markers of these jobs (job id ->
         (run id, tag)), removed once printed (a read lost with the portal's crash leaves
@@ -238,11 +185,24 @@ class SshScheduler(FileLogs, BackendAdapter):
         wanted = set(tags)
         if not wanted:
             return {}
+        # An array element's tag is <array tag>_<index>; its array's job carries the array tag.
+        arrays = {tag.rpartition("_")[0] for tag in wanted if tag.rpartition("_")[2].isdigit()}
         found: dict[str, str] = {}
+        array_ids: dict[str, str] = {}
         for job_id, tag in self.tagged_jobs():
             if tag in wanted:
                 found.setdefault(tag, job_id)
+            elif tag in arrays:
+                array_ids.setdefault(tag, self.array_job_id(job_id))
+        for tag in wanted - found.keys():
+            array_tag, _, index = tag.rpartition("_")
+            if array_tag in array_ids:
+                found[tag] = self.element_job_id(array_ids[array_tag], int(index))
         return found
+
+    def array_job_id(self, job_id: str) -> str:
+        """The array job's id, from the id of any of its elements as a listing shows it."""
+        return job_id
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         ids = list(dict.fromkeys(job_ids))
@@ -264,12 +224,7 @@ class SshScheduler(FileLogs, BackendAdapter):
             # Sent, maybe partly run: the engine reconciles these tasks by tag.
             raise BackendError(f"connection lost while submitting; reconciling later ({exc})") from exc
         self.check_submit_lock(result)
-        held = {job.tag for job, _ in jobs if job.after_job_ids or job.after_tags}
-        outcomes = {}
-        for line in result.stdout.splitlines():
-            outcome = self.submit_outcome(line, held)
-            if outcome:
-                outcomes[outcome.tag] = outcome
+        outcomes = self.submit_outcomes(result.stdout, [job for job, _ in jobs])
         if not outcomes and result.exit_code != 0:
             raise BackendError(f"submit batch failed (exit {result.exit_code}): {result.stderr.strip()[-500:]}")
         # Jobs missing from the output stay `submitting` and are reconciled by tag.
@@ -280,6 +235,23 @@ class SshScheduler(FileLogs, BackendAdapter):
         (scripts go to the scheduler on stdin; a task's own output paths are the user's)."""
         log_dir = (self.settings.get("log_dir") or "~/.cache/scripthut/logs").rstrip("/")
         return [f"{log_dir}/{run_id}" for run_id in run_ids]
+
+    def submit_outcomes(self, stdout: str, jobs: Sequence[JobSpec]) -> dict[str, SubmitResult]:
+        """Each job's outcome by tag, from the batch's output; an array's one line answers
+        for each of its elements, with the element's own job id."""
+        held = {job.tag for job in jobs if job.after_job_ids or job.after_tags}
+        arrays: dict[str, list[JobSpec]] = {}
+        for job in jobs:
+            if job.array_tag:
+                arrays.setdefault(job.array_tag, []).append(job)
+        outcomes: dict[str, SubmitResult] = {}
+        for outcome in filter(None, (self.submit_outcome(line, held) for line in stdout.splitlines())):
+            for element in arrays.get(outcome.tag, []):
+                job_id = self.element_job_id(outcome.job_id, element.array_index) if outcome.job_id else ""
+                outcomes[element.tag] = replace(outcome, tag=element.tag, job_id=job_id)
+            if outcome.tag not in arrays:
+                outcomes[outcome.tag] = outcome
+        return outcomes
 
     def submit_outcome(self, line: str, held: set[str]) -> SubmitResult | None:
         """One line of the batch's output; ``held``: tags of jobs with native dependencies."""
@@ -295,41 +267,6 @@ class SshScheduler(FileLogs, BackendAdapter):
             # A parent earlier in this batch was not submitted: not sent, to go again later.
             return SubmitResult(tag=tag, parent_gone=True)
         return None
-
-    def submit_script(self, jobs: Sequence[tuple[JobSpec, str]]) -> str:
-        lines = [HOLD_SUBMIT_LOCK, SUBMIT_HELPERS]
-        absolute_dirs = sorted({d for job, _ in jobs for d in _log_dirs(job) if d.startswith(("/", "~"))})
-        if absolute_dirs:
-            lines.append("mkdir -p -- " + " ".join(shell_path(d) for d in absolute_dirs))
-        index = {job.tag: n for n, (job, _) in enumerate(jobs)}
-        for n, (job, script) in enumerate(jobs):
-            parents = [index[t] for t in job.after_tags if t in index]
-            lines += self._submit_lines(job, script, parents)
-            lines.append(f"jid_{n}=${{_sh_last%%;*}}")
-        return "\n".join(lines) + "\n"
-
-    def _submit_lines(self, job: JobSpec, script: str, parents: Sequence[int]) -> list[str]:
-        """One job of the batch; ``parents``: the batch positions of jobs it waits on."""
-        lines = [
-            # Relative log paths are relative to the job's working dir, as for the scheduler.
-            f"(cd {shell_path(job.working_dir)} 2>/dev/null && mkdir -p -- {shlex.quote(directory)})"
-            for directory in _log_dirs(job)
-            if not directory.startswith(("/", "~"))
-        ]
-        submit = f"_sh_submit {shlex.quote(job.tag)} " + " ".join(shlex.quote(a) for a in self.submit_argv(job))
-        if job.after_job_ids or parents:
-            words = [shlex.quote(j) for j in job.after_job_ids] + [f'"${{jid_{p}}}"' for p in parents]
-            submit += " " + self.dependency_args(":".join(words))
-        marker = "SCRIPTHUT_" + secrets.token_hex(8)
-        while marker in script:
-            marker = "SCRIPTHUT_" + secrets.token_hex(8)
-        body = [f"{submit} <<'{marker}'", script.rstrip("\n"), marker]
-        if not parents:
-            return lines + body
-        # A parent in this batch was not submitted: leave the child for a later batch.
-        missing = " || ".join(f'[ -z "${{jid_{p}}}" ]' for p in parents)
-        skip = f"_sh_last=; printf 'SCRIPTHUT-SKIP %s\\n' {shlex.quote(job.tag)}"
-        return [*lines, f"if {missing}; then {skip}; else", *body, "fi"]
 
 
 def chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -353,7 +290,3 @@ def _login(identity: ClusterIdentity) -> tuple[str, paramiko.PKey]:
 def _mentions(error: str, patterns: Sequence[str]) -> bool:
     lowered = error.lower()
     return any(pattern.lower() in lowered for pattern in patterns)
-
-
-def _log_dirs(job: JobSpec) -> list[str]:
-    return sorted({str(PurePosixPath(p).parent) for p in (job.output_file, job.error_file) if p})

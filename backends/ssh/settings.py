@@ -38,3 +38,6 @@ class SshSchedulerSettings(BackendSettings):
     # Seconds between two reads of the jobs' end markers (one cheap command on the open
     # connection, no scheduler query); 0: ends are seen only at the scheduler's poll.
     end_markers_every: float = Field(default=5, ge=0)
+    # Submit a run's ready tasks of one shape as one array job (false: one job each, for
+    # sites that forbid arrays).
+    arrays: bool = True

@@ -99,9 +99,9 @@ def owner_room(backend: Backend, owner: int, runs: Sequence[Run], room: int, loa
     return sum(shares.get(run.pk, 0) for run in runs)
 
 
-def explain_waiting(backend: Backend, runs: Iterable[Run], load: Load, backend_full: bool) -> None:
+def explain_waiting(backend: Backend, runs: Iterable[Run], load: Load, backend_full: bool, site: str = "") -> None:
     """Say why the ready tasks of these runs (which still have some) wait: their own
-    run's limit, or else a full backend."""
+    run's limit, or else a full backend, or else the site's limit (``site``: how full)."""
     reasons: dict[str, list[str]] = {}
     for run in runs:
         if load.run_room(run) <= 0:
@@ -111,6 +111,8 @@ def explain_waiting(backend: Backend, runs: Iterable[Run], load: Load, backend_f
                 f"waiting: backend full, {load.total} of {backend.max_concurrent} slots in use"
                 f" by {load.users} user{'s' if load.users != 1 else ''}"
             )
+        elif site:
+            reason = f"waiting: site limit, {site}"
         else:
             continue
         reasons.setdefault(reason, []).append(run.pk)

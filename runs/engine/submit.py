@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import fields
 from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
 
-from backends.base import BackendAdapter, BackendUnavailable, SubmitResult
+from backends.base import BackendAdapter, BackendUnavailable, SubmitLimits, SubmitResult
 from backends.models import Backend, Environment
 from runs.engine import events
+from runs.engine.arrays import form_arrays
 from runs.engine.claim import Claimed, claim_held, claim_ready_of
 from runs.engine.fair_share import Load, explain_waiting, owner_room, share
 from runs.engine.finish import mark_dep_failed
@@ -24,9 +26,11 @@ from runs.models import Run, Task
 def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None) -> int:
     """``owner``: only that user's runs (a per_user backend, ``adapter`` acting as them).
     Returns how many jobs were sent to the backend."""
-    batch = fill_batch(backend, adapter, changed, owner=owner)
+    limits = SubmitLimits()
+    batch = fill_batch(backend, adapter, changed, owner=owner, limits=limits)
     if not batch:
         return 0
+    batch = form_arrays(batch, adapter, limits.max_array_size)
     # Stamped as the jobs are sent: a backend that starts them at once (local) reports a
     # start before submit returns, which must not come before the submission.
     now = timezone.now()
@@ -45,11 +49,17 @@ def submit_ready(backend: Backend, adapter: BackendAdapter, changed: set[str], *
 
 
 def fill_batch(
-    backend: Backend, adapter: BackendAdapter, changed: set[str], *, owner: int | None = None
+    backend: Backend,
+    adapter: BackendAdapter,
+    changed: set[str],
+    *,
+    owner: int | None = None,
+    limits: SubmitLimits | None = None,
 ) -> list[Claimed]:
     """Claim ready tasks, the backend's free slots shared between users and their runs
-    (:mod:`~runs.engine.fair_share`; only ``owner``'s runs, if given), and say why the
-    ready tasks left over wait.
+    (:mod:`~runs.engine.fair_share`; only ``owner``'s runs, if given), within the site's
+    limits (``adapter.submit_limits``, copied to ``limits``), and say why the ready tasks
+    left over wait.
 
     Claiming may fail tasks whose script cannot be rendered: every run it looked at is
     added to ``changed``."""
@@ -58,6 +68,8 @@ def fill_batch(
     room = backend.max_concurrent - load.total
     runs = list(Run.objects.on(backend, owner).filter(status__in=RUN_UNFINISHED))
     mine = room if owner is None else owner_room(backend, owner, runs, room, load)
+    site = site_limits(adapter, limits, asked=mine > 0 and bool(runs))
+    site_full, mine = within(site, mine)
     environments: dict[str, Environment] | None = None
     batch: list[Claimed] = []
     drained: set[str] = set()  # runs with no ready task left
@@ -71,8 +83,27 @@ def fill_batch(
         batch += claimed
         room, mine = room - len(claimed), mine - len(claimed)
         changed.update(shares)
-    explain_waiting(backend, [r for r in runs if r.pk not in drained], load, backend_full=room <= 0)
+    site_limit = site_full and mine <= 0
+    reason = site.waiting_reason(len(batch)) if site_limit else ""
+    explain_waiting(backend, [r for r in runs if r.pk not in drained], load, backend_full=room <= 0, site=reason)
     return batch
+
+
+def within(site: SubmitLimits, room: int) -> tuple[bool, int]:
+    """Whether the site's limit is smaller than ``room``, and the room it leaves."""
+    if site.room is None or site.room >= room:
+        return False, room
+    return True, site.room
+
+
+def site_limits(adapter: BackendAdapter, into: SubmitLimits | None, asked: bool) -> SubmitLimits:
+    """The site's limits now (one call to the backend; none unless ``asked``: nothing to
+    submit), also copied ``into`` the caller's."""
+    limits = adapter.submit_limits() if asked else SubmitLimits()
+    if into is not None:
+        for name in (f.name for f in fields(limits)):
+            setattr(into, name, getattr(limits, name))
+    return limits
 
 
 def count_claims(runs: list[Run], shares: dict[str, int], claimed: list[Claimed], load: Load) -> set[str]:

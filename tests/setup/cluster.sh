@@ -9,6 +9,8 @@
 #   cluster.sh stop-sshd|start-sshd stop (dropping open sessions too) / start the test sshd
 #   cluster.sh stop-slurmctld|start-slurmctld
 #   cluster.sh accounting off|on    slurm.conf without/with slurmdbd accounting; restarts slurmctld and slurmd
+#   cluster.sh limits on|off        AccountingStorageEnforce=associations,limits,qos (sacctmgr limits such as
+#                                   MaxSubmitJobs enforced) or not; restarts slurmctld. `start` turns it off.
 #
 # All generated state lives in $SCRIPTHUT_CLUSTER_DIR (default /var/tmp/scripthut-cluster);
 # /etc/slurm/slurm.conf and /etc/slurm/slurmdbd.conf are symlinks into it so that plain
@@ -239,6 +241,7 @@ AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 EOF
+            if [ -e "$DIR/enforce-limits" ]; then echo "AccountingStorageEnforce=associations,limits,qos"; fi
         else
             cat <<EOF
 AccountingStorageType=accounting_storage/none
@@ -527,6 +530,7 @@ EOF
 # ---------------------------------------------------------------- commands
 cmd_start() {
     lock
+    rm -f "$DIR/enforce-limits"  # limits are a test's own, for its duration (cmd_limits)
     install_packages
     setup_users
     setup_dirs
@@ -601,6 +605,22 @@ cmd_accounting() {
     log "accounting $want"
 }
 
+cmd_limits() {
+    local want=${1:-}
+    case "$want" in on | off) ;; *) die "usage: cluster.sh limits on|off" ;; esac
+    lock
+    [ -s "$DIR/node.conf" ] || die "cluster not set up: run cluster.sh start first"
+    if [ "$want" = on ]; then touch "$DIR/enforce-limits"; else rm -f "$DIR/enforce-limits"; fi
+    write_slurm_conf "$(accounting_state)"
+    if [ $CONF_CHANGED = 1 ] || ! running slurmctld; then
+        log "limits $want: restarting slurmctld"
+        stop slurmctld
+        start_slurmctld
+        wait_node_ready
+    fi
+    log "limits $want"
+}
+
 case "${1:-start}" in
     start) cmd_start ;;
     status) cmd_status ;;
@@ -622,6 +642,7 @@ case "${1:-start}" in
         log "slurmctld up"
         ;;
     accounting) cmd_accounting "${2:-}" ;;
-    -h | --help | help) sed -n '2,15p' "$0" ;;
-    *) die "unknown command '$1' (try: start, status, stop-sshd, start-sshd, stop-slurmctld, start-slurmctld, accounting on|off)" ;;
+    limits) cmd_limits "${2:-}" ;;
+    -h | --help | help) sed -n '2,17p' "$0" ;;
+    *) die "unknown command '$1' (try: start, status, stop-sshd, start-sshd, stop-slurmctld, start-slurmctld, accounting on|off, limits on|off)" ;;
 esac
