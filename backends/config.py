@@ -25,6 +25,7 @@ from backends.schema import BackendSettings
 # Backend columns, not settings.
 ROW_FIELDS = frozenset({"name", "type", "max_concurrent", "poll_interval", "allowed_groups"})
 
+
 def kind_problem(kind: object) -> str | None:
     """Why ``kind`` is not a backend type one can use, or None if it is registered."""
     if isinstance(kind, str) and kind in BACKENDS:
