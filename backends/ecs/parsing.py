@@ -38,25 +38,29 @@ def _container(task: dict[str, Any], name: str) -> dict[str, Any]:
     return next((c for c in containers if c.get("name") == name), containers[0])
 
 
-def task_status(task: dict[str, Any], container_name: str) -> JobStatus:
+def _state(task: dict[str, Any], container: dict[str, Any]) -> tuple[JobState, str]:
+    """The engine's state of an ECS task, and the reason shown."""
     ecs_state = str(task.get("lastStatus", ""))
-    container = _container(task, container_name)
-    exit_code = container.get("exitCode")
     reason = str(task.get("stoppedReason") or "")
     if ecs_state in QUEUED_STATES:
-        state, reason = JobState.QUEUED, ecs_state
-    elif ecs_state in RUNNING_STATES:
-        state = JobState.RUNNING
-    elif ecs_state == "STOPPED":
-        if reason.startswith(CANCEL_REASON_PREFIX):
-            state = JobState.CANCELLED
-        elif exit_code == 0:
-            state = JobState.COMPLETED
-        else:
-            state = JobState.FAILED
-        reason = "; ".join(r for r in (reason, str(container.get("reason") or "")) if r)
+        return JobState.QUEUED, ecs_state
+    if ecs_state in RUNNING_STATES:
+        return JobState.RUNNING, reason
+    if ecs_state != "STOPPED":
+        return JobState.UNKNOWN, reason
+    if reason.startswith(CANCEL_REASON_PREFIX):
+        state = JobState.CANCELLED
+    elif container.get("exitCode") == 0:
+        state = JobState.COMPLETED
     else:
-        state = JobState.UNKNOWN
+        state = JobState.FAILED
+    return state, "; ".join(r for r in (reason, str(container.get("reason") or "")) if r)
+
+
+def task_status(task: dict[str, Any], container_name: str) -> JobStatus:
+    container = _container(task, container_name)
+    exit_code = container.get("exitCode")
+    state, reason = _state(task, container)
     started, stopped = _when(task.get("startedAt")), _when(task.get("stoppedAt"))
     cpu = str(task.get("cpu") or "")
     status = JobStatus(
