@@ -141,6 +141,7 @@ def test_spec_example_imports() -> None:
         "partitions": {"standard": "c5.xlarge", "gpu": "p3.2xlarge"},
         "source": None,  # the default URL
         "share": "max",
+        "fargate": None,
     }
 
 
@@ -398,7 +399,7 @@ def test_validate_backend_settings() -> None:
         validate_backend_settings("slurm", {"ssh": {}})
     with pytest.raises(ValueError, match=r"^ssh\.hots: unknown key \(did you mean 'host'\?\)$"):
         validate_backend_settings("slurm", {"ssh": {"host": "h", "hots": "h"}})
-    with pytest.raises(ValueError, match="not supported yet"):
+    with pytest.raises(ValueError, match=r"^aws: field required\ncluster: field required$"):
         validate_backend_settings("ecs", {})
 
 
