@@ -4,8 +4,8 @@
   registers. ECS cannot override a container's image, so a task asking for another image
   gets a warning and the definition's image.
 - ``default_image``: ScriptHut registers the family ``scripthut-<hash>`` once per image
-  and roles (awsvpc, the launch type's compatibility, the awslogs driver to
-  ``log_group``). It is found again by family after a restart: no second registration.
+  and roles (awsvpc with subnets, else bridge; the launch type's compatibility; the
+  awslogs driver to ``log_group``). It is found again by family after a restart: no second registration.
 
 Every task overrides the command and the size (``rendering.run_task_arguments``).
 """
@@ -42,7 +42,7 @@ class Definition:
 
 
 @dataclass(frozen=True)
-class Choice:
+class DefinitionChoice:
     definition: Definition
     warning: str = ""
 
@@ -53,7 +53,7 @@ class TaskDefinitions:
         self.ecs = ecs  # the ECS client, made when first needed
         self._known: dict[str, Definition] = {}  # family, name or ARN asked -> definition
 
-    def for_image(self, image: str) -> Choice:
+    def for_image(self, image: str) -> DefinitionChoice:
         if self.settings.task_definition:
             definition = self.describe(self.settings.task_definition, self.settings.container_name)
             if image and image != definition.image:
@@ -61,9 +61,9 @@ class TaskDefinitions:
                     f"image {image!r} ignored: task definition {self.settings.task_definition} runs "
                     f"{definition.image!r} (ECS cannot override an image); use default_image to run any image"
                 )
-                return Choice(definition, warning)
-            return Choice(definition)
-        return Choice(self.registered(image or str(self.settings.default_image)))
+                return DefinitionChoice(definition, warning)
+            return DefinitionChoice(definition)
+        return DefinitionChoice(self.registered(image or str(self.settings.default_image)))
 
     def describe(self, name: str, container: str | None = None) -> Definition:
         if name in self._known:
@@ -99,6 +99,7 @@ class TaskDefinitions:
         value = {
             "image": image,
             "launch_type": self.settings.launch_type,
+            "awsvpc": bool(self.settings.subnets),
             "execution_role_arn": self.settings.execution_role_arn,
             "task_role_arn": self.settings.task_role_arn,
             "log_group": self.settings.log_group,
@@ -127,7 +128,8 @@ class TaskDefinitions:
         }
         arguments: dict[str, Any] = {
             "family": family,
-            "networkMode": "awsvpc",
+            # awsvpc (Fargate's only mode) when subnets are given; else EC2's bridge.
+            "networkMode": "awsvpc" if self.settings.subnets else "bridge",
             "requiresCompatibilities": [self.settings.launch_type],
             "cpu": "256",
             "memory": "512",
