@@ -59,6 +59,7 @@ bench: setup
 	$(BIN)/python bench/input_bench.py
 	$(BIN)/python bench/notify_bench.py
 	$(BIN)/python bench/batch_bench.py --n 2000
+	$(BIN)/python bench/ecs_bench.py --n 2000
 	$(BIN)/python bench/cost_bench.py
 	$(BIN)/python bench/fair_share_bench.py
 	$(BIN)/python bench/ec2_bench.py --instances 20

@@ -25,16 +25,11 @@ from backends.schema import BackendSettings
 # Backend columns, not settings.
 ROW_FIELDS = frozenset({"name", "type", "max_concurrent", "poll_interval", "allowed_groups"})
 
-# Listed in the original product's docs as planned; say so instead of "unknown type".
-UNSUPPORTED_TYPES = {"ecs": "ecs backends are not supported yet"}
-
 
 def kind_problem(kind: object) -> str | None:
     """Why ``kind`` is not a backend type one can use, or None if it is registered."""
     if isinstance(kind, str) and kind in BACKENDS:
         return None
-    if isinstance(kind, str) and kind in UNSUPPORTED_TYPES:
-        return UNSUPPORTED_TYPES[kind]
     return unknown_kind(str(kind))
 
 

@@ -44,6 +44,7 @@ BACKENDS: dict[str, BackendKind] = {
     "pbs": BackendKind("backends.pbs", "PBS/Torque (SSH)"),
     "batch": BackendKind("backends.batch", "AWS Batch"),
     "ec2": BackendKind("backends.ec2", "AWS EC2"),
+    "ecs": BackendKind("backends.ecs", "AWS ECS (Fargate or EC2)"),
 }
 
 

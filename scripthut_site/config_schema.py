@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -89,6 +90,12 @@ class WorkflowConfig(ConfigModel):
     allowed_groups: list[str] = Field(default_factory=list)
 
 
+class FargatePricing(ConfigModel):
+    # USD per vCPU-hour and per GB-hour of an ECS Fargate task's size (AWS's price page).
+    vcpu_hour: Decimal = Field(gt=0)
+    gb_hour: Decimal = Field(gt=0)
+
+
 class PricingConfig(ConfigModel):
     region: str = "us-east-1"
     price_type: Literal["ondemand", "spot_avg", "spot_min", "spot_max"] = "ondemand"
@@ -99,6 +106,7 @@ class PricingConfig(ConfigModel):
     # or "cpu", the original's CPU-only share.
     source: str | None = Field(default=None, min_length=1)
     share: Literal["max", "cpu"] = "max"
+    fargate: FargatePricing | None = None  # ECS tasks on Fargate are priced by their size
 
 
 class SettingsConfig(ConfigModel):

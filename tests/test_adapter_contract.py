@@ -5,7 +5,7 @@ fails until it has a harness below.
 Each kind is driven by the real thing, or the nearest the tests have: local processes; the
 Slurm cluster of tests/cluster.py; PBS commands answering in the recorded OpenPBS form
 and running the jobs on this host (tests/fake_pbs.py); moto's server for AWS Batch
-(tests/aws.py) and EC2 (tests/aws_ec2.py, instances played on this host, logs fetched
+(tests/aws.py), ECS (tests/aws_ecs.py) and EC2 (tests/aws_ec2.py, instances played on this host, logs fetched
 over the cluster's sshd). Where the emulator does not move a job itself, the harness
 does what AWS would (``advance``). ``-m "not cluster and not aws"`` leaves the kinds
 that need neither.
@@ -40,7 +40,12 @@ if TYPE_CHECKING:
     from tests.cluster import Cluster
 
 # What a kind's harness needs besides this process: select or leave them with -m.
-NEEDS = {"slurm": [pytest.mark.cluster], "batch": [pytest.mark.aws], "ec2": [pytest.mark.aws, pytest.mark.cluster]}
+NEEDS = {
+    "slurm": [pytest.mark.cluster],
+    "batch": [pytest.mark.aws],
+    "ec2": [pytest.mark.aws, pytest.mark.cluster],
+    "ecs": [pytest.mark.aws],
+}
 KINDS = [pytest.param(kind, marks=NEEDS.get(kind, [])) for kind in BACKENDS]
 DEADLINE = 120  # seconds for a job to end: the shared cluster may be busy
 
@@ -111,6 +116,26 @@ def _batch_ids(server: MotoServer) -> list[str]:
     return [job["jobId"] for listing in listings for job in listing["jobSummaryList"]]
 
 
+def ecs_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+    from tests.aws_ecs import ecs_world, finish_task, hold_tasks, write_log
+
+    server: MotoServer = request.getfixturevalue("moto_server")
+    hold_tasks(server)  # tasks stay RUNNING until advanced; StopTask stops them at once
+    world = ecs_world(server)
+    adapter = get_adapter(backend_row("ecs", "contract-ecs", world.settings(server, default_image="bash:5")))
+    finished: set[str] = set()
+
+    def advance(adapter: BackendAdapter, finishing: str) -> None:
+        if finishing not in finished:
+            # What the awslogs driver would have written, then the container's end.
+            write_log(server, "/ecs/scripthut", f"scripthut/main/{finishing.rsplit('/', 1)[-1]}", ("contract-out",))
+            finish_task(finishing, 0)
+            finished.add(finishing)
+
+    unknown = "arn:aws:ecs:us-east-1:123456789012:task/scripthut-cluster/00000000000000000000000000000000"
+    return Harness(adapter, unknown_id=unknown, advance=advance)
+
+
 def ec2_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
     from tests.aws_ec2 import LoopbackConnector, LoopbackEnd
 
@@ -134,6 +159,7 @@ HARNESSES: dict[str, Callable[[pytest.FixtureRequest, Path], Harness]] = {
     "pbs": pbs_harness,
     "batch": batch_harness,
     "ec2": ec2_harness,
+    "ecs": ecs_harness,
 }
 
 

@@ -141,6 +141,7 @@ def test_spec_example_imports() -> None:
         "partitions": {"standard": "c5.xlarge", "gpu": "p3.2xlarge"},
         "source": None,  # the default URL
         "share": "max",
+        "fargate": None,
     }
 
 
@@ -283,16 +284,44 @@ def test_wrong_types(imported: dict[str, Any]) -> None:
     )
 
 
-def test_ecs_is_not_supported(imported: dict[str, Any]) -> None:
+def test_an_incomplete_ecs_backend_is_refused_naming_every_missing_key(imported: dict[str, Any]) -> None:
     ecs = {"name": "fargate", "type": "ecs", "aws": {"region": "us-east-1"}}
-    assert_rejected(config_text(backends=[ecs]), ["backends[0].type: ecs backends are not supported yet"], imported)
+    assert_rejected(config_text(backends=[ecs]), ["backends[0].cluster: field required"], imported)
+    ecs["cluster"] = "jobs"
+    assert_rejected(
+        config_text(backends=[ecs]),
+        [
+            "backends[0].task_definition: either task_definition or default_image must be set",
+            "backends[0].subnets: at least one subnet is needed for launch_type FARGATE",
+            "backends[0].security_groups: at least one security group is needed for launch_type FARGATE",
+        ],
+        imported,
+    )
+
+
+@pytest.mark.django_db
+def test_an_ecs_backend_is_imported(tmp_path: Path) -> None:
+    ecs = {
+        "name": "fargate",
+        "type": "ecs",
+        "aws": {"region": "us-east-1"},
+        "cluster": "jobs",
+        "subnets": ["subnet-1"],
+        "security_groups": ["sg-1"],
+        "default_image": "busybox",
+        "max_concurrent": 7,
+    }
+    import_config(config_text(backends=[ecs]))
+    backend = Backend.objects.get(name="fargate")
+    assert (backend.kind, backend.max_concurrent, backend.settings["cluster"]) == ("ecs", 7, "jobs")
+    assert backend.settings["launch_type"] == "FARGATE"
 
 
 def test_unknown_and_missing_types(imported: dict[str, Any]) -> None:
     assert_rejected(
         config_text(backends=[{"name": "a", "type": "lsf"}, {"name": "b"}]),
         [
-            "backends[0].type: unknown backend type 'lsf' (expected one of: local, slurm, pbs, batch, ec2)",
+            "backends[0].type: unknown backend type 'lsf' (expected one of: local, slurm, pbs, batch, ec2, ecs)",
             "backends[1].type: field required",
         ],
         imported,
@@ -370,7 +399,7 @@ def test_validate_backend_settings() -> None:
         validate_backend_settings("slurm", {"ssh": {}})
     with pytest.raises(ValueError, match=r"^ssh\.hots: unknown key \(did you mean 'host'\?\)$"):
         validate_backend_settings("slurm", {"ssh": {"host": "h", "hots": "h"}})
-    with pytest.raises(ValueError, match="not supported yet"):
+    with pytest.raises(ValueError, match=r"^aws: field required\ncluster: field required$"):
         validate_backend_settings("ecs", {})
 
 
@@ -396,8 +425,8 @@ def test_import_config_command(tmp_path: Path) -> None:
     assert "backends: 4 created, 0 updated, 0 disabled, 0 deleted" in out.getvalue()
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text(config_text(backends=[{"name": "x", "type": "ecs"}]))
-    with pytest.raises(CommandError, match=r"backends\[0\]\.type: ecs backends are not supported yet"):
+    bad.write_text(config_text(backends=[{"name": "x", "type": "lsf"}]))
+    with pytest.raises(CommandError, match=r"backends\[0\]\.type: unknown backend type 'lsf'"):
         call_command("import_config", str(bad), stdout=io.StringIO())
     assert Backend.objects.filter(enabled=True).count() == 4
 

@@ -389,3 +389,42 @@ def test_a_job_cancelled_while_running_is_costed(
     hours = (task.finished_at - task.started_at).total_seconds() / 3600
     assert 0.5 <= hours < 0.6
     assert task.cost == Decimal(hours * 0.25 * 0.17).quantize(Decimal("1e-6")) and task.cost > 0  # 1 of 4 vCPUs
+
+
+@pytest.mark.django_db
+def test_an_ecs_fargate_task_is_priced_by_its_rounded_size(user: Any) -> None:
+    """No instance prices needed: ``pricing.fargate`` alone prices Fargate tasks."""
+    configure(fargate={"vcpu_hour": "0.04048", "gb_hour": "0.004445"})
+    fargate = Backend.objects.create(name="fargate", kind="ecs", settings={"cluster": "c"})
+    on_ec2 = Backend.objects.create(name="ecs-ec2", kind="ecs", settings={"cluster": "c", "launch_type": "EC2"})
+
+    def ended_on(backend: Backend, **fields: Any) -> Task:
+        run = Run.objects.create(owner=user, backend=backend, workflow_name="w")
+        values = {"partition": "c", "cpus": 1, "memory": "1G", "state": "completed", "elapsed_seconds": 7200.0}
+        return Task.objects.create(run=run, position=0, task_id="t", name="t", command="true", **(values | fields))
+
+    book = estimate.price_book()
+    assert book is not None
+    # 1 CPU / 1 GiB runs as 1 vCPU / 2 GB (the least memory with 1 vCPU): 2 h x (0.04048 + 2 x 0.004445).
+    found = estimate.estimate(ended_on(fargate), book)
+    assert found is not None and found.cost == Decimal("0.09874")
+    assert found.priced_with == "Fargate 1 vCPU / 2 GB at $0.04048/vCPU-h + $0.004445/GB-h"
+    assert found.waste is None  # ECS reports no efficiency
+    half = estimate.estimate(ended_on(fargate, cpu_efficiency=0.5), book)
+    assert half is not None and half.waste == Decimal("0.04048")  # half a vCPU for 2 h
+    assert estimate.estimate(ended_on(fargate, cpus=64), book) is None  # no Fargate size that big
+    assert estimate.estimate(ended_on(on_ec2), book) is None  # EC2 launch type: by instance (none mapped)
+
+
+def test_the_fargate_pricing_block_names_its_keys() -> None:
+    from scripthut_site.config_schema import ConfigError, load_config
+
+    spec = load_config("pricing:\n  partitions: {}\n  fargate: {vcpu_hour: 0.04048, gb_hour: 0.004445}\n")
+    assert spec.pricing is not None and spec.pricing.fargate is not None
+    assert spec.pricing.fargate.vcpu_hour == Decimal("0.04048")
+    with pytest.raises(ConfigError) as bad:
+        load_config("pricing:\n  partitions: {}\n  fargate: {vcpu_hour: -1}\n")
+    assert bad.value.errors == [
+        "pricing.fargate.vcpu_hour: input should be greater than 0",
+        "pricing.fargate.gb_hour: field required",
+    ]

@@ -87,14 +87,14 @@ def test_the_admin_refuses_an_unknown_kind_naming_the_known_ones(db: None, staff
     form = {"name": "lsf", "kind": "lsf", "settings": "{}", "max_concurrent": 2, "status": "unknown"}
     response = client.post(reverse("admin:backends_backend_add"), form)
     assert response.status_code == 200
-    assert "unknown backend type &#x27;lsf&#x27; (expected one of: local, slurm, pbs, batch, ec2)" in (
+    assert "unknown backend type &#x27;lsf&#x27; (expected one of: local, slurm, pbs, batch, ec2, ecs)" in (
         response.content.decode()
     )
     assert not Backend.objects.filter(name="lsf").exists()
 
 
 def test_an_unregistered_kind_is_refused_by_the_config_the_model_and_the_settings(db: None, tmp_path: Path) -> None:
-    known = "(expected one of: local, slurm, pbs, batch, ec2)"
+    known = "(expected one of: local, slurm, pbs, batch, ec2, ecs)"
     with pytest.raises(ConfigError) as refused:
         import_config(toy_config(tmp_path))
     assert refused.value.errors == [f"backends[0].type: unknown backend type 'toy' {known}"]

@@ -9,6 +9,8 @@ Cost (the original's formula, with a better default share)::
 ``hours`` is the task's elapsed time. An EC2 backend task had an instance to itself:
 share 1, its own instance type, and hours from launch to terminate when known. Other
 tasks are priced as the instance type their partition (a Batch task: its queue) maps to.
+An ECS task on Fargate, when ``pricing.fargate`` is set, is priced by its size (rounded up
+to a valid Fargate size, as it was run): ``hours × (vCPUs × vcpu_hour + GB × gb_hour)``.
 
 Waste is the part of that cost paid for what was asked for and not used: the cost minus
 what the task would have cost had it asked for only what it used, i.e. its CPUs times its
@@ -25,6 +27,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from backends.ecs.sizes import fargate_size
 from backends.registry import BACKENDS, settings_class
 from backends.schema import BackendSettings
 from runs.costing.efficiency import requested_mb
@@ -54,6 +57,7 @@ class PriceBook:
     share: str  # "max" or "cpu"
     partitions: dict[str, str]
     prices_date: datetime | None
+    fargate: tuple[Decimal, Decimal] | None = None  # USD per vCPU-hour, per GB-hour
     _rates: dict[str, Rate | None] = field(default_factory=dict)
     _backends: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # run id -> kind, settings
 
@@ -90,14 +94,16 @@ def price_book(*, update: bool = False) -> PriceBook | None:
     if update:
         refresh(pricing)
     prices = PriceList.objects.filter(pk=1).first()
-    if prices is None or prices.imported_at is None:
+    fargate = pricing.get("fargate")
+    if (prices is None or prices.imported_at is None) and not fargate:
         return None
     book = PriceBook(
         region=pricing.get("region", "us-east-1"),
         price_type=pricing.get("price_type", "ondemand"),
         share=pricing.get("share", "max"),
         partitions=dict(pricing.get("partitions") or {}),
-        prices_date=prices.prices_date,
+        prices_date=prices.prices_date if prices else None,
+        fargate=(Decimal(str(fargate["vcpu_hour"])), Decimal(str(fargate["gb_hour"]))) if fargate else None,
     )
     book._load(book.partitions.values())
     return book
@@ -157,8 +163,39 @@ def used_share_of(task: Task, rate: Rate, mode: str) -> float | None:
     return share_of(used_cpus, used_mb, rate, mode)
 
 
+def on_fargate(task: Task, book: PriceBook) -> bool:
+    kind, settings = book.backend_of(task.run_id)
+    return book.fargate is not None and kind == "ecs" and settings.get("launch_type", "FARGATE") == "FARGATE"
+
+
+def fargate_estimate(task: Task, book: PriceBook) -> Estimate | None:
+    """An ECS Fargate task: its (rounded) size times the per-vCPU-hour and per-GB-hour prices."""
+    hours = hours_of(task, False)
+    asked_mb = requested_mb(task.memory)
+    if hours is None or asked_mb is None or book.fargate is None:
+        return None
+    try:
+        size = fargate_size(task.cpus, int(asked_mb))
+    except ValueError:
+        return None
+    vcpu_hour, gb_hour = book.fargate
+    vcpus, gb = size.cpu / 1024, size.memory / MB_PER_GIB
+    cost = hours * (vcpus * float(vcpu_hour) + gb * float(gb_hour))
+    waste = None
+    if task.cpu_efficiency is not None or task.max_rss_mb is not None:
+        used_vcpus = task.cpus * min(1.0, task.cpu_efficiency) if task.cpu_efficiency is not None else vcpus
+        used_gb = min(task.max_rss_mb, size.memory) / MB_PER_GIB if task.max_rss_mb is not None else gb
+        waste = max(0.0, cost - hours * (used_vcpus * float(vcpu_hour) + used_gb * float(gb_hour)))
+    priced_with = (
+        f"Fargate {vcpus:g} vCPU / {gb:g} GB at ${vcpu_hour.normalize():f}/vCPU-h + ${gb_hour.normalize():f}/GB-h"
+    )
+    return Estimate(_money(cost), None if waste is None else _money(waste), priced_with)
+
+
 def estimate(task: Task, book: PriceBook) -> Estimate | None:
     """The task's cost and waste; None if it cannot be costed (no timing, unmapped partition)."""
+    if on_fargate(task, book):
+        return fargate_estimate(task, book)
     rate, whole = instance_of(task, book)
     hours = hours_of(task, whole)
     if rate is None or hours is None:
