@@ -4,6 +4,8 @@ the admin work under it, with no violation reported and nothing fetched from els
 from __future__ import annotations
 
 import re
+import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -23,7 +25,12 @@ pytestmark = pytest.mark.skipif(
     not chromium_available(), reason="/usr/bin/chromium is missing (apt-get install chromium)"
 )
 
-TASK = [{"id": "hello", "name": "Hello", "command": "echo hello; echo a note >&2; sleep 8"}]
+
+def gated_task(gate: Path) -> list[dict[str, str]]:
+    """A task that runs until the test opens ``gate`` (a fixed sleep ended before a slow
+    machine had loaded the page that cancels it)."""
+    wait = f"while [ ! -e {shlex.quote(str(gate))} ]; do sleep 0.1; done"
+    return [{"id": "hello", "name": "Hello", "command": f"echo hello; echo a note >&2; {wait}"}]
 
 
 def test_every_page_has_a_strict_policy(client: Client, db: None) -> None:
@@ -36,7 +43,7 @@ def test_every_page_has_a_strict_policy(client: Client, db: None) -> None:
 
 @pytest.mark.browser
 def test_no_policy_violation_on_any_page(
-    live_server: Any, transactional_db: None, monkeypatch: pytest.MonkeyPatch
+    live_server: Any, transactional_db: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # see test_browser
     monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
@@ -45,7 +52,8 @@ def test_no_policy_violation_on_any_page(
     ensure_demo_setup()
     root = User.objects.create_superuser("root", password="pw-root-12345")
     backend = Backend.objects.get(name="local")
-    run = create_run(owner=root, backend=backend, payload=TASK, workflow_name="hello")
+    gate = tmp_path / "gate"
+    run = create_run(owner=root, backend=backend, payload=gated_task(gate), workflow_name="hello")
     base = live_server.url
     with live_portal(base) as (context, watch):
         page = context.new_page()
@@ -76,6 +84,7 @@ def test_no_policy_violation_on_any_page(
         page.goto(f"{base}/runs")
         expect(page.locator("table.runs .badge")).to_have_count(1)
 
+        gate.touch()  # the task may end now
         page.goto(f"{base}/runs/{run.pk}")
         expect(page.locator("#run-status")).to_have_text("completed", timeout=60_000)
         page.goto(f"{base}/runs/{run.pk}/tasks/hello/script")

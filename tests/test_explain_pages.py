@@ -123,7 +123,7 @@ def test_times_are_in_order_whatever_clock_the_backend_has(kind: str, user: User
 
     def answer(state: JobState, finished: datetime | None = None) -> SimpleNamespace:
         status = JobStatus("j1", state, exit_code=0, started_at=T0, finished_at=finished)
-        return SimpleNamespace(poll=lambda ids: PollResult({"j1": status}))
+        return SimpleNamespace(poll=lambda ids: PollResult({"j1": status}), read_ends_every=0.0)
 
     poll.poll_jobs(backend, answer(JobState.RUNNING), set())  # type: ignore[arg-type]
     poll.poll_jobs(backend, answer(JobState.COMPLETED, T0), set())  # type: ignore[arg-type]
