@@ -48,6 +48,10 @@ def script_body(job: JobSpec) -> str:
 MARKERS_DIR = ".cache/scripthut/ends"
 
 
+# The signals a scheduler ends a job with, and their numbers (the exit code is 128 + it).
+END_SIGNALS = (("TERM", 15), ("INT", 2), ("HUP", 1), ("QUIT", 3), ("USR1", 10), ("USR2", 12), ("XCPU", 24))
+
+
 def end_marker_lines(job: JobSpec) -> list[str]:
     """Lines that make the job write ``<tag>.start`` (a timestamp and the node) now and, when the script
     exits normally, ``<tag>.end`` (exit code and timestamp), the way Nextflow leaves
@@ -60,9 +64,14 @@ def end_marker_lines(job: JobSpec) -> list[str]:
         'printf "%s %s\\n" "$_scripthut_rc" "$(date +%s.%N)" > "$_scripthut_end.tmp" && '
         'mv -f -- "$_scripthut_end.tmp" "$_scripthut_end.end"'
     )
+    # bash runs the EXIT trap also when a signal ends it, with $? of the last command that
+    # finished (0 for a job cancelled in its first command): each signal the scheduler
+    # sends (scancel, time limit, preemption) drops the EXIT trap first, so no end marker.
+    killed = [f"trap {shlex.quote(f'trap - EXIT; exit {128 + number}')} {name}" for name, number in END_SIGNALS]
     return [
         "# ScriptHut sees this job's end from these markers within seconds",
         f"_scripthut_end={marker}",
         'mkdir -p -- "${_scripthut_end%/*}" && echo "$(date +%s.%N) $HOSTNAME" > "$_scripthut_end.start"',
         f"trap {shlex.quote(end)} EXIT",
+        *killed,
     ]

@@ -82,3 +82,28 @@ def test_a_job_killed_without_a_marker_is_caught_by_the_scheduler_poll(user, clu
     assert task.state == "failed", task.reason
     last = Backend.objects.get(pk=backend.pk).last_polled_at
     assert polled and last and last > polled, "ended without a scheduler poll"
+
+
+def test_a_job_cancelled_on_the_cluster_leaves_no_end_marker(user, cluster):  # noqa: F811
+    """bash runs the EXIT trap also when SIGTERM ends it, with $? = 0 from the last command
+    that finished: a job scancel'd in its first command left an end marker saying exit 0,
+    and its task ended "completed" (seen once on an array element). The scheduler's poll
+    says what happened to it instead."""
+    backend = slurm_backend(cluster, poll_interval=3600)
+    task = {"id": "long", "name": "long", "command": "sleep 120", "time_limit": "5:00"}
+    run = create_run(owner=user, backend=backend, payload=[task], workflow_name="cancelled")
+    deadline = time.monotonic() + 300  # a busy shared cluster may queue the job a while
+    while (long := Task.objects.get(run=run)).state != "running":
+        assert time.monotonic() < deadline, long.reason
+        tick_due_backends(force=True)
+        time.sleep(0.5)
+    cluster.run_as_user(f"scancel {long.job_id}")
+    while "CANCELLED" not in cluster.run_as_user(f"sacct --noheader -X --format=State --jobs={long.job_id}"):
+        assert time.monotonic() < deadline, "scancel did not end the job"
+        time.sleep(0.5)
+    tick_due_backends(force=True)  # reads the markers only: the scheduler's poll is an hour away
+    assert Task.objects.get(run=run).state == "running"  # no end marker said "completed"
+    Backend.objects.filter(pk=backend.pk).update(last_polled_at=None, next_poll_at=None)
+    run = tick_until_finished(run, timeout=60)
+    long = Task.objects.get(run=run)
+    assert long.state == "cancelled" and "CANCELLED" in long.reason
