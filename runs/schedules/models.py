@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone as django_timezone
+
+from runs.schedules.timing import next_fire
 
 
 class Schedule(models.Model):
@@ -53,6 +57,15 @@ class Schedule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """An enabled schedule without a next time (new, changed, enabled again) gets the
+        first one after now: times before that are not caught up."""
+        if self.enabled and self.next_fire_at is None:
+            self.next_fire_at = next_fire(self.cron, self.timezone, django_timezone.now())
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "next_fire_at"}
+        super().save(*args, **kwargs)
 
     @property
     def target(self) -> str:
