@@ -102,7 +102,7 @@ def test_a_daily_time_missed_says_when_it_was_due(workflow: Workflow, user: User
     ]
 
 
-def fired_over(start: str, hours: int, step_minutes: int = 15) -> list[datetime]:
+def fired_over(start: str, hours: int, step_minutes: int = 15) -> list[datetime | None]:
     """Call the dispatcher every ``step_minutes`` for ``hours``; the due times it fired."""
     fired = []
     now = at(start)
