@@ -97,3 +97,48 @@ def test_enabling_a_stopped_schedule_clears_the_reason(workflow: Workflow, user:
     Schedule.objects.update(enabled=False, stopped_reason="stopped: ...")
     answer = send(alice, "patch", "/api/schedules/nightly", {"enabled": True})
     assert answer.json()["stopped_reason"] == "" and answer.json()["next_fire_at"]
+
+
+# -- the /schedules page ------------------------------------------------------------------
+
+
+def signed_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_page_makes_lists_and_turns_off_a_schedule(workflow: Workflow, user: User) -> None:
+    alice = signed_in(user)
+    assert 'value="nightly" selected' in alice.get("/schedules?workflow=nightly").content.decode()
+    form = NIGHTLY | {"enabled": "on", "overlap": "skip"}
+    assert alice.post("/schedules", form).status_code == 302
+    page = alice.get("/schedules").content.decode()
+    assert 'data-schedule="nightly"' in page and "0 2 * * *" in page and "Europe/Paris" in page
+    assert "never" in page  # not fired yet
+    alice.post("/schedules/nightly/toggle")
+    assert Schedule.objects.get().enabled is False
+
+
+def test_the_page_names_every_problem_with_a_400(workflow: Workflow, user: User) -> None:
+    answer = signed_in(user).post(
+        "/schedules", {"name": "x", "workflow": "nightly", "cron": "* *", "timezone": "Nowhere"}
+    )
+    text = answer.content.decode()
+    assert answer.status_code == 400 and "has 2 fields" in text and "&#x27;Nowhere&#x27; is not a known" in text
+    assert not Schedule.objects.exists()
+
+
+def test_the_page_shows_a_stopped_schedule_and_the_last_run(workflow: Workflow, user: User, bob: User) -> None:
+    from runs.schedules.fire import fire_due
+
+    nightly = Schedule.objects.create(name="nightly", workflow=workflow, owner=user, cron="@daily")
+    assert nightly.next_fire_at is not None
+    fire_due(nightly.next_fire_at)
+    run = nightly.runs.get()
+    page = signed_in(user).get("/schedules").content.decode()
+    assert f'href="/runs/{run.pk}"' in page and "started run" in page
+    assert "<dt>Schedule</dt>" in signed_in(user).get(f"/runs/{run.pk}").content.decode()
+    assert 'data-schedule="nightly"' not in signed_in(bob).get("/schedules").content.decode()
+    Schedule.objects.update(enabled=False, stopped_reason="stopped: its owner alice may not run it: gone")
+    assert "stopped: its owner alice may not run it: gone" in signed_in(user).get("/schedules").content.decode()
