@@ -202,6 +202,7 @@ def test_schedule_changes_are_audited(workflow: Workflow, user: User) -> None:
         ("* * *", "has 3 fields; give 5"),
         ("61 2 * * *", "'61 2 * * *'"),
         ("@fortnightly", "unknown nickname"),
+        ("0 0 30 2 *", "never fires"),
     ],
 )
 def test_a_bad_cron_is_named(cron: str, problem: str) -> None:

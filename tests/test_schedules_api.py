@@ -13,6 +13,7 @@ from django.test import Client
 
 from backends.models import Backend
 from runs.models import ApiToken, AuditEvent, Schedule, Workflow
+from tests.test_api import check_against_schema
 
 DOCUMENT = {"tasks": [{"id": "t", "name": "t", "command": "true"}]}
 
@@ -38,6 +39,10 @@ def test_make_list_change_delete(workflow: Workflow, user: User) -> None:
     alice = token_client(user)
     made = send(alice, "post", "/api/schedules", NIGHTLY)
     assert made.status_code == 201, made.content
+    spec = Client().get("/api/openapi.json").json()
+    check_against_schema(spec, "/api/schedules", "post", made)
+    check_against_schema(spec, "/api/schedules", "get", alice.get("/api/schedules"))
+    check_against_schema(spec, "/api/schedules", "post", send(alice, "post", "/api/schedules", {"cron": "x"}))
     body = made.json()
     assert body["owner"] == "alice" and body["overlap"] == "skip" and body["enabled"] is True
     assert body["next_fire_at"] and body["last_run"] is None
@@ -83,6 +88,8 @@ def test_the_owner_is_the_caller_unless_staff(workflow: Workflow, user: User, bo
     assert send(alice, "patch", "/api/schedules/nightly", {"enabled": False}).status_code == 404
     assert alice.delete("/api/schedules/nightly").status_code == 404
     assert send(token_client(bob), "patch", "/api/schedules/nightly", {"enabled": False}).status_code == 200
+    reader = Client(headers={"Authorization": f"Token {ApiToken.issue(bob, scope='read')}"})
+    assert reader.delete("/api/schedules/nightly").status_code == 403
 
 
 def test_an_owner_who_may_not_use_the_backend_is_refused(workflow: Workflow, staff: User) -> None:

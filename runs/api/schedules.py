@@ -59,7 +59,8 @@ class ScheduleOut(Schema):
     last_run: LastRunOut | None
 
 
-CHANGE_RESPONSES = {400: WorkflowErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut}
+# 403: a read-only token (runs.api.token_auth); a bad value, owner or access is a 400 naming it.
+CHANGE_RESPONSES = {400: WorkflowErrorOut, 401: ErrorOut, 403: ErrorOut}
 
 
 def _given(payload: ScheduleIn) -> dict[str, Any]:
@@ -84,14 +85,14 @@ def create_schedule(request: HttpRequest, payload: ScheduleIn) -> Status[dict[st
     return Status(201, _shape(request, schedule.name))
 
 
-@api.patch("/schedules/{name}", response={200: ScheduleOut, **CHANGE_RESPONSES}, tags=TAGS)
+@api.patch("/schedules/{name}", response={200: ScheduleOut, 404: ErrorOut, **CHANGE_RESPONSES}, tags=TAGS)
 def change_schedule(request: HttpRequest, name: str, payload: ScheduleIn) -> dict[str, Any]:
     """Change the keys given (``enabled: true`` starts a stopped schedule again, from now)."""
     schedule = save_schedule(_given(payload), by=caller(request), schedule=visible_schedule(caller(request), name))
     return _shape(request, schedule.name)
 
 
-@api.delete("/schedules/{name}", response={204: None, 401: ErrorOut, 404: ErrorOut}, tags=TAGS)
+@api.delete("/schedules/{name}", response={204: None, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut}, tags=TAGS)
 def delete_schedule(request: HttpRequest, name: str) -> Status[None]:
     """Delete it; the runs it started stay, no longer linked to it."""
     visible_schedule(caller(request), name).delete()

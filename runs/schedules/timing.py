@@ -28,9 +28,13 @@ def cron_problem(expression: str) -> str:
     if len(text.split()) != 5:
         return f"cron {text!r} has {len(text.split())} fields; give 5 (minute hour day-of-month month day-of-week)"
     try:
-        croniter(text, datetime(2000, 1, 1))
+        times = croniter(text, datetime(2000, 1, 1))
     except (CroniterBadCronError, CroniterBadDateError, ValueError, KeyError) as exc:
         return f"cron {text!r}: {exc}"
+    try:
+        times.get_next(datetime)
+    except CroniterBadDateError:
+        return f"cron {text!r} never fires (no such date, e.g. 30 February)"
     return ""
 
 
