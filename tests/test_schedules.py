@@ -282,3 +282,39 @@ def test_a_dispatcher_killed_mid_fire_leaves_the_time_to_the_next_one(
     assert nightly.next_fire_at == at("2026-01-01T00:00:00") and nightly.last_fired_for is None
     [outcome] = fire_due()
     assert outcome.startswith("started run") and Run.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_embedded_ticker_fires_a_schedule_and_the_owners_notifications_apply(
+    workflow: Workflow, user: User
+) -> None:
+    from runs.models import Notification, NotificationPreference
+    from runs.workers.ticker import EmbeddedTicker
+
+    dead_hook = "http://127.0.0.1:9/hook"  # loopback, nobody listens: the row is what is checked
+    NotificationPreference.objects.create(user=user, on="always", webhook_url=dead_hook)
+    nightly = schedule(workflow, user, cron="* * * * *", timezone="UTC")
+    Schedule.objects.filter(pk=nightly.pk).update(next_fire_at=at("2026-01-01T00:00:00"))  # due
+    ticker = EmbeddedTicker(interval=0.2, also=[fire_due])
+    ticker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not Run.objects.filter(schedule=nightly, status="completed").exists():
+            time.sleep(0.1)
+    finally:
+        ticker.stop()
+        ticker.join(30)
+    run = Run.objects.get(schedule=nightly)  # fired once, and ran to the end
+    assert run.status == "completed" and run.owner == user
+    assert Notification.objects.filter(user=user, run=run).exists()
+
+
+def test_beat_fires_schedules_as_often_as_it_dispatches_ticks() -> None:
+    from django.conf import settings
+
+    from scripthut_site.celery import app
+
+    entry = settings.CELERY_BEAT_SCHEDULE["scripthut-schedules"]
+    assert entry["schedule"] == settings.SCRIPTHUT_DISPATCH_SECONDS
+    app.loader.import_default_modules()
+    assert entry["task"] in app.tasks
