@@ -240,6 +240,14 @@ def test_two_dispatchers_at_once_fire_once(workflow: Workflow, user: User) -> No
     assert Run.objects.count() == 1
 
 
+def database_url() -> str:
+    """The test database, for a child process (SQLite or PostgreSQL)."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
 # A dispatcher that stops between creating the run and committing: SIGKILLed there.
 KILLED_MID_FIRE = """
 import sys, time, django
@@ -267,7 +275,7 @@ def test_a_dispatcher_killed_mid_fire_leaves_the_time_to_the_next_one(
     nightly.save()
     marker = tmp_path / "created"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    env["DATABASE_URL"] = f"sqlite:///{connection.settings_dict['NAME']}"
+    env["DATABASE_URL"] = database_url()
     child = subprocess.Popen([sys.executable, "-c", KILLED_MID_FIRE, str(marker)], env=env)
     try:
         deadline = time.monotonic() + 60
