@@ -45,7 +45,16 @@ def fire_due(now: datetime | None = None) -> list[str]:
     due = Schedule.objects.filter(enabled=True, next_fire_at__lte=now).select_related(
         "owner", "workflow__backend", "source__backend"
     )
-    return [outcome for schedule in due if (outcome := fire(schedule, now))]
+    outcomes = []
+    for schedule in due:
+        try:
+            outcome = fire(schedule, now)
+        except Exception:  # rolled back: the next dispatch tries this time again; the others go on
+            log.exception("schedule %s could not be fired", schedule.name)
+            continue
+        if outcome:
+            outcomes.append(outcome)
+    return outcomes
 
 
 def fire(schedule: Schedule, now: datetime) -> str:
