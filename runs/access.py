@@ -30,6 +30,10 @@ Backends, and the sources and workflows on them, are shared with Django groups
 
 API tokens: a user sees and revokes their own; staff see and revoke anyone's.
 
+Schedules (``runs.schedules``) run as their owner: a user sees, changes and deletes their own;
+staff, everyone's, and only staff make one that runs as someone else. Another user's schedule
+is "not found". A schedule whose owner may no longer use its backend, workflow or source stops.
+
 Staff see every budget on the usage page, anyone else the budgets that count their tasks.
 The audit trail and the failed notifications are for staff only. A refusal carries the
 reason shown to the user.
@@ -48,7 +52,7 @@ from backends.models import Backend
 from runs.costing.budgets import budgets_of
 from runs.costing.models import Budget
 from runs.engine import states
-from runs.models import ApiToken, ObservedJob, Run, Task, Viewer, Workflow
+from runs.models import ApiToken, ObservedJob, Run, Schedule, Task, Viewer, Workflow
 from sources.models import Source
 
 Shared = Workflow | Source
@@ -144,6 +148,19 @@ def visible_tokens(user: Viewer) -> QuerySet[ApiToken]:
     if is_staff(user):
         return ApiToken.objects.all()
     return ApiToken.objects.filter(user_id=user.pk) if user.is_authenticated else ApiToken.objects.none()
+
+
+def visible_schedules(user: Viewer) -> QuerySet[Schedule]:
+    """The schedules ``user`` sees, changes and deletes: their own; staff, everyone's."""
+    schedules = Schedule.objects.select_related("owner", "workflow", "source")
+    if is_staff(user):
+        return schedules
+    return schedules.filter(owner_id=user.pk) if user.is_authenticated else schedules.none()
+
+
+def visible_schedule(user: Viewer, name: str) -> Schedule:
+    """The schedule ``name`` if ``user`` sees it; else 404."""
+    return get_object_or_404(visible_schedules(user), name=name)
 
 
 # -- runs: who changes them ----------------------------------------------------------------

@@ -121,6 +121,8 @@ class Run(models.Model):
     cancelled_by = models.CharField(max_length=150, blank=True)
     # When retention removed its job files from the backend (runs.retention); null: still there.
     files_removed_at = models.DateTimeField(null=True, blank=True)
+    # The schedule that started it (runs.schedules); null: started by a person.
+    schedule = models.ForeignKey("runs.Schedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
 
     objects = RunQuerySet.as_manager()
 
@@ -391,3 +393,4 @@ from runs.audit.models import AppendOnly, AuditEvent  # noqa: E402,F401
 from runs.costing.models import Budget, BudgetAlert, InstancePrice, PriceList  # noqa: E402,F401
 from runs.metrics.models import TickCounters  # noqa: E402,F401
 from runs.notify.models import Notification, NotificationPreference, RunNotify, VerifiedEmail  # noqa: E402,F401
+from runs.schedules.models import Schedule  # noqa: E402,F401

@@ -17,7 +17,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from runs.costing.efficiency import efficiency_of
 from runs.costing.summary import RunCost
 from runs.engine.states import TaskState
-from runs.models import Run, Task
+from runs.models import Run, Schedule, Task
+from runs.schedules.edit import values_of
 
 _ENCODER = DjangoJSONEncoder()
 
@@ -119,4 +120,17 @@ def task_detail_shape(task: Task, priced: bool) -> dict[str, Any]:
         "priced_with": task.priced_with if priced else "",
         "instance_type": task.instance_type,
         "cancel_requested_by": task.cancel_requested_by,
+    }
+
+
+def schedule_shape(schedule: Schedule, last_run: Run | None) -> dict[str, Any]:
+    """A schedule as the API gives it: its settings (as written to make it), when it fires
+    next, what its last due time did, and its last run's id and status."""
+    return values_of(schedule) | {
+        "stopped_reason": schedule.stopped_reason,
+        "next_fire_at": wire_time(schedule.next_fire_at if schedule.enabled else None),
+        "last_fired_for": wire_time(schedule.last_fired_for),
+        "last_fired_at": wire_time(schedule.last_fired_at),
+        "last_outcome": schedule.last_outcome,
+        "last_run": None if last_run is None else {"id": last_run.pk, "status": last_run.status},
     }

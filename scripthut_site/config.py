@@ -30,7 +30,7 @@ __all__ = ["ConfigError", "ImportReport", "import_config", "load_config"]
 # Importing. Models are imported inside the functions so that load_config() works
 # before Django is set up (for checking a file from the command line).
 
-KINDS = ("backends", "environments", "sources", "workflows", "settings")
+KINDS = ("backends", "environments", "sources", "workflows", "schedules", "settings")
 
 
 class _Writer(Protocol):
@@ -87,6 +87,7 @@ def import_config(
         _import_environments(config, report)
         _import_sources(config, backends, report)
         _import_workflows(config, backends, report)
+        _import_schedules(config, report)
         _import_settings(config, report)
     if stdout is not None:
         for line in report.lines():
@@ -226,6 +227,30 @@ def _import_workflows(config: ScriptHutConfig, backends: dict[str, Backend], rep
     # Runs of a deleted workflow keep running: Run.workflow is SET_NULL and the run
     # keeps its own copy of the name.
     report.deleted["workflows"] = _delete_missing(Workflow, [item.name for item in config.workflows])
+
+
+def _import_schedules(config: ScriptHutConfig, report: ImportReport) -> None:
+    """Schedules by name, checked as the API checks them (owner, access, workflow file).
+    Schedules missing from the file are kept: they may have been made on /schedules or
+    through the API."""
+    from runs.models import Schedule
+    from runs.schedules.edit import save_schedule, values_of
+    from runs.workflows.parse import WorkflowError
+
+    errors = []
+    for index, item in enumerate(config.schedules):
+        values = item.model_dump()
+        existing = Schedule.objects.select_related("owner", "workflow", "source").filter(name=item.name).first()
+        if existing is not None and values_of(existing) == values:
+            continue
+        try:
+            save_schedule(values, by=None, schedule=existing)
+        except WorkflowError as exc:
+            errors += [f"schedules[{index}].{p.field}: {p.message}" for p in exc.details]
+            continue
+        _count(report, "schedules", "updated" if existing else "created")
+    if errors:
+        raise ConfigError(errors)
 
 
 def _import_settings(config: ScriptHutConfig, report: ImportReport) -> None:

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from backends.config import BackendConfig, error_line, error_message, unknown_keys
 from backends.local.settings import account_warning, sharing_problem
 from backends.schema import ConfigModel
+from runs.schedules.timing import cron_problem, timezone_problem
 
 
 class ConfigError(Exception):
@@ -96,6 +97,42 @@ class FargatePricing(ConfigModel):
     gb_hour: Decimal = Field(gt=0)
 
 
+class ScheduleConfig(ConfigModel):
+    """A run on a schedule (runs.schedules): a workflow, or a source's workflow file."""
+
+    name: str = Field(min_length=1, max_length=100)
+    workflow: str | None = Field(default=None, min_length=1)
+    source: str | None = Field(default=None, min_length=1)
+    file: str | None = Field(default=None, min_length=1)
+    cron: str
+    timezone: str = "UTC"
+    overlap: Literal["skip", "queue", "allow"] = "skip"
+    owner: str = Field(min_length=1)
+    enabled: bool = True
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        problem = cron_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        problem = timezone_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _target(self) -> ScheduleConfig:
+        if bool(self.workflow) == bool(self.source) or bool(self.source) != bool(self.file):
+            raise ValueError("give either workflow, or source and file")
+        return self
+
+
 class PricingConfig(ConfigModel):
     region: str = "us-east-1"
     price_type: Literal["ondemand", "spot_avg", "spot_min", "spot_max"] = "ondemand"
@@ -132,12 +169,13 @@ class ScriptHutConfig(ConfigModel):
     sources: list[SourceConfig] = Field(default_factory=list)
     environments: list[EnvironmentConfig] = Field(default_factory=list)
     workflows: list[WorkflowConfig] = Field(default_factory=list)
+    schedules: list[ScheduleConfig] = Field(default_factory=list)
     pricing: PricingConfig | None = None
     settings: SettingsConfig = Field(default_factory=SettingsConfig)
     # Several files read as one (load_configs): their warnings, each naming its file.
     _file_warnings: list[str] | None = PrivateAttr(default=None)
 
-    @field_validator("backends", "sources", "environments", "workflows", "settings", mode="before")
+    @field_validator("backends", "sources", "environments", "workflows", "schedules", "settings", mode="before")
     @classmethod
     def _empty_section(cls, value: Any, info: ValidationInfo) -> Any:
         # A section key with nothing under it (`workflows:`) reads as null.
@@ -164,6 +202,7 @@ NAMED_SECTIONS = {
     "sources": "source",
     "environments": "environment",
     "workflows": "workflow",
+    "schedules": "schedule",
 }
 # Lists of discriminated unions: pydantic puts the `type` tag in the error location.
 # (Backends are not one: their type is looked up in the registry, backends.config.)

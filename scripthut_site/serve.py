@@ -97,9 +97,10 @@ def _serve_on(sock: socket.socket, host: str, port: int) -> int:
     if settings.EMBEDDED:
         # Only this process ticks in embedded mode: leases left by a killed server are stale.
         Backend.objects.update(lease_until=None, lease_owner="")
+        from runs.schedules.fire import fire_due
         from runs.workers.ticker import EmbeddedTicker
 
-        ticker = EmbeddedTicker()
+        ticker = EmbeddedTicker(also=[fire_due])
         ticker.start()
     app = "scripthut_site.asgi:application"
     from scripthut_site import deployment

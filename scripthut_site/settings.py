@@ -194,11 +194,17 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": max(5.0, 5 * SCRIPTHUT_DISPATCH_SECONDS)},
     },
     "scripthut-cleanup": {"task": "runs.workers.celery_tasks.cleanup", "schedule": 24 * 3600.0},
+    # Runs on a schedule (runs.schedules): due times are looked for as often as ticks are dispatched.
+    "scripthut-schedules": {
+        "task": "runs.schedules.celery_tasks.fire_schedules",
+        "schedule": SCRIPTHUT_DISPATCH_SECONDS,
+        "options": {"expires": max(5.0, 5 * SCRIPTHUT_DISPATCH_SECONDS)},
+    },
 }
 # Notifications (runs.notify): SMTP, retries, webhook address policy; beat sends what is due.
 globals().update(notify_settings.notify_settings(os.environ))
 SCRIPTHUT_NOTIFY = notify_settings.NotifyConfig.from_env(os.environ)
-CELERY_IMPORTS = ["runs.notify.celery_tasks"]
+CELERY_IMPORTS = ["runs.notify.celery_tasks", "runs.schedules.celery_tasks"]
 CELERY_BEAT_SCHEDULE |= notify_settings.beat_entry(os.environ)
 
 # Engine knobs.

@@ -491,6 +491,10 @@ PARITY_DOCUMENTED = {
     ("/api/runs/{run_id}/tasks/{task_id}/cancel", "post"): {"200", "401", "403", "404", "409"},
     ("/api/runs/{run_id}/tasks/{task_id}", "get"): {"200", "401", "404"},
     ("/api/runs/dry-run", "post"): {"200", "400", "401", "403", "413"},
+    ("/api/schedules", "get"): {"200", "401"},
+    ("/api/schedules", "post"): {"201", "400", "401", "403"},
+    ("/api/schedules/{name}", "patch"): {"200", "400", "401", "403", "404"},
+    ("/api/schedules/{name}", "delete"): {"204", "401", "403", "404"},
 }
 
 

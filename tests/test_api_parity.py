@@ -63,6 +63,7 @@ def test_every_operation_id_reads_as_a_verb() -> None:
         "list_sources", "sync_source", "list_source_workflows", "dry_run_source_file", "start_source_run",
         "list_workflows", "dry_run_workflow", "start_workflow_run",
         "list_backends", "get_usage", "get_me",
+        "list_schedules", "create_schedule", "change_schedule", "delete_schedule",
     }  # fmt: skip
     task = schema["paths"]["/api/runs/{run_id}/tasks/{task_id}"]["get"]["parameters"]
     assert "slashes" in next(p for p in task if p["name"] == "task_id")["description"]  # the schema says so

@@ -72,7 +72,14 @@ def test_spec_example_imports() -> None:
     out = io.StringIO()
     report = import_config(SPEC_EXAMPLE, stdout=out)
 
-    assert report.created == {"backends": 4, "environments": 2, "sources": 1, "workflows": 2, "settings": 1}
+    assert report.created == {
+        "backends": 4,
+        "environments": 2,
+        "sources": 1,
+        "workflows": 2,
+        "schedules": 0,
+        "settings": 1,
+    }
     assert report.warnings == []
     assert "backends: 4 created" in out.getvalue()
     assert Backend.objects.count() == 4

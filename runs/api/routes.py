@@ -18,7 +18,7 @@ from runs.access import usable, usable_backends, visible_run, visible_runs
 from runs.actions import cancel_run as cancel_the_run
 from runs.actions import check_run, create_run
 from runs.actions import relaunch_run as relaunch_the_run
-from runs.api import account, documents  # noqa: F401  (registers their operations)
+from runs.api import account, documents, schedules  # noqa: F401  (registers their operations)
 from runs.api import tasks as task_operations  # noqa: F401
 from runs.api.base import api, caller
 from runs.api.idempotent import OPENAPI as IDEMPOTENT

@@ -38,6 +38,7 @@ class AuditEvent(models.Model):
         BACKEND_CHANGED = "backend_changed"
         SOURCE_CHANGED = "source_changed"
         WORKFLOW_CHANGED = "workflow_changed"
+        SCHEDULE_CHANGED = "schedule_changed"  # made, changed, deleted, or stopped by the portal
         IDENTITY_CHANGED = "identity_changed"
         ACCESS_CHANGED = "access_changed"  # which groups may use what, who is in which group
         USER_CHANGED = "user_changed"  # is_staff, is_superuser or is_active of a user

@@ -31,7 +31,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views import csrf
 
 from backends.models import Backend, ClusterIdentity
-from runs.models import AuditEvent, NotificationPreference, Workflow
+from runs.models import AuditEvent, NotificationPreference, Schedule, Workflow
 from scripthut_site.deployment import client_address
 from sources.models import Source
 
@@ -252,6 +252,12 @@ def connect() -> None:
     source_state = frozenset({"synced_at", "synced_sha", "sync_error", "workflow_files", "checkout_dir"})
     watch(Source, Action.SOURCE_CHANGED, lambda s: f"source {s}", source_state)
     watch(Workflow, Action.WORKFLOW_CHANGED, lambda w: f"workflow {w}")
+    watch_fields(
+        Schedule,
+        Action.SCHEDULE_CHANGED,
+        lambda s: f"schedule {s}",
+        ("cron", "timezone", "overlap", "enabled", "owner_id", "workflow_id", "source_id", "file", "stopped_reason"),
+    )
     watch(ClusterIdentity, Action.IDENTITY_CHANGED, lambda i: f"cluster identity of {i.user} on {i.backend}")  # type: ignore[attr-defined]
     user_model = get_user_model()
     watch_membership(

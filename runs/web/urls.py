@@ -4,7 +4,7 @@ from django.urls import path
 
 from runs.costing import views as costing
 from runs.live import stream
-from runs.web import tokens, views
+from runs.web import schedules, tokens, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -23,6 +23,9 @@ urlpatterns = [
     path("runs/<str:run_id>/tasks/<path:task_id>/script", views.task_script, name="task_script"),
     path("runs/<str:run_id>/tasks/<path:task_id>/logs/<str:stream>", views.task_logs, name="task_logs"),
     path("workflows", views.workflow_list, name="workflow_list"),
+    path("schedules", schedules.schedule_list, name="schedule_list"),
+    path("schedules/<str:name>/toggle", schedules.schedule_toggle, name="schedule_toggle"),
+    path("schedules/<str:name>/delete", schedules.schedule_delete, name="schedule_delete"),
     path("audit", views.audit_trail, name="audit_trail"),
     path("usage", costing.usage, name="usage"),
     path("usage.csv", costing.usage_download, name="usage_csv"),

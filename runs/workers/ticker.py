@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -69,9 +70,12 @@ def request_tick(backend_id: int) -> None:
 
 
 class EmbeddedTicker(threading.Thread):
-    def __init__(self, interval: float | None = None):
+    def __init__(self, interval: float | None = None, also: Sequence[Callable[[], object]] = ()):
+        """``also``: called after every tick (``scripthut serve`` passes the schedules'
+        ``fire_due``, which this module cannot import: starting a run wakes the ticker)."""
         super().__init__(name="scripthut-ticker", daemon=True)
         self.interval = interval or settings.SCRIPTHUT_TICK_SECONDS
+        self.also = tuple(also)
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -84,6 +88,8 @@ class EmbeddedTicker(threading.Thread):
                 _wakeup.clear()  # before the tick: a wake during the tick ticks again at once
                 try:
                     tick_due_backends(also=_take_woken())
+                    for call in self.also:
+                        call()
                     if time.monotonic() >= next_cleanup_check:  # daily; looked at once a minute
                         next_cleanup_check = time.monotonic() + 60
                         retention.cleanup_if_due()
