@@ -201,6 +201,41 @@ def test_a_given_definition_warns_about_a_task_image(user: User, moto_server: Mo
     assert "'python:3.13' ignored" in other.warning and "ECS cannot override an image" in other.warning
 
 
+def test_revisions_mode_registers_one_revision_per_image_and_finds_it_again(
+    user: User, moto_server: MotoServer, world: EcsWorld
+) -> None:
+    """task_definition_mode: revisions (as Batch's): the given definition is a template; a
+    task image it lacks gets a revision of its family, with only that image changed."""
+    backend = make_backend(moto_server, world, task_definition=world.task_definition, task_definition_mode="revisions")
+    payload = [t("other", image="python:3.13"), t("again", image="python:3.13"), t("same"), t("own", image=IMAGE)]
+    run = create_run(owner=user, backend=backend, payload=payload, workflow_name="rev")
+    tick_due_backends(force=True)
+    client = moto_server.client("ecs")
+
+    def definition_of(task_id: str) -> dict[str, Any]:
+        arn = moto_task(arn_of(run, task_id)).task_definition_arn
+        return client.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+
+    other, again, same, own = (definition_of(task) for task in ("other", "again", "same", "own"))
+    assert other["revision"] == again["revision"] == 2 and same["revision"] == own["revision"] == 1
+    assert other["family"] == world.task_definition and other["containerDefinitions"][0]["image"] == "python:3.13"
+    template = client.describe_task_definition(taskDefinition=f"{world.task_definition}:1")["taskDefinition"]
+    kept = ("networkMode", "requiresCompatibilities", "cpu", "memory")
+    assert {k: other[k] for k in kept} == {k: template[k] for k in kept}
+    assert (
+        other["containerDefinitions"][0]["logConfiguration"] == template["containerDefinitions"][0]["logConfiguration"]
+    )
+    assert {task.warning for task in run.tasks.all()} == {""}  # no image ignored
+
+    close_all()  # a restart: the revision is found again by its tags, not registered twice
+    later = create_run(owner=user, backend=backend, payload=[t("later", image="python:3.13")], workflow_name="rev")
+    tick_due_backends(force=True)
+    arn = moto_task(arn_of(later, "later")).task_definition_arn
+    assert arn.endswith(f"{world.task_definition}:2")
+    families = client.list_task_definitions(familyPrefix=world.task_definition)["taskDefinitionArns"]
+    assert len(families) == 2, families
+
+
 def test_logs_come_from_the_containers_awslogs_stream(user: User, moto_server: MotoServer, ecs: Backend) -> None:
     run = create_run(owner=user, backend=ecs, payload=[t("talk")], workflow_name="logs")
     tick_due_backends(force=True)

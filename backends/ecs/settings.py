@@ -19,7 +19,10 @@ class EcsSettings(BackendSettings):
     subnets: list[str] = Field(default_factory=list)
     security_groups: list[str] = Field(default_factory=list)
     assign_public_ip: bool = False
-    task_definition: str | None = None  # family, family:revision or ARN, used as is
+    task_definition: str | None = None  # family, family:revision or ARN
+    # locked: task_definition as is (another image is ignored, with a warning); revisions: a
+    # template, a task image it does not have gets a new revision of its family.
+    task_definition_mode: Literal["locked", "revisions"] = "locked"
     container_name: str | None = None  # of task_definition; unset: its first container
     default_image: str | None = None  # ScriptHut registers scripthut-<hash> for it
     execution_role_arn: str | None = None

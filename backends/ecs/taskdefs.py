@@ -1,8 +1,13 @@
-"""Which task definition a task runs, in the two modes of the config.
+"""Which task definition a task runs, in the three modes of the config (as Batch's).
 
-- ``task_definition``: that definition, verbatim (family, family:revision or ARN); never
-  registers. ECS cannot override a container's image, so a task asking for another image
-  gets a warning and the definition's image.
+- ``task_definition`` (``task_definition_mode: locked``, the default): that definition,
+  verbatim (family, family:revision or ARN); never registers. ECS cannot override a
+  container's image, so a task asking for another image gets a warning and the
+  definition's image.
+- ``task_definition`` + ``task_definition_mode: revisions``: the definition is a
+  template; a task image it does not have gets a new revision of its family, registered
+  once with the template's properties (only the container's image swapped) and tagged
+  with the template and the image, by which it is found again after a restart.
 - ``default_image``: ScriptHut registers the family ``scripthut-<hash>`` once per image
   and roles (awsvpc with subnets, else bridge; the launch type's compatibility; the
   awslogs driver to ``log_group``). It is found again by family after a restart: no second registration.
@@ -24,6 +29,26 @@ from backends.ecs.settings import EcsSettings
 
 CONTAINER = "main"  # the container of a registered definition
 STREAM_PREFIX = "scripthut"
+# Tags of the revisions registered from a template (task_definition_mode: revisions).
+REVISION_OF = "scripthut:revision-of"
+IMAGE_TAG = "scripthut:image"
+REVISIONS_LOOKED_AT = 50  # the newest revisions of a family searched for one of ours
+# What a revision keeps of its template (RegisterTaskDefinition's arguments).
+TEMPLATE_KEYS = (
+    "taskRoleArn",
+    "executionRoleArn",
+    "networkMode",
+    "volumes",
+    "placementConstraints",
+    "requiresCompatibilities",
+    "cpu",
+    "memory",
+    "pidMode",
+    "ipcMode",
+    "proxyConfiguration",
+    "ephemeralStorage",
+    "runtimePlatform",
+)
 
 
 @dataclass(frozen=True)
@@ -56,10 +81,13 @@ class TaskDefinitions:
     def for_image(self, image: str) -> DefinitionChoice:
         if self.settings.task_definition:
             definition = self.describe(self.settings.task_definition, self.settings.container_name)
+            if image and image != definition.image and self.settings.task_definition_mode == "revisions":
+                return DefinitionChoice(self.revision(definition, image))
             if image and image != definition.image:
                 warning = (
                     f"image {image!r} ignored: task definition {self.settings.task_definition} runs "
-                    f"{definition.image!r} (ECS cannot override an image); use default_image to run any image"
+                    f"{definition.image!r} (ECS cannot override an image); use task_definition_mode: "
+                    "revisions or default_image to run other images"
                 )
                 return DefinitionChoice(definition, warning)
             return DefinitionChoice(definition)
@@ -94,6 +122,35 @@ class TaskDefinitions:
             found = self.ecs().register_task_definition(**self._arguments(family, image))["taskDefinition"]
         self._known[family] = _definition(found, CONTAINER)
         return self._known[family]
+
+    def revision(self, template: Definition, image: str) -> Definition:
+        """The revision of the template's family that runs ``image``: made once (found
+        again by its tags, also after a restart), else registered now."""
+        key = f"{template.arn} {image}"
+        if key in self._known:
+            return self._known[key]
+        found = self._tagged_revision(template, image)
+        if found is None:
+            with aws_errors(f"DescribeTaskDefinition {template.arn}"):
+                source = self.ecs().describe_task_definition(taskDefinition=template.arn)["taskDefinition"]
+            with aws_errors("RegisterTaskDefinition"):
+                found = self.ecs().register_task_definition(**_revision_arguments(source, template, image))
+            found = found["taskDefinition"]
+        self._known[key] = _definition(found, template.container)
+        return self._known[key]
+
+    def _tagged_revision(self, template: Definition, image: str) -> dict[str, Any] | None:
+        """A revision registered for this template and image before (newest first)."""
+        family = template.arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]
+        with aws_errors(f"ListTaskDefinitions {family}"):
+            arns = self.ecs().list_task_definitions(familyPrefix=family, sort="DESC")["taskDefinitionArns"]
+        for arn in arns[:REVISIONS_LOOKED_AT]:
+            with aws_errors(f"DescribeTaskDefinition {arn}"):
+                answer = self.ecs().describe_task_definition(taskDefinition=arn, include=["TAGS"])
+            tags = {tag["key"]: tag["value"] for tag in answer.get("tags") or []}
+            if tags.get(REVISION_OF) == template.arn[-256:] and tags.get(IMAGE_TAG) == image[:256]:
+                return dict(answer["taskDefinition"])
+        return None
 
     def _signature(self, image: str) -> str:
         value = {
@@ -157,3 +214,15 @@ def _definition(found: dict[str, Any], container: str | None) -> Definition:
         log_group=str(options.get("awslogs-group", "")),
         stream_prefix=str(options.get("awslogs-stream-prefix", "")),
     )
+
+
+def _revision_arguments(source: dict[str, Any], template: Definition, image: str) -> dict[str, Any]:
+    """RegisterTaskDefinition's arguments for the template with its container's image swapped."""
+    containers = [
+        {**c, "image": image} if c.get("name") == template.container else c
+        for c in source.get("containerDefinitions") or []
+    ]
+    arguments: dict[str, Any] = {"family": source["family"], "containerDefinitions": containers}
+    arguments.update({key: source[key] for key in TEMPLATE_KEYS if source.get(key) not in (None, [], {})})
+    arguments["tags"] = [{"key": REVISION_OF, "value": template.arn[-256:]}, {"key": IMAGE_TAG, "value": image[:256]}]
+    return arguments
