@@ -150,3 +150,4 @@ class AuditEventAdmin(admin.ModelAdmin):
 
 
 from runs.notify import admin as notify_admin  # noqa: E402,F401  (registers the outbox's admin)
+from runs.schedules import admin as schedules_admin  # noqa: E402,F401  (registers Schedule's admin)

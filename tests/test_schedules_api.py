@@ -3,6 +3,7 @@ one 400, the owner is the caller unless staff, another's schedule is not found."
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -149,3 +150,22 @@ def test_the_page_shows_a_stopped_schedule_and_the_last_run(workflow: Workflow, 
     assert 'data-schedule="nightly"' not in signed_in(bob).get("/schedules").content.decode()
     Schedule.objects.update(enabled=False, stopped_reason="stopped: its owner alice may not run it: gone")
     assert "stopped: its owner alice may not run it: gone" in signed_in(user).get("/schedules").content.decode()
+
+
+def test_the_admin_checks_a_schedule_as_the_page_does(workflow: Workflow, user: User) -> None:
+    """The README says /admin/ manages every model: a schedule there is checked the same way
+    (a bad cron was a 500 once the portal tried to fire it)."""
+    admin = User.objects.create_superuser("root", password="pw-root-12345")
+    client = Client()
+    client.force_login(admin)
+    form = {"name": "n", "workflow": workflow.pk, "owner": user.pk, "timezone": "Mars/Olympus", "overlap": "skip"}
+    refused = client.post("/admin/runs/schedule/add/", form | {"cron": "0 2 30 2 *", "enabled": "on"})
+    assert refused.status_code == 200 and not Schedule.objects.exists()
+    page = html.unescape(refused.content.decode())
+    assert "cron '0 2 30 2 *' never fires (no such date, e.g. 30 February)" in page
+    assert "timezone 'Mars/Olympus' is not a known time zone" in page
+    made = client.post(
+        "/admin/runs/schedule/add/", form | {"cron": "0 2 * * *", "timezone": "Europe/Paris", "enabled": "on"}
+    )
+    assert made.status_code == 302
+    assert Schedule.objects.get(name="n").next_fire_at is not None
