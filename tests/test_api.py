@@ -586,3 +586,28 @@ def test_openapi_schema_matches_api(client: Client, user: User, local_backend: B
     # Every documented (operation, code) pair was answered for real and matched its schema.
     answered = {(path, method, str(resp.status_code)) for path, method, resp in real}
     assert answered == {(path, method, code) for (path, method), codes in DOCUMENTED.items() for code in codes}
+
+
+@pytest.mark.django_db
+def test_a_path_no_api_route_matches_is_a_json_404(user: User) -> None:
+    """A task id with a newline matches no route (ids are single lines): schemathesis got
+    the HTML 404 page where the schema promises JSON."""
+    client = token_client(user)
+    for path in ("/api/runs/r1/tasks/a%0Ab/logs/output", "/api/no-such-thing"):
+        response = client.get(path)
+        assert response.status_code == 404 and response["Content-Type"] == "application/json"
+        assert response.json()["error"].startswith("no such API path: /api/")
+    assert "text/html" in Client().get("/no-such-page")["Content-Type"]
+
+
+def test_the_task_schema_says_what_the_original_spelt_is_accepted() -> None:
+    """`null` for an optional field, `"4"` and `4.0` for a count, a bare number of MB: all
+    accepted (issue 21), so the schema must allow them (schemathesis: schema-violating
+    request accepted)."""
+    task = api.get_openapi_schema()["components"]["schemas"]["RunCreateIn"]["properties"]["workflow"]
+    item = task["oneOf"][0]["items"]
+    validator = OAS31Validator(item, format_checker=oas31_format_checker)
+    accepted = {"id": "a", "name": "a", "command": "true", "retries": None, "cpus": "4", "memory": 512}
+    assert not list(validator.iter_errors(accepted | {"cpus": 4.0}))
+    assert not list(validator.iter_errors(accepted))
+    assert list(validator.iter_errors(accepted | {"cpus": "four"}))

@@ -5,6 +5,7 @@ one announcement per run."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -86,13 +87,20 @@ def test_a_runs_first_tick_is_one_announcement_of_all_its_tasks(
 
 
 def test_waiting_reasons_are_announced_with_their_tasks(
-    heard: list[RunChange], user: User, local_backend: Backend
+    heard: list[RunChange], user: User, local_backend: Backend, tmp_path: Path
 ) -> None:
     local_backend.max_concurrent = 1
     local_backend.save()
-    run = create_run(owner=user, backend=local_backend, workflow_name="ev", payload=_tasks(3))
+    # The one slot stays taken until the test opens the gate: a tick submits again while
+    # slots free up, so instant tasks could all run in this one tick.
+    gate = tmp_path / "gate"
+    tasks = [
+        {"id": f"t{i}", "name": f"t{i}", "command": f"while [ ! -e {gate} ]; do sleep 0.1; done"} for i in range(3)
+    ]
+    run = create_run(owner=user, backend=local_backend, workflow_name="ev", payload=tasks)
     heard.clear()
     tick_due_backends(force=True)
+    gate.touch()
     waiting = run.tasks.filter(state=TaskState.PENDING)
     assert {task.reason for task in waiting} == {"waiting: backend full, 1 of 1 slots in use by 1 user"}
     assert [c.task_pks for c in heard] == [frozenset(run.tasks.values_list("pk", flat=True))]

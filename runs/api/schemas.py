@@ -48,7 +48,33 @@ def _array_or_object(value: Any) -> Any:
     return value
 
 
-_TASK_SCHEMA = TaskDefinition.model_json_schema()
+def _as_accepted(schema: dict[str, Any]) -> dict[str, Any]:
+    """The task schema as the API accepts it, the original's spellings too: ``null`` for an
+    optional field, a count as a numeric string or an integral number (``"4"``, ``4.0``),
+    a bare number of MB (``memory``) or minutes (``time_limit``)."""
+    required = set(schema.get("required", []))
+    properties: dict[str, Any] = {}
+    for name, field in schema["properties"].items():
+        kinds = [field]
+        if field.get("type") == "integer":
+            bounds = {k: field[k] for k in ("minimum", "maximum") if k in field}
+            kinds += [
+                {"type": "string", "pattern": r"^\s*[0-9]{1,10}\s*$"},
+                {"type": "number", "multipleOf": 1, **bounds},
+            ]
+        elif name in ("memory", "time_limit"):
+            kinds.append({"type": "integer", "minimum": 0})
+        if name not in required:
+            kinds.append({"type": "null"})
+        if len(kinds) == 1:
+            properties[name] = field
+            continue
+        outer = {k: field.pop(k) for k in ("title", "description", "default") if k in field}
+        properties[name] = {**outer, "anyOf": kinds}
+    return {**schema, "properties": properties}
+
+
+_TASK_SCHEMA = _as_accepted(TaskDefinition.model_json_schema())
 _TASK_LIST = {"type": "array", "items": _TASK_SCHEMA, "minItems": 1}
 _WORKFLOW_SCHEMA = {
     "description": 'The task list: an array of tasks, or an object with a "tasks" array. Task ids must be '
