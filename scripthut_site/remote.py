@@ -107,8 +107,22 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _token_joined(argv: list[str]) -> list[str]:
+    """``--token VALUE`` as ``--token=VALUE``: a token may begin with "-" (token_urlsafe),
+    which argparse would take for an option."""
+    joined: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "--token":
+            value = next(words, None)
+            joined.append(word if value is None else f"--token={value}")
+        else:
+            joined.append(word)
+    return joined
+
+
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(_token_joined(argv))
     try:
         if args.command == "login":
             return login(args)

@@ -180,3 +180,12 @@ def test_serve_with_no_config_runs_the_demo(home):
     assert "No config file at" in output
     assert "Created user 'admin' with password: " in output
     assert f"http://127.0.0.1:{port}/" in output
+
+
+def test_a_token_that_begins_with_a_dash_is_a_token() -> None:
+    """One token in 64 begins with "-" (token_urlsafe): `--token -Ytn...` was taken for an
+    option and refused (CI's remote-command test drew one)."""
+    from scripthut_site import remote
+
+    args = remote.parser().parse_args(remote._token_joined(["login", "http://127.0.0.1:9", "--token", "-Ytn-rfr4"]))
+    assert (args.command, args.url, args.token) == ("login", "http://127.0.0.1:9", "-Ytn-rfr4")
