@@ -36,12 +36,18 @@ def render(job: JobSpec) -> str:
     """The job's bash script; ``resource_requirements`` is called too, so that a task
     Batch cannot run (a gres other than gpu:N) fails at render time with the reason."""
     resource_requirements(job)
+    return container_script(job, "AWS Batch")
+
+
+def container_script(job: JobSpec, service: str) -> str:
+    """The script a container runs for a job (Batch and ECS): the git checkout, the
+    environment's init, then the command in its working directory. Environment values
+    travel in containerOverrides.environment, never in the script: it names them only."""
     lines = [
         "#!/bin/bash",
-        f"# scripthut task {shlex.quote(job.task_id)} of run {job.run_id} (tag {job.tag}) on AWS Batch",
+        f"# scripthut task {shlex.quote(job.task_id)} of run {job.run_id} (tag {job.tag}) on {service}",
     ]
     if job.env:
-        # Values are passed by containerOverrides.environment, never written here.
         lines.append("# environment (containerOverrides): " + " ".join(sorted(job.env)))
     if "SCRIPTHUT_GIT_SHA" in job.env:
         lines += ["", GIT_CHECKOUT]

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shlex
 from typing import Any
 
 from backends.base import JobSpec
-from backends.batch.rendering import GIT_CHECKOUT, TAG_VALUE_UNSAFE
+from backends.batch.rendering import TAG_VALUE_UNSAFE, container_script
 from backends.ecs.settings import EcsSettings
 from backends.ecs.sizes import Size, fargate_size
-from backends.scripts import shell_path
 from backends.units import parse_memory_mb
 
 CLIENT_TOKEN_MAX = 64  # RunTask's clientToken length limit
@@ -28,19 +26,7 @@ def render(job: JobSpec) -> str:
     fails at render time with the reason)."""
     if job.gres:
         raise ValueError(f"gres {job.gres!r}: the ecs backend takes no GPUs or other generic resources")
-    lines = [
-        "#!/bin/bash",
-        f"# scripthut task {shlex.quote(job.task_id)} of run {job.run_id} (tag {job.tag}) on AWS ECS",
-    ]
-    if job.env:
-        lines.append("# environment (containerOverrides): " + " ".join(sorted(job.env)))
-    if "SCRIPTHUT_GIT_SHA" in job.env:
-        lines += ["", GIT_CHECKOUT]
-    if job.extra_init.strip():
-        lines += ["", job.extra_init.rstrip("\n")]
-    message = shlex.quote(f"scripthut: cannot cd to {job.working_dir}")
-    lines += ["", f"cd {shell_path(job.working_dir)} || {{ echo {message} >&2; exit 1; }}", job.command, ""]
-    return "\n".join(lines)
+    return container_script(job, "AWS ECS")
 
 
 def size(job: JobSpec, launch_type: str) -> Size:
