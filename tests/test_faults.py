@@ -233,14 +233,28 @@ def test_kill_between_array_sbatch_and_its_record(cluster: Cluster, tmp_path: Pa
         }
         array_id = next(iter(job_ids.values())).partition("_")[0]
         assert job_ids == {tag: f"{array_id}_{tag.rpartition('_')[2]}" for tag in job_ids}
-        accounted = cluster.run_as_user(
-            "sacct --noheader --parsable2 --allocations --starttime=now-1hour --format=JobID,JobName"
-        )
-        ours = Counter(line.split("|")[0] for line in accounted.splitlines() if f"@sh-{run_id}-" in line)
+        (array_tag,) = array_tags
+        ours = accounted_jobs(cluster, f"@{array_tag}", expect=len(job_ids))
         assert ours == Counter(job_ids.values())  # one job element per task, no other job
     finally:
         portal.stop_all()
         cluster.run_as_user(f"rm -f {ledger}", check=False)
+
+
+def accounted_jobs(cluster: Cluster, name_suffix: str, expect: int, timeout: float = 60) -> Counter[str]:
+    """Slurm accounting's rows (job id -> count) of the jobs whose name ends in ``name_suffix``,
+    read once accounting has at least ``expect`` of them: the portal sees a job's end from its
+    end marker, seconds before slurmdbd has recorded it. A job submitted twice would have been
+    recorded before the last of ours ended, so it is in the same read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = cluster.run_as_user(
+            "sacct --noheader --parsable2 --allocations --starttime=now-1hour --format=JobID,JobName"
+        )
+        jobs = Counter(line.split("|")[0] for line in out.splitlines() if line.endswith(name_suffix))
+        if sum(jobs.values()) >= expect or time.monotonic() > deadline:
+            return jobs
+        time.sleep(0.5)
 
 
 def slurm_config(cluster: Cluster) -> str:
