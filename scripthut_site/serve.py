@@ -1,5 +1,6 @@
 """``scripthut serve``: listen first, then migrate, import the config (or set up the demo)
-and make the first admin, then serve with the embedded ticker.
+and make the first admin, then serve, with the embedded ticker in a child process
+(:mod:`runs.workers.ticker_process`).
 
 The port is bound before anything else so that a start that cannot serve changes nothing:
 no migration, no import, no admin whose password would be printed by a start that fails.
@@ -91,17 +92,12 @@ def _serve_on(sock: socket.socket, host: str, port: int) -> int:
     import uvicorn
     from django.conf import settings
 
-    from backends.models import Backend
-
     ticker = None
     if settings.EMBEDDED:
-        # Only this process ticks in embedded mode: leases left by a killed server are stale.
-        Backend.objects.update(lease_until=None, lease_owner="")
-        from runs.schedules.fire import fire_due
-        from runs.workers.ticker import EmbeddedTicker
+        # The ticker in a process of its own: a busy web server must not slow the runs.
+        from runs.workers.ticker_process import TickerProcess
 
-        ticker = EmbeddedTicker(also=[fire_due])
-        ticker.start()
+        ticker = TickerProcess()
     app = "scripthut_site.asgi:application"
     from scripthut_site import deployment
 

@@ -19,7 +19,7 @@ as data, for Server-Sent Events.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -157,6 +157,13 @@ pusher = Coalescer(publish, COALESCE_SECONDS)
 
 def on_run_changed(sender: object, change: RunChange, **kwargs: object) -> None:
     pusher.add(change)  # no query, no template here: this runs in the tick (or request) that committed
+
+
+def hand_to(publisher: Callable[[RunChange], None], window: float) -> None:
+    """The embedded ticker's own process (:mod:`runs.workers.ticker_process`): hand the merged
+    changes to ``publisher``, which passes them to the web server to render and push."""
+    global pusher
+    pusher = Coalescer(publisher, window)
 
 
 def flush(timeout: float = 10.0) -> bool:

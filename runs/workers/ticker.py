@@ -9,6 +9,7 @@ and ``request_tick(backend_id)`` queues that backend's tick at once.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ _wakeup = threading.Event()
 _embedded_running = threading.Event()
 _woken: set[int] = set()  # backends whose job ended since the embedded ticker last looked
 _woken_lock = threading.Lock()
+_wake_pipe: int | None = None  # scripthut serve's web server: the ticker runs in its child (ticker_process)
 
 
 def connect() -> None:
@@ -57,7 +59,8 @@ def _take_woken() -> set[int]:
 
 def request_tick(backend_id: int) -> None:
     """Tick this backend as soon as possible: a worker's task in deployment mode; else
-    make it due now, which the embedded ticker (woken, if in this process) picks up."""
+    make it due now, which the embedded ticker (woken, if in this process or its child)
+    picks up."""
     if not settings.EMBEDDED:
         try:
             tick_backend_task.delay(backend_id)
@@ -67,6 +70,22 @@ def request_tick(backend_id: int) -> None:
     Backend.objects.filter(pk=backend_id).update(next_poll_at=timezone.now())
     if _embedded_running.is_set():
         _wakeup.set()
+    elif _wake_pipe is not None:
+        try:
+            os.write(_wake_pipe, b".")
+        except (BlockingIOError, BrokenPipeError):  # woken already / gone (the server is stopping)
+            pass
+
+
+def wake_through(pipe: int | None) -> None:
+    """Wake the ticker through this pipe (the web server of ``scripthut serve``; None: no more)."""
+    global _wake_pipe
+    _wake_pipe = pipe
+
+
+def wake() -> None:
+    """Tick at once (the ticker's process, told by the web server through the pipe)."""
+    _wakeup.set()
 
 
 class EmbeddedTicker(threading.Thread):
@@ -83,11 +102,13 @@ class EmbeddedTicker(threading.Thread):
         notifier = EmbeddedNotifier(self.interval)  # sends the notifications outbox beside the ticks
         notifier.start()
         next_cleanup_check = time.monotonic() + 60  # not in the way of a start
+        first = True  # a start looks at every backend: jobs may have ended while none ticked
         try:
             while not self.stopping.is_set():
                 _wakeup.clear()  # before the tick: a wake during the tick ticks again at once
                 try:
-                    tick_due_backends(also=_take_woken())
+                    tick_due_backends(force=first, also=_take_woken())
+                    first = False
                     for call in self.also:
                         call()
                     if time.monotonic() >= next_cleanup_check:  # daily; looked at once a minute
