@@ -70,6 +70,7 @@ bench: setup
 	$(BIN)/python bench/faults_bench.py celery
 	$(BIN)/python bench/fair_share_bench.py --users 50
 	$(BIN)/python bench/local_bench.py --tasks 1000 --slots 4,16
+	$(BIN)/python bench/local_load_bench.py --tasks 1000 --slots 16 --clients 0,16
 	$(BIN)/python bench/scale_bench.py --sizes 1000,100000
 	$(BIN)/python bench/slurm_bench.py ends --n 40 --poll 60 --markers 5,0
 	$(BIN)/python bench/slurm_bench.py chain --links 20 --poll 60 --native off --markers-every 1
