@@ -14,6 +14,8 @@ import socket
 import sys
 from pathlib import Path
 
+STOP_SECONDS = 5  # a stop waits this long for requests under way, then closes what is still open
+
 
 def serve(*, host: str | None, port: int | None, strict: bool) -> int:
     from django.conf import settings
@@ -102,7 +104,17 @@ def _serve_on(sock: socket.socket, host: str, port: int) -> int:
     from scripthut_site import deployment
 
     options = deployment.server_proxy_options()  # X-Forwarded-For only from SCRIPTHUT_TRUSTED_PROXIES
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", **options))
+    # Open event streams and sockets would hold a stop for minutes (they end every RECHECK_SECONDS).
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=STOP_SECONDS,
+        **options,
+    )
+    server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # Ctrl+C: a normal stop, as with uvicorn.run

@@ -179,3 +179,21 @@ def test_the_tickers_changes_cross_as_json_lines():
     for change in sent:
         _forwarder(pipe)(change)
     assert [_change(json.loads(line)) for line in pipe.getvalue().splitlines()] == sent
+
+
+def test_a_stop_does_not_wait_for_open_event_streams(portal_env, tmp_path):
+    """Ctrl+C with a dashboard open: the server and its ticker end within seconds (they
+    waited for the event stream to end itself, 300 s)."""
+    served = Served(portal_env, tmp_path / "serve.log")
+    ticker = served.ticker_pid()
+    session = scripthut(portal_env, "shell", "-c", SESSION).stdout.split()[-1]
+    stream = HTTPConnection("127.0.0.1", served.port, timeout=30)
+    try:
+        stream.request("GET", "/jobs/stream", headers={"Cookie": f"sessionid={session}"})
+        assert stream.getresponse().readline() == b"retry: 3000\n"
+        os.killpg(served.process.pid, signal.SIGINT)
+        served.process.wait(60)  # STOP_SECONDS is 5; the old server took RECHECK_SECONDS
+        wait_for(lambda: not _cmdline(ticker), 30, "the ticker ending")
+    finally:
+        stream.close()
+        served.stop()
