@@ -217,8 +217,8 @@ def run_page(run: Run, focus: str | None = None, page_number: str | None = None)
     """Counts per state and per group, and the task rows to show, in a few queries.
 
     A run of at most EXPAND_ROWS tasks shows every row (one light query reads (pk, task_id,
-    state) of each); a bigger one shows its groups closed, counted per group and state by
-    the database (:func:`_sql_groups`: no row per task leaves it), each loading a page of
+    state) of each); a bigger one shows its groups closed, with the counts per group and state
+    the database keeps (:func:`_sql_groups`, ``runs.counts``: no task is read), each loading a page of
     its rows when opened (:func:`group_page`), so a 100,000-task run's page stays small.
     ``focus`` opens one group on its own, ``page_number`` pages through it.
     """
