@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -22,6 +23,7 @@ from backends.models import Backend
 from runs.actions import cancel_run, create_run, relaunch_run
 from runs.counts.models import TaskCount
 from runs.counts.recount import drift, recount
+from runs.engine.claim import _first_ready
 from runs.engine.generate import append_generated
 from runs.engine.run_status import refresh_runs_status
 from runs.engine.states import TRANSITIONS, Step, TaskState, move, move_all, requeue, set_reason
@@ -272,3 +274,38 @@ def test_a_page_of_a_runs_rows_is_read_through_its_index(user: User, local_backe
         cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
         plan = " ".join(str(row[-1]) for row in cursor.fetchall())
     assert "task_run_position" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def _sqlite_steps(sql: str, params: tuple[Any, ...]) -> int:
+    """How many SQLite virtual-machine steps a query takes: what it reads, whatever the plan says."""
+    connection.ensure_connection()
+    raw = connection.connection
+    steps = 0
+
+    def step() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    raw.set_progress_handler(step, 1)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            cursor.fetchall()
+    finally:
+        raw.set_progress_handler(None, 1)
+    return steps
+
+
+@pytest.mark.django_db
+def test_a_claim_reads_as_many_tasks_as_it_takes(user: User, local_backend: Backend) -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("counts SQLite's steps")
+    steps = []
+    for size in (40, 1000):
+        runs = [_sized_run(user, local_backend, size) for _ in range(2)]
+        claimed = Task.objects.filter(pk__in=_first_ready({run.pk: 3 for run in runs})).order_by()
+        assert sorted(claimed.values_list("position", flat=True)) == [7, 7, 8, 8, 9, 9]
+        steps.append(_sqlite_steps(*claimed.values("pk").query.sql_with_params()))
+    # Each run's part walks the ready index in position order and stops at its share.
+    assert steps[1] < 1.5 * steps[0], steps
