@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import models
-from django.db.models import Count
+from django.db.models import Sum
 from django.utils import timezone
 
 from runs.engine import states
@@ -53,13 +53,13 @@ class TaskQuerySet(models.QuerySet["Task"]):
 
     def state_counts(self, run_ids: Iterable[str]) -> dict[str, dict[str, int]]:
         """Tasks per state of each of these runs (every state, zeros included, in the states'
-        order), in one aggregate query: what pages, the API, the push, the run's status and
-        its notifications count."""
+        order): what pages, the API, the push, the run's status and its notifications count.
+        One query of the stored counts (``runs.counts``: a row per group and state), never
+        of the tasks themselves."""
         ids = list(run_ids)
         counts = {run_id: dict.fromkeys(TaskState.values, 0) for run_id in ids}
-        # order_by(): Task's default ordering would join runs_run for nothing.
-        rows = self.filter(run_id__in=ids).order_by().values_list("run_id", "state").annotate(n=Count("id"))
-        for run_id, state, n in rows:
+        rows = TaskCount.objects.filter(run_id__in=ids).values_list("run_id", "state").annotate(n=Sum("n"))
+        for run_id, state, n in rows.order_by():
             counts[run_id][state] = n
         return counts
 
@@ -242,6 +242,8 @@ class Task(models.Model):
         indexes = [
             # Ready tasks of a run, in order: the submit step's query.
             models.Index(fields=["run", "state", "waiting_on", "position"]),
+            # A run's rows in order, a page at a time (the API, a group's pages).
+            models.Index(fields=["run", "position"], name="task_run_position"),
             # Active tasks across runs: the poll step and the concurrency counts.
             models.Index(fields=["state"]),
             models.Index(fields=["submit_tag"]),
@@ -391,6 +393,7 @@ class PortalSettings(models.Model):
 from runs.api.models import IdempotencyKey  # noqa: E402,F401
 from runs.audit.models import AppendOnly, AuditEvent  # noqa: E402,F401
 from runs.costing.models import Budget, BudgetAlert, InstancePrice, PriceList  # noqa: E402,F401
+from runs.counts.models import TaskCount  # noqa: E402,F401
 from runs.metrics.models import TickCounters  # noqa: E402,F401
 from runs.notify.models import Notification, NotificationPreference, RunNotify, VerifiedEmail  # noqa: E402,F401
 from runs.schedules.models import Schedule  # noqa: E402,F401

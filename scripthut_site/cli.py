@@ -11,6 +11,7 @@ scripthut rotate-keys [--new-key]                  (re-encrypt stored secrets wi
 scripthut pricing import FILE | refresh | recompute (EC2 prices for cost: runs.costing)
 scripthut backup FILE | restore FILE                 (the embedded SQLite database: scripthut_site.backup)
 scripthut cleanup [--dry-run]                        (retention: finished runs' job files, old runs)
+scripthut recount [--run ID] [--check]               (check the stored task counts against the tasks; repair)
 scripthut migrate | createsuperuser | shell | ...   (any manage.py command)
 
 Against a portal, from anywhere (scripthut_site.remote, over its JSON API): ``scripthut login URL``,
@@ -46,6 +47,7 @@ DASHED_COMMANDS = ("rotate-keys",)  # Django commands spelled with a dash on our
 DJANGO_COMMANDS_SHOWN = {
     "rotate-keys": "re-encrypt stored secrets with the newest key [--new-key]",
     "pricing": "EC2 prices for cost: import FILE | refresh | recompute [--run ID]",
+    "recount": "check the stored task counts against the tasks and repair them [--run ID] [--check]",
     "migrate": "bring the database up to date (any other Django command works too: shell, ...)",
 }
 

@@ -57,7 +57,8 @@ def _summary(row: RunRow) -> dict[str, Any]:
 
 
 def _detail(request: HttpRequest, run: Run, page: TaskPage) -> dict[str, Any]:
-    total = Task.objects.filter(run=run).count()
+    counts = Task.objects.state_counts([run.pk])[run.pk]
+    total = sum(counts.values())
     end = page.offset + page.limit
     following = f"{request.path}?{urlencode({'limit': page.limit, 'offset': end})}" if end < total else None
     cost = run_cost(run.pk)  # None when pricing is off: then no task shows a cost either
@@ -65,7 +66,7 @@ def _detail(request: HttpRequest, run: Run, page: TaskPage) -> dict[str, Any]:
         "error": run.error,
         "warnings": run.warnings,
         "task_count": total,
-        "counts": counts_shape(Task.objects.state_counts([run.pk])[run.pk]),
+        "counts": counts_shape(counts),
         "next": following,
         # The same rows as the run page (only the columns shown: not every script), a page at a time.
         "tasks": [task_shape(t, priced=cost is not None) for t in task_rows(run)[page.offset : end]],

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Case, F, QuerySet, Value, When, Window
-from django.db.models.functions import RowNumber
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from backends.base import BackendAdapter, JobSpec
@@ -33,6 +32,7 @@ def claim_ready_of(
 ) -> list[Claimed]:
     """Up to ``shares[run id]`` ready tasks of each run, first in position order, moved to
     ``submitting``: one SELECT and one UPDATE for all the runs, however many they are."""
+    shares = {run_id: n for run_id, n in shares.items() if n > 0}
     if not shares:
         return []
     # No savepoint: inside the submit step's one transaction for every run's claims.
@@ -43,12 +43,19 @@ def claim_ready_of(
         return claim_tasks(by_run, ready, adapter, environments, {})
 
 
-def _first_ready(shares: dict[str, int]) -> QuerySet[Task, dict[str, Any]]:
-    """The keys of each run's first ``shares[run id]`` ready tasks (a window over the runs)."""
-    rank = Window(RowNumber(), partition_by=[F("run_id")], order_by=F("position").asc())
-    take = Case(*(When(run_id=run_id, then=Value(n)) for run_id, n in shares.items()), default=Value(0))
-    ready = Task.objects.filter(run_id__in=list(shares), state=TaskState.PENDING, waiting_on=0).order_by()
-    return ready.annotate(rank=rank, take=take).filter(rank__lte=F("take")).values("pk")
+def _first_ready(shares: dict[str, int]) -> RawSQL:
+    """The keys of each run's first ``shares[run id]`` ready tasks, in one statement: a UNION
+    ALL of each run's ready tasks in position order, LIMITed to its share. Each part reads
+    the index on (run, state, waiting_on, position) up to its limit, so the claim reads as
+    many tasks as the shares, however many tasks the runs have waiting."""
+    ready = Task.objects.filter(state=TaskState.PENDING, waiting_on=0).order_by("position").values("pk")
+    parts: list[str] = []
+    params: list[Any] = []
+    for run_id, n in shares.items():
+        sql, run_params = ready.filter(run_id=run_id)[:n].query.sql_with_params()
+        parts.append(f"SELECT * FROM ({sql}) AS ready_{len(parts)}")  # noqa: S608  (Django's own compiled query)
+        params += run_params
+    return RawSQL(" UNION ALL ".join(parts), params)  # noqa: S611  (compiled by Django, every value a parameter)
 
 
 def claim_tasks(

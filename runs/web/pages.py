@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.paginator import Page, Paginator
-from django.db import connection
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.http import Http404
 from django.urls import reverse
@@ -24,7 +23,7 @@ from runs.access import visible_runs
 from runs.costing.summary import RunCost, run_cost, run_costs
 from runs.engine import states
 from runs.engine.sql import chunks
-from runs.models import Run, Task, Viewer, task_group
+from runs.models import Run, Task, TaskCount, Viewer, task_group
 from runs.web.attempts import attempts
 from runs.web.no_access import no_access
 
@@ -218,8 +217,8 @@ def run_page(run: Run, focus: str | None = None, page_number: str | None = None)
     """Counts per state and per group, and the task rows to show, in a few queries.
 
     A run of at most EXPAND_ROWS tasks shows every row (one light query reads (pk, task_id,
-    state) of each); a bigger one shows its groups closed, counted per group and state by
-    the database (:func:`_sql_groups`: no row per task leaves it), each loading a page of
+    state) of each); a bigger one shows its groups closed, with the counts per group and state
+    the database keeps (:func:`_sql_groups`, ``runs.counts``: no task is read), each loading a page of
     its rows when opened (:func:`group_page`), so a 100,000-task run's page stays small.
     ``focus`` opens one group on its own, ``page_number`` pages through it.
     """
@@ -285,27 +284,17 @@ def group_counts(run: Run, names: Iterable[str]) -> dict[str, Counter[str]]:
     return counts
 
 
-# The group of a task id (runs.models.task_group: what comes before its last dot) in SQL,
-# for SQLite and PostgreSQL alike: rtrim() of every character but the dot leaves the id up
-# to its last dot, which is then dropped.
-_GROUP_COUNTS = """
-SELECT CASE WHEN h = '' THEN '' ELSE substr(h, 1, length(h) - 1) END AS grp, state, COUNT(*), MIN(position)
-FROM (SELECT rtrim(task_id, replace(task_id, '.', '')) AS h, state, position FROM runs_task WHERE run_id = %s) AS t
-GROUP BY grp, state
-"""
-
-
 def _sql_groups(run: Run) -> dict[str, GroupView]:
-    """Each group's tasks per state, in the order of the groups' first tasks: one aggregate query."""
+    """Each group's tasks per state, in the order of the groups' first tasks: one query of
+    the run's stored counts (``runs.counts``), whatever the number of its tasks."""
     groups: dict[str, GroupView] = {}
     first: dict[str, int] = {}
-    with connection.cursor() as cursor:
-        cursor.execute(_GROUP_COUNTS, [run.pk])
-        for name, state, n, position in cursor.fetchall():
-            group = groups.setdefault(name, GroupView(name))
-            group.counts[state] += n
-            group.total += n
-            first[name] = min(first.get(name, position), position)
+    rows = TaskCount.objects.filter(run=run).exclude(n=0).values_list("task_group", "state", "n", "first_position")
+    for name, state, n, position in rows:
+        group = groups.setdefault(name, GroupView(name))
+        group.counts[state] += n
+        group.total += n
+        first[name] = min(first.get(name, position), position)
     return {name: groups[name] for name in sorted(groups, key=first.__getitem__)}
 
 
