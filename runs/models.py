@@ -123,6 +123,8 @@ class Run(models.Model):
     files_removed_at = models.DateTimeField(null=True, blank=True)
     # The schedule that started it (runs.schedules); null: started by a person.
     schedule = models.ForeignKey("runs.Schedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    # Why its ready tasks wait, kept by the tick (runs.engine.waiting); "": they do not.
+    waiting_reason = models.CharField(max_length=255, blank=True)
 
     objects = RunQuerySet.as_manager()
 
@@ -388,12 +390,11 @@ class PortalSettings(models.Model):
         return obj
 
 
-# One Django app, its models kept with the packages that use them (the audit trail, cost,
-# notifications): Django finds an app's models through ``runs.models``, so they are imported here.
+# One Django app, its models kept with the packages that use them: Django finds them here.
 from runs.api.models import IdempotencyKey  # noqa: E402,F401
 from runs.audit.models import AppendOnly, AuditEvent  # noqa: E402,F401
 from runs.costing.models import Budget, BudgetAlert, InstancePrice, PriceList  # noqa: E402,F401
-from runs.counts.models import TaskCount  # noqa: E402,F401
+from runs.counts.models import CostSum, TaskCount  # noqa: E402,F401
 from runs.metrics.models import TickCounters  # noqa: E402,F401
 from runs.notify.models import Notification, NotificationPreference, RunNotify, VerifiedEmail  # noqa: E402,F401
 from runs.schedules.models import Schedule  # noqa: E402,F401

@@ -17,6 +17,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from runs.costing.efficiency import efficiency_of
 from runs.costing.summary import RunCost
 from runs.engine.states import TaskState
+from runs.engine.waiting import shown_reason
 from runs.models import Run, Schedule, Task
 from runs.schedules.edit import values_of
 
@@ -73,7 +74,7 @@ def task_shape(task: Task, priced: bool) -> dict[str, Any]:
         "state": task.state,
         "job_id": task.job_id,
         "exit_code": task.exit_code,
-        "reason": task.reason,
+        "reason": shown_reason(task),
         "warning": task.warning,
         "submitted_at": wire_time(task.submitted_at),
         "started_at": wire_time(task.started_at),

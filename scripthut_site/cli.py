@@ -301,6 +301,7 @@ def _wait(run: object) -> int:
 
     from runs.engine import states
     from runs.engine.tick import tick_due_backends
+    from runs.engine.waiting import shown_reason
     from runs.models import Run, Task
     from runs.notify.deliver import deliver_due
 
@@ -332,7 +333,7 @@ def _wait(run: object) -> int:
         deliver_due()  # no workers: this process sends the run's notifications too (failures: `serve` retries)
     print(f"Run {run.pk} {run.status}.")
     for task in run.tasks.exclude(state=Task.State.COMPLETED).order_by("position")[:20]:
-        print(f"  {task.task_id}: {task.state} {task.reason}".rstrip())
+        print(f"  {task.task_id}: {task.state} {shown_reason(task)}".rstrip())
     if run.error:
         print(f"  error: {run.error}")
     return 0 if run.status == Run.Status.COMPLETED else 1
@@ -340,11 +341,10 @@ def _wait(run: object) -> int:
 
 def _say_why_waiting(run: object, said: str, say: Callable[[str], None]) -> str:
     """Print why ready tasks wait (backend full, run limit), once each time it changes."""
-    from runs.models import Run, Task
+    from runs.models import Run
 
     assert isinstance(run, Run)
-    waiting = run.tasks.filter(state=Task.State.PENDING, waiting_on=0, reason__startswith="waiting")
-    reason = waiting.values_list("reason", flat=True).first() or ""
+    reason = run.waiting_reason  # kept per run by the tick (runs.engine.waiting)
     if reason and reason != said:
         say(f"run {run.pk} {reason}")
     return reason

@@ -31,6 +31,7 @@ from backends.models import Backend
 from backends.registry import close_all, get_adapter
 from runs.actions import cancel_run, create_run
 from runs.engine.tick import tick_due_backends
+from runs.engine.waiting import shown_reason
 from runs.models import Run
 from tests.aws_ec2 import Emulator, LoopbackConnector, LoopbackEnd, moto_ec2  # noqa: F401  (fixture)
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
@@ -199,7 +200,7 @@ def test_max_instances_is_a_hard_cap_also_with_two_ticks_at_once(user, ec2, clus
     assert len(ec2.instances("pending", "running")) == 2
     waiting = run.tasks.filter(state="pending")
     assert waiting.count() == 3
-    assert {task.reason for task in waiting} == {
+    assert {shown_reason(task) for task in Run.objects.get(pk=run.pk).tasks.filter(state="pending")} == {
         "submission deferred: waiting for an instance: max_instances (2) are running"
     }
     peak = 0

@@ -23,6 +23,7 @@ from runs.engine.owners import hold_pending
 from runs.engine.states import Step, TaskState, move
 from runs.engine.submit import apply_results
 from runs.engine.tick import tick_due_backends
+from runs.engine.waiting import shown_reason
 from runs.models import Run, Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -86,9 +87,11 @@ def test_a_runs_first_tick_is_one_announcement_of_all_its_tasks(
     assert heard == [RunChange(run.pk, frozenset(run.tasks.values_list("pk", flat=True)), run_status=True)]
 
 
-def test_waiting_reasons_are_announced_with_their_tasks(
+def test_waiting_reasons_are_announced_with_their_run(
     heard: list[RunChange], user: User, local_backend: Backend, tmp_path: Path
 ) -> None:
+    """A run's waiting reason is the run's (runs.engine.waiting): its change is announced as
+    the run's, whose page then fetches its rows again, not task by task."""
     local_backend.max_concurrent = 1
     local_backend.save()
     # The one slot stays taken until the test opens the gate: a tick submits again while
@@ -101,12 +104,17 @@ def test_waiting_reasons_are_announced_with_their_tasks(
     heard.clear()
     tick_due_backends(force=True)
     gate.touch()
-    waiting = run.tasks.filter(state=TaskState.PENDING)
-    assert {task.reason for task in waiting} == {"waiting: backend full, 1 of 1 slots in use by 1 user"}
-    assert [c.task_pks for c in heard] == [frozenset(run.tasks.values_list("pk", flat=True))]
+    run.refresh_from_db()
+    assert {shown_reason(task) for task in run.tasks.filter(state=TaskState.PENDING)} == {
+        "waiting: backend full, 1 of 1 slots in use by 1 user"
+    }
+    sent = frozenset(run.tasks.exclude(state=TaskState.PENDING).values_list("pk", flat=True))
+    assert heard == [RunChange(run.pk, sent, run_status=True)]
     heard.clear()
     hold_pending(local_backend, user.pk, "waiting for an identity")  # a per_user backend's owner without one
-    assert heard == [RunChange(run.pk, frozenset(waiting.values_list("pk", flat=True)))]
+    assert heard == [RunChange(run.pk, frozenset(), run_status=True)]
+    run.refresh_from_db()
+    assert {shown_reason(task) for task in run.tasks.filter(state=TaskState.PENDING)} == {"waiting for an identity"}
 
 
 def test_a_submit_warning_is_committed_with_the_announced_submission(

@@ -17,6 +17,7 @@ from backends.registry import get_adapter
 from runs.actions import cancel_run, create_run
 from runs.engine.states import ACTIVE
 from runs.engine.tick import tick_due_backends
+from runs.engine.waiting import shown_reason
 from runs.models import Run, Task
 from tests.conftest import local_user
 from tests.test_cli import scripthut
@@ -32,7 +33,9 @@ def active_by_run() -> dict[str, int]:
 
 
 def reasons(run: Run) -> set[str]:
-    return set(run.tasks.filter(state=Task.State.PENDING).values_list("reason", flat=True))
+    """What its pending tasks show (the run read again: the reason may be the run's)."""
+    fresh = Run.objects.get(pk=run.pk)
+    return {shown_reason(task) for task in fresh.tasks.filter(state=Task.State.PENDING)}
 
 
 def started(run: Run) -> int:

@@ -39,7 +39,8 @@ from backends.ssh.keys import KeyProblem, load_key
 from runs.actions import cancel_run, create_run
 from runs.engine import tick as tick_module
 from runs.engine.tick import cycle
-from runs.models import ApiToken, AuditEvent, Run, Task, Workflow
+from runs.engine.waiting import shown_reason
+from runs.models import ApiToken, AuditEvent, Run, Workflow
 from runs.workflows.parse import WorkflowError
 
 pytestmark = pytest.mark.django_db
@@ -328,7 +329,8 @@ def test_the_tick_works_once_per_owner_as_that_owner(
     cycle(hpc)
     # max_concurrent (3) is the backend's: the oldest run's owner goes first.
     assert (fakes["hut"].submitted, fakes["hut2"].submitted) == (["t0", "t1"], ["t0"])
-    assert list(Task.objects.filter(run=carol_run).values_list("state", "reason")) == [("pending", NO_IDENTITY)]
+    waiting = Run.objects.get(pk=carol_run.pk).tasks.get()
+    assert (waiting.state, shown_reason(waiting)) == ("pending", NO_IDENTITY)
     hpc.refresh_from_db()
     assert hpc.status == Backend.Status.OK
 
@@ -364,7 +366,10 @@ def test_an_owner_whose_login_fails_holds_up_only_their_own_tasks(
     hpc.refresh_from_db()
     assert hpc.status == Backend.Status.OK and working.submitted == ["t"]
     assert bobs.tasks.get().state == "submitted"
-    assert alices.tasks.get().reason == "waiting for hpc as hut: authentication failed for hut@127.0.0.1:9"
+    assert (
+        shown_reason(Run.objects.get(pk=alices.pk).tasks.get())
+        == "waiting for hpc as hut: authentication failed for hut@127.0.0.1:9"
+    )
 
 
 def test_an_owner_whose_account_cannot_work_holds_up_only_their_own_tasks(
@@ -392,4 +397,7 @@ def test_an_owner_whose_account_cannot_work_holds_up_only_their_own_tasks(
     hpc.refresh_from_db()
     assert hpc.status == Backend.Status.OK and working.submitted == ["t"]
     assert bobs.tasks.get().state == "submitted"
-    assert alices.tasks.get().reason == "waiting for hpc as hut: cannot find the home directory on hpc"
+    assert (
+        shown_reason(Run.objects.get(pk=alices.pk).tasks.get())
+        == "waiting for hpc as hut: cannot find the home directory on hpc"
+    )

@@ -35,6 +35,7 @@ from backends.models import Backend
 from backends.registry import get_adapter
 from runs.actions import cancel_run, create_run
 from runs.engine.tick import tick_due_backends
+from runs.engine.waiting import shown_reason
 from runs.models import ApiToken, Run, Task
 from runs.workflows.parse import WorkflowError
 from tests.conftest import LOCAL_USERS
@@ -189,9 +190,9 @@ def test_a_user_without_an_account_is_refused_with_the_reason(user: User, per_us
     per_user.settings = {**per_user.settings, "os_users": {"alice": "no-such-account-t"}}
     per_user.save()
     tick_due_backends(force=True)
-    task = run.tasks.get()
+    task = Run.objects.get(pk=run.pk).tasks.get()
     assert task.state == Task.State.PENDING
-    assert "alice's OS account 'no-such-account-t' does not exist on this host" in task.reason
+    assert "alice's OS account 'no-such-account-t' does not exist on this host" in shown_reason(task)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -266,9 +267,11 @@ def test_an_account_the_helper_refuses_makes_the_tasks_wait_saying_why(user: Use
     per_user.save()
     run = start(user, per_user, "true")
     tick_due_backends(force=True)
-    task = run.tasks.get()
+    task = Run.objects.get(pk=run.pk).tasks.get()
     assert task.state == Task.State.PENDING
-    assert "as sh-outsider-t: scripthut-runas: 'sh-outsider-t' is not in the group 'scripthut-tasks'" in task.reason
+    assert "as sh-outsider-t: scripthut-runas: 'sh-outsider-t' is not in the group 'scripthut-tasks'" in shown_reason(
+        task
+    )
 
 
 @pytest.mark.django_db

@@ -19,6 +19,7 @@ from backends.slurm.adapter import SlurmAdapter
 from runs.actions import cancel_run, create_run
 from runs.engine.jobspec import task_log
 from runs.engine.tick import tick_due_backends
+from runs.engine.waiting import shown_reason
 from runs.models import Run, Task
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
 from tests.test_slurm import states, t, wait_for
@@ -159,11 +160,9 @@ def test_site_limit_waits_with_a_reason_and_a_refusal_is_no_failure(user, cluste
         # The array of 7 was refused whole (AssocMaxSubmitJobLimit): all wait, none failed.
         assert all(state == "pending" and "MaxSubmitJob" in reason for state, reason in rows), rows
         tick_due_backends(force=True)  # reads the limit again: 3 go, 4 wait and say why
-        waiting = run.tasks.filter(state="pending")
         assert run.tasks.exclude(state="pending").count() == 3
-        assert set(waiting.values_list("reason", flat=True)) == {
-            "waiting: site limit, 3 jobs queued of MaxSubmitJobs 3"
-        }
+        fresh = Run.objects.get(pk=run.pk).tasks.filter(state="pending")  # the run's reason read again
+        assert {shown_reason(task) for task in fresh} == {"waiting: site limit, 3 jobs queued of MaxSubmitJobs 3"}
         most = 0
         deadline = time.monotonic() + 180
         while not Run.objects.get(pk=run.pk).is_finished:

@@ -24,6 +24,7 @@ from backends.slurm.adapter import SlurmAdapter
 from runs.actions import cancel_run, create_run
 from runs.engine.jobspec import task_log
 from runs.engine.tick import tick_due_backends
+from runs.engine.waiting import shown_reason
 from runs.models import ObservedJob, Run, Task
 from runs.workflows.parse import WorkflowError
 
@@ -168,9 +169,9 @@ def test_without_an_identity_runs_are_refused_and_old_ones_wait(staff: User, hpc
     run = create_run(owner=staff, backend=hpc, payload=[t("x", "true")], workflow_name="waits")
     ClusterIdentity.objects.filter(user=staff).delete()  # removed before the run was ticked
     tick_due_backends(force=True)
-    task = run.tasks.get()
+    task = Run.objects.get(pk=run.pk).tasks.get()  # the reason is the run's, read again
     assert (task.state, task.job_id) == ("pending", "")
-    assert task.reason == "no cluster identity for hpc: add one at /settings/identities"
+    assert shown_reason(task) == "no cluster identity for hpc: add one at /settings/identities"
 
     key = Path(cluster.key_path).read_text()
     assert client.post("/settings/identities/hpc", {"username": cluster.user, "private_key": key}).status_code == 302

@@ -30,7 +30,6 @@ from runs.engine.states import (
     TaskState,
     move,
     move_all,
-    set_reason,
     sources,
 )
 from runs.models import Run, Task
@@ -237,15 +236,3 @@ def test_every_way_back_to_pending_clears_the_same_fields(
     left = {name: getattr(task, name) for name in LEFT_BEHIND}
     defaults = {field.name: field.get_default() for field in Task._meta.concrete_fields}
     assert left == {name: defaults[name] for name in LEFT_BEHIND}
-
-
-def test_set_reason_writes_pending_tasks_that_say_otherwise(user: User, local_backend: Backend) -> None:
-    tasks = _tasks(user, local_backend, 3)
-    Task.objects.filter(pk=tasks[0].pk).update(state=TaskState.SUBMITTED)
-    Task.objects.filter(pk=tasks[1].pk).update(reason="waiting: run limit")
-    assert set_reason(Task.objects.all(), "waiting: run limit") == 1
-    assert dict(Task.objects.values_list("task_id", "reason")) == {
-        "t0": "",
-        "t1": "waiting: run limit",
-        "t2": "waiting: run limit",
-    }

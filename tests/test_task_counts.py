@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,13 @@ from runs.counts.recount import drift, recount
 from runs.engine.claim import _first_ready
 from runs.engine.generate import append_generated
 from runs.engine.run_status import refresh_runs_status
-from runs.engine.states import TRANSITIONS, Step, TaskState, move, move_all, requeue, set_reason
+from runs.engine.states import TRANSITIONS, Step, TaskState, move, move_all, requeue
 from runs.engine.tick import tick_due_backends
 from runs.live.push import run_page_html
 from runs.models import ApiToken, Run, Task, task_group
 from runs.web.pages import EXPAND_ROWS, group_counts
 from runs.workflows.parse import check
+from tests.test_flat_reads import assert_cost_kept
 
 # Ids with every shape of group: none, one dot, several, a dot first or last.
 IDS = ["solo", "sim.1", "sim.2", "a.b.c", "a.b.d", ".hidden", "trail.", "x.y"]
@@ -50,6 +52,7 @@ def stored(run: Run) -> Counter[tuple[str, str]]:
 def assert_counted(run: Run) -> None:
     assert stored(run) == recounted(run)
     assert drift([run.pk]) == []
+    assert_cost_kept(run)
 
 
 def t(task_id: str, command: str = "true", **extra: object) -> dict[str, object]:
@@ -65,7 +68,7 @@ MOVES = sorted((src, dst, step) for (src, dst), steps in TRANSITIONS.items() for
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     steps=st.lists(
-        st.tuples(st.sampled_from(["move", "move_all", "requeue", "reason", "append"]), st.sampled_from(MOVES)),
+        st.tuples(st.sampled_from(["move", "move_all", "requeue", "cost", "append"]), st.sampled_from(MOVES)),
         min_size=1,
         max_size=12,
     ),
@@ -89,8 +92,9 @@ def test_counts_follow_every_move(
             move_all(Task.objects.filter(pk__in=[c.pk for c in chosen]), step, dst, [src])
         elif how == "requeue" and dst == TaskState.PENDING and src != TaskState.PENDING:
             requeue(chosen, "again", step)
-        elif how == "reason":
-            set_reason(run.tasks.all(), f"waiting {n}")
+        elif how == "cost":  # as a task's end costs it (and a requeue clears it): its run's sum follows
+            costs = {"cost": Decimal(f"{n}.000{n}01"), "waste_cost": None if n % 2 else Decimal("0.5")}
+            Task.objects.filter(pk__in=[c.pk for c in chosen]).update(**costs)
         elif how == "append":
             added = check([t(f"gen{n}.{i}") for i in range(3)], existing_ids=[c.task_id for c in tasks]).tasks
             append_generated(chosen[0], added)

@@ -1,5 +1,9 @@
 """A run's cost as its page and the API show it: the total, "8/10 tasks costed", the waste,
-and which prices (type, region, date). Nothing at all when pricing is off or unreadable."""
+and which prices (type, region, date). Nothing at all when pricing is off or unreadable.
+
+Read from the sums the database keeps per run (``runs.counts.models.CostSum``) and the
+stored task counts, never from the run's tasks: a 100,000-task run's cost costs what a
+10-task run's does."""
 
 from __future__ import annotations
 
@@ -8,10 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Count, Sum
+from django.db.models import Sum
 
 from runs.costing.estimate import PriceBook, price_book
-from runs.models import Task
+from runs.models import CostSum, TaskCount
+
+MICRO = Decimal("0.000001")
 
 
 @dataclass(frozen=True)
@@ -26,29 +32,27 @@ class RunCost:
 
 
 def run_costs(run_ids: Iterable[str], book: PriceBook | None = None) -> dict[str, RunCost]:
-    """The cost of each of these runs, in one aggregate query; empty when pricing is off."""
+    """The cost of each of these runs that has tasks, in two queries of stored sums; empty when pricing is off."""
     ids = list(run_ids)
     book = book or price_book()
     if book is None or not ids:
         return {}
-    rows = (
-        Task.objects.filter(run_id__in=ids)
-        .order_by()
-        .values("run_id")
-        .annotate(total=Sum("cost"), waste=Sum("waste_cost"), costed=Count("cost"), tasks=Count("id"))
-    )
-    found = {
-        row["run_id"]: RunCost(
-            total=row["total"] or Decimal(0),
-            waste=row["waste"],
-            costed=row["costed"],
-            tasks=row["tasks"],
+    sizes = TaskCount.objects.filter(run_id__in=ids).order_by().values_list("run_id").annotate(n=Sum("n"))
+    sums = {row.run_id: row for row in CostSum.objects.filter(run_id__in=ids)}
+    found = {}
+    for run_id, tasks in sizes:
+        if not tasks:
+            continue
+        row = sums.get(run_id) or CostSum(run_id=run_id)
+        found[run_id] = RunCost(
+            total=row.cost_micro_usd * MICRO,
+            waste=row.waste_micro_usd * MICRO if row.wasted else None,
+            costed=row.costed,
+            tasks=tasks,
             price_type=book.price_type,
             region=book.region,
             prices_date=book.prices_date,
         )
-        for row in rows
-    }
     return found
 
 

@@ -26,3 +26,19 @@ class TaskCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} {self.task_group or '(no group)'} {self.state}: {self.n}"
+
+
+class CostSum(models.Model):
+    """A run's task costs added up (``runs.costing.summary``): kept by the database's
+    triggers (``runs.counts.cost_triggers``) in the statement that sets a task's cost, so
+    reading a run's cost reads one row. In millionths of a dollar (the tasks' cost has six
+    decimals), so that the sums are exact on SQLite too; no row: nothing costed."""
+
+    run = models.OneToOneField("runs.Run", on_delete=models.CASCADE, primary_key=True, related_name="cost_sum")
+    cost_micro_usd = models.BigIntegerField(default=0)
+    waste_micro_usd = models.BigIntegerField(default=0)
+    costed = models.IntegerField(default=0)  # tasks with a cost
+    wasted = models.IntegerField(default=0)  # tasks with a waste figure (efficiency data)
+
+    def __str__(self) -> str:
+        return f"{self.run_id}: {self.costed} tasks costed"

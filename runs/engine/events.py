@@ -1,7 +1,8 @@
 """The one place that announces committed changes of tasks and runs.
 
 The engine's state helpers (:mod:`runs.engine.states`: ``move``, ``move_all``,
-``requeue``, ``set_reason``), the run status refresher and the user actions call
+``requeue``), the runs' waiting reasons (:mod:`runs.engine.waiting`), the run status
+refresher and the user actions call
 :func:`announce`. Nothing is sent for a change that was rolled back: the announcement
 waits for the commit (``transaction.on_commit``).
 

@@ -6,21 +6,23 @@ oldest first on a tie; a run never gets more than its own ``max_concurrent`` all
 So a small run started beside a 10,000-task run gets the next slot that frees, and
 three users with ready work get a third of the backend each.
 
-Tasks left pending for want of a slot say why (``waiting: backend full, ...`` or
-``waiting: run limit, ...``), set in one UPDATE per reason (:func:`~runs.engine.states.set_reason`).
+Runs whose ready tasks are left pending for want of a slot say why (``waiting: backend
+full, ...`` or ``waiting: run limit, ...``): once per run, ``Run.waiting_reason``
+(:mod:`runs.engine.waiting`), never task by task.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from django.db.models import Count, Exists, OuterRef
 
 from backends.models import Backend, ClusterIdentity
-from runs.engine.states import ACTIVE, RUN_UNFINISHED, TaskState, set_reason
+from runs.engine.states import ACTIVE, RUN_UNFINISHED, TaskState
+from runs.engine.waiting import say_why_runs_wait
 from runs.models import Run, Task
 
 
@@ -99,12 +101,18 @@ def owner_room(backend: Backend, owner: int, runs: Sequence[Run], room: int, loa
     return sum(shares.get(run.pk, 0) for run in runs)
 
 
-def explain_waiting(backend: Backend, runs: Iterable[Run], load: Load, backend_full: bool, site: str = "") -> None:
-    """Say why the ready tasks of these runs (which still have some) wait: their own
-    run's limit, or else a full backend, or else the site's limit (``site``: how full)."""
-    reasons: dict[str, list[str]] = {}
+def explain_waiting(
+    backend: Backend, runs: Iterable[Run], load: Load, backend_full: bool, site: str = "", drained: Collection[str] = ()
+) -> None:
+    """Say why the ready tasks of these runs wait: their own run's limit, or else a full
+    backend, or else the site's limit (``site``: how full); runs in ``drained`` (no ready
+    task left) and runs given all they could take do not wait. Per run, not per task."""
+    reasons: dict[Run, str] = {}
     for run in runs:
-        if load.run_room(run) <= 0:
+        reason = ""
+        if run.pk in drained:
+            pass
+        elif load.run_room(run) <= 0:
             reason = f"waiting: run limit, {load.by_run[run.pk]} of {run.max_concurrent} running"
         elif backend_full:
             reason = (
@@ -113,8 +121,5 @@ def explain_waiting(backend: Backend, runs: Iterable[Run], load: Load, backend_f
             )
         elif site:
             reason = f"waiting: site limit, {site}"
-        else:
-            continue
-        reasons.setdefault(reason, []).append(run.pk)
-    for reason, run_ids in reasons.items():
-        set_reason(Task.objects.filter(run_id__in=run_ids, waiting_on=0), reason)
+        reasons[run] = reason
+    say_why_runs_wait(reasons)

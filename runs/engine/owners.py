@@ -7,8 +7,9 @@ from __future__ import annotations
 from django.db.models import Min
 
 from backends.models import Backend
-from runs.engine.states import UNFINISHED, set_reason
-from runs.models import Task
+from runs.engine.states import RUN_UNFINISHED, UNFINISHED
+from runs.engine.waiting import say_why_runs_wait
+from runs.models import Run, Task
 
 
 def owners_with_work(backend: Backend) -> list[int]:
@@ -26,5 +27,6 @@ def owners_with_work(backend: Backend) -> list[int]:
 
 
 def hold_pending(backend: Backend, owner: int, reason: str) -> None:
-    """Say why ``owner``'s pending tasks on ``backend`` wait; they stay pending."""
-    set_reason(Task.objects.on(backend, owner), reason)
+    """Say why ``owner``'s pending tasks on ``backend`` wait (per run); they stay pending."""
+    runs = Run.objects.on(backend, owner).filter(status__in=RUN_UNFINISHED).exclude(waiting_reason=reason)
+    say_why_runs_wait(dict.fromkeys(runs, reason))

@@ -4,8 +4,8 @@ A task is created ``pending``. A tick *claims* it (``submitting``, with a unique
 job will carry), *submits* it (``submitted``, with the scheduler's job id) and *polls*
 it until it ends. Every move goes through :func:`move` or :func:`move_all` (one
 conditional UPDATE per batch), which refuse any move that is not in :data:`TRANSITIONS`;
-:func:`requeue` is the one way back to pending and :func:`set_reason` the one way a
-pending task is told why it waits::
+:func:`requeue` is the one way back to pending (why a ready task waits for a slot is
+kept per run, :mod:`runs.engine.waiting`)::
 
   pending ─claim─▶ submitting ─submit/reconcile─▶ submitted ─poll─▶ running
      │                 │                              │                │
@@ -18,7 +18,6 @@ pending task is told why it waits::
 
   back to pending:  poll      from submitted/running (a retry; a held job dropped after its parents completed)
                     relaunch  from failed, cancelled, dep_failed (a finished run's unsuccessful tasks)
-  stays pending:    claim     with a new reason it cannot be claimed (its owner has no cluster identity)
 
 A run's status follows from its tasks' counts (:mod:`runs.engine.run_status`).
 """
@@ -89,7 +88,6 @@ class Step(enum.StrEnum):
 # (from, to) -> the steps allowed to make that move. A move to the same state only
 # updates fields (a new pending reason, the unknown-since clock).
 TRANSITIONS: dict[tuple[str, str], frozenset[Step]] = {
-    (S.PENDING, S.PENDING): frozenset({Step.CLAIM}),  # not claimable yet: why (no cluster identity)
     (S.PENDING, S.SUBMITTING): frozenset({Step.CLAIM}),
     (S.PENDING, S.FAILED): frozenset({Step.CLAIM}),  # its script cannot be rendered
     (S.PENDING, S.CANCELLED): frozenset({Step.CANCEL}),
@@ -221,10 +219,3 @@ def requeue(tasks: Sequence[Model], reason: str | Sequence[str], step: Step, *, 
             setattr(task, name, value)
         task.state, task.reason = TaskState.PENDING, why  # type: ignore[attr-defined]
     return move(tasks, step, ["state", *CLEARED_ON_REQUEUE, "reason", *also])
-
-
-def set_reason(tasks: QuerySet[Any], reason: str) -> int:
-    """Say why these tasks wait while they stay pending: the only way a waiting reason is
-    written. Tasks that already say so, or are no longer pending, are left alone; returns
-    how many now say it (announced with their ids)."""
-    return move_all(tasks.exclude(reason=reason), Step.CLAIM, TaskState.PENDING, (TaskState.PENDING,), reason=reason)

@@ -85,7 +85,7 @@ def fill_batch(
         changed.update(shares)
     site_limit = site_full and mine <= 0
     reason = site.waiting_reason(len(batch)) if site_limit else ""
-    explain_waiting(backend, [r for r in runs if r.pk not in drained], load, backend_full=room <= 0, site=reason)
+    explain_waiting(backend, runs, load, backend_full=room <= 0, site=reason, drained=drained)
     return batch
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.core.paginator import Page, Paginator
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
+from django.db.models.functions import Substr
 from django.http import Http404
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -22,7 +23,6 @@ from django.utils.http import urlencode
 from runs.access import visible_runs
 from runs.costing.summary import RunCost, run_cost, run_costs
 from runs.engine import states
-from runs.engine.sql import chunks
 from runs.models import Run, Task, TaskCount, Viewer, task_group
 from runs.web.attempts import attempts
 from runs.web.no_access import no_access
@@ -40,6 +40,7 @@ TASK_ROW_FIELDS = (
     "name",
     "state",
     "reason",
+    "waiting_on",  # a ready pending task without a reason shows its run's (runs.engine.waiting)
     "warning",
     "job_id",
     "exit_code",
@@ -108,8 +109,7 @@ def task_rows(run: Run) -> QuerySet[Task]:
     """The run's tasks, in workflow order, with the columns pages and the API show
     (the script and command texts stay in the database; ``has_script`` says if there is one)."""
     return (
-        Task.objects.filter(run=run)
-        .only(*TASK_ROW_FIELDS)
+        run.tasks.only(*TASK_ROW_FIELDS)  # through run.tasks: each row knows its run, without a query
         .annotate(has_script=ExpressionWrapper(~Q(script=""), output_field=BooleanField()))
         .order_by("position")
     )
@@ -133,7 +133,8 @@ class GroupView:
     pks: list[int] = field(default_factory=list)  # of the rows to show
     rows: list[Task] = field(default_factory=list)
     total: int = 0
-    page: Page[int] | None = None  # of this group's rows, when they are paged
+    page: Page[Task] | None = None  # of this group's rows, when they are paged
+    first_position: int = 0  # of its first task (stored counts)
 
     @property
     def label(self) -> str:
@@ -162,7 +163,7 @@ class RunPage:
     groups: list[GroupView]  # the groups shown, with their rows
     group_count: int
     focus: str | None = None  # the one group opened on its own, if any
-    page: Page[int] | None = None  # of that group's rows
+    page: Page[Task] | None = None  # of that group's rows
     collapsed: bool = False  # groups start closed; a group's rows load when it is opened
     cost: RunCost | None = None  # None: pricing is off (no cost shown anywhere)
 
@@ -220,40 +221,31 @@ def run_page(run: Run, focus: str | None = None, page_number: str | None = None)
     state) of each); a bigger one shows its groups closed, with the counts per group and state
     the database keeps (:func:`_sql_groups`, ``runs.counts``: no task is read), each loading a page of
     its rows when opened (:func:`group_page`), so a 100,000-task run's page stays small.
-    ``focus`` opens one group on its own, ``page_number`` pages through it.
+    ``focus`` opens one group on its own, ``page_number`` pages through it in the database.
     """
     counts = Task.objects.state_counts([run.pk])[run.pk]
     page = None
     collapsed = focus is None and sum(counts.values()) > EXPAND_ROWS
     if collapsed:  # counted per group by the database: nothing read per task
-        groups = _sql_groups(run)
-        shown = list(groups.values())
-        return RunPage(
-            run=run,
-            counts=counts,
-            groups=shown,
-            group_count=len(groups),
-            focus=focus,
-            page=page,
-            collapsed=collapsed,
-            cost=run_cost(run.pk),
-        )
-    light = _light(run)
-    groups = _count_groups(light)
-    if focus is None:
+        shown = list(_sql_groups(run).values())
+        group_count = len(shown)
+    elif focus is None:  # a small run: every row
+        light = _light(run)
+        groups = _count_groups(light)
         for group in groups.values():
             group.pks = [pk for pk, task_id, _ in light if task_group(task_id) == group.name]
         shown = list(groups.values())
-        _load_rows(run, shown, every_row=True)
+        _load_rows(run, shown)
+        group_count = len(groups)
     else:
-        page = _choose_focus_rows(groups, light, focus, page_number, GROUP_PAGE_SIZE)
-        shown = [groups[focus]]
-        _load_rows(run, shown, every_row=len(shown[0].pks) == len(light))
+        groups = _sql_groups(run)
+        shown = [_paged_group(run, groups, focus, page_number, GROUP_PAGE_SIZE)]
+        page, group_count = shown[0].page, len(groups)
     return RunPage(
         run=run,
         counts=counts,
         groups=shown,
-        group_count=len(groups),
+        group_count=group_count,
         focus=focus,
         page=page,
         collapsed=collapsed,
@@ -263,14 +255,51 @@ def run_page(run: Run, focus: str | None = None, page_number: str | None = None)
 
 def group_page(run: Run, name: str, page_number: str | None) -> GroupView:
     """One page (GROUP_ROWS rows) of group ``name``: what an opened group of a big run loads."""
-    # Only the group's own tasks are read (ids starting "<name>."); the group without a name is
-    # every id without a dot, which no prefix selects.
-    light = _light(run, prefix=f"{name}." if name else "")
-    groups = _count_groups(light)
-    groups_page = _choose_focus_rows(groups, light, name, page_number, GROUP_ROWS)
-    group = groups[name]
-    group.page = groups_page
-    _load_rows(run, [group], every_row=False)
+    return _paged_group(run, _sql_groups(run), name, page_number, GROUP_ROWS)
+
+
+class GroupRows:
+    """A group's rows as Django's paginator takes them: its size from the stored counts,
+    and each page read by the database (LIMIT/OFFSET in workflow order, on the index on
+    (run, position)), so no page reads more tasks than it shows."""
+
+    def __init__(self, run: Run, group: GroupView) -> None:
+        self.group = group
+        tasks = task_rows(run)
+        if group.total:
+            tasks = tasks.filter(position__gte=group.first_position)
+        # runs.models.task_group in SQL: "<name>.<rest>" with no dot in <rest> (compared
+        # exactly, not with LIKE, which ignores case on SQLite); the group without a name
+        # is also every id without a dot.
+        prefix = f"{group.name}."
+        tasks = tasks.annotate(head=Substr("task_id", 1, len(prefix)), rest=Substr("task_id", len(prefix) + 1))
+        in_group = Q(head=prefix) & ~Q(rest__contains=".")
+        if not group.name:
+            in_group |= ~Q(task_id__contains=".")
+        tasks = tasks.filter(in_group)
+        self.tasks = tasks
+
+    def count(self) -> int:
+        return self.group.total
+
+    def __len__(self) -> int:
+        return self.group.total
+
+    def __getitem__(self, which: slice) -> list[Task]:
+        return list(self.tasks[which])
+
+
+def _paged_group(
+    run: Run, groups: dict[str, GroupView], name: str, page_number: str | None, per_page: int
+) -> GroupView:
+    """Group ``name`` with one page of its rows; 404 when the run has no such group."""
+    group = groups.get(name)
+    if group is None:
+        raise Http404("no such group in this run")
+    rows = cast("Sequence[Task]", GroupRows(run, group))  # it has what the paginator uses of a sequence
+    page: Page[Task] = Paginator(rows, per_page).get_page(page_number)
+    group.page, group.rows = page, list(page.object_list)
+    group.pks = [task.pk for task in group.rows]
     return group
 
 
@@ -295,14 +324,14 @@ def _sql_groups(run: Run) -> dict[str, GroupView]:
         group.counts[state] += n
         group.total += n
         first[name] = min(first.get(name, position), position)
+    for name, group in groups.items():
+        group.first_position = first[name]
     return {name: groups[name] for name in sorted(groups, key=first.__getitem__)}
 
 
-def _light(run: Run, prefix: str = "") -> list[Light]:
-    tasks = Task.objects.filter(run=run)
-    if prefix:
-        tasks = tasks.filter(task_id__startswith=prefix)
-    return list(tasks.order_by("position").values_list("pk", "task_id", "state"))
+def _light(run: Run) -> list[Light]:
+    """(pk, task_id, state) of each task: only for a run of at most EXPAND_ROWS tasks."""
+    return list(Task.objects.filter(run=run).order_by("position").values_list("pk", "task_id", "state"))
 
 
 def _count_groups(light: list[Light]) -> dict[str, GroupView]:
@@ -317,24 +346,8 @@ def _count_groups(light: list[Light]) -> dict[str, GroupView]:
     return groups
 
 
-def _choose_focus_rows(
-    groups: dict[str, GroupView], light: list[Light], focus: str, page_number: str | None, per_page: int
-) -> Page[int]:
-    """One page of the rows of group ``focus``; 404 when the run has no such group."""
-    if focus not in groups:
-        raise Http404("no such group in this run")
-    in_focus = [pk for pk, task_id, _ in light if task_group(task_id) == focus]
-    page = Paginator(in_focus, per_page).get_page(page_number)
-    groups[focus].pks = list(page.object_list)
-    return page
-
-
-def _load_rows(run: Run, shown: list[GroupView], every_row: bool) -> None:
-    tasks = task_rows(run)
-    if every_row:  # one query without a long IN list
-        by_pk = {t.pk: t for t in tasks}
-    else:
-        wanted = [pk for g in shown for pk in g.pks]
-        by_pk = {t.pk: t for chunk in chunks(wanted) for t in tasks.filter(pk__in=chunk)}
+def _load_rows(run: Run, shown: list[GroupView]) -> None:
+    """Every row of a small run, in one query."""
+    by_pk = {t.pk: t for t in task_rows(run)}
     for group in shown:
         group.rows = [by_pk[pk] for pk in group.pks if pk in by_pk]

@@ -16,6 +16,7 @@ from backends.units import format_duration
 from runs.costing.efficiency import Efficiency, efficiency_of
 from runs.engine import states
 from runs.engine.states import TaskState
+from runs.engine.waiting import shown_reason as task_reason
 from runs.models import Task
 from runs.numbers import gigabytes, short_number
 from sources.git import mask_credentials
@@ -70,6 +71,12 @@ def since(start: datetime | None, end: datetime | None = None) -> str:
 def seconds_since(start: datetime | None) -> int:
     """Whole seconds from ``start`` to now: where scripthut.js counts on from (``data-elapsed``)."""
     return int((timezone.now() - start).total_seconds()) if start else 0
+
+
+@register.filter
+def shown_reason(task: Task) -> str:
+    """The reason a task's row shows (its own, or its run's waiting reason)."""
+    return task_reason(task)
 
 
 @register.filter
