@@ -71,7 +71,6 @@ def test_a_tick_says_why_runs_wait_once_per_run(user: User, local_backend: Backe
     Task.objects.filter(run=holder).update(state=TaskState.RUNNING)
     small, at_small = _fill_a_full_backend(local_backend, 40, user)
     Run.objects.filter(pk=small.pk).update(status=Run.Status.COMPLETED)  # out of the next tick's way
-    Run.objects.filter(pk=small.pk).update(waiting_reason="")
     big, at_big = _fill_a_full_backend(local_backend, 4000, user)
     assert len(at_small) == len(at_big)
     # The reason is the run's: no task row is read or written for it.
