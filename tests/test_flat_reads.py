@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.db.models import Count, Sum
 from django.test import Client
@@ -21,6 +22,7 @@ from runs.actions import create_run
 from runs.costing import estimate
 from runs.costing.summary import run_cost
 from runs.counts.models import CostSum
+from runs.counts.recount import cost_drift
 from runs.engine.states import Step, TaskState, move, requeue
 from runs.engine.submit import fill_batch
 from runs.engine.waiting import shown_reason
@@ -206,6 +208,18 @@ def test_a_runs_cost_reads_no_task(user: User, local_backend: Backend) -> None:
     )
     api = Client(headers={"Authorization": f"Token {ApiToken.issue(user)}"})
     assert api.get(f"/api/runs/{big.pk}?limit=5").json()["cost"]["total_usd"] == 250.0
+
+
+def test_recount_repairs_cost_sums_that_went_around(user: User, local_backend: Backend) -> None:
+    run = sized_run(user, local_backend, 10)
+    run.tasks.update(cost=Decimal("0.5"))
+    CostSum.objects.filter(run=run).update(cost_micro_usd=1)  # what a partial restore could leave
+    assert cost_drift([run.pk])
+    with pytest.raises(CommandError, match="1 stored count"):
+        call_command("recount", "--check")
+    call_command("recount", "--run", run.pk)
+    assert cost_drift() == []
+    assert_cost_kept(run)
 
 
 @pytest.mark.django_db(transaction=True)

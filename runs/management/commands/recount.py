@@ -1,7 +1,7 @@
-"""``scripthut recount [--run ID ...] [--check]``: compare the stored task counts with the
-tasks, and put them right.
+"""``scripthut recount [--run ID ...] [--check]``: compare the stored task counts and cost
+sums with the tasks, and put them right.
 
-The database keeps the counts as tasks change (``runs.counts``), so this should find
+The database keeps them as tasks change (``runs.counts``), so this should find
 nothing; it is for after a restore of part of the tables or a hand edit that went around
 the triggers.
 """
@@ -12,11 +12,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from runs.counts.recount import drift, recount
+from runs.counts.recount import cost_drift, drift, recount
 
 
 class Command(BaseCommand):
-    help = "Check the stored task counts against the tasks and repair them (--check: only report)."
+    help = "Check the stored task counts and cost sums against the tasks and repair them (--check: only report)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--run", action="append", dest="runs", metavar="ID", help="only this run (repeatable)")
@@ -28,11 +28,17 @@ class Command(BaseCommand):
         for d in found:
             group = d.task_group or "(no group)"
             self.stdout.write(f"run {d.run_id} group {group} {d.state}: stored {d.stored}, tasks {d.counted}")
+        costs = cost_drift(runs)
+        for c in costs:
+            self.stdout.write(
+                f"run {c.run_id} cost (micro-USD, waste, costed, with waste): stored {c.stored}, tasks {c.summed}"
+            )
+        differ = len(found) + len(costs)
         if options["check"]:
-            if found:
-                raise CommandError(f"{len(found)} stored count(s) differ from the tasks")
-            self.stdout.write("the stored task counts agree with the tasks")
+            if differ:
+                raise CommandError(f"{differ} stored count(s) or cost sum(s) differ from the tasks")
+            self.stdout.write("the stored task counts and cost sums agree with the tasks")
             return
-        if found:
+        if differ:
             recount(runs)
-        self.stdout.write(f"{len(found)} stored count(s) repaired" if found else "nothing to repair")
+        self.stdout.write(f"{differ} stored count(s) or cost sum(s) repaired" if differ else "nothing to repair")
