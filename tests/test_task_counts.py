@@ -93,7 +93,7 @@ def test_counts_follow_every_move(
         elif how == "requeue" and dst == TaskState.PENDING and src != TaskState.PENDING:
             requeue(chosen, "again", step)
         elif how == "cost":  # as a task's end costs it (and a requeue clears it): its run's sum follows
-            costs = {"cost": Decimal(f"{n}.000{n}01"), "waste_cost": None if n % 2 else Decimal("0.5")}
+            costs = {"cost": Decimal(f"{n}.{n:06d}"), "waste_cost": None if n % 2 else Decimal("0.5")}
             Task.objects.filter(pk__in=[c.pk for c in chosen]).update(**costs)
         elif how == "append":
             added = check([t(f"gen{n}.{i}") for i in range(3)], existing_ids=[c.task_id for c in tasks]).tasks
