@@ -12,6 +12,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import connection, connections
+from django.db.migrations.executor import MigrationExecutor
 from django.db.models import Count, Sum
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -246,4 +247,24 @@ def test_concurrent_costs_add_up(user: User, local_backend: Backend) -> None:
     for thread in threads:
         thread.join()
     assert problems == []
+    assert_cost_kept(run)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0028_sums_the_costs_there_are(user: User, local_backend: Backend) -> None:
+    """Upgrading: the costs already stored are added up, and the per-task copies of old
+    waiting reasons are dropped (the run's reason is written by the next tick)."""
+    run = sized_run(user, local_backend, 6)
+    executor = MigrationExecutor(connection)
+    executor.migrate([("runs", "0027_task_counts")])
+    pks = list(Task.objects.filter(run=run).order_by("position").values_list("pk", flat=True))
+    with connection.cursor() as cursor:  # as the previous release stored them
+        cursor.execute("UPDATE runs_task SET cost = 0.25, waste_cost = 0.125 WHERE id IN (%s, %s)", pks[:2])
+        cursor.execute("UPDATE runs_task SET cost = 1.000001 WHERE id = %s", [pks[2]])
+        cursor.execute("UPDATE runs_task SET reason = 'waiting: run limit, 1 of 1 running' WHERE id = %s", [pks[3]])
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    assert stored_cost(run) == (Decimal("1.500001"), Decimal("0.250000"), 3, 2) == fresh_cost(run)
+    assert Task.objects.get(pk=pks[3]).reason == ""
+    Task.objects.filter(pk=pks[4]).update(cost=Decimal("2"))  # and the triggers keep them from then on
     assert_cost_kept(run)
