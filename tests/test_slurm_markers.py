@@ -7,12 +7,15 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.db import connection
 
 from backends.config import validate_backend_settings
 from backends.models import Backend
+from backends.registry import close_all
 from runs.actions import create_run
 from runs.engine.tick import tick_due_backends
 from runs.models import Run, Task
+from runs.workers.ticker import EmbeddedTicker
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
@@ -107,3 +110,34 @@ def test_a_job_cancelled_on_the_cluster_leaves_no_end_marker(user, cluster):  # 
     run = tick_until_finished(run, timeout=60)
     long = Task.objects.get(run=run)
     assert long.state == "cancelled" and "CANCELLED" in long.reason
+
+
+def test_an_end_marker_wakes_the_engine_at_once(user, cluster, monkeypatch):  # noqa: F811
+    """Tried as a user would: a chain of 1 s tasks (native dependencies off) advanced one
+    link per marker read, 5 s each, 1.7x Slurm's own afterok chain. The watch on the open
+    connection (backends/ssh/watch.py) wakes the ticker when a job leaves its end marker:
+    with marker reads 600 s apart and the scheduler polled once, the chain still ends."""
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)  # threads' connections closed
+    backend = slurm_backend(cluster, poll_interval=3600)
+    backend.settings |= {"native_dependencies": False, "end_markers_every": 600}
+    backend.save()
+    chain = [
+        {"id": "a", "name": "a", "command": "sleep 1", "time_limit": "5:00"},
+        {"id": "b", "name": "b", "command": "exit 3", "time_limit": "5:00", "deps": ["a"]},
+    ]
+    ticker = EmbeddedTicker(interval=600)  # only a wake can tick again within the test
+    ticker.start()
+    try:
+        run = create_run(owner=user, backend=backend, payload=chain, workflow_name="watched")
+        deadline = time.monotonic() + 300  # a busy shared cluster may queue the jobs a while
+        while not Run.objects.get(pk=run.pk).is_finished:
+            assert time.monotonic() < deadline, list(Task.objects.filter(run=run).values_list("state", "reason"))
+            time.sleep(0.2)
+    finally:
+        ticker.stop()
+        ticker.join()
+        close_all()  # ends the watch
+    a, b = Task.objects.filter(run=run).order_by("task_id")
+    assert (a.state, b.state, b.exit_code) == ("completed", "failed", 3)
+    backend.refresh_from_db()
+    assert backend.last_polled_at and a.finished_at and backend.last_polled_at < a.finished_at, "ended by a poll"

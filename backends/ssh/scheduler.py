@@ -48,6 +48,7 @@ from backends.ssh.batch import (
 from backends.ssh.keys import KeyProblem, load_key
 from backends.ssh.markers import READ_MARKERS, parse_markers
 from backends.ssh.transport import ConnectionLost, SshTransport
+from backends.ssh.watch import EndMarkerWatch
 
 if TYPE_CHECKING:
     from backends.models import Backend, ClusterIdentity
@@ -63,6 +64,14 @@ class SshScheduler(FileLogs, SubmitBatch):
         self.transport = SshTransport.from_settings(self.settings["ssh"], _login(identity) if identity else None)
         self.supports_native_dependencies = bool(self.settings.get("native_dependencies", True))
         self.read_ends_every = float(self.settings.get("end_markers_every", 5))
+        watching = bool(self.read_ends_every and self.settings.get("watch_end_markers", True))
+        self.end_watch = EndMarkerWatch(self.transport, backend.pk) if watching and backend.pk else None
+
+    def watch_ends(self) -> None:
+        """While this adapter has live jobs: wake the engine as soon as one leaves its end
+        marker (:mod:`backends.ssh.watch`), not at the next marker read."""
+        if self.end_watch is not None:
+            self.end_watch.ensure()
 
     # -- what each scheduler defines ---------------------------------------------------
 
@@ -131,6 +140,8 @@ class SshScheduler(FileLogs, SubmitBatch):
         return super().read_log(log, max_bytes)
 
     def close(self) -> None:
+        if self.end_watch is not None:
+            self.end_watch.close()
         self.transport.close()
 
     @property
@@ -164,6 +175,7 @@ class SshScheduler(FileLogs, SubmitBatch):
         keys = {f"{run_id}/{tag}": job_id for job_id, (run_id, tag) in jobs.items()}
         if not keys:
             return PollResult(statuses={})
+        self.watch_ends()
         script = READ_MARKERS + "".join(f"m {shlex.quote(key)}\n" for key in keys)
         result = self.transport.run_script(script, timeout=60)
         if result.exit_code != 0:
@@ -173,6 +185,8 @@ class SshScheduler(FileLogs, SubmitBatch):
 
     def poll(self, job_ids: Sequence[str]) -> PollResult:
         ids = list(dict.fromkeys(job_ids))
+        if ids:
+            self.watch_ends()
         live, found = self.query_jobs(ids)
         statuses: dict[str, JobStatus] = {}
         for job_id in ids:
@@ -224,6 +238,7 @@ class SshScheduler(FileLogs, SubmitBatch):
             # Sent, maybe partly run: the engine reconciles these tasks by tag.
             raise BackendError(f"connection lost while submitting; reconciling later ({exc})") from exc
         self.check_submit_lock(result)
+        self.watch_ends()
         outcomes = self.submit_outcomes(result.stdout, [job for job, _ in jobs])
         if not outcomes and result.exit_code != 0:
             raise BackendError(f"submit batch failed (exit {result.exit_code}): {result.stderr.strip()[-500:]}")
