@@ -16,6 +16,7 @@ import argparse
 import itertools
 import os
 import re
+import statistics
 import subprocess
 import threading
 import time
@@ -225,6 +226,20 @@ def bench_chain(links: int, poll: int, natives: list[bool], markers: list[float]
             f" poll_interval={poll}: run {status}; last link ended {on_cluster:.1f} s after creation"
             f" ({on_cluster / straight:.2f}x straight), seen completed after {seen:.1f} s"
         )
+        print(f"  per link, median: {link_times(run)}")
+
+
+def link_times(run: Run) -> str:
+    """Where a link's time goes: the previous link's end (its job's own clock) -> this one
+    submitted (the portal's stamp) -> started (its job's clock) -> ended."""
+    links = list(Task.objects.filter(run=run).order_by("task_id").values("submitted_at", "started_at", "finished_at"))
+    gaps: dict[str, list[float]] = {"end -> next submit": [], "submit -> start": [], "run": []}
+    for before, link in itertools.pairwise(links):
+        if before["finished_at"] and link["submitted_at"] and link["started_at"] and link["finished_at"]:
+            gaps["end -> next submit"].append((link["submitted_at"] - before["finished_at"]).total_seconds())
+            gaps["submit -> start"].append((link["started_at"] - link["submitted_at"]).total_seconds())
+            gaps["run"].append((link["finished_at"] - link["started_at"]).total_seconds())
+    return ", ".join(f"{name} {statistics.median(values):.2f} s" for name, values in gaps.items() if values)
 
 
 def bench_sweep(n: int, max_submit: int) -> None:

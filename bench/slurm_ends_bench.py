@@ -50,20 +50,20 @@ class Counters:
         self.user = user
         self.types, self.mine, self.at = sdiag_counts(), user_rpcs(user), time.perf_counter()
 
-    def rates(self) -> str:
+    def since(self, per_minute: bool = True) -> str:
+        """What was counted since, per minute (or in all)."""
         now = Counters(self.user)
         minutes = (now.at - self.at) / 60
+        scale = 1 / minutes if per_minute else 1
+        unit = "/min" if per_minute else ""
 
-        def per_minute(keys: tuple[str, ...]) -> float:
-            return sum(now.types.get(k, 0) - self.types.get(k, 0) for k in keys) / minutes
+        def count(keys: tuple[str, ...]) -> float:
+            return sum(now.types.get(k, 0) - self.types.get(k, 0) for k in keys) * scale
 
-        by_type = ", ".join(
-            f"{k.removeprefix('REQUEST_').lower()} {(now.types.get(k, 0) - self.types.get(k, 0)) / minutes:.1f}"
-            for k in JOB_INFO + SUBMIT
-        )
+        by_type = ", ".join(f"{k.removeprefix('REQUEST_').lower()} {count((k,)):.1f}" for k in JOB_INFO + SUBMIT)
         return (
-            f"job-info RPCs {per_minute(JOB_INFO):.1f}/min ({by_type}); "
-            f"all RPCs of user {self.user}: {(now.mine - self.mine) / minutes:.1f}/min over {minutes:.1f} min"
+            f"job-info RPCs {count(JOB_INFO):.1f}{unit} ({by_type}); all RPCs of user {self.user}:"
+            f" {(now.mine - self.mine) * scale:.1f}{unit} over {minutes * 60:.0f} s"
         )
 
 
@@ -82,7 +82,7 @@ def bench(n: int, slots: int, poll: int, window: float, every: float, second_use
         ticker.tick()  # the embedded ticker's cadence: due backends, and those a job's end woke
         done = Task.objects.filter(run=run, state="completed").exclude(pk__in=list(seen))
         seen |= dict.fromkeys(done.values_list("pk", flat=True), time.time())
-    rates = counters.rates()
+    rates = counters.since()
     ended = dict(Task.objects.filter(pk__in=list(seen)).values_list("pk", "finished_at"))
     lags = sorted(seen[pk] - at.timestamp() for pk, at in ended.items() if at)
     p95 = lags[int(0.95 * (len(lags) - 1))] if lags else float("nan")
@@ -96,7 +96,7 @@ def bench(n: int, slots: int, poll: int, window: float, every: float, second_use
         counters = Counters(user)
         for _ in range(50):
             adapter.read_ends(running)
-        print(f"  50 marker reads of {len(running)} running jobs on their own: {counters.rates()}")
+        print(f"  50 marker reads of {len(running)} running jobs on their own: {counters.since(per_minute=False)}")
     cancel_run(run)
     while not Run.objects.get(pk=run.pk).is_finished:
         ticker.tick()

@@ -64,7 +64,8 @@ class SshScheduler(FileLogs, SubmitBatch):
         self.transport = SshTransport.from_settings(self.settings["ssh"], _login(identity) if identity else None)
         self.supports_native_dependencies = bool(self.settings.get("native_dependencies", True))
         self.read_ends_every = float(self.settings.get("end_markers_every", 5))
-        watching = bool(self.read_ends_every and self.settings.get("watch_end_markers", True))
+        # Not per_user: its ticks poll the scheduler (no marker reads), so a wake would poll.
+        watching = self.read_ends_every and self.settings.get("watch_end_markers", True) and not backend.per_user
         self.end_watch = EndMarkerWatch(self.transport, backend.pk) if watching and backend.pk else None
 
     def watch_ends(self) -> None:
