@@ -24,10 +24,15 @@ import re
 import statistics
 import subprocess
 import time
+from collections import Counter
+from typing import Any
 
 from slurm_bench import Ticker, cluster_env, sdiag_counts, setup_backend, wait_queue_empty  # sets up Django
 
+from backends.base import CommandResult
 from backends.registry import get_adapter
+from backends.ssh.markers import READ_MARKERS
+from backends.ssh.transport import SshTransport
 from runs.actions import cancel_run, create_run
 from runs.models import Run, Task
 
@@ -67,15 +72,37 @@ class Counters:
         )
 
 
+def count_commands(transport: SshTransport) -> Counter[str]:
+    """Count the commands the adapter runs by their first word (scripts on stdin: by what
+    they do), to tell which of the user's RPCs are the portal's."""
+    commands: Counter[str] = Counter()
+    run, run_script = transport.run, transport.run_script
+
+    def counted_run(command: str, **options: Any) -> CommandResult:
+        words = command.split()
+        commands[" ".join(words[:3] if words[0] == "scontrol" else words[:1])] += 1
+        return run(command, **options)
+
+    def counted_script(script: str, **options: Any) -> CommandResult:
+        commands["marker read" if script.startswith(READ_MARKERS) else "script (submit batch, ...)"] += 1
+        return run_script(script, **options)
+
+    transport.run, transport.run_script = counted_run, counted_script  # type: ignore[method-assign]
+    return commands
+
+
 def bench(n: int, slots: int, poll: int, window: float, every: float, second_user: bool) -> None:
     user = cluster_env()["SSH_USER2" if second_user else "SSH_USER"]
     backend, owner = setup_backend(poll=poll, markers_every=every, second_user=second_user, name="bench-ends")
     adapter = get_adapter(backend)
-    wait_queue_empty(adapter.transport)  # type: ignore[attr-defined]
+    transport = adapter.transport  # type: ignore[attr-defined]
+    wait_queue_empty(transport)
+    commands = count_commands(transport)
     tasks = [{"id": f"e.{i:04d}", "name": "e", "command": f"sleep {3 + i % 13}"} for i in range(n)]
     run = create_run(owner=owner, backend=backend, payload=tasks, workflow_name=f"ends-{every}", max_concurrent=slots)
     seen: dict[int, float] = {}
     ticker = Ticker(interval=0.2)
+    commands.clear()
     counters = Counters(user)
     end = time.perf_counter() + window
     while time.perf_counter() < end:
@@ -91,6 +118,7 @@ def bench(n: int, slots: int, poll: int, window: float, every: float, second_use
         f" {window:.0f} s; end -> shown p50 {statistics.median(lags) if lags else float('nan'):.1f} s"
         f" p95 {p95:.1f} s max {lags[-1] if lags else float('nan'):.1f} s; {rates}"
     )
+    print(f"  the portal's commands on the login node in the window: {dict(commands)}")
     if every:
         running = {t.job_id: (t.run_id, t.submit_tag) for t in Task.objects.filter(run=run, state="running")}
         counters = Counters(user)

@@ -5,13 +5,16 @@ polls (no slurmctld query); a job that dies without a marker is still caught by 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from django.db import connection
 
+from backends.base import CommandResult
 from backends.config import validate_backend_settings
 from backends.models import Backend
-from backends.registry import close_all
+from backends.registry import close_all, get_adapter
+from backends.slurm.adapter import SlurmAdapter
 from runs.actions import create_run
 from runs.engine.tick import tick_due_backends
 from runs.models import Run, Task
@@ -141,3 +144,28 @@ def test_an_end_marker_wakes_the_engine_at_once(user, cluster, monkeypatch):  # 
     assert (a.state, b.state, b.exit_code) == ("completed", "failed", 3)
     backend.refresh_from_db()
     assert backend.last_polled_at and a.finished_at and backend.last_polled_at < a.finished_at, "ended by a poll"
+
+
+def test_a_job_ended_by_its_marker_is_not_asked_of_slurmctld(cluster):  # noqa: F811
+    """A poll asks sacct about jobs ended by their marker (for CPU efficiency and memory);
+    one slurmdbd has not recorded yet made the poll ask slurmctld (``scontrol show job``,
+    a REQUEST_JOB_INFO) for nothing it could use: not any more. A job missing from the
+    queue and accounting that no marker ended is still asked about."""
+    backend = slurm_backend(cluster, poll_interval=60)
+    adapter = get_adapter(backend)
+    assert isinstance(adapter, SlurmAdapter)
+    commands: list[str] = []
+    run = adapter.transport.run
+
+    def recorded(command: str, **options: Any) -> CommandResult:
+        commands.append(command)
+        return run(command, **options)
+
+    adapter.transport.run = recorded  # type: ignore[method-assign]
+    unrecorded = "987654321"  # no such job: neither squeue nor sacct lists it
+    adapter.ended_by_marker.add(unrecorded)
+    adapter.poll([unrecorded])
+    assert not [c for c in commands if "scontrol" in c], commands
+    adapter.ended_by_marker.clear()
+    adapter.poll([unrecorded])
+    assert [c for c in commands if "scontrol" in c and "show job" in c], commands

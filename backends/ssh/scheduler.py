@@ -67,6 +67,9 @@ class SshScheduler(FileLogs, SubmitBatch):
         # Not per_user: its ticks poll the scheduler (no marker reads), so a wake would poll.
         watching = self.read_ends_every and self.settings.get("watch_end_markers", True) and not backend.per_user
         self.end_watch = EndMarkerWatch(self.transport, backend.pk) if watching and backend.pk else None
+        # Jobs this adapter saw end by their marker: a poll asks about them only for what the
+        # scheduler's accounting measured (see :meth:`measured_only`).
+        self.ended_by_marker: set[str] = set()
 
     def watch_ends(self) -> None:
         """While this adapter has live jobs: wake the engine as soon as one leaves its end
@@ -182,10 +185,17 @@ class SshScheduler(FileLogs, SubmitBatch):
         if result.exit_code != 0:
             raise BackendError(f"reading the end markers failed: {result.stderr.strip()[:300]}")
         statuses = parse_markers(result.stdout, keys)
+        self.ended_by_marker.update(job_id for job_id, status in statuses.items() if status.state.is_final)
         return PollResult(statuses=statuses)
+
+    def measured_only(self, job_ids: Iterable[str]) -> set[str]:
+        """Those of ``job_ids`` asked about only for their accounting (they ended by their
+        marker): a listing that has no measurements need not be asked about them."""
+        return self.ended_by_marker.intersection(job_ids)
 
     def poll(self, job_ids: Sequence[str]) -> PollResult:
         ids = list(dict.fromkeys(job_ids))
+        self.ended_by_marker.intersection_update(ids)  # the engine asks no longer: forgotten
         if ids:
             self.watch_ends()
         live, found = self.query_jobs(ids)
