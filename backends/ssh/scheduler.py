@@ -71,11 +71,11 @@ class SshScheduler(FileLogs, SubmitBatch):
         # scheduler's accounting measured (see :meth:`measured_only`).
         self.ended_by_marker: set[str] = set()
 
-    def watch_ends(self) -> None:
-        """While this adapter has live jobs: wake the engine as soon as one leaves its end
-        marker (:mod:`backends.ssh.watch`), not at the next marker read."""
+    def watch_ends(self, run_ids: Iterable[str]) -> None:
+        """While these runs have live jobs here: wake the engine as soon as one leaves its
+        end marker (:mod:`backends.ssh.watch`), not at the next marker read."""
         if self.end_watch is not None:
-            self.end_watch.ensure()
+            self.end_watch.ensure(run_ids)
 
     # -- what each scheduler defines ---------------------------------------------------
 
@@ -179,7 +179,7 @@ class SshScheduler(FileLogs, SubmitBatch):
         keys = {f"{run_id}/{tag}": job_id for job_id, (run_id, tag) in jobs.items()}
         if not keys:
             return PollResult(statuses={})
-        self.watch_ends()
+        self.watch_ends(run_id for run_id, _ in jobs.values())
         script = READ_MARKERS + "".join(f"m {shlex.quote(key)}\n" for key in keys)
         result = self.transport.run_script(script, timeout=60)
         if result.exit_code != 0:
@@ -196,8 +196,6 @@ class SshScheduler(FileLogs, SubmitBatch):
     def poll(self, job_ids: Sequence[str]) -> PollResult:
         ids = list(dict.fromkeys(job_ids))
         self.ended_by_marker.intersection_update(ids)  # the engine asks no longer: forgotten
-        if ids:
-            self.watch_ends()
         live, found = self.query_jobs(ids)
         statuses: dict[str, JobStatus] = {}
         for job_id in ids:
@@ -249,7 +247,7 @@ class SshScheduler(FileLogs, SubmitBatch):
             # Sent, maybe partly run: the engine reconciles these tasks by tag.
             raise BackendError(f"connection lost while submitting; reconciling later ({exc})") from exc
         self.check_submit_lock(result)
-        self.watch_ends()
+        self.watch_ends(job.run_id for job, _ in jobs)
         outcomes = self.submit_outcomes(result.stdout, [job for job, _ in jobs])
         if not outcomes and result.exit_code != 0:
             raise BackendError(f"submit batch failed (exit {result.exit_code}): {result.stderr.strip()[-500:]}")

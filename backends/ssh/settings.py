@@ -40,7 +40,7 @@ class SshSchedulerSettings(BackendSettings):
     end_markers_every: float = Field(default=5, ge=0)
     # With end markers on: keep one command open on the connection that wakes the portal the
     # moment a job leaves its end marker (a bash loop on the login node looking at the
-    # markers' directory twice a second; no scheduler query).
+    # marker directories of the runs with live jobs twice a second; no scheduler query).
     watch_end_markers: bool = True
     # Submit a run's ready tasks of one shape as one array job (false: one job each, for
     # sites that forbid arrays).
