@@ -72,5 +72,5 @@ bench: setup
 	$(BIN)/python bench/local_bench.py --tasks 1000 --slots 4,16
 	$(BIN)/python bench/local_load_bench.py --tasks 1000 --slots 16 --clients 0,16
 	$(BIN)/python bench/scale_bench.py --sizes 1000,100000
-	$(BIN)/python bench/slurm_bench.py ends --n 40 --poll 60 --markers 5,0
-	$(BIN)/python bench/slurm_bench.py chain --links 20 --poll 60 --native off --markers-every 1
+	$(BIN)/python bench/slurm_ends_bench.py --poll 60 --window 180 --markers 5,0
+	$(BIN)/python bench/slurm_bench.py chain --links 20 --poll 60 --native off --markers-every 5,1 --watch on,off

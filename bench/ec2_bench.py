@@ -1,4 +1,5 @@
-"""EC2 backend: AWS API calls and SSH sessions per poll cycle with 20 running instances.
+"""EC2 backend: AWS API calls and SSH sessions per poll cycle with 20 running instances,
+and per sentinel read between polls (``sentinels_every``).
 
     python bench/ec2_bench.py [--instances 20] [--cycles 10]
 
@@ -29,6 +30,7 @@ bootstrap.setup()
 from django.conf import settings  # noqa: E402
 from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from backends.config import validate_backend_settings  # noqa: E402
 from backends.ec2.adapter import Adapter as Ec2Adapter  # noqa: E402
@@ -43,8 +45,10 @@ from tests.aws_ec2 import TEST_CREDENTIALS, Emulator, LoopbackConnector, Loopbac
 from tests.cluster import start_cluster  # noqa: E402
 
 
-def measure(emu: Emulator, backend: Backend, run: Run) -> tuple[Counter[str], int, float]:
-    """One forced tick: (API calls by operation, SSH sessions, seconds)."""
+def measure(emu: Emulator, backend: Backend, run: Run, poll: bool = True) -> tuple[Counter[str], int, float]:
+    """One forced tick: (API calls by operation, SSH sessions, seconds). ``poll``: the
+    scheduler's poll is due; else the tick reads the sentinels only (between two polls)."""
+    Backend.objects.filter(pk=backend.pk).update(last_polled_at=None if poll else timezone.now())
     adapter = get_adapter(backend)
     assert isinstance(adapter, Ec2Adapter)
     calls_before = Counter(adapter.calls)
@@ -100,14 +104,16 @@ def main() -> None:
             measure(emu, backend, run)
         print(f"all {args.instances} running after {time.perf_counter() - started:.1f} s", flush=True)
         steady = [measure(emu, backend, run) for _ in range(args.cycles)]
+        between = [measure(emu, backend, run, poll=False) for _ in range(args.cycles)]
         (emu.host.root / "go").touch()
         finishing = []
         while not run.is_finished:
-            finishing.append(measure(emu, backend, run))
+            finishing.append(measure(emu, backend, run, poll=False))
             run.refresh_from_db()
         print(f"{args.instances} instances running; emulator at {emu.url}")
-        show("steady state (all running)", steady)
-        show("until all finished", finishing)
+        show("steady state (all running), poll cycles", steady)
+        show("steady state, sentinel reads between polls", between)
+        show("until all finished, by sentinel reads between polls", finishing)
         n = args.instances
         print(f"run {run.status}. The original design, per cycle with {n} running: 1 DescribeInstances", end=" ")
         print(f"+ {n} SendSSHPublicKey + {n} StartSession = {2 * n + 1} API calls and {n} SSH sessions")

@@ -2,8 +2,7 @@
 
     python bench/slurm_bench.py parse            # 50,000 lines of squeue and sacct output
     python bench/slurm_bench.py submit [--n 500] # 500 one-second tasks vs 500 plain sbatch calls
-    python bench/slurm_bench.py ends [--n 40] [--poll 60] [--markers 5,0]  # task end -> shown, RPCs/min
-    python bench/slurm_bench.py chain [--poll 60] [--links 20] [--native on,off] [--markers-every 5]
+    python bench/slurm_bench.py chain [--poll 60] [--links 20] [--native on,off] [--markers-every 1,5] [--watch on,off]
     python bench/slurm_bench.py sweep [--n 10000] [--max-submit 1000]
                                                  # `sleep 1` tasks under an enforced MaxSubmitJobs (as the
                                                  # second test user; run as root: turns limits on, then off)
@@ -14,10 +13,12 @@ Uses a temporary SQLite data dir unless DATABASE_URL is set.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import statistics
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,6 +34,7 @@ from django.utils import timezone  # noqa: E402
 from backends.config import validate_backend_settings  # noqa: E402
 from backends.models import Backend  # noqa: E402
 from backends.registry import get_adapter  # noqa: E402
+from backends.signals import job_ended  # noqa: E402
 from backends.slurm.parsing import parse_sacct, parse_squeue  # noqa: E402
 from backends.ssh.transport import SshTransport  # noqa: E402
 from runs.actions import create_run  # noqa: E402
@@ -119,6 +121,27 @@ def setup_backend(
     return backend, owner
 
 
+class Ticker:
+    """Ticks as the embedded ticker does (``runs/workers/ticker.py``): the backends that are
+    due, every ``interval`` seconds, and at once those a ``job_ended`` names."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval = interval
+        self.woken: set[int] = set()
+        self.wake = threading.Event()
+        job_ended.connect(self._on_end, dispatch_uid="slurm-bench-ticker")
+
+    def _on_end(self, sender: object, backend_id: int, **kwargs: object) -> None:
+        self.woken.add(backend_id)
+        self.wake.set()
+
+    def tick(self) -> None:
+        self.wake.clear()
+        woken, self.woken = self.woken, set()
+        tick_due_backends(also=woken)
+        self.wake.wait(self.interval)
+
+
 def wait_queue_empty(transport: SshTransport) -> None:
     while transport.run("squeue --noheader --me --format=%i").stdout.strip():
         time.sleep(1)
@@ -160,9 +183,10 @@ def bench_submit(n: int) -> None:
     print(f"run {Run.objects.get(pk=run.pk).status}")
 
 
-def bench_chain(links: int, poll: int, natives: list[bool], markers_every: float) -> None:
-    backend, owner = setup_backend(poll=poll, markers_every=markers_every)
-    print(f"end markers read every {markers_every} s (0: off)")
+def bench_chain(links: int, poll: int, natives: list[bool], markers: list[float], watches: list[bool]) -> None:
+    """A chain of ``links`` one-second tasks through the portal, beside the same chain
+    straight to Slurm with afterok (the floor), measured the same way on the same cluster."""
+    backend, owner = setup_backend(poll=poll)
     transport = get_adapter(backend).transport  # type: ignore[attr-defined]
     wait_queue_empty(transport)
     # Reference: the chain straight to Slurm with afterok, in one SSH session.
@@ -174,69 +198,48 @@ def bench_chain(links: int, poll: int, natives: list[bool], markers_every: float
     wait_queue_empty(transport)
     straight = time.perf_counter() - start
     print(f"straight to Slurm (afterok): {links} links in {straight:.1f} s")
-    for native in natives:
-        backend.settings = backend.settings | {"native_dependencies": native}
+    for native, every, watch in itertools.product(natives, markers, watches):
+        if not every and watch and len(watches) > 1:
+            continue  # no markers: nothing to watch
+        backend.settings = backend.settings | {
+            "native_dependencies": native,
+            "end_markers_every": every,
+            "watch_end_markers": watch,
+        }
         backend.save()
         chain = [{"id": "link.00", "name": "l0", "command": "sleep 1"}] + [
             {"id": f"link.{i:02d}", "name": f"l{i}", "command": "sleep 1", "deps": [f"link.{i - 1:02d}"]}
             for i in range(1, links)
         ]
-        run = create_run(
-            owner=owner, backend=backend, payload=chain, workflow_name=f"chain-{native}", max_concurrent=links
-        )
+        run = create_run(owner=owner, backend=backend, payload=chain, workflow_name="chain", max_concurrent=links)
         started_at = timezone.now()
         start = time.perf_counter()
+        ticker = Ticker()
         while not Run.objects.get(pk=run.pk).is_finished:
-            tick_due_backends()  # the real cadence: each backend is polled every `poll` seconds
-            time.sleep(0.5)
+            ticker.tick()  # the real cadence: due backends (and those a job's end woke)
         seen = time.perf_counter() - start
         last = Task.objects.filter(run=run).order_by("-finished_at").first()
         on_cluster = (last.finished_at - started_at).total_seconds() if last and last.finished_at else float("nan")
         status = Run.objects.get(pk=run.pk).status
         print(
-            f"scripthut native={'on' if native else 'off'} poll_interval={poll}: run {status}; last link ended "
-            f"{on_cluster:.1f} s after creation ({on_cluster / straight:.2f}x straight), "
-            f"seen completed after {seen:.1f} s"
+            f"scripthut native={'on' if native else 'off'} end_markers_every={every:g} watch={'on' if watch else 'off'}"
+            f" poll_interval={poll}: run {status}; last link ended {on_cluster:.1f} s after creation"
+            f" ({on_cluster / straight:.2f}x straight), seen completed after {seen:.1f} s"
         )
+        print(f"  per link, median: {link_times(run)}")
 
 
-def bench_ends(n: int, poll: int, markers: list[float]) -> None:
-    """Task end -> shown completed (what the API reads), p50/p95, and slurmctld job-info RPCs
-    per minute, with end markers read every ``m`` seconds (0: the scheduler's poll only)."""
-    for every in markers:
-        backend, owner = setup_backend(poll=poll, markers_every=every)
-        transport = get_adapter(backend).transport  # type: ignore[attr-defined]
-        wait_queue_empty(transport)
-        tasks = [{"id": f"e.{i:03d}", "name": "e", "command": f"sleep {1 + i % 10}"} for i in range(n)]
-        run = create_run(owner=owner, backend=backend, payload=tasks, workflow_name=f"ends-{every}", max_concurrent=n)
-        seen: dict[int, float] = {}
-        before, start = sdiag_counts(), time.perf_counter()
-        while not Run.objects.get(pk=run.pk).is_finished:
-            tick_due_backends()  # the embedded ticker's cadence: only backends that are due
-            now = time.time()
-            for pk in (
-                Task.objects.filter(run=run, state="completed").exclude(pk__in=list(seen)).values_list("pk", flat=True)
-            ):
-                seen[pk] = now
-            time.sleep(0.2)
-        minutes = (time.perf_counter() - start) / 60
-        after = sdiag_counts()
-        ended = {
-            pk: at.timestamp()
-            for pk, at in Task.objects.filter(run=run, state="completed").values_list("pk", "finished_at")
-            if at
-        }
-        lags = sorted(seen[pk] - ended[pk] for pk in seen if pk in ended)
-        info = sum(
-            after.get(k, 0) - before.get(k, 0)
-            for k in ("REQUEST_JOB_INFO", "REQUEST_JOB_INFO_SINGLE", "REQUEST_JOB_USER_INFO")
-        )
-        p95 = lags[int(0.95 * (len(lags) - 1))] if lags else float("nan")
-        print(
-            f"end markers every {every} s, poll_interval {poll} s: {len(lags)} tasks, end -> shown"
-            f" p50 {statistics.median(lags):.1f} s p95 {p95:.1f} s max {lags[-1]:.1f} s;"
-            f" slurmctld job-info RPCs {info / minutes:.1f}/min (cluster-wide: {rpc_delta(before, after)})"
-        )
+def link_times(run: Run) -> str:
+    """Where a link's time goes: the previous link's end (its job's own clock) -> this one
+    submitted (the portal's stamp) -> started (its job's clock) -> ended."""
+    links = list(Task.objects.filter(run=run).order_by("task_id").values("submitted_at", "started_at", "finished_at"))
+    gaps: dict[str, list[float]] = {"end -> next submit": [], "submit -> start": [], "run": []}
+    for before, link in itertools.pairwise(links):
+        if before["finished_at"] and link["submitted_at"] and link["started_at"] and link["finished_at"]:
+            gaps["end -> next submit"].append((link["submitted_at"] - before["finished_at"]).total_seconds())
+            gaps["submit -> start"].append((link["started_at"] - link["submitted_at"]).total_seconds())
+            gaps["run"].append((link["finished_at"] - link["started_at"]).total_seconds())
+    return ", ".join(f"{name} {statistics.median(values):.2f} s" for name, values in gaps.items() if values)
 
 
 def bench_sweep(n: int, max_submit: int) -> None:
@@ -288,25 +291,29 @@ def bench_sweep(n: int, max_submit: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["parse", "submit", "chain", "ends", "sweep"])
+    parser.add_argument("what", choices=["parse", "submit", "chain", "sweep"])
     parser.add_argument("--max-submit", type=int, default=1000)
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--links", type=int, default=20)
     parser.add_argument("--poll", type=int, default=60)
     parser.add_argument("--native", default="on,off")
-    parser.add_argument("--markers", default="5,0", help="ends: end_markers_every values to compare")
-    parser.add_argument("--markers-every", type=float, default=5, help="end_markers_every (0: no markers)")
+    parser.add_argument("--markers-every", default="5", help="chain: end_markers_every values (0: no markers)")
+    parser.add_argument("--watch", default="on", help="chain: watch_end_markers values (on,off)")
     args = parser.parse_args()
     if args.what == "parse":
         bench_parse()
     elif args.what == "submit":
         bench_submit(args.n)
-    elif args.what == "ends":
-        bench_ends(args.n, args.poll, [float(m) for m in args.markers.split(",")])
     elif args.what == "sweep":
         bench_sweep(args.n, args.max_submit)
     else:
-        bench_chain(args.links, args.poll, [v == "on" for v in args.native.split(",")], args.markers_every)
+        bench_chain(
+            args.links,
+            args.poll,
+            [v == "on" for v in args.native.split(",")],
+            [float(m) for m in args.markers_every.split(",")],
+            [v == "on" for v in args.watch.split(",")],
+        )
 
 
 if __name__ == "__main__":

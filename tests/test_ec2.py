@@ -230,7 +230,8 @@ def test_instance_that_never_runs_fails_its_task_and_is_terminated(user, ec2, cl
     assert ec2.instances("shutting-down", "terminated")[0]["InstanceId"] == task.job_id
 
 
-def test_instance_gone_before_its_task_finished_fails_it(user, backend, ec2):
+def test_instance_gone_before_its_task_finished_fails_it(user, ec2, cluster):  # noqa: F811
+    backend = make_backend(ec2, cluster, sentinels_every=0)  # every tick polls: it sees the instance go
     run = create_run(owner=user, backend=backend, payload=[t("doomed", "sleep 60")], workflow_name="gone")
     running(run, ec2, 1)
     task = run.tasks.get()
@@ -353,7 +354,9 @@ def test_lost_answer_to_run_instances_is_reconciled_not_relaunched(user, backend
     assert [i["InstanceId"] for i in ec2.instances()] == [task.job_id]  # the one launch, adopted
 
 
-def test_instance_gone_after_its_task_finished_keeps_the_exit_code(user, backend, ec2, monkeypatch):
+def test_instance_gone_after_its_task_finished_keeps_the_exit_code(user, ec2, cluster, monkeypatch):  # noqa: F811
+    # Every tick polls: the instance is seen running, its sentinel read, then it is gone.
+    backend = make_backend(ec2, cluster, sentinels_every=0)
     run = create_run(owner=user, backend=backend, payload=[t("brief", "exit 4")], workflow_name="gone-after")
     running(run, ec2, 1)
     task = run.tasks.get()

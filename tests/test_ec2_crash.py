@@ -42,10 +42,12 @@ def tasks(db: Path) -> list[tuple[str, str, str]]:
         return list(connection.execute("SELECT state, job_id, submit_tag FROM runs_task"))
 
 
-def last_polled(db: Path) -> str:
+def last_ticked(db: Path) -> str:
+    """When the backend's last tick set its next one (every tick does: the scheduler's poll
+    or a read of the sentinels only)."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
-        ((polled,),) = connection.execute("SELECT last_polled_at FROM backends_backend")
-        return str(polled)
+        ((next_tick,),) = connection.execute("SELECT next_poll_at FROM backends_backend")
+        return str(next_tick)
 
 
 def wait_for(what: Any, timeout: float = 60) -> Any:
@@ -117,12 +119,12 @@ def test_two_portals_ticking_at_once_never_exceed_max_instances(moto_ec2: Emulat
         wait_for(lambda: len(moto_ec2.instances("pending", "running")) == 2)
         # Each further tick of the backend, by either portal, would launch a third instance if
         # the cap did not hold: watch until it has been ticked ten more times.
-        peak, polls = 0, {last_polled(db)}
+        peak, ticks = 0, {last_ticked(db)}
         deadline = time.monotonic() + 120
-        while len(polls) <= 10:
-            assert time.monotonic() < deadline, f"the backend was ticked only {len(polls) - 1} times in 120 s"
+        while len(ticks) <= 10:
+            assert time.monotonic() < deadline, f"the backend was ticked only {len(ticks) - 1} times in 120 s"
             peak = max(peak, len(moto_ec2.instances("pending", "running")))
-            polls.add(last_polled(db))
+            ticks.add(last_ticked(db))
             time.sleep(0.1)
         waiting = [t for t in tasks(db) if t[0] == "pending"]
     finally:

@@ -5,14 +5,20 @@ polls (no slurmctld query); a job that dies without a marker is still caught by 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
+from django.db import connection
 
+from backends.base import CommandResult
 from backends.config import validate_backend_settings
 from backends.models import Backend
+from backends.registry import close_all, get_adapter
+from backends.slurm.adapter import SlurmAdapter
 from runs.actions import create_run
 from runs.engine.tick import tick_due_backends
 from runs.models import Run, Task
+from runs.workers.ticker import EmbeddedTicker
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
@@ -107,3 +113,59 @@ def test_a_job_cancelled_on_the_cluster_leaves_no_end_marker(user, cluster):  # 
     run = tick_until_finished(run, timeout=60)
     long = Task.objects.get(run=run)
     assert long.state == "cancelled" and "CANCELLED" in long.reason
+
+
+def test_an_end_marker_wakes_the_engine_at_once(user, cluster, monkeypatch):  # noqa: F811
+    """Tried as a user would: a chain of 1 s tasks (native dependencies off) advanced one
+    link per marker read, 5 s each, 1.7x Slurm's own afterok chain. The watch on the open
+    connection (backends/ssh/watch.py) wakes the ticker when a job leaves its end marker:
+    with marker reads 600 s apart and the scheduler polled once, the chain still ends."""
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)  # threads' connections closed
+    backend = slurm_backend(cluster, poll_interval=3600)
+    backend.settings |= {"native_dependencies": False, "end_markers_every": 600}
+    backend.save()
+    chain = [
+        {"id": "a", "name": "a", "command": "sleep 1", "time_limit": "5:00"},
+        {"id": "b", "name": "b", "command": "exit 3", "time_limit": "5:00", "deps": ["a"]},
+    ]
+    ticker = EmbeddedTicker(interval=600)  # only a wake can tick again within the test
+    ticker.start()
+    try:
+        run = create_run(owner=user, backend=backend, payload=chain, workflow_name="watched")
+        deadline = time.monotonic() + 300  # a busy shared cluster may queue the jobs a while
+        while not Run.objects.get(pk=run.pk).is_finished:
+            assert time.monotonic() < deadline, list(Task.objects.filter(run=run).values_list("state", "reason"))
+            time.sleep(0.2)
+    finally:
+        ticker.stop()
+        ticker.join()
+        close_all()  # ends the watch
+    a, b = Task.objects.filter(run=run).order_by("task_id")
+    assert (a.state, b.state, b.exit_code) == ("completed", "failed", 3)
+    backend.refresh_from_db()
+    assert backend.last_polled_at and a.finished_at and backend.last_polled_at < a.finished_at, "ended by a poll"
+
+
+def test_a_job_ended_by_its_marker_is_not_asked_of_slurmctld(cluster):  # noqa: F811
+    """A poll asks sacct about jobs ended by their marker (for CPU efficiency and memory);
+    one slurmdbd has not recorded yet made the poll ask slurmctld (``scontrol show job``,
+    a REQUEST_JOB_INFO) for nothing it could use: not any more. A job missing from the
+    queue and accounting that no marker ended is still asked about."""
+    backend = slurm_backend(cluster, poll_interval=60)
+    adapter = get_adapter(backend)
+    assert isinstance(adapter, SlurmAdapter)
+    commands: list[str] = []
+    run = adapter.transport.run
+
+    def recorded(command: str, **options: Any) -> CommandResult:
+        commands.append(command)
+        return run(command, **options)
+
+    adapter.transport.run = recorded  # type: ignore[method-assign]
+    unrecorded = "987654321"  # no such job: neither squeue nor sacct lists it
+    adapter.ended_by_marker.add(unrecorded)
+    adapter.poll([unrecorded])
+    assert not [c for c in commands if "scontrol" in c], commands
+    adapter.ended_by_marker.clear()
+    adapter.poll([unrecorded])
+    assert [c for c in commands if "scontrol" in c and "show job" in c], commands

@@ -5,6 +5,8 @@
 - poll: one ``DescribeInstances`` for all the backend's instances, the sentinels of
   running ones through one SSM Run Command (:mod:`.sentinels`); SSH (:mod:`.connector`)
   only for a finished task, to read its exit code and copy its log before terminating.
+- between polls (``read_ends``, every ``sentinels_every`` seconds): the same SSM read
+  only; ``DescribeInstances`` only once it found a task that finished.
 - reconciling: every poll sees all the backend's instances, so an instance no live task
   owns (its task finished, was cancelled, or is unknown: a crash left it) is terminated;
   an instance launched by a tick that died before recording it is found by its submit
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -85,6 +87,7 @@ class Adapter(BackendAdapter):
         self.config = Ec2Settings.model_validate({**self.settings, "name": self.name, "type": "ec2"})
         self.calls: Counter[str] = Counter()  # AWS API calls by operation, for the benchmark
         self._lock = threading.Lock()
+        self.read_ends_every = self.config.sentinels_every
 
     # -- AWS clients, built on first use (a bad profile or region is then a status, not a crash)
 
@@ -176,11 +179,31 @@ class Adapter(BackendAdapter):
             observed = [statuses.get(i.id) or describe(i, self.instances) for i in here]
             return PollResult(statuses=statuses, observed=observed)
 
-    def _statuses(self, job_ids: Sequence[str], everything: list[Instance]) -> dict[str, JobStatus]:
-        """Each job's status: from its instance's state, or, once the previous poll's Run
-        Command found its sentinel, from finishing it (exit code read, log copied)."""
+    def read_ends(self, jobs: Mapping[str, tuple[str, str]]) -> PollResult:
+        """Between polls: the tasks the previous sentinel read found finished, finished
+        (exit code, log copied, instance terminated); then the sentinels read again, for
+        the next tick. An SSM call or two; EC2 is asked only when a task finished."""
+        if not jobs:
+            return PollResult(statuses={})
+        with self._lock:
+            self.instances.doomed = []
+            codes = self.sentinels.collect()
+            ended = [job_id for job_id in jobs if job_id in codes]
+            statuses: dict[str, JobStatus] = {}
+            if ended:
+                statuses = self._statuses(ended, self.instances.with_ids(ended), codes)
+                self.instances.terminate_doomed()
+            self.sentinels.send()
+            return PollResult(statuses={j: s for j, s in statuses.items() if s.state.is_final})
+
+    def _statuses(
+        self, job_ids: Sequence[str], everything: list[Instance], codes: dict[str, int] | None = None
+    ) -> dict[str, JobStatus]:
+        """Each job's status: from its instance's state, or, once the previous Run Command
+        found its sentinel, from finishing it (exit code read, log copied). ``codes``: the
+        sentinels read already (else they are collected here)."""
         by_id = {i.id: i for i in everything}
-        codes = self.sentinels.collect()
+        codes = self.sentinels.collect() if codes is None else codes
         statuses = {job_id: self._status(job_id, by_id.get(job_id)) for job_id in job_ids}
         ended = [by_id[j] for j in job_ids if j in codes and j in by_id]
         # Gone after its task finished (its safety timer, someone else): the exit code stands.

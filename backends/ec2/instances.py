@@ -73,13 +73,20 @@ class Ec2Instances:
 
     def with_tags(self, tags: Sequence[str]) -> list[Instance]:
         """Instances (in any state) launched for these submit tags."""
+        return self._of_backend(f"tag:{self.tag_key('tag')}", tags)
+
+    def with_ids(self, instance_ids: Sequence[str]) -> list[Instance]:
+        """These instances of the backend, in any state (an id it does not have is left out)."""
+        return self._of_backend("instance-id", instance_ids)
+
+    def _of_backend(self, name: str, values: Sequence[str]) -> list[Instance]:
         found: list[Instance] = []
-        for start in range(0, len(tags), FILTER_VALUES_MAX):
-            chunk = list(tags[start : start + FILTER_VALUES_MAX])
+        for start in range(0, len(values), FILTER_VALUES_MAX):
+            chunk = list(values[start : start + FILTER_VALUES_MAX])
             found += self._describe(
                 [
                     {"Name": f"tag:{self.tag_key('backend')}", "Values": [self.backend_name]},
-                    {"Name": f"tag:{self.tag_key('tag')}", "Values": chunk},
+                    {"Name": name, "Values": chunk},
                 ]
             )
         return found

@@ -27,6 +27,9 @@ class Ec2Settings(BackendSettings):
     tag_prefix: str = "scripthut"
     extra_tags: dict[str, str] = Field(default_factory=dict)
     max_concurrent: int = Field(default=20, ge=1)
+    # Seconds between two reads of the running instances' sentinels between polls (one SSM
+    # SendCommand and a ListCommandInvocations per 50 instances, no EC2 call); 0: at the poll only.
+    sentinels_every: float = Field(default=5, ge=0)
     example = {"aws": {"region": "eu-west-1"}, "ami": "ami-1", "subnet_id": "subnet-1"}
 
     @classmethod

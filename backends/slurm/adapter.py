@@ -202,7 +202,10 @@ class SlurmAdapter(SshScheduler):
         if ACCOUNTING_DISABLED not in result.stdout and result.exit_code != 0:
             raise BackendError(f"sacct failed: {result.stdout.strip()[-500:]}")
         found = {} if ACCOUNTING_DISABLED in result.stdout else parse_sacct(result.stdout)
-        if any(j not in found for j in job_ids):
+        # A job that ended by its marker is asked about for its measurements only, which
+        # scontrol has not: slurmctld is not asked about it (the next poll asks sacct again).
+        measured_only = self.measured_only(job_ids)
+        if any(j not in found and j not in measured_only for j in job_ids):
             # No accounting, or slurmdbd has not caught up yet: slurmctld still remembers
             # jobs that ended less than MinJobAge ago.
             result = self.transport.run("scontrol --oneliner show job 2>&1", timeout=60)

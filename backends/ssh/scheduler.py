@@ -48,6 +48,7 @@ from backends.ssh.batch import (
 from backends.ssh.keys import KeyProblem, load_key
 from backends.ssh.markers import READ_MARKERS, parse_markers
 from backends.ssh.transport import ConnectionLost, SshTransport
+from backends.ssh.watch import EndMarkerWatch
 
 if TYPE_CHECKING:
     from backends.models import Backend, ClusterIdentity
@@ -63,6 +64,18 @@ class SshScheduler(FileLogs, SubmitBatch):
         self.transport = SshTransport.from_settings(self.settings["ssh"], _login(identity) if identity else None)
         self.supports_native_dependencies = bool(self.settings.get("native_dependencies", True))
         self.read_ends_every = float(self.settings.get("end_markers_every", 5))
+        # Not per_user: its ticks poll the scheduler (no marker reads), so a wake would poll.
+        watching = self.read_ends_every and self.settings.get("watch_end_markers", True) and not backend.per_user
+        self.end_watch = EndMarkerWatch(self.transport, backend.pk) if watching and backend.pk else None
+        # Jobs this adapter saw end by their marker: a poll asks about them only for what the
+        # scheduler's accounting measured (see :meth:`measured_only`).
+        self.ended_by_marker: set[str] = set()
+
+    def watch_ends(self, run_ids: Iterable[str]) -> None:
+        """While these runs have live jobs here: wake the engine as soon as one leaves its
+        end marker (:mod:`backends.ssh.watch`), not at the next marker read."""
+        if self.end_watch is not None:
+            self.end_watch.ensure(run_ids)
 
     # -- what each scheduler defines ---------------------------------------------------
 
@@ -131,6 +144,8 @@ class SshScheduler(FileLogs, SubmitBatch):
         return super().read_log(log, max_bytes)
 
     def close(self) -> None:
+        if self.end_watch is not None:
+            self.end_watch.close()
         self.transport.close()
 
     @property
@@ -164,15 +179,23 @@ class SshScheduler(FileLogs, SubmitBatch):
         keys = {f"{run_id}/{tag}": job_id for job_id, (run_id, tag) in jobs.items()}
         if not keys:
             return PollResult(statuses={})
+        self.watch_ends(run_id for run_id, _ in jobs.values())
         script = READ_MARKERS + "".join(f"m {shlex.quote(key)}\n" for key in keys)
         result = self.transport.run_script(script, timeout=60)
         if result.exit_code != 0:
             raise BackendError(f"reading the end markers failed: {result.stderr.strip()[:300]}")
         statuses = parse_markers(result.stdout, keys)
+        self.ended_by_marker.update(job_id for job_id, status in statuses.items() if status.state.is_final)
         return PollResult(statuses=statuses)
+
+    def measured_only(self, job_ids: Iterable[str]) -> set[str]:
+        """Those of ``job_ids`` asked about only for their accounting (they ended by their
+        marker): a listing that has no measurements need not be asked about them."""
+        return self.ended_by_marker.intersection(job_ids)
 
     def poll(self, job_ids: Sequence[str]) -> PollResult:
         ids = list(dict.fromkeys(job_ids))
+        self.ended_by_marker.intersection_update(ids)  # the engine asks no longer: forgotten
         live, found = self.query_jobs(ids)
         statuses: dict[str, JobStatus] = {}
         for job_id in ids:
@@ -224,6 +247,7 @@ class SshScheduler(FileLogs, SubmitBatch):
             # Sent, maybe partly run: the engine reconciles these tasks by tag.
             raise BackendError(f"connection lost while submitting; reconciling later ({exc})") from exc
         self.check_submit_lock(result)
+        self.watch_ends(job.run_id for job, _ in jobs)
         outcomes = self.submit_outcomes(result.stdout, [job for job, _ in jobs])
         if not outcomes and result.exit_code != 0:
             raise BackendError(f"submit batch failed (exit {result.exit_code}): {result.stderr.strip()[-500:]}")

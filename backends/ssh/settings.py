@@ -38,6 +38,10 @@ class SshSchedulerSettings(BackendSettings):
     # Seconds between two reads of the jobs' end markers (one cheap command on the open
     # connection, no scheduler query); 0: ends are seen only at the scheduler's poll.
     end_markers_every: float = Field(default=5, ge=0)
+    # With end markers on: keep one command open on the connection that wakes the portal the
+    # moment a job leaves its end marker (a bash loop on the login node looking at the
+    # marker directories of the runs with live jobs twice a second; no scheduler query).
+    watch_end_markers: bool = True
     # Submit a run's ready tasks of one shape as one array job (false: one job each, for
     # sites that forbid arrays).
     arrays: bool = True

@@ -268,6 +268,18 @@ class SshTransport:
             raise ConnectionLost(f"ssh {self.where}: connection lost before the command finished")
         return CommandResult(code, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"))
 
+    def open_stream(self, command: str) -> paramiko.Channel:
+        """Start a long-running ``command`` on the connection and hand back its channel, to
+        read its output as it comes (its stdin stays open: closing the channel ends it)."""
+        client = self._connected()
+        try:
+            # Not counted in round_trips: one session that stays open for minutes.
+            channel = client.get_transport().open_session(timeout=self.connect_timeout)  # type: ignore[union-attr]
+            channel.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise BackendUnavailable(f"ssh {self.where}: cannot open a session: {exc}") from exc
+        return channel
+
     def _sftp_session(self) -> paramiko.SFTPClient:
         """The connection's SFTP session, opened once. A server without the subsystem
         refuses the channel: said so, and the connection is kept (commands still work)."""
