@@ -14,6 +14,7 @@ import socket
 import sys
 from pathlib import Path
 
+WEB_NICENESS = 5  # embedded mode: the web server's, above its ticker's (0)
 STOP_SECONDS = 5  # a stop waits this long for requests under way, then closes what is still open
 
 
@@ -100,6 +101,10 @@ def _serve_on(sock: socket.socket, host: str, port: int) -> int:
         from runs.workers.ticker_process import TickerProcess
 
         ticker = TickerProcess()
+        # Then the server yields the CPU to the ticker and the jobs it starts: with 16 readers
+        # on two cores, the runs kept their pace at niceness 5 and slowed by a third at 0
+        # (bench/local_load_bench.py), while the readers' requests per second barely moved.
+        os.nice(WEB_NICENESS)
     app = "scripthut_site.asgi:application"
     from scripthut_site import deployment
 

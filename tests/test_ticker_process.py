@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from scripthut_site.serve import WEB_NICENESS
 from tests.test_cli import SCRIPTHUT, free_port, http, scripthut
 from tests.test_live import _next_event
 
@@ -74,6 +75,10 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while not (found := check()):
@@ -109,6 +114,8 @@ def test_serve_ticks_in_its_own_process_and_pushes_the_tickers_changes(portal_en
     served = Served(portal_env, tmp_path / "serve.log")
     try:
         assert served.ticker_pid() != served.process.pid
+        # The server yields the CPU to the ticker (and the jobs it starts).
+        assert (niceness(served.process.pid), niceness(served.ticker_pid())) == (WEB_NICENESS, 0)
         token = scripthut(portal_env, "createtoken", "admin").stdout.strip()
         session = scripthut(portal_env, "shell", "-c", SESSION).stdout.split()[-1]
         stream = HTTPConnection("127.0.0.1", served.port, timeout=30)
