@@ -9,6 +9,7 @@ as in tests/cluster.py, so that a broken setup never passes as skipped tests.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -54,8 +55,16 @@ class ChildProcess:
         cls, name: str, cmd: list[str], log: Path, *, env: Mapping[str, str] | None = None, cwd: Path | None = None
     ) -> ChildProcess:
         with log.open("wb") as out:
+            # A session of its own: stop() ends the whole group, also what a shell started
+            # (`printf ... | exec redis-server -` outlived a stop of its shell).
             proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
             )
         return cls(name, proc, log)
 
@@ -76,12 +85,19 @@ class ChildProcess:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self._signal_group(signal.SIGTERM)
             try:
                 self.proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self._signal_group(signal.SIGKILL)
                 self.proc.wait()
+        self._signal_group(signal.SIGKILL)  # what the group leader left behind
+
+    def _signal_group(self, signum: signal.Signals) -> None:
+        try:
+            os.killpg(self.proc.pid, signum)
+        except ProcessLookupError:  # the group is gone
+            pass
 
 
 def accepts_connections(port: int) -> bool:

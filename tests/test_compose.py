@@ -210,6 +210,11 @@ def test_the_redis_service_as_written_refuses_clients_without_its_password(tmp_p
         assert redis_client.Redis.from_url(url.replace("@redis:6379/", f"@127.0.0.1:{port}/")).ping()
     finally:
         server.stop()
+    # The redis-server its shell started is gone too (it outlived the test, listening).
+    deadline = time.monotonic() + 10
+    while accepts_connections(port):
+        assert time.monotonic() < deadline, f"redis-server still listens on {port} after its stop"
+        time.sleep(0.1)
 
 
 @pytest.fixture
