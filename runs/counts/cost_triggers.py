@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from runs.counts.trigger_set import TriggerSet
+
 TABLE = "runs_costsum"
 SUMS = "cost_micro_usd, waste_micro_usd, costed, wasted"
 HAS_COST = "({row}cost IS NOT NULL OR {row}waste_cost IS NOT NULL)"
@@ -140,22 +142,6 @@ def integer_type(connection: BaseDatabaseWrapper) -> str:
     return "bigint" if connection.vendor == "postgresql" else "INTEGER"
 
 
-def _statements(connection: BaseDatabaseWrapper, drop: bool) -> list[str]:
-    if connection.vendor == "postgresql":
-        return POSTGRESQL_DROP if drop else POSTGRESQL
-    if connection.vendor == "sqlite":
-        return SQLITE_DROP if drop else [*SQLITE_DROP, *SQLITE]
-    raise NotImplementedError(f"cost sums need triggers written for {connection.vendor}")
-
-
-def install(connection: BaseDatabaseWrapper) -> None:
-    """Create (or replace) the triggers."""
-    with connection.cursor() as cursor:
-        for statement in _statements(connection, drop=False):
-            cursor.execute(statement)
-
-
-def drop(connection: BaseDatabaseWrapper) -> None:
-    with connection.cursor() as cursor:
-        for statement in _statements(connection, drop=True):
-            cursor.execute(statement)
+TRIGGERS = TriggerSet("cost sums", SQLITE, SQLITE_DROP, POSTGRESQL, POSTGRESQL_DROP)
+install = TRIGGERS.install  # what the migrations call
+drop = TRIGGERS.drop

@@ -18,7 +18,7 @@ Migration 0027 installs them; a change here is a new migration that calls :func:
 
 from __future__ import annotations
 
-from django.db.backends.base.base import BaseDatabaseWrapper
+from runs.counts.trigger_set import TriggerSet
 
 TABLE = "runs_taskcount"
 KEY = "run_id, task_group, state"
@@ -116,22 +116,6 @@ POSTGRESQL_DROP = [
 ]
 
 
-def _statements(connection: BaseDatabaseWrapper, drop: bool) -> list[str]:
-    if connection.vendor == "postgresql":
-        return POSTGRESQL_DROP if drop else POSTGRESQL
-    if connection.vendor == "sqlite":
-        return SQLITE_DROP if drop else [*SQLITE_DROP, *SQLITE]
-    raise NotImplementedError(f"task counts need triggers written for {connection.vendor}")
-
-
-def install(connection: BaseDatabaseWrapper) -> None:
-    """Create (or replace) the triggers."""
-    with connection.cursor() as cursor:
-        for statement in _statements(connection, drop=False):
-            cursor.execute(statement)
-
-
-def drop(connection: BaseDatabaseWrapper) -> None:
-    with connection.cursor() as cursor:
-        for statement in _statements(connection, drop=True):
-            cursor.execute(statement)
+TRIGGERS = TriggerSet("task counts", SQLITE, SQLITE_DROP, POSTGRESQL, POSTGRESQL_DROP)
+install = TRIGGERS.install  # what the migrations call
+drop = TRIGGERS.drop
