@@ -176,3 +176,24 @@ def test_site_limit_waits_with_a_reason_and_a_refusal_is_no_failure(user, cluste
     assert most <= 3
     assert set(jobs_of_run(cluster, run, user=cluster.user2).values()) == {1}
     assert len(jobs_of_run(cluster, run, user=cluster.user2)) == 7
+
+
+def test_a_first_tick_reads_the_site_limits_once(user, cluster):  # noqa: F811
+    """The submit step and the cluster info both want the site's limits; sacctmgr asks
+    slurmdbd (half a second): a fresh adapter's first tick read them twice."""
+    from backends.slurm.adapter import SITE_LIMITS
+
+    adapter = get_adapter(slurm_backend(cluster))
+    assert isinstance(adapter, SlurmAdapter)
+    commands: list[str] = []
+    run = adapter.transport.run
+
+    def counted(command: str, **options: object):  # the real transport, its commands noted
+        commands.append(command)
+        return run(command, **options)
+
+    adapter.transport.run = counted  # type: ignore[method-assign]
+    adapter.submit_limits()
+    info = adapter.cluster_info()
+    assert commands.count(SITE_LIMITS) == 1
+    assert info.max_array_size == adapter.site_limits().max_array_size > 0

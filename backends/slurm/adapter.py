@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import PurePosixPath
 
@@ -28,6 +29,8 @@ from backends.slurm.parsing import (
 )
 from backends.ssh.scheduler import SshScheduler
 from backends.units import UNLIMITED, is_unlimited, parse_duration, parse_memory_mb
+
+LIMITS_FRESH_SECONDS = 60.0
 
 ACCOUNTING_DISABLED = "accounting storage is disabled"
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.,:=+@%/-]+$")
@@ -61,6 +64,7 @@ SITE_LIMITS = (
 class SlurmAdapter(SshScheduler):
     _home: str | None = None
     _limits: SiteLimits | None = None  # read once, again with the cluster info
+    _limits_read_at = float("-inf")  # time.monotonic() of that read
     cancel_command = "scancel"
     # scancel on a job that left the queue, or is ending.
     cancel_benign = re.compile("Invalid job id|already completing or completed")
@@ -170,10 +174,13 @@ class SlurmAdapter(SshScheduler):
         return results
 
     def site_limits(self, refresh: bool = False) -> SiteLimits:
-        """MaxArraySize and the enforced MaxSubmitJobs, read once (and with the cluster info)."""
-        if self._limits is None or refresh:
+        """MaxArraySize and the enforced MaxSubmitJobs, read once (and with the cluster info,
+        unless read in the last LIMITS_FRESH_SECONDS: sacctmgr asks slurmdbd, half a second)."""
+        stale = time.monotonic() - self._limits_read_at > LIMITS_FRESH_SECONDS
+        if self._limits is None or (refresh and stale):
             result = self.transport.run(SITE_LIMITS, timeout=60)
             self._limits = parse_site_limits(result.stdout, self.settings.get("account") or "")
+            self._limits_read_at = time.monotonic()
         return self._limits
 
     # -- polling -----------------------------------------------------------------------
