@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from runs.counts.trigger_set import TriggerSet
+from runs.counts.trigger_set import TriggerSet, postgresql_statement_triggers
 
 TABLE = "runs_costsum"
 SUMS = "cost_micro_usd, waste_micro_usd, costed, wasted"
@@ -102,30 +102,7 @@ FROM (SELECT run_id, sum(c) AS c, sum(w) AS w, sum(nc) AS nc, sum(nw) AS nw
 WHERE s.run_id = d.run_id;
 """,
 }
-_PG_TABLES = {
-    "insert": "REFERENCING NEW TABLE AS new_rows",
-    "update": "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
-    "delete": "REFERENCING OLD TABLE AS old_rows",
-}
-POSTGRESQL = [
-    statement
-    for op, body in _PG_FUNCTIONS.items()
-    for statement in (
-        f"CREATE OR REPLACE FUNCTION runs_task_cost_{op}() RETURNS trigger LANGUAGE plpgsql AS $$ "
-        f"BEGIN {body} RETURN NULL; END $$",
-        f"DROP TRIGGER IF EXISTS runs_task_cost_{op} ON runs_task",
-        f"CREATE TRIGGER runs_task_cost_{op} AFTER {op.upper()} ON runs_task {_PG_TABLES[op]} "
-        f"FOR EACH STATEMENT EXECUTE FUNCTION runs_task_cost_{op}()",
-    )
-]
-POSTGRESQL_DROP = [
-    statement
-    for op in _PG_FUNCTIONS
-    for statement in (
-        f"DROP TRIGGER IF EXISTS runs_task_cost_{op} ON runs_task",
-        f"DROP FUNCTION IF EXISTS runs_task_cost_{op}()",
-    )
-]
+POSTGRESQL, POSTGRESQL_DROP = postgresql_statement_triggers("runs_task_cost", _PG_FUNCTIONS)
 
 
 def backfill_sql(integer: str, where: str = "") -> str:

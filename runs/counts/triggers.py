@@ -18,7 +18,7 @@ Migration 0027 installs them; a change here is a new migration that calls :func:
 
 from __future__ import annotations
 
-from runs.counts.trigger_set import TriggerSet
+from runs.counts.trigger_set import TriggerSet, postgresql_statement_triggers
 
 TABLE = "runs_taskcount"
 KEY = "run_id, task_group, state"
@@ -90,30 +90,7 @@ FROM (SELECT run_id, {group_sql("task_id")} AS grp, state, count(*) AS k FROM ol
 WHERE c.run_id = d.run_id AND c.task_group = d.grp AND c.state = d.state;
 """,
 }
-_PG_TABLES = {
-    "insert": "REFERENCING NEW TABLE AS new_rows",
-    "update": "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
-    "delete": "REFERENCING OLD TABLE AS old_rows",
-}
-POSTGRESQL = [
-    statement
-    for op, body in _PG_FUNCTIONS.items()
-    for statement in (
-        f"CREATE OR REPLACE FUNCTION runs_task_count_{op}() RETURNS trigger LANGUAGE plpgsql AS $$ "
-        f"BEGIN {body} RETURN NULL; END $$",
-        f"DROP TRIGGER IF EXISTS runs_task_count_{op} ON runs_task",
-        f"CREATE TRIGGER runs_task_count_{op} AFTER {op.upper()} ON runs_task {_PG_TABLES[op]} "
-        f"FOR EACH STATEMENT EXECUTE FUNCTION runs_task_count_{op}()",
-    )
-]
-POSTGRESQL_DROP = [
-    statement
-    for op in _PG_FUNCTIONS
-    for statement in (
-        f"DROP TRIGGER IF EXISTS runs_task_count_{op} ON runs_task",
-        f"DROP FUNCTION IF EXISTS runs_task_count_{op}()",
-    )
-]
+POSTGRESQL, POSTGRESQL_DROP = postgresql_statement_triggers("runs_task_count", _PG_FUNCTIONS)
 
 
 TRIGGERS = TriggerSet("task counts", SQLITE, SQLITE_DROP, POSTGRESQL, POSTGRESQL_DROP)
