@@ -4,6 +4,10 @@ One bash script for all the live jobs, run on the open SSH connection: for each
 ``<run id>/<tag>`` it prints ``E <key> <exit code> <end> <start> <node>`` for a job that
 ended (then removes its markers) or ``S <key> <start> <node>`` for one that started, with shell
 builtins only (no process per job), and nothing for a job without markers.
+
+The end is looked at before the start: a job writes its start marker before its end
+marker, so once the end is there the start is too. Read the other way round, a job that
+started and ended between the two looks would end with no start time.
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ READ_MARKERS = f"""
 cd "$HOME/{MARKERS_DIR}" 2>/dev/null || exit 0
 m() {{
     local start='' end=''
-    [ -f "$1.start" ] && read -r start < "$1.start"
     if [ -f "$1.end" ] && read -r end < "$1.end"; then
+        {{ read -r start < "$1.start"; }} 2>/dev/null
         printf 'E %s %s %s\\n' "$1" "$end" "$start"
         rm -f -- "$1.end" "$1.start"
-    elif [ -n "$start" ]; then
+    elif [ -f "$1.start" ] && read -r start < "$1.start" && [ -n "$start" ]; then
         printf 'S %s %s\\n' "$1" "$start"
     fi
 }}
