@@ -393,5 +393,5 @@ def test_changes_of_a_run_within_the_window_are_rendered_once(
     for task in tasks:
         _claim(task)  # three commits, three announcements
     frames = _pushed(run_page)["frames"]  # flush ends the window at once
-    assert [name for name, _ in rendered].count("runs/_run_summary.html") == 1
+    assert [name for name, _ in rendered].count("runs/web/_run_summary.html") == 1
     assert "3 submitting" in frames[0] and all(f'id="task-{task.pk}"' in frames[1] for task in tasks)

@@ -60,23 +60,26 @@ def run_page_html(run: Run, tasks: list[Task], counts: dict[str, int]) -> list[s
     rows and drops any ``<tr>`` that follows other elements, so rows travel on their own."""
     cost = run_cost(run.pk)  # None when pricing is off: no cost column, no cost line
     context = {"run": run, "counts": counts, "total": sum(counts.values()), "oob": True, "cost": cost}
-    parts = [render_to_string("runs/_run_summary.html", context), render_to_string("runs/_run_bars.html", context)]
+    parts = [
+        render_to_string("runs/web/_run_summary.html", context),
+        render_to_string("runs/web/_run_bars.html", context),
+    ]
     if cost:
         parts.append(render_to_string("runs/costing/_run_cost.html", context))
     names = {task_group(task.task_id) for task in tasks}
     for name, group_count in group_counts(run, names).items():
         group = GroupView(name, counts=group_count, total=sum(group_count.values()))
-        parts.append(render_to_string("runs/_group_summary.html", {"g": group, "oob": True}))
+        parts.append(render_to_string("runs/web/_group_summary.html", {"g": group, "oob": True}))
     rows = []
     for task in tasks:
         group_id = GroupView(task_group(task.task_id)).dom_id
         context = {"t": task, "run": run, "group_id": group_id, "oob": True, "cost": cost}
-        rows.append(render_to_string("runs/_task_row.html", context))
+        rows.append(render_to_string("runs/web/_task_row.html", context))
     return ["".join(parts), "".join(rows)]
 
 
 def run_list_html(run: Run, counts: dict[str, int]) -> str:
-    return render_to_string("runs/_run_row.html", {"row": RunRow(run, counts), "oob": True})
+    return render_to_string("runs/web/_run_row.html", {"row": RunRow(run, counts), "oob": True})
 
 
 def jobs_html(run: Run, tasks: list[Task]) -> str:
@@ -85,7 +88,7 @@ def jobs_html(run: Run, tasks: list[Task]) -> str:
     for task in tasks:
         task.run = run
         if task.state in states.LIVE:
-            parts.append(render_to_string("runs/_job_row.html", {"t": task, "openable": True, "oob": True}))
+            parts.append(render_to_string("runs/web/_job_row.html", {"t": task, "openable": True, "oob": True}))
         else:
             parts.append(f'<tr id="job-{task.pk}" hx-swap-oob="delete"></tr>')
     return "".join(parts)

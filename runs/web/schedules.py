@@ -55,7 +55,7 @@ def schedule_list(request: HttpRequest) -> HttpResponse:
         "form": form,
         "problems": problems,
     }
-    return render(request, "runs/schedules.html", context, status=400 if problems else 200)
+    return render(request, "runs/web/schedules.html", context, status=400 if problems else 200)
 
 
 @require_POST

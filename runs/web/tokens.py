@@ -97,7 +97,7 @@ def token_settings(request: HttpRequest) -> HttpResponse:
             visible_tokens(user).exclude(user=user).select_related("user").order_by("user__username", "-created_at")
         )
         context |= {"everyone": _rows(everyone), "site_form": SiteMaxForm(initial={"max_days": portal.token_max_days})}
-    return render(request, "runs/tokens.html", context, status=400 if form.errors else 200)
+    return render(request, "runs/web/tokens.html", context, status=400 if form.errors else 200)
 
 
 @require_POST

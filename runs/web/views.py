@@ -66,13 +66,13 @@ def _jobs_context(request: HttpRequest) -> dict[str, Any]:
 
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "runs/dashboard.html", _jobs_context(request))
+    return render(request, "runs/web/dashboard.html", _jobs_context(request))
 
 
 @require_GET
 def jobs(request: HttpRequest) -> HttpResponse:
     """The dashboard's live part (backends panel and both jobs tables), polled by htmx."""
-    return render(request, "runs/_jobs.html", _jobs_context(request))
+    return render(request, "runs/web/_jobs.html", _jobs_context(request))
 
 
 @require_POST
@@ -87,7 +87,7 @@ def filter_toggle(request: HttpRequest) -> HttpResponse:
 @require_GET
 def run_list(request: HtmxHttpRequest) -> HttpResponse:
     context = run_list_context(request.user, request.GET.get("page"))
-    template = "runs/_run_table.html" if request.htmx else "runs/run_list.html"
+    template = "runs/web/_run_table.html" if request.htmx else "runs/web/run_list.html"
     return _htmx_aware(render(request, template, context))
 
 
@@ -100,13 +100,13 @@ def _run_page_context(request: HttpRequest, run_id: str) -> dict[str, Any]:
 
 @require_GET
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
-    return render(request, "runs/run_detail.html", _run_page_context(request, run_id))
+    return render(request, "runs/web/run_detail.html", _run_page_context(request, run_id))
 
 
 @require_GET
 def run_items(request: HttpRequest, run_id: str) -> HttpResponse:
     """The live part of the run page; its root drops ``hx-trigger`` once the run finished."""
-    return render(request, "runs/_run_items.html", _run_page_context(request, run_id))
+    return render(request, "runs/web/_run_items.html", _run_page_context(request, run_id))
 
 
 @require_GET
@@ -119,7 +119,7 @@ def run_group(request: HttpRequest, run_id: str) -> HttpResponse:
     group = group_page(run, name, request.GET.get("page"))
     group_url = reverse("run_group", args=[run.pk]) + "?" + urlencode({"group": name})
     context = {"run": run, "g": group, "group_url": group_url, "cost": run_cost(run.pk)}
-    return render(request, "runs/_group_table.html", context)
+    return render(request, "runs/web/_group_table.html", context)
 
 
 @require_GET
@@ -128,7 +128,7 @@ def run_timeline(request: HttpRequest, run_id: str) -> HttpResponse:
     run = visible_run(request.user, run_id)
     name = request.GET.get("group")
     if name is None:
-        return render(request, "runs/_timeline.html", {"run": run, "timeline": build_timeline(run)})
+        return render(request, "runs/web/_timeline.html", {"run": run, "timeline": build_timeline(run)})
     try:
         start = whole_number(request.GET.get("start", "0"), "start", 0)
     except ValueError as exc:  # as the API: 400 naming the parameter, never a 500
@@ -136,7 +136,7 @@ def run_timeline(request: HttpRequest, run_id: str) -> HttpResponse:
     group = build_group(run, name, start)
     if group is None:
         raise Http404("no such group in this run")
-    return render(request, "runs/_timeline_bars.html", {"run": run, "g": group})
+    return render(request, "runs/web/_timeline_bars.html", {"run": run, "g": group})
 
 
 @require_POST
@@ -176,7 +176,7 @@ def task_script(request: HttpRequest, run_id: str, task_id: str) -> HttpResponse
         "error_path": log_location(task, "error"),
         "never_ran": why_it_never_ran(task),
     }
-    return render(request, "runs/task_script.html", context)
+    return render(request, "runs/web/task_script.html", context)
 
 
 @require_GET
@@ -201,7 +201,7 @@ def task_logs(request: HtmxHttpRequest, run_id: str, task_id: str, stream: str) 
         "poll": task.is_active,
         "log_url": reverse("task_logs", args=[run_id, task.task_id, stream]),
     }
-    template = "runs/_log.html" if request.htmx else "runs/task_logs.html"
+    template = "runs/web/_log.html" if request.htmx else "runs/web/task_logs.html"
     return _htmx_aware(render(request, template, context))
 
 

@@ -108,7 +108,7 @@ def progress_segments(counts: Mapping[str, int]) -> list[Segment]:
     ]
 
 
-@register.inclusion_tag("runs/_progress.html")
+@register.inclusion_tag("runs/web/_progress.html")
 def progress_bar(counts: Mapping[str, int], size: str = "") -> dict[str, Any]:
     """A stacked bar with one coloured segment per task state."""
     total = sum(counts.values())
@@ -121,7 +121,7 @@ def progress_bar(counts: Mapping[str, int], size: str = "") -> dict[str, Any]:
     }
 
 
-@register.inclusion_tag("runs/_count_chips.html")
+@register.inclusion_tag("runs/web/_count_chips.html")
 def count_chips(counts: Mapping[str, int]) -> dict[str, Any]:
     """Small ``3 running · 2 completed`` chips, in progress-bar order, non-zero only."""
     return {"segments": progress_segments(counts)}
