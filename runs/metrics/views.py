@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from runs.access import is_staff
 from runs.metrics.collector import PortalCollector
 
 registry = CollectorRegistry(auto_describe=False)
@@ -21,7 +22,7 @@ registry.register(PortalCollector())
 
 
 def may_scrape(request: HttpRequest) -> bool:
-    if request.user.is_authenticated and request.user.is_staff:
+    if is_staff(request.user):
         return True
     scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
     if not credential:
@@ -31,7 +32,7 @@ def may_scrape(request: HttpRequest) -> bool:
         return bool(wanted) and hmac.compare_digest(credential.encode(), wanted.encode())
     if scheme == "Token":
         user = authenticate(request, api_token=credential)
-        return user is not None and user.is_staff
+        return is_staff(user)
     return False
 
 
