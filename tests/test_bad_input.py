@@ -72,6 +72,7 @@ def test_body_over_the_limit_is_413_naming_the_limit(api: Client, logged_in: Cli
     assert Run.objects.count() == 0
 
 
+@pytest.mark.slow  # over 8 s: left out of make test-fast
 def test_default_limit_lets_a_100k_task_workflow_through(api: Client) -> None:
     body = json.dumps({"backend": "local", "workflow": simulations(100_000)})
     assert len(body) < settings.DATA_UPLOAD_MAX_MEMORY_SIZE
@@ -305,6 +306,7 @@ def test_serve_on_a_taken_port_says_so_and_changes_nothing(tmp_path: Path) -> No
     assert never_migrated(tmp_path / "data" / "scripthut.sqlite3")
 
 
+@pytest.mark.slow  # over 8 s: left out of make test-fast
 def test_a_second_start_on_a_taken_port_leaves_the_running_portals_data_alone(tmp_path: Path) -> None:
     env = serve_env(tmp_path)
     count = "from runs.models import AuditEvent; print(AuditEvent.objects.count())"

@@ -35,6 +35,7 @@ def scripthut(env: dict[str, str], *args: str, check: bool = True) -> subprocess
     return proc
 
 
+@pytest.mark.slow  # over 8 s: left out of make test-fast
 def test_run_wait_on_the_local_backend(home, tmp_path):
     Path(home["SCRIPTHUT_CONFIG"]).write_text("backends:\n  - name: local\n    type: local\n    max_concurrent: 2\n")
     scripthut(home, "import-config", home["SCRIPTHUT_CONFIG"])
@@ -137,6 +138,7 @@ def http(url: str, data: dict | None = None, token: str = "") -> tuple[int, dict
         return err.code, json.loads(err.read() or b"{}")
 
 
+@pytest.mark.slow  # over 8 s: left out of make test-fast
 def test_serve_with_no_config_runs_the_demo(home):
     """`scripthut serve` on a fresh machine: admin created, demo set up, ticker running."""
     home.pop("DJANGO_SUPERUSER_PASSWORD")

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.test_cli import home, scripthut  # noqa: F401  (the fixture)
 from tests.test_cost import FIXTURE
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # over 8 s: left out of make test-fast
 def test_pricing_import_then_a_run_is_costed(home: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
     home["PYTHONPATH"] = str(ROOT)  # this checkout's code in the subprocesses
     config = Path(home["SCRIPTHUT_CONFIG"])

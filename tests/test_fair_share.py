@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from django.db import connection
 from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
@@ -111,6 +112,7 @@ def test_three_users_each_get_a_third(user, bob, local_backend):
     tick_due_backends(force=True)
 
 
+@pytest.mark.slow  # over 8 s: left out of make test-fast
 def test_run_wait_says_why_the_run_waits(tmp_path):
     """`scripthut run --wait` prints the waiting reason while the backend is full."""
     env = _embedded_home(tmp_path)

@@ -55,6 +55,7 @@ def test_api_notify_problems_are_a_400_naming_each_and_create_nothing(user, loca
     assert not Run.objects.exists() and not RunNotify.objects.exists()
 
 
+@pytest.mark.slow  # over 8 s: left out of make test-fast
 def test_scripthut_run_notify_sends_the_webhook_when_the_run_fails(home, tmp_path):  # noqa: F811
     env = home | {"SCRIPTHUT_WEBHOOK_ALLOW_PRIVATE": "1", "SCRIPTHUT_PUBLIC_URL": "https://portal.example.org"}
     env["PYTHONPATH"] = str(Path(__file__).parent.parent)  # this checkout's code in the subprocesses

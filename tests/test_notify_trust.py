@@ -84,6 +84,7 @@ def test_the_preferences_page_refuses_it_naming_it(user: User) -> None:
     assert not NotificationPreference.objects.exists()
 
 
+@pytest.mark.slow  # over 8 s: left out of make test-fast
 def test_scripthut_run_refuses_it_with_exit_2(home: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
     env = home | {"PYTHONPATH": str(Path(__file__).parent.parent), "SCRIPTHUT_NOTIFY_EMAIL_DOMAINS": "lab.test"}
     Path(env["SCRIPTHUT_CONFIG"]).write_text("backends:\n  - name: local\n    type: local\n")

@@ -99,6 +99,7 @@ def test_beat_schedules_the_cleanup_daily() -> None:
     assert (entry["task"], entry["schedule"]) == ("runs.workers.celery_tasks.cleanup", 86400.0)
 
 
+@pytest.mark.slow  # over 8 s: left out of make test-fast
 def test_scripthut_cleanup_from_the_command_line(home: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
     config = Path(home["SCRIPTHUT_CONFIG"])
     config.write_text("backends:\n  - name: local\n    type: local\nsettings:\n  retention_days: 1\n")

@@ -110,6 +110,7 @@ def run_status(base: str, token: str, run_id: str) -> str:
     return str(http(f"{base}/api/runs/{run_id}", token=token)[1]["status"])
 
 
+@pytest.mark.slow  # over 8 s: left out of make test-fast
 def test_serve_ticks_in_its_own_process_and_pushes_the_tickers_changes(portal_env, tmp_path):
     served = Served(portal_env, tmp_path / "serve.log")
     try:
@@ -135,6 +136,7 @@ def test_serve_ticks_in_its_own_process_and_pushes_the_tickers_changes(portal_en
         served.stop()
 
 
+@pytest.mark.slow  # over 8 s: left out of make test-fast
 def test_the_ticker_ends_with_its_server_and_the_next_server_finishes_the_run(portal_env, tmp_path):
     gate, ledger = tmp_path / "gate", tmp_path / "ledger"
     workflow = [
@@ -161,6 +163,7 @@ def test_the_ticker_ends_with_its_server_and_the_next_server_finishes_the_run(po
         second.stop()
 
 
+@pytest.mark.slow  # over 8 s: left out of make test-fast
 def test_a_second_server_of_one_data_dir_waits_for_the_first_ticker(portal_env, tmp_path):
     first = Served(portal_env, tmp_path / "first.log")
     second = None
@@ -188,6 +191,7 @@ def test_the_tickers_changes_cross_as_json_lines():
     assert [_change(json.loads(line)) for line in pipe.getvalue().splitlines()] == sent
 
 
+@pytest.mark.slow  # over 8 s: left out of make test-fast
 def test_a_stop_does_not_wait_for_open_event_streams(portal_env, tmp_path):
     """Ctrl+C with a dashboard open: the server and its ticker end within seconds (they
     waited for the event stream to end itself, 300 s)."""

@@ -135,6 +135,7 @@ def run_count(env: dict[str, str]) -> str:
     return scripthut(env, "shell", "-c", "from runs.models import Run; print(Run.objects.count())").split()[-1]
 
 
+@pytest.mark.slow  # over 8 s: left out of make test-fast
 def test_backup_while_a_writer_holds_the_database_then_restore(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir(mode=0o700)
     database = tmp_path / "data" / "scripthut.sqlite3"
