@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from backends.base import BackendAdapter, BackendError, BackendUnavailable
@@ -121,6 +122,7 @@ def _cycle_and_record_status(backend: Backend) -> None:
 
 
 def _cycle_and_record_status_timed(backend: Backend) -> tuple[str, str]:
+    started = timezone.now()
     changed: set[str] = set()
     status: str = Backend.Status.OK
     message = ""
@@ -148,10 +150,19 @@ def _cycle_and_record_status_timed(backend: Backend) -> tuple[str, str]:
         values: dict[str, object] = {"status": status, "status_message": message}
         if not markers_only:
             values["last_polled_at"] = now  # the scheduler's own poll ran
-        Backend.objects.filter(pk=backend.pk).update(
-            **values, next_poll_at=now + timedelta(seconds=tick_every(backend, reached))
-        )
+        values["next_poll_at"] = next_tick_at(started, now, backend, reached)
+        Backend.objects.filter(pk=backend.pk).update(**values)
     return status, message
+
+
+def next_tick_at(started: datetime, now: datetime, backend: Backend, adapter: BackendAdapter | None) -> Case:
+    """When the backend is next due: a tick asked for while this one ran (``request_tick``: a
+    run started, a job ended) stays due now; this tick may have read the database before it."""
+    asked_meanwhile = Q(next_poll_at__gte=started, next_poll_at__lte=now)
+    return Case(
+        When(asked_meanwhile, then=F("next_poll_at")),
+        default=Value(now + timedelta(seconds=tick_every(backend, adapter))),
+    )
 
 
 def ends_only(backend: Backend, adapter: BackendAdapter) -> bool:

@@ -58,16 +58,17 @@ def _take_woken() -> set[int]:
 
 
 def request_tick(backend_id: int) -> None:
-    """Tick this backend as soon as possible: a worker's task in deployment mode; else
-    make it due now, which the embedded ticker (woken, if in this process or its child)
-    picks up."""
+    """Tick this backend as soon as possible: make it due now, then queue a worker's task in
+    deployment mode, or wake the embedded ticker (in this process or its child). Due now
+    also when a tick of it is under way (the claim is held: the queued task ticks nothing):
+    that tick leaves it due (``runs.engine.tick.next_tick_at``)."""
+    Backend.objects.filter(pk=backend_id).update(next_poll_at=timezone.now())
     if not settings.EMBEDDED:
         try:
             tick_backend_task.delay(backend_id)
             return
-        except Exception:  # beat's dispatch queues the backend once it is due
+        except Exception:  # beat's dispatch queues the backend: it is due
             log.warning("could not queue a tick; beat will queue one shortly", exc_info=True)
-    Backend.objects.filter(pk=backend_id).update(next_poll_at=timezone.now())
     if _embedded_running.is_set():
         _wakeup.set()
     elif _wake_pipe is not None:
