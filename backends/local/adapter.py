@@ -179,7 +179,7 @@ class LocalAdapter(FileLogs, BackendAdapter):
         while waiting and time.monotonic() < deadline:
             time.sleep(0.002)
             waiting = [job_id for job_id in waiting if not has_started(self.work_root, job_id)]
-        watch_runners(self.work_root, self.backend.pk, job_ids, self._watched)
+        watch_runners(self.work_root, self.backend.pk, job_ids, self._watched, launched=True)
 
     def _submit_one(self, job: JobSpec, script: str) -> SubmitResult:
         self._require_account()
