@@ -199,7 +199,8 @@ def test_native_dependents_of_a_failure_are_dep_failed(user, slurm):
 
 
 def test_sshd_and_slurmctld_restarts_lose_nothing(user, slurm, cluster):  # noqa: F811
-    tasks = [t(f"r.{n:02d}", "sleep 2") for n in range(12)]
+    # r.live runs through both outages, so the ticks have a job to ask the stopped controller about.
+    tasks = [t("r.live", "sleep 30")] + [t(f"r.{n:02d}", "sleep 2") for n in range(12)]
     run = create_run(owner=user, backend=slurm, payload=tasks, workflow_name="restarts", max_concurrent=4)
     tick_due_backends(force=True)
     cluster.stop_sshd()
@@ -220,10 +221,15 @@ def test_sshd_and_slurmctld_restarts_lose_nothing(user, slurm, cluster):  # noqa
         slurm.refresh_from_db()
     cluster.stop_slurmctld()
     try:
-        for _ in range(3):
+        # A tick between two scheduler polls (poll_interval 1 s) reads only the end markers:
+        # tick until one has asked the stopped controller (the signal), then once more.
+        deadline = time.monotonic() + 60
+        while "Unable to contact slurm controller" not in slurm.status_message:
+            assert time.monotonic() < deadline, f"no tick asked the stopped controller: {slurm.status_message!r}"
             tick_due_backends(force=True)
-        slurm.refresh_from_db()  # the ticks asked the stopped controller
-        assert "Unable to contact slurm controller" in slurm.status_message
+            slurm.refresh_from_db()
+        tick_due_backends(force=True)
+        assert run.tasks.get(task_id="r.live").state in ("submitted", "running")  # alive through it
         assert not run.tasks.filter(state__in=("failed", "dep_failed")).exists()
     finally:
         cluster.start_slurmctld()
@@ -232,7 +238,7 @@ def test_sshd_and_slurmctld_restarts_lose_nothing(user, slurm, cluster):  # noqa
     slurm.refresh_from_db()
     assert slurm.status == Backend.Status.OK
     per_task = job_ids_by_tag_prefix(cluster, run)
-    assert len(per_task) == 12 and set(per_task.values()) == {1}
+    assert len(per_task) == 13 and set(per_task.values()) == {1}
 
 
 def test_cluster_without_accounting_completes_a_run(user, slurm, cluster):  # noqa: F811
