@@ -18,7 +18,6 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
-from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
@@ -117,8 +116,7 @@ def run_group(request: HttpRequest, run_id: str) -> HttpResponse:
     if name is None:
         return HttpResponseBadRequest("the group parameter is missing")
     group = group_page(run, name, request.GET.get("page"))
-    group_url = reverse("run_group", args=[run.pk]) + "?" + urlencode({"group": name})
-    context = {"run": run, "g": group, "group_url": group_url, "cost": run_cost(run.pk)}
+    context = {"run": run, "g": group, "cost": run_cost(run.pk)}
     return render(request, "runs/web/_group_table.html", context)
 
 
