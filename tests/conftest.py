@@ -12,6 +12,10 @@ from runs.live import push
 from runs.models import Run
 from tests.markers import pytest_collection_modifyitems, pytest_runtest_protocol  # noqa: F401  (hooks)
 
+# Modules that some tests import and others load as plugins (pytest_plugins): rewritten on
+# first import like the tests, whichever comes first (else pytest warns it cannot rewrite them).
+pytest.register_assert_rewrite("tests.cluster", "tests.ldap_server", "tests.oidc_server")
+
 # The test users may use the test `local` backend: it is shared with this group. (A
 # config that shares a local backend must also name run_as, whose confinement is
 # tested on its own; here tasks run as the test process, for speed.)
