@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+from unittest import mock
 
 from tests.markers import require
 
@@ -90,17 +91,32 @@ class PolicyWatch:
 
 
 @contextmanager
+def playwright_api() -> Iterator[Playwright]:
+    """Playwright's synchronous API, open for the block. Its event loop runs on this thread, so
+    the test's database calls inside the block get connections of their own (Django keeps a
+    thread's connections per asyncio context while a loop runs); they are closed on the way
+    out, or they would stay open and PostgreSQL could not drop the test database."""
+    from django.db import connections
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        try:
+            yield playwright
+        finally:
+            with mock.patch.dict(os.environ, {"DJANGO_ALLOW_ASYNC_UNSAFE": "true"}):  # the loop is Playwright's
+                connections.close_all()
+
+
+@contextmanager
 def live_portal(base_url: str) -> Iterator[tuple[BrowserContext, PolicyWatch]]:
     """A browser context on the live server (20 s timeouts), watched by a :class:`PolicyWatch`,
     while an embedded ticker drives the runs."""
-    from playwright.sync_api import sync_playwright
-
     from runs.workers.ticker import EmbeddedTicker
 
     ticker = EmbeddedTicker(interval=0.3)
     ticker.start()
     try:
-        with sync_playwright() as playwright:
+        with playwright_api() as playwright:
             browser = launch(playwright)
             context = browser.new_context(viewport={"width": 1400, "height": 900})
             context.set_default_timeout(20_000)

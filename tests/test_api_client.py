@@ -25,6 +25,7 @@ from runs.actions import create_run
 from runs.api.routes import api
 from runs.engine.tick import tick_due_backends
 from runs.models import ApiToken, Run
+from tests.threads import db_thread
 
 GENERATOR = str(Path(sys.executable).with_name("openapi-python-client"))
 TASKS = [
@@ -106,9 +107,8 @@ def test_a_running_tasks_log_is_followed_over_sse(user: User, local_backend: Bac
     run = create_run(owner=user, backend=local_backend, payload=[{"id": "w.1", "name": "W", "command": command}],
                      workflow_name="follow")  # fmt: skip
     stop = threading.Event()
-    ticker = threading.Thread(target=_tick_until_finished, args=(run, stop), daemon=True)
     with asgi_server() as base:
-        ticker.start()
+        ticker = db_thread(_tick_until_finished, run, stop)
         try:
             parts = urlsplit(base)
             connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)

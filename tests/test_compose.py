@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.browser import chromium_available, launch, login, screenshot
+from tests.browser import chromium_available, launch, login, playwright_api, screenshot
 from tests.faults import (
     ADMIN_PASSWORD,
     BIN,
@@ -263,10 +263,10 @@ def test_compose_services_run_a_workflow_with_live_pages(deployment: Portal, tmp
     gated = [{"id": "gate", "name": "gate", "command": f"until [ -e {gate} ]; do sleep 0.1; done"}, *workflow]
     run_id = deployment.start_run(gated, "local", max_concurrent=4)
 
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     pushed: list[str] = []
-    with sync_playwright() as playwright:
+    with playwright_api() as playwright:
         browser = launch(playwright)
         page = browser.new_page()
         page.on(

@@ -24,6 +24,7 @@ from runs.actions import create_run
 from runs.costing import estimate, prices
 from runs.costing.models import InstancePrice, PriceList
 from runs.models import PortalSettings, Run, Task
+from tests.threads import db_thread
 
 FIXTURE = Path(__file__).parent / "fixtures" / "instances.json"
 # 6 types priced in us-east-1 (one with on-demand only), 5 in eu-west-1; one broken entry skipped.
@@ -335,10 +336,8 @@ def test_one_process_refreshes_the_others_use_the_stored_prices(price_server: Pr
             PriceList.objects.select_for_update().get(pk=1)
             holding.set()
             release.wait(10)
-        connection.close()
 
-    other = threading.Thread(target=refresher)
-    other.start()
+    other = db_thread(refresher)
     assert holding.wait(10)
     started = time.monotonic()
     assert estimate.price_book(update=True) is None  # no prices yet, and no waiting for the lock

@@ -20,7 +20,7 @@ from runs.costing import estimate, prices
 from runs.costing.models import Budget
 from runs.engine.run_status import refresh_run_status
 from runs.models import PortalSettings, Run, Task
-from tests.browser import SCREENSHOT_DIR, PolicyWatch, chromium_available, launch, login, screenshot
+from tests.browser import SCREENSHOT_DIR, PolicyWatch, chromium_available, launch, login, playwright_api, screenshot
 from tests.test_cost import FIXTURE, configure
 
 pytestmark = [pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing"), pytest.mark.browser]
@@ -66,7 +66,7 @@ def test_run_header_and_usage_page_in_a_browser(
     # The live server's threads must not keep their connections, or PostgreSQL refuses to
     # drop the test database ("being accessed by other users").
     monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     researchers = Group.objects.create(name="researchers")
     alice = User.objects.create_user("alice", password="pw-alice-123")
@@ -92,7 +92,7 @@ def test_run_header_and_usage_page_in_a_browser(
     hers, everyone = {months[0], months[35]}, set(months.values())
     base = live_server.url
 
-    with sync_playwright() as playwright:
+    with playwright_api() as playwright:
         browser = launch(playwright)
         context = browser.new_context(viewport={"width": 1400, "height": 900})
         context.set_default_timeout(20_000)
@@ -123,7 +123,6 @@ def test_run_header_and_usage_page_in_a_browser(
         expect(staff_page.locator("#usage-by-backend")).to_contain_text("aws-batch")
         screenshot(staff_page, "cost-03-usage-staff")
         PortalSettings.objects.filter(pk=1).update(pricing=None)  # pricing removed: CPU-hours only
-        connection.close()  # Playwright's greenlet got a connection of its own: not left open
         staff_page.goto(f"{base}/usage")
         expect(staff_page.get_by_text("Costs are not shown")).to_be_visible()
         expect(staff_page.locator("#usage-by-user svg.hbar")).to_have_count(2)

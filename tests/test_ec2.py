@@ -11,7 +11,6 @@ boot (moto shows an instance running at once; tests move states themselves).
 from __future__ import annotations
 
 import base64
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -35,6 +34,7 @@ from runs.engine.waiting import shown_reason
 from runs.models import Run
 from tests.aws_ec2 import Emulator, LoopbackConnector, LoopbackEnd, moto_ec2  # noqa: F401  (fixture)
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
+from tests.threads import db_thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.aws, pytest.mark.cluster]
 
@@ -189,9 +189,7 @@ def test_max_instances_is_a_hard_cap_also_with_two_ticks_at_once(user, ec2, clus
     backend = make_backend(ec2, cluster, max_instances=2)
     run = create_run(owner=user, backend=backend, payload=[t(f"s{i}", "sleep 5") for i in range(5)],
                      workflow_name="cap")  # fmt: skip
-    threads = [threading.Thread(target=tick_due_backends, kwargs={"force": True}) for _ in range(2)]
-    for thread in threads:
-        thread.start()
+    threads = [db_thread(tick_due_backends, force=True) for _ in range(2)]
     for thread in threads:
         thread.join()
     # A second portal process (its own adapter) ticking too: still two.

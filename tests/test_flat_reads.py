@@ -4,14 +4,13 @@ time) and a run's cost (sums kept per run by triggers, exact under concurrency).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
-from django.db import connection, connections
+from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.db.models import Count, Sum
 from django.test import Client
@@ -30,6 +29,7 @@ from runs.engine.waiting import shown_reason
 from runs.models import ApiToken, Run, Task, task_group
 from runs.web.pages import EXPAND_ROWS, GROUP_ROWS, group_page, run_page
 from tests.test_cost import configure
+from tests.threads import db_thread
 
 pytestmark = pytest.mark.django_db
 
@@ -237,13 +237,9 @@ def test_concurrent_costs_add_up(user: User, local_backend: Backend) -> None:
                 Task.objects.filter(pk__in=part[i : i + 50]).update(cost=Decimal(amount), waste_cost=None)
         except BaseException as exc:  # noqa: BLE001  (reported below)
             problems.append(exc)
-        finally:
-            connections.close_all()
 
     # Four writers on overlapping tasks, each costing them differently.
-    threads = [threading.Thread(target=cost, args=(pks[i % 2 :: 2], f"0.{i + 1}00001")) for i in range(4)]
-    for thread in threads:
-        thread.start()
+    threads = [db_thread(cost, pks[i % 2 :: 2], f"0.{i + 1}00001") for i in range(4)]
     for thread in threads:
         thread.join()
     assert problems == []

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from backends.models import Backend
 from runs.engine.lease import backend_claim, interrupted, take_lease
+from tests.threads import db_thread
 
 LEASE = 2  # seconds
 
@@ -45,16 +46,12 @@ def test_a_long_tick_keeps_its_lease_and_a_dead_one_loses_it(short_lease, time_m
     held: list[bool] = []
 
     def long_tick() -> None:
-        try:
-            with backend_claim(backend) as claim:
-                held.append(claim)
-                claimed.set()
-                release.wait(30)
-        finally:
-            connection.close()
+        with backend_claim(backend) as claim:
+            held.append(claim)
+            claimed.set()
+            release.wait(30)
 
-    ticker = threading.Thread(target=long_tick)
-    ticker.start()
+    ticker = db_thread(long_tick)
     assert claimed.wait(10) and held == [True]
     # Three times most of a lease passes (4.5 s in all, over twice the lease): each time only
     # the heartbeat's renewal, from the clock's new time, keeps the lease.

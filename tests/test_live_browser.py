@@ -24,6 +24,7 @@ from runs.engine.states import Step, TaskState, move
 from runs.models import Run, Task
 from tests.asgi_server import asgi_server
 from tests.browser import chromium_available, live_portal, login, screenshot
+from tests.threads import db_thread
 
 pytestmark = [
     pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing (apt-get install chromium)"),
@@ -156,17 +157,12 @@ def _claim_in_thread(task_pk: int) -> None:
     """Move a task as a tick would, from another thread (the ORM has no place in Playwright's greenlet)."""
 
     def claim() -> None:
-        try:
-            task = Task.objects.get(pk=task_pk)
-            task.state = TaskState.SUBMITTING
-            with transaction.atomic():
-                move([task], Step.CLAIM, ["state"])
-        finally:
-            connection.close()
+        task = Task.objects.get(pk=task_pk)
+        task.state = TaskState.SUBMITTING
+        with transaction.atomic():
+            move([task], Step.CLAIM, ["state"])
 
-    worker = threading.Thread(target=claim)
-    worker.start()
-    worker.join(30)
+    db_thread(claim).join(30)
 
 
 def test_big_run_page_opens_a_group_a_page_at_a_time_and_its_rows_are_pushed(
@@ -218,17 +214,8 @@ def test_big_run_page_opens_a_group_a_page_at_a_time_and_its_rows_are_pushed(
 
 
 def _in_thread(action: Any) -> None:
-    """Run ``action`` in another thread and close its database connection."""
-
-    def run() -> None:
-        try:
-            action()
-        finally:
-            connection.close()
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    worker.join(30)
+    """Run ``action`` in another thread (the ORM has no place in Playwright's greenlet)."""
+    db_thread(action).join(30)
 
 
 def _move(task_pk: int, step: Step, **values: Any) -> None:

@@ -8,7 +8,6 @@ embedded ticker thread (with an interval far longer than the test may take)."""
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from runs.engine import tick
 from runs.engine.tick import due_backends, tick_backend, tick_due_backends
 from runs.models import Run, Task
 from runs.workers.ticker import EmbeddedTicker
+from tests.threads import db_thread
 
 
 def wait_for(condition, timeout: float) -> bool:
@@ -66,9 +66,7 @@ def test_a_run_started_during_a_tick_of_its_backend_is_ticked_next(user, local_b
 
     def start_a_run_then_read_the_cluster_info(*args, **kwargs):  # the tick's last step, after the submit
         if not started:
-            start = threading.Thread(target=lambda: started.append(create_run(**one_task)))
-            start.start()
-            start.join()
+            db_thread(lambda: started.append(create_run(**one_task))).join()
         cluster_info(*args, **kwargs)
 
     one_task = {"owner": user, "backend": local_backend, "payload": [{"id": "a", "name": "a", "command": "true"}]}

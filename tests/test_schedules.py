@@ -24,6 +24,7 @@ from runs.schedules.fire import fire_due
 from runs.schedules.timing import cron_problem, timezone_problem
 from sources.models import Source
 from tests.conftest import LOCAL_USERS
+from tests.threads import db_thread
 
 DOCUMENT = {"tasks": [{"id": "t", "name": "t", "command": "true"}]}
 
@@ -225,15 +226,10 @@ def test_two_dispatchers_at_once_fire_once(workflow: Workflow, user: User) -> No
     outcomes: list[list[str]] = []
 
     def dispatcher() -> None:
-        try:
-            start.wait()
-            outcomes.append(fire_due(due + timedelta(seconds=5)))
-        finally:
-            connection.close()
+        start.wait()
+        outcomes.append(fire_due(due + timedelta(seconds=5)))
 
-    threads = [threading.Thread(target=dispatcher) for _ in range(2)]
-    for thread in threads:
-        thread.start()
+    threads = [db_thread(dispatcher) for _ in range(2)]
     for thread in threads:
         thread.join(60)
     assert sorted(len(o) for o in outcomes) == [0, 1]

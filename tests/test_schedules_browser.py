@@ -12,7 +12,7 @@ from django.db import connection
 
 from backends.models import Backend
 from runs.models import Schedule, Workflow
-from tests.browser import PolicyWatch, chromium_available, launch, login, screenshot
+from tests.browser import PolicyWatch, chromium_available, launch, login, playwright_api, screenshot
 from tests.conftest import local_user
 
 pytestmark = [pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing"), pytest.mark.browser]
@@ -23,7 +23,7 @@ def test_a_schedule_made_from_the_workflows_page(
 ) -> None:
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     local_user("alice", "pw-alice-123")
     backend = Backend.objects.create(name="local", kind=Backend.Kind.LOCAL, max_concurrent=4)
@@ -31,7 +31,7 @@ def test_a_schedule_made_from_the_workflows_page(
     (tmp_path / "w.json").write_text(json.dumps({"tasks": [{"id": "t", "name": "t", "command": "true"}]}))
     Workflow.objects.create(name="refresh", backend=backend, command=f"cat {tmp_path / 'w.json'}")
     base = live_server.url
-    with sync_playwright() as playwright:
+    with playwright_api() as playwright:
         browser = launch(playwright)
         context = browser.new_context(viewport={"width": 1400, "height": 900})
         context.set_default_timeout(20_000)

@@ -20,6 +20,7 @@ from runs.actions import cancel_run, create_run
 from runs.engine.tick import tick_due_backends
 from runs.models import ObservedJob, Run, Task
 from tests.cluster import Cluster, cluster  # noqa: F401  (fixture)
+from tests.threads import db_thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.cluster]
 
@@ -274,9 +275,6 @@ def test_workflow_json_over_ssh(user, slurm):
 def test_concurrent_ticks_submit_each_task_once(user, slurm, cluster):  # noqa: F811
     """Two workers ticking the same backend at once: the lease and the conditional
     state changes let only one of them submit a task."""
-    import threading
-
-    from django.db import connection
 
     run = create_run(
         owner=user,
@@ -287,15 +285,10 @@ def test_concurrent_ticks_submit_each_task_once(user, slurm, cluster):  # noqa: 
     )
 
     def worker() -> None:
-        try:
-            for _ in range(10):
-                tick_due_backends(force=True)
-        finally:
-            connection.close()
+        for _ in range(10):
+            tick_due_backends(force=True)
 
-    threads = [threading.Thread(target=worker) for _ in range(3)]
-    for thread in threads:
-        thread.start()
+    threads = [db_thread(worker) for _ in range(3)]
     for thread in threads:
         thread.join()
     run = wait_for(run)

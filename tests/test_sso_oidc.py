@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from django.contrib.auth.models import User
 
-from tests.browser import chromium_available, launch, screenshot
+from tests.browser import chromium_available, launch, playwright_api, screenshot
 from tests.sso import configure
 
 if TYPE_CHECKING:
@@ -34,9 +34,9 @@ def sign_in(base: str, provider: OIDCProvider, username: str, start: str, shots:
     Runs its own Playwright session: the ORM must not be used while one is open (see
     tests/test_browser.py), and the tests check the database between sign-ins.
     """
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
+    with playwright_api() as playwright:
         browser = launch(playwright)
         page = browser.new_page(viewport={"width": 1100, "height": 700})
         page.set_default_timeout(20_000)
@@ -66,9 +66,9 @@ def sign_in(base: str, provider: OIDCProvider, username: str, start: str, shots:
 
 
 def test_login_page_without_sso_has_no_button(live_server: Any, transactional_db: None) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
+    with playwright_api() as playwright:
         browser = launch(playwright)
         page = browser.new_page(viewport={"width": 1100, "height": 700})
         page.goto(f"{live_server.url}/accounts/login/")

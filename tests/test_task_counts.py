@@ -3,7 +3,6 @@ pages, the API and a tick read does not grow with the size of a run."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
-from django.db import connection, connections
+from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
@@ -34,6 +33,7 @@ from runs.models import ApiToken, Run, Task, task_group
 from runs.web.pages import EXPAND_ROWS, group_counts
 from runs.workflows.parse import check
 from tests.test_flat_reads import assert_cost_kept
+from tests.threads import db_thread
 
 # Ids with every shape of group: none, one dot, several, a dot first or last.
 IDS = ["solo", "sim.1", "sim.2", "a.b.c", "a.b.d", ".hidden", "trail.", "x.y"]
@@ -168,8 +168,6 @@ def test_concurrent_moves_add_up(user: User, local_backend: Backend) -> None:
                 )
         except BaseException as exc:  # noqa: BLE001  (reported below)
             problems.append(exc)
-        finally:
-            connections.close_all()
 
     def cancel() -> None:
         try:
@@ -177,12 +175,8 @@ def test_concurrent_moves_add_up(user: User, local_backend: Backend) -> None:
                 move_all(run.tasks.all(), Step.CANCEL, TaskState.CANCELLED, [TaskState.PENDING])
         except BaseException as exc:  # noqa: BLE001
             problems.append(exc)
-        finally:
-            connections.close_all()
 
-    threads = [threading.Thread(target=claim, args=(pks[i::3],)) for i in range(3)] + [threading.Thread(target=cancel)]
-    for thread in threads:
-        thread.start()
+    threads = [db_thread(claim, pks[i::3]) for i in range(3)] + [db_thread(cancel)]
     for thread in threads:
         thread.join()
     assert problems == []

@@ -10,14 +10,14 @@ from django.contrib.auth.models import User
 from backends.models import Backend
 from runs.actions import cancel_run, create_run
 from runs.engine.tick import tick_due_backends
-from tests.browser import chromium_available, launch, login, screenshot
+from tests.browser import chromium_available, launch, login, playwright_api, screenshot
 
 pytestmark = [pytest.mark.skipif(not chromium_available(), reason="/usr/bin/chromium is missing"), pytest.mark.browser]
 
 
 def test_run_page_shows_why_tasks_wait(live_server: Any, transactional_db: None, monkeypatch: Any) -> None:
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     owner = User.objects.create_user("researcher", password="pw-researcher-1", is_staff=True)
     other = User.objects.create_user("colleague", password="pw-colleague-1", is_staff=True)
@@ -33,7 +33,7 @@ def test_run_page_shows_why_tasks_wait(live_server: Any, transactional_db: None,
     )
     tick_due_backends(force=True)  # one slot each; my run at its own limit, the other's at the backend's
     try:
-        with sync_playwright() as playwright:
+        with playwright_api() as playwright:
             browser = launch(playwright)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             login(page, live_server.url, "researcher", "pw-researcher-1")
