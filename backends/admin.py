@@ -84,6 +84,7 @@ class BackendAdmin(admin.ModelAdmin):
         "status_message",
         "last_polled_at",
         "next_poll_at",
+        "tick_requests",
         "lease_until",
         "lease_owner",
     ]

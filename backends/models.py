@@ -48,6 +48,9 @@ class Backend(models.Model):
     status_message = models.TextField(blank=True)
     last_polled_at = models.DateTimeField(null=True, blank=True)
     next_poll_at = models.DateTimeField(null=True, blank=True)
+    # Counts the requests for a tick (runs.workers.ticker.request_tick): a tick that finds it
+    # changed since it read the backend leaves the backend due (runs.engine.tick.next_tick_at).
+    tick_requests = models.PositiveBigIntegerField(default=0, db_default=0, editable=False)
     # Who is ticking the backend (runs/engine/lease.py). On SQLite the claim itself: a
     # short lease renewed by a heartbeat. On PostgreSQL only a mark beside the advisory
     # lock, so a dispatcher can tell a tick that died (mark left, lock gone).

@@ -80,6 +80,31 @@ def test_a_run_started_during_a_tick_of_its_backend_is_ticked_next(user, local_b
     assert started[0].tasks.get().job_id
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_run_started_as_a_tick_ends_is_ticked_next(user, local_backend, monkeypatch):
+    """The same, one step later: the run's request for a tick came after the tick's end had
+    read the clock, before it wrote the next tick's time (CI saw it wait 60 s again: the
+    request's "due now" was later than the tick's end, so the tick took it for its own)."""
+    Backend.objects.filter(pk=local_backend.pk).update(poll_interval=600)
+    started: list[Run] = []
+    every = tick.tick_every
+
+    def start_a_run_then_say_the_interval(*args, **kwargs):  # the tick's end, after its `now`
+        if not started:
+            one_task = {"id": "a", "name": "a", "command": "true"}
+            create = {"owner": user, "backend": local_backend, "payload": [one_task], "workflow_name": "at the end"}
+            db_thread(lambda: started.append(create_run(**create))).join()
+        return every(*args, **kwargs)
+
+    monkeypatch.setattr(tick, "tick_every", start_a_run_then_say_the_interval)
+    assert tick_backend(Backend.objects.get(pk=local_backend.pk))
+    assert started and started[0].tasks.get().state == "pending"
+
+    assert local_backend.pk in {backend.pk for backend in due_backends()}
+    tick_due_backends()  # not forced: only a backend that is due
+    assert started[0].tasks.get().job_id
+
+
 def process_state(pid: int) -> str:
     """R, S, Z (exited, not reaped yet)... or "gone"."""
     try:

@@ -242,7 +242,15 @@ def _permission_names(pks: set[int]) -> str:
 
 def connect() -> None:
     """Called once from the runs app's ready()."""
-    backend_state = {"status", "status_message", "last_polled_at", "next_poll_at", "lease_until", "lease_owner"}
+    backend_state = {
+        "status",
+        "status_message",
+        "last_polled_at",
+        "next_poll_at",
+        "tick_requests",
+        "lease_until",
+        "lease_owner",
+    }
     watch(
         Backend,
         Action.BACKEND_CHANGED,

@@ -19,7 +19,7 @@ import logging
 import time
 from datetime import datetime, timedelta
 
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from backends.base import BackendAdapter, BackendError, BackendUnavailable
@@ -122,7 +122,6 @@ def _cycle_and_record_status(backend: Backend) -> None:
 
 
 def _cycle_and_record_status_timed(backend: Backend) -> tuple[str, str]:
-    started = timezone.now()
     changed: set[str] = set()
     status: str = Backend.Status.OK
     message = ""
@@ -150,18 +149,19 @@ def _cycle_and_record_status_timed(backend: Backend) -> tuple[str, str]:
         values: dict[str, object] = {"status": status, "status_message": message}
         if not markers_only:
             values["last_polled_at"] = now  # the scheduler's own poll ran
-        values["next_poll_at"] = next_tick_at(started, now, backend, reached)
+        values["next_poll_at"] = next_tick_at(backend, now, reached)
         Backend.objects.filter(pk=backend.pk).update(**values)
     return status, message
 
 
-def next_tick_at(started: datetime, now: datetime, backend: Backend, adapter: BackendAdapter | None) -> Case:
-    """When the backend is next due: a tick asked for while this one ran (``request_tick``: a
-    run started, a job ended) stays due now; this tick may have read the database before it."""
-    asked_meanwhile = Q(next_poll_at__gte=started, next_poll_at__lte=now)
+def next_tick_at(backend: Backend, now: datetime, adapter: BackendAdapter | None) -> Case:
+    """When the backend is next due: after its interval, unless a tick was asked for since
+    ``backend`` was read (``request_tick``: a run started, a job ended; its count went up).
+    This tick may have read the database before that request: the backend stays due now.
+    (A count, not a time: a request's time may fall just after this tick's ``now``.)"""
     return Case(
-        When(asked_meanwhile, then=F("next_poll_at")),
-        default=Value(now + timedelta(seconds=tick_every(backend, adapter))),
+        When(tick_requests=backend.tick_requests, then=Value(now + timedelta(seconds=tick_every(backend, adapter)))),
+        default=F("next_poll_at"),
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from django.conf import settings
 from django.db import close_old_connections, connection
+from django.db.models import F
 from django.utils import timezone
 
 from backends.models import Backend
@@ -62,7 +63,7 @@ def request_tick(backend_id: int) -> None:
     deployment mode, or wake the embedded ticker (in this process or its child). Due now
     also when a tick of it is under way (the claim is held: the queued task ticks nothing):
     that tick leaves it due (``runs.engine.tick.next_tick_at``)."""
-    Backend.objects.filter(pk=backend_id).update(next_poll_at=timezone.now())
+    Backend.objects.filter(pk=backend_id).update(next_poll_at=timezone.now(), tick_requests=F("tick_requests") + 1)
     if not settings.EMBEDDED:
         try:
             tick_backend_task.delay(backend_id)
