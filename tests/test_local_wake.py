@@ -47,7 +47,10 @@ def test_a_task_that_ends_frees_its_slot_and_releases_its_dependents_at_once(use
     ticker.start()
     try:
         run = create_run(owner=user, backend=local_backend, payload=chain, workflow_name="wake")
-        assert wait_for(lambda: Run.objects.get(pk=run.pk).is_finished, 60), "the run did not finish in 60 s"
+        finished = wait_for(lambda: Run.objects.get(pk=run.pk).is_finished, 60)
+        tasks = list(Task.objects.filter(run=run).values_list("task_id", "state", "job_id"))
+        due = Backend.objects.values_list("next_poll_at", "tick_requests").get(pk=local_backend.pk)
+        assert finished, f"the run did not finish in 60 s: tasks {tasks}, backend due at and asked {due}"
     finally:
         ticker.stop()
         ticker.join()
