@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
 
 
@@ -38,12 +39,18 @@ def asgi_server() -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
+    # Its threads close their connections after each use: PostgreSQL's settings keep them for
+    # 60 s, and one kept by the thread that runs the websockets' database calls (asgiref's
+    # one thread for the whole process) would still hold the test database when it is dropped.
+    keep = connection.settings_dict["CONN_MAX_AGE"]
+    connection.settings_dict["CONN_MAX_AGE"] = 0
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(15)
         sock.close()
+        connection.settings_dict["CONN_MAX_AGE"] = keep
 
 
 def session_cookie(user: User) -> str:
