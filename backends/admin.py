@@ -78,16 +78,7 @@ class BackendAdmin(admin.ModelAdmin):
     list_display = ["name", "kind", "enabled", "max_concurrent", "status", "last_polled_at"]
     list_filter = ["kind", "enabled", "status"]
     search_fields = ["name"]
-    # Written by the poller, not by people.
-    readonly_fields = [
-        "status",
-        "status_message",
-        "last_polled_at",
-        "next_poll_at",
-        "tick_requests",
-        "lease_until",
-        "lease_owner",
-    ]
+    readonly_fields = Backend.TICK_FIELDS
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None

@@ -60,6 +60,18 @@ class Backend(models.Model):
     cluster_info = models.JSONField(default=dict, blank=True)
     cluster_info_at = models.DateTimeField(null=True, blank=True)
 
+    # What the ticks write, not people: read-only in the admin; a change of it (or of the
+    # cluster info) is not audited.
+    TICK_FIELDS = (
+        "status",
+        "status_message",
+        "last_polled_at",
+        "next_poll_at",
+        "tick_requests",
+        "lease_until",
+        "lease_owner",
+    )
+
     class Meta:
         ordering = ["name"]
 

@@ -242,20 +242,11 @@ def _permission_names(pks: set[int]) -> str:
 
 def connect() -> None:
     """Called once from the runs app's ready()."""
-    backend_state = {
-        "status",
-        "status_message",
-        "last_polled_at",
-        "next_poll_at",
-        "tick_requests",
-        "lease_until",
-        "lease_owner",
-    }
     watch(
         Backend,
         Action.BACKEND_CHANGED,
         lambda b: f"backend {b}",
-        frozenset(backend_state | {"cluster_info", "cluster_info_at"}),
+        frozenset({*Backend.TICK_FIELDS, "cluster_info", "cluster_info_at"}),
     )
     source_state = frozenset({"synced_at", "synced_sha", "sync_error", "workflow_files", "checkout_dir"})
     watch(Source, Action.SOURCE_CHANGED, lambda s: f"source {s}", source_state)
