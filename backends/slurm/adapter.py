@@ -89,7 +89,8 @@ class SlurmAdapter(SshScheduler):
         if self._home is None:
             result = self.transport.run('printf %s "$HOME"', timeout=30)
             if result.exit_code != 0 or not result.stdout.startswith("/"):
-                raise BackendError(f"cannot find the home directory on {self.name}: {result.stderr.strip()}")
+                said = result.stderr.strip() or f"exit code {result.exit_code}, output {result.stdout[:200]!r}"
+                raise BackendError(f"cannot find the home directory on {self.name}: {said}")
             self._home = result.stdout
         return self._home
 
