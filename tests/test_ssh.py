@@ -33,6 +33,17 @@ def test_commands_files_and_quoting(cluster, tmp_path):  # noqa: F811
     ssh.close()
 
 
+def test_output_that_comes_after_the_exit_status_is_kept(cluster):  # noqa: F811
+    """sshd sends a command's exit status as soon as the command exits, and the output
+    still in its pipe after it (OpenSSH's session.c: "there could be some more data waiting
+    in the pipe"). Under load that is a plain ``printf``'s output too: CI once lost a login's
+    ``$HOME`` that way. Here a child that outlives the shell writes after it exited."""
+    ssh = transport(cluster)
+    result = ssh.run("(sleep 0.5; printf late; printf err >&2) & exit 3", timeout=30)
+    assert (result.exit_code, result.stdout, result.stderr) == (3, "late", "err")
+    ssh.close()
+
+
 def test_special_files_are_refused(cluster):  # noqa: F811
     """A log view or generated file never reads a FIFO (it would hang the SFTP session),
     a device or /proc, even through a link."""

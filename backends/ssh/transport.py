@@ -19,6 +19,7 @@ import shlex
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -242,19 +243,20 @@ class SshTransport:
             channel.shutdown_write()
             deadline = time.monotonic() + timeout
             stdout, stderr = bytearray(), bytearray()
-            while True:
+            # Read both streams while the command runs: a full window would stall it.
+            while not channel.exit_status_ready():  # (also true once the channel is closed)
                 if channel.recv_ready():
                     stdout += channel.recv(65536)
                 elif channel.recv_stderr_ready():
                     stderr += channel.recv_stderr(65536)
-                elif channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                    break
-                elif channel.closed and not channel.recv_ready():
-                    break
+                elif time.monotonic() > deadline:
+                    raise BackendError(f"ssh {self.where}: command timed out after {timeout:.0f}s")
                 else:
-                    if time.monotonic() > deadline:
-                        raise BackendError(f"ssh {self.where}: command timed out after {timeout:.0f}s")
                     channel.status_event.wait(0.01)
+            # sshd sends the exit status as soon as the command exits, and what is still in
+            # its pipes after it: read each stream to its end (EOF or close).
+            stdout += _read_to_end(channel.recv)
+            stderr += _read_to_end(channel.recv_stderr)
             code = channel.recv_exit_status()
         except TimeoutError as exc:
             raise BackendError(f"ssh {self.where}: command timed out after {timeout:.0f}s") from exc
@@ -324,3 +326,11 @@ class SshTransport:
         except (paramiko.SSHException, EOFError) as exc:
             self.close()
             raise BackendUnavailable(f"ssh {self.where}: connection lost: {exc}") from exc
+
+
+def _read_to_end(recv: Callable[[int], bytes]) -> bytes:
+    """What a channel's stream still holds, up to its end (the channel's timeout applies)."""
+    rest = bytearray()
+    while chunk := recv(65536):
+        rest += chunk
+    return bytes(rest)
