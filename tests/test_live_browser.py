@@ -153,16 +153,22 @@ def test_run_page_follows_the_run_by_push_then_by_polling_when_the_socket_is_cut
         assert watch.problems == []
 
 
+def _in_thread(action: Any) -> None:
+    """Run ``action`` in another thread (the ORM has no place in Playwright's greenlet)."""
+    db_thread(action).join(30)
+
+
+def _move(task_pk: int, step: Step, **values: Any) -> None:
+    task = Task.objects.get(pk=task_pk)
+    for name, value in values.items():
+        setattr(task, name, value)
+    with transaction.atomic():
+        move([task], step, list(values))
+
+
 def _claim_in_thread(task_pk: int) -> None:
-    """Move a task as a tick would, from another thread (the ORM has no place in Playwright's greenlet)."""
-
-    def claim() -> None:
-        task = Task.objects.get(pk=task_pk)
-        task.state = TaskState.SUBMITTING
-        with transaction.atomic():
-            move([task], Step.CLAIM, ["state"])
-
-    db_thread(claim).join(30)
+    """Claim a task as a tick would, from another thread."""
+    _in_thread(lambda: _move(task_pk, Step.CLAIM, state=TaskState.SUBMITTING))
 
 
 def test_big_run_page_opens_a_group_a_page_at_a_time_and_its_rows_are_pushed(
@@ -211,19 +217,6 @@ def test_big_run_page_opens_a_group_a_page_at_a_time_and_its_rows_are_pushed(
         expect(page.locator("#run-legend .chip-submitting")).to_have_text("2 submitting")
         screenshot(page, "live-05-big-run-group-open")
         assert watch.problems == [] and errors == []
-
-
-def _in_thread(action: Any) -> None:
-    """Run ``action`` in another thread (the ORM has no place in Playwright's greenlet)."""
-    db_thread(action).join(30)
-
-
-def _move(task_pk: int, step: Step, **values: Any) -> None:
-    task = Task.objects.get(pk=task_pk)
-    for name, value in values.items():
-        setattr(task, name, value)
-    with transaction.atomic():
-        move([task], step, list(values))
 
 
 def test_runs_list_and_dashboard_add_change_and_drop_rows_by_push(
